@@ -1,0 +1,163 @@
+"""One error hierarchy and one exit-code table for every DR command.
+
+Commands raise a ``DRError`` subclass; ``dr.cli.run`` maps it to its exit code and prints one line.
+The README's exit-code table repeats ``ExitCode`` (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1  # unexpected failure (a bug): rerun with --debug and report it
+    USAGE = 2  # bad command line (argparse)
+    CONFIG = 3  # a setting is missing or invalid (stack outputs, talosconfig, flags)
+    NOT_FOUND = 4  # snapshot file or S3 object does not exist; nothing to restore
+    EMPTY_SNAPSHOT = 5
+    TRUNCATED_SNAPSHOT = 6
+    CORRUPT_SNAPSHOT = 7  # hash trailer does not match the content
+    NOT_A_SNAPSHOT = 8  # not an etcd (bbolt) snapshot at all
+    TALOSCTL_MISSING = 9
+    NODE_UNREACHABLE = 10
+    NODE_ERROR = 11  # the node answered but refused or failed the operation
+    S3_ERROR = 12
+    ACCESS_DENIED = 13
+    BUCKET_NOT_FOUND = 14
+    LOCKED = 15  # another backup/restore holds the lock
+    DISK_FULL = 16
+    NOT_CONFIRMED = 17  # restore not confirmed (no "yes", or no terminal without --yes)
+    TIMEOUT = 18
+    RESTORE_CONFLICT = 19  # etcd not wiped, or a different restore is half done
+    ETCD_MISSING = 20  # etcd/etcdctl binaries needed locally are missing
+    ETCD_ERROR = 21  # local throwaway etcd failed
+    VERIFY_MISMATCH = 22  # content check failed (restored data differs from what was expected)
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class DRError(Exception):
+    """Base of every error a user can act on. ``hint`` says what to do next."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}" + (f" — {self.hint}" if self.hint else "")
+
+
+class ConfigError(DRError):
+    exit_code = ExitCode.CONFIG
+
+
+class SnapshotNotFound(DRError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class IntegrityError(DRError):
+    exit_code = ExitCode.CORRUPT_SNAPSHOT
+
+
+class EmptySnapshot(IntegrityError):
+    exit_code = ExitCode.EMPTY_SNAPSHOT
+
+
+class TruncatedSnapshot(IntegrityError):
+    exit_code = ExitCode.TRUNCATED_SNAPSHOT
+
+
+class CorruptSnapshot(IntegrityError):
+    exit_code = ExitCode.CORRUPT_SNAPSHOT
+
+
+class NotASnapshot(IntegrityError):
+    exit_code = ExitCode.NOT_A_SNAPSHOT
+
+
+class TalosctlMissing(DRError):
+    exit_code = ExitCode.TALOSCTL_MISSING
+
+
+class NodeUnreachable(DRError):
+    exit_code = ExitCode.NODE_UNREACHABLE
+
+
+class NodeError(DRError):
+    exit_code = ExitCode.NODE_ERROR
+
+
+class S3Error(DRError):
+    exit_code = ExitCode.S3_ERROR
+
+
+class AccessDenied(S3Error):
+    exit_code = ExitCode.ACCESS_DENIED
+
+
+class BucketNotFound(S3Error):
+    exit_code = ExitCode.BUCKET_NOT_FOUND
+
+
+class Locked(DRError):
+    exit_code = ExitCode.LOCKED
+
+
+class DiskFull(DRError):
+    exit_code = ExitCode.DISK_FULL
+
+
+class NotConfirmed(DRError):
+    exit_code = ExitCode.NOT_CONFIRMED
+
+
+class Timeout(DRError):
+    exit_code = ExitCode.TIMEOUT
+
+
+class RestoreConflict(DRError):
+    exit_code = ExitCode.RESTORE_CONFLICT
+
+
+class EtcdMissing(DRError):
+    exit_code = ExitCode.ETCD_MISSING
+
+
+class EtcdError(DRError):
+    exit_code = ExitCode.ETCD_ERROR
+
+
+class VerifyMismatch(DRError):
+    exit_code = ExitCode.VERIFY_MISMATCH
+
+
+# What each code means, for the README table and `--help` epilogs.
+EXIT_CODE_MEANING: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.ERROR: "unexpected error (a bug): rerun with --debug and report the traceback",
+    ExitCode.USAGE: "bad command line",
+    ExitCode.CONFIG: "a setting is missing or invalid (stack outputs, talosconfig, flags)",
+    ExitCode.NOT_FOUND: "the snapshot file or S3 object does not exist",
+    ExitCode.EMPTY_SNAPSHOT: "the snapshot is empty (0 bytes)",
+    ExitCode.TRUNCATED_SNAPSHOT: "the snapshot is truncated (no complete hash trailer)",
+    ExitCode.CORRUPT_SNAPSHOT: "the snapshot's SHA-256 trailer does not match its content",
+    ExitCode.NOT_A_SNAPSHOT: "the file is not an etcd snapshot",
+    ExitCode.TALOSCTL_MISSING: "talosctl is not installed or not on PATH",
+    ExitCode.NODE_UNREACHABLE: "the Talos node does not answer",
+    ExitCode.NODE_ERROR: "the Talos node refused or failed the operation",
+    ExitCode.S3_ERROR: "S3 request failed (network, server error, interrupted transfer)",
+    ExitCode.ACCESS_DENIED: "S3 denied access (credentials or bucket policy)",
+    ExitCode.BUCKET_NOT_FOUND: "the S3 bucket does not exist",
+    ExitCode.LOCKED: "another backup or restore is running",
+    ExitCode.DISK_FULL: "no space left on the local disk",
+    ExitCode.NOT_CONFIRMED: "restore was not confirmed",
+    ExitCode.TIMEOUT: "the node did not reach the expected state in time",
+    ExitCode.RESTORE_CONFLICT: "etcd was not wiped, or a different restore is half done",
+    ExitCode.ETCD_MISSING: "etcd/etcdctl not installed locally",
+    ExitCode.ETCD_ERROR: "the local throwaway etcd failed",
+    ExitCode.VERIFY_MISMATCH: "the snapshot's content is not what was expected",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
+}

@@ -1,0 +1,41 @@
+"""Stack output names: the contract between the Pulumi program (``__main__.py``) and every DR command.
+
+Never retype these strings elsewhere; import them.
+"""
+
+BUCKET = "etcdBackupBucketName"
+SNAPSHOT_PREFIX = "snapshotPrefix"
+AWS_REGION = "awsRegion"
+CLUSTER_NAME = "clusterName"
+CLUSTER_ENDPOINT = "clusterEndpoint"
+NODE_INSTANCE_ID = "nodeInstanceId"
+NODE_PUBLIC_IP = "nodePublicIp"
+NODE_PRIVATE_IP = "nodePrivateIp"
+TALOS_VERSION = "talosVersion"
+
+# Secret outputs.
+TALOSCONFIG = "talosconfig"
+KUBECONFIG = "kubeconfig"
+CONTROLPLANE_CONFIG = "controlplaneConfig"
+TALOS_MACHINE_SECRETS = "talosMachineSecrets"
+
+PLAIN_OUTPUTS = (
+    BUCKET,
+    SNAPSHOT_PREFIX,
+    AWS_REGION,
+    CLUSTER_NAME,
+    CLUSTER_ENDPOINT,
+    NODE_INSTANCE_ID,
+    NODE_PUBLIC_IP,
+    NODE_PRIVATE_IP,
+    TALOS_VERSION,
+)
+SECRET_OUTPUTS = (TALOSCONFIG, KUBECONFIG, CONTROLPLANE_CONFIG, TALOS_MACHINE_SECRETS)
+ALL_OUTPUTS = PLAIN_OUTPUTS + SECRET_OUTPUTS
+
+# The prefix under which snapshots live in the bucket (value of the snapshotPrefix output).
+DEFAULT_SNAPSHOT_PREFIX = "snapshots/"
+
+# The project's name in Pulumi.yaml and its default stack.
+PROJECT_NAME = "talos-dr"
+DEFAULT_STACK = "prod"
