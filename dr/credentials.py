@@ -1,0 +1,230 @@
+"""Least-privilege Talos client certificates, minted from the OS CA in the stack's machine secrets.
+
+The schedule's credential is a client certificate whose Organization is ``os:etcd:backup``: apid lets it call
+EtcdSnapshot and nothing else (not even Version). It is minted *deterministically*:
+
+* its Ed25519 key is derived with HKDF from the OS CA key and the validity period's start, and
+* Ed25519 signatures are deterministic, serial and dates come from the same inputs,
+
+so every ``pulumi up`` within one rotation period computes byte-identical PEM — no diff, no new secret version,
+nothing to keep in extra state — and a new period (every ``ROTATION``) rotates it, with the old certificate still
+valid for ``VALIDITY - ROTATION`` more. Deriving from the CA key gives nothing away: whoever holds the CA key can
+mint any certificate already.
+
+Also here: the generic ``issue_certificate`` / ``new_ca`` used by the sandbox's simulated apid and the tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from dr.errors import ConfigError
+from dr.talosapi.client import TalosCredentials
+
+BACKUP_ROLE = "os:etcd:backup"
+ROTATION = timedelta(days=180)
+VALIDITY = timedelta(days=365)
+_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+_SKEW = timedelta(hours=1)  # not_before a little early: a node clock slightly behind must still accept it
+_PEM_RE = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.+?)\s*-----END \1-----", re.S)
+
+
+def load_private_key(pem: bytes) -> Any:
+    """Load a PEM private key, including Talos's ``ED25519 PRIVATE KEY`` blocks (PKCS#8 DER under a label
+    ``cryptography`` does not know)."""
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        pass
+    m = _PEM_RE.search(pem)
+    if not m:
+        raise ConfigError("the OS CA key is not a PEM private key")
+    try:
+        return serialization.load_der_private_key(base64.b64decode(b"".join(m.group(2).split())), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"the OS CA key ({m.group(1).decode()}) cannot be read: {exc}") from exc
+
+
+def os_ca_from_machine_secrets(machine_secrets: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """(CA certificate PEM, CA key PEM) of the OS CA in a pulumiverse-talos ``machine_secrets`` value.
+
+    ``certs.os.cert`` and ``certs.os.key`` are base64 of PEM there (as in Talos's secrets bundle).
+    """
+    try:
+        os_ca = machine_secrets["certs"]["os"]
+        cert, key = os_ca["cert"], os_ca["key"]
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"machine secrets have no certs.os.cert/key ({exc})", "pass talos.machine.Secrets(...).machine_secrets") from exc
+    return _unb64_pem(cert, "certs.os.cert"), _unb64_pem(key, "certs.os.key")
+
+
+def _unb64_pem(value: str | bytes, what: str) -> bytes:
+    raw = value.encode() if isinstance(value, str) else value
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        return raw
+    try:
+        out = base64.b64decode(raw, validate=True)
+    except ValueError as exc:
+        raise ConfigError(f"machine secrets {what} is not base64 PEM") from exc
+    if b"-----BEGIN" not in out:
+        raise ConfigError(f"machine secrets {what} is not base64 PEM")
+    return out
+
+
+def _sign(builder: x509.CertificateBuilder, key: Any) -> x509.Certificate:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return builder.sign(key, None)  # Ed25519 is deterministic by design
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return builder.sign(key, hashes.SHA256(), ecdsa_deterministic=True)  # RFC 6979
+    return builder.sign(key, hashes.SHA256())
+
+
+def _key_pem(key: Any) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def issue_certificate(
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    *,
+    organization: str | None,
+    common_name: str,
+    not_before: datetime,
+    not_after: datetime,
+    key: ed25519.Ed25519PrivateKey | None = None,
+    serial: int | None = None,
+    server_ips: tuple[str, ...] = (),
+    client: bool = True,
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) signed by the CA. ``server_ips`` makes a server certificate with IP SANs."""
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = load_private_key(ca_key_pem)
+    key = key or ed25519.Ed25519PrivateKey.generate()
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+    if server_ips:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    if server_ips:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]), critical=False
+        )
+    return _cert_pem(_sign(builder, ca_key)), _key_pem(key)
+
+
+def new_ca(common_name: str = "talos", *, now: datetime | None = None, days: int = 3650) -> tuple[bytes, bytes]:
+    """A self-signed Ed25519 CA shaped like Talos's OS CA: (certificate PEM, key PEM in Talos's
+    ``ED25519 PRIVATE KEY`` framing). For the sandbox and tests."""
+    now = now or datetime.now(UTC)
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _SKEW)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, None)
+    )
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    body = base64.encodebytes(der).replace(b"\n", b"")
+    key_pem = b"-----BEGIN ED25519 PRIVATE KEY-----\n" + body + b"\n-----END ED25519 PRIVATE KEY-----\n"
+    return _cert_pem(cert), key_pem
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    not_before: datetime
+    not_after: datetime
+
+
+def rotation_period(now: datetime, ca_not_after: datetime | None = None) -> Period:
+    """The rotation period ``now`` falls in. Pure: the clock is an argument."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    index = (now - _EPOCH) // ROTATION
+    start = _EPOCH + index * ROTATION
+    not_after = start + VALIDITY
+    if ca_not_after is not None:
+        not_after = min(not_after, ca_not_after)
+    return Period(start=start, not_before=start - _SKEW, not_after=not_after)
+
+
+def mint_backup_credential(
+    ca_cert_pem: bytes, ca_key_pem: bytes, now: datetime, *, role: str = BACKUP_ROLE, cluster: str = "talos"
+) -> TalosCredentials:
+    """The schedule's client credential for the period ``now`` falls in: same inputs, same bytes (see module doc)."""
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = load_private_key(ca_key_pem)
+    period = rotation_period(now, ca_cert.not_valid_after_utc)
+    if period.not_after <= now:
+        raise ConfigError("the OS CA has expired; a certificate it signs would not be accepted", "rotate the Talos OS CA")
+    ca_secret = ca_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    info = f"talos-dr|{role}|{cluster}|{period.start:%Y%m%dT%H%M%SZ}".encode()
+    okm = HKDF(algorithm=hashes.SHA256(), length=48, salt=b"talos-dr client credential", info=info).derive(ca_secret)
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(okm[:32])
+    serial = int.from_bytes(okm[32:], "big") >> 1 or 1  # positive, < 2**127
+    cert_pem, key_pem = issue_certificate(
+        ca_cert_pem,
+        ca_key_pem,
+        organization=role,
+        common_name=f"talos-dr-etcd-backup.{cluster}",
+        not_before=period.not_before,
+        not_after=period.not_after,
+        key=key,
+        serial=serial,
+    )
+    return TalosCredentials(ca_pem=ca_cert_pem, cert_pem=cert_pem, key_pem=key_pem)
+
+
+def certificate_roles(cert_pem: bytes) -> list[str]:
+    """The Organization values (Talos roles) of a PEM certificate."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]

@@ -1,0 +1,230 @@
+"""A minimal Talos API client: ``EtcdSnapshot`` over mutual TLS to a node's apid.
+
+Only what a scheduled backup needs. The snapshot is streamed chunk by chunk to the caller (never held in memory)
+and its SHA-256 trailer is checked as it passes; the iterator raises after the last chunk when the trailer does not
+verify, so a consumer that uploads as it goes (``dr.s3.upload_snapshot_stream``) aborts instead of completing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+import grpc
+
+from dr.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
+from dr.integrity import SnapshotDigest, TrailerHasher
+from dr.talosapi import messages
+
+APID_PORT = 50000
+# Roles (client certificate Organization) apid lets call EtcdSnapshot.
+SNAPSHOT_ROLES = ("os:admin", "os:operator", "os:etcd:backup")
+DEFAULT_TIMEOUT = 900.0  # a whole snapshot stream; Lambda's own limit is 15 minutes
+
+
+@dataclass(frozen=True)
+class TalosCredentials:
+    """PEM bytes of the OS CA (to trust apid) and the client certificate and key apid checks."""
+
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+
+    def to_json(self) -> str:
+        """The JSON stored in Secrets Manager: ``{"ca", "crt", "key"}`` as PEM text (a talosconfig context's shape,
+        without its base64)."""
+        return json.dumps({"ca": self.ca_pem.decode(), "crt": self.cert_pem.decode(), "key": self.key_pem.decode()})
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "credential") -> TalosCredentials:
+        """Parse ``to_json`` output; also accepts base64-encoded PEM values, as a talosconfig context holds them."""
+        try:
+            doc = json.loads(text)
+            values = [doc["ca"], doc["crt"], doc["key"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{where} is not a Talos client credential (want JSON with ca, crt, key): {exc}",
+                "re-run `pulumi up` to rewrite the secret",
+            ) from exc
+        return cls(*(_pem_bytes(v, where) for v in values))
+
+
+def _pem_bytes(value: str, where: str) -> bytes:
+    if "-----BEGIN" in value:
+        return value.encode()
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise ConfigError(f"{where} holds a value that is neither PEM nor base64 PEM") from exc
+    if b"-----BEGIN" not in decoded:
+        raise ConfigError(f"{where} holds a value that is neither PEM nor base64 PEM")
+    return decoded
+
+
+def check_client_certificate(cert_pem: bytes, now: datetime | None = None) -> None:
+    """Fail early, with a clear message, on a client certificate apid would refuse for its dates.
+
+    apid's refusal arrives as a bare TLS alert; saying "expired on ..." here saves a guess. Skipped when
+    ``cryptography`` is not importable (it is optional on the Lambda).
+    """
+    try:
+        from cryptography import x509
+    except ImportError:  # pragma: no cover - the Lambda bundle ships it, but the check is only a courtesy
+        return
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise ConfigError(f"the Talos client certificate is not a PEM certificate: {exc}") from exc
+    now = now or datetime.now(UTC)
+    if now > cert.not_valid_after_utc:
+        raise ConfigError(
+            f"the Talos client certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+            "run `pulumi up` to mint a new one (the schedule's credential is renewed by the program)",
+        )
+    if now < cert.not_valid_before_utc:
+        raise ConfigError(
+            f"the Talos client certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            "check this machine's clock",
+        )
+
+
+def _format_target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def map_rpc_error(exc: grpc.RpcError, node: str, what: str = "etcd snapshot") -> DRError:
+    """One ``DRError`` for a gRPC failure, worded for the person who has to fix it."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+    low = details.lower()
+    where = f"{what} from {node}"
+    tls_words = ("handshake", "ssl", "certificate", "tsi_", "x509", "tls")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return NodeError(
+            f"{where} refused: {details}",
+            "the client certificate's role (Organization) must be one of " + ", ".join(SNAPSHOT_ROLES),
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return NodeError(f"{where} refused: not authenticated ({details})", "use a certificate signed by the node's OS CA")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Timeout(f"{where} did not finish in time ({details})", "check the node's load and the network path")
+    if code == grpc.StatusCode.UNAVAILABLE and any(w in low for w in tls_words):
+        if "expired" in low:
+            hint = "a certificate has expired: run `pulumi up` to renew the client certificate, check the node's clock"
+        else:
+            hint = (
+                "the node's certificate is not signed by the CA you trust, or your client certificate is not signed by "
+                "the node's OS CA (or has expired): use the CA and certificate from this stack's machine secrets"
+            )
+        return NodeUnreachable(f"TLS handshake with {node} failed during {what}: {details}", hint)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return NodeUnreachable(
+            f"{where} failed: the node does not answer ({details})",
+            f"check the node is running and that port {APID_PORT}/tcp is open from here",
+        )
+    if code == grpc.StatusCode.CANCELLED:
+        return NodeError(f"{where} was cancelled: {details}")
+    return NodeError(f"{where} failed: {code.name if code else 'error'}: {details}")
+
+
+@dataclass
+class SnapshotResult:
+    """What a finished ``etcd_snapshot`` streamed: the verified digest and the node's hostname."""
+
+    digest: SnapshotDigest
+    hostname: str
+
+
+class TalosClient:
+    """A client for one node's apid. Build one per operation; it holds a gRPC channel until ``close()``."""
+
+    def __init__(
+        self,
+        host: str,
+        credentials: TalosCredentials,
+        *,
+        port: int = APID_PORT,
+        timeout: float = DEFAULT_TIMEOUT,
+        server_name: str | None = None,
+    ):
+        self.host = host
+        self.port = port
+        self.node = _format_target(host, port)
+        self.timeout = timeout
+        self.credentials = credentials
+        check_client_certificate(credentials.cert_pem)
+        try:
+            channel_creds = grpc.ssl_channel_credentials(
+                root_certificates=credentials.ca_pem,
+                private_key=credentials.key_pem,
+                certificate_chain=credentials.cert_pem,
+            )
+        except Exception as exc:  # grpc raises plain errors for unusable PEM
+            raise ConfigError(f"the Talos client credential is unusable: {exc}") from exc
+        # apid's certificate carries the node's addresses as IP SANs, so the address we dial is the name we check.
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        self._channel = grpc.secure_channel(self.node, channel_creds, options=options)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> TalosClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def iter_etcd_snapshot(self, digest_out: list[SnapshotDigest] | None = None) -> Iterator[bytes]:
+        """Yield the snapshot's bytes as apid streams them; after the last chunk, check the hash trailer.
+
+        Raises an ``IntegrityError`` (after the last chunk) when the stream is cut or corrupt, ``NodeUnreachable``,
+        ``NodeError`` or ``Timeout`` for RPC failures. When ``digest_out`` is a list, the verified digest is appended.
+        Stopping early (closing the generator) cancels the RPC.
+        """
+        method = self._channel.unary_stream(
+            messages.ETCD_SNAPSHOT_METHOD,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=messages.Data.FromString,
+        )
+        hasher = TrailerHasher(f"etcd snapshot streamed from {self.node}")
+        call = method(messages.EtcdSnapshotRequest(), timeout=self.timeout)
+        finished = False
+        try:
+            try:
+                for msg in call:
+                    if msg.HasField("metadata") and (msg.metadata.error or msg.metadata.status.code):
+                        err = msg.metadata.error or msg.metadata.status.message
+                        raise NodeError(f"etcd snapshot from {self.node} failed on node {msg.metadata.hostname or '?'}: {err}")
+                    if msg.bytes:
+                        hasher.update(msg.bytes)
+                        yield msg.bytes
+            except grpc.RpcError as exc:
+                err = map_rpc_error(exc, self.node)
+                if hasher.size and isinstance(err, NodeUnreachable | NodeError):
+                    err = TruncatedSnapshot(
+                        f"etcd snapshot stream from {self.node} was cut after {hasher.size} bytes: {err.message}",
+                        "nothing was kept; take the snapshot again",
+                    )
+                raise err from exc
+            digest = hasher.finish()
+            finished = True
+            if digest_out is not None:
+                digest_out.append(digest)
+        finally:
+            if not finished:
+                call.cancel()
+
+    def etcd_snapshot(self, sink: BinaryIO | Callable[[bytes], object]) -> SnapshotResult:
+        """Stream a snapshot into ``sink`` (a binary file or a callable taking each chunk) and verify its trailer.
+
+        On failure the sink has received a partial snapshot: callers writing files write to ``NAME.part`` and remove it.
+        """
+        write = sink.write if hasattr(sink, "write") else sink
+        digests: list[SnapshotDigest] = []
+        for chunk in self.iter_etcd_snapshot(digests):
+            write(chunk)
+        return SnapshotResult(digest=digests[0], hostname=self.host)
