@@ -3,8 +3,9 @@
 The schedule's credential is a client certificate whose Organization is ``os:etcd:backup``: apid lets it call
 EtcdSnapshot and nothing else (not even Version). It is minted *deterministically*:
 
-* its Ed25519 key is derived with HKDF from the OS CA key and the validity period's start, and
-* Ed25519 signatures are deterministic, serial and dates come from the same inputs,
+* its ECDSA P-256 key is derived with HKDF from the OS CA key and the validity period's start, and
+* the CA's Ed25519 signature is deterministic (RFC 6979 deterministic ECDSA for an ECDSA CA), serial and dates
+  come from the same inputs,
 
 so every ``pulumi up`` within one rotation period computes byte-identical PEM — no diff, no new secret version,
 nothing to keep in extra state — and a new period (every ``ROTATION``) rotates it, with the old certificate still
@@ -37,6 +38,7 @@ BACKUP_ROLE = "os:etcd:backup"
 ROTATION = timedelta(days=180)
 VALIDITY = timedelta(days=365)
 _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _SKEW = timedelta(hours=1)  # not_before a little early: a node clock slightly behind must still accept it
 _PEM_RE = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.+?)\s*-----END \1-----", re.S)
 
@@ -107,15 +109,21 @@ def issue_certificate(
     common_name: str,
     not_before: datetime,
     not_after: datetime,
-    key: ed25519.Ed25519PrivateKey | None = None,
+    key: Any = None,
     serial: int | None = None,
     server_ips: tuple[str, ...] = (),
     client: bool = True,
 ) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) signed by the CA. ``server_ips`` makes a server certificate with IP SANs."""
+    """(certificate PEM, key PEM) signed by the CA. ``server_ips`` makes a server certificate with IP SANs.
+
+    The leaf key defaults to ECDSA P-256, not Ed25519: gRPC's TLS stack (BoringSSL inside grpcio) cannot sign or
+    verify Ed25519 handshakes (grpc/grpc#24252), while Talos's Go apid accepts ECDSA client certificates. The CA's
+    own key may be Ed25519 (Talos's default): certificate signatures are checked by X.509 path validation, which
+    handles Ed25519.
+    """
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     ca_key = load_private_key(ca_key_pem)
-    key = key or ed25519.Ed25519PrivateKey.generate()
+    key = key or ec.generate_private_key(ec.SECP256R1())
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
@@ -208,9 +216,10 @@ def mint_backup_credential(
         raise ConfigError("the OS CA has expired; a certificate it signs would not be accepted", "rotate the Talos OS CA")
     ca_secret = ca_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     info = f"talos-dr|{role}|{cluster}|{period.start:%Y%m%dT%H%M%SZ}".encode()
-    okm = HKDF(algorithm=hashes.SHA256(), length=48, salt=b"talos-dr client credential", info=info).derive(ca_secret)
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(okm[:32])
-    serial = int.from_bytes(okm[32:], "big") >> 1 or 1  # positive, < 2**127
+    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=b"talos-dr client credential", info=info).derive(ca_secret)
+    # ECDSA P-256 (see issue_certificate): a scalar in [1, n-1] from 48 bytes of HKDF output (bias < 2**-128).
+    key = ec.derive_private_key(int.from_bytes(okm[:48], "big") % (_P256_ORDER - 1) + 1, ec.SECP256R1())
+    serial = int.from_bytes(okm[48:], "big") >> 1 or 1  # positive, < 2**127
     cert_pem, key_pem = issue_certificate(
         ca_cert_pem,
         ca_key_pem,

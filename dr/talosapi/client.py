@@ -103,6 +103,9 @@ def map_rpc_error(exc: grpc.RpcError, node: str, what: str = "etcd snapshot") ->
     low = details.lower()
     where = f"{what} from {node}"
     tls_words = ("handshake", "ssl", "certificate", "tsi_", "x509", "tls")
+    # Under TLS 1.3 a server that rejects the client certificate just closes the socket after the handshake: the
+    # client sees "Socket closed", whereas a node that is down gives "Connection refused" or a timeout.
+    closed_words = ("socket closed", "connection reset")
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return NodeError(
             f"{where} refused: {details}",
@@ -112,13 +115,14 @@ def map_rpc_error(exc: grpc.RpcError, node: str, what: str = "etcd snapshot") ->
         return NodeError(f"{where} refused: not authenticated ({details})", "use a certificate signed by the node's OS CA")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Timeout(f"{where} did not finish in time ({details})", "check the node's load and the network path")
-    if code == grpc.StatusCode.UNAVAILABLE and any(w in low for w in tls_words):
+    if code == grpc.StatusCode.UNAVAILABLE and any(w in low for w in tls_words + closed_words):
         if "expired" in low:
             hint = "a certificate has expired: run `pulumi up` to renew the client certificate, check the node's clock"
         else:
             hint = (
                 "the node's certificate is not signed by the CA you trust, or your client certificate is not signed by "
-                "the node's OS CA (or has expired): use the CA and certificate from this stack's machine secrets"
+                "the node's OS CA (or has expired): use the CA and certificate from this stack's machine secrets "
+                "(an Ed25519 node key also fails here: grpcio cannot do Ed25519 handshakes, grpc/grpc#24252)"
             )
         return NodeUnreachable(f"TLS handshake with {node} failed during {what}: {details}", hint)
     if code == grpc.StatusCode.UNAVAILABLE:

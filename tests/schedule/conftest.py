@@ -1,0 +1,66 @@
+"""Fixtures for the scheduled-snapshot tests: a Talos-like OS CA, a real etcd with known keys, and the simulated
+apid in front of it (mutual TLS on a loopback port)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dr.credentials import issue_certificate, new_ca
+from dr.talosapi import TalosCredentials
+from sandbox.apid import SimulatedApid
+from tests.conftest import start_etcd
+
+KEYS = {f"/registry/configmaps/default/cm-{i}": f"value-{i}" for i in range(6)}
+KEYS["/registry/namespaces/kube-system"] = "ns"
+
+
+@pytest.fixture(scope="session")
+def os_ca():
+    """(cert PEM, key PEM) of a Talos-shaped OS CA (Ed25519, key in ``ED25519 PRIVATE KEY`` framing)."""
+    return new_ca("talos")
+
+
+@pytest.fixture(scope="session")
+def make_creds(os_ca):
+    """Client credentials for a role, signed by the OS CA (or another CA), optionally already expired."""
+
+    def make(role: str | None = "os:etcd:backup", *, ca=None, expired: bool = False, trust=None) -> TalosCredentials:
+        ca_cert, ca_key = ca or os_ca
+        now = datetime.now(UTC)
+        nb, na = (now - timedelta(days=30), now - timedelta(days=1)) if expired else (now - timedelta(hours=1), now + timedelta(days=1))
+        cert, key = issue_certificate(ca_cert, ca_key, organization=role, common_name="test", not_before=nb, not_after=na)
+        return TalosCredentials(ca_pem=(trust or os_ca)[0], cert_pem=cert, key_pem=key)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def sched_etcd(tmp_path_factory):
+    """A real etcd of our own (other suites write to the shared one) holding ``KEYS``."""
+    e = start_etcd(tmp_path_factory.mktemp("sched-etcd"))
+    try:
+        for k, v in KEYS.items():
+            e.put(k, v)
+        yield e
+    finally:
+        e.proc.terminate()
+        e.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def apid_server(sched_etcd, os_ca, tmp_path_factory):
+    server = SimulatedApid(sched_etcd.endpoint, *os_ca, keep_dir=tmp_path_factory.mktemp("apid-served")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def apid(apid_server):
+    """The session's apid with its fault knobs reset around each test."""
+    apid_server.fault = None
+    yield apid_server
+    apid_server.fault = None

@@ -1,0 +1,143 @@
+"""The Talos API client against the simulated apid (mutual TLS, real etcd behind it)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dr.credentials import new_ca
+from dr.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
+from dr.integrity import verify_file
+from dr.talosapi import TalosClient, TalosCredentials
+from dr.talosapi import messages as m
+from tests.conftest import free_port
+from tests.schedule.conftest import KEYS
+
+
+def _client(apid, creds, **kw) -> TalosClient:
+    return TalosClient(apid.host, creds, port=apid.port, timeout=30, **kw)
+
+
+def test_messages_match_talos_wire_format():
+    # common.Data{metadata=1, bytes=2}, Metadata{hostname=1, error=2}: bytes hand-checked against the proto field numbers
+    wire = m.Data(metadata=m.Metadata(hostname="n", error="x"), bytes=b"abc").SerializeToString()
+    assert wire == b"\n\x06\n\x01n\x12\x01x\x12\x03abc"
+    assert m.EtcdSnapshotRequest().SerializeToString() == b""
+
+
+@pytest.mark.parametrize("role", ["os:etcd:backup", "os:admin", "os:operator"])
+def test_snapshot_streams_the_etcd_snapshot_for_allowed_roles(apid, make_creds, role, tmp_path):
+    out = tmp_path / "snap.db"
+    with _client(apid, make_creds(role)) as c, open(out, "wb") as f:
+        res = c.etcd_snapshot(f)
+    served = apid.last_snapshot.read_bytes()
+    assert out.read_bytes() == served  # byte for byte what `etcdctl snapshot save` produced on the node
+    assert res.digest.size == len(served) and res.digest == verify_file(out)
+    assert apid.calls[-1] == (role, "ok")
+    if role == "os:etcd:backup":
+        # and it restores to the keys the node's etcd holds
+        data = tmp_path / "restored"
+        subprocess.run(["etcdctl", "snapshot", "restore", str(out), "--data-dir", str(data)], check=True,
+                       capture_output=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+        assert (data / "member" / "snap" / "db").stat().st_size > 0
+
+
+def test_snapshot_is_streamed_in_chunks_not_buffered(apid, make_creds):
+    sizes = []
+    with _client(apid, make_creds()) as c:
+        c.etcd_snapshot(lambda b: sizes.append(len(b)))
+    assert len(sizes) >= 1 and max(sizes) <= 64 * 1024
+    assert sum(sizes) == apid.last_snapshot.stat().st_size
+
+
+def test_reader_role_is_refused_with_a_role_hint(apid, make_creds):
+    with _client(apid, make_creds("os:reader")) as c, pytest.raises(NodeError) as ei:
+        c.etcd_snapshot(io.BytesIO())
+    assert "os:etcd:backup" in str(ei.value) and "PERMISSION" not in ei.value.hint
+    assert "not authorized" in ei.value.message
+    assert apid.calls[-1] == ("os:reader", "denied")
+
+
+def test_client_certificate_from_another_ca_is_refused(apid, make_creds):
+    other = new_ca("not-this-cluster")
+    with _client(apid, make_creds(ca=other)) as c, pytest.raises(NodeUnreachable) as ei:
+        c.etcd_snapshot(io.BytesIO())
+    assert "TLS handshake" in ei.value.message and "OS CA" in ei.value.hint
+
+
+def test_node_certificate_not_signed_by_trusted_ca_is_refused(apid, make_creds):
+    other = new_ca("impostor")
+    with _client(apid, make_creds(trust=other)) as c, pytest.raises(NodeUnreachable) as ei:
+        c.etcd_snapshot(io.BytesIO())
+    assert "TLS handshake" in ei.value.message and "CA" in ei.value.hint
+
+
+def test_expired_client_certificate_fails_before_dialing(apid, make_creds):
+    with pytest.raises(ConfigError) as ei:
+        _client(apid, make_creds(expired=True))
+    assert "expired on" in ei.value.message and "pulumi up" in ei.value.hint
+
+
+def test_expired_client_certificate_is_refused_by_the_node(apid, make_creds, monkeypatch):
+    # Without the local courtesy check the node's TLS stack refuses it: still a clear TLS error, never a hang.
+    monkeypatch.setattr("dr.talosapi.client.check_client_certificate", lambda pem, now=None: None)
+    with _client(apid, make_creds(expired=True)) as c, pytest.raises(NodeUnreachable) as ei:
+        c.etcd_snapshot(io.BytesIO())
+    assert "TLS handshake" in ei.value.message
+
+
+@pytest.mark.parametrize("fault", ["cut", "truncate"])
+def test_stream_cut_midway_is_an_error(apid, make_creds, fault):
+    apid.fault, apid.fault_after = fault, 8192
+    got = []
+    with _client(apid, make_creds()) as c, pytest.raises(TruncatedSnapshot) as ei:
+        c.etcd_snapshot(got.append)
+    assert sum(map(len, got)) <= 8192 < apid.last_snapshot.stat().st_size
+    assert "truncated" in ei.value.message or "cut after" in ei.value.message
+
+
+def test_corrupt_stream_fails_the_trailer_check(apid, make_creds):
+    from dr.errors import CorruptSnapshot
+
+    apid.fault = "corrupt"
+    with _client(apid, make_creds()) as c, pytest.raises(CorruptSnapshot):
+        c.etcd_snapshot(io.BytesIO())
+
+
+def test_node_reported_error_is_a_node_error(apid, make_creds):
+    apid.fault = "error"
+    with _client(apid, make_creds()) as c, pytest.raises(NodeError) as ei:
+        c.etcd_snapshot(io.BytesIO())
+    assert "simulated" in ei.value.message and "talos-sandbox" in ei.value.message
+
+
+def test_node_down_is_unreachable(make_creds):
+    port = free_port()
+    with TalosClient("127.0.0.1", make_creds(), port=port, timeout=10) as c, pytest.raises(NodeUnreachable) as ei:
+        c.etcd_snapshot(io.BytesIO())
+    assert f"127.0.0.1:{port}" in ei.value.message and "50000" in ei.value.hint
+
+
+def test_credentials_json_round_trip_and_base64_form(make_creds):
+    import base64
+    import json
+
+    creds = make_creds()
+    assert TalosCredentials.from_json(creds.to_json()) == creds
+    b64 = json.dumps({k: base64.b64encode(v).decode() for k, v in
+                      {"ca": creds.ca_pem, "crt": creds.cert_pem, "key": creds.key_pem}.items()})
+    assert TalosCredentials.from_json(b64) == creds
+    with pytest.raises(ConfigError):
+        TalosCredentials.from_json('{"ca": "x"}')
+
+
+def test_snapshot_holds_the_node_keys(apid, make_creds, tmp_path):
+    out = tmp_path / "s.db"
+    with _client(apid, make_creds()) as c, open(out, "wb") as f:
+        c.etcd_snapshot(f)
+    strings = Path(out).read_bytes()
+    for k in KEYS:
+        assert k.encode() in strings
