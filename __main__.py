@@ -1,0 +1,14 @@
+"""talos-dr: a single-node Talos Kubernetes cluster on AWS and the bucket its etcd backups go to."""
+
+from pathlib import Path
+
+import pulumi
+
+from infra.config import load_config
+from infra.stack import build
+
+cfg = load_config()
+stack = build(cfg, talos_dir=Path(__file__).resolve().parent / ".talos")
+
+for key, value in stack.outputs.items():
+    pulumi.export(key, value)

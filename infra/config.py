@@ -1,0 +1,395 @@
+"""Stack configuration: read once, validated once, frozen.
+
+``validate_config`` is a pure function over a plain mapping (config key -> value, as strings the way Pulumi
+stores them or as native Python values), so every rule is table-testable without a Pulumi engine.
+``load_config`` is the only function that touches ``pulumi.Config``.
+
+Every key here is documented in the README's configuration table (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dr.outputs import PROJECT_NAME
+
+# The AWS region is read from the aws provider's own namespace so the default provider and this program
+# can never disagree about where the stack lives.
+AWS_REGION_KEY = "aws:region"
+
+DEFAULTS: dict[str, Any] = {
+    "clusterName": "talos-dr",
+    "availabilityZone": None,  # "<region>a"
+    "instanceType": "t3.medium",
+    "talosVersion": "v1.13.9",
+    "kubernetesVersion": None,  # the default of the Talos release in talosVersion
+    "adminCidrs": None,  # required
+    "allowWorldAccess": False,
+    "rootVolumeSize": 20,
+    "dataVolumes": [],
+    "vpcCidr": "10.0.0.0/16",
+    "subnetCidr": "10.0.1.0/24",
+    "bucketName": None,  # Pulumi auto-names it: "<clusterName>-etcd-backups-<random>"
+    "snapshotRetentionDays": 30,
+    "argocdChartVersion": "9.1.4",
+    "kubernetesSecrets": {},
+    "snapshotSchedule": "rate(1 hour)",
+    "scheduledSnapshots": True,
+}
+
+# Keys in the project namespace, in README order; plus aws:region.
+PROJECT_KEYS: tuple[str, ...] = tuple(DEFAULTS)
+ALL_KEYS: tuple[str, ...] = (AWS_REGION_KEY, *PROJECT_KEYS)
+
+WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
+VOLUME_TYPES = frozenset({"gp3", "gp2", "io1", "io2", "st1", "sc1"})
+# Instance families Talos documents for AWS; T2 is excluded by the Talos docs (unreliable clock, no Nitro).
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_CLUSTER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+_TALOS_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
+_KUBE_VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")
+_CHART_VERSION = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
+_VOLUME_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+# AWS recommends /dev/sd[f-p] for EBS data volumes; xvd[f-p] is the equivalent Xen-style spelling.
+_DEVICE = re.compile(r"^/dev/(sd|xvd)[f-p]$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SCHEDULE = re.compile(
+    r"^(rate\((1 (minute|hour|day)|([2-9]|[1-9]\d+) (minutes|hours|days))\)|cron\([^()]+\))$"
+)
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_K8S_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+
+
+class ConfigValidationError(ValueError):
+    """One or more stack settings are invalid. ``problems`` lists (key, message) pairs; each message says the fix."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = "\n".join(f"  - {key}: {msg}" for key, msg in problems)
+        super().__init__(f"invalid stack configuration ({len(problems)} problem(s)):\n{lines}")
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for key, _ in self.problems]
+
+
+@dataclass(frozen=True)
+class DataVolume:
+    """An EBS data volume, attached at ``device`` and mounted by Talos at ``/var/mnt/<name>``."""
+
+    name: str
+    size: int
+    type: str = "gp3"
+    device: str = "/dev/sdf"
+
+    @property
+    def mount_path(self) -> str:
+        return f"/var/mnt/{self.name}"
+
+
+@dataclass(frozen=True)
+class KubernetesSecret:
+    """A Kubernetes Secret the stack creates. ``data`` holds plain values only until addons wraps them as secrets."""
+
+    namespace: str
+    name: str
+    data: Mapping[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    cluster_name: str
+    aws_region: str
+    availability_zone: str
+    instance_type: str
+    talos_version: str
+    kubernetes_version: str | None
+    admin_cidrs: tuple[str, ...]
+    allow_world_access: bool
+    root_volume_size: int
+    data_volumes: tuple[DataVolume, ...]
+    vpc_cidr: str
+    subnet_cidr: str
+    bucket_name: str | None
+    snapshot_retention_days: int
+    argocd_chart_version: str
+    kubernetes_secrets: tuple[KubernetesSecret, ...]
+    snapshot_schedule: str
+    scheduled_snapshots: bool
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, key: str, msg: str) -> None:
+        self.items.append((key, msg))
+
+
+def _set_hint(key: str, example: str) -> str:
+    return f"set it with `pulumi config set {key} {example}`"
+
+
+def _as_int(raw: Any, key: str, lo: int, hi: int, unit: str, p: _Problems) -> int | None:
+    value: int | None = None
+    if isinstance(raw, bool):
+        value = None
+    elif isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, str) and re.fullmatch(r"\d+", raw.strip()):
+        value = int(raw)
+    if value is None:
+        p.add(key, f"{raw!r} is not a whole number of {unit}; {_set_hint(key, str(lo if lo > 1 else 30))}")
+        return None
+    if not lo <= value <= hi:
+        p.add(key, f"{value} is out of range; use {lo} to {hi} {unit}")
+        return None
+    return value
+
+
+def _as_bool(raw: Any, key: str, p: _Problems) -> bool | None:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    p.add(key, f"{raw!r} is not a boolean; use true or false")
+    return None
+
+
+def _as_json(raw: Any, key: str, kind: type, p: _Problems) -> Any:
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            p.add(key, f"is not valid JSON ({exc.msg}); set items with `pulumi config set --path '{key}[0]' ...`")
+            return None
+    if not isinstance(value, kind):
+        want = "a list" if kind is list else "an object"
+        p.add(key, f"must be {want}, got {type(value).__name__}; set items with `pulumi config set --path`")
+        return None
+    return value
+
+
+def _as_str(raw: Any, key: str, pattern: re.Pattern[str], fix: str, p: _Problems) -> str | None:
+    if not isinstance(raw, str) or not pattern.fullmatch(raw):
+        p.add(key, f"{raw!r} is invalid; {fix}")
+        return None
+    return raw
+
+
+def _as_network(raw: Any, key: str, p: _Problems) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(str(raw), strict=True)
+    except ValueError as exc:
+        p.add(key, f"{raw!r} is not a CIDR block ({exc}); write it like 203.0.113.7/32")
+        return None
+
+
+def _data_volumes(raw: Any, p: _Problems) -> tuple[DataVolume, ...]:
+    key = "dataVolumes"
+    items = _as_json(raw, key, list, p)
+    if items is None:
+        return ()
+    volumes: list[DataVolume] = []
+    names: set[str] = set()
+    devices: set[str] = set()
+    for i, item in enumerate(items):
+        k = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            p.add(k, "must be an object {name, size, type, device}")
+            continue
+        unknown = set(item) - {"name", "size", "type", "device"}
+        if unknown:
+            p.add(k, f"unknown field(s) {sorted(unknown)}; allowed: name, size, type, device")
+        name = _as_str(item.get("name"), f"{k}.name", _VOLUME_NAME,
+                       "use lower-case letters, digits and '-' (it becomes /var/mnt/<name>)", p)
+        size = _as_int(item.get("size"), f"{k}.size", 1, 16384, "GiB", p)
+        vtype = item.get("type", "gp3")
+        if vtype not in VOLUME_TYPES:
+            p.add(f"{k}.type", f"{vtype!r} is not an EBS volume type; use one of {sorted(VOLUME_TYPES)} (gp3 advised)")
+        device = _as_str(item.get("device"), f"{k}.device", _DEVICE,
+                         "use an AWS data-volume device name from /dev/sdf to /dev/sdp", p)
+        if name in names:
+            p.add(f"{k}.name", f"duplicate volume name {name!r}; give each volume its own name")
+        if device in devices:
+            p.add(f"{k}.device", f"device {device!r} is used twice; give each volume its own device")
+        if name and size and device and vtype in VOLUME_TYPES:
+            names.add(name)
+            devices.add(device)
+            volumes.append(DataVolume(name=name, size=size, type=vtype, device=device))
+    return tuple(volumes)
+
+
+def _kubernetes_secrets(raw: Any, is_secret: bool, p: _Problems) -> tuple[KubernetesSecret, ...]:
+    key = "kubernetesSecrets"
+    obj = _as_json(raw, key, dict, p)
+    if not obj:
+        return ()
+    if not is_secret:
+        p.add(key, "holds secret values but is stored in plain text; "
+                   "remove it and set it again with `pulumi config set --secret --path ...`")
+    secrets: list[KubernetesSecret] = []
+    for ref, data in obj.items():
+        k = f"{key}.{ref}"
+        ns, _, name = str(ref).partition("/")
+        if not (name and _K8S_NAME.fullmatch(ns) and _K8S_NAME.fullmatch(name)):
+            p.add(k, "name each secret '<namespace>/<name>' (lower-case DNS labels), e.g. 'argocd/repo-creds'")
+            continue
+        if not isinstance(data, dict) or not data:
+            p.add(k, "must be a non-empty object of key -> string value")
+            continue
+        bad = [d for d, v in data.items() if not _K8S_KEY.fullmatch(str(d)) or not isinstance(v, str)]
+        if bad:
+            p.add(k, f"keys {sorted(map(str, bad))} need names of [-._a-zA-Z0-9] and string values")
+            continue
+        secrets.append(KubernetesSecret(namespace=ns, name=name, data=dict(data)))
+    return tuple(secrets)
+
+
+def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
+    """Validate plain config values (``aws:region`` plus the project keys, unprefixed) into a ``StackConfig``.
+
+    ``secret_keys`` names the keys stored as secrets (unprefixed). Raises ``ConfigValidationError`` listing every
+    problem, each naming its key and the fix.
+    """
+    p = _Problems()
+    unknown = sorted(set(raw) - set(ALL_KEYS))
+    for key in unknown:
+        near = [k for k in PROJECT_KEYS if k.lower() == key.lower() or k.lower().startswith(key.lower()[:5])]
+        hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(ALL_KEYS)}"
+        p.add(key, f"unknown setting; {hint} (remove it with `pulumi config rm {key}`)")
+
+    def get(key: str) -> Any:
+        value = raw.get(key)
+        return DEFAULTS.get(key) if value is None else value
+
+    region = raw.get(AWS_REGION_KEY)
+    if region is None:
+        p.add(AWS_REGION_KEY, "is required; " + _set_hint(AWS_REGION_KEY, "us-east-1"))
+    else:
+        region = _as_str(region, AWS_REGION_KEY, _REGION, "use an AWS region name such as us-east-1", p)
+
+    cluster_name = _as_str(get("clusterName"), "clusterName", _CLUSTER_NAME,
+                           "use 1-40 lower-case letters, digits and '-' (it names AWS resources)", p)
+    az = get("availabilityZone")
+    if az is None and region:
+        az = f"{region}a"
+    elif az is not None and region and not (isinstance(az, str) and re.fullmatch(re.escape(region) + r"[a-z]", az)):
+        p.add("availabilityZone", f"{az!r} is not a zone of {region}; use e.g. {region}a")
+    instance_type = _as_str(get("instanceType"), "instanceType", _INSTANCE_TYPE,
+                            "use an EC2 instance type such as t3.medium", p)
+    if instance_type and instance_type.startswith("t2."):
+        p.add("instanceType", f"{instance_type} is a T2 type, which Talos docs advise against; use t3.medium or larger")
+        instance_type = None
+    talos_version = _as_str(get("talosVersion"), "talosVersion", _TALOS_VERSION,
+                            "use a Talos release tag such as v1.13.9 (the AMI is looked up by it)", p)
+    kube_version = get("kubernetesVersion")
+    if kube_version is not None:
+        kube_version = _as_str(kube_version, "kubernetesVersion", _KUBE_VERSION,
+                               "use a Kubernetes version such as 1.34.1, or unset it for Talos's default", p)
+        kube_version = kube_version.lstrip("v") if kube_version else None
+
+    admin_cidrs: tuple[str, ...] = ()
+    allow_world = _as_bool(get("allowWorldAccess"), "allowWorldAccess", p)
+    raw_cidrs = raw.get("adminCidrs")
+    if raw_cidrs is None:
+        p.add("adminCidrs", "is required (who may reach the Talos and Kubernetes APIs); "
+                            "set it with `pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32` (your address)")
+    else:
+        cidrs = _as_json(raw_cidrs, "adminCidrs", list, p)
+        if cidrs is not None and not cidrs:
+            p.add("adminCidrs", "is empty, so nobody could reach the node; "
+                                "add your address with `pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32`")
+        for i, c in enumerate(cidrs or []):
+            net = _as_network(c, f"adminCidrs[{i}]", p)
+            if net is None:
+                continue
+            if str(net) in WORLD_CIDRS and allow_world is not True:
+                p.add(f"adminCidrs[{i}]", f"{net} opens the Talos and Kubernetes APIs to the whole internet; "
+                                          "use your own address/32, or set allowWorldAccess to true if you mean it")
+                continue
+            admin_cidrs += (str(net),)
+
+    root_size = _as_int(get("rootVolumeSize"), "rootVolumeSize", 10, 16384, "GiB", p)
+    data_volumes = _data_volumes(get("dataVolumes"), p)
+
+    vpc = _as_network(get("vpcCidr"), "vpcCidr", p)
+    subnet = _as_network(get("subnetCidr"), "subnetCidr", p)
+    if vpc is not None and (vpc.version != 4 or not 16 <= vpc.prefixlen <= 28):
+        p.add("vpcCidr", f"{vpc} must be an IPv4 block from /16 to /28 (an AWS VPC limit)")
+        vpc = None
+    if vpc is not None and subnet is not None and (subnet.version != 4 or not subnet.subnet_of(vpc)):
+        p.add("subnetCidr", f"{subnet} is not inside vpcCidr {vpc}; pick a block within it, e.g. {next(vpc.subnets(new_prefix=max(vpc.prefixlen, 24)))}")
+
+    bucket = get("bucketName")
+    if bucket is not None:
+        bucket = _as_str(bucket, "bucketName", _BUCKET,
+                         "use 3-63 lower-case letters, digits, '.' and '-' (S3 naming rules), or unset it", p)
+        if bucket and (".." in bucket or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket)):
+            p.add("bucketName", f"{bucket!r} breaks S3 naming rules (no '..', not an IP address)")
+            bucket = None
+
+    retention = _as_int(get("snapshotRetentionDays"), "snapshotRetentionDays", 1, 3650, "days", p)
+    chart = _as_str(get("argocdChartVersion"), "argocdChartVersion", _CHART_VERSION,
+                    "pin an exact argo-cd chart version such as 9.1.4", p)
+    kube_secrets = _kubernetes_secrets(get("kubernetesSecrets"), "kubernetesSecrets" in secret_keys, p)
+    schedule = _as_str(get("snapshotSchedule"), "snapshotSchedule", _SCHEDULE,
+                       "use an EventBridge expression such as 'rate(1 hour)', 'rate(30 minutes)' or 'cron(0 * * * ? *)'", p)
+    scheduled = _as_bool(get("scheduledSnapshots"), "scheduledSnapshots", p)
+
+    if p.items:
+        raise ConfigValidationError(p.items)
+    return StackConfig(
+        cluster_name=cluster_name,
+        aws_region=region,
+        availability_zone=az,
+        instance_type=instance_type,
+        talos_version=talos_version,
+        kubernetes_version=kube_version,
+        admin_cidrs=admin_cidrs,
+        allow_world_access=bool(allow_world),
+        root_volume_size=root_size,
+        data_volumes=data_volumes,
+        vpc_cidr=str(vpc),
+        subnet_cidr=str(subnet),
+        bucket_name=bucket,
+        snapshot_retention_days=retention,
+        argocd_chart_version=chart,
+        kubernetes_secrets=kube_secrets,
+        snapshot_schedule=schedule,
+        scheduled_snapshots=bool(scheduled),
+    )
+
+
+def load_config() -> StackConfig:
+    """Read the stack's configuration from Pulumi and validate it (raises ``ConfigValidationError``)."""
+    import pulumi
+    from pulumi.runtime.config import is_config_secret
+
+    prefix = f"{PROJECT_NAME}:"
+    raw: dict[str, Any] = {}
+    region = pulumi.Config("aws").get("region")
+    if region is not None:
+        raw[AWS_REGION_KEY] = region
+    # Every key set in the project namespace, including typos (so they are reported, not ignored).
+    present = {k[len(prefix):] for k in _all_config_keys() if k.startswith(prefix)}
+    cfg = pulumi.Config()
+    for key in present | set(PROJECT_KEYS):
+        value = cfg.get(key)
+        if value is not None:
+            raw[key] = value
+    secret_keys = frozenset(k for k in raw if is_config_secret(f"{prefix}{k}"))
+    return validate_config(raw, secret_keys)
+
+
+def _all_config_keys() -> list[str]:
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    return [*CONFIG.get(), *get_config_env()]

@@ -1,0 +1,115 @@
+"""Network: one VPC with one public subnet; only the admin CIDRs reach the Talos and Kubernetes APIs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+TALOS_API_PORT = 50000  # apid (talosctl)
+KUBERNETES_API_PORT = 6443
+
+
+@dataclass
+class NetworkArgs:
+    vpc_cidr: str
+    subnet_cidr: str
+    availability_zone: str
+    admin_cidrs: Sequence[str]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class Network(pulumi.ComponentResource):
+    vpc_id: pulumi.Output[str]
+    subnet_id: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+    route_table_id: pulumi.Output[str]
+    availability_zone: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("talos-dr:network:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.vpc_cidr,
+            enable_dns_support=True,
+            enable_dns_hostnames=True,
+            tags={**tags, "Name": f"{name}-vpc"},
+            opts=child,
+        )
+        subnet = aws.ec2.Subnet(
+            f"{name}-public",
+            vpc_id=vpc.id,
+            cidr_block=args.subnet_cidr,
+            availability_zone=args.availability_zone,
+            map_public_ip_on_launch=False,  # the node gets an Elastic IP, which survives instance replacement
+            tags={**tags, "Name": f"{name}-public"},
+            opts=child,
+        )
+        igw = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=vpc.id, tags={**tags, "Name": f"{name}-igw"}, opts=child
+        )
+        route_table = aws.ec2.RouteTable(
+            f"{name}-public-rt",
+            vpc_id=vpc.id,
+            tags={**tags, "Name": f"{name}-public-rt"},
+            opts=child,
+        )
+        # A separate Route rather than inline `routes=`: an inline list would own the whole table and fight the
+        # routes that a gateway endpoint (added by the snapshot schedule) puts there.
+        aws.ec2.Route(
+            f"{name}-default-route",
+            route_table_id=route_table.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=igw.id,
+            opts=child,
+        )
+        aws.ec2.RouteTableAssociation(
+            f"{name}-public-rta", subnet_id=subnet.id, route_table_id=route_table.id, opts=child
+        )
+
+        # Rules are separate resources, never inline `ingress=`/`egress=` blocks: the provider cannot mix the two,
+        # and other parts of the stack (the snapshot schedule) add their own rules to this group.
+        sg = aws.ec2.SecurityGroup(
+            f"{name}-node-sg",
+            vpc_id=vpc.id,
+            description="Talos node: apid and Kubernetes API from admin CIDRs only",
+            tags={**tags, "Name": f"{name}-node-sg"},
+            opts=child,
+        )
+        for port, what in ((TALOS_API_PORT, "talos"), (KUBERNETES_API_PORT, "kube")):
+            for i, cidr in enumerate(args.admin_cidrs):
+                family = {"cidr_ipv6": cidr} if ":" in cidr else {"cidr_ipv4": cidr}
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-{what}-api-{i}",
+                    security_group_id=sg.id,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=f"{what} API from admin CIDR {cidr}",
+                    **family,
+                    opts=child,
+                )
+        # The node needs the internet: Talos pulls images, reaches the time server and S3.
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-egress-all-v4", security_group_id=sg.id, ip_protocol="-1", cidr_ipv4="0.0.0.0/0", opts=child
+        )
+
+        self.vpc_id = vpc.id
+        self.subnet_id = subnet.id
+        self.security_group_id = sg.id
+        self.route_table_id = route_table.id
+        self.availability_zone = subnet.availability_zone
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "subnet_id": self.subnet_id,
+                "security_group_id": self.security_group_id,
+                "route_table_id": self.route_table_id,
+                "availability_zone": self.availability_zone,
+            }
+        )

@@ -1,0 +1,142 @@
+"""Node: the Talos EC2 instance, its Elastic IP and its EBS data volumes.
+
+The Elastic IP and the data volumes outlive the instance: replacing the instance moves the address and
+reattaches the volumes, so the cluster keeps its endpoint (and the certificates naming it) and its data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import DataVolume
+
+TALOS_AMI_OWNER = "540036508848"  # Sidero Labs' AWS account, which publishes the official Talos AMIs
+
+
+def talos_ami_name(talos_version: str, region: str, arch: str = "amd64") -> str:
+    """The official AMI's exact name, e.g. ``talos-v1.13.9-us-east-1-amd64``."""
+    return f"talos-{talos_version}-{region}-{arch}"
+
+
+def talos_ami_name_regex(talos_version: str, region: str, arch: str = "amd64") -> str:
+    """An anchored regex matching only the official AMI of this exact release, region and architecture."""
+    return f"^{re.escape(talos_ami_name(talos_version, region, arch))}$"
+
+
+@dataclass
+class NodeArgs:
+    cluster_name: str
+    region: str
+    talos_version: str
+    instance_type: str
+    subnet_id: pulumi.Input[str]
+    security_group_ids: Sequence[pulumi.Input[str]]
+    availability_zone: pulumi.Input[str]
+    root_volume_size: int
+    data_volumes: Sequence[DataVolume] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class Node(pulumi.ComponentResource):
+    instance_id: pulumi.Output[str]
+    public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
+    ami_id: pulumi.Output[str]
+    volume_ids: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: NodeArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("talos-dr:node:Node", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = {**args.tags, "talos-dr/cluster": args.cluster_name}
+
+        ami = aws.ec2.get_ami_output(
+            most_recent=True,
+            owners=[TALOS_AMI_OWNER],
+            name_regex=talos_ami_name_regex(args.talos_version, args.region),
+            filters=[
+                {"name": "name", "values": [talos_ami_name(args.talos_version, args.region)]},
+                {"name": "architecture", "values": ["x86_64"]},
+            ],
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        )
+
+        instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=ami.id,
+            instance_type=args.instance_type,
+            subnet_id=args.subnet_id,  # the instance lands in the subnet's AZ, where the data volumes are
+            vpc_security_group_ids=list(args.security_group_ids),
+            # No user_data: the machine config carries the cluster PKI, and v7 keeps user_data in clear text in
+            # state. The node boots into maintenance mode and ConfigurationApply sends the config over TLS.
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",  # IMDSv2 only (the Talos AMI requires it)
+                "http_put_response_hop_limit": 1,  # pods cannot reach instance credentials
+            },
+            root_block_device={
+                "volume_size": args.root_volume_size,
+                "volume_type": "gp3",
+                "encrypted": True,
+                "delete_on_termination": True,
+            },
+            tags={**tags, "Name": f"{args.cluster_name}-controlplane"},
+            # A new talosVersion must not silently replace the node (a new root disk means a fresh, empty etcd):
+            # upgrade in place with `talosctl upgrade`, or rebuild on purpose with `pulumi up --replace <urn>`.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+        )
+
+        eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", tags={**tags, "Name": f"{args.cluster_name}-endpoint"}, opts=child)
+        assoc = aws.ec2.EipAssociation(
+            f"{name}-eip-assoc",
+            instance_id=instance.id,
+            allocation_id=eip.allocation_id,
+            # Release the old association first; the address then moves to the replacement instance.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+
+        self.volume_ids = {}
+        # What must exist before Talos is configured: the address and every data disk.
+        self.attachments: list[pulumi.Resource] = [assoc]
+        for vol in args.data_volumes:
+            volume = aws.ebs.Volume(
+                f"{name}-data-{vol.name}",
+                availability_zone=args.availability_zone,
+                size=vol.size,
+                type=vol.type,
+                encrypted=True,
+                final_snapshot=True,  # even a deliberate delete keeps a snapshot of the data
+                tags={**tags, "Name": f"{args.cluster_name}-{vol.name}", "talos-dr/mount": vol.mount_path},
+                # Data outlives the instance and `pulumi destroy` stops here instead of deleting it.
+                opts=pulumi.ResourceOptions(parent=self, protect=True),
+            )
+            attachment = aws.ec2.VolumeAttachment(
+                f"{name}-data-{vol.name}-attach",
+                device_name=vol.device,
+                instance_id=instance.id,
+                volume_id=volume.id,
+                stop_instance_before_detaching=True,  # detach cleanly, never from a running kernel
+                # An EBS volume attaches to one instance at a time: detach from the old one before attaching anew.
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            )
+            self.volume_ids[vol.name] = volume.id
+            self.attachments.append(attachment)
+
+        self.instance_id = instance.id
+        # The address as seen once it points at this instance, so users of it wait for the association.
+        self.public_ip = pulumi.Output.all(eip.public_ip, assoc.id).apply(lambda v: v[0])
+        self.private_ip = instance.private_ip
+        self.ami_id = ami.id
+        self.register_outputs(
+            {
+                "instance_id": self.instance_id,
+                "public_ip": self.public_ip,
+                "private_ip": self.private_ip,
+                "ami_id": self.ami_id,
+                "volume_ids": self.volume_ids,
+            }
+        )

@@ -1,0 +1,117 @@
+"""The whole stack, wired: ``build(cfg)`` creates every component and returns the stack outputs.
+
+``__main__.py`` calls it and exports the result; tests call it under mocks. Returning a ``Stack`` (components plus
+outputs) lets later additions (the snapshot schedule) reach the network, node and bucket without rebuilding them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+
+from dr import outputs as out
+from infra.addons import Addons, AddonsArgs
+from infra.bucket import BackupBucket, BackupBucketArgs
+from infra.config import StackConfig
+from infra.localfiles import LocalSecretFile
+from infra.network import Network, NetworkArgs
+from infra.node import Node, NodeArgs
+from infra.talos import TalosCluster, TalosClusterArgs
+
+TALOSCONFIG_FILE = "talosconfig"
+KUBECONFIG_FILE = "kubeconfig"
+
+
+@dataclass
+class Stack:
+    network: Network
+    node: Node
+    bucket: BackupBucket
+    talos: TalosCluster
+    addons: Addons
+    outputs: dict[str, pulumi.Output] = field(default_factory=dict)
+
+
+def build(cfg: StackConfig, talos_dir: Path) -> Stack:
+    """Create the stack's resources from a validated config; ``talos_dir`` receives talosconfig and kubeconfig."""
+    name = cfg.cluster_name
+    tags = {"talos-dr/cluster": name, "talos-dr/stack": pulumi.get_stack()}
+
+    network = Network(
+        name,
+        NetworkArgs(
+            vpc_cidr=cfg.vpc_cidr,
+            subnet_cidr=cfg.subnet_cidr,
+            availability_zone=cfg.availability_zone,
+            admin_cidrs=cfg.admin_cidrs,
+            tags=tags,
+        ),
+    )
+    node = Node(
+        name,
+        NodeArgs(
+            cluster_name=name,
+            region=cfg.aws_region,
+            talos_version=cfg.talos_version,
+            instance_type=cfg.instance_type,
+            subnet_id=network.subnet_id,
+            security_group_ids=[network.security_group_id],
+            availability_zone=network.availability_zone,
+            root_volume_size=cfg.root_volume_size,
+            data_volumes=cfg.data_volumes,
+            tags=tags,
+        ),
+    )
+    bucket = BackupBucket(
+        f"{name}-etcd-backups",
+        BackupBucketArgs(
+            retention_days=cfg.snapshot_retention_days,
+            bucket_name=cfg.bucket_name,
+            snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
+            tags=tags,
+        ),
+    )
+    cluster = TalosCluster(
+        name,
+        TalosClusterArgs(
+            cluster_name=name,
+            talos_version=cfg.talos_version,
+            kubernetes_version=cfg.kubernetes_version,
+            public_ip=node.public_ip,
+            node_identity=node.instance_id,
+            data_volumes=cfg.data_volumes,
+            volume_ids=node.volume_ids,
+            node_ready=node.attachments,
+        ),
+    )
+    # Rewritten by `pulumi up` whenever a file is missing or differs, so a lost .talos/ comes back on its own.
+    LocalSecretFile(f"{name}-talosconfig-file", str(talos_dir / TALOSCONFIG_FILE), cluster.talosconfig)
+    LocalSecretFile(f"{name}-kubeconfig-file", str(talos_dir / KUBECONFIG_FILE), cluster.kubeconfig)
+    addons = Addons(
+        name,
+        AddonsArgs(
+            kubeconfig=cluster.kubeconfig,
+            argocd_chart_version=cfg.argocd_chart_version,
+            secrets=cfg.kubernetes_secrets,
+            depends_on=[cluster.bootstrap],
+        ),
+    )
+
+    outputs: dict[str, pulumi.Output] = {
+        out.BUCKET: bucket.bucket_name,
+        out.SNAPSHOT_PREFIX: pulumi.Output.from_input(out.DEFAULT_SNAPSHOT_PREFIX),
+        out.AWS_REGION: pulumi.Output.from_input(cfg.aws_region),
+        out.CLUSTER_NAME: pulumi.Output.from_input(name),
+        out.CLUSTER_ENDPOINT: cluster.cluster_endpoint,
+        out.NODE_INSTANCE_ID: node.instance_id,
+        out.NODE_PUBLIC_IP: node.public_ip,
+        out.NODE_PRIVATE_IP: node.private_ip,
+        out.TALOS_VERSION: pulumi.Output.from_input(cfg.talos_version),
+        out.TALOSCONFIG: pulumi.Output.secret(cluster.talosconfig),
+        out.KUBECONFIG: pulumi.Output.secret(cluster.kubeconfig),
+        out.CONTROLPLANE_CONFIG: pulumi.Output.secret(cluster.controlplane_config),
+        out.TALOS_MACHINE_SECRETS: pulumi.Output.secret(cluster.machine_secrets_json),
+    }
+    return Stack(network=network, node=node, bucket=bucket, talos=cluster, addons=addons, outputs=outputs)

@@ -1,0 +1,202 @@
+"""Talos: the cluster PKI, the control-plane machine config, its apply, the bootstrap and the client configs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumiverse_talos as talos
+import yaml
+
+from infra.config import DataVolume
+
+AWS_TIME_SERVER = "169.254.169.123"  # Amazon Time Sync, reachable from every instance (Talos AWS docs)
+
+
+def cluster_endpoint(address: str) -> str:
+    return f"https://{address}:6443"
+
+
+def base_patch(public_ip: str) -> str:
+    """The control-plane patch: single node runs workloads; the Elastic IP is in every certificate."""
+    return yaml.safe_dump(
+        {
+            "machine": {
+                # apid's certificate must name the EIP: it is associated after boot, so Talos may not see it.
+                "certSANs": [public_ip],
+                "time": {"servers": [AWS_TIME_SERVER]},
+            },
+            "cluster": {
+                "allowSchedulingOnControlPlanes": True,
+                "apiServer": {"certSANs": [public_ip]},
+            },
+        },
+        sort_keys=False,
+    )
+
+
+def ebs_serial(volume_id: str) -> str:
+    """The NVMe serial number a Nitro instance reports for an EBS volume: its id without the dash."""
+    return volume_id.replace("-", "")
+
+
+def data_volume_patch(volume: DataVolume, volume_id: str) -> str:
+    """A Talos ``UserVolumeConfig`` mounting the EBS volume at ``/var/mnt/<name>``.
+
+    Not the legacy ``machine.disks``: that needs a device path, and on Nitro instances EBS volumes appear as
+    NVMe devices whose numbering does not follow the attachment order. The selector matches the volume's
+    serial number (its id), which is stable across reboots and instance replacement.
+    """
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1alpha1",
+            "kind": "UserVolumeConfig",
+            "name": volume.name,
+            "provisioning": {
+                "diskSelector": {"match": f'disk.serial == "{ebs_serial(volume_id)}"'},
+                "minSize": "1GiB",
+                "grow": True,
+            },
+            "filesystem": {"type": "xfs"},
+        },
+        sort_keys=False,
+    )
+
+
+@dataclass
+class TalosClusterArgs:
+    cluster_name: str
+    talos_version: str
+    kubernetes_version: str | None
+    public_ip: pulumi.Input[str]
+    # Changing this (the EC2 instance id) replaces the config apply and the bootstrap: a new instance is a blank
+    # node in maintenance mode that needs both again.
+    node_identity: pulumi.Input[str]
+    data_volumes: Sequence[DataVolume] = ()
+    volume_ids: Mapping[str, pulumi.Input[str]] | None = None
+    # Resources that must exist before the config is applied (EIP association, volume attachments).
+    node_ready: Sequence[pulumi.Resource] = ()
+
+
+class TalosCluster(pulumi.ComponentResource):
+    cluster_endpoint: pulumi.Output[str]
+    machine_secrets_json: pulumi.Output[str]
+    controlplane_config: pulumi.Output[str]
+    talosconfig: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+
+    def __init__(self, name: str, args: TalosClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("talos-dr:talos:TalosCluster", name, None, opts)
+        ip = pulumi.Output.from_input(args.public_ip)
+        endpoint = ip.apply(cluster_endpoint)
+        invoke_opts = pulumi.InvokeOutputOptions(parent=self)
+
+        # The PKI: losing it makes every Kubernetes Secret in every snapshot unreadable (the secretbox key is in
+        # it), so `pulumi destroy` must not drop it from state.
+        secrets = talos.machine.Secrets(
+            f"{name}-secrets",
+            talos_version=args.talos_version,
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=True, additional_secret_outputs=["machineSecrets", "clientConfiguration"]
+            ),
+        )
+
+        patches: list[pulumi.Input[str]] = [ip.apply(base_patch)]
+        for vol in args.data_volumes:
+            vol_id = pulumi.Output.from_input((args.volume_ids or {})[vol.name])
+            patches.append(vol_id.apply(lambda vid, v=vol: data_volume_patch(v, vid)))
+
+        controlplane = talos.machine.get_configuration_output(
+            cluster_name=args.cluster_name,
+            cluster_endpoint=endpoint,
+            machine_secrets=secrets.machine_secrets,
+            machine_type="controlplane",
+            config_patches=patches,
+            kubernetes_version=args.kubernetes_version,
+            talos_version=args.talos_version,
+            docs=False,
+            examples=False,
+            opts=invoke_opts,
+        )
+        controlplane_config = pulumi.Output.secret(controlplane.machine_configuration)
+
+        # replacement_trigger (Pulumi >= 3.172): a new instance id replaces these resources even though their own
+        # inputs (the EIP, the config) are unchanged. The provider's Bootstrap would otherwise never run again.
+        apply = talos.machine.ConfigurationApply(
+            f"{name}-apply",
+            node=ip,
+            endpoint=ip,
+            client_configuration=secrets.client_configuration,
+            machine_configuration_input=controlplane_config,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(args.node_ready),
+                replacement_trigger=args.node_identity,
+            ),
+        )
+        bootstrap = talos.machine.Bootstrap(
+            f"{name}-bootstrap",
+            node=ip,
+            endpoint=ip,
+            client_configuration=secrets.client_configuration,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[apply], replacement_trigger=args.node_identity),
+        )
+        kubeconfig = talos.cluster.Kubeconfig(
+            f"{name}-kubeconfig",
+            node=ip,
+            endpoint=ip,
+            client_configuration=secrets.client_configuration,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[bootstrap]),
+        )
+        client = talos.client.get_configuration_output(
+            cluster_name=args.cluster_name,
+            client_configuration=secrets.client_configuration,
+            endpoints=[ip],
+            nodes=[ip],
+            opts=invoke_opts,
+        )
+
+        self.secrets = secrets
+        self.config_apply = apply
+        self.bootstrap = bootstrap
+        self.cluster_endpoint = endpoint
+        self.machine_secrets_json = pulumi.Output.secret(secrets.machine_secrets.apply(secrets_bundle_json))
+        self.controlplane_config = controlplane_config
+        self.talosconfig = pulumi.Output.secret(client.talos_config)
+        self.kubeconfig = pulumi.Output.secret(kubeconfig.kubeconfig_raw)
+        self.register_outputs(
+            {
+                "cluster_endpoint": self.cluster_endpoint,
+                "machine_secrets_json": self.machine_secrets_json,
+                "controlplane_config": self.controlplane_config,
+                "talosconfig": self.talosconfig,
+                "kubeconfig": self.kubeconfig,
+            }
+        )
+
+
+def talosctl_bundle(value: Any) -> Any:
+    """The provider's ``machine_secrets`` in the layout of talosctl's secrets bundle (``talosctl gen secrets``).
+
+    The bundle's keys are the provider's with underscores dropped (``bootstrap_token`` -> ``bootstraptoken``,
+    ``k8s_aggregator`` -> ``k8saggregator``) and ``cert`` spelled ``crt``; unset parts are left out.
+    """
+    if isinstance(value, Mapping):
+        renamed = {}
+        for key, item in value.items():
+            if item is None:
+                continue
+            new = str(key).replace("_", "").lower()
+            renamed["crt" if new == "cert" else new] = talosctl_bundle(item)
+        return renamed
+    if isinstance(value, list | tuple):
+        return [talosctl_bundle(v) for v in value]
+    return value
+
+
+def secrets_bundle_json(machine_secrets: Any) -> str:
+    """The PKI bundle as JSON, usable as is with `talosctl gen config --with-secrets` (JSON is YAML)."""
+    return json.dumps(talosctl_bundle(machine_secrets), sort_keys=True)

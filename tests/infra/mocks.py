@@ -1,0 +1,228 @@
+"""Pulumi mocks for the stack: one Mocks class keyed by type token, a monitor that records resource options,
+and ``run_program`` which builds the stack from a config mapping and returns everything it registered."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings
+
+from dr.outputs import DEFAULT_STACK, PROJECT_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+PROD_STACK_FILE = ROOT / "Pulumi.prod.yaml"
+
+PUBLIC_IP = "198.51.100.7"
+PRIVATE_IP = "10.0.1.10"
+AMI_ID = "ami-0a1b2c3d4e5f60718"
+
+
+def fake_id(prefix: str, name: str) -> str:
+    return f"{prefix}-{hashlib.sha256(name.encode()).hexdigest()[:17]}"
+
+
+@dataclass
+class Registered:
+    typ: str
+    name: str
+    id: str
+    inputs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Mocks(pulumi.runtime.Mocks):
+    """Fake provider: echoes inputs and adds the outputs the cloud would compute, by type token."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Registered] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        inputs = dict(args.inputs)
+        outs = dict(inputs)
+        rid = f"{args.name}-id"
+        typ = args.typ
+        if typ == "aws:ec2/instance:Instance":
+            rid = fake_id("i", args.name)
+            outs.update(privateIp=PRIVATE_IP, availabilityZone="us-east-1a", arn=f"arn:aws:ec2:::instance/{rid}")
+        elif typ == "aws:ec2/eip:Eip":
+            rid = fake_id("eipalloc", args.name)
+            outs.update(publicIp=PUBLIC_IP, allocationId=rid)
+        elif typ == "aws:ec2/eipAssociation:EipAssociation":
+            rid = fake_id("eipassoc", args.name)
+        elif typ == "aws:ebs/volume:Volume":
+            rid = fake_id("vol", args.name)
+            outs.update(arn=f"arn:aws:ec2:::volume/{rid}")
+        elif typ == "aws:ec2/vpc:Vpc":
+            rid = fake_id("vpc", args.name)
+        elif typ == "aws:ec2/subnet:Subnet":
+            rid = fake_id("subnet", args.name)
+        elif typ == "aws:ec2/securityGroup:SecurityGroup":
+            rid = fake_id("sg", args.name)
+        elif typ == "aws:ec2/routeTable:RouteTable":
+            rid = fake_id("rtb", args.name)
+        elif typ == "aws:s3/bucket:Bucket":
+            bucket = inputs.get("bucket") or f"{args.name}-a1b2c3d"
+            rid = bucket
+            outs.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
+        elif typ == "talos:machine/secrets:Secrets":
+            outs.update(
+                clientConfiguration={"caCertificate": "CA", "clientCertificate": "CRT", "clientKey": "KEY"},
+                machineSecrets={
+                    "cluster": {"id": "cid", "secret": "csecret"},
+                    "secrets": {"bootstrapToken": "tok", "secretboxEncryptionSecret": "sbox"},
+                    "trustdinfo": {"token": "trustd"},
+                    "certs": {"os": {"cert": "OSCRT", "key": "OSKEY"}},
+                },
+            )
+        elif typ == "talos:cluster/kubeconfig:Kubeconfig":
+            outs.update(kubeconfigRaw="apiVersion: v1\nkind: Config\nusers: [{name: admin, user: {token: x}}]\n")
+        elif typ == "talos:machine/configurationApply:ConfigurationApply":
+            outs.update(machineConfiguration=inputs.get("machineConfigurationInput"))
+        elif typ == "pulumi-python:dynamic:Resource":
+            outs.update(sha256=hashlib.sha256(str(inputs.get("content")).encode()).hexdigest())
+        elif typ == "kubernetes:helm.sh/v3:Release":
+            outs.update(status={"status": "deployed", "namespace": inputs.get("namespace")})
+        self.resources[args.name] = Registered(typ, args.name, rid, inputs)
+        return rid, outs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": AMI_ID, "imageId": AMI_ID, "name": "talos-v1.13.9-us-east-1-amd64", "architecture": "x86_64"}
+        if args.token == "talos:machine/getConfiguration:getConfiguration":
+            patches = args.args.get("configPatches") or []
+            return {"machineConfiguration": "version: v1alpha1\n---\n" + "\n---\n".join(patches)}
+        if args.token == "talos:client/getConfiguration:getConfiguration":
+            return {"talosConfig": f"context: {args.args.get('clusterName')}\n"}
+        return {}
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """MockMonitor that also keeps each resource's options (protect, triggers, ...), which Mocks never sees."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.options: dict[str, dict[str, Any]] = {}
+        self.urns: dict[str, str] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        trigger = None
+        if request.HasField("replacement_trigger"):
+            trigger = json_format.MessageToDict(request.replacement_trigger)
+        self.options[request.name] = {
+            "type": request.type,
+            "parent": request.parent,
+            "protect": request.protect,
+            "retain_on_delete": request.retainOnDelete,
+            "delete_before_replace": request.deleteBeforeReplace,
+            "ignore_changes": list(request.ignoreChanges),
+            "replace_on_changes": list(request.replaceOnChanges),
+            "additional_secret_outputs": list(request.additionalSecretOutputs),
+            "dependencies": list(request.dependencies),
+            "provider": request.provider,
+            "replacement_trigger": trigger,
+        }
+        response = super().RegisterResource(request)
+        self.urns[request.name] = response.urn
+        return response
+
+
+@dataclass
+class ProgramRun:
+    mocks: Mocks
+    monitor: RecordingMonitor
+    outputs: dict[str, Any]  # key -> value
+    secret: dict[str, bool]  # key -> is the output secret
+    stack: Any
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.mocks.resources.values() if r.typ == typ]
+
+    def one(self, typ: str) -> Registered:
+        found = self.of_type(typ)
+        assert len(found) == 1, f"expected one {typ}, found {[r.name for r in found]}"
+        return found[0]
+
+    def options(self, name: str) -> dict[str, Any]:
+        return self.monitor.options[name]
+
+    def urn(self, name: str) -> str:
+        return self.monitor.urns[name]
+
+    def calls(self, token: str) -> list[dict[str, Any]]:
+        return [a for t, a in self.mocks.calls if t == token]
+
+
+def stack_file_config(path: Path = PROD_STACK_FILE) -> dict[str, str]:
+    """A stack file's config as the Pulumi CLI hands it to the program: every value a string, objects as JSON."""
+    raw = yaml.safe_load(path.read_text())["config"]
+
+    def as_cli(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return str(value)
+        return json.dumps(value)
+
+    return {key: as_cli(value) for key, value in raw.items()}
+
+
+def reset_pulumi() -> None:
+    """Forget any earlier program's runtime state (other test modules may run Pulumi mocks in this process)."""
+    settings.reset_options(project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False)
+    pulumi.runtime.set_all_config({}, [])
+
+
+def run_program(config: dict[str, str], secret_keys: list[str] | None = None, talos_dir: Path | None = None,
+                entry=None) -> ProgramRun:
+    """Build the stack under mocks with ``config`` (full keys, CLI-style string values) and resolve its outputs.
+
+    ``entry`` (default: load_config + build) is called inside the mocked runtime and returns a dict of outputs.
+    """
+    from infra.config import load_config
+    from infra.stack import build
+
+    reset_pulumi()
+    pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))
+    mocks = Mocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False, monitor=monitor)
+
+    resolved: dict[str, Any] = {}
+    secret: dict[str, bool] = {}
+    holder: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program():
+        if entry is not None:
+            outputs = entry()
+        else:
+            stack = build(load_config(), talos_dir or Path("/nonexistent/.talos"))
+            holder["stack"] = stack
+            outputs = stack.outputs
+
+        async def resolve() -> None:
+            for key, out in outputs.items():
+                out = pulumi.Output.from_input(out)
+                resolved[key] = await out.future()
+                secret[key] = await out.is_secret()
+
+        return pulumi.Output.from_input(asyncio.ensure_future(resolve()))
+
+    try:
+        program()
+    finally:
+        pulumi.runtime.set_all_config({}, [])
+    return ProgramRun(mocks=mocks, monitor=monitor, outputs=resolved, secret=secret, stack=holder.get("stack"))
