@@ -1,0 +1,436 @@
+"""``Sandbox``: start, inspect, drive and stop one sandbox from Python (tests, the demo).
+
+    with Sandbox.up(tmp_path / "sb", reboot_seconds=0.3) as sb:
+        subprocess.run(["talosctl", "etcd", "snapshot", "x.db"], env=sb.env, check=True)
+
+``up`` leaves detached processes running (a real etcd, moto's S3 server); ``down`` stops them by the pids recorded
+in the directory. The simulated node has no process: ``<dir>/bin/talosctl`` reads and advances its state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dr import outputs as out
+from sandbox import etcd, faults, procs, s3
+from sandbox.layout import KUBERNETES_VERSION, NODE_IP, TALOS_VERSION, Info, Paths, write_private
+from sandbox.node import Node, State
+from sandbox.pki import ClusterSecrets
+from sandbox.seed import seed_data
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CLUSTER = "talos-sandbox"
+DEFAULT_BUCKET = "talos-sandbox-etcd-backups"
+CLUSTER_ENDPOINT = "https://127.0.0.1:6443"
+
+# What `up` writes at the top of the directory (a fresh `up` replaces exactly these).
+_OWNED = ("sandbox.json", "node", "pki", "bin", "logs", "talosconfig", "kubeconfig", "outputs.json", "env",
+          "controlplane.yaml", "secrets.json")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot start or is not there."""
+
+
+class AlreadyRunning(SandboxError):
+    pass
+
+
+class EtcdNotInstalled(SandboxError):
+    pass
+
+
+class Sandbox:
+    """One sandbox directory. Get one from ``Sandbox.up`` or ``Sandbox.load``."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.paths = Paths(root)
+        if not self.paths.info.exists():
+            raise SandboxError(f"no sandbox in {self.paths.root} (run `python -m sandbox up --dir {root}`)")
+        self.info = Info.load(self.paths)
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, root: str | os.PathLike[str]) -> Sandbox:
+        return cls(root)
+
+    @classmethod
+    def up(
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        reboot_seconds: float = 0.5,
+        bootstrap_not_ready_seconds: float = 0.3,
+        cluster_name: str = DEFAULT_CLUSTER,
+        bucket: str = DEFAULT_BUCKET,
+        with_s3: bool = True,
+        seed: bool = True,
+    ) -> Sandbox:
+        """Start a sandbox in ``root``: etcd (seeded), the S3 server (unless ``with_s3=False``), the node files."""
+        paths = Paths(root)
+        if paths.info.exists():
+            try:
+                existing = cls(root)
+            except (SandboxError, ValueError, TypeError, json.JSONDecodeError):
+                existing = None
+            if existing is not None and existing.running():
+                raise AlreadyRunning(
+                    f"a sandbox is already running in {paths.root} ({existing._pids_text()}); "
+                    f"use it, or stop it first: python -m sandbox down --dir {root}"
+                )
+        etcd_bin, etcdctl_bin = etcd.binaries()
+        if not etcd_bin or not etcdctl_bin:
+            raise EtcdNotInstalled(
+                "etcd and etcdctl are needed (Debian: apt-get install etcd-server etcd-client; or `make etcd`)"
+            )
+        paths.root.mkdir(parents=True, exist_ok=True)
+        for name in _OWNED:
+            p = paths.root / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        for d in (paths.node, paths.pki, paths.bin, paths.logs):
+            d.mkdir(parents=True, exist_ok=True)
+
+        info = Info(
+            dir=str(paths.root),
+            cluster_name=cluster_name,
+            etcd_client_port=procs.free_port(),
+            etcd_peer_port=procs.free_port(),
+            reboot_seconds=reboot_seconds,
+            bootstrap_not_ready_seconds=bootstrap_not_ready_seconds,
+            python=sys.executable,
+            created_at=time.time(),
+        )
+        s3_pid = None
+        etcd_pid = None
+        try:
+            if with_s3:
+                info.s3_port = procs.free_port()
+                info.bucket = bucket
+                s3_pid = s3.spawn(info.s3_port, paths.logs / "s3.log", sys.executable)
+                info.s3_pid = s3_pid
+            info.save(paths)  # pids on disk before anything can fail, so `down` can clean up
+
+            secrets = ClusterSecrets.generate(cluster_name)
+            write_private(paths.secrets, secrets.to_json())
+            write_private(paths.talosconfig, secrets.talosconfig(NODE_IP))
+            write_private(paths.kubeconfig, secrets.kubeconfig(CLUSTER_ENDPOINT))
+            controlplane = secrets.controlplane_config(CLUSTER_ENDPOINT, NODE_IP, TALOS_VERSION, KUBERNETES_VERSION)
+            write_private(paths.controlplane, controlplane)
+            write_private(paths.machine_config, controlplane)
+
+            etcd_pid = etcd.start(
+                paths.etcd_data, info.etcd_name, info.etcd_client_port, info.etcd_peer_port, paths.logs / "etcd.log"
+            )
+            State(stage="running", configured=True, etcd_pid=etcd_pid, up_since=time.time() - 3600).save(paths.state)
+            if seed:
+                key = secrets.bundle["secrets"]["secretboxencryptionsecret"].encode()
+                for k, v in seed_data(key).items():
+                    etcd.put(info.etcd_endpoint, k, v)
+            faults.save(paths.faults, {})
+
+            if with_s3:
+                assert s3_pid is not None and info.s3_port is not None
+                if not s3.wait_ready(s3_pid, info.s3_port):
+                    raise SandboxError(f"the S3 server did not start (log: {paths.logs / 's3.log'})")
+                s3.create_bucket(info.s3_endpoint, bucket, info.region)
+
+            sb = cls(root)
+            sb._write_wrapper()
+            sb._write_outputs(secrets, controlplane)
+            sb._write_env()
+            return sb
+        except BaseException:
+            procs.stop(etcd_pid, str(paths.etcd_data))
+            procs.stop(s3_pid, s3.MARKER)
+            raise
+
+    def down(self) -> list[str]:
+        """Stop every process this sandbox started (by recorded pid). Idempotent. Returns what was stopped."""
+        stopped = []
+        node = Node(self.paths.root)
+        with node.locked() as st:
+            pid = st.etcd_pid
+            if procs.stop(pid, str(self.paths.etcd_data)):
+                stopped.append(f"etcd (pid {pid})")
+            st.etcd_pid = None
+            # The node is off: talosctl gets "connection refused" and nothing restarts etcd lazily.
+            st.stage, st.timeline, st.target = "halted", [], None
+        if procs.stop(self.info.s3_pid, s3.MARKER):
+            stopped.append(f"s3 (pid {self.info.s3_pid})")
+        return stopped
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    # --- files written by up -------------------------------------------------------------------------------
+
+    def _write_wrapper(self) -> None:
+        script = (
+            "#!/bin/sh\n"
+            f"# talosctl for the simulated Talos node of the sandbox in {self.paths.root}\n"
+            f"TALOS_SANDBOX_DIR='{self.paths.root}'\n"
+            "export TALOS_SANDBOX_DIR\n"
+            f"PYTHONPATH='{REPO_ROOT}'${{PYTHONPATH:+:$PYTHONPATH}}\n"
+            "export PYTHONPATH\n"
+            f"exec '{self.info.python}' -m sandbox.talosctl \"$@\"\n"
+        )
+        p = self.paths.talosctl
+        p.write_text(script)
+        os.chmod(p, 0o755)
+
+    def stack_outputs(self, secrets: ClusterSecrets | None = None, controlplane: str | None = None) -> dict:
+        """What ``pulumi stack output --json --show-secrets`` would print for this cluster."""
+        secrets = secrets or ClusterSecrets.load(self.paths.secrets)
+        controlplane = controlplane or self.paths.controlplane.read_text()
+        return {
+            out.BUCKET: self.info.bucket or "",
+            out.SNAPSHOT_PREFIX: out.DEFAULT_SNAPSHOT_PREFIX,
+            out.AWS_REGION: self.info.region,
+            out.CLUSTER_NAME: self.info.cluster_name,
+            out.CLUSTER_ENDPOINT: CLUSTER_ENDPOINT,
+            out.NODE_INSTANCE_ID: "i-sandbox" + secrets.fingerprint[:8],
+            out.NODE_PUBLIC_IP: self.info.node_ip,
+            out.NODE_PRIVATE_IP: self.info.node_ip,
+            out.TALOS_VERSION: self.info.talos_version,
+            out.TALOSCONFIG: self.paths.talosconfig.read_text(),
+            out.KUBECONFIG: self.paths.kubeconfig.read_text(),
+            out.CONTROLPLANE_CONFIG: controlplane,
+            out.TALOS_MACHINE_SECRETS: {k: v for k, v in secrets.bundle.items()},
+        }
+
+    def _write_outputs(self, secrets: ClusterSecrets, controlplane: str) -> None:
+        write_private(self.paths.outputs, json.dumps(self.stack_outputs(secrets, controlplane), indent=2) + "\n")
+
+    def _write_env(self) -> None:
+        lines = [f"# Source this file: . {self.paths.env}", 'export PATH="' + str(self.paths.bin) + ':$PATH"']
+        for k, v in self._env_vars().items():
+            lines.append(f"export {k}='{v}'")
+        write_private(self.paths.env, "\n".join(lines) + "\n")
+
+    def _env_vars(self) -> dict[str, str]:
+        env = {
+            "TALOSCONFIG": str(self.paths.talosconfig),
+            "AWS_ACCESS_KEY_ID": s3.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": s3.SECRET_KEY,
+            "AWS_DEFAULT_REGION": self.info.region,
+            "DR_STACK_OUTPUTS_FILE": str(self.paths.outputs),
+            "SANDBOX_ETCD_ENDPOINT": self.info.etcd_endpoint,
+            "ETCDCTL_API": "3",
+            "TALOS_SANDBOX_DIR": str(self.paths.root),
+        }
+        if self.info.s3_endpoint:
+            env["AWS_ENDPOINT_URL_S3"] = self.info.s3_endpoint
+        return env
+
+    # --- properties ----------------------------------------------------------------------------------------
+
+    @property
+    def dir(self) -> Path:
+        return self.paths.root
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``os.environ`` plus what ``<dir>/env`` exports (PATH with ``<dir>/bin`` first)."""
+        env = dict(os.environ)
+        env.update(self._env_vars())
+        env["PATH"] = f"{self.paths.bin}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return self.info.etcd_endpoint
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        return self.info.s3_endpoint
+
+    @property
+    def bucket(self) -> str | None:
+        return self.info.bucket
+
+    @property
+    def region(self) -> str:
+        return self.info.region
+
+    @property
+    def node_ip(self) -> str:
+        return self.info.node_ip
+
+    @property
+    def cluster_name(self) -> str:
+        return self.info.cluster_name
+
+    @property
+    def talosconfig(self) -> Path:
+        return self.paths.talosconfig
+
+    @property
+    def outputs_file(self) -> Path:
+        return self.paths.outputs
+
+    @property
+    def env_file(self) -> Path:
+        return self.paths.env
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.paths.bin
+
+    @property
+    def talosctl(self) -> Path:
+        return self.paths.talosctl
+
+    @property
+    def controlplane_config(self) -> Path:
+        """The control-plane machine config ``apply-config`` accepts (also the ``controlplaneConfig`` output)."""
+        return self.paths.controlplane
+
+    @property
+    def node(self) -> Node:
+        return Node(self.paths.root)
+
+    # --- etcd helpers --------------------------------------------------------------------------------------
+
+    def put(self, key: str, value: str | bytes) -> None:
+        etcd.put(self.etcd_endpoint, key, value)
+
+    def delete_prefix(self, prefix: str) -> int:
+        return etcd.delete_prefix(self.etcd_endpoint, prefix)
+
+    def get_prefix(self, prefix: str) -> dict[str, bytes | str]:
+        """Keys under ``prefix``; values decoded to str when they are UTF-8, else bytes."""
+        out: dict[str, bytes | str] = {}
+        for k, v in etcd.get_prefix(self.etcd_endpoint, prefix).items():
+            try:
+                out[k] = v.decode("utf-8")
+            except UnicodeDecodeError:
+                out[k] = v
+        return out
+
+    def keys(self, prefix: str = "/registry/") -> list[str]:
+        return sorted(etcd.get_prefix(self.etcd_endpoint, prefix))
+
+    def seed_data(self) -> dict[str, bytes]:
+        """The keys and values ``up`` seeded (deterministic for this cluster's secrets)."""
+        secrets = ClusterSecrets.load(self.paths.secrets)
+        return seed_data(secrets.bundle["secrets"]["secretboxencryptionsecret"].encode())
+
+    def etcdctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return etcd.etcdctl(*args, endpoint=self.etcd_endpoint)
+
+    # --- node helpers --------------------------------------------------------------------------------------
+
+    def set_faults(self, **kw) -> dict:
+        """Merge ``kw`` into ``<dir>/node/faults.json`` (a value of None removes a key). See ``sandbox.faults``."""
+        current = faults.load(self.paths.faults)
+        current.update(kw)
+        current = {k: v for k, v in current.items() if v is not None}
+        faults.save(self.paths.faults, current)
+        return current
+
+    def clear_faults(self) -> None:
+        faults.save(self.paths.faults, {})
+
+    def node_stage(self) -> str:
+        """The node's stage now: a Talos stage (running, maintenance, resetting, rebooting, shutting down) or
+        ``halted`` / ``unbootable``."""
+        return self.node.snapshot_state().stage
+
+    def node_view(self):
+        return self.node.snapshot_state()
+
+    def node_state(self) -> State:
+        """The raw persisted state (resets done, whether the whole disk was ever wiped, ...)."""
+        with self.node.locked() as st:
+            return st
+
+    def power_on(self) -> None:
+        """Boot a halted node (as starting the EC2 instance would)."""
+        self.node.power_on()
+
+    def wait_stage(self, *stages: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.node_stage()
+            if s in stages:
+                return s
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"node stage is {s!r}, wanted one of {stages} within {timeout}s")
+            time.sleep(0.05)
+
+    def calls(self) -> list[dict]:
+        """Every talosctl call made against this sandbox: {"t", "argv", "exit", "error"}."""
+        try:
+            text = self.paths.calls.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def issue_talosconfig(self, path: str | os.PathLike[str], roles: list[str], context: str | None = None) -> Path:
+        """Write a talosconfig with a client certificate for ``roles`` (e.g. ``["os:etcd:backup"]``)."""
+        secrets = ClusterSecrets.load(self.paths.secrets)
+        p = Path(path)
+        write_private(p, secrets.talosconfig(self.node_ip, roles, context))
+        return p
+
+    def talosctl_run(self, *args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run this sandbox's talosctl with its env."""
+        return subprocess.run(
+            [str(self.paths.talosctl), *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+            check=check,
+        )
+
+    # --- status --------------------------------------------------------------------------------------------
+
+    def _etcd_pid(self) -> int | None:
+        try:
+            return State.load(self.paths.state).etcd_pid
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        return procs.alive(self._etcd_pid(), str(self.paths.etcd_data)) or procs.alive(self.info.s3_pid, s3.MARKER)
+
+    def _pids_text(self) -> str:
+        return f"etcd pid {self._etcd_pid()}, s3 pid {self.info.s3_pid}"
+
+    def status(self) -> dict:
+        """What runs, where, and the node's stage."""
+        etcd_pid = self._etcd_pid()
+        etcd_alive = procs.alive(etcd_pid, str(self.paths.etcd_data))
+        s3_alive = procs.alive(self.info.s3_pid, s3.MARKER)
+        try:
+            view = self.node.snapshot_state()
+            stage, reachable = view.stage, view.reachable
+        except (OSError, ValueError):
+            stage, reachable = "unknown", False
+        key_count = None
+        if etcd_alive:
+            try:
+                key_count = etcd.count_prefix(self.etcd_endpoint, "/registry/")
+            except etcd.EtcdFailure:
+                key_count = None
+        return {
+            "dir": str(self.dir),
+            "running": etcd_alive or s3_alive,
+            "etcd": {"pid": etcd_pid, "alive": etcd_alive, "endpoint": self.etcd_endpoint,
+                     "client_port": self.info.etcd_client_port, "peer_port": self.info.etcd_peer_port,
+                     "keys": key_count},
+            "s3": {"pid": self.info.s3_pid, "alive": s3_alive, "endpoint": self.s3_endpoint, "bucket": self.bucket},
+            "node": {"ip": self.node_ip, "stage": stage, "reachable": reachable, "talosctl": str(self.talosctl)},
+            "env_file": str(self.env_file),
+            "outputs_file": str(self.outputs_file),
+        }

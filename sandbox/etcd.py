@@ -1,0 +1,197 @@
+"""The node's real etcd (Debian's 3.4): start, stop, snapshot, restore, and a small KV client.
+
+The KV client talks to etcd's gRPC-gateway (``/v3/kv/*`` JSON over HTTP), so no etcd client library is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from sandbox import procs
+
+ETCD = os.environ.get("SANDBOX_ETCD_BIN", "etcd")
+ETCDCTL = os.environ.get("SANDBOX_ETCDCTL_BIN", "etcdctl")
+
+
+class EtcdFailure(RuntimeError):
+    pass
+
+
+def binaries() -> tuple[str | None, str | None]:
+    """Paths of ``etcd`` and ``etcdctl`` (None when missing)."""
+    return shutil.which(ETCD), shutil.which(ETCDCTL)
+
+
+def _ctl_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ETCDCTL_API"] = "3"
+    return env
+
+
+def etcdctl(*args: str, endpoint: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    argv = [ETCDCTL]
+    if endpoint:
+        argv += ["--endpoints", endpoint, "--dial-timeout", "2s", "--command-timeout", "10s"]
+    argv += list(args)
+    return subprocess.run(argv, capture_output=True, text=True, env=_ctl_env(), timeout=timeout)
+
+
+def peer_url(peer_port: int) -> str:
+    return f"http://127.0.0.1:{peer_port}"
+
+
+def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path) -> int:
+    """Start etcd on ``client_port`` (the same port after every restore) and wait until it answers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    client = f"http://127.0.0.1:{client_port}"
+    peer = peer_url(peer_port)
+    argv = [
+        ETCD,
+        "--name", name,
+        "--data-dir", str(data_dir),
+        "--listen-client-urls", client,
+        "--advertise-client-urls", client,
+        "--listen-peer-urls", peer,
+        "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"{name}={peer}",
+        "--initial-cluster-state", "new",
+        "--log-level", "warn",
+        "--logger", "zap",
+    ]  # fmt: skip
+    pid = procs.spawn(argv, log)
+    if not procs.wait_for(lambda: healthy(client_port) or not procs.alive(pid), timeout=20):
+        procs.stop(pid)
+        raise EtcdFailure(f"etcd did not answer on {client} within 20s (log: {log})")
+    if not procs.alive(pid):
+        raise EtcdFailure(f"etcd exited at start (log: {log})")
+    return pid
+
+
+def healthy(client_port: int, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{client_port}/health", timeout=timeout) as r:
+            return json.loads(r.read()).get("health") in ("true", True)
+    except (OSError, ValueError):
+        return False
+
+
+def endpoint_health(endpoint: str) -> tuple[bool, str]:
+    """``etcdctl endpoint health``: (ok, one line)."""
+    try:
+        r = etcdctl("endpoint", "health", endpoint=endpoint, timeout=10)
+    except subprocess.TimeoutExpired:
+        return False, f"{endpoint} is unhealthy: timeout"
+    out = (r.stdout + r.stderr).strip().splitlines()
+    return r.returncode == 0, (out[-1] if out else f"etcdctl exit {r.returncode}")
+
+
+def snapshot_save(endpoint: str, path: Path) -> None:
+    r = etcdctl("snapshot", "save", str(path), endpoint=endpoint, timeout=120)
+    if r.returncode != 0:
+        raise EtcdFailure((r.stderr or r.stdout).strip() or f"etcdctl snapshot save exit {r.returncode}")
+
+
+def snapshot_status(path: Path) -> dict:
+    """``etcdctl snapshot status -w json``: hash, revision, totalKey, totalSize."""
+    r = etcdctl("snapshot", "status", str(path), "-w", "json", timeout=60)
+    if r.returncode != 0:
+        raise EtcdFailure((r.stderr or r.stdout).strip() or f"etcdctl snapshot status exit {r.returncode}")
+    return json.loads(r.stdout)
+
+
+def trailer_ok(path: Path) -> tuple[bool, str, str]:
+    """(ok, expected, actual): whether the last 32 bytes are the SHA-256 of the rest."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        remaining = size - 32
+        while remaining > 0:
+            chunk = f.read(min(1 << 20, remaining))
+            if not chunk:
+                break
+            h.update(chunk)
+            remaining -= len(chunk)
+        trailer = f.read(32)
+    return h.digest() == trailer, trailer.hex(), h.hexdigest()
+
+
+def restore(snapshot: Path, data_dir: Path, name: str, peer_port: int, *, skip_hash_check: bool = False) -> None:
+    """``etcdctl snapshot restore`` into ``data_dir`` (which must not exist)."""
+    peer = peer_url(peer_port)
+    args = [
+        "snapshot", "restore", str(snapshot),
+        "--data-dir", str(data_dir),
+        "--name", name,
+        "--initial-cluster", f"{name}={peer}",
+        "--initial-advertise-peer-urls", peer,
+    ]  # fmt: skip
+    if skip_hash_check:
+        args.append("--skip-hash-check")
+    r = etcdctl(*args, timeout=120)
+    if r.returncode != 0:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise EtcdFailure((r.stderr or r.stdout).strip() or f"etcdctl snapshot restore exit {r.returncode}")
+    os.chmod(data_dir, 0o700)
+
+
+# --- KV over the gRPC gateway -------------------------------------------------------------------------------
+
+
+def _b64(data: bytes | str) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\0"
+
+
+def _call(endpoint: str, path: str, body: dict) -> dict:
+    req = urllib.request.Request(
+        f"{endpoint}/v3/{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raise EtcdFailure(f"etcd {path} failed: {exc.code} {exc.read()[:200]!r}") from exc
+    except OSError as exc:
+        raise EtcdFailure(f"etcd at {endpoint} does not answer: {exc}") from exc
+
+
+def put(endpoint: str, key: str | bytes, value: str | bytes) -> None:
+    _call(endpoint, "kv/put", {"key": _b64(key), "value": _b64(value)})
+
+
+def get_prefix(endpoint: str, prefix: str | bytes) -> dict[str, bytes]:
+    p = prefix.encode() if isinstance(prefix, str) else prefix
+    res = _call(endpoint, "kv/range", {"key": _b64(p), "range_end": _b64(_prefix_end(p))})
+    out: dict[str, bytes] = {}
+    for kv in res.get("kvs", []):
+        out[base64.b64decode(kv["key"]).decode("utf-8", "replace")] = base64.b64decode(kv.get("value", ""))
+    return out
+
+
+def delete_prefix(endpoint: str, prefix: str | bytes) -> int:
+    p = prefix.encode() if isinstance(prefix, str) else prefix
+    res = _call(endpoint, "kv/deleterange", {"key": _b64(p), "range_end": _b64(_prefix_end(p))})
+    return int(res.get("deleted", 0))
+
+
+def count_prefix(endpoint: str, prefix: str | bytes = b"/") -> int:
+    p = prefix.encode() if isinstance(prefix, str) else prefix
+    res = _call(endpoint, "kv/range", {"key": _b64(p), "range_end": _b64(_prefix_end(p)), "count_only": True})
+    return int(res.get("count", 0))

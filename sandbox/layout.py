@@ -1,0 +1,156 @@
+"""Where a sandbox keeps things, and its settings file ``<dir>/sandbox.json``.
+
+Everything a sandbox has lives under its directory, so several can run at once and ``down`` finds what to stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+TALOS_VERSION = "v1.13.9"
+KUBERNETES_VERSION = "v1.34.1"
+NODE_IP = "127.0.0.1"
+APID_PORT = 50000
+
+
+class Paths:
+    """The files of one sandbox directory."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+
+    @property
+    def info(self) -> Path:
+        return self.root / "sandbox.json"
+
+    @property
+    def node(self) -> Path:
+        return self.root / "node"
+
+    @property
+    def state(self) -> Path:
+        return self.node / "state.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.node / "state.lock"
+
+    @property
+    def faults(self) -> Path:
+        return self.node / "faults.json"
+
+    @property
+    def calls(self) -> Path:
+        return self.node / "calls.jsonl"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.node / "etcd"
+
+    @property
+    def machine_config(self) -> Path:
+        """The machine config on the STATE partition (absent when STATE is wiped)."""
+        return self.node / "state-partition" / "config.yaml"
+
+    @property
+    def recover_dir(self) -> Path:
+        return self.node / "recover"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def talosctl(self) -> Path:
+        return self.bin / "talosctl"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def talosconfig(self) -> Path:
+        return self.root / "talosconfig"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs.json"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def controlplane(self) -> Path:
+        return self.root / "controlplane.yaml"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets.json"
+
+
+@dataclass
+class Info:
+    """Settings of one sandbox, written once by ``up`` (pids of the S3 server included)."""
+
+    dir: str
+    cluster_name: str
+    node_ip: str = NODE_IP
+    talos_version: str = TALOS_VERSION
+    etcd_client_port: int = 0
+    etcd_peer_port: int = 0
+    etcd_name: str = "talos-sandbox-cp"
+    s3_port: int | None = None
+    s3_pid: int | None = None
+    bucket: str | None = None
+    region: str = "us-east-1"
+    reboot_seconds: float = 0.5
+    bootstrap_not_ready_seconds: float = 0.3
+    python: str = ""
+    created_at: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.etcd_client_port}"
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        return f"http://127.0.0.1:{self.s3_port}" if self.s3_port else None
+
+    def save(self, paths: Paths) -> None:
+        tmp = paths.info.with_suffix(".json.part")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, paths.info)
+
+    @classmethod
+    def load(cls, paths: Paths) -> Info:
+        data = json.loads(paths.info.read_text())
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def write_private(path: Path, content: str | bytes) -> None:
+    """Write a secrets file 0600 via ``.part`` + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    data = content.encode() if isinstance(content, str) else content
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(part, 0o600)
+    os.replace(part, path)

@@ -1,0 +1,41 @@
+"""The sandbox's S3: moto in server mode on a loopback port, with the backup bucket created and versioned."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from sandbox import procs
+
+ACCESS_KEY = "sandbox"
+SECRET_KEY = "sandbox-secret"
+MARKER = "moto.server"
+
+
+def spawn(port: int, log: Path, python: str | None = None) -> int:
+    """Start moto's server (not waiting for it)."""
+    return procs.spawn([python or sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log)
+
+
+def client(endpoint: str, region: str = "us-east-1"):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+def wait_ready(pid: int, port: int, timeout: float = 30) -> bool:
+    return procs.wait_for(lambda: procs.port_open(port) or not procs.alive(pid), timeout) and procs.alive(pid)
+
+
+def create_bucket(endpoint: str, bucket: str, region: str = "us-east-1") -> None:
+    c = client(endpoint, region)
+    c.create_bucket(Bucket=bucket)
+    c.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})

@@ -1,0 +1,908 @@
+"""A ``talosctl`` look-alike for the simulated node: ``<dir>/bin/talosctl`` runs ``python -m sandbox.talosctl``.
+
+Only the subset the project uses exists (``etcd snapshot``, ``reset``, ``get machinestatus``, ``version``,
+``apply-config``/``apply``, ``bootstrap``, ``health``, ``kubeconfig``, ``service``), with talosctl's flags,
+defaults, output lines and error texts. Flag parsing is strict like cobra's: an unknown flag or command, a
+missing value or a bad boolean fails with exit code 1.
+
+The sandbox directory comes from ``TALOS_SANDBOX_DIR`` (baked into the wrapper script).
+Every call is appended to ``<dir>/node/calls.jsonl`` so tests can check what the project ran.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox import etcd
+from sandbox.layout import Paths
+from sandbox.node import Auth, Node, NodeError, TransportError
+
+# ---------------------------------------------------------------------------------------------------------------
+# Flags, the cobra/pflag way.
+
+
+class UsageError(Exception):
+    """A command-line error; talosctl prints it and the usage, exit 1."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    kind: str  # bool | str | list | duration
+    default: object = None
+    short: str | None = None
+
+
+GLOBAL_FLAGS = [
+    Flag("talosconfig", "str", ""),
+    Flag("nodes", "list", [], "n"),
+    Flag("endpoints", "list", [], "e"),
+    Flag("context", "str", ""),
+    Flag("cluster", "str", ""),
+    Flag("help", "bool", False, "h"),
+]
+
+COMMANDS: dict[str, dict] = {
+    "version": {"flags": [Flag("insecure", "bool", False, "i"), Flag("client", "bool", False),
+                          Flag("short", "bool", False)], "args": (0, 0)},
+    "get": {"flags": [Flag("output", "str", "table", "o"), Flag("insecure", "bool", False, "i"),
+                      Flag("namespace", "str", ""), Flag("watch", "bool", False, "w")], "args": (1, 2)},
+    "etcd snapshot": {"flags": [], "args": (1, 1)},
+    "reset": {"flags": [Flag("graceful", "bool", True), Flag("reboot", "bool", False),
+                        Flag("system-labels-to-wipe", "list", []), Flag("user-disks-to-wipe", "list", []),
+                        Flag("wipe-mode", "str", "all"), Flag("insecure", "bool", False, "i"),
+                        Flag("wait", "bool", True), Flag("timeout", "duration", 1800.0),
+                        Flag("debug", "bool", False)], "args": (0, 0)},
+    "apply-config": {"flags": [Flag("file", "str", "", "f"), Flag("config-patch", "list", [], "p"),
+                               Flag("mode", "str", "auto", "m"), Flag("dry-run", "bool", False),
+                               Flag("insecure", "bool", False, "i"), Flag("timeout", "duration", 60.0),
+                               Flag("cert-fingerprint", "list", [])], "args": (0, 0)},
+    "bootstrap": {"flags": [Flag("recover-from", "str", ""), Flag("recover-skip-hash-check", "bool", False)],
+                  "args": (0, 0)},
+    "health": {"flags": [Flag("wait-timeout", "duration", 1200.0), Flag("control-plane-nodes", "list", []),
+                         Flag("worker-nodes", "list", []), Flag("init-node", "str", ""),
+                         Flag("server", "bool", True), Flag("k8s-endpoint", "str", ""),
+                         Flag("run-e2e", "bool", False)], "args": (0, 0)},
+    "kubeconfig": {"flags": [Flag("force", "bool", False, "f"), Flag("merge", "bool", True, "m"),
+                             Flag("force-context-name", "str", "")], "args": (0, 1)},
+    "service": {"flags": [], "args": (0, 2)},
+}
+ALIASES = {"apply": "apply-config"}
+PARENTS = {"etcd": ["snapshot"]}
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Go's ``time.ParseDuration`` (seconds)."""
+    s = text.strip()
+    if s in ("0",):
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION.match(s, pos)
+        if not m:
+            raise ValueError(f'time: invalid duration "{text}"')
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if not s:
+        raise ValueError(f'time: invalid duration "{text}"')
+    return total
+
+
+def _parse_bool(text: str) -> bool:
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise ValueError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
+
+
+def _find_command(argv: list[str]) -> tuple[str, list[str]]:
+    """The command path, skipping flags (and the values of global flags that take one)."""
+    takes_value = {f"--{f.name}" for f in GLOBAL_FLAGS if f.kind != "bool"}
+    takes_value |= {f"-{f.short}" for f in GLOBAL_FLAGS if f.short and f.kind != "bool"}
+    for spec in COMMANDS.values():
+        for f in spec["flags"]:
+            if f.kind != "bool":
+                takes_value.add(f"--{f.name}")
+                if f.short:
+                    takes_value.add(f"-{f.short}")
+    words: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            break
+        if a.startswith("-") and a != "-":
+            if "=" not in a and a in takes_value:
+                i += 1
+            i += 1
+            continue
+        words.append(a)
+        i += 1
+    if not words:
+        return "", []
+    first = ALIASES.get(words[0], words[0])
+    if first in PARENTS:
+        if len(words) < 2:
+            return first, words[:1]
+        if words[1] not in PARENTS[first]:
+            raise UsageError(f'unknown command "{words[1]}" for "talosctl {first}"')
+        return f"{first} {words[1]}", words[:2]
+    if first not in COMMANDS:
+        raise UsageError(f'unknown command "{words[0]}" for "talosctl"')
+    return first, words[:1]
+
+
+def parse(argv: list[str]) -> tuple[str, dict, list[str]]:
+    """(command, flag values, positional args), or ``UsageError``."""
+    command, command_words = _find_command(argv)
+    if command == "etcd":
+        raise UsageError('"talosctl etcd" needs a subcommand: snapshot')
+    flags = list(GLOBAL_FLAGS) + (COMMANDS[command]["flags"] if command else [])
+    by_long = {f.name: f for f in flags}
+    by_short = {f.short: f for f in flags if f.short}
+    values: dict[str, object] = {f.name: (list(f.default) if f.kind == "list" else f.default) for f in flags}
+    seen_lists: set[str] = set()
+    positional: list[str] = []
+    to_skip = list(command_words)
+
+    def assign(f: Flag, raw: str, shown: str) -> None:
+        if f.kind == "bool":
+            try:
+                values[f.name] = _parse_bool(raw)
+            except ValueError as exc:
+                raise UsageError(f'invalid argument "{raw}" for "{shown}" flag: {exc}') from None
+        elif f.kind == "duration":
+            try:
+                values[f.name] = parse_duration(raw)
+            except ValueError as exc:
+                raise UsageError(f'invalid argument "{raw}" for "{shown}" flag: {exc}') from None
+        elif f.kind == "list":
+            if f.name not in seen_lists:
+                values[f.name] = []
+                seen_lists.add(f.name)
+            # pflag's StringSlice splits on commas; a config patch (stringArray) does not.
+            parts = [raw] if f.name == "config-patch" else [p for p in raw.split(",") if p]
+            values[f.name].extend(parts)  # type: ignore[union-attr]
+        else:
+            values[f.name] = raw
+
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            positional.extend(argv[i + 1 :])
+            break
+        if a.startswith("--"):
+            name, eq, raw = a[2:].partition("=")
+            f = by_long.get(name)
+            if f is None:
+                raise UsageError(f"unknown flag: --{name}")
+            if not eq:
+                if f.kind == "bool":
+                    raw = "true"
+                else:
+                    if i + 1 >= len(argv):
+                        raise UsageError(f"flag needs an argument: --{name}")
+                    i += 1
+                    raw = argv[i]
+            assign(f, raw, f"--{name}")
+        elif a.startswith("-") and a != "-":
+            short, rest = a[1], a[2:]
+            f = by_short.get(short)
+            if f is None:
+                raise UsageError(f"unknown shorthand flag: '{short}' in {a}")
+            shown = f"-{short}, --{f.name}"
+            if rest.startswith("="):
+                rest = rest[1:]
+            if f.kind == "bool":
+                assign(f, rest or "true", shown)
+            else:
+                if not rest:
+                    if i + 1 >= len(argv):
+                        raise UsageError(f"flag needs an argument: '{short}' in -{short}")
+                    i += 1
+                    rest = argv[i]
+                assign(f, rest, shown)
+        else:
+            if to_skip and a == to_skip[0] or (to_skip and ALIASES.get(a) == to_skip[0]):
+                to_skip.pop(0)
+            else:
+                positional.append(a)
+        i += 1
+    if command:
+        lo, hi = COMMANDS[command]["args"]
+        if not (lo <= len(positional) <= hi):
+            if lo == hi:
+                raise UsageError(f"accepts {lo} arg(s), received {len(positional)}")
+            raise UsageError(f"accepts between {lo} and {hi} arg(s), received {len(positional)}")
+    return command, values, positional
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Client side: talosconfig, target node, credentials.
+
+
+class CommandError(Exception):
+    """A failed command: the message talosctl prints, exit 1."""
+
+
+@dataclass
+class Target:
+    node: Node
+    addr: str
+    auth: Auth
+    endpoints: list[str] = field(default_factory=list)
+
+
+def _host(addr: str) -> str:
+    a = addr.strip()
+    if a.startswith("[") and "]" in a:
+        return a[1 : a.index("]")]
+    if a.count(":") == 1:
+        return a.split(":", 1)[0]
+    return a
+
+
+def _load_talosconfig(values: dict) -> tuple[dict, str] | None:
+    import yaml
+
+    path = values["talosconfig"] or os.environ.get("TALOSCONFIG") or str(Path.home() / ".talos" / "config")
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CommandError(f"failed to read config: {exc}") from exc
+    try:
+        cfg = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise CommandError(f"failed to parse config: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise CommandError("failed to parse config: not a mapping")
+    return cfg, path
+
+
+def target(values: dict, *, insecure: bool) -> Target:
+    node = Node(_sandbox_dir())
+    loaded = _load_talosconfig(values)
+    ctx: dict = {}
+    if loaded is not None:
+        cfg, path = loaded
+        name = values["context"] or cfg.get("context") or ""
+        contexts = cfg.get("contexts") or {}
+        if name and name not in contexts:
+            raise CommandError(f'context "{name}" is not defined in "talosconfig"')
+        ctx = contexts.get(name) or {}
+    elif values["context"]:
+        raise CommandError(f'context "{values["context"]}" is not defined in "talosconfig"')
+    nodes = list(values["nodes"]) or list(ctx.get("nodes") or [])
+    endpoints = list(values["endpoints"]) or list(ctx.get("endpoints") or [])
+    if insecure and not endpoints:
+        endpoints = nodes[:1]
+    if not nodes:
+        nodes = endpoints[:1]
+    if not nodes:
+        raise CommandError(
+            "nodes are not set for the command: please use `--nodes` flag or configuration file to set the nodes "
+            "to run the command against"
+        )
+    if len(nodes) > 1:
+        raise CommandError("this sandbox talosctl supports one node per call; got nodes " + ", ".join(nodes))
+    if insecure:
+        return Target(node, _host(nodes[0]), Auth(insecure=True), endpoints)
+    if not endpoints:
+        raise CommandError("failed to determine endpoints")
+    if loaded is None:
+        path = values["talosconfig"] or os.environ.get("TALOSCONFIG") or str(Path.home() / ".talos" / "config")
+        raise CommandError(f"failed to open config file {path!r}: open {path}: no such file or directory")
+    ep = _host(endpoints[0])
+    addr = _host(nodes[0])
+    if ep != node.info.node_ip:
+        addr = ep  # nothing answers at that endpoint
+    return Target(node, addr, _auth(node, ctx), endpoints)
+
+
+def _auth(node: Node, ctx: dict) -> Auth:
+    from sandbox.pki import ClusterSecrets, verify_client_cert
+
+    ca, crt = ctx.get("ca"), ctx.get("crt")
+    if not ca or not crt or not ctx.get("key"):
+        raise CommandError("talosconfig context has no ca, crt or key: a client certificate is required")
+    secrets = ClusterSecrets.load(node.paths.secrets)
+    roles = None
+    try:
+        own = _load_talosconfig({"talosconfig": str(node.paths.talosconfig)})
+        own_ctx = next(iter((own[0].get("contexts") or {}).values())) if own else {}
+    except CommandError:
+        own_ctx = {}
+    if ca == secrets.os_ca_crt:
+        if crt == own_ctx.get("crt"):
+            roles = ["os:admin"]
+        else:
+            try:
+                roles = verify_client_cert(base64.b64decode(ca), base64.b64decode(crt))
+            except ValueError:
+                roles = None
+    return Auth(insecure=False, ca=ca, crt=crt, roles=roles)
+
+
+def _sandbox_dir() -> str:
+    d = os.environ.get("TALOS_SANDBOX_DIR")
+    if not d:
+        raise CommandError("TALOS_SANDBOX_DIR is not set: run the sandbox's bin/talosctl wrapper")
+    return d
+
+
+def _rpc(prefix: str, exc: NodeError | TransportError) -> CommandError:
+    return CommandError(f"{prefix}: {exc}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands.
+
+
+def cmd_version(values: dict, args: list[str]) -> None:
+    from sandbox.layout import TALOS_VERSION
+
+    client = [
+        "Client:",
+        f"\tTag:         {TALOS_VERSION}",
+        "\tSHA:         sandbox",
+        "\tBuilt:       ",
+        "\tGo version:  go1.24.11",
+        "\tOS/Arch:     linux/amd64",
+    ]
+    if values["short"]:
+        client = ["Client:", f"Talos {TALOS_VERSION}"]
+    print("\n".join(client))
+    if values["client"]:
+        return
+    t = target(values, insecure=values["insecure"])
+    try:
+        info = t.node.version(t.addr, t.auth)
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error getting version", exc) from None
+    if values["short"]:
+        print(f"Server:\n\tNODE:        {t.addr}\n\tTag:         {info['tag']}")
+        return
+    lines = [
+        "Server:",
+        f"\tNODE:        {t.addr}",
+        f"\tTag:         {info['tag']}",
+        "\tSHA:         sandbox",
+        "\tBuilt:       ",
+        "\tGo version:  go1.24.11",
+        "\tOS/Arch:     linux/amd64",
+        "\tEnabled:     RBAC",
+    ]
+    print("\n".join(lines))
+
+
+_MACHINESTATUS = {"machinestatus", "machinestatuses", "machinestatuses.runtime.talos.dev", "ms"}
+
+
+def _jsonpath(obj: object, expr: str) -> object:
+    e = expr.strip()
+    if e.startswith("{") and e.endswith("}"):
+        e = e[1:-1]
+    if not e.startswith("."):
+        raise CommandError(f"error parsing jsonpath {expr!r}: unrecognized expression")
+    cur = obj
+    for part in [p for p in e[1:].split(".") if p]:
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            raise CommandError(f"{part} is not found")
+    return cur
+
+
+def cmd_get(values: dict, args: list[str]) -> None:
+    import yaml
+
+    resource = args[0].lower()
+    if resource not in _MACHINESTATUS:
+        raise CommandError(f'error getting resources: resource "{args[0]}" is not supported by this sandbox')
+    if len(args) > 1 and args[1] != "machine":
+        raise CommandError(f'error getting resources: rpc error: code = NotFound desc = resource "{args[1]}" not found')
+    t = target(values, insecure=values["insecure"])
+    try:
+        v = t.node.machine_status(t.addr, t.auth)
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error getting resources", exc) from None
+    unmet = [] if v.ready else [{"name": "etcd", "reason": "etcd is not running"}] if v.stage == "running" else []
+    doc = {
+        "node": t.addr,
+        "metadata": {
+            "namespace": "runtime",
+            "type": "MachineStatuses.runtime.talos.dev",
+            "id": "machine",
+            "version": 1,
+            "owner": "runtime.MachineStatusController",
+            "phase": "running",
+        },
+        "spec": {"stage": v.stage, "status": {"ready": v.ready, "unmetConditions": unmet}},
+    }
+    out = values["output"]
+    if out == "table":
+        print(f"{'NODE':<11} {'NAMESPACE':<11} {'TYPE':<15} {'ID':<9} {'VERSION':<9} {'STAGE':<13} READY")
+        print(f"{t.addr:<11} {'runtime':<11} {'MachineStatus':<15} {'machine':<9} {'1':<9} {v.stage:<13} "
+              f"{str(v.ready).lower()}")
+    elif out == "json":
+        print(json.dumps(doc, indent=4))
+    elif out == "yaml":
+        print(yaml.safe_dump(doc, sort_keys=False), end="")
+    elif out.startswith("jsonpath"):
+        expr = out.partition("=")[2]
+        if not expr:
+            raise CommandError("jsonpath output requires an expression: -o jsonpath='{.spec.stage}'")
+        val = _jsonpath(doc, expr)
+        print(json.dumps(val) if isinstance(val, dict | list) else str(val).lower() if isinstance(val, bool) else val)
+    else:
+        raise CommandError(f"output mode {out!r} is not supported")
+
+
+def cmd_service(values: dict, args: list[str]) -> None:
+    if args and args[0] != "etcd":
+        raise CommandError(f'error getting service: rpc error: code = NotFound desc = service "{args[0]}" not found')
+    t = target(values, insecure=False)
+    try:
+        v = t.node.etcd_service(t.addr, t.auth)
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error listing services", exc) from None
+    state = "Running" if v.etcd_running else "Preparing" if v.etcd_waiting else "Finished"
+    health = "OK" if v.etcd_running else "?"
+    if not args:
+        print(f"{'NODE':<11} {'SERVICE':<9} {'STATE':<11} HEALTH")
+        print(f"{t.addr:<11} {'apid':<9} {'Running':<11} ?")
+        print(f"{t.addr:<11} {'etcd':<9} {state:<11} {health}")
+        return
+    event = "Health check successful" if v.etcd_running else (
+        "Running pre state (waiting for bootstrap)" if v.etcd_waiting else "Service finished"
+    )
+    print(f"NODE     {t.addr}\nID       etcd\nSTATE    {state}\nHEALTH   {health}\nEVENTS   [{state}]: {event}")
+
+
+def _stream_chunks(src: Path, faults: dict):
+    """Yield the snapshot as the node streams it, with injected faults."""
+    data = src.read_bytes()
+    if faults.get("snapshot_corrupt") and data:
+        mid = len(data) // 2
+        data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1 :]
+    cut = int(faults.get("snapshot_truncate_bytes") or 0)
+    if cut:
+        data = data[: max(0, len(data) - cut)]
+    die_at = len(data) // 2 if faults.get("die_mid_snapshot") else None
+    delay = float(faults.get("snapshot_delay_seconds") or 0)
+    if delay:
+        time.sleep(delay)
+    bps = int(faults.get("snapshot_throttle_bytes_per_second") or 0)
+    chunk = 64 * 1024 if not bps else max(1, min(64 * 1024, bps // 10))
+    pos = 0
+    while pos < len(data):
+        end = min(len(data), pos + chunk)
+        if die_at is not None and end >= die_at:
+            yield data[pos:die_at]
+            raise NodeError("Unavailable", "error reading from server: EOF")
+        yield data[pos:end]
+        if bps:
+            time.sleep((end - pos) / bps)
+        pos = end
+
+
+def cmd_etcd_snapshot(values: dict, args: list[str]) -> None:
+    dest = Path(args[0])
+    part = Path(str(dest) + ".part")
+    t = target(values, insecure=False)
+    server_tmp = t.node.paths.node / "tmp" / f"snapshot-{os.getpid()}-{uuid.uuid4().hex[:8]}.db"
+    server_tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise CommandError(f"failed to open file: {exc}") from None
+        n = 0
+        with os.fdopen(fd, "wb") as out:
+            try:
+                t.node.prepare_snapshot(t.addr, t.auth, server_tmp)
+            except (NodeError, TransportError) as exc:
+                raise _rpc("error reading file", exc) from None
+            try:
+                for chunk in _stream_chunks(server_tmp, t.node.faults()):
+                    out.write(chunk)
+                    n += len(chunk)
+            except NodeError as exc:
+                raise _rpc("error reading snapshot", exc) from None
+            out.flush()
+            os.fsync(out.fileno())
+        if n % 512 != 32:
+            raise CommandError(f"sha256 checksum not found (size {n})")
+        os.replace(part, dest)
+        print(f'etcd snapshot saved to "{dest}" ({n} bytes)')
+        try:
+            st = etcd.snapshot_status(dest)
+        except etcd.EtcdFailure as exc:
+            raise CommandError(f"failed to read snapshot status: {exc}") from None
+        print(
+            f"snapshot info: hash {st['hash']:08x}, revision {st['revision']}, total keys {st['totalKey']}, "
+            f"total size {st['totalSize']}"
+        )
+    finally:
+        part.unlink(missing_ok=True)
+        server_tmp.unlink(missing_ok=True)
+
+
+def cmd_reset(values: dict, args: list[str]) -> None:
+    if values["wait"] and values["insecure"]:
+        raise CommandError("cannot use --wait and --insecure together")
+    mode = values["wipe-mode"]
+    if mode not in ("all", "system-disk", "user-disks"):
+        raise CommandError(f'invalid argument "{mode}" for "--wipe-mode" flag: valid values are all, system-disk, '
+                           "user-disks")
+    t = target(values, insecure=values["insecure"])
+    labels = list(values["system-labels-to-wipe"])
+    try:
+        t.node.reset(
+            t.addr,
+            t.auth,
+            graceful=values["graceful"],
+            reboot=values["reboot"],
+            labels=labels,
+            wipe_mode=mode,
+            user_disks=list(values["user-disks-to-wipe"]),
+        )
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error executing reset", exc) from None
+    if not values["wait"]:
+        return
+    _wait_after(t, values["timeout"], want=("halted",) if not values["reboot"] else ("running", "maintenance"),
+                action="reset")
+
+
+def _wait_after(t: Target, timeout: float, want: tuple[str, ...], action: str) -> None:
+    """talosctl's ``--wait``: follow the node's stages until it is back (or off, for a halt)."""
+    deadline = time.monotonic() + timeout
+    print(f"watching nodes: [{t.addr}]", file=sys.stderr)
+    last = None
+    while True:
+        v = t.node.snapshot_state()
+        if v.stage != last:
+            print(f"    * {t.addr}: {v.stage}", file=sys.stderr)
+            last = v.stage
+        if v.phase in want:
+            if v.phase != "halted":
+                print(f"    * {t.addr}: post check passed", file=sys.stderr)
+            return
+        if time.monotonic() >= deadline:
+            raise CommandError(f"1 error occurred:\n\t* {t.addr}: {action}: context deadline exceeded "
+                               f"(node is {v.stage})")
+        time.sleep(0.05)
+
+
+def _merge(base: object, patch: object) -> object:
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = _merge(out.get(k), v)
+        return out
+    return patch
+
+
+def _json6902(doc: dict, ops: list) -> dict:
+    import copy
+
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        path = [p.replace("~1", "/").replace("~0", "~") for p in op.get("path", "").split("/")[1:]]
+        parent = doc
+        for p in path[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
+        last = path[-1]
+        kind = op.get("op")
+        if kind in ("add", "replace"):
+            if isinstance(parent, list):
+                if last == "-":
+                    parent.append(op["value"])
+                else:
+                    parent.insert(int(last), op["value"]) if kind == "add" else parent.__setitem__(int(last), op["value"])
+            else:
+                parent[last] = op["value"]
+        elif kind == "remove":
+            parent.pop(int(last) if isinstance(parent, list) else last)
+        else:
+            raise CommandError(f"unsupported JSON patch op {kind!r}")
+    return doc
+
+
+def apply_patches(config_text: str, patches: list[str]) -> str:
+    """Apply ``--config-patch`` values (``@file`` or inline YAML/JSON) locally, as talosctl does."""
+    import yaml
+
+    if not patches:
+        return config_text
+    doc = yaml.safe_load(config_text)
+    for p in patches:
+        text = p
+        if p.startswith("@"):
+            try:
+                text = Path(p[1:]).read_text()
+            except OSError as exc:
+                raise CommandError(f"failed to read config patch {p}: {exc}") from None
+        try:
+            patch = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise CommandError(f"failed to parse config patch: {exc}") from None
+        if isinstance(patch, list):
+            doc = _json6902(doc, patch)
+        elif isinstance(patch, dict):
+            doc = _merge(doc, patch)
+        else:
+            raise CommandError("failed to parse config patch: not a mapping or a JSON patch")
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def cmd_apply_config(values: dict, args: list[str]) -> None:
+    if not values["file"]:
+        raise CommandError("no filename supplied for configuration")
+    mode = values["mode"]
+    if mode not in ("auto", "interactive", "no-reboot", "reboot", "staged", "try"):
+        raise CommandError(f'invalid argument "{mode}" for "-m, --mode" flag')
+    try:
+        text = Path(values["file"]).read_text()
+    except OSError as exc:
+        raise CommandError(f"failed to read configuration from {values['file']!r}: {exc}") from None
+    text = apply_patches(text, values["config-patch"])
+    t = target(values, insecure=values["insecure"])
+    try:
+        msg = t.node.apply_config(t.addr, t.auth, text, mode=mode, dry_run=values["dry-run"])
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error applying new configuration", exc) from None
+    print(msg)
+
+
+def cmd_bootstrap(values: dict, args: list[str]) -> None:
+    recover = values["recover-from"]
+    t = target(values, insecure=False)
+    path = None
+    if recover:
+        src = Path(recover)
+        try:
+            size = src.stat().st_size
+        except OSError as exc:
+            raise CommandError(f"open {recover}: {exc.strerror.lower() if exc.strerror else exc}") from None
+        if not values["recover-skip-hash-check"]:
+            try:
+                st = etcd.snapshot_status(src)
+            except etcd.EtcdFailure as exc:
+                raise CommandError(f"failed to read snapshot status: {exc}") from None
+            print(
+                f'recovering from snapshot "{recover}": hash {st["hash"]:08x}, revision {st["revision"]}, '
+                f"total keys {st['totalKey']}, total size {st['totalSize']}"
+            )
+            if size % 512 != 32:
+                raise CommandError(f"sha256 checksum not found (size {size})")
+        # The upload (EtcdRecover): the node keeps the snapshot until etcd restores from it.
+        upload = t.node.paths.recover_dir / f"snapshot-{os.getpid()}-{uuid.uuid4().hex[:8]}.db"
+        upload.parent.mkdir(parents=True, exist_ok=True)
+        path = upload
+    try:
+        if path is not None:
+            import shutil
+
+            shutil.copyfile(recover, path)
+        t.node.bootstrap(t.addr, t.auth, recover_from=path, skip_hash_check=values["recover-skip-hash-check"])
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error executing bootstrap", exc) from None
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+HEALTH_CHECKS = [
+    "waiting for etcd to be healthy",
+    "waiting for etcd members to be consistent across nodes",
+    "waiting for etcd members to be control plane nodes",
+    "waiting for apid to be ready",
+    "waiting for all nodes memory sizes",
+    "waiting for all nodes disk sizes",
+    "waiting for kubelet to be healthy",
+    "waiting for all nodes to finish boot sequence",
+    "waiting for all k8s nodes to report",
+    "waiting for all control plane static pods to be running",
+    "waiting for all control plane components to be ready",
+    "waiting for all k8s nodes to report ready",
+    "waiting for kube-proxy to report ready",
+    "waiting for coredns to report ready",
+    "waiting for all k8s nodes to report schedulable",
+]
+
+
+def cmd_health(values: dict, args: list[str]) -> None:
+    t = target(values, insecure=False)
+    cps = list(values["control-plane-nodes"]) or [t.addr]
+    deadline = time.monotonic() + values["wait-timeout"]
+    # The first call must connect and authenticate, as talosctl's server-side check does.
+    try:
+        t.node.machine_status(t.addr, t.auth)
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error checking health", exc) from None
+    for cp in cps:
+        if _host(cp) != t.node.info.node_ip:
+            raise CommandError(f"error checking health: rpc error: code = Unknown desc = discovery: node {cp!r} "
+                               f"is not a member of this cluster")
+    print(f"discovered nodes: {json.dumps(cps)}")
+    last = None
+    while True:
+        ok, reason = t.node.health()
+        if ok:
+            for check in HEALTH_CHECKS:
+                print(f"{check}: OK")
+            return
+        if reason != last:
+            print(f"{HEALTH_CHECKS[0]}: {reason}")
+            last = reason
+        if time.monotonic() >= deadline:
+            raise CommandError("healthcheck error: rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+        time.sleep(0.1)
+
+
+def cmd_kubeconfig(values: dict, args: list[str]) -> None:
+    import yaml
+
+    t = target(values, insecure=False)
+    try:
+        text = t.node.kubeconfig(t.addr, t.auth)
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error retrieving kubeconfig", exc) from None
+    dest = args[0] if args else str(Path.home() / ".kube" / "config")
+    if dest == "-":
+        sys.stdout.write(text)
+        return
+    p = Path(dest)
+    if p.is_dir():
+        p = p / "kubeconfig"
+    if values["force-context-name"]:
+        doc = yaml.safe_load(text)
+        old = doc["current-context"]
+        for c in doc["contexts"]:
+            if c["name"] == old:
+                c["name"] = values["force-context-name"]
+        doc["current-context"] = values["force-context-name"]
+        text = yaml.safe_dump(doc, sort_keys=False)
+    if p.exists():
+        if values["merge"]:
+            text = _merge_kubeconfig(p.read_text(), text)
+        elif not values["force"]:
+            raise CommandError(f'kubeconfig file already exists, use --force to overwrite: "{p}"')
+    p.parent.mkdir(parents=True, exist_ok=True)
+    part = p.with_name(p.name + ".part")
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(part, 0o600)
+        os.replace(part, p)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _merge_kubeconfig(existing: str, new: str) -> str:
+    import yaml
+
+    base = yaml.safe_load(existing) or {}
+    add = yaml.safe_load(new)
+    for section in ("clusters", "users", "contexts"):
+        items = [i for i in (base.get(section) or []) if i["name"] not in {a["name"] for a in add[section]}]
+        base[section] = items + add[section]
+    base["current-context"] = add["current-context"]
+    base.setdefault("apiVersion", "v1")
+    base.setdefault("kind", "Config")
+    return yaml.safe_dump(base, sort_keys=False)
+
+
+HANDLERS = {
+    "version": cmd_version,
+    "get": cmd_get,
+    "service": cmd_service,
+    "etcd snapshot": cmd_etcd_snapshot,
+    "reset": cmd_reset,
+    "apply-config": cmd_apply_config,
+    "bootstrap": cmd_bootstrap,
+    "health": cmd_health,
+    "kubeconfig": cmd_kubeconfig,
+}
+
+USAGE = """A CLI for out-of-band management of Kubernetes nodes created by Talos (sandbox simulation)
+
+Usage:
+  talosctl [command]
+
+Available Commands (sandbox subset):
+  apply-config  Apply a new configuration to a node
+  bootstrap     Bootstrap the etcd cluster on the specified node
+  etcd snapshot Stream snapshot of the etcd node to the path
+  get           Get a specific resource or list of resources (machinestatus only)
+  health        Check cluster health
+  kubeconfig    Download the admin kubeconfig from the node
+  reset         Reset a node
+  service       Retrieve the state of a service (etcd)
+  version       Prints the version
+
+Global Flags:
+      --context string       Context to be used in command
+  -e, --endpoints strings    override default endpoints in Talos configuration
+  -n, --nodes strings        target the specified nodes
+      --talosconfig string   The path to the Talos configuration file
+"""
+
+
+def _log_call(argv: list[str], code: int, err: str) -> None:
+    d = os.environ.get("TALOS_SANDBOX_DIR")
+    if not d:
+        return
+    try:
+        path = Paths(d).calls
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"t": time.time(), "argv": argv, "exit": code, "error": err[:500]})
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    try:
+        command, values, args = parse(argv)
+    except UsageError as exc:
+        msg = f"Error: {exc}"
+        print(msg, file=sys.stderr)
+        print("Run 'talosctl --help' for usage.", file=sys.stderr)
+        return 1, msg
+    if values.get("help") or not command:
+        print(USAGE)
+        return 0, ""
+    try:
+        HANDLERS[command](values, args)
+    except CommandError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1, str(exc)
+    return 0, ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def _term(signum, frame):  # leave no .part behind when stopped
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _term)
+    code, err = 1, "interrupted"
+    try:
+        code, err = run(argv)
+    except KeyboardInterrupt:
+        code, err = 130, "interrupted"
+        print("interrupted", file=sys.stderr)
+    finally:
+        _log_call(argv, code, err)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
