@@ -64,3 +64,45 @@ def apid(apid_server):
     apid_server.fault = None
     yield apid_server
     apid_server.fault = None
+
+
+@pytest.fixture
+def sm_env(aws_env, monkeypatch):
+    """Secrets Manager on the same moto server as S3."""
+    # botocore derives the variable from the service id "Secrets Manager" (not AWS_ENDPOINT_URL_SECRETSMANAGER)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", aws_env)
+    return aws_env
+
+
+@pytest.fixture
+def backup_secret(sm_env, os_ca):
+    """A Secrets Manager secret holding the deterministic os:etcd:backup credential; yields its ARN."""
+    import uuid
+
+    import boto3
+
+    from dr.credentials import mint_backup_credential
+
+    creds = mint_backup_credential(*os_ca, datetime.now(UTC), cluster="sandbox")
+    sm = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = sm.create_secret(Name=f"talos-dr-{uuid.uuid4().hex[:8]}", SecretString=creds.to_json())["ARN"]
+    return arn
+
+
+@pytest.fixture
+def runner_env(apid, bucket, backup_secret, monkeypatch):
+    """The Lambda's environment, pointing at the simulated apid, the moto bucket and the secret."""
+    from dr import lambda_handler as lh
+
+    env = {lh.ENV_BUCKET: bucket, lh.ENV_NODE: apid.host, lh.ENV_PORT: str(apid.port),
+           lh.ENV_SECRET_ID: backup_secret, lh.ENV_CLUSTER: "sandbox", lh.ENV_TIMEOUT: "60"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+def no_leftovers(s3_client, bucket: str) -> tuple[list, list]:
+    """(objects, in-progress multipart uploads) in the bucket."""
+    objs = s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    uploads = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return objs, uploads

@@ -1,0 +1,171 @@
+"""The scheduled snapshot runner: an AWS Lambda handler (and the same code path, callable in-process).
+
+Every run: read the ``os:etcd:backup`` credential from Secrets Manager, stream ``EtcdSnapshot`` from the node's
+private address straight into a multipart upload at ``<prefix>etcd-snapshot-<UTC>.db`` (the name, checksum and
+metadata dr.backup uses), verifying the hash trailer on the way. The upload completes only when the trailer
+verifies; any failure aborts it, so no partial object is ever left. Nothing touches local disk.
+
+Settings come from the environment (set by ``infra/schedule.py``):
+
+==============================  ================================================================
+``TALOS_DR_BUCKET``             bucket name (required)
+``TALOS_DR_NODE``               node address apid is reached at (required; its certificate's IP SAN)
+``TALOS_DR_SECRET_ID``          Secrets Manager secret holding the credential JSON (required)
+``TALOS_DR_CLUSTER``            cluster name recorded in object metadata (required)
+``TALOS_DR_PREFIX``             key prefix, default ``snapshots/``
+``TALOS_DR_APID_PORT``          apid port, default 50000
+``TALOS_DR_TIMEOUT``            seconds for the whole stream, default 840 (Lambda's limit is 900)
+==============================  ================================================================
+
+Imports here stay light (grpcio, protobuf, boto3): this module is the Lambda entry point ``dr.lambda_handler.handler``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dr import naming, outputs, s3
+from dr.errors import ConfigError, DRError
+from dr.talosapi import APID_PORT, TalosClient, TalosCredentials
+
+log = logging.getLogger("talos-dr.schedule")
+
+ENV_BUCKET = "TALOS_DR_BUCKET"
+ENV_NODE = "TALOS_DR_NODE"
+ENV_SECRET_ID = "TALOS_DR_SECRET_ID"
+ENV_CLUSTER = "TALOS_DR_CLUSTER"
+ENV_PREFIX = "TALOS_DR_PREFIX"
+ENV_PORT = "TALOS_DR_APID_PORT"
+ENV_TIMEOUT = "TALOS_DR_TIMEOUT"
+SOURCE = "schedule"  # the object's `source` metadata; dr.backup writes "dr.backup"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    bucket: str
+    node: str
+    secret_id: str
+    cluster: str
+    prefix: str = outputs.DEFAULT_SNAPSHOT_PREFIX
+    port: int = APID_PORT
+    timeout: float = 840.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RunnerSettings:
+        env = os.environ if env is None else env
+        missing = [k for k in (ENV_BUCKET, ENV_NODE, ENV_SECRET_ID, ENV_CLUSTER) if not env.get(k)]
+        if missing:
+            raise ConfigError(f"the snapshot runner is missing {', '.join(missing)}", "redeploy with `pulumi up`")
+        try:
+            port = int(env.get(ENV_PORT) or APID_PORT)
+            timeout = float(env.get(ENV_TIMEOUT) or 840)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PORT}/{ENV_TIMEOUT} must be numbers: {exc}") from exc
+        return cls(
+            bucket=env[ENV_BUCKET],
+            node=env[ENV_NODE],
+            secret_id=env[ENV_SECRET_ID],
+            cluster=env[ENV_CLUSTER],
+            prefix=env.get(ENV_PREFIX) or outputs.DEFAULT_SNAPSHOT_PREFIX,
+            port=port,
+            timeout=timeout,
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    file_sha256: str
+    taken_at: str  # ISO 8601 UTC
+    tagged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_credentials(secret_id: str, client=None) -> TalosCredentials:
+    """The client credential JSON from Secrets Manager (honours ``AWS_ENDPOINT_URL_SECRETS_MANAGER``)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = client or boto3.client("secretsmanager")
+    try:
+        value = client.get_secret_value(SecretId=secret_id)["SecretString"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise ConfigError(
+            f"reading secret {secret_id} failed: {code}",
+            "the Lambda role must be allowed secretsmanager:GetSecretValue on it; re-run `pulumi up`",
+        ) from exc
+    except BotoCoreError as exc:
+        raise ConfigError(f"reading secret {secret_id} failed: {exc}", "check the network path to Secrets Manager") from exc
+    return TalosCredentials.from_json(value, where=f"secret {secret_id}")
+
+
+def take_snapshot(
+    settings: RunnerSettings,
+    credentials: TalosCredentials,
+    *,
+    s3_client=None,
+    now: datetime | None = None,
+) -> RunResult:
+    """Stream one snapshot from the node into the bucket. Raises a ``DRError``; leaves no object on failure."""
+    now = now or datetime.now(UTC)
+    client = s3_client or s3.make_client()
+    key = f"{settings.prefix}{naming.snapshot_name(now)}"
+    # The SHA-256 and size are only known once the stream ends, so they are recorded as tags after the upload
+    # (dr.s3.object_facts reads metadata and tags alike).
+    meta = s3.snapshot_metadata(sha256=None, size=None, taken_at=now, cluster=settings.cluster, source=SOURCE)
+    with TalosClient(settings.node, credentials, port=settings.port, timeout=settings.timeout) as talos:
+        chunks = talos.iter_etcd_snapshot()
+        try:
+            res = s3.upload_snapshot_stream(
+                client, settings.bucket, key, chunks, meta, label=f"etcd snapshot from {talos.node}"
+            )
+        finally:
+            chunks.close()  # cancels the RPC if the upload stopped early
+    tagged = True
+    try:
+        s3.set_tags(client, settings.bucket, key, {s3.META_SHA256: res.sha256, s3.META_SIZE: str(res.size)})
+    except DRError as exc:  # the object is whole and verified; missing tags only hide facts from dr.list
+        log.warning("snapshot %s uploaded but not tagged: %s", key, exc)
+        tagged = False
+    return RunResult(
+        bucket=settings.bucket,
+        key=key,
+        size=res.size,
+        sha256=res.sha256,
+        file_sha256=res.file_sha256,
+        taken_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tagged=tagged,
+    )
+
+
+def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None) -> RunResult:
+    """One scheduled run from environment settings: read the credential, take and upload the snapshot."""
+    settings = RunnerSettings.from_env(env)
+    creds = read_credentials(settings.secret_id)
+    return take_snapshot(settings, creds, now=now)
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """AWS Lambda entry point. Success returns the object's facts; failure raises, which marks the invocation
+    failed (EventBridge Scheduler retries it per its retry policy, and CloudWatch shows the one-line error)."""
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        result = run()
+    except DRError as exc:
+        log.error(json.dumps({"event": "snapshot-failed", "error": type(exc).__name__, "message": str(exc),
+                              "exit_code": int(exc.exit_code)}))
+        raise
+    log.info(json.dumps({"event": "snapshot-uploaded", **result.to_dict()}))
+    return result.to_dict()

@@ -1,0 +1,137 @@
+"""The Lambda handler in-process: simulated apid (real etcd) → moto S3 + Secrets Manager on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime
+
+import pytest
+
+from dr import lambda_handler as lh
+from dr import naming, s3
+from dr.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
+from dr.integrity import verify_file
+from sandbox import etcd as sandbox_etcd
+from sandbox.apid import SimulatedApid
+from tests.conftest import free_port, start_etcd
+from tests.schedule.conftest import KEYS, no_leftovers
+
+
+def test_handler_uploads_a_verified_snapshot_that_restores(runner_env, s3_client, bucket, tmp_path, apid):
+    out = lh.handler({}, None)
+    key = out["key"]
+    assert key.startswith("snapshots/etcd-snapshot-") and naming.parse_snapshot_name(key) is not None
+    dest = tmp_path / "dl.db"
+    digest, info = s3.download_snapshot(s3_client, bucket, key, dest)
+    assert digest.content_sha256 == out["sha256"] and digest.size == out["size"]
+    assert dest.read_bytes() == apid.last_snapshot.read_bytes()
+    assert info.metadata[s3.META_CLUSTER] == "sandbox" and info.metadata[s3.META_SOURCE] == "schedule"
+    facts = s3.object_facts(s3.head_snapshot(s3_client, bucket, key))
+    assert facts[s3.META_SHA256] == out["sha256"]
+    assert apid.calls[-1] == ("os:etcd:backup", "ok")  # the least-privilege role did it
+    data = tmp_path / "restored"
+    subprocess.run(["etcdctl", "snapshot", "restore", str(dest), "--data-dir", str(data)], check=True,
+                   capture_output=True, env={**os.environ, "ETCDCTL_API": "3"})
+    etcd = _etcd_on(data, tmp_path)
+    try:
+        assert set(KEYS) <= set(etcd.keys("/registry/"))
+    finally:
+        etcd.proc.terminate()
+        etcd.proc.wait(10)
+
+
+def _etcd_on(data_dir, tmp_path):
+    """Start etcd on a restored data dir (the restore's default member name and peer URL)."""
+    import subprocess as sp
+
+    from tests.conftest import Etcd, wait_port
+
+    cport = free_port()
+    proc = sp.Popen(["etcd", "--data-dir", str(data_dir), "--listen-client-urls", f"http://127.0.0.1:{cport}",
+                     "--advertise-client-urls", f"http://127.0.0.1:{cport}",
+                     "--listen-peer-urls", "http://127.0.0.1:0"],
+                    stdout=open(tmp_path / "r.log", "wb"), stderr=sp.STDOUT)
+    wait_port(cport)
+    return Etcd(f"http://127.0.0.1:{cport}", data_dir, proc)
+
+
+def test_names_match_dr_backup(runner_env, s3_client):
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    res = lh.run(now=now)
+    assert res.key == "snapshots/etcd-snapshot-20260102T030405Z.db"
+    assert [r.key for r in s3.list_snapshots(s3_client, runner_env[lh.ENV_BUCKET], "snapshots/")] == [res.key]
+
+
+@pytest.mark.parametrize("fault,error", [("cut", TruncatedSnapshot), ("truncate", TruncatedSnapshot),
+                                         ("error", NodeError)])
+def test_failures_leave_nothing_behind(runner_env, apid, s3_client, bucket, fault, error):
+    apid.fault, apid.fault_after = fault, 8192
+    with pytest.raises(error):
+        lh.handler({}, None)
+    assert no_leftovers(s3_client, bucket) == ([], [])
+
+
+def test_reader_role_is_refused_and_nothing_uploaded(runner_env, sm_env, os_ca, make_creds, s3_client, bucket):
+    import boto3
+
+    boto3.client("secretsmanager", region_name="us-east-1").put_secret_value(
+        SecretId=runner_env[lh.ENV_SECRET_ID], SecretString=make_creds("os:reader").to_json())
+    with pytest.raises(NodeError) as ei:
+        lh.handler({}, None)
+    assert "os:etcd:backup" in str(ei.value)
+    assert no_leftovers(s3_client, bucket) == ([], [])
+
+
+def test_node_down(runner_env, monkeypatch, s3_client, bucket):
+    monkeypatch.setenv(lh.ENV_PORT, str(free_port()))
+    with pytest.raises(NodeUnreachable):
+        lh.handler({}, None)
+    assert no_leftovers(s3_client, bucket) == ([], [])
+
+
+def test_missing_settings_and_secret(sm_env, monkeypatch):
+    for k in (lh.ENV_BUCKET, lh.ENV_NODE, lh.ENV_SECRET_ID, lh.ENV_CLUSTER):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ConfigError) as ei:
+        lh.run()
+    assert lh.ENV_BUCKET in ei.value.message
+    with pytest.raises(ConfigError) as ei:
+        lh.read_credentials("no-such-secret")
+    assert "no-such-secret" in ei.value.message and "GetSecretValue" in ei.value.hint
+
+
+@pytest.fixture(scope="module")
+def big_apid(os_ca, tmp_path_factory):
+    """An apid over an etcd holding ~12 MB, so the upload goes multipart (8 MiB parts)."""
+    e = start_etcd(tmp_path_factory.mktemp("big-etcd"))
+    try:
+        blob = os.urandom(1_000_000)  # under etcd's 1.5 MiB request limit; random so nothing compresses it away
+        for i in range(12):
+            sandbox_etcd.put(e.endpoint, f"/registry/blobs/b{i}", blob)
+        with SimulatedApid(e.endpoint, *os_ca, keep_dir=tmp_path_factory.mktemp("big-served")) as a:
+            yield a
+    finally:
+        e.proc.terminate()
+        e.proc.wait(10)
+
+
+def test_multipart_upload_cut_midway_is_aborted(runner_env, big_apid, monkeypatch, s3_client, bucket):
+    monkeypatch.setenv(lh.ENV_PORT, str(big_apid.port))
+    res = lh.run()  # the whole thing first: multipart, verified
+    assert res.size > s3.PART_SIZE and res.size == big_apid.last_snapshot.stat().st_size
+    s3_client.delete_object(Bucket=bucket, Key=res.key)
+    big_apid.fault, big_apid.fault_after = "cut", s3.PART_SIZE + (1 << 20)  # after the first part went up
+    try:
+        with pytest.raises(TruncatedSnapshot):
+            lh.run()
+    finally:
+        big_apid.fault = None
+    objs, uploads = no_leftovers(s3_client, bucket)
+    assert objs == [] and uploads == []
+
+
+def test_downloaded_object_verifies(runner_env, s3_client, bucket, tmp_path):
+    res = lh.run()
+    s3_client.download_file(bucket, res.key, str(tmp_path / "x.db"))
+    assert verify_file(tmp_path / "x.db").content_sha256 == res.sha256
