@@ -112,14 +112,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def __init__(self, mocks: Mocks) -> None:
         super().__init__(mocks)
-        self.options: dict[str, dict[str, Any]] = {}
+        self.options: dict[str, dict[str, Any]] = {}  # custom resources by name (names are unique among them)
         self.urns: dict[str, str] = {}
+        self.components: dict[str, str] = {}  # component type token -> URN
 
     def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
         trigger = None
         if request.HasField("replacement_trigger"):
             trigger = json_format.MessageToDict(request.replacement_trigger)
-        self.options[request.name] = {
+        options = {
             "type": request.type,
             "parent": request.parent,
             "protect": request.protect,
@@ -133,7 +134,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             "replacement_trigger": trigger,
         }
         response = super().RegisterResource(request)
-        self.urns[request.name] = response.urn
+        if request.custom:
+            self.options[request.name] = options
+            self.urns[request.name] = response.urn
+        else:  # component names repeat (most are the cluster name): key them by type
+            self.components[request.type] = response.urn
         return response
 
 
