@@ -288,6 +288,9 @@ def target(values: dict, *, insecure: bool) -> Target:
         ctx = contexts.get(name) or {}
     elif values["context"]:
         raise CommandError(f'context "{values["context"]}" is not defined in "talosconfig"')
+    if loaded is None and not insecure:
+        path = values["talosconfig"] or os.environ.get("TALOSCONFIG") or str(Path.home() / ".talos" / "config")
+        raise CommandError(f"failed to open config file {path!r}: open {path}: no such file or directory")
     nodes = list(values["nodes"]) or list(ctx.get("nodes") or [])
     endpoints = list(values["endpoints"]) or list(ctx.get("endpoints") or [])
     if insecure and not endpoints:
@@ -305,9 +308,6 @@ def target(values: dict, *, insecure: bool) -> Target:
         return Target(node, _host(nodes[0]), Auth(insecure=True), endpoints)
     if not endpoints:
         raise CommandError("failed to determine endpoints")
-    if loaded is None:
-        path = values["talosconfig"] or os.environ.get("TALOSCONFIG") or str(Path.home() / ".talos" / "config")
-        raise CommandError(f"failed to open config file {path!r}: open {path}: no such file or directory")
     ep = _host(endpoints[0])
     addr = _host(nodes[0])
     if ep != node.info.node_ip:
