@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from dr.outputs import PROJECT_NAME
@@ -249,7 +250,7 @@ def _kubernetes_secrets(raw: Any, is_secret: bool, p: _Problems) -> tuple[Kubern
         if bad:
             p.add(k, f"keys {sorted(map(str, bad))} need names of [-._a-zA-Z0-9] and string values")
             continue
-        secrets.append(KubernetesSecret(namespace=ns, name=name, data=dict(data)))
+        secrets.append(KubernetesSecret(namespace=ns, name=name, data=MappingProxyType(dict(data))))
     return tuple(secrets)
 
 

@@ -123,7 +123,7 @@ class TalosCluster(pulumi.ComponentResource):
         )
         controlplane_config = pulumi.Output.secret(controlplane.machine_configuration)
 
-        # replacement_trigger (Pulumi >= 3.172): a new instance id replaces these resources even though their own
+        # replacement_trigger: a new instance id replaces these resources even though their own
         # inputs (the EIP, the config) are unchanged. The provider's Bootstrap would otherwise never run again.
         apply = talos.machine.ConfigurationApply(
             f"{name}-apply",
@@ -131,6 +131,9 @@ class TalosCluster(pulumi.ComponentResource):
             endpoint=ip,
             client_configuration=secrets.client_configuration,
             machine_configuration_input=controlplane_config,
+            # Deleting the superseded apply after a node replacement must never reset the new node at the same
+            # address (reset is the provider's default of false today; say so explicitly).
+            on_destroy={"reset": False, "graceful": True, "reboot": False},
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(args.node_ready),

@@ -191,7 +191,7 @@ def reset_pulumi() -> None:
 
 
 def run_program(config: dict[str, str], secret_keys: list[str] | None = None, talos_dir: Path | None = None,
-                entry=None) -> ProgramRun:
+                entry=None, mocks: Mocks | None = None) -> ProgramRun:
     """Build the stack under mocks with ``config`` (full keys, CLI-style string values) and resolve its outputs.
 
     ``entry`` (default: load_config + build) is called inside the mocked runtime and returns a dict of outputs.
@@ -201,7 +201,7 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
 
     reset_pulumi()
     pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))
-    mocks = Mocks()
+    mocks = mocks or Mocks()
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False, monitor=monitor)
 
@@ -229,5 +229,5 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
     try:
         program()
     finally:
-        pulumi.runtime.set_all_config({}, [])
+        reset_pulumi()
     return ProgramRun(mocks=mocks, monitor=monitor, outputs=resolved, secret=secret, stack=holder.get("stack"))

@@ -237,6 +237,7 @@ def test_config_applied_then_bootstrapped_after_disks_and_address(prod):
     assert prod.urn(boot) in prod.options("talos-dr-kubeconfig")["dependencies"]
     applied = prod.mocks.resources[apply_].inputs
     assert applied["node"] == PUBLIC_IP and applied["endpoint"] == PUBLIC_IP
+    assert applied["onDestroy"]["reset"] is False, "removing a superseded apply must not wipe the new node"
     assert is_secret_input(applied["machineConfigurationInput"])
 
 
@@ -255,11 +256,8 @@ class ReplacedInstanceMocks(Mocks):
         return rid, outs
 
 
-def test_a_new_instance_changes_the_trigger(monkeypatch, prod):
-    import tests.infra.mocks as m
-
-    monkeypatch.setattr(m, "Mocks", ReplacedInstanceMocks)
-    run = run_program(stack_file_config())
+def test_a_new_instance_changes_the_trigger(prod):
+    run = run_program(stack_file_config(), mocks=ReplacedInstanceMocks())
     for name in ("talos-dr-apply", "talos-dr-bootstrap"):
         before = prod.options(name)["replacement_trigger"]
         after = run.options(name)["replacement_trigger"]
