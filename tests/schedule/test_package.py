@@ -1,0 +1,120 @@
+"""The Lambda deployment package: deterministic zip from a (fake) wheel dir, clear errors when offline."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from infra import schedule as isch
+
+GRPC = "grpcio-1.85.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+PROTO = "protobuf-6.33.6-cp39-abi3-manylinux2014_x86_64.whl"
+MAC = "grpcio-1.85.1-cp311-cp311-macosx_11_0_universal2.whl"
+
+
+def _fake_wheel(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2020 + random.randint(0, 5), 1, 1, 0, 0, 0))
+            z.writestr(info, data)
+    return path
+
+
+@pytest.fixture
+def wheel_dir(tmp_path):
+    d = tmp_path / "wheels"
+    d.mkdir()
+    _fake_wheel(d / GRPC, {"grpc/__init__.py": b"# grpc", "grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
+                           "grpc/__pycache__/x.pyc": b"junk"})
+    _fake_wheel(d / PROTO, {"google/protobuf/__init__.py": b"# pb"})
+    _fake_wheel(d / MAC, {"grpc/__init__.py": b"# the wrong platform"})
+    return d
+
+
+@pytest.fixture
+def source_root(tmp_path):
+    root = tmp_path / "src"
+    (root / "dr" / "__pycache__").mkdir(parents=True)
+    (root / "dr" / "__init__.py").write_text("")
+    (root / "dr" / "lambda_handler.py").write_text("def handler(e, c):\n    return {}\n")
+    (root / "dr" / "__pycache__" / "lambda_handler.cpython-311.pyc").write_bytes(b"junk")
+    return root
+
+
+def test_find_wheels_picks_the_lambda_platform(wheel_dir):
+    assert [p.name for p in isch.find_wheels(wheel_dir)] == [GRPC, PROTO]
+    assert isch.lambda_compatible(GRPC) and isch.lambda_compatible(PROTO)
+    assert not isch.lambda_compatible(MAC)
+    assert not isch.lambda_compatible("grpcio-1.85.1-cp312-cp312-manylinux2014_x86_64.whl")
+    assert not isch.lambda_compatible("grpcio-1.85.1-cp311-cp311-manylinux2014_aarch64.whl")
+
+
+def test_package_is_deterministic(wheel_dir, source_root, tmp_path):
+    wheels = isch.find_wheels(wheel_dir)
+    a = isch.build_package(tmp_path / "a.zip", wheels, source_root=source_root)
+    # new mtimes everywhere, and the wheel list in another order: same bytes
+    for p in [*source_root.rglob("*"), *wheel_dir.iterdir()]:
+        os.utime(p, (1_800_000_000, 1_800_000_000))
+    b = isch.build_package(tmp_path / "b.zip", list(reversed(wheels)), source_root=source_root)
+    assert a == b == hashlib.sha256((tmp_path / "a.zip").read_bytes()).hexdigest()
+    with zipfile.ZipFile(tmp_path / "a.zip") as z:
+        names = z.namelist()
+        assert names == sorted(names)
+        assert {"dr/lambda_handler.py", "grpc/__init__.py", "google/protobuf/__init__.py"} <= set(names)
+        assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        so = z.getinfo("grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so")
+        assert (so.external_attr >> 16) & 0o777 == 0o755
+        assert z.read("grpc/__init__.py") == b"# grpc"  # not the macOS wheel's
+
+
+def test_real_package_imports_the_handler_without_pulumi(tmp_path):
+    """The real dr/ zipped: the handler imports from the zip alone, and its import graph stays Lambda-light."""
+    out = tmp_path / "pkg.zip"
+    isch.build_package(out, [])
+    code = (f"import sys; sys.path.insert(0, {str(out)!r}); import dr.lambda_handler as h; "
+            "assert h.__file__.startswith(sys.path[0]), h.__file__; "
+            "bad = [m for m in ('pulumi', 'pulumi_aws', 'cryptography', 'infra') if m in sys.modules]; "
+            "assert not bad, bad; print(h.handler.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "handler", r.stderr
+
+
+def test_wheel_dir_without_the_wheels_says_how_to_fill_it(tmp_path):
+    with pytest.raises(isch.PackageError) as ei:
+        isch.ensure_wheels(tmp_path)
+    msg = str(ei.value)
+    assert str(tmp_path) in msg and "pip download --only-binary=:all: --platform manylinux2014_x86_64" in msg
+
+
+def test_offline_cache_miss_is_a_clear_error(tmp_path):
+    def offline(dest, reqs):
+        raise subprocess.CalledProcessError(1, ["pip"], stderr="ERROR: Could not find a version (network is unreachable)")
+
+    with pytest.raises(isch.PackageError) as ei:
+        isch.ensure_wheels(cache_dir=tmp_path / "cache", download=offline)
+    msg = str(ei.value)
+    assert "network is unreachable" in msg and str(tmp_path / "cache") in msg
+    assert isch.WHEEL_DIR_CONFIG_KEY in msg and isch.WHEEL_DIR_ENV in msg
+
+
+def test_cache_is_filled_once(tmp_path, wheel_dir):
+    calls = []
+
+    def fake_download(dest, reqs):
+        calls.append(list(reqs))
+        for w in (GRPC, PROTO):
+            (dest / w).write_bytes((wheel_dir / w).read_bytes())
+
+    cache = tmp_path / "cache"
+    first = isch.ensure_wheels(cache_dir=cache, download=fake_download)
+    second = isch.ensure_wheels(cache_dir=cache, download=fake_download)
+    assert first == second and [p.name for p in first] == [GRPC, PROTO]
+    assert calls == [list(isch.LAMBDA_REQUIREMENTS)]
