@@ -331,9 +331,7 @@ class Node:
             st.timeline = [[now, "resetting"], [now + 0.1 * r, "rebooting"], [now + 0.2 * r, "down"], [now + r, "final"]]
             if wipe_state:
                 st.configured = False
-                st.target = "maintenance"
-            else:
-                st.target = "running"
+            st.target = "running" if st.configured else "maintenance"
 
     def power_on(self) -> None:
         """Start a halted node again (what ``aws ec2 start-instances`` would do). An unbootable node stays so."""
