@@ -325,7 +325,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
             )
         )
         secret_version = aws.secretsmanager.SecretVersion(
-            f"{name}-credential", secret_id=secret.id, secret_string=value, opts=child
+            f"{name}-credential-version", secret_id=secret.id, secret_string=value, opts=child
         )
 
         # --- network ----------------------------------------------------------------------------------------

@@ -1,0 +1,216 @@
+"""infra/schedule.py under Pulumi mocks: the resources exist and are wired with least privilege."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pulumi
+import pytest
+from pulumi.runtime import settings
+
+from dr import lambda_handler as lh
+from dr.credentials import certificate_roles, new_ca
+from dr.outputs import DEFAULT_STACK, PROJECT_NAME
+from dr.talosapi import TalosCredentials
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+BUCKET_ARN = "arn:aws:s3:::talos-dr-etcd-backups-a1b2c3d"
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+
+
+def unwrap(v):
+    return v["value"] if isinstance(v, dict) and v.get(SIG_KEY) == SECRET_SIG else v
+
+
+def is_secret(v) -> bool:
+    return isinstance(v, dict) and v.get(SIG_KEY) == SECRET_SIG
+
+
+class Mocks(pulumi.runtime.Mocks):
+    """Echo inputs; add what AWS would compute, keyed by type token."""
+
+    def __init__(self):
+        self.resources: dict[str, tuple[str, dict]] = {}
+
+    def new_resource(self, args):
+        outs = dict(args.inputs)
+        rid = f"{args.name}-id"
+        typ = args.typ
+        if typ in ("aws:iam/role:Role", "aws:lambda/function:Function", "aws:secretsmanager/secret:Secret",
+                   "aws:scheduler/schedule:Schedule"):
+            service = typ.split(":")[1].split("/")[0]
+            outs.update(arn=f"arn:aws:{service}:us-east-1:123456789012:{args.name}", name=args.name)
+        if typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
+            outs.update(prefixListId="pl-63a5400a")
+        self.resources[args.name] = (typ, dict(args.inputs))
+        return rid, outs
+
+    def call(self, args):
+        return {}
+
+
+def of_type(mocks, typ):
+    return {n: i for n, (t, i) in mocks.resources.items() if t == typ}
+
+
+def run_component(ca, **overrides):
+    settings.reset_options(project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False)
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False)
+    from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs
+
+    b64 = {"cert": base64.b64encode(ca[0]).decode(), "key": base64.b64encode(ca[1]).decode()}
+    args = dict(
+        vpc_id="vpc-1", subnet_id="subnet-1", node_security_group_id="sg-node", route_table_id="rtb-1",
+        bucket_name="talos-dr-etcd-backups-a1b2c3d", bucket_arn=BUCKET_ARN, node_private_ip="10.0.1.10",
+        machine_secrets=pulumi.Output.secret({"certs": {"os": b64}}), cluster_name="talos-dr", region="us-east-1",
+        schedule_expression="rate(1 hour)", now=NOW, account_id="123456789012",
+        code=pulumi.AssetArchive({"dr/lambda_handler.py": pulumi.StringAsset("def handler(e, c): pass\n")}),
+    )
+    args.update(overrides)
+    holder = {}
+
+    @pulumi.runtime.test
+    def program():
+        comp = SnapshotSchedule("talos-dr", SnapshotScheduleArgs(**args))
+        holder["c"] = comp
+        return pulumi.Output.all(comp.urn, comp.function_arn, comp.secret_arn).apply(lambda a: a)
+
+    program()
+    return mocks, holder["c"]
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return new_ca("talos")
+
+
+@pytest.fixture(scope="module")
+def run(ca):
+    return run_component(ca)[0]
+
+
+def test_import_creates_nothing():
+    """Importing the component and the dynamic provider's module (as the provider process does) registers nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import pulumi\n"
+        "from tests.schedule.test_component import Mocks\n"
+        "m = Mocks()\n"
+        "pulumi.runtime.set_mocks(m, project='p', stack='s', preview=False)\n"
+        "import infra.schedule, dr.schedule, dr.lambda_handler, dr.credentials\n"
+        "print(len(m.resources))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+
+
+def test_schedule_invokes_the_function_with_its_own_role(run):
+    (sched,) = of_type(run, "aws:scheduler/schedule:Schedule").values()
+    fn_arn = "arn:aws:lambda:us-east-1:123456789012:talos-dr-snapshot"
+    assert sched["scheduleExpression"] == "rate(1 hour)"
+    assert sched["flexibleTimeWindow"] == {"mode": "OFF"}
+    assert sched["target"]["arn"] == fn_arn
+    assert sched["target"]["roleArn"] == "arn:aws:iam:us-east-1:123456789012:talos-dr-scheduler-role"
+    pol = json.loads(run.resources["talos-dr-scheduler-policy"][1]["policy"])
+    (stmt,) = pol["Statement"]
+    assert stmt["Action"] == ["lambda:InvokeFunction"] and stmt["Resource"] == [fn_arn, f"{fn_arn}:*"]
+    trust = json.loads(run.resources["talos-dr-scheduler-role"][1]["assumeRolePolicy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Statement"][0]["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+def test_lambda_runs_in_the_vpc_with_its_own_sg_and_settings(run):
+    (fn,) = of_type(run, "aws:lambda/function:Function").values()
+    assert fn["runtime"] == "python3.11" and fn["handler"] == "dr.lambda_handler.handler"
+    assert fn["architectures"] == ["x86_64"] and fn["timeout"] == 900
+    assert fn["vpcConfig"]["subnetIds"] == ["subnet-1"]
+    assert fn["vpcConfig"]["securityGroupIds"] == ["talos-dr-lambda-sg-id"]
+    env = fn["environment"]["variables"]
+    assert env[lh.ENV_NODE] == "10.0.1.10" and env[lh.ENV_BUCKET] == "talos-dr-etcd-backups-a1b2c3d"
+    assert env[lh.ENV_SECRET_ID] == "arn:aws:secretsmanager:us-east-1:123456789012:talos-dr-credential"
+    assert env[lh.ENV_PREFIX] == "snapshots/" and env[lh.ENV_CLUSTER] == "talos-dr"
+    assert fn["role"] == "arn:aws:iam:us-east-1:123456789012:talos-dr-lambda-role"
+
+
+def test_lambda_role_is_prefix_scoped_and_cannot_delete(run):
+    pol = json.loads(run.resources["talos-dr-lambda-policy"][1]["policy"])
+    actions = [a for s in pol["Statement"] for a in s["Action"]]
+    assert not [a for a in actions if "Delete" in a or a.endswith("*")], actions
+    assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
+            "secretsmanager:GetSecretValue"} <= set(actions)
+    for s in pol["Statement"]:
+        for r in s["Resource"]:
+            if s["Action"][0].startswith("s3:"):
+                assert r == f"{BUCKET_ARN}/snapshots/*", r
+            else:
+                assert r == "arn:aws:secretsmanager:us-east-1:123456789012:talos-dr-credential"
+    att = run.resources["talos-dr-lambda-vpc-access"][1]
+    assert att["policyArn"].endswith("service-role/AWSLambdaVPCAccessExecutionRole")
+    trust = json.loads(run.resources["talos-dr-lambda-role"][1]["assumeRolePolicy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+
+def test_secret_holds_a_backup_role_certificate_as_a_pulumi_secret(run, ca):
+    from cryptography import x509
+
+    version = run.resources["talos-dr-credential"]
+    typ_secret = [n for n, (t, _) in run.resources.items() if t == "aws:secretsmanager/secret:Secret"]
+    assert typ_secret == ["talos-dr-credential"]
+    (ver,) = of_type(run, "aws:secretsmanager/secretVersion:SecretVersion").values()
+    assert ver["secretId"] == "talos-dr-credential-id"
+    assert is_secret(ver["secretString"]), "the credential must be a Pulumi secret"
+    creds = TalosCredentials.from_json(unwrap(ver["secretString"]))
+    assert certificate_roles(creds.cert_pem) == ["os:etcd:backup"] and creds.ca_pem == ca[0]
+    cert = x509.load_pem_x509_certificate(creds.cert_pem)
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca[0]))
+    assert version  # the Secret itself
+
+
+def test_credential_is_stable_across_runs(ca, run):
+    again, _ = run_component(ca)
+    (v1,) = of_type(run, "aws:secretsmanager/secretVersion:SecretVersion").values()
+    (v2,) = of_type(again, "aws:secretsmanager/secretVersion:SecretVersion").values()
+    assert unwrap(v1["secretString"]) == unwrap(v2["secretString"])  # no diff, no new version on every `up`
+
+
+def test_network_wiring(run):
+    ingress = run.resources["talos-dr-apid-from-lambda"][1]
+    assert ingress["securityGroupId"] == "sg-node" and ingress["referencedSecurityGroupId"] == "talos-dr-lambda-sg-id"
+    assert (ingress["fromPort"], ingress["toPort"], ingress["ipProtocol"]) == (50000, 50000, "tcp")
+    s3e = run.resources["talos-dr-s3"][1]
+    assert s3e["vpcEndpointType"] == "Gateway" and s3e["routeTableIds"] == ["rtb-1"]
+    assert s3e["serviceName"] == "com.amazonaws.us-east-1.s3"
+    sme = run.resources["talos-dr-secretsmanager"][1]
+    assert sme["vpcEndpointType"] == "Interface" and sme["privateDnsEnabled"] is True
+    assert sme["subnetIds"] == ["subnet-1"]
+    to_s3 = run.resources["talos-dr-lambda-to-s3"][1]
+    assert to_s3["prefixListId"] == "pl-63a5400a" and to_s3["fromPort"] == 443
+    to_apid = run.resources["talos-dr-lambda-to-apid"][1]
+    assert to_apid["referencedSecurityGroupId"] == "sg-node" and to_apid["fromPort"] == 50000
+    assert not of_type(run, "aws:ec2/natGateway:NatGateway")
+
+
+def test_watch_resource_invokes_the_lambda(run):
+    (watch,) = of_type(run, "pulumi-python:dynamic:Resource").values()
+    assert watch["function_name"] == "talos-dr-snapshot" and watch["interval_seconds"] == 3600
+    assert watch["bucket"] == "talos-dr-etcd-backups-a1b2c3d" and watch["prefix"] == "snapshots/"
+    assert watch["__provider"]  # the provider really was serialized (by reference)
+
+
+def test_prove_off_and_bad_schedule(ca):
+    mocks, _ = run_component(ca, prove=False, schedule_expression="cron(0 */6 * * ? *)")
+    assert not of_type(mocks, "pulumi-python:dynamic:Resource")
+    (sched,) = of_type(mocks, "aws:scheduler/schedule:Schedule").values()
+    assert sched["scheduleExpression"] == "cron(0 */6 * * ? *)"
+    with pytest.raises(Exception, match="rate"):
+        run_component(ca, schedule_expression="every hour")
