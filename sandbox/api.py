@@ -185,7 +185,11 @@ class Sandbox:
             "export TALOS_SANDBOX_DIR\n"
             f"PYTHONPATH='{REPO_ROOT}'${{PYTHONPATH:+:$PYTHONPATH}}\n"
             "export PYTHONPATH\n"
-            f"exec '{self.info.python}' -m sandbox.talosctl \"$@\"\n"
+            # Every call is a new interpreter: let it cache bytecode (in __pycache__, git-ignored) even where the
+            # caller disabled that, or each call recompiles the sandbox modules.
+            "unset PYTHONDONTWRITEBYTECODE\n"
+            # Imported, not run with -m, so its bytecode is cached between calls.
+            f"exec '{self.info.python}' -c 'import sys; from sandbox.talosctl import main; sys.exit(main())' \"$@\"\n"
         )
         p = self.paths.talosctl
         p.write_text(script)
