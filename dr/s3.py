@@ -1,0 +1,462 @@
+"""Thin S3 adapter: upload, download, list and describe snapshots. Every failure becomes a ``dr.errors`` type.
+
+Uploads go through boto3's managed transfer (multipart above a threshold, SHA-256 checksums on every part) fed by a
+non-seekable reader that checks the etcd hash trailer as the bytes go by. The reader raises at end of stream when
+the trailer does not match, before the upload is completed, so s3transfer aborts the multipart upload: a snapshot that
+fails verification never becomes an object, and neither does an interrupted one.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from dr import naming
+from dr.errors import (
+    AccessDenied,
+    BucketNotFound,
+    DiskFull,
+    DRError,
+    IntegrityError,
+    S3Error,
+    SnapshotNotFound,
+)
+from dr.integrity import CHUNK, SnapshotDigest, TrailerHasher
+
+PART_SIZE = 8 * 1024 * 1024
+# Few parts in flight keeps peak memory bounded whatever the snapshot's size (about PART_SIZE x (concurrency + 2)).
+TRANSFER = TransferConfig(
+    multipart_threshold=PART_SIZE,
+    multipart_chunksize=PART_SIZE,
+    max_concurrency=4,
+    max_io_queue=4,
+    use_threads=True,
+)
+
+# Object metadata keys (S3 stores them as x-amz-meta-<key>).
+META_SHA256 = "snapshot-sha256"
+META_REVISION = "etcd-revision"
+META_SIZE = "snapshot-size"
+META_TAKEN_AT = "taken-at"
+META_CLUSTER = "cluster"
+META_SOURCE = "source"
+# Object tags, mutable after upload: verification results, and facts a streamed upload learns only at the end.
+TAG_VERIFIED_AT = "verified-at"
+TAG_VERIFIED_REVISION = "verified-revision"
+TAG_VERIFIED_KEYS = "verified-keys"
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    bucket: str
+    key: str
+    size: int
+    sha256: str  # content SHA-256 (the trailer)
+    file_sha256: str  # whole-object SHA-256
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteSnapshot:
+    bucket: str
+    key: str
+    size: int
+    last_modified: datetime
+    taken_at: datetime  # from the name; the listing sorts on it
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    last_modified: datetime
+    metadata: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    checksum_sha256: str | None = None  # base64, full-object or composite ("...-N")
+    version_id: str | None = None
+
+
+def make_client(region: str | None = None, endpoint_url: str | None = None):
+    """An S3 client with bounded retries (standard mode: backoff with jitter) and timeouts that fail in seconds.
+
+    boto3 honours ``AWS_ENDPOINT_URL_S3`` and the usual credential chain by itself.
+    """
+    cfg = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+        s3={"addressing_style": "path"} if (endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")) else None,
+    )
+    return boto3.client("s3", region_name=region or None, endpoint_url=endpoint_url, config=cfg)
+
+
+def translate(exc: BaseException, action: str, bucket: str, key: str | None = None) -> DRError:
+    """Turn a boto error into the matching ``DRError`` with a what-to-do hint."""
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    if isinstance(exc, DRError):
+        return exc
+    if isinstance(exc, NoCredentialsError):
+        return AccessDenied(f"{action} {where} failed: no AWS credentials found",
+                            "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        msg = err.get("Message") or code
+        if code == "NoSuchBucket":
+            return BucketNotFound(f"{action} {where} failed: bucket {bucket} does not exist",
+                                  "check the bucket name (stack output etcdBackupBucketName) and region")
+        if code in ("NoSuchKey", "NotFound", "404") or status == 404:
+            return SnapshotNotFound(f"{action} {where} failed: no such object",
+                                    "list what exists with `python -m dr.list`")
+        if code in ("AccessDenied", "Forbidden", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                    "ExpiredToken", "InvalidToken") or status == 403:
+            return AccessDenied(f"{action} {where} failed: access denied ({code})",
+                                "check your AWS credentials and that they may use this bucket")
+        return S3Error(f"{action} {where} failed: {code or status}: {msg}",
+                       "retry; if it persists check the S3 endpoint and the bucket")
+    if isinstance(exc, BotoCoreError):
+        return S3Error(f"{action} {where} failed: {exc}",
+                       "check the network and the S3 endpoint (AWS_ENDPOINT_URL_S3), then retry")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return DiskFull(f"{action} {where} failed: no space left on device", "free disk space and retry")
+    return S3Error(f"{action} {where} failed: {exc}", "retry; run with --debug for details")
+
+
+def snapshot_metadata(
+    *,
+    sha256: str | None,
+    size: int | None,
+    taken_at: datetime,
+    cluster: str,
+    revision: int | None = None,
+    source: str = "dr.backup",
+) -> dict[str, str]:
+    """Object metadata recorded with every uploaded snapshot (the same for dr.backup and the scheduled Lambda)."""
+    meta = {
+        META_TAKEN_AT: taken_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        META_CLUSTER: cluster,
+        META_SOURCE: source,
+    }
+    if sha256:
+        meta[META_SHA256] = sha256
+    if size is not None:
+        meta[META_SIZE] = str(size)
+    if revision is not None:
+        meta[META_REVISION] = str(revision)
+    return meta
+
+
+class _VerifyingReader:
+    """A non-seekable file-like object over ``chunks`` that hashes as it is read and raises the integrity error at
+    end of stream, which makes s3transfer abort the upload instead of completing it."""
+
+    def __init__(self, chunks: Iterable[bytes], label: str, expected_sha256: str | None):
+        self._it: Iterator[bytes] = iter(chunks)
+        self._buf = b""
+        self._eof = False
+        self.hasher = TrailerHasher(label)
+        self.digest: SnapshotDigest | None = None
+        self._expected = expected_sha256
+        self.source_error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def _finish(self) -> None:
+        digest = self.hasher.finish()
+        if self._expected and digest.content_sha256 != self._expected:
+            raise IntegrityError(
+                f"{self.hasher.label} changed while uploading (SHA-256 {digest.content_sha256[:16]}… "
+                f"instead of {self._expected[:16]}…)",
+                "take the snapshot again; do not modify snapshot files while they upload",
+            )
+        self.digest = digest
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._eof and (n < 0 or len(self._buf) < n):
+            try:
+                chunk = next(self._it)
+            except StopIteration:
+                self._eof = True
+                self._finish()
+                break
+            except BaseException as exc:  # the source failed (node died mid-stream, disk read error): remember it
+                self.source_error = exc
+                raise
+            self.hasher.update(chunk)
+            self._buf += chunk
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+def upload_snapshot_stream(
+    client,
+    bucket: str,
+    key: str,
+    chunks: Iterable[bytes],
+    metadata: dict[str, str],
+    *,
+    expected_sha256: str | None = None,
+    label: str | None = None,
+    progress: ProgressFn | None = None,
+) -> UploadResult:
+    """Upload a snapshot from an iterable of chunks, completing the object only if its hash trailer verifies.
+
+    On any failure (integrity, network, Ctrl-C) the multipart upload is aborted: no object, no partial object.
+    """
+    reader = _VerifyingReader(chunks, label or f"snapshot for s3://{bucket}/{key}", expected_sha256)
+    extra = {"Metadata": metadata, "ChecksumAlgorithm": "SHA256"}
+    try:
+        client.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=TRANSFER, Callback=progress)
+    except Exception as exc:
+        # s3transfer has aborted the multipart upload by now. A failure of the source is reported as itself.
+        if reader.source_error is not None:
+            raise reader.source_error from None
+        if isinstance(exc, DRError):
+            raise
+        raise translate(exc, "upload to", bucket, key) from exc
+    digest = reader.digest
+    assert digest is not None  # the reader finished, or upload_fileobj would have raised
+    version_id = None
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+        version_id = head.get("VersionId")
+        if head.get("ContentLength") != digest.size:
+            raise S3Error(f"upload to s3://{bucket}/{key} stored {head.get('ContentLength')} bytes, sent {digest.size}",
+                          "retry the upload")
+    except ClientError as exc:
+        raise translate(exc, "check of uploaded", bucket, key) from exc
+    return UploadResult(bucket, key, digest.size, digest.content_sha256, digest.file_sha256, version_id)
+
+
+def read_trailer(path: str | Path) -> str | None:
+    """The SHA-256 a snapshot file claims for itself (its last 32 bytes), hex; None if the file is shorter."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 32:
+            return None
+        f.seek(-32, os.SEEK_END)
+        return f.read(32).hex()
+
+
+def _iter_path(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(CHUNK)
+            if not data:
+                return
+            yield data
+
+
+def upload_snapshot_file(
+    client,
+    bucket: str,
+    key: str,
+    path: str | Path,
+    *,
+    taken_at: datetime,
+    cluster: str,
+    revision: int | None = None,
+    progress: ProgressFn | None = None,
+) -> UploadResult:
+    """Upload a local snapshot file (already verified by the caller) to ``key``, checking it again as it streams."""
+    p = Path(path)
+    size = p.stat().st_size
+    trailer = read_trailer(p)
+    meta = snapshot_metadata(sha256=trailer, size=size, taken_at=taken_at, cluster=cluster, revision=revision)
+    return upload_snapshot_stream(client, bucket, key, _iter_path(p), meta, expected_sha256=trailer,
+                                  label=f"snapshot {p}", progress=progress)
+
+
+def set_tags(client, bucket: str, key: str, tags: dict[str, str]) -> None:
+    """Merge ``tags`` into the object's tags (S3 allows 10 per object)."""
+    try:
+        current = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])}
+        current.update(tags)
+        client.put_object_tagging(
+            Bucket=bucket, Key=key, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in sorted(current.items())]}
+        )
+    except ClientError as exc:
+        raise translate(exc, "tagging", bucket, key) from exc
+
+
+def head_snapshot(client, bucket: str, key: str, *, with_tags: bool = True) -> ObjectInfo:
+    """Size, metadata, S3 checksum and (optionally) tags of one object."""
+    try:
+        head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        tags: dict[str, str] = {}
+        if with_tags:
+            tagset = client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+            tags = {t["Key"]: t["Value"] for t in tagset}
+    except ClientError as exc:
+        raise translate(exc, "reading", bucket, key) from exc
+    except BotoCoreError as exc:
+        raise translate(exc, "reading", bucket, key) from exc
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        size=head["ContentLength"],
+        last_modified=head["LastModified"],
+        metadata=dict(head.get("Metadata") or {}),
+        tags=tags,
+        checksum_sha256=head.get("ChecksumSHA256"),
+        version_id=head.get("VersionId"),
+    )
+
+
+def list_snapshots(client, bucket: str, prefix: str) -> list[RemoteSnapshot]:
+    """Every snapshot object under ``prefix`` (names that are not snapshot names are ignored), newest first.
+
+    Pages through the listing, so buckets with more than 1,000 objects are complete.
+    """
+    out: list[RemoteSnapshot] = []
+    try:
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                taken = naming.parse_snapshot_name(obj["Key"])
+                if taken is None or obj["Key"].endswith("/"):
+                    continue
+                out.append(RemoteSnapshot(bucket, obj["Key"], obj["Size"], obj["LastModified"], taken))
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, "listing", bucket, prefix) from exc
+    out.sort(key=lambda s: (s.taken_at, s.last_modified, s.key), reverse=True)
+    return out
+
+
+def _composite_ok(checksum: str | None, file_sha256_b64: str) -> bool | None:
+    """True/False when a full-object SHA-256 checksum can be compared; None when absent or composite."""
+    if not checksum or "-" in checksum:
+        return None
+    return checksum == file_sha256_b64
+
+
+def download_snapshot(
+    client,
+    bucket: str,
+    key: str,
+    dest: str | Path,
+    *,
+    progress: ProgressFn | None = None,
+) -> tuple[SnapshotDigest, ObjectInfo]:
+    """Download ``key`` to ``dest`` through ``dest.part`` (0600): verify the S3 checksum when it is a full-object one
+    and the hash trailer always, fsync, then rename. Nothing is left at ``dest`` or ``dest.part`` on failure."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    info = head_snapshot(client, bucket, key, with_tags=False)
+    hasher = TrailerHasher(f"s3://{bucket}/{key}")
+    file_hash = hashlib.sha256()
+    ok = False
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            try:
+                body = client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")["Body"]
+                for chunk in body.iter_chunks(CHUNK):
+                    f.write(chunk)
+                    hasher.update(chunk)
+                    file_hash.update(chunk)
+                    if progress:
+                        progress(len(chunk))
+            except (ClientError, BotoCoreError) as exc:
+                raise translate(exc, "download of", bucket, key) from exc
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise DiskFull(f"download of s3://{bucket}/{key} to {part} failed: no space left on device",
+                                   f"free at least {info.size} bytes under {dest.parent} and retry") from exc
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+        if hasher.size != info.size:
+            raise S3Error(f"download of s3://{bucket}/{key} ended after {hasher.size} of {info.size} bytes",
+                          "retry the download")
+        b64 = base64.b64encode(file_hash.digest()).decode()
+        if _composite_ok(info.checksum_sha256, b64) is False:
+            raise IntegrityError(f"s3://{bucket}/{key}: downloaded bytes do not match the S3 SHA-256 checksum",
+                                 "retry the download; if it persists the object is damaged")
+        digest = hasher.finish()
+        os.replace(part, dest)
+        ok = True
+        return digest, info
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(f"download of s3://{bucket}/{key} failed: no space left on device",
+                           f"free at least {info.size} bytes under {dest.parent} and retry") from exc
+        raise
+    finally:
+        if not ok:
+            try:
+                part.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def object_facts(info: ObjectInfo) -> dict[str, Any]:
+    """Snapshot facts from metadata (set at upload) and tags (set after a streamed upload or a verification)."""
+    merged = {**info.tags, **info.metadata}
+    facts: dict[str, Any] = {}
+    if META_REVISION in merged:
+        facts["revision"] = int(merged[META_REVISION])
+    elif TAG_VERIFIED_REVISION in merged:
+        facts["revision"] = int(merged[TAG_VERIFIED_REVISION])
+    for k in (META_SHA256, META_TAKEN_AT, META_CLUSTER, TAG_VERIFIED_AT, TAG_VERIFIED_KEYS):
+        if k in merged:
+            facts[k] = merged[k]
+    return facts
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key). Refuses empty parts and path traversal (``..`` segments)."""
+    from dr.errors import ConfigError
+
+    if not uri.startswith("s3://"):
+        raise ConfigError(f"not an S3 URI: {uri!r}", "use s3://<bucket>/<key>")
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise ConfigError(f"S3 URI {uri!r} must name a bucket and an object key", "use s3://<bucket>/<key>")
+    if any(seg in ("..", ".") for seg in key.split("/")) or "//" in key:
+        raise ConfigError(f"S3 URI {uri!r} contains a '.' or '..' segment", "name the object's exact key")
+    import re
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"S3 URI {uri!r} has an invalid bucket name {bucket!r}", "check the bucket name")
+    return bucket, key
+
+
+def stream_chunks(fileobj: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
+    while True:
+        data = fileobj.read(chunk)
+        if not data:
+            return
+        yield data
