@@ -157,6 +157,10 @@ class Sandbox:
     def down(self) -> list[str]:
         """Stop every process this sandbox started (by recorded pid). Idempotent. Returns what was stopped."""
         stopped = []
+        if not self.paths.state.exists():  # up failed before the node existed
+            if procs.stop(self.info.s3_pid, s3.MARKER):
+                stopped.append(f"s3 (pid {self.info.s3_pid})")
+            return stopped
         node = Node(self.paths.root)
         with node.locked() as st:
             pid = st.etcd_pid
@@ -349,7 +353,7 @@ class Sandbox:
         faults.save(self.paths.faults, {})
 
     def node_stage(self) -> str:
-        """The node's stage now: a Talos stage (running, maintenance, resetting, rebooting, shutting down) or
+        """The node's stage now: a Talos stage (running, maintenance, resetting, rebooting, booting, shutting down) or
         ``halted`` / ``unbootable``."""
         return self.node.snapshot_state().stage
 

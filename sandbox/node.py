@@ -4,9 +4,10 @@ No daemon runs the node: every call takes the state lock, advances time-based tr
 checks the caller can reach and authenticate to the node in its current stage, then acts. The node's etcd is
 a real etcd process (started, stopped by pid, wiped, restored with ``etcdctl snapshot restore``).
 
-Stages are Talos' (``running``, ``maintenance``, ``resetting``, ``rebooting``, ``shutting down``) plus two a real
-node cannot report because it is off: ``halted`` (reset without ``--reboot``) and ``unbootable`` (reset that wiped
-the whole disk). While a reboot is under way the node is first reachable (``resetting``/``rebooting``), then not.
+Stages are Talos' (``running``, ``maintenance``, ``resetting``, ``rebooting``, ``booting``, ``shutting down``)
+plus two a real node cannot report because it is off: ``halted`` (reset without ``--reboot``) and ``unbootable``
+(a reset that wiped the whole disk). While a reboot is under way the node is first reachable (``resetting``,
+``rebooting``), then not (shown as ``rebooting``), then reachable again (``booting``) shortly before it settles.
 
 Errors are gRPC-shaped (``NodeError(code, desc)``) or transport-shaped (``TransportError``) so ``sandbox.talosctl``
 can print them the way talosctl does; ``sandbox/apid.py`` may reuse the same operations.
@@ -34,7 +35,7 @@ ROLES_ADMIN = {"os:admin"}
 ROLES_READ = {"os:admin", "os:operator", "os:reader"}
 
 SYSTEM_LABELS = ("STATE", "EPHEMERAL", "META")
-REACHABLE_PHASES = ("resetting", "rebooting", "shutting down")
+REACHABLE_PHASES = ("resetting", "rebooting", "shutting down", "booting")
 
 
 class NodeError(Exception):
@@ -157,7 +158,7 @@ class Node:
         now = time.time()
         if st.timeline:
             phase = self._phase(st, now)
-            if phase == "final" and self.faults().get("never_returns"):
+            if phase in ("final", "booting") and self.faults().get("never_returns"):
                 phase = "down"
             if phase != "final":
                 return
@@ -173,8 +174,8 @@ class Node:
     def view(self, st: State) -> View:
         now = time.time()
         phase = self._phase(st, now)
-        if phase == "final":  # never_returns held it back
-            phase = "down"
+        if phase == "final" or (phase == "booting" and self.faults().get("never_returns")):
+            phase = "down"  # never_returns holds it back
         reachable = phase in ("running", "maintenance") or phase in REACHABLE_PHASES
         running = self._etcd_alive(st)
         configured = st.configured
@@ -328,7 +329,8 @@ class Node:
                 if wipe_state:
                     st.configured = False
                 return
-            st.timeline = [[now, "resetting"], [now + 0.1 * r, "rebooting"], [now + 0.2 * r, "down"], [now + r, "final"]]
+            st.timeline = [[now, "resetting"], [now + 0.1 * r, "rebooting"], [now + 0.2 * r, "down"],
+                           [now + 0.85 * r, "booting"], [now + r, "final"]]
             if wipe_state:
                 st.configured = False
             st.target = "running" if st.configured else "maintenance"
@@ -339,7 +341,8 @@ class Node:
             if st.stage != "halted" or st.timeline:
                 return
             now = time.time()
-            st.timeline = [[now, "down"], [now + self.reboot_seconds(), "final"]]
+            r = self.reboot_seconds()
+            st.timeline = [[now, "down"], [now + 0.85 * r, "booting"], [now + r, "final"]]
             st.target = "running" if st.configured else "maintenance"
 
     def apply_config(self, addr: str, auth: Auth, config_text: str, *, mode: str, dry_run: bool) -> str:
@@ -372,7 +375,7 @@ class Node:
             now = time.time()
             r = self.reboot_seconds()
             st.configured = True
-            st.timeline = [[now, "rebooting"], [now + 0.1 * r, "down"], [now + r, "final"]]
+            st.timeline = [[now, "rebooting"], [now + 0.1 * r, "down"], [now + 0.85 * r, "booting"], [now + r, "final"]]
             st.target = "running"
             return "Applied configuration with a reboot"
 
