@@ -216,7 +216,8 @@ class Sandbox:
             out.TALOSCONFIG: self.paths.talosconfig.read_text(),
             out.KUBECONFIG: self.paths.kubeconfig.read_text(),
             out.CONTROLPLANE_CONFIG: controlplane,
-            out.TALOS_MACHINE_SECRETS: {k: v for k, v in secrets.bundle.items()},
+            # A JSON string in talosctl's secrets-bundle layout, as infra/talos.py exports it.
+            out.TALOS_MACHINE_SECRETS: json.dumps(secrets.bundle, sort_keys=True),
         }
 
     def _write_outputs(self, secrets: ClusterSecrets, controlplane: str) -> None:

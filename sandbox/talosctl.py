@@ -108,16 +108,19 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
 
 
+def _takes_value(flags: list[Flag]) -> set[str]:
+    out = set()
+    for f in flags:
+        if f.kind != "bool":
+            out.add(f"--{f.name}")
+            if f.short:
+                out.add(f"-{f.short}")
+    return out
+
+
 def _find_command(argv: list[str]) -> tuple[str, list[str]]:
-    """The command path, skipping flags (and the values of global flags that take one)."""
-    takes_value = {f"--{f.name}" for f in GLOBAL_FLAGS if f.kind != "bool"}
-    takes_value |= {f"-{f.short}" for f in GLOBAL_FLAGS if f.short and f.kind != "bool"}
-    for spec in COMMANDS.values():
-        for f in spec["flags"]:
-            if f.kind != "bool":
-                takes_value.add(f"--{f.name}")
-                if f.short:
-                    takes_value.add(f"-{f.short}")
+    """The command path, skipping flags and the values of flags that take one (known once the command is)."""
+    takes_value = _takes_value(GLOBAL_FLAGS)
     words: list[str] = []
     i = 0
     while i < len(argv):
@@ -130,6 +133,11 @@ def _find_command(argv: list[str]) -> tuple[str, list[str]]:
             i += 1
             continue
         words.append(a)
+        if len(words) == 1:
+            name = ALIASES.get(a, a)
+            for cmd, spec in COMMANDS.items():
+                if cmd == name or cmd.startswith(name + " "):
+                    takes_value |= _takes_value(spec["flags"])
         i += 1
     if not words:
         return "", []
@@ -686,6 +694,8 @@ def cmd_bootstrap(values: dict, args: list[str]) -> None:
         except OSError as exc:
             raise CommandError(f"open {recover}: {exc.strerror.lower() if exc.strerror else exc}") from None
         if not values["recover-skip-hash-check"]:
+            if size % 512 != 32:
+                raise CommandError(f"sha256 checksum not found (size {size})")
             try:
                 st = etcd.snapshot_status(src)
             except etcd.EtcdFailure as exc:
@@ -694,8 +704,6 @@ def cmd_bootstrap(values: dict, args: list[str]) -> None:
                 f'recovering from snapshot "{recover}": hash {st["hash"]:08x}, revision {st["revision"]}, '
                 f"total keys {st['totalKey']}, total size {st['totalSize']}"
             )
-            if size % 512 != 32:
-                raise CommandError(f"sha256 checksum not found (size {size})")
         # The upload (EtcdRecover): the node keeps the snapshot until etcd restores from it.
         upload = t.node.paths.recover_dir / f"snapshot-{os.getpid()}-{uuid.uuid4().hex[:8]}.db"
         upload.parent.mkdir(parents=True, exist_ok=True)
@@ -769,7 +777,8 @@ def cmd_kubeconfig(values: dict, args: list[str]) -> None:
         text = t.node.kubeconfig(t.addr, t.auth)
     except (NodeError, TransportError) as exc:
         raise _rpc("error retrieving kubeconfig", exc) from None
-    dest = args[0] if args else str(Path.home() / ".kube" / "config")
+    # No path: merge into ~/.kube/config, or write ./kubeconfig with --merge=false (talosctl's defaults).
+    dest = args[0] if args else str(Path.home() / ".kube" / "config") if values["merge"] else "."
     if dest == "-":
         sys.stdout.write(text)
         return

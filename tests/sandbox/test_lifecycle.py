@@ -23,6 +23,11 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
+def ctx_ca(sb) -> str:
+    tc = yaml.safe_load(sb.talosconfig.read_text())
+    return tc["contexts"][tc["context"]]["ca"]
+
+
 def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -44,7 +49,8 @@ def test_cli_up_status_down_and_a_second_sandbox_at_once(tmp_path):
         assert outputs[out.NODE_PUBLIC_IP] == outputs[out.NODE_PRIVATE_IP] == "127.0.0.1"
         assert outputs[out.NODE_INSTANCE_ID].startswith("i-sandbox")
         assert outputs[out.TALOSCONFIG] == sb.talosconfig.read_text()
-        assert outputs[out.TALOS_MACHINE_SECRETS]["certs"]["os"]["crt"]
+        bundle = json.loads(outputs[out.TALOS_MACHINE_SECRETS])
+        assert bundle["certs"]["os"]["crt"] == ctx_ca(sb) and bundle["secrets"]["secretboxencryptionsecret"]
         cp = yaml.safe_load(outputs[out.CONTROLPLANE_CONFIG])
         assert cp["machine"]["type"] == "controlplane" and cp["cluster"]["clusterName"] == sb.cluster_name
         tc = yaml.safe_load(sb.talosconfig.read_text())

@@ -32,6 +32,8 @@ from sandbox.talosctl import UsageError, parse, parse_duration
         (["--talosconfig", "tc", "--context", "c", "version", "-i"], "version",
          {"talosconfig": "tc", "context": "c", "insecure": True}, []),
         (["-e", "1.1.1.1", "-n1.1.1.1", "version"], "version", {"endpoints": ["1.1.1.1"], "nodes": ["1.1.1.1"]}, []),
+        (["kubeconfig", "-f", "out", "-m=false"], "kubeconfig", {"force": True, "merge": False}, ["out"]),
+        (["apply", "-f", "cp.yaml", "-m", "no-reboot"], "apply-config", {"file": "cp.yaml", "mode": "no-reboot"}, []),
     ],
 )
 def test_parse_accepts_talosctl_syntax(argv, command, checks, args):
