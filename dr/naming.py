@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 PREFIX = "etcd-snapshot-"
 SUFFIX = ".db"
@@ -18,8 +18,8 @@ def snapshot_name(ts: datetime, *, safety: bool = False) -> str:
     ``safety=True`` names the pre-restore copy a restore takes of the etcd it is about to replace.
     """
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    stamp = ts.astimezone(timezone.utc).strftime(_TS_FORMAT)
+        ts = ts.replace(tzinfo=UTC)
+    stamp = ts.astimezone(UTC).strftime(_TS_FORMAT)
     return f"{SAFETY_PREFIX if safety else PREFIX}{stamp}{SUFFIX}"
 
 
@@ -33,7 +33,7 @@ def parse_snapshot_name(name: str) -> datetime | None:
     if not m:
         return None
     try:
-        return datetime.strptime(m.group("ts"), _TS_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(m.group("ts"), _TS_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
 

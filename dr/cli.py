@@ -1,0 +1,101 @@
+"""What every command shares: the error-to-exit-code mapping, the one-line failure message, and progress output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import TextIO
+
+from dr.errors import EXIT_CODE_MEANING, DRError, ExitCode
+
+
+def epilog() -> str:
+    rows = "\n".join(f"  {int(c):>3}  {m}" for c, m in EXIT_CODE_MEANING.items())
+    return f"exit codes:\n{rows}"
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    return p
+
+
+def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: TextIO | None = None) -> int:
+    """Run a command body and turn every failure into one line on stderr and its exit code."""
+    err = err or sys.stderr
+    try:
+        rc = body()
+        return int(rc or 0)
+    except DRError as exc:
+        if debug:
+            traceback.print_exc(file=err)
+        print(f"{prog}: error: {exc}", file=err)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; nothing partial was left behind. Run the same command again to start over.",
+              file=err)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # a bug: say so plainly
+        if debug:
+            traceback.print_exc(file=err)
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} — rerun with --debug and report it", file=err)
+        return int(ExitCode.ERROR)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_age(seconds: float) -> str:
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+class Progress:
+    """Bytes and rate: redrawn in place on a terminal, a few plain lines otherwise."""
+
+    def __init__(self, label: str, total: int | None = None, out: TextIO | None = None, interval: float = 0.5):
+        self.label = label
+        self.total = total
+        self.out = out or sys.stderr
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.done = 0
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._interval = interval if self.tty else 5.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._draw(final=False)
+
+    def _line(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        total = f" / {human_size(self.total)}" if self.total else ""
+        return f"{self.label}: {human_size(self.done)}{total} at {human_size(self.done / elapsed)}/s"
+
+    def _draw(self, final: bool) -> None:
+        if self.tty:
+            self.out.write("\r\033[K" + self._line() + ("\n" if final else ""))
+        else:
+            self.out.write(self._line() + "\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        self._draw(final=True)

@@ -1,0 +1,129 @@
+"""Settings for every DR command, resolved in one place: flag > environment > stack output > default.
+
+The stack's outputs are read lazily (once) and only when a setting is not given by a flag or the environment, so a
+local backup never needs the Pulumi CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from dr import outputs as keys
+from dr.errors import ConfigError
+from dr.stack import OUTPUTS_FILE_ENV, STACK_ENV, StackOutputs, resolve_outputs
+from dr.talosctl import Talosconfig, Talosctl, load_talosconfig
+
+ENV_TALOS_DIR = "DR_TALOS_DIR"
+ENV_NODE = "DR_NODE"
+ENV_BUCKET = "DR_BUCKET"
+ENV_TALOSCONFIG = "TALOSCONFIG"
+DEFAULT_TALOS_DIR = ".talos"
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by backup, restore, verify and list."""
+    g = p.add_argument_group("where the cluster is (flag > environment > stack output > default)")
+    g.add_argument("--talos-dir", help=f"local state folder (env {ENV_TALOS_DIR}; default {DEFAULT_TALOS_DIR})")
+    g.add_argument("--talosconfig", help=f"talosconfig path (env {ENV_TALOSCONFIG}; default <talos-dir>/talosconfig)")
+    g.add_argument("--talos-context", help="talosconfig context (default: the file's current context)")
+    g.add_argument("--node", help=f"node address (env {ENV_NODE}; default from the talosconfig, then stack output "
+                                  f"{keys.NODE_PUBLIC_IP})")
+    g.add_argument("--bucket", help=f"S3 bucket (env {ENV_BUCKET}; default stack output {keys.BUCKET})")
+    g.add_argument("--stack", help=f"Pulumi stack (env {STACK_ENV}; default {keys.DEFAULT_STACK})")
+    g.add_argument("--outputs-file", help=f"`pulumi stack output --json --show-secrets` file instead of the "
+                                          f"Automation API (env {OUTPUTS_FILE_ENV})")
+
+
+@dataclass
+class Resolver:
+    """Resolves each setting on first use. ``args`` is the parsed command line."""
+
+    args: argparse.Namespace
+    env: Mapping[str, str] = os.environ
+
+    def _flag(self, name: str) -> str | None:
+        v = getattr(self.args, name, None)
+        return v if v not in (None, "") else None
+
+    @cached_property
+    def outputs(self) -> StackOutputs:
+        return resolve_outputs(self._flag("outputs_file"), self._flag("stack"))
+
+    @cached_property
+    def talos_dir(self) -> Path:
+        return Path(self._flag("talos_dir") or self.env.get(ENV_TALOS_DIR) or DEFAULT_TALOS_DIR)
+
+    @cached_property
+    def snapshots_dir(self) -> Path:
+        return self.talos_dir / "snapshots"
+
+    @cached_property
+    def talosconfig_path(self) -> Path:
+        return Path(self._flag("talosconfig") or self.env.get(ENV_TALOSCONFIG) or self.talos_dir / "talosconfig")
+
+    @cached_property
+    def talosconfig(self) -> Talosconfig:
+        return load_talosconfig(self.talosconfig_path, context=self._flag("talos_context"))
+
+    @cached_property
+    def node(self) -> str:
+        explicit = self._flag("node") or self.env.get(ENV_NODE)
+        if explicit:
+            return explicit
+        cfg = self.talosconfig
+        if cfg.nodes:
+            return cfg.nodes[0]
+        if cfg.endpoints:
+            return cfg.endpoints[0]
+        return self.outputs.require(keys.NODE_PUBLIC_IP, "to know which node to talk to")
+
+    @cached_property
+    def bucket(self) -> str:
+        b = self._flag("bucket") or self.env.get(ENV_BUCKET) or self.outputs.require(keys.BUCKET, "for S3")
+        return str(b)
+
+    @cached_property
+    def prefix(self) -> str:
+        explicit = self._flag("bucket") or self.env.get(ENV_BUCKET)
+        if explicit:
+            return keys.DEFAULT_SNAPSHOT_PREFIX
+        p = str(self.outputs.get(keys.SNAPSHOT_PREFIX, keys.DEFAULT_SNAPSHOT_PREFIX))
+        return p if p.endswith("/") else p + "/"
+
+    @cached_property
+    def region(self) -> str | None:
+        r = self.env.get("AWS_REGION") or self.env.get("AWS_DEFAULT_REGION")
+        if r:
+            return r
+        try:
+            return self.outputs.get(keys.AWS_REGION)
+        except ConfigError:
+            return None
+
+    @cached_property
+    def cluster(self) -> str:
+        try:
+            name = self.outputs.get(keys.CLUSTER_NAME)
+        except ConfigError:
+            name = None
+        if name:
+            return str(name)
+        try:
+            return self.talosconfig.context
+        except ConfigError:
+            return "unknown"
+
+    def talosctl(self) -> Talosctl:
+        cfg = self.talosconfig
+        endpoint = cfg.endpoints[0] if cfg.endpoints else None
+        return Talosctl(self.node, cfg.path, endpoint=endpoint, context=self._flag("talos_context"))
+
+    def s3_client(self):
+        from dr import s3
+
+        return s3.make_client(self.region)
