@@ -117,3 +117,17 @@ def test_down_without_sandbox_is_a_no_op(tmp_path):
     assert r.returncode == 0 and "nothing to stop" in r.stdout
     r = cli("status", "--dir", str(tmp_path / "none"))
     assert r.returncode == 1 and "no sandbox" in r.stderr
+
+
+def test_require_etcd_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    import pytest
+
+    from sandbox import testing
+
+    monkeypatch.setattr(testing.etcd, "binaries", lambda: (None, None))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+        testing.require_etcd()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        testing.require_etcd()
