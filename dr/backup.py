@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from dr import cli, naming, s3
-from dr.errors import ConfigError, SnapshotNotFound
+from dr.errors import ConfigError, DRError, SnapshotNotFound
 from dr.integrity import SnapshotDigest, verify_file
 from dr.lock import exclusive
 from dr.retention import Policy, apply_policy
@@ -65,7 +65,14 @@ def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO) -
     print(f"taking an etcd snapshot from node {talosctl.node} ...", file=out, flush=True)
     start = time.monotonic()
     try:
-        info = talosctl.etcd_snapshot(part)
+        try:
+            info = talosctl.etcd_snapshot(part)
+        except DRError:
+            # talosctl can fail after saving the file (reading the status of a damaged snapshot); the trailer
+            # check then says what is really wrong.
+            if part.exists():
+                verify_file(part, f"snapshot from node {talosctl.node}")
+            raise
         if not part.exists():
             raise SnapshotNotFound(f"talosctl reported success but wrote no file at {part}",
                                    "check the talosctl version matches the cluster and retry")

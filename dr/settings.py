@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -44,7 +44,7 @@ class Resolver:
     """Resolves each setting on first use. ``args`` is the parsed command line."""
 
     args: argparse.Namespace
-    env: Mapping[str, str] = os.environ
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
     def _flag(self, name: str) -> str | None:
         v = getattr(self.args, name, None)

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import yaml
 
-from dr.errors import ConfigError, DiskFull, NodeError, NodeUnreachable, RestoreConflict, TalosctlMissing, Timeout
+from dr.errors import (
+    ConfigError,
+    DiskFull,
+    NodeError,
+    NodeUnreachable,
+    RestoreConflict,
+    TalosctlMissing,
+    Timeout,
+    TruncatedSnapshot,
+)
 
 # Errors a node returns while it is still coming up: retry, do not fail (talos.md).
 NOT_READY = (
@@ -152,6 +161,9 @@ class Talosctl:
             return RestoreConflict(f"{what} on node {self.node} refused: etcd data directory is not empty",
                                    "etcd was not wiped; reset the node with --system-labels-to-wipe=EPHEMERAL "
                                    "(`python -m dr.restore` does this) and retry")
+        if "sha256 checksum not found" in low:
+            return TruncatedSnapshot(f"{what} from node {self.node} was cut short: {line}",
+                                     "the stream from the node ended early; retry, and check the node's health")
         if "no space left on device" in low:
             return DiskFull(f"{what} failed: no space left on device ({line})",
                             "free disk space where the file is written (or choose another --talos-dir) and retry")

@@ -145,3 +145,50 @@ def real_snapshot(etcd_server, tmp_path_factory) -> Path:
     etcd_server.put("/registry/namespaces/default", "ns")
     path = tmp_path_factory.mktemp("snap") / "etcdctl.db"
     return etcd_server.snapshot(path)
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+def run_cli(main, *argv: str, **kw) -> CliResult:
+    """Run a command's ``main(argv)`` in-process, capturing exit code, stdout and stderr."""
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err, **kw)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def sandbox_env(sandbox, monkeypatch, tmp_path):
+    """A running sandbox with its env file applied to this process, and cwd in a fresh folder (so `.talos/` is
+    the test's own)."""
+    for k, v in sandbox.env.items():
+        monkeypatch.setenv(k, v)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return sandbox
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 256 KiB tmpfs, to fill the disk for real. Needs root (as on the project's machines and CI)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = f"cannot mount a tmpfs to simulate a full disk: {proc.stderr.strip()}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
