@@ -21,6 +21,7 @@ from dr.integrity import SnapshotDigest, verify_file
 from dr.lock import exclusive
 from dr.retention import Policy, apply_policy
 from dr.settings import Resolver, add_common_flags
+from dr.source import check_local_file
 from dr.talosctl import SnapshotInfo
 
 PROG = "dr.backup"
@@ -124,17 +125,6 @@ def remote_key_for(path: Path, prefix: str) -> str:
     return prefix + name
 
 
-def check_upload_source(path: Path) -> Path:
-    """A file named with --save-to-s3 FILE must exist and be a regular file (not a link, not a directory)."""
-    if path.is_symlink():
-        raise ConfigError(f"{path} is a symbolic link", "name the snapshot file itself, not a link to it")
-    if not path.exists():
-        raise SnapshotNotFound(f"snapshot file {path} does not exist", "list local snapshots with `python -m dr.list`")
-    if not path.is_file():
-        raise ConfigError(f"{path} is not a regular file", "name a snapshot file (etcd-snapshot-*.db)")
-    return path
-
-
 def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, revision: int | None,
            out: TextIO, err: TextIO) -> str:
     client = r.s3_client()
@@ -187,7 +177,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         # Validate everything before touching the node or S3.
         upload_file = None
         if isinstance(args.save_to_s3, str):
-            upload_file = check_upload_source(Path(args.save_to_s3))
+            upload_file = check_local_file(Path(args.save_to_s3))
         r.talosctl().binary  # noqa: B018 - fails early when talosctl is missing
         if args.save_to_s3:
             _ = (r.bucket, r.prefix)
