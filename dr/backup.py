@@ -51,17 +51,19 @@ def clean_partials(snapshots_dir: Path) -> list[Path]:
     return removed
 
 
-def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO) -> tuple[Path, SnapshotDigest,
-                                                                                        SnapshotInfo, datetime]:
-    """Snapshot through talosctl into ``NAME.part``, verify its hash trailer, rename to ``NAME``."""
+def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *, safety: bool = False
+                        ) -> tuple[Path, SnapshotDigest, SnapshotInfo, datetime]:
+    """Snapshot through talosctl into ``NAME.part``, verify its hash trailer, rename to ``NAME``.
+
+    ``safety=True`` names it ``pre-restore-etcd-snapshot-<ts>.db`` (the copy a restore takes first; never pruned)."""
     talosctl = r.talosctl()
     snapdir = r.snapshots_dir
     taken = now()
-    final = snapdir / naming.snapshot_name(taken)
+    final = snapdir / naming.snapshot_name(taken, safety=safety)
     while final.exists():  # two backups within one second: names must stay unique
         time.sleep(1.0)
         taken = now()
-        final = snapdir / naming.snapshot_name(taken)
+        final = snapdir / naming.snapshot_name(taken, safety=safety)
     part = final.with_name(final.name + ".part")
     print(f"taking an etcd snapshot from node {talosctl.node} ...", file=out, flush=True)
     start = time.monotonic()

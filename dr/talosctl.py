@@ -39,6 +39,7 @@ _UNREACHABLE = re.compile(
     r"context deadline exceeded|connection reset|no such host|EOF$",
     re.I,
 )
+_SERVICE_STATE = re.compile(r"^STATE\s+(\S+)", re.M)
 _SNAP_INFO = re.compile(r"hash ([0-9a-f]+), revision (\d+), total keys (\d+), total size (\d+)")
 
 
@@ -194,6 +195,16 @@ class Talosctl:
             args.append("--insecure")
         proc = self.run(args, what="get machinestatus", timeout=30)
         return proc.stdout.strip()
+
+    def service_state(self, service: str = "etcd") -> str:
+        """A service's state as `talosctl service NAME` prints it: ``Running``, ``Preparing`` (etcd waiting for a
+        bootstrap), ``Finished`` ... Authenticated (a maintenance node has no services to show)."""
+        proc = self.run(["service", service], what=f"service {service}", timeout=30)
+        m = _SERVICE_STATE.search(proc.stdout)
+        if not m:
+            raise NodeError(f"service {service} on node {self.node}: no STATE in talosctl's answer",
+                            "check the talosctl version matches the cluster (stack output talosVersion)")
+        return m.group(1)
 
     def reset(self, labels: Sequence[str], timeout: float = 600) -> None:
         if not labels:
