@@ -24,8 +24,15 @@ test: venv etcd
 demo: venv etcd
 	$(PY) -m demo
 
-bench: venv etcd
-	$(PY) -m bench
+BENCH_VENV := bench/out/awscli-venv
+
+$(BENCH_VENV)/.installed: requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q -r requirements-bench.txt
+	touch $@
+
+bench: venv etcd $(BENCH_VENV)/.installed
+	$(PY) -m bench --results bench/RESULTS.md
 
 lint: venv
 	$(VENV)/bin/ruff check .

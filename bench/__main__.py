@@ -1,0 +1,442 @@
+"""``python -m bench [--sizes 10M,100M,1G] [--quick]``: dr.backup/restore/verify against the playbook's way.
+
+One sandbox (its real etcd, moto's S3 server, the simulated node) is grown to each size in turn; at each size:
+
+* backup: ``python -m dr.backup --save-to-s3`` vs ``talosctl etcd snapshot`` then ``aws s3 cp`` (awscli from
+  requirements-bench.txt, in its own venv under bench/out/; boto3's ``upload_file`` stands in when it is missing,
+  and the report says so). Every command runs in a fresh process under ``bench/probe.py``, which reports that
+  process's own peak RSS and /proc/self/io (see its docstring for why not /usr/bin/time).
+* restore: ``python -m dr.restore`` from the S3 object vs the bare talosctl sequence from a local file
+  (reset → wait → bootstrap --recover-from → health); the difference is what dr.restore adds.
+* verify: seconds per GiB of ``python -m dr.verify`` on the S3 object.
+
+Figures are printed and written to bench/out/results.json; ``--results FILE`` also writes the Markdown report
+(``make bench`` writes bench/RESULTS.md). Nothing here asserts a time: measurements, not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import fill
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+PROBE = ROOT / "bench" / "probe.py"
+AWSCLI_VENV = OUT / "awscli-venv"
+MIB = 1024 * 1024
+SIZES = {"10M": 10 * MIB, "100M": 100 * MIB, "1G": 1024 * MIB}
+NOT_READY = ("bootstrap is not available yet", "time is not in sync yet", "etcd service is not ready for recovery yet")
+
+
+def parse_sizes(text: str) -> list[str]:
+    out = []
+    for s in text.split(","):
+        s = s.strip().upper()
+        if s not in SIZES:
+            raise argparse.ArgumentTypeError(f"unknown size {s!r}; use any of {', '.join(SIZES)}")
+        out.append(s)
+    return sorted(set(out), key=lambda s: SIZES[s])
+
+
+# --- machine --------------------------------------------------------------------------------------------------
+
+
+def _cmd(*argv: str) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine() -> dict:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    df = _cmd("df", "-hT", str(OUT)).splitlines()
+    dev = df[-1].split()[0] if len(df) > 1 else "?"
+    rot = "?"
+    base = os.path.basename(dev)
+    if os.path.exists(f"/sys/block/{base}/queue/rotational"):
+        rot = "rotational" if Path(f"/sys/block/{base}/queue/rotational").read_text().strip() == "1" else "non-rotational"
+    import boto3
+    import moto
+
+    aws = _cmd(str(AWSCLI_VENV / "bin" / "aws"), "--version") if (AWSCLI_VENV / "bin" / "aws").exists() else "absent"
+    return {
+        "nproc": os.cpu_count(),
+        "mem_gib": round(mem_kib / 1024 / 1024, 1),
+        "cpu": cpu,
+        "disk": f"{df[-1] if len(df) > 1 else '?'} ({rot})",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "etcd": _cmd("etcd", "--version").splitlines()[0] if shutil.which("etcd") else "absent",
+        "boto3": boto3.__version__,
+        "moto": moto.__version__,
+        "awscli": aws,
+    }
+
+
+# --- running things -------------------------------------------------------------------------------------------
+
+
+def probe(python: str, target: str, args: list[str], env: dict, cwd: Path, label: str) -> dict:
+    """Run ``target`` (module:function) under the probe in a fresh process; returns its report."""
+    report = OUT / f"probe-{label}.json"
+    report.unlink(missing_ok=True)
+    log = OUT / f"{label}.log"
+    with open(log, "w") as out:
+        t0 = time.monotonic()
+        proc = subprocess.run([python, str(PROBE), str(report), target, *args], env=env, cwd=cwd,
+                              stdout=out, stderr=subprocess.STDOUT)
+        wall = time.monotonic() - t0
+    if not report.exists():
+        raise RuntimeError(f"{label}: the probe wrote no report (exit {proc.returncode}); see {log}")
+    data = json.loads(report.read_text())
+    data["process_wall_s"] = wall  # interpreter start and imports included
+    if data["exit"] != 0:
+        raise RuntimeError(f"{label} failed with exit {data['exit']}; see {log}")
+    return data
+
+
+def timed_child(argv: list[str], env: dict, cwd: Path, label: str) -> dict:
+    """Run a non-Python command (the talosctl wrapper) as a child; wall time and its tree's peak RSS (wait4)."""
+    log = OUT / f"{label}.log"
+    with open(log, "w") as out:
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{label} failed with exit {p.returncode}; see {log}")
+    return {"wall_s": wall, "maxrss_kib": ru.ru_maxrss}
+
+
+def clean_bucket(client, bucket: str) -> None:
+    for up in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+    paginator = client.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket):
+        for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+
+
+def clean_dir(d: Path) -> None:
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+
+
+# --- one size -------------------------------------------------------------------------------------------------
+
+
+def bench_backup(sb, env: dict, work: Path, size_label: str, rep: int) -> tuple[dict, dict, Path, str]:
+    """One baseline run and one dr.backup run; returns both reports, the local snapshot and its S3 key."""
+    from dr import s3
+
+    client = s3.make_client(sb.region)
+    base_dir = work / "baseline"
+    clean_dir(base_dir)
+    snap = base_dir / "etcd-snapshot.db"
+    tag = f"{size_label}-{rep}"
+
+    # The playbook: talosctl writes the file, then the AWS CLI copies it.
+    t = timed_child([str(sb.talosctl), "etcd", "snapshot", str(snap)], env, work, f"baseline-talosctl-{tag}")
+    aws_py = AWSCLI_VENV / "bin" / "python"
+    key = f"baseline/{tag}/etcd-snapshot.db"
+    if aws_py.exists():
+        up = probe(str(aws_py), "awscli.clidriver:main",
+                   ["s3", "cp", "--only-show-errors", "--endpoint-url", sb.s3_endpoint, str(snap),
+                    f"s3://{sb.bucket}/{key}"], env, work, f"baseline-aws-{tag}")
+        uploader = "aws s3 cp"
+    else:
+        up = probe(sys.executable, "bench.stand_in:main", [str(snap), sb.bucket, key], env, work,
+                   f"baseline-boto3-{tag}")
+        uploader = "boto3 upload_file (stand-in: awscli not installed)"
+    size = snap.stat().st_size
+    baseline = {"uploader": uploader, "talosctl": t, "upload": up, "size": size,
+                "wall_s": t["wall_s"] + up["process_wall_s"]}
+    shutil.rmtree(base_dir)
+    clean_bucket(client, sb.bucket)
+
+    talos_dir = work / "talos"
+    snaps = talos_dir / "snapshots"
+    if snaps.exists():
+        shutil.rmtree(snaps)
+    d = probe(sys.executable, "dr.backup:main", ["--save-to-s3", "--talos-dir", str(talos_dir)], env, work,
+              f"drbackup-{tag}")
+    [local] = sorted(snaps.glob("etcd-snapshot-*.db"))
+    d["size"] = local.stat().st_size
+    d["wall_s"] = d["process_wall_s"]
+    return baseline, d, local, f"snapshots/{local.name}"
+
+
+def bare_restore(sb, env: dict, work: Path, snap: Path, tag: str) -> dict:
+    """The playbook's restore with talosctl alone, step by step (the node's waiting included)."""
+    tc = str(sb.talosctl)
+    steps: dict[str, float] = {}
+    t0 = time.monotonic()
+    timed_child([tc, "reset", "--graceful=false", "--reboot", "--system-labels-to-wipe=EPHEMERAL"], env, work,
+                f"bare-reset-{tag}")
+    steps["reset+wait"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    while True:
+        r = subprocess.run([tc, "bootstrap", f"--recover-from={snap}"], env=env, cwd=work, capture_output=True,
+                           text=True)
+        if r.returncode == 0:
+            break
+        if not any(m in r.stderr for m in NOT_READY) or time.monotonic() - t1 > 600:
+            raise RuntimeError(f"bare bootstrap failed: {r.stderr.strip()}")
+        time.sleep(0.5)
+    steps["bootstrap --recover-from"] = time.monotonic() - t1
+    t2 = time.monotonic()
+    timed_child([tc, "health", "--wait-timeout", "10m", "--control-plane-nodes", sb.node_ip], env, work,
+                f"bare-health-{tag}")
+    steps["health"] = time.monotonic() - t2
+    return {"wall_s": time.monotonic() - t0, "steps": steps}
+
+
+def single_part_copy(client, bucket: str, key: str, path: Path) -> None:
+    """Store the snapshot again under ``key`` as ONE part (a full-object SHA-256), keeping its metadata.
+
+    Works around a bug the fault suite records (tests/faults/test_s3_faults.py): moto's HeadObject gives a multipart
+    object's composite checksum without its ``-N`` suffix, and dr.s3.download_snapshot then compares it with the
+    whole file's SHA-256 and refuses every snapshot over 8 MiB. Real S3 is not affected."""
+    from boto3.s3.transfer import TransferConfig
+
+    meta = client.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+    client.upload_file(str(path), bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": meta},
+                       Config=TransferConfig(multipart_threshold=5 * 1024 * MIB))
+
+
+def restore_args(talos_dir: Path, uri: str) -> list[str]:
+    return [uri, "--yes", "--talos-dir", str(talos_dir)]
+
+
+def bench_size(sb, env: dict, size_label: str, reps: int, out: list) -> dict:
+    from dr import s3
+
+    work = OUT / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for rep in range(reps):
+        baseline, drb, local, key = bench_backup(sb, env, work, size_label, rep)
+        rows.append((baseline, drb))
+        if rep < reps - 1:
+            s3.make_client(sb.region).delete_object(Bucket=sb.bucket, Key=key)
+    res: dict = {"size_label": size_label, "runs": [{"baseline": b, "dr_backup": d} for b, d in rows]}
+
+    def med(f):
+        return statistics.median(f(b, d) for b, d in rows)
+
+    size = rows[-1][1]["size"]
+    res["snapshot_bytes"] = size
+    res["backup"] = {
+        "uploader": rows[-1][0]["uploader"],
+        "baseline_wall_s": med(lambda b, d: b["wall_s"]),
+        "baseline_talosctl_s": med(lambda b, d: b["talosctl"]["wall_s"]),
+        "baseline_upload_s": med(lambda b, d: b["upload"]["process_wall_s"]),
+        "dr_wall_s": med(lambda b, d: d["wall_s"]),
+        "baseline_upload_hwm_mib": max(b["upload"]["vmhwm_kib"] for b, d in rows) / 1024,
+        "dr_hwm_mib": max(d["vmhwm_kib"] for b, d in rows) / 1024,
+        "talosctl_sim_maxrss_mib": max(b["talosctl"]["maxrss_kib"] for b, d in rows) / 1024,
+        "baseline_upload_rchar_x": rows[-1][0]["upload"]["io"]["rchar"] / size,
+        "dr_rchar_x": rows[-1][1]["io"]["rchar"] / size,
+        "baseline_upload_rchar": rows[-1][0]["upload"]["io"]["rchar"],
+        "dr_rchar": rows[-1][1]["io"]["rchar"],
+        "baseline_upload_read_bytes": rows[-1][0]["upload"]["io"]["read_bytes"],
+        "dr_read_bytes": rows[-1][1]["io"]["read_bytes"],
+    }
+    res["backup"]["ratio"] = res["backup"]["dr_wall_s"] / res["backup"]["baseline_wall_s"]
+    print(f"[{size_label}] backup: dr.backup {res['backup']['dr_wall_s']:.2f}s vs baseline "
+          f"{res['backup']['baseline_wall_s']:.2f}s (ratio {res['backup']['ratio']:.2f}); peak "
+          f"{res['backup']['dr_hwm_mib']:.0f} MiB vs {res['backup']['baseline_upload_hwm_mib']:.0f} MiB", flush=True)
+
+    uri = f"s3://{sb.bucket}/{key}"
+    talos_dir = work / "talos"
+    single_part_copy(s3.make_client(sb.region), sb.bucket, key, local)
+    # verify
+    try:
+        import dr.verify  # noqa: F401
+    except ImportError:
+        res["verify"] = None
+    else:
+        v = probe(sys.executable, "dr.verify:main", [uri, "--talos-dir", str(talos_dir)], env, work,
+                  f"drverify-{size_label}")
+        res["verify"] = {"wall_s": v["process_wall_s"], "s_per_gib": v["process_wall_s"] / (size / (1024 * MIB)),
+                         "hwm_mib": v["vmhwm_kib"] / 1024}
+        print(f"[{size_label}] verify: {v['process_wall_s']:.2f}s", flush=True)
+    # restore
+    try:
+        import dr.restore  # noqa: F401
+    except ImportError:
+        res["restore"] = None
+    else:
+        bare = bare_restore(sb, env, work, local, size_label)
+        r = probe(sys.executable, "dr.restore:main", restore_args(talos_dir, uri), env, work,
+                  f"drrestore-{size_label}")
+        res["restore"] = {"bare_wall_s": bare["wall_s"], "bare_steps": bare["steps"], "dr_wall_s": r["process_wall_s"],
+                          "overhead_s": r["process_wall_s"] - bare["wall_s"], "dr_hwm_mib": r["vmhwm_kib"] / 1024}
+        print(f"[{size_label}] restore: dr.restore {r['process_wall_s']:.2f}s vs bare talosctl "
+              f"{bare['wall_s']:.2f}s", flush=True)
+    local.unlink(missing_ok=True)
+    clean_bucket(s3.make_client(sb.region), sb.bucket)
+    out.append(res)
+    return res
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+
+
+def _f(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def markdown(results: list[dict], mach: dict, command: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} with `{command}` (from the repository root; "
+        "`make bench` runs the same with all three sizes).",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "| --- | --- |",
+    ]
+    for k, v in mach.items():
+        lines.append(f"| {k} | {v} |")
+    up = results[0]["backup"]["uploader"] if results else "?"
+    lines += [
+        "",
+        "## Backup: `python -m dr.backup --save-to-s3` vs `talosctl etcd snapshot` + " + f"`{up}`",
+        "",
+        "Both through the sandbox node (its real etcd) and the local S3 server (moto). Wall time is the whole command "
+        "(interpreter start included); the baseline's is talosctl's plus the upload's. Peak memory is each uploading "
+        "process's own VmHWM (the sandbox's talosctl, common to both, is listed apart). Reads are the process's "
+        "`rchar` divided by the snapshot size (page-cache hits included: the file was just written, so `read_bytes`, "
+        "what reached the disk, is near 0 for both).",
+        "",
+        "| snapshot | dr.backup s | baseline s (talosctl + upload) | ratio dr/baseline | dr.backup peak MiB | "
+        "upload peak MiB (baseline) | sandbox talosctl peak MiB | dr.backup reads of the file | baseline reads |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        b = r["backup"]
+        lines.append(
+            f"| {r['size_label']} ({r['snapshot_bytes'] / MIB:.1f} MiB) | {b['dr_wall_s']:.2f} | "
+            f"{b['baseline_wall_s']:.2f} ({b['baseline_talosctl_s']:.2f} + {b['baseline_upload_s']:.2f}) | "
+            f"{b['ratio']:.2f} | {b['dr_hwm_mib']:.0f} | {b['baseline_upload_hwm_mib']:.0f} | "
+            f"{b['talosctl_sim_maxrss_mib']:.0f} | {b['dr_rchar_x']:.2f}× | {b['baseline_upload_rchar_x']:.2f}× |"
+        )
+    if len(results) > 1:
+        lines += [
+            "",
+            "Reads per snapshot byte, from the growth of `rchar` between two sizes (this cancels what does not grow "
+            "with the snapshot: reading Python modules and botocore's service models, a few MiB):",
+            "",
+            "| between | dr.backup reads per byte | baseline upload reads per byte |",
+            "| --- | --- | --- |",
+        ]
+        for a, b in zip(results, results[1:], strict=False):
+            ds = b["snapshot_bytes"] - a["snapshot_bytes"]
+            dr_x = (b["backup"]["dr_rchar"] - a["backup"]["dr_rchar"]) / ds
+            base_x = (b["backup"]["baseline_upload_rchar"] - a["backup"]["baseline_upload_rchar"]) / ds
+            lines.append(f"| {a['size_label']} → {b['size_label']} | {dr_x:.2f} | {base_x:.2f} |")
+    lines += [
+        "",
+        "## Restore: `python -m dr.restore s3://… --yes` vs the bare talosctl sequence",
+        "",
+        "The bare sequence starts from a local file (reset → wait → bootstrap --recover-from, retried while the node "
+        "says not ready → health). dr.restore starts from the S3 object; its overhead (download, verify, journal, "
+        "checks) is the difference.",
+        "",
+        "| snapshot | dr.restore s | bare talosctl s | overhead s | dr.restore peak MiB |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        x = r.get("restore")
+        if x is None:
+            lines.append(f"| {r['size_label']} | not measured (dr.restore absent) | | | |")
+        else:
+            lines.append(f"| {r['size_label']} | {x['dr_wall_s']:.2f} | {x['bare_wall_s']:.2f} | "
+                         f"{x['overhead_s']:.2f} | {x['dr_hwm_mib']:.0f} |")
+    lines += [
+        "",
+        "## Verify: `python -m dr.verify s3://…`",
+        "",
+        "| snapshot | seconds | seconds per GiB | peak MiB |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in results:
+        x = r.get("verify")
+        if x is None:
+            lines.append(f"| {r['size_label']} | not measured (dr.verify absent) | | |")
+        else:
+            lines.append(f"| {r['size_label']} | {x['wall_s']:.2f} | {x['s_per_gib']:.1f} | {x['hwm_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=parse_sizes, default=list(SIZES), help="comma-separated: 10M,100M,1G (default all)")
+    p.add_argument("--quick", action="store_true", help="10M only")
+    p.add_argument("--reps", type=int, default=3, help="backup repetitions below 1 GiB (median; 1G runs once)")
+    p.add_argument("--results", help="also write the Markdown report here (e.g. bench/RESULTS.md)")
+    args = p.parse_args(argv)
+    sizes = ["10M"] if args.quick else args.sizes
+    command = "python -m bench " + ("--quick" if args.quick else f"--sizes {','.join(sizes)}")
+
+    from sandbox.api import Sandbox
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    mach = machine()
+    print("machine: " + json.dumps(mach), flush=True)
+    sb = Sandbox.up(OUT / "sandbox", reboot_seconds=0.5, bootstrap_not_ready_seconds=0.3)
+    results: list[dict] = []
+    try:
+        env = dict(sb.env)
+        env["PYTHONPATH"] = str(ROOT)
+        env.pop("DR_TALOS_DIR", None)
+        os.environ.update(env)  # this process's own S3 client (cleaning the bucket) uses the sandbox too
+        put = 0
+        idx = 0
+        for label in sizes:
+            target = SIZES[label]
+            t0 = time.monotonic()
+            idx = fill.fill(sb.etcd_endpoint, target - put, idx)
+            put = target
+            print(f"[{label}] etcd filled in {time.monotonic() - t0:.1f}s", flush=True)
+            bench_size(sb, env, label, 1 if SIZES[label] >= SIZES["1G"] else args.reps, results)
+    finally:
+        sb.down()
+        (OUT / "results.json").write_text(json.dumps({"machine": mach, "results": results}, indent=2))
+    text = markdown(results, mach, command)
+    print(text)
+    if args.results:
+        Path(args.results).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
