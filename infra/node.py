@@ -127,8 +127,10 @@ class Node(pulumi.ComponentResource):
             self.attachments.append(attachment)
 
         self.instance_id = instance.id
-        # The address as seen once it points at this instance, so users of it wait for the association.
-        self.public_ip = pulumi.Output.all(eip.public_ip, assoc.id).apply(lambda v: v[0])
+        # The allocation's address, stable across instance replacement (so previews of a rebuild do not show the
+        # endpoint, certificates and client configs as unknown). Talos waits for `attachments`, which holds the
+        # association, before it talks to this address.
+        self.public_ip = eip.public_ip
         self.private_ip = instance.private_ip
         self.ami_id = ami.id
         self.register_outputs(
