@@ -274,39 +274,46 @@ class ThrowawayEtcd:
         except (OSError, ValueError):
             return False
 
-    def _call(self, body: dict) -> dict:
-        req = urllib.request.Request(f"{self.endpoint}/v3/kv/range", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raise EtcdError(f"the throwaway etcd refused a read: {exc.code} {exc.read()[:200]!r}",
-                            "run with --debug and report it") from exc
-        except (OSError, ValueError) as exc:
-            raise EtcdError(f"the throwaway etcd at {self.endpoint} does not answer: {exc}",
-                            "run with --debug; check its log") from exc
-
     def _range(self, key: bytes, end: bytes, **kw) -> tuple[int, dict]:
-        body = {"key": base64.b64encode(key).decode(), "range_end": base64.b64encode(end).decode(), **kw}
-        res = self._call(body)
-        return int(res.get("header", {}).get("revision", 0)), res
+        return range_request(self.endpoint, key, end, **kw)
 
     def iter_kvs(self, *, keys_only: bool = True, page: int | None = None) -> Iterator[KV]:
         """Every live key in key order (values too unless ``keys_only``), read in pages at one revision."""
-        limit = page or (5000 if keys_only else 200)
-        start = b"\0"
-        rev = self.revision
-        while True:
-            body: dict = {"limit": limit, "keys_only": keys_only}
-            if rev:
-                body["revision"] = rev
-            rev_now, res = self._range(start, b"\0", **body)
-            rev = rev or rev_now
-            kvs = res.get("kvs", [])
-            for kv in kvs:
-                value = None if keys_only else base64.b64decode(kv.get("value", ""))
-                yield KV(base64.b64decode(kv["key"]), value, int(kv.get("mod_revision", 0)))
-            if not res.get("more") or not kvs:
-                return
-            start = base64.b64decode(kvs[-1]["key"]) + b"\0"
+        return iter_kvs(self.endpoint, keys_only=keys_only, page=page, revision=self.revision)
+
+
+def range_request(endpoint: str, key: bytes, end: bytes, **kw) -> tuple[int, dict]:
+    """One ``/v3/kv/range`` call through etcd's gRPC gateway: (header revision, response)."""
+    body = {"key": base64.b64encode(key).decode(), "range_end": base64.b64encode(end).decode(), **kw}
+    req = urllib.request.Request(f"{endpoint}/v3/kv/range", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            res = json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raise EtcdError(f"etcd at {endpoint} refused a read: {exc.code} {exc.read()[:200]!r}",
+                        "run with --debug and report it") from exc
+    except (OSError, ValueError) as exc:
+        raise EtcdError(f"etcd at {endpoint} does not answer: {exc}", "run with --debug; check its log") from exc
+    return int(res.get("header", {}).get("revision", 0)), res
+
+
+def iter_kvs(endpoint: str, *, keys_only: bool = True, page: int | None = None, revision: int = 0) -> Iterator[KV]:
+    """Every live key of the etcd at ``endpoint`` in key order (values too unless ``keys_only``), in pages pinned
+    to one revision (``revision``, or the current one at the first page), so memory stays one page."""
+    limit = page or (5000 if keys_only else 200)
+    start = b"\0"
+    rev = revision
+    while True:
+        body: dict = {"limit": limit, "keys_only": keys_only}
+        if rev:
+            body["revision"] = rev
+        rev_now, res = range_request(endpoint, start, b"\0", **body)
+        rev = rev or rev_now
+        kvs = res.get("kvs", [])
+        for kv in kvs:
+            value = None if keys_only else base64.b64decode(kv.get("value", ""))
+            yield KV(base64.b64decode(kv["key"]), value, int(kv.get("mod_revision", 0)))
+        if not res.get("more") or not kvs:
+            return
+        start = base64.b64decode(kvs[-1]["key"]) + b"\0"

@@ -360,3 +360,14 @@ def test_s3_missing_object_is_not_found(work, s3_client, bucket):
     res = run_cli(verify.main, "latest", "--bucket", bucket, "--tmp-dir", str(work))
     assert res.code == ExitCode.NOT_FOUND, res
     assert "dr.backup --save-to-s3" in res.err
+
+
+def test_reading_in_small_pages_sees_every_key_once(snaps, work):
+    with etcdlocal.ThrowawayEtcd(snaps["before"], base_dir=work) as e:
+        whole = list(e.iter_kvs(keys_only=False, page=1000))
+        paged = list(e.iter_kvs(keys_only=False, page=2))
+        keys = [kv.key for kv in e.iter_kvs(keys_only=True, page=3)]
+    assert [kv.key.decode() for kv in whole] == sorted(BEFORE)
+    assert paged == whole and keys == [kv.key for kv in whole]
+    assert {kv.key.decode(): kv.value.decode() for kv in whole} == BEFORE
+    assert list(work.iterdir()) == []
