@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from dr import cli, journal, naming, source
+from dr import cli, journal, naming, s3, source
 from dr import outputs as keys
 from dr.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir, take_local_snapshot
 from dr.errors import (
@@ -44,6 +44,7 @@ from dr.errors import (
     NodeUnreachable,
     NotConfirmed,
     RestoreConflict,
+    SnapshotNotFound,
     Timeout,
 )
 from dr.lock import exclusive
@@ -268,7 +269,7 @@ class Restore:
 
     def run(self) -> int:
         r, t, args = self.r, self.t, self.args
-        fetched = source.fetch(args.snapshot, r, r.snapshots_dir, self.err)
+        fetched = self.fetch()
         status = snapshot_status(fetched.path)
         self.say(f"snapshot {fetched.path}: {cli.human_size(fetched.digest.size)}, SHA-256 trailer verified"
                  + (f", revision {status.revision}, {status.total_keys} keys ({status.tool} snapshot status)"
@@ -338,6 +339,21 @@ class Restore:
         kubeconfig = self.kubeconfig()
         self.finish(fetched, status, kubeconfig)
         return 0
+
+    def fetch(self) -> source.Fetched:
+        spec = self.args.snapshot
+        try:
+            return source.fetch(spec, self.r, self.r.snapshots_dir, self.err)
+        except SnapshotNotFound:
+            if not spec.startswith("s3://"):
+                raise
+            # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself.
+            bucket, _key = s3.parse_s3_uri(spec)
+            try:
+                self.r.s3_client().list_objects_v2(Bucket=bucket, MaxKeys=1)
+            except Exception as exc:  # noqa: BLE001 - translated to the matching DRError
+                raise s3.translate(exc, "listing", bucket) from exc
+            raise
 
     def previous_journal(self, fetched: source.Fetched) -> journal.Journal | None:
         j = journal.load(self.jpath)

@@ -1,0 +1,383 @@
+"""dr.restore end to end against the sandbox: a simulated Talos node over a real etcd (reset really wipes it,
+bootstrap --recover-from really restores it with etcdctl) and moto's S3 server."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from dr import backup, journal, restore
+from dr import outputs as keys
+from dr.errors import ExitCode
+from dr.lock import exclusive
+from tests.conftest import run_cli
+
+A = "/registry/configmaps/default/before-backup"
+B = "/registry/configmaps/default/after-backup"
+FAST = ("--poll-interval", "0.1", "--reboot-timeout", "30s", "--bootstrap-timeout", "30s", "--health-timeout", "20s")
+
+
+class Tty(io.StringIO):
+    """What a terminal gives the prompt: the typed line, and isatty() true."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run_restore(*argv: str, stdin=None):
+    return run_cli(restore.main, *argv, *FAST, stdin=stdin if stdin is not None else io.StringIO(""))
+
+
+def talos_dir() -> Path:
+    return Path.cwd() / ".talos"
+
+
+def backup_a_then_write_b(sb) -> Path:
+    """A in etcd, a snapshot of it in S3 (and locally), then B written after the snapshot."""
+    sb.put(A, "a")
+    res = run_cli(backup.main, "--save-to-s3")
+    assert res.code == 0, res
+    [local] = [p for p in (talos_dir() / "snapshots").iterdir() if p.name.startswith("etcd-snapshot-")]
+    sb.put(B, "b")
+    assert set(sb.get_prefix("/registry/configmaps/default/")) >= {A, B}
+    return local
+
+
+def resets(sb) -> list[list[str]]:
+    return [c["argv"] for c in sb.calls() if "reset" in c["argv"]]
+
+
+def calls_of(sb, word: str) -> list[list[str]]:
+    return [c["argv"] for c in sb.calls() if word in c["argv"]]
+
+
+def assert_restored(sb, res) -> None:
+    assert res.code == 0, res
+    data = sb.get_prefix("/registry/configmaps/default/")
+    assert data.get(A) == "a"
+    assert B not in data
+    assert sb.node.health()[0], "node not healthy after the restore"
+    kube = talos_dir() / "kubeconfig"
+    assert kube.is_file() and kube.stat().st_mode & 0o777 == 0o600
+    assert not journal.path_for(talos_dir()).exists()
+    assert "restore complete" in res.out and "kubectl get nodes" in res.out and "kubectl get pods -A" in res.out
+    assert "talosctl" in res.out and "health" in res.out and "this run took" in res.out
+
+
+def assert_untouched(sb) -> None:
+    data = sb.get_prefix("/registry/configmaps/default/")
+    assert data.get(A) == "a" and data.get(B) == "b"
+    assert resets(sb) == []
+    assert calls_of(sb, "bootstrap") == []
+    assert not journal.path_for(talos_dir()).exists()
+
+
+@pytest.mark.parametrize("source", ["s3", "local", "latest"])
+def test_full_cycle_restores_the_snapshot_data(sandbox_env, source, monkeypatch):
+    sb = sandbox_env
+    local = backup_a_then_write_b(sb)
+    spec = {"s3": f"s3://{sb.bucket}/snapshots/{local.name}", "local": str(local), "latest": "latest"}[source]
+    if source == "latest":
+        # .talos/talosconfig is missing: restore writes it from the stack output, 0600, as `pulumi up` would.
+        monkeypatch.delenv("TALOSCONFIG")
+        (talos_dir() / "snapshots" / local.name).unlink()  # and downloads the snapshot again
+    kube = talos_dir() / "kubeconfig"
+    kube.write_text("stale")
+    res = run_restore(spec, "--yes")
+    assert_restored(sb, res)
+    assert kube.read_text() != "stale"
+    if source == "latest":
+        tc = talos_dir() / "talosconfig"
+        assert tc.stat().st_mode & 0o777 == 0o600
+        assert tc.read_text() == sb.talosconfig.read_text()
+    [reset] = resets(sb)
+    assert "--system-labels-to-wipe=EPHEMERAL" in reset
+    assert not any(a.startswith("--system-labels-to-wipe=STATE") for a in reset)
+    assert "--graceful=false" in reset and "--reboot" in reset and "--wait=false" in reset
+    assert not sb.node_state().whole_disk_wiped
+    assert all(r["labels"] for r in sb.node_state().resets)  # never a reset without labels
+    # A safety snapshot of the replaced etcd, which still holds B.
+    [safety] = [p for p in (talos_dir() / "snapshots").iterdir() if p.name.startswith("pre-restore-etcd-snapshot-")]
+    def total_keys(p: Path) -> int:
+        return json.loads(sb.etcdctl("snapshot", "status", str(p), "-w", "json").stdout)["totalKey"]
+
+    assert total_keys(safety) > total_keys(local)  # it has B, the restored snapshot does not
+    assert safety.name in res.out
+    # What the confirmation showed.
+    assert "LOST" in res.out and local.name in res.out and "revision" in res.out and sb.cluster_name in res.out
+
+
+def test_confirmed_by_typing_yes_on_a_terminal(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    res = run_restore("latest", "--no-safety-snapshot", stdin=Tty("yes\n"))
+    assert_restored(sb, res)
+    assert "Type yes to restore" in res.out
+    assert not list((talos_dir() / "snapshots").glob("pre-restore-*"))
+
+
+def _refusal_cases():
+    def flip(p: Path, tmp: Path) -> str:
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (tmp / "corrupt.db").write_bytes(bytes(data))
+        return str(tmp / "corrupt.db")
+
+    def truncate(p: Path, tmp: Path) -> str:
+        (tmp / "cut.db").write_bytes(p.read_bytes()[:-100])
+        return str(tmp / "cut.db")
+
+    def empty(p: Path, tmp: Path) -> str:
+        (tmp / "empty.db").write_bytes(b"")
+        return str(tmp / "empty.db")
+
+    def not_snapshot(p: Path, tmp: Path) -> str:
+        (tmp / "notes.db").write_bytes(b"apiVersion: v1\nkind: ConfigMap\n" * 200)
+        return str(tmp / "notes.db")
+
+    return [
+        ("corrupt", flip, ExitCode.CORRUPT_SNAPSHOT, "does not match its trailer"),
+        ("truncated", truncate, ExitCode.TRUNCATED_SNAPSHOT, "truncated"),
+        ("empty", empty, ExitCode.EMPTY_SNAPSHOT, "empty"),
+        ("not a snapshot", not_snapshot, ExitCode.NOT_A_SNAPSHOT, "not an etcd snapshot"),
+        ("missing file", lambda p, tmp: str(tmp / "nope.db"), ExitCode.NOT_FOUND, "does not exist"),
+    ]
+
+
+@pytest.mark.parametrize("name, make, code, text", _refusal_cases(), ids=[c[0] for c in _refusal_cases()])
+def test_bad_snapshot_files_are_refused_before_the_node_is_touched(sandbox_env, tmp_path, name, make, code, text):
+    sb = sandbox_env
+    local = backup_a_then_write_b(sb)
+    res = run_restore(make(local, tmp_path), "--yes")
+    assert res.code == code, res
+    assert text in res.err
+    assert "dr.restore: error:" in res.err
+    assert_untouched(sb)
+
+
+def test_missing_s3_key_and_wrong_bucket_are_refused(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    res = run_restore(f"s3://{sb.bucket}/snapshots/etcd-snapshot-20200101T000000Z.db", "--yes")
+    assert res.code == ExitCode.NOT_FOUND, res
+    assert "etcd-snapshot-20200101T000000Z.db" in res.err
+    res = run_restore("s3://no-such-bucket-for-restore/snapshots/x.db", "--yes")
+    assert res.code == ExitCode.BUCKET_NOT_FOUND, res
+    assert "no-such-bucket-for-restore" in res.err
+    assert_untouched(sb)
+
+
+def test_no_yes_typed_refuses(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    res = run_restore("latest", stdin=Tty("no\n"))
+    assert res.code == ExitCode.NOT_CONFIRMED, res
+    assert "not confirmed" in res.err and "'no'" in res.err and "nothing was changed" in res.err
+    assert "LOST" in res.out  # it said what would be lost before asking
+    assert_untouched(sb)
+    assert not list((talos_dir() / "snapshots").glob("pre-restore-*"))  # no safety snapshot before the yes
+
+
+def test_no_terminal_without_yes_refuses(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    res = run_restore("latest", stdin=io.StringIO("yes\n"))  # piped input is not a terminal
+    assert res.code == ExitCode.NOT_CONFIRMED, res
+    assert "no terminal" in res.err and "--yes" in res.err
+    assert_untouched(sb)
+
+
+def test_missing_controlplane_config_output_refuses(sandbox_env, tmp_path):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    outs = json.loads(sb.outputs_file.read_text())
+    del outs[keys.CONTROLPLANE_CONFIG]
+    f = tmp_path / "outputs.json"
+    f.write_text(json.dumps(outs))
+    res = run_restore("latest", "--yes", "--outputs-file", str(f))
+    assert res.code == ExitCode.CONFIG, res
+    assert keys.CONTROLPLANE_CONFIG in res.err and "pulumi up" in res.err
+    assert_untouched(sb)
+
+
+def test_unreachable_node_refuses(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(unreachable=True)
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.NODE_UNREACHABLE, res
+    assert "does not answer" in res.err and "nothing was changed" in res.err
+    sb.clear_faults()
+    assert_untouched(sb)
+
+
+def _interrupt_after(monkeypatch, step: str):
+    """Ctrl-C right after ``step`` is recorded. Returns a function that stops interrupting."""
+    real = journal.mark
+
+    def mark(path, j, s):
+        real(path, j, s)
+        if s == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(journal, "mark", mark)
+    return lambda: monkeypatch.setattr(journal, "mark", real)
+
+
+def test_interrupted_after_reset_resumes_without_asking_again(sandbox_env, monkeypatch):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    stop = _interrupt_after(monkeypatch, journal.RESET)
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.INTERRUPTED, res
+    assert "half done" in res.err and "python -m dr.restore latest" in res.err
+    j = journal.load(journal.path_for(talos_dir()))
+    assert j is not None and j.done(journal.RESET) and not j.done(journal.BOOTSTRAP_STARTED)
+    assert oct(journal.path_for(talos_dir()).stat().st_mode & 0o777) == "0o600"
+    stop()
+    # Same command, no --yes and no terminal: past the point of no return there is nothing left to confirm.
+    res = run_restore("latest")
+    assert_restored(sb, res)
+    assert "continuing the restore" in res.out
+    assert len(resets(sb)) == 1  # the node was not reset a second time
+
+
+def test_interrupted_after_apply_config_resumes(sandbox_env, monkeypatch):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    stop = _interrupt_after(monkeypatch, journal.CONFIG_APPLIED)
+    res = run_restore("latest", "--yes", "--wipe-state")
+    assert res.code == ExitCode.INTERRUPTED, res
+    assert "maintenance mode" in res.out
+    stop()
+    res = run_restore("latest")
+    assert_restored(sb, res)
+    [reset] = resets(sb)
+    assert {"--system-labels-to-wipe=STATE", "--system-labels-to-wipe=EPHEMERAL"} <= set(reset)
+    [apply] = calls_of(sb, "apply-config")
+    assert "--insecure" in apply
+    cfg = Path(apply[apply.index("--file") + 1])
+    assert not cfg.exists()  # the temporary machine config was removed
+    assert not list(talos_dir().glob(".controlplane-*"))
+
+
+def test_interrupted_before_reset_changes_nothing(sandbox_env, monkeypatch):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    _interrupt_after(monkeypatch, journal.SAFETY_SNAPSHOT)
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.INTERRUPTED, res
+    assert "nothing was changed" in res.err
+    assert_untouched(sb)
+
+
+def test_node_that_never_returns_times_out_resumably(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(never_returns=True)
+    res = run_cli(restore.main, "latest", "--yes", "--poll-interval", "0.1", "--reboot-timeout", "2s")
+    assert res.code == ExitCode.TIMEOUT, res
+    assert "did not come back" in res.err and "python -m dr.restore latest" in res.err
+    assert "node is " in res.out  # progress lines while waiting
+    j = journal.load(journal.path_for(talos_dir()))
+    assert j is not None and j.done(journal.RESET)
+    # Still down: a re-run waits again and times out again, without a second reset.
+    res = run_cli(restore.main, "latest", "--poll-interval", "0.1", "--reboot-timeout", "1s")
+    assert res.code == ExitCode.TIMEOUT, res
+    sb.clear_faults()
+    res = run_restore("latest")
+    assert_restored(sb, res)
+    assert len(resets(sb)) == 1
+
+
+def test_a_different_snapshot_while_one_is_half_done(sandbox_env, monkeypatch, tmp_path):
+    sb = sandbox_env
+    local = backup_a_then_write_b(sb)
+    sb.put("/registry/configmaps/default/only-in-second", "c")
+    assert run_cli(backup.main).code == 0
+    second = max((talos_dir() / "snapshots").glob("etcd-snapshot-*"))
+    assert second != local
+    stop = _interrupt_after(monkeypatch, journal.RESET)
+    assert run_restore(str(local), "--yes").code == ExitCode.INTERRUPTED
+    stop()
+    res = run_restore(str(second), "--yes")
+    assert res.code == ExitCode.RESTORE_CONFLICT, res
+    assert "half done" in res.err and str(local) in res.err and "--abandon-previous" in res.err
+    assert calls_of(sb, "bootstrap") == []
+    res = run_restore(str(second), "--yes", "--abandon-previous")
+    assert res.code == 0, res
+    assert "no reset is needed" in res.out  # etcd was already empty: nothing more was wiped
+    assert len(resets(sb)) == 1
+    data = sb.get_prefix("/registry/configmaps/default/")
+    assert data.get("/registry/configmaps/default/only-in-second") == "c" and data.get(B) == "b"
+
+
+def test_bootstrap_not_ready_is_retried(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(bootstrap_not_ready_seconds=1.5)
+    res = run_restore("latest", "--yes")
+    assert_restored(sb, res)
+    assert "not ready yet" in res.out
+    attempts = calls_of(sb, "bootstrap")
+    assert len(attempts) > 1 and all(c for c in attempts)
+
+
+def test_bootstrap_failure_stops_and_resumes(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(bootstrap_fails="injected: disk I/O error")
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.NODE_ERROR, res
+    assert "injected: disk I/O error" in res.err and "python -m dr.restore latest" in res.err
+    sb.clear_faults()
+    res = run_restore("latest")
+    assert_restored(sb, res)
+
+
+def test_unhealthy_after_bootstrap_times_out_then_finishes(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(health_never=True)
+    res = run_cli(restore.main, "latest", "--yes", "--poll-interval", "0.1", "--health-timeout", "1s")
+    assert res.code == ExitCode.TIMEOUT, res
+    assert "did not become healthy" in res.err
+    j = journal.load(journal.path_for(talos_dir()))
+    assert j is not None and j.done(journal.BOOTSTRAPPED) and not j.done(journal.HEALTHY)
+    sb.clear_faults()
+    n_boot = len(calls_of(sb, "bootstrap"))
+    res = run_restore("latest")
+    assert_restored(sb, res)
+    assert "already runs" in res.out
+    assert len(calls_of(sb, "bootstrap")) == n_boot  # etcd was not bootstrapped twice
+
+
+def test_a_backup_during_a_restore_is_refused(sandbox_env, monkeypatch):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    seen = {}
+    real = journal.mark
+
+    def mark(path, j, s):
+        real(path, j, s)
+        if s == journal.RESET:
+            seen["backup"] = run_cli(backup.main)
+
+    monkeypatch.setattr(journal, "mark", mark)
+    res = run_restore("latest", "--yes")
+    assert_restored(sb, res)
+    assert seen["backup"].code == ExitCode.LOCKED
+    assert "a restore" in seen["backup"].err
+
+
+def test_a_running_backup_blocks_the_restore(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    with exclusive(talos_dir() / backup.LOCK_NAME, "a backup"):
+        res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.LOCKED, res
+    assert "a backup" in res.err
+    assert_untouched(sb)
