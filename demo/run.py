@@ -290,6 +290,10 @@ class Demo:
                 self.sb.put(k, b"\x00GARBAGE\xff" + hashlib.sha256(f"{i}{k}".encode()).digest())
             for k in d.added:
                 self.sb.put(k, INTRUDER_KEYS[k])
+            # The local copies go too (a lost laptop, a wiped CI runner): the restore must come from S3.
+            lost_files = sorted((self.base / ".talos" / "snapshots").glob("etcd-snapshot-*.db"))
+            for f in lost_files:
+                f.unlink()
             now = read_all(self.sb.etcd_endpoint)
             harmed = compare(state, now)
             self.say(f"deleted every object in namespace {APP_NAMESPACE!r} ({len(d.deleted)} keys), overwrote "
@@ -303,11 +307,13 @@ class Demo:
             self.table(rows, ("resource type", "deleted", "garbage", "added"))
             self.say(f"etcd now: {len(harmed.missing)} backed-up keys missing, {len(harmed.wrong)} wrong, "
                      f"{len(harmed.extra)} that should not be there")
+            self.say(f"the local snapshot copies are lost too ({', '.join(f.name for f in lost_files) or 'none'}): "
+                     "the restore has to come from S3")
             self.report.disaster = {
                 "deleted": d.deleted, "corrupted": d.corrupted, "added": d.added,
                 "deleted_count": len(d.deleted), "corrupted_count": len(d.corrupted), "added_count": len(d.added),
                 "missing_after": len(harmed.missing), "wrong_after": len(harmed.wrong),
-                "extra_after": len(harmed.extra),
+                "extra_after": len(harmed.extra), "local_copies_removed": [f.name for f in lost_files],
             }
             if self.fault == "corrupt-backup":
                 self.corrupt_backup()
