@@ -231,6 +231,12 @@ class Restore:
         assert self.j is not None
         journal.mark(self.jpath, self.j, step)
 
+    def unmark(self, step: str) -> None:
+        """The node refused the step outright: record that it did not happen, so a re-run does it again."""
+        assert self.j is not None
+        if self.j.steps.pop(step, None) is not None:
+            journal.save(self.jpath, self.j)
+
     def wait_for(self, want: tuple[str, ...], timeout: float, why: str) -> NodeState:
         """Poll the node until its state is one of ``want``. Progress on every change and every 30 s."""
         deadline = time.monotonic() + timeout
@@ -289,7 +295,10 @@ class Restore:
 
         bootstrapped_before = bool(self.j and self.j.done(journal.BOOTSTRAP_STARTED))
         if (st.kind == ETCD_RUNNING and self.j and self.j.done(journal.RESET) and not bootstrapped_before):
-            # Our reset was accepted but has not taken effect yet (or someone bootstrapped since: timeout_error).
+            # Our reset was accepted but has not begun yet (seconds), or someone bootstrapped etcd since (then
+            # timeout_error says so): do not wait a whole reboot timeout to tell the two apart.
+            others = (ETCD_WAITING, ETCD_STOPPED, MAINTENANCE, TRANSITIONING, UNREACHABLE, REFUSED)
+            self.wait_for(others, min(60.0, args.reboot_timeout), "to begin its reset")
             st = self.wait_for((ETCD_WAITING, MAINTENANCE), args.reboot_timeout, "after the reset")
         needs_reset = st.kind in (ETCD_RUNNING, ETCD_STOPPED) and not bootstrapped_before
         safety = needs_reset and st.kind == ETCD_RUNNING and not args.no_safety_snapshot
@@ -489,6 +498,7 @@ class Restore:
             if waiting is None:
                 exc = self.t.classify(text, "bootstrap --recover-from")
                 if isinstance(exc, RestoreConflict):
+                    self.unmark(journal.BOOTSTRAP_STARTED)  # refused: this restore's data is not in etcd
                     raise RestoreConflict(
                         f"bootstrap --recover-from on node {node} refused: etcd data directory is not empty",
                         f"etcd was not wiped; check `talosctl -n {node} service etcd`, then run "
@@ -500,6 +510,7 @@ class Restore:
                 self.say(f"  node not ready yet: {waiting}; retrying")
                 last = waiting
             if time.monotonic() >= deadline:
+                self.unmark(journal.BOOTSTRAP_STARTED)  # every attempt was refused before it began
                 raise Timeout(f"bootstrap --recover-from on node {node} did not succeed within "
                               f"{human_duration(timeout)} (last: {waiting})",
                               f"check `talosctl -n {node} service etcd` and `talosctl -n {node} time`; then run "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -381,3 +382,34 @@ def test_a_running_backup_blocks_the_restore(sandbox_env):
     assert res.code == ExitCode.LOCKED, res
     assert "a backup" in res.err
     assert_untouched(sb)
+
+
+def test_etcd_not_wiped_stops_with_a_conflict_and_never_claims_success(sandbox_env, monkeypatch):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    real = journal.mark
+
+    def someone_bootstraps_first(path, j, s):
+        real(path, j, s)
+        if s == journal.BOOTSTRAP_STARTED:  # a plain bootstrap lands first: etcd is no longer empty
+            for _ in range(100):
+                if sb.talosctl_run("bootstrap").returncode == 0:
+                    return
+                time.sleep(0.05)
+            raise AssertionError("the competing bootstrap never succeeded")
+
+    monkeypatch.setattr(journal, "mark", someone_bootstraps_first)
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.RESTORE_CONFLICT, res
+    assert "etcd data directory is not empty" in res.err and "--abandon-previous" in res.err
+    monkeypatch.setattr(journal, "mark", real)
+    j = journal.load(journal.path_for(talos_dir()))
+    assert j is not None and j.done(journal.RESET) and not j.done(journal.BOOTSTRAP_STARTED)
+    # Running it again must not report success over data that is not the snapshot's.
+    res = run_cli(restore.main, "latest", "--poll-interval", "0.1", "--reboot-timeout", "1s")
+    assert res.code == ExitCode.RESTORE_CONFLICT, res
+    assert "runs etcd with data" in res.err and "--abandon-previous" in res.err
+    assert A not in sb.get_prefix("/registry/configmaps/default/")
+    res = run_restore("latest", "--yes", "--abandon-previous")
+    assert_restored(sb, res)
+    assert len(resets(sb)) == 2
