@@ -422,7 +422,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     base = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="talos-dr-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     demo = Demo(base, out, args.fault)
-    demo.say("talos-dr demo: back up a cluster to S3, break it, restore it, and prove nothing was lost.")
+    demo.say("talos-dr demo: back up a cluster to S3, break it, restore it, and prove nothing was lost.\n"
+             "It runs the same commands you would (each shown as `$ python -m ...`, its output indented below):\n"
+             "  1 start a local sandbox cluster   2 show what it holds    3 back it up to S3 and verify the backup\n"
+             "  4 break it (delete, corrupt, add) 5 restore the backup    6 compare every key with the backup\n"
+             "  7 take the sandbox down (always, also when something fails)")
     t0 = time.monotonic()
     r = demo.report
     try:

@@ -117,7 +117,7 @@ def test_local_verification_is_shown(cwd, real_snapshot, tmp_path):
     assert row["verified_at"] is None and row["revision"] is None
 
 
-def test_more_than_a_thousand_objects_are_all_listed(cwd, s3_client, bucket):
+def test_more_than_a_thousand_objects_are_all_listed(cwd, s3_client, bucket, monkeypatch):
     # 1,000 keys that sort before every snapshot name fill the first page, so the snapshots are on later pages.
     junk = [f"snapshots/a-junk-{i:04d}" for i in range(1000)]
     snaps = [f"snapshots/{_name(h)}" for h in range(1, 31)]
@@ -127,8 +127,12 @@ def test_more_than_a_thousand_objects_are_all_listed(cwd, s3_client, bucket):
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, junk + snaps))
+    heads = []
+    real_head = s3.head_snapshot
+    monkeypatch.setattr(s3, "head_snapshot", lambda c, b, k, **kw: heads.append(k) or real_head(c, b, k, **kw))
     res = _list("--bucket", bucket, "--limit", "5", "--json")
     assert res.code == 0, res
+    assert heads == [f"snapshots/{_name(h)}" for h in range(1, 6)]  # metadata read for the rows shown only
     doc = json.loads(res.out)
     assert doc["total"] == 30 and doc["in_s3"] == 30 and doc["shown"] == 5
     assert [r["name"] for r in doc["snapshots"]] == [_name(h) for h in range(1, 6)]

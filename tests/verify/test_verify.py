@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from dr import etcdlocal, s3, verify
-from dr.errors import EtcdError, ExitCode
+from dr.errors import AccessDenied, EtcdError, ExitCode
 from tests.conftest import require_binary, run_cli, start_etcd
 
 # What the "before" snapshot holds, by resource type as dr.verify groups it.
@@ -310,8 +311,6 @@ def test_sweep_keeps_directories_of_live_runs(work):
 
 
 def _upload(client, bucket, path: Path, name: str) -> str:
-    from datetime import UTC, datetime
-
     key = f"snapshots/{name}"
     s3.upload_snapshot_file(client, bucket, key, path, taken_at=datetime.now(UTC), cluster="test",
                             revision=_status(path)["revision"])
@@ -348,8 +347,7 @@ def test_s3_object_damaged_after_upload_is_corrupt_and_not_tagged(snaps, work, s
 def test_s3_object_replaced_by_another_snapshot_is_caught(snaps, work, s3_client, bucket):
     """A whole, valid snapshot whose SHA-256 is not the one recorded at upload: not the object that was uploaded."""
     key = "snapshots/etcd-snapshot-20260101T000000Z.db"
-    meta = s3.snapshot_metadata(sha256="0" * 64, size=None, taken_at=__import__("datetime").datetime.now(
-        __import__("datetime").UTC), cluster="test")
+    meta = s3.snapshot_metadata(sha256="0" * 64, size=None, taken_at=datetime.now(UTC), cluster="test")
     s3_client.put_object(Bucket=bucket, Key=key, Body=snaps["before"].read_bytes(), Metadata=meta)
     res = run_cli(verify.main, f"s3://{bucket}/{key}", "--tmp-dir", str(work))
     assert res.code == ExitCode.CORRUPT_SNAPSHOT, res
@@ -371,3 +369,25 @@ def test_reading_in_small_pages_sees_every_key_once(snaps, work):
     assert paged == whole and keys == [kv.key for kv in whole]
     assert {kv.key.decode(): kv.value.decode() for kv in whole} == BEFORE
     assert list(work.iterdir()) == []
+
+
+def test_against_a_damaged_snapshot_fails_with_its_code(snaps, work, tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(_corrupt(snaps["before"].read_bytes()))
+    res = run_cli(verify.main, str(snaps["after"]), "--against", str(bad), "--tmp-dir", str(work))
+    assert res.code == ExitCode.CORRUPT_SNAPSHOT, res
+    assert str(bad) in res.err
+    assert list(work.iterdir()) == []
+
+
+def test_a_pass_that_cannot_be_recorded_is_a_warning(snaps, work, s3_client, bucket, monkeypatch):
+    key = _upload(s3_client, bucket, snaps["before"], "etcd-snapshot-20260101T000000Z.db")
+
+    def denied(*a, **kw):
+        raise AccessDenied(f"tagging s3://{bucket}/{key} failed: access denied (AccessDenied)", "check credentials")
+
+    monkeypatch.setattr(s3, "set_tags", denied)
+    res = run_cli(verify.main, f"s3://{bucket}/{key}", "--tmp-dir", str(work))
+    assert res.code == 0, res
+    assert "warning: the snapshot verified, but recording the result failed" in res.err
+    assert "recorded as" not in res.out and "verified: s3://" in res.out
