@@ -44,9 +44,10 @@ from dr.talosapi import APID_PORT
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_RUNTIME = "python3.11"
 LAMBDA_HANDLER = "dr.lambda_handler.handler"
-# What the Lambda needs beyond the runtime's own boto3. cryptography is left out on purpose: the runner only uses it
-# for an optional local expiry check (apid's refusal is reported either way), and it would drag cffi along.
-LAMBDA_REQUIREMENTS: tuple[str, ...] = ("grpcio==1.85.1", "protobuf==6.33.6")
+# What the Lambda needs beyond the runtime's own boto3: the h2 transport (pure Python; grpcio is not used there
+# because it cannot handshake with Talos's Ed25519 apid key) and protobuf for the messages. cryptography is left
+# out on purpose: the runner only uses it for an optional local expiry check, and it would drag cffi along.
+LAMBDA_REQUIREMENTS: tuple[str, ...] = ("h2==4.3.0", "hpack==4.1.0", "hyperframe==6.1.0", "protobuf==6.33.6")
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
 LAMBDA_PYTHON = "3.11"
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "talos-dr" / "lambda"

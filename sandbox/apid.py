@@ -3,36 +3,59 @@
 Like the real apid it requires a client certificate signed by the OS CA and authorizes by the certificate's
 Organization (the Talos role): os:admin, os:operator and os:etcd:backup may snapshot, anyone else gets
 PERMISSION_DENIED. The snapshot comes from the etcd given (``etcdctl snapshot save`` into a temp file), then is
-streamed in chunks like Talos does.
+streamed in 64 KiB chunks like Talos does.
 
-Fault knobs (attributes, set between calls): ``fault="cut"`` fails the stream with UNAVAILABLE after
-``fault_after`` bytes (a dropped connection); ``fault="truncate"`` ends the stream cleanly early; ``fault="corrupt"``
-flips a byte; ``fault="error"`` answers with a Metadata error instead of data (as Talos reports a failed snapshot).
+Two TLS stacks, because they differ where it matters:
+
+* ``backend="openssl"`` (default): HTTP/2 (``h2``) on Python's ``ssl`` with an **Ed25519** server key, exactly the
+  key type a real apid presents when the OS CA is Ed25519 (Talos's default). grpcio clients cannot talk to it.
+* ``backend="grpcio"``: a grpcio server with an ECDSA P-256 server key (grpcio cannot serve Ed25519).
+
+Fault knobs (attributes, set between calls): ``fault="cut"`` drops the connection (openssl) or fails the stream
+with UNAVAILABLE (grpcio) after ``fault_after`` bytes; ``fault="truncate"`` ends the stream cleanly early;
+``fault="corrupt"`` flips a byte; ``fault="error"`` answers with a Metadata error instead of data (as Talos
+reports a failed snapshot).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from dr.credentials import issue_certificate
 from dr.talosapi import SNAPSHOT_ROLES, messages
 
 CHUNK = 64 * 1024
+BACKENDS = ("openssl", "grpcio")
+
+
+class _Abort(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code  # gRPC status number
+        self.message = message
+
+
+class _Cut(Exception):
+    """Drop the connection here (fault=cut)."""
 
 
 class SimulatedApid:
-    """A gRPC server on loopback. ``start()`` binds a free port (``.port``); ``stop()`` ends it."""
+    """A server on loopback. ``start()`` binds a free port (``.port``); ``stop()`` ends it."""
 
     def __init__(
         self,
@@ -43,18 +66,23 @@ class SimulatedApid:
         host: str = "127.0.0.1",
         port: int = 0,
         hostname: str = "talos-sandbox",
+        backend: str = "openssl",
         server_cert: tuple[bytes, bytes] | None = None,
         etcdctl: str | None = None,
         keep_dir: str | Path | None = None,
     ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}")
         self.etcd_endpoint = etcd_endpoint
         self.ca_cert_pem = ca_cert_pem
         self.host = host
         self.hostname = hostname
+        self.backend = backend
         self._want_port = port
         self.etcdctl = etcdctl or shutil.which("etcdctl") or "etcdctl"
         self.keep_dir = Path(keep_dir) if keep_dir else None
         now = datetime.now(UTC)
+        key = ed25519.Ed25519PrivateKey.generate() if backend == "openssl" else ec.generate_private_key(ec.SECP256R1())
         self.server_cert = server_cert or issue_certificate(
             ca_cert_pem,
             ca_key_pem,
@@ -62,15 +90,21 @@ class SimulatedApid:
             common_name=hostname,
             not_before=now - timedelta(hours=1),
             not_after=now + timedelta(days=365),
+            key=key,
             server_ips=(host,),
             client=False,
         )
         self.fault: str | None = None
         self.fault_after = CHUNK
         self.calls: list[tuple[str, str]] = []  # (role(s), outcome) per call, for tests
+        self.handler_errors: list[str] = []
+        self.accepted = 0
+        self.handshake_errors: list[str] = []  # TLS handshakes the openssl backend refused, for tests
         self.last_snapshot: Path | None = None
-        self._server: grpc.Server | None = None
-        self._lock = threading.Lock()
+        self._grpc: grpc.Server | None = None
+        self._sock: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
         self.port = 0
 
     @property
@@ -78,30 +112,23 @@ class SimulatedApid:
         return f"{self.host}:{self.port}"
 
     def start(self) -> SimulatedApid:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        handler = grpc.method_handlers_generic_handler(
-            "machine.MachineService",
-            {
-                "EtcdSnapshot": grpc.unary_stream_rpc_method_handler(
-                    self._etcd_snapshot,
-                    request_deserializer=messages.EtcdSnapshotRequest.FromString,
-                    response_serializer=lambda m: m.SerializeToString(),
-                )
-            },
-        )
-        server.add_generic_rpc_handlers((handler,))
-        creds = grpc.ssl_server_credentials(
-            [(self.server_cert[1], self.server_cert[0])], root_certificates=self.ca_cert_pem, require_client_auth=True
-        )
-        self.port = server.add_secure_port(f"{self.host}:{self._want_port}", creds)
-        server.start()
-        self._server = server
+        if self.backend == "grpcio":
+            self._start_grpcio()
+        else:
+            self._start_openssl()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None).wait(5)
-            self._server = None
+        if self._grpc is not None:
+            self._grpc.stop(grace=None).wait(5)
+            self._grpc = None
+        if self._sock is not None:
+            self._stopping.set()
+            self._sock.close()
+            self._sock = None
+            for t in self._threads:
+                t.join(5)
+            self._threads.clear()
 
     def __enter__(self) -> SimulatedApid:
         return self.start()
@@ -109,23 +136,17 @@ class SimulatedApid:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- the RPC -------------------------------------------------------------------------------------------------
+    # -- the RPC, independent of the TLS stack --------------------------------------------------------------------
 
-    def _roles(self, context: grpc.ServicerContext) -> list[str]:
-        pems = context.auth_context().get("x509_pem_cert") or []
-        if not pems:
-            return []
-        cert = x509.load_pem_x509_certificate(pems[0])
-        return [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-
-    def _etcd_snapshot(self, request, context: grpc.ServicerContext):
-        roles = self._roles(context)
+    def _serve(self, roles: list[str]) -> Iterator[messages.Data]:
+        """The EtcdSnapshot response stream for a caller with ``roles``. Raises ``_Abort`` / ``_Cut``."""
+        who = ",".join(roles)
         if not any(r in SNAPSHOT_ROLES for r in roles):
-            self.calls.append((",".join(roles), "denied"))
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"not authorized: roles {roles or ['none']} may not call EtcdSnapshot")
+            self.calls.append((who, "denied"))
+            raise _Abort(7, f"not authorized: roles {roles or ['none']} may not call EtcdSnapshot")
         fault = self.fault
         if fault == "error":
-            self.calls.append((",".join(roles), "error"))
+            self.calls.append((who, "error"))
             yield messages.Data(metadata=messages.Metadata(hostname=self.hostname, error="etcd snapshot failed: simulated"))
             return
         with tempfile.TemporaryDirectory(prefix="apid-snap-") as tmp:
@@ -138,14 +159,14 @@ class SimulatedApid:
                 timeout=60,
             )
             if proc.returncode != 0:
-                self.calls.append((",".join(roles), "etcd-failed"))
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd snapshot failed: {proc.stderr.strip()[-300:]}")
+                self.calls.append((who, "etcd-failed"))
+                raise _Abort(14, f"etcd snapshot failed: {proc.stderr.strip()[-300:]}")
             if self.keep_dir is not None:
                 self.keep_dir.mkdir(parents=True, exist_ok=True)
                 kept = self.keep_dir / f"served-{len(self.calls)}.db"
                 shutil.copyfile(path, kept)
                 self.last_snapshot = kept
-            self.calls.append((",".join(roles), fault or "ok"))
+            self.calls.append((who, fault or "ok"))
             sent = 0
             first = True
             with open(path, "rb") as f:
@@ -158,7 +179,7 @@ class SimulatedApid:
                         if data:
                             yield messages.Data(bytes=data)
                         if fault == "cut":
-                            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset by peer (sandbox fault: cut)")
+                            raise _Cut()
                         return
                     if fault == "corrupt" and first and len(data) > 4096:
                         data = data[:4000] + bytes([data[4000] ^ 0xFF]) + data[4001:]
@@ -168,3 +189,167 @@ class SimulatedApid:
                         first = False
                     sent += len(data)
                     yield msg
+
+    @staticmethod
+    def _roles_of(cert_pem: bytes | None) -> list[str]:
+        if not cert_pem:
+            return []
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        return [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+
+    # -- grpcio backend ------------------------------------------------------------------------------------------
+
+    def _start_grpcio(self) -> None:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.method_handlers_generic_handler(
+            "machine.MachineService",
+            {
+                "EtcdSnapshot": grpc.unary_stream_rpc_method_handler(
+                    self._grpc_etcd_snapshot,
+                    request_deserializer=messages.EtcdSnapshotRequest.FromString,
+                    response_serializer=lambda m: m.SerializeToString(),
+                )
+            },
+        )
+        server.add_generic_rpc_handlers((handler,))
+        creds = grpc.ssl_server_credentials(
+            [(self.server_cert[1], self.server_cert[0])], root_certificates=self.ca_cert_pem, require_client_auth=True
+        )
+        self.port = server.add_secure_port(f"{self.host}:{self._want_port}", creds)
+        server.start()
+        self._grpc = server
+
+    def _grpc_etcd_snapshot(self, request, context: grpc.ServicerContext):
+        pems = context.auth_context().get("x509_pem_cert") or [None]
+        try:
+            yield from self._serve(self._roles_of(pems[0]))
+        except _Abort as exc:
+            code = next(c for c in grpc.StatusCode if c.value[0] == exc.code)
+            context.abort(code, exc.message)
+        except _Cut:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset by peer (sandbox fault: cut)")
+
+    # -- openssl + h2 backend (Ed25519, like a real apid) ----------------------------------------------------------
+
+    def _start_openssl(self) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=self.ca_cert_pem.decode())
+        with tempfile.TemporaryDirectory(prefix="apid-") as d:
+            crt, key = Path(d) / "crt", Path(d) / "key"
+            crt.write_bytes(self.server_cert[0])
+            key.write_bytes(self.server_cert[1])
+            ctx.load_cert_chain(str(crt), str(key))
+        ctx.set_alpn_protocols(["h2"])
+        self._ctx = ctx
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._want_port))
+        sock.listen(8)
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        self._stopping.clear()
+        t = threading.Thread(target=self._accept_loop, name=f"apid-{self.port}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()  # type: ignore[union-attr]
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, raw: socket.socket) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        raw.settimeout(30)
+        try:
+            tls = self._ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.handshake_errors.append(str(exc))
+            raw.close()  # the handshake failed: wrong CA, expired certificate, no certificate
+            return
+        try:
+            der = tls.getpeercert(binary_form=True)
+            cert_pem = ssl.DER_cert_to_PEM_cert(der).encode() if der else None
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+            conn.initiate_connection()
+            tls.sendall(conn.data_to_send())
+            sid = None
+            while sid is None:
+                data = tls.recv(65536)
+                if not data:
+                    return
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        path = dict(ev.headers).get(":path")
+                        if path != messages.ETCD_SNAPSHOT_METHOD:
+                            conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
+                                                             ("grpc-status", "12"), ("grpc-message", f"unknown method {path}")],
+                                              end_stream=True)
+                        else:
+                            sid = ev.stream_id
+                tls.sendall(conn.data_to_send())
+            self._respond(tls, conn, sid, self._roles_of(cert_pem))
+        except (OSError, ssl.SSLError):
+            pass  # the client went away
+        except Exception as exc:  # a bug here must show in tests, not as a silent hang-up
+            import traceback
+
+            self.handler_errors.append("".join(traceback.format_exception(exc)))
+        finally:
+            tls.close()
+
+    def _respond(self, tls, conn, sid: int, roles: list[str]) -> None:
+        import h2.events
+
+        def send_all(payload: bytes) -> None:
+            while payload:
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if window <= 0:
+                    data = tls.recv(65536)  # wait for WINDOW_UPDATE
+                    if not data:
+                        raise OSError("client went away")
+                    for ev in conn.receive_data(data):
+                        if isinstance(ev, h2.events.StreamReset):
+                            raise OSError("client reset the stream")
+                    tls.sendall(conn.data_to_send())
+                    continue
+                conn.send_data(sid, payload[:window])
+                payload = payload[window:]
+                tls.sendall(conn.data_to_send())
+
+        headers_sent = False
+        try:
+            for msg in self._serve(roles):
+                if not headers_sent:
+                    conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+                    headers_sent = True
+                body = msg.SerializeToString()
+                send_all(b"\x00" + len(body).to_bytes(4, "big") + body)
+            trailers = [("grpc-status", "0")]
+        except _Abort as exc:
+            trailers = [("grpc-status", str(exc.code)), ("grpc-message", exc.message)]
+        except _Cut:
+            tls.close()  # the network drops: no trailers, no GOAWAY
+            return
+        if not headers_sent:  # trailers-only response
+            conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"), *trailers], end_stream=True)
+        else:
+            conn.send_headers(sid, trailers, end_stream=True)
+        conn.close_connection()
+        tls.sendall(conn.data_to_send())
+        # Close gracefully: closing with unread client frames (window updates) in the receive buffer makes the kernel
+        # send a RST, which can destroy the response before the client reads it.
+        tls.settimeout(5)
+        try:
+            while tls.recv(65536):
+                pass
+        except (OSError, ssl.SSLError):
+            pass

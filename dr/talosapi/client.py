@@ -14,16 +14,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-import grpc
-
 from dr.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
 from dr.integrity import SnapshotDigest, TrailerHasher
-from dr.talosapi import messages
+from dr.talosapi import h2stream, messages
 
 APID_PORT = 50000
 # Roles (client certificate Organization) apid lets call EtcdSnapshot.
 SNAPSHOT_ROLES = ("os:admin", "os:operator", "os:etcd:backup")
 DEFAULT_TIMEOUT = 900.0  # a whole snapshot stream; Lambda's own limit is 15 minutes
+# "h2": HTTP/2 on Python's TLS (OpenSSL) — works with Talos's Ed25519 apid keys. "grpcio": gRPC's own stack, which
+# cannot do Ed25519 handshakes (grpc/grpc#24252): only for nodes whose apid key is ECDSA or RSA.
+TRANSPORTS = ("h2", "grpcio")
+DEFAULT_TRANSPORT = "h2"
 
 
 @dataclass(frozen=True)
@@ -96,43 +98,56 @@ def _format_target(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def map_rpc_error(exc: grpc.RpcError, node: str, what: str = "etcd snapshot") -> DRError:
-    """One ``DRError`` for a gRPC failure, worded for the person who has to fix it."""
-    code = exc.code() if hasattr(exc, "code") else None
-    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+def map_status(
+    code: str, details: str, node: str, what: str = "etcd snapshot", *, tls: bool | None = None, grpcio: bool = False
+) -> DRError:
+    """One ``DRError`` for a failed call (``code`` is a gRPC status name), worded for the person who fixes it."""
     low = details.lower()
     where = f"{what} from {node}"
-    tls_words = ("handshake", "ssl", "certificate", "tsi_", "x509", "tls")
-    # Under TLS 1.3 a server that rejects the client certificate just closes the socket after the handshake: the
-    # client sees "Socket closed", whereas a node that is down gives "Connection refused" or a timeout.
-    closed_words = ("socket closed", "connection reset")
-    if code == grpc.StatusCode.PERMISSION_DENIED:
+    if tls is None:
+        # Under TLS 1.3 a server that rejects the client certificate just closes the socket after the handshake:
+        # grpcio reports "Socket closed", whereas a node that is down gives "Connection refused" or a timeout.
+        tls = any(w in low for w in ("handshake", "ssl", "certificate", "tsi_", "x509", "tls", "socket closed"))
+    if code == "PERMISSION_DENIED":
         return NodeError(
             f"{where} refused: {details}",
             "the client certificate's role (Organization) must be one of " + ", ".join(SNAPSHOT_ROLES),
         )
-    if code == grpc.StatusCode.UNAUTHENTICATED:
+    if code == "UNAUTHENTICATED":
         return NodeError(f"{where} refused: not authenticated ({details})", "use a certificate signed by the node's OS CA")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if code == "DEADLINE_EXCEEDED":
         return Timeout(f"{where} did not finish in time ({details})", "check the node's load and the network path")
-    if code == grpc.StatusCode.UNAVAILABLE and any(w in low for w in tls_words + closed_words):
+    if code == "UNAVAILABLE" and tls:
         if "expired" in low:
             hint = "a certificate has expired: run `pulumi up` to renew the client certificate, check the node's clock"
         else:
             hint = (
                 "the node's certificate is not signed by the CA you trust, or your client certificate is not signed by "
-                "the node's OS CA (or has expired): use the CA and certificate from this stack's machine secrets "
-                "(an Ed25519 node key also fails here: grpcio cannot do Ed25519 handshakes, grpc/grpc#24252)"
+                "the node's OS CA (or has expired): use the CA and certificate from this stack's machine secrets"
+            )
+        if grpcio:
+            hint += (
+                "; if the node's key is Ed25519 (Talos's default) use the h2 transport: grpcio cannot complete "
+                "Ed25519 handshakes (grpc/grpc#24252)"
             )
         return NodeUnreachable(f"TLS handshake with {node} failed during {what}: {details}", hint)
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code == "UNAVAILABLE":
         return NodeUnreachable(
             f"{where} failed: the node does not answer ({details})",
             f"check the node is running and that port {APID_PORT}/tcp is open from here",
         )
-    if code == grpc.StatusCode.CANCELLED:
+    if code == "CANCELLED":
         return NodeError(f"{where} was cancelled: {details}")
-    return NodeError(f"{where} failed: {code.name if code else 'error'}: {details}")
+    return NodeError(f"{where} failed: {code}: {details}")
+
+
+def map_rpc_error(exc: Exception, node: str, what: str = "etcd snapshot") -> DRError:
+    """``map_status`` for a grpcio ``RpcError`` or an ``h2stream.CallError``."""
+    if isinstance(exc, h2stream.CallError):
+        return map_status(exc.code, exc.details, node, what, tls=exc.tls or None)
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+    return map_status(code.name if code is not None else "UNKNOWN", details, node, what, grpcio=True)
 
 
 @dataclass
@@ -154,27 +169,67 @@ class TalosClient:
         port: int = APID_PORT,
         timeout: float = DEFAULT_TIMEOUT,
         server_name: str | None = None,
+        transport: str = DEFAULT_TRANSPORT,
     ):
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"unknown Talos API transport {transport!r}", f"use one of {', '.join(TRANSPORTS)}")
+        self.transport = transport
+        self.server_name = server_name
         self.host = host
         self.port = port
         self.node = _format_target(host, port)
         self.timeout = timeout
         self.credentials = credentials
+        self.hostname = host  # replaced by the node's own name when apid reports it
         check_client_certificate(credentials.cert_pem)
+        self._channel = None
+        self._ssl = None
         try:
-            channel_creds = grpc.ssl_channel_credentials(
-                root_certificates=credentials.ca_pem,
-                private_key=credentials.key_pem,
-                certificate_chain=credentials.cert_pem,
-            )
-        except Exception as exc:  # grpc raises plain errors for unusable PEM
-            raise ConfigError(f"the Talos client credential is unusable: {exc}") from exc
-        # apid's certificate carries the node's addresses as IP SANs, so the address we dial is the name we check.
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-        self._channel = grpc.secure_channel(self.node, channel_creds, options=options)
+            if transport == "grpcio":
+                import grpc
+
+                channel_creds = grpc.ssl_channel_credentials(
+                    root_certificates=credentials.ca_pem,
+                    private_key=credentials.key_pem,
+                    certificate_chain=credentials.cert_pem,
+                )
+                # apid's certificate carries the node's addresses as IP SANs, so the address we dial is the name we check.
+                options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+                self._channel = grpc.secure_channel(self.node, channel_creds, options=options)
+            else:
+                self._ssl = h2stream.client_context(credentials.ca_pem, credentials.cert_pem, credentials.key_pem)
+        except Exception as exc:  # unusable PEM: grpc raises plain errors, ssl raises SSLError/ValueError
+            raise ConfigError(f"the Talos client credential is unusable: {exc}", "re-run `pulumi up` to rewrite it") from exc
 
     def close(self) -> None:
-        self._channel.close()
+        if self._channel is not None:
+            self._channel.close()
+
+    def _call_errors(self) -> tuple[type[BaseException], ...]:
+        if self.transport == "grpcio":
+            import grpc
+
+            return (grpc.RpcError, h2stream.CallError)
+        return (h2stream.CallError,)
+
+    def _stream(self, method: str, request) -> Iterator:
+        """Decoded ``common.Data`` messages of a server-streaming call; errors are the transport's own."""
+        if self._channel is not None:
+            call = self._channel.unary_stream(
+                method, request_serializer=lambda m: m.SerializeToString(), response_deserializer=messages.Data.FromString
+            )(request, timeout=self.timeout)
+            try:
+                yield from call
+            finally:
+                call.cancel()
+            return
+        raw = h2stream.unary_stream(self.host, self.port, method, request.SerializeToString(), self._ssl,
+                                    timeout=self.timeout, server_name=self.server_name)
+        try:
+            for data in raw:
+                yield messages.Data.FromString(data)
+        finally:
+            raw.close()
 
     def __enter__(self) -> TalosClient:
         return self
@@ -189,24 +244,21 @@ class TalosClient:
         ``NodeError`` or ``Timeout`` for RPC failures. When ``digest_out`` is a list, the verified digest is appended.
         Stopping early (closing the generator) cancels the RPC.
         """
-        method = self._channel.unary_stream(
-            messages.ETCD_SNAPSHOT_METHOD,
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=messages.Data.FromString,
-        )
         hasher = TrailerHasher(f"etcd snapshot streamed from {self.node}")
-        call = method(messages.EtcdSnapshotRequest(), timeout=self.timeout)
-        finished = False
+        stream = self._stream(messages.ETCD_SNAPSHOT_METHOD, messages.EtcdSnapshotRequest())
+        errors = self._call_errors()
         try:
             try:
-                for msg in call:
-                    if msg.HasField("metadata") and (msg.metadata.error or msg.metadata.status.code):
-                        err = msg.metadata.error or msg.metadata.status.message
-                        raise NodeError(f"etcd snapshot from {self.node} failed on node {msg.metadata.hostname or '?'}: {err}")
+                for msg in stream:
+                    if msg.HasField("metadata"):
+                        self.hostname = msg.metadata.hostname or self.hostname
+                        if msg.metadata.error or msg.metadata.status.code:
+                            err = msg.metadata.error or msg.metadata.status.message
+                            raise NodeError(f"etcd snapshot from {self.node} failed on node {msg.metadata.hostname or '?'}: {err}")
                     if msg.bytes:
                         hasher.update(msg.bytes)
                         yield msg.bytes
-            except grpc.RpcError as exc:
+            except errors as exc:
                 err = map_rpc_error(exc, self.node)
                 if hasher.size and isinstance(err, NodeUnreachable | NodeError):
                     err = TruncatedSnapshot(
@@ -215,12 +267,10 @@ class TalosClient:
                     )
                 raise err from exc
             digest = hasher.finish()
-            finished = True
             if digest_out is not None:
                 digest_out.append(digest)
         finally:
-            if not finished:
-                call.cancel()
+            stream.close()  # cancels the call if we stopped early
 
     def etcd_snapshot(self, sink: BinaryIO | Callable[[bytes], object]) -> SnapshotResult:
         """Stream a snapshot into ``sink`` (a binary file or a callable taking each chunk) and verify its trailer.
@@ -231,4 +281,4 @@ class TalosClient:
         digests: list[SnapshotDigest] = []
         for chunk in self.iter_etcd_snapshot(digests):
             write(chunk)
-        return SnapshotResult(digest=digests[0], hostname=self.host)
+        return SnapshotResult(digest=digests[0], hostname=self.hostname)

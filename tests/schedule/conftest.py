@@ -51,7 +51,19 @@ def sched_etcd(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def apid_server(sched_etcd, os_ca, tmp_path_factory):
+    """The simulated apid as Talos runs it: Ed25519 server key (OpenSSL + HTTP/2 backend)."""
     server = SimulatedApid(sched_etcd.endpoint, *os_ca, keep_dir=tmp_path_factory.mktemp("apid-served")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def grpc_apid_server(sched_etcd, os_ca, tmp_path_factory):
+    """The simulated apid on grpcio's stack (ECDSA server key): what a grpcio client can talk to."""
+    server = SimulatedApid(sched_etcd.endpoint, *os_ca, backend="grpcio",
+                           keep_dir=tmp_path_factory.mktemp("grpc-apid-served")).start()
     try:
         yield server
     finally:

@@ -14,6 +14,9 @@ import pytest
 
 from infra import schedule as isch
 
+H2 = "h2-4.3.0-py3-none-any.whl"
+HPACK = "hpack-4.1.0-py3-none-any.whl"
+HYPERFRAME = "hyperframe-6.1.0-py3-none-any.whl"
 GRPC = "grpcio-1.85.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 PROTO = "protobuf-6.33.6-cp39-abi3-manylinux2014_x86_64.whl"
 MAC = "grpcio-1.85.1-cp311-cp311-macosx_11_0_universal2.whl"
@@ -34,6 +37,8 @@ def wheel_dir(tmp_path):
     _fake_wheel(d / GRPC, {"grpc/__init__.py": b"# grpc", "grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
                            "grpc/__pycache__/x.pyc": b"junk"})
     _fake_wheel(d / PROTO, {"google/protobuf/__init__.py": b"# pb"})
+    for w, pkg in ((H2, "h2"), (HPACK, "hpack"), (HYPERFRAME, "hyperframe")):
+        _fake_wheel(d / w, {f"{pkg}/__init__.py": f"# {pkg}".encode()})
     _fake_wheel(d / MAC, {"grpc/__init__.py": b"# the wrong platform"})
     return d
 
@@ -49,7 +54,9 @@ def source_root(tmp_path):
 
 
 def test_find_wheels_picks_the_lambda_platform(wheel_dir):
-    assert [p.name for p in isch.find_wheels(wheel_dir)] == [GRPC, PROTO]
+    reqs = ("grpcio==1.85.1", "protobuf==6.33.6")
+    assert [p.name for p in isch.find_wheels(wheel_dir, reqs)] == [GRPC, PROTO]
+    assert [p.name for p in isch.find_wheels(wheel_dir)] == [H2, HPACK, HYPERFRAME, PROTO]
     assert isch.lambda_compatible(GRPC) and isch.lambda_compatible(PROTO)
     assert not isch.lambda_compatible(MAC)
     assert not isch.lambda_compatible("grpcio-1.85.1-cp312-cp312-manylinux2014_x86_64.whl")
@@ -57,7 +64,7 @@ def test_find_wheels_picks_the_lambda_platform(wheel_dir):
 
 
 def test_package_is_deterministic(wheel_dir, source_root, tmp_path):
-    wheels = isch.find_wheels(wheel_dir)
+    wheels = isch.find_wheels(wheel_dir, ("grpcio==1.85.1", "protobuf==6.33.6", "h2==4.3.0"))
     a = isch.build_package(tmp_path / "a.zip", wheels, source_root=source_root)
     # new mtimes everywhere, and the wheel list in another order: same bytes
     for p in [*source_root.rglob("*"), *wheel_dir.iterdir()]:
@@ -81,7 +88,7 @@ def test_real_package_imports_the_handler_without_pulumi(tmp_path):
     isch.build_package(out, [])
     code = (f"import sys; sys.path.insert(0, {str(out)!r}); import dr.lambda_handler as h; "
             "assert h.__file__.startswith(sys.path[0]), h.__file__; "
-            "bad = [m for m in ('pulumi', 'pulumi_aws', 'cryptography', 'infra') if m in sys.modules]; "
+            "bad = [m for m in ('pulumi', 'pulumi_aws', 'cryptography', 'infra', 'grpc') if m in sys.modules]; "
             "assert not bad, bad; print(h.handler.__name__)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "handler", r.stderr
@@ -110,11 +117,11 @@ def test_cache_is_filled_once(tmp_path, wheel_dir):
 
     def fake_download(dest, reqs):
         calls.append(list(reqs))
-        for w in (GRPC, PROTO):
+        for w in (H2, HPACK, HYPERFRAME, PROTO):
             (dest / w).write_bytes((wheel_dir / w).read_bytes())
 
     cache = tmp_path / "cache"
     first = isch.ensure_wheels(cache_dir=cache, download=fake_download)
     second = isch.ensure_wheels(cache_dir=cache, download=fake_download)
-    assert first == second and [p.name for p in first] == [GRPC, PROTO]
+    assert first == second and [p.name for p in first] == [H2, HPACK, HYPERFRAME, PROTO]
     assert calls == [list(isch.LAMBDA_REQUIREMENTS)]
