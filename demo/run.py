@@ -169,6 +169,7 @@ class Demo:
         self.report = Report(dir=str(base), fault=fault)
         self.sb = None  # sandbox.api.Sandbox once up
         self.current = "setup"
+        self.muted = False
 
     def s3(self):
         """An S3 client for the sandbox's S3 server (the demo process itself does not source the sandbox's env)."""
@@ -183,7 +184,18 @@ class Demo:
     # --- output and commands -------------------------------------------------------------------------------
 
     def say(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
+        if self.muted:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except OSError:
+            # The reader went away (`python -m demo | head`): carry on silently, the sandbox must still come down.
+            self.muted = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+            except (OSError, ValueError):
+                pass
 
     @contextmanager
     def phase(self, key: str, title: str) -> Iterator[None]:

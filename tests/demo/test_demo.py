@@ -147,6 +147,22 @@ def test_ctrl_c_during_the_restore_still_takes_the_sandbox_down(tmp_path):
     _assert_sandbox_down(work)
 
 
+def test_a_reader_that_goes_away_does_not_leave_the_sandbox_running(tmp_path):
+    """`python -m demo | head`: printing fails with a broken pipe; the demo must still take the sandbox down."""
+    require_etcd()
+    work, report = tmp_path / "demo", tmp_path / "report.json"
+    proc = subprocess.Popen([sys.executable, "-m", "demo", "--dir", str(work), "--report", str(report)],
+                            cwd=tmp_path, env={**_env(), "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(12):  # into the first phase: the sandbox is starting
+        proc.stdout.readline()
+    proc.stdout.close()
+    code = proc.wait(300)
+    r = json.loads(report.read_text())
+    assert r["sandbox_down"] is True and code == r["exit_code"] == 0, r
+    _assert_sandbox_down(work)
+
+
 # --- the demo's pure parts ------------------------------------------------------------------------------------
 
 
