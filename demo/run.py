@@ -22,6 +22,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -224,12 +225,24 @@ class Demo:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
         last = ""
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            if line.strip():
-                last = line.strip()
-            self.say(f"    {line}")
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                if line.strip():
+                    last = line.strip()
+                self.say(f"    {line}")
+            code = proc.wait()
+        except BaseException:
+            # Stopped (Ctrl-C reaches the child too; SIGTERM only us): stop the command the way Ctrl-C would, so
+            # it cleans up, before the sandbox is taken down under it.
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            raise
         if code != 0:
             raise StepFailed(step, code, f"`python -m {shlex.join(args)}` failed with exit code {code}: {last}")
         return code

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -409,5 +410,16 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     return cli.run(PROG, body_json_on_failure, debug=args.debug, err=err)
 
 
+def sigterm_as_interrupt() -> None:
+    """Treat SIGTERM (`timeout`, systemd, a CI runner cancelling) like Ctrl-C, so the throwaway etcd and its folder
+    are cleaned up by the same ``finally`` blocks instead of waiting for the next run's sweep."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     sys.exit(main())

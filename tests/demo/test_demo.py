@@ -41,6 +41,18 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def _processes_running_in(folder: Path) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.readlink(d / "cwd") == str(folder):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
 def _assert_sandbox_down(folder: Path) -> None:
     assert not Sandbox.load(folder / "sandbox").running()
     assert _processes_mentioning(str(folder / "sandbox")) == []
@@ -122,7 +134,8 @@ def test_a_failed_restore_fails_the_demo_and_still_takes_the_sandbox_down(tmp_pa
     _assert_sandbox_down(work)
 
 
-def test_ctrl_c_during_the_restore_still_takes_the_sandbox_down(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_stopping_the_demo_during_the_restore_still_takes_the_sandbox_down(tmp_path, how):
     require_etcd()
     work, report = tmp_path / "demo", tmp_path / "report.json"
     proc = subprocess.Popen([sys.executable, "-m", "demo", "--dir", str(work), "--report", str(report)],
@@ -133,7 +146,10 @@ def test_ctrl_c_during_the_restore_still_takes_the_sandbox_down(tmp_path):
         for line in proc.stdout:
             seen.append(line)
             if "waiting for node" in line:  # the restore has reset the node: the worst moment to stop
-                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+                if how == "ctrl-c":
+                    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+                else:
+                    proc.terminate()  # `timeout`, a cancelled CI job: the demo alone
                 break
         rest = proc.stdout.read()
         code = proc.wait(120)
@@ -145,6 +161,7 @@ def test_ctrl_c_during_the_restore_still_takes_the_sandbox_down(tmp_path):
     assert r["failed_step"] == "restore" and r["sandbox_down"] is True
     assert "interrupted" in r["error"]
     _assert_sandbox_down(work)
+    assert _processes_running_in(work) == []  # the dr.restore it ran (cwd: the work folder) was stopped too
 
 
 def test_a_reader_that_goes_away_does_not_leave_the_sandbox_running(tmp_path):

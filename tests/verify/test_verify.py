@@ -391,3 +391,26 @@ def test_a_pass_that_cannot_be_recorded_is_a_warning(snaps, work, s3_client, buc
     assert res.code == 0, res
     assert "warning: the snapshot verified, but recording the result failed" in res.err
     assert "recorded as" not in res.out and "verified: s3://" in res.out
+
+
+def test_sigterm_cleans_up_like_ctrl_c(snaps, work, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys, time\n"
+        "import dr.verify as v\n"
+        "def hang(etcd, content):\n"
+        "    print(etcd.proc.pid, etcd.dir, flush=True)\n"
+        "    time.sleep(60)\n"
+        "v.read_back = hang\n"
+        "v.sigterm_as_interrupt()\n"
+        "sys.exit(v.main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([os.sys.executable, "-c", code, str(snaps["before"]), "--tmp-dir", str(work)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    pid, folder = proc.stdout.readline().split()
+    proc.terminate()
+    assert proc.wait(30) == ExitCode.INTERRUPTED
+    assert "interrupted" in proc.stderr.read()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)
+    assert not Path(folder).exists() and list(work.iterdir()) == []
