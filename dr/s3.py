@@ -354,9 +354,12 @@ def list_snapshots(client, bucket: str, prefix: str) -> list[RemoteSnapshot]:
     return out
 
 
-def _composite_ok(checksum: str | None, file_sha256_b64: str) -> bool | None:
-    """True/False when a full-object SHA-256 checksum can be compared; None when absent or composite."""
+def _full_object_checksum_ok(checksum: str | None, checksum_type: str | None, file_sha256_b64: str) -> bool | None:
+    """True/False when the object carries a full-object SHA-256 to compare; None when it has none or only a
+    composite one (a multipart upload's checksum of part checksums, which a whole-file hash cannot match)."""
     if not checksum or "-" in checksum:
+        return None
+    if checksum_type is not None and checksum_type != "FULL_OBJECT":
         return None
     return checksum == file_sha256_b64
 
@@ -376,12 +379,15 @@ def download_snapshot(
     info = head_snapshot(client, bucket, key, with_tags=False)
     hasher = TrailerHasher(f"s3://{bucket}/{key}")
     file_hash = hashlib.sha256()
+    checksum = checksum_type = None
     ok = False
     try:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             try:
-                body = client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")["Body"]
+                resp = client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+                checksum, checksum_type = resp.get("ChecksumSHA256"), resp.get("ChecksumType")
+                body = resp["Body"]
                 for chunk in body.iter_chunks(CHUNK):
                     f.write(chunk)
                     hasher.update(chunk)
@@ -401,7 +407,7 @@ def download_snapshot(
             raise S3Error(f"download of s3://{bucket}/{key} ended after {hasher.size} of {info.size} bytes",
                           "retry the download")
         b64 = base64.b64encode(file_hash.digest()).decode()
-        if _composite_ok(info.checksum_sha256, b64) is False:
+        if _full_object_checksum_ok(checksum, checksum_type, b64) is False:
             raise IntegrityError(f"s3://{bucket}/{key}: downloaded bytes do not match the S3 SHA-256 checksum",
                                  "retry the download; if it persists the object is damaged")
         digest = hasher.finish()

@@ -144,11 +144,6 @@ def test_slow_responses_within_the_timeout_succeed(dr_env, tmp_path):
     assert partials(tmp) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dr.s3.download_snapshot trusts HeadObject's ChecksumSHA256: moto returns a multipart object's COMPOSITE "
-    "checksum there without its '-N' suffix (GetObject has it, with ChecksumType=COMPOSITE), so _composite_ok "
-    "compares it with the whole file's SHA-256 and every snapshot over 8 MiB uploaded by dr.backup is refused "
-    "as 'downloaded bytes do not match the S3 SHA-256 checksum' (exit 7) in the sandbox"))
 def test_multipart_snapshot_from_dr_backup_downloads(dr_env, tmp_path):
     e = dr_env
     grow(e.sb, 10)  # over 8 MiB: dr.backup uploads it in parts
