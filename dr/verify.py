@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             report.source = f.origin
             check_integrity(f, report)
             status = check_database(f, report)
-            g = fetch(args.against, r, downloads, err) if args.against else None
+            # Its own folder: two objects with the same name in different buckets or prefixes must not collide.
+            g = fetch(args.against, r, downloads / "against", err) if args.against else None
             if g is not None:
                 check_database(g, Report(source=g.origin))
             report.seconds["integrity"] = round(time.monotonic() - t0, 3)
