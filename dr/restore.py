@@ -77,8 +77,11 @@ class NodeState:
     error: DRError | None = None
 
     def describe(self) -> str:
-        return self.kind if self.kind in (UNREACHABLE, MAINTENANCE) else f"{self.stage}, {self.kind}" \
-            if self.kind in SETTLED else self.stage
+        if self.kind in (UNREACHABLE, MAINTENANCE):
+            return self.kind
+        if self.kind == REFUSED:
+            return f"refusing our talosconfig ({self.error.message if self.error else 'unknown error'})"
+        return f"{self.stage}, {self.kind}" if self.kind in SETTLED else self.stage
 
 
 def probe(t: Talosctl) -> NodeState:
@@ -216,6 +219,7 @@ class Restore:
         self.out, self.err, self.stdin, self.clock = out, err, stdin, clock
         self.jpath = journal.path_for(r.talos_dir)
         self.j: journal.Journal | None = None
+        self.abandoned_past_reset = False
         self.start = time.monotonic()
 
     # --- helpers ------------------------------------------------------------------------------------------
@@ -283,9 +287,13 @@ class Restore:
 
         self.j = self.previous_journal(fetched)
         resuming_past_reset = bool(self.j and self.j.past_point_of_no_return)
-        if self.j is None:
+        if self.j is None and not self.abandoned_past_reset:
             st = probe(t)
             self.preflight_node(st)
+        elif self.j is None:  # the abandoned restore reset the node: it may still be rebooting
+            st = probe(t)
+            if st.kind not in SETTLED:
+                st = self.wait_for(SETTLED, args.reboot_timeout, "to settle after the abandoned restore's reset")
         else:
             self.say(f"continuing the restore of {self.j.snapshot_origin} started at {self.j.started_at} "
                      f"(last step done: {self.j.last_step}; journal {self.jpath})")
@@ -373,6 +381,7 @@ class Restore:
             self.say(f"abandoning the half-done restore of {j.snapshot_origin} to node {j.node} (started "
                      f"{j.started_at}, last step {j.last_step}); starting over from the node's current state")
             journal.remove(self.jpath)
+            self.abandoned_past_reset = j.past_point_of_no_return
             return None
         if not same:
             raise RestoreConflict(
@@ -466,8 +475,17 @@ class Restore:
         labels = WIPE_STATE_TOO if self.j.wipe_state else WIPE_EPHEMERAL
         kept = "" if self.j.wipe_state else "; STATE (the machine config) is kept"
         self.say(f"resetting node {self.t.node}: wiping {' and '.join(labels)} (etcd's data){kept}, then reboot")
-        self.t.reset(labels)
+        # Recorded before the call: a Ctrl-C or crash while talosctl runs may leave the node reset, and the next
+        # run must treat it as such. Only a definite refusal from the node takes the record back.
         self.mark(journal.RESET)
+        try:
+            self.t.reset(labels)
+        except (NodeError, NodeUnreachable) as exc:
+            # A refusal, or a connection that never opened, means no reset; a dropped connection may follow one.
+            if isinstance(exc, NodeUnreachable) and "connection refused" not in exc.message.lower():
+                raise
+            self.unmark(journal.RESET)
+            raise type(exc)(f"{exc.message}; the node was not reset", exc.hint) from exc
 
     def apply_config(self) -> None:
         node = self.t.node
@@ -626,9 +644,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                         print(f"\n{PROG}: interrupted before the node was reset; nothing was changed on it. Run "
                               "the same command again to start over.", file=err)
                     else:
-                        print(f"\n{PROG}: interrupted after step {j.last_step!r}: the node was reset and the restore "
-                              f"is half done. Run `{job.resume_cmd()}` again to continue (journal {job.jpath}).",
-                              file=err)
+                        print(f"\n{PROG}: interrupted after step {j.last_step!r}: the node was reset (or its reset "
+                              f"was requested) and the restore is half done. Run `{job.resume_cmd()}` again to "
+                              f"continue (journal {job.jpath}).", file=err)
                     return int(ExitCode.INTERRUPTED)
                 if isinstance(exc, DRError) and j is not None and "run `python -m dr.restore" not in str(exc):
                     exc.hint = (exc.hint + "; then " if exc.hint else "") + (

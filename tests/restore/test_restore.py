@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from dr import backup, journal, restore
 from dr import outputs as keys
 from dr.errors import ExitCode
 from dr.lock import exclusive
+from dr.talosctl import Talosctl
 from tests.conftest import run_cli
 
 A = "/registry/configmaps/default/before-backup"
@@ -48,7 +50,8 @@ def backup_a_then_write_b(sb) -> Path:
 
 
 def resets(sb) -> list[list[str]]:
-    return [c["argv"] for c in sb.calls() if "reset" in c["argv"]]
+    """talosctl reset calls the node carried out."""
+    return [c["argv"] for c in sb.calls() if "reset" in c["argv"] and c["exit"] == 0]
 
 
 def calls_of(sb, word: str) -> list[list[str]]:
@@ -72,6 +75,7 @@ def assert_untouched(sb) -> None:
     data = sb.get_prefix("/registry/configmaps/default/")
     assert data.get(A) == "a" and data.get(B) == "b"
     assert resets(sb) == []
+    assert sb.node_state().resets == []
     assert calls_of(sb, "bootstrap") == []
     assert not journal.path_for(talos_dir()).exists()
 
@@ -228,10 +232,22 @@ def _interrupt_after(monkeypatch, step: str):
     return lambda: monkeypatch.setattr(journal, "mark", real)
 
 
+def _interrupt_after_reset(monkeypatch):
+    """Ctrl-C right after the node accepted the reset. Returns a function that stops interrupting."""
+    real = Talosctl.reset
+
+    def reset(self, labels, timeout=600):
+        real(self, labels, timeout)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Talosctl, "reset", reset)
+    return lambda: monkeypatch.setattr(Talosctl, "reset", real)
+
+
 def test_interrupted_after_reset_resumes_without_asking_again(sandbox_env, monkeypatch):
     sb = sandbox_env
     backup_a_then_write_b(sb)
-    stop = _interrupt_after(monkeypatch, journal.RESET)
+    stop = _interrupt_after_reset(monkeypatch)
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.INTERRUPTED, res
     assert "half done" in res.err and "python -m dr.restore latest" in res.err
@@ -301,15 +317,24 @@ def test_a_different_snapshot_while_one_is_half_done(sandbox_env, monkeypatch, t
     assert run_cli(backup.main).code == 0
     second = max((talos_dir() / "snapshots").glob("etcd-snapshot-*"))
     assert second != local
-    stop = _interrupt_after(monkeypatch, journal.RESET)
+    stop = _interrupt_after_reset(monkeypatch)
     assert run_restore(str(local), "--yes").code == ExitCode.INTERRUPTED
     stop()
     res = run_restore(str(second), "--yes")
     assert res.code == ExitCode.RESTORE_CONFLICT, res
     assert "half done" in res.err and str(local) in res.err and "--abandon-previous" in res.err
     assert calls_of(sb, "bootstrap") == []
-    res = run_restore(str(second), "--yes", "--abandon-previous")
+    # The abandoned restore's reboot is still under way when the new one starts: it waits instead of refusing.
+    sb.set_faults(never_returns=True)
+    timer = threading.Timer(1.0, sb.clear_faults)
+    timer.start()
+    try:
+        res = run_restore(str(second), "--yes", "--abandon-previous")
+    finally:
+        timer.cancel()
     assert res.code == 0, res
+    assert "abandoning the half-done restore" in res.out
+    assert "to settle after the abandoned restore's reset" in res.out
     assert "no reset is needed" in res.out  # etcd was already empty: nothing more was wiped
     assert len(resets(sb)) == 1
     data = sb.get_prefix("/registry/configmaps/default/")
@@ -413,3 +438,40 @@ def test_etcd_not_wiped_stops_with_a_conflict_and_never_claims_success(sandbox_e
     res = run_restore("latest", "--yes", "--abandon-previous")
     assert_restored(sb, res)
     assert len(resets(sb)) == 2
+
+
+def test_failed_safety_snapshot_is_a_warning(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(snapshot_corrupt=True)  # the node streams a damaged snapshot: its trailer check fails
+    res = run_restore("latest", "--yes")
+    assert_restored(sb, res)
+    assert "warning: the safety snapshot" in res.err and "continuing without one" in res.err
+    assert not list((talos_dir() / "snapshots").glob("pre-restore-*"))
+
+
+def test_not_enough_disk_for_the_safety_snapshot_refuses(sandbox_env, tiny_fs):
+    sb = sandbox_env
+    local = backup_a_then_write_b(sb)
+    res = run_restore(str(local), "--yes", "--talos-dir", str(tiny_fs / ".talos"))
+    assert res.code == ExitCode.DISK_FULL, res
+    assert "safety snapshot" in res.err and "--no-safety-snapshot" in res.err and "nothing was changed" in res.err
+    assert_untouched(sb)
+
+
+def test_a_refused_reset_leaves_no_half_done_restore(sandbox_env, monkeypatch):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    real = journal.mark
+
+    def node_goes_away(path, j, s):
+        real(path, j, s)
+        if s == journal.SAFETY_SNAPSHOT:
+            sb.set_faults(unreachable=True)
+
+    monkeypatch.setattr(journal, "mark", node_goes_away)
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.NODE_UNREACHABLE, res
+    assert "the node was not reset" in res.err
+    sb.clear_faults()
+    assert_untouched(sb)
