@@ -84,8 +84,8 @@ def load(path: Path) -> Journal | None:
         return Journal(**{k: v for k, v in data.items() if k in known})
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"restore journal {path} is unreadable ({exc})",
-                          "check the node's state by hand (`talosctl -n IP service etcd`), then remove the file and "
-                          "run the restore again with --abandon-previous") from exc
+                          "check the node's state by hand (`talosctl -n IP service etcd`), then run the restore "
+                          "again with --abandon-previous (it removes the file)") from exc
 
 
 def save(path: Path, j: Journal) -> None:

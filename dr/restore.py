@@ -373,7 +373,15 @@ class Restore:
             raise
 
     def previous_journal(self, fetched: source.Fetched) -> journal.Journal | None:
-        j = journal.load(self.jpath)
+        try:
+            j = journal.load(self.jpath)
+        except ConfigError:
+            if not self.args.abandon_previous:
+                raise
+            self.say(f"removing the unreadable restore journal {self.jpath} (--abandon-previous)")
+            journal.remove(self.jpath)
+            self.abandoned_past_reset = True  # unknown: assume the node may be mid-reset and wait for it
+            return None
         if j is None:
             return None
         same = j.snapshot_sha256 == fetched.digest.content_sha256 and j.node == self.t.node

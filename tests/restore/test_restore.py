@@ -475,3 +475,16 @@ def test_a_refused_reset_leaves_no_half_done_restore(sandbox_env, monkeypatch):
     assert "the node was not reset" in res.err
     sb.clear_faults()
     assert_untouched(sb)
+
+
+def test_unreadable_journal_needs_abandon_previous(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    jpath = journal.path_for(talos_dir())
+    jpath.write_text("{half a journ")
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.CONFIG, res
+    assert "unreadable" in res.err and "--abandon-previous" in res.err
+    assert resets(sb) == []
+    res = run_restore("latest", "--yes", "--abandon-previous")
+    assert_restored(sb, res)
