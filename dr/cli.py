@@ -75,8 +75,8 @@ class Progress:
         self.tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.done = 0
         self.start = time.monotonic()
-        self._last = 0.0
         self._interval = interval if self.tty else 5.0
+        self._last = self.start  # the first line comes after one interval; short transfers print only the final one
 
     def __call__(self, n: int) -> None:
         self.done += n

@@ -6,6 +6,7 @@ one is verified in place. Whatever the source, the result is a local file whose 
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,16 @@ def resolve_remote(spec: str, r: Resolver) -> tuple[str, str]:
     return s3.parse_s3_uri(spec)
 
 
+def _object_matches(info: s3.ObjectInfo, digest: SnapshotDigest) -> bool:
+    recorded = info.metadata.get(s3.META_SHA256)
+    if recorded:
+        return recorded == digest.content_sha256
+    checksum = info.checksum_sha256
+    if checksum and "-" not in checksum:
+        return checksum == base64.b64encode(bytes.fromhex(digest.file_sha256)).decode()
+    return False
+
+
 def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     """Resolve ``spec`` to a verified local snapshot, downloading it into ``dest_dir`` when remote.
 
@@ -76,14 +87,15 @@ def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     dest = dest_dir / local_name_for(key)
     info = s3.head_snapshot(client, bucket, key, with_tags=False)
     if dest.is_file() and not dest.is_symlink() and dest.stat().st_size == info.size:
+        # Reuse an earlier download only when the object itself vouches for it (the SHA-256 recorded at upload,
+        # or S3's full-object checksum): a same-named local file says nothing about what is in the bucket now.
         try:
             digest = verify_file(dest)
-            sha = info.metadata.get(s3.META_SHA256)
-            if sha is None or sha == digest.content_sha256:
-                print(f"using {dest}, already downloaded from s3://{bucket}/{key}", file=err)
-                return Fetched(dest, f"s3://{bucket}/{key}", digest, bucket, key, info, False)
         except IntegrityError:
-            pass  # a damaged earlier copy: download again over it
+            digest = None  # a damaged earlier copy: download again over it
+        if digest is not None and _object_matches(info, digest):
+            print(f"using {dest}, already downloaded from s3://{bucket}/{key} (same SHA-256)", file=err)
+            return Fetched(dest, f"s3://{bucket}/{key}", digest, bucket, key, info, False)
     progress = cli.Progress(f"downloading s3://{bucket}/{key}", info.size, err)
     digest, info = s3.download_snapshot(client, bucket, key, dest, progress=progress)
     progress.finish()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from dr import backup, restore, s3, verify
 from dr.errors import ExitCode
 from dr.integrity import verify_file
