@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from dr import backup, naming, s3, verify
+from dr import naming, s3, verify
 from tests.conftest import free_port, run_cli
 from tests.faults.conftest import S3_ENV, grow, put_single_part
 
@@ -72,24 +71,6 @@ def test_latest_is_the_newest_on_the_last_page(big_env, sandbox_factory, tmp_pat
         assert newest in res.out + res.err
     finally:
         client.delete_object(Bucket=bucket, Key=newest)
-
-
-def test_backup_into_the_big_bucket_lists_it(big_env, sandbox_factory, monkeypatch):
-    _, bucket, client = big_env
-    sb = sandbox_factory(with_s3=False)
-    for k, v in sb.env.items():
-        if not k.startswith("AWS_"):
-            monkeypatch.setenv(k, v)
-    res = run_cli(backup.main, "--save-to-s3", "--bucket", bucket)
-    try:
-        assert res.code == 0, res
-        [local] = Path(".talos/snapshots").glob("etcd-snapshot-*.db")
-        assert f"snapshots in s3://{bucket}/snapshots/ ({COUNT})" in res.out  # 9,999 + the new one
-        first = res.out.split("newest first:")[1].splitlines()[1]
-        assert local.name in first
-    finally:
-        for v in client.list_object_versions(Bucket=bucket, Prefix="snapshots/" + local.name).get("Versions", []):
-            client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("dr.list") is None, reason="dr.list has not landed yet")
