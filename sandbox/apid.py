@@ -337,7 +337,17 @@ class SimulatedApid:
         except _Abort as exc:
             trailers = [("grpc-status", str(exc.code)), ("grpc-message", exc.message)]
         except _Cut:
-            tls.close()  # the network drops: no trailers, no GOAWAY
+            # The network drops: no trailers, no GOAWAY, no TLS close_notify. Drain what the client sent first, so
+            # the kernel sends a FIN (not a RST that could destroy the bytes already sent) and the cut lands exactly
+            # after fault_after bytes.
+            tls.settimeout(0.2)
+            try:
+                while tls.recv(65536):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+            tls.shutdown(socket.SHUT_RDWR)
+            tls.close()
             return
         if not headers_sent:  # trailers-only response
             conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"), *trailers], end_stream=True)
