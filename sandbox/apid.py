@@ -124,6 +124,10 @@ class SimulatedApid:
             self._grpc = None
         if self._sock is not None:
             self._stopping.set()
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close() alone does not
+            except OSError:
+                pass
             self._sock.close()
             self._sock = None
             for t in self._threads:

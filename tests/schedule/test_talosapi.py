@@ -172,3 +172,22 @@ def test_snapshot_holds_the_node_keys(transport, apid, make_creds, tmp_path):
     strings = Path(out).read_bytes()
     for k in KEYS:
         assert k.encode() in strings
+
+
+def test_expired_node_certificate_is_named(os_ca, make_creds):
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from dr.credentials import issue_certificate
+    from sandbox.apid import SimulatedApid
+
+    now = datetime.now(UTC)
+    expired = issue_certificate(*os_ca, organization=None, common_name="n", not_before=now - timedelta(days=400),
+                                not_after=now - timedelta(days=35), key=ed25519.Ed25519PrivateKey.generate(),
+                                server_ips=("127.0.0.1",), client=False)
+    with SimulatedApid("http://127.0.0.1:9", *os_ca, server_cert=expired) as a:
+        with TalosClient(a.host, make_creds(), port=a.port, timeout=10) as c, pytest.raises(NodeUnreachable) as ei:
+            c.etcd_snapshot(io.BytesIO())
+    assert "certificate has expired" in ei.value.message and "expired" in ei.value.hint
+    assert a.calls == []  # nothing was served
