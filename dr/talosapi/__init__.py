@@ -2,20 +2,26 @@
 
 from dr.talosapi.client import (
     APID_PORT,
+    DEFAULT_TRANSPORT,
     SNAPSHOT_ROLES,
+    TRANSPORTS,
     SnapshotResult,
     TalosClient,
     TalosCredentials,
     check_client_certificate,
     map_rpc_error,
+    map_status,
 )
 
 __all__ = [
     "APID_PORT",
+    "DEFAULT_TRANSPORT",
     "SNAPSHOT_ROLES",
+    "TRANSPORTS",
     "SnapshotResult",
     "TalosClient",
     "TalosCredentials",
     "check_client_certificate",
     "map_rpc_error",
+    "map_status",
 ]

@@ -3,6 +3,10 @@
 Only what a scheduled backup needs. The snapshot is streamed chunk by chunk to the caller (never held in memory)
 and its SHA-256 trailer is checked as it passes; the iterator raises after the last chunk when the trailer does not
 verify, so a consumer that uploads as it goes (``dr.s3.upload_snapshot_stream``) aborts instead of completing.
+
+Two transports carry the same gRPC call: ``h2`` (default; ``dr.talosapi.h2stream``, HTTP/2 on Python's OpenSSL) and
+``grpcio``. Talos's apid presents an Ed25519 key, which grpcio's TLS cannot handshake with (grpc/grpc#24252), so
+grpcio only suits apids with ECDSA/RSA keys (and is imported only when chosen: the Lambda does not ship it).
 """
 
 from __future__ import annotations
