@@ -463,6 +463,16 @@ class SnapshotSchedule(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[vpc_access, role_policy]),
         )
 
+        # Scheduler invokes asynchronously; without this Lambda would retry a failed run twice more on its own, on top
+        # of the schedule's retry policy (up to 9 runs). One retry layer: the schedule's.
+        aws.lambda_.FunctionEventInvokeConfig(
+            f"{name}-snapshot-async",
+            function_name=function.name,
+            maximum_retry_attempts=0,
+            maximum_event_age_in_seconds=3600,
+            opts=child,
+        )
+
         # --- the schedule ---------------------------------------------------------------------------------------
         scheduler_role = aws.iam.Role(
             f"{name}-scheduler-role",

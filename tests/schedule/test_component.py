@@ -124,6 +124,9 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
     pol = json.loads(run.resources["talos-dr-scheduler-policy"][1]["policy"])
     (stmt,) = pol["Statement"]
     assert stmt["Action"] == ["lambda:InvokeFunction"] and stmt["Resource"] == [fn_arn, f"{fn_arn}:*"]
+    assert sched["target"]["retryPolicy"] == {"maximumRetryAttempts": 2, "maximumEventAgeInSeconds": 3600}
+    (async_cfg,) = of_type(run, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").values()
+    assert async_cfg["functionName"] == "talos-dr-snapshot" and async_cfg["maximumRetryAttempts"] == 0
     trust = json.loads(run.resources["talos-dr-scheduler-role"][1]["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
     assert trust["Statement"][0]["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
