@@ -290,6 +290,8 @@ class SnapshotScheduleArgs:
     prove: bool = True  # create EtcdSnapshotSchedule (a snapshot at deploy time, staleness at preview)
     now: datetime | None = None  # picks the credential's rotation period; default: the clock
     account_id: pulumi.Input[str] | None = None  # for the scheduler role's confused-deputy condition
+    # What must exist before the proving snapshot (the Talos bootstrap: etcd must be running).
+    ready: Sequence[pulumi.Resource] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -517,7 +519,8 @@ class SnapshotSchedule(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=[function, secret_version, apid_rule, s3_endpoint, sm_endpoint, *egress, schedule],
+                    depends_on=[function, secret_version, apid_rule, s3_endpoint, sm_endpoint, *egress, schedule,
+                                *args.ready],
                 ),
             )
 
