@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pulumi
 import pytest
+from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
 
 from dr import lambda_handler as lh
@@ -58,10 +59,26 @@ def of_type(mocks, typ):
     return {n: i for n, (t, i) in mocks.resources.items() if t == typ}
 
 
+class DepMonitor(pulumi_mocks.MockMonitor):
+    """Keeps each resource's dependencies (URNs), which Mocks never sees."""
+
+    def __init__(self, mocks):
+        super().__init__(mocks)
+        self.deps: dict[str, list[str]] = {}
+        self.urns: dict[str, str] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        self.deps[request.name] = list(request.dependencies)
+        self.urns[request.name] = response.urn
+        return response
+
+
 def run_component(ca, **overrides):
     settings.reset_options(project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False)
     mocks = Mocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False)
+    mocks.monitor = DepMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False, monitor=mocks.monitor)
     from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs
 
     b64 = {"cert": base64.b64encode(ca[0]).decode(), "key": base64.b64encode(ca[1]).decode()}
@@ -77,7 +94,8 @@ def run_component(ca, **overrides):
 
     @pulumi.runtime.test
     def program():
-        comp = SnapshotSchedule("talos-dr", SnapshotScheduleArgs(**args))
+        bootstrap = pulumi.CustomResource("test:index:Bootstrap", "bootstrap", {})
+        comp = SnapshotSchedule("talos-dr", SnapshotScheduleArgs(**args, ready=[bootstrap]))
         holder["c"] = comp
         return pulumi.Output.all(comp.urn, comp.function_arn, comp.secret_arn).apply(lambda a: a)
 
@@ -208,6 +226,12 @@ def test_watch_resource_invokes_the_lambda(run):
     assert watch["function_name"] == "talos-dr-snapshot" and watch["interval_seconds"] == 3600
     assert watch["bucket"] == "talos-dr-etcd-backups-a1b2c3d" and watch["prefix"] == "snapshots/"
     assert watch["__provider"]  # the provider really was serialized (by reference)
+    deps = run.monitor.deps["talos-dr-watch"]
+    urn = run.monitor.urns
+    # the proving snapshot waits for the cluster's bootstrap and for every path it needs
+    for name in ("bootstrap", "talos-dr-snapshot", "talos-dr-credential-version", "talos-dr-apid-from-lambda",
+                 "talos-dr-s3", "talos-dr-secretsmanager", "talos-dr-lambda-to-apid"):
+        assert urn[name] in deps, (name, urn["talos-dr-watch"])
 
 
 def test_prove_off_and_bad_schedule(ca):
