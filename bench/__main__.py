@@ -396,6 +396,21 @@ def markdown(results: list[dict], mach: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def etcdctl_shim() -> Path:
+    """etcdctl with a longer --command-timeout, for the sandbox node (``SANDBOX_ETCDCTL_BIN``).
+
+    The sandbox's etcd helpers pass ``--command-timeout 10s`` to every etcdctl call, snapshot streams included, and
+    a 1 GiB snapshot takes longer than that here (``context deadline exceeded``). Real Talos has no such limit."""
+    shim = OUT / "etcdctl-shim"
+    real = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+    shim.write_text("#!/bin/sh\n# written by python -m bench: etcdctl with room for big snapshots\n"
+                    'for a in "$@"; do\n  if [ "$a" = "10s" ] && [ "$prev" = "--command-timeout" ]; then '
+                    'a=600s; fi\n  prev="$a"\n  set -- "$@" "$a"\n  shift\ndone\n'
+                    f'exec "{real}" "$@"\n')
+    shim.chmod(0o755)
+    return shim
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -418,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(sb.env)
         env["PYTHONPATH"] = str(ROOT)
         env.pop("DR_TALOS_DIR", None)
+        env["SANDBOX_ETCDCTL_BIN"] = str(etcdctl_shim())
         os.environ.update(env)  # this process's own S3 client (cleaning the bucket) uses the sandbox too
         put = 0
         idx = 0
