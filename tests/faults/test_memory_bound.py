@@ -17,7 +17,8 @@ def test_parts_in_flight_are_bounded():
     "dr.s3.TRANSFER leaves s3transfer's max_in_memory_upload_chunks at its default 10: a non-seekable upload "
     "(upload_snapshot_stream's _VerifyingReader) buffers up to 10 x 8 MiB = 80 MiB of parts, not the "
     "'PART_SIZE x (concurrency + 2)' = 48 MiB dr/s3.py's comment promises; measured peak RSS of dr.backup "
-    "--save-to-s3 is ~137 MiB at 100 MiB and 1 GiB (target: under 100 MiB). Fix: set "
+    "--save-to-s3 (bench/RESULTS.md): 86 MiB at 16 MiB, 170 MiB at 119 MiB, 209 MiB at 1.2 GiB (target: under "
+    "100 MiB whatever the size; aws s3 cp: 66/87/92 MiB). Fix: set "
     "TRANSFER.max_in_memory_upload_chunks = max_concurrency (boto3's TransferConfig inherits the attribute)"))
 def test_buffered_upload_parts_match_the_documented_bound():
     buffered = s3.TRANSFER.max_in_memory_upload_chunks * s3.TRANSFER.multipart_chunksize
