@@ -1,4 +1,4 @@
-"""talos-dr: a single-node Talos Kubernetes cluster on AWS and the bucket its etcd backups go to."""
+"""talos-dr: a single-node Talos Kubernetes cluster on AWS, the bucket its etcd backups go to, and their schedule."""
 
 from pathlib import Path
 

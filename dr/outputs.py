@@ -33,6 +33,14 @@ PLAIN_OUTPUTS = (
 SECRET_OUTPUTS = (TALOSCONFIG, KUBECONFIG, CONTROLPLANE_CONFIG, TALOS_MACHINE_SECRETS)
 ALL_OUTPUTS = PLAIN_OUTPUTS + SECRET_OUTPUTS
 
+# Outputs of the snapshot schedule, exported only when scheduledSnapshots is on. Kept out of ALL_OUTPUTS: that is
+# what the DR commands rely on (and what the sandbox produces); these are for people and dashboards.
+SNAPSHOT_FUNCTION_NAME = "snapshotFunctionName"
+NEWEST_SNAPSHOT_KEY = "newestSnapshotKey"
+NEWEST_SNAPSHOT_TIME = "newestSnapshotTime"
+BACKUPS_STATUS = "backupsStatus"
+SCHEDULE_OUTPUTS = (SNAPSHOT_FUNCTION_NAME, NEWEST_SNAPSHOT_KEY, NEWEST_SNAPSHOT_TIME, BACKUPS_STATUS)
+
 # The prefix under which snapshots live in the bucket (value of the snapshotPrefix output).
 DEFAULT_SNAPSHOT_PREFIX = "snapshots/"
 

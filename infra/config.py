@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "kubernetesSecrets": {},
     "snapshotSchedule": "rate(1 hour)",
     "scheduledSnapshots": True,
+    "snapshotLambdaWheelDir": None,  # pip download into ~/.cache/talos-dr/lambda on first use
 }
 
 # Keys in the project namespace, in README order; plus aws:region.
@@ -123,6 +124,7 @@ class StackConfig:
     kubernetes_secrets: tuple[KubernetesSecret, ...]
     snapshot_schedule: str
     scheduled_snapshots: bool
+    snapshot_lambda_wheel_dir: str | None
 
 
 class _Problems:
@@ -344,6 +346,13 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     schedule = _as_str(get("snapshotSchedule"), "snapshotSchedule", _SCHEDULE,
                        "use an EventBridge expression such as 'rate(1 hour)', 'rate(30 minutes)' or 'cron(0 * * * ? *)'", p)
     scheduled = _as_bool(get("scheduledSnapshots"), "scheduledSnapshots", p)
+    wheel_dir = get("snapshotLambdaWheelDir")
+    # Only the shape is checked here (this function does no I/O); a folder that lacks the wheels is reported by
+    # the package build, with the `pip download` command that fills it.
+    if wheel_dir is not None and (not isinstance(wheel_dir, str) or not wheel_dir.strip()):
+        p.add("snapshotLambdaWheelDir", f"{wheel_dir!r} is not a folder path; "
+                                        f"{_set_hint('snapshotLambdaWheelDir', './lambda-wheels')}, or unset it")
+        wheel_dir = None
 
     if p.items:
         raise ConfigValidationError(p.items)
@@ -366,6 +375,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         kubernetes_secrets=kube_secrets,
         snapshot_schedule=schedule,
         scheduled_snapshots=bool(scheduled),
+        snapshot_lambda_wheel_dir=wheel_dir,
     )
 
 

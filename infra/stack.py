@@ -1,7 +1,8 @@
 """The whole stack, wired: ``build(cfg)`` creates every component and returns the stack outputs.
 
 ``__main__.py`` calls it and exports the result; tests call it under mocks. Returning a ``Stack`` (components plus
-outputs) lets later additions (the snapshot schedule) reach the network, node and bucket without rebuilding them.
+outputs) lets tests reach every component. The snapshot schedule (``scheduledSnapshots``) is built last: it needs
+the network, node, bucket and Talos PKI, and adds its own outputs (``dr.outputs.SCHEDULE_OUTPUTS``) to the stack's.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
+import pulumi_aws as aws
 
 from dr import outputs as out
 from infra.addons import Addons, AddonsArgs
@@ -18,6 +20,7 @@ from infra.config import StackConfig
 from infra.localfiles import LocalSecretFile
 from infra.network import Network, NetworkArgs
 from infra.node import Node, NodeArgs
+from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs
 from infra.talos import TalosCluster, TalosClusterArgs
 
 TALOSCONFIG_FILE = "talosconfig"
@@ -31,6 +34,7 @@ class Stack:
     bucket: BackupBucket
     talos: TalosCluster
     addons: Addons
+    schedule: SnapshotSchedule | None = None  # None when scheduledSnapshots is off
     outputs: dict[str, pulumi.Output] = field(default_factory=dict)
 
 
@@ -114,4 +118,36 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
         out.CONTROLPLANE_CONFIG: pulumi.Output.secret(cluster.controlplane_config),
         out.TALOS_MACHINE_SECRETS: pulumi.Output.secret(cluster.machine_secrets_json),
     }
-    return Stack(network=network, node=node, bucket=bucket, talos=cluster, addons=addons, outputs=outputs)
+
+    schedule = None
+    if cfg.scheduled_snapshots:
+        schedule = SnapshotSchedule(
+            name,
+            SnapshotScheduleArgs(
+                vpc_id=network.vpc_id,
+                subnet_id=network.subnet_id,
+                node_security_group_id=network.security_group_id,
+                route_table_id=network.route_table_id,
+                bucket_name=bucket.bucket_name,
+                bucket_arn=bucket.bucket_arn,
+                node_private_ip=node.private_ip,
+                machine_secrets=cluster.secrets.machine_secrets,
+                cluster_name=name,
+                region=cfg.aws_region,
+                schedule_expression=cfg.snapshot_schedule,
+                snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
+                wheel_dir=cfg.snapshot_lambda_wheel_dir,
+                account_id=aws.get_caller_identity_output().account_id,
+                # The proving snapshot at deploy time needs etcd running.
+                ready=[cluster.bootstrap],
+                tags=tags,
+            ),
+        )
+        outputs |= {
+            out.SNAPSHOT_FUNCTION_NAME: schedule.function_name,
+            out.NEWEST_SNAPSHOT_KEY: schedule.newest_snapshot_key,
+            out.NEWEST_SNAPSHOT_TIME: schedule.newest_snapshot_time,
+            out.BACKUPS_STATUS: schedule.backups,
+        }
+    return Stack(network=network, node=node, bucket=bucket, talos=cluster, addons=addons, schedule=schedule,
+                 outputs=outputs)

@@ -1,22 +1,37 @@
 """Pulumi mocks for the stack: one Mocks class keyed by type token, a monitor that records resource options,
-and ``run_program`` which builds the stack from a config mapping and returns everything it registered."""
+and ``run_program`` which builds the stack from a config mapping and returns everything it registered.
+
+The snapshot schedule's Lambda package is built for real under ``run_program``, but offline: from fake wheels in a
+temporary folder (``TALOS_DR_LAMBDA_WHEELS``) into a temporary cache, so no test runs ``pip download`` or writes to
+``~/.cache``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import base64
+import functools
 import hashlib
 import json
+import shutil
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pulumi
+import pytest
 import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
 
-from dr.outputs import DEFAULT_STACK, PROJECT_NAME
+from dr.credentials import new_ca
+from dr.naming import snapshot_name
+from dr.outputs import DEFAULT_SNAPSHOT_PREFIX, DEFAULT_STACK, PROJECT_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 PROD_STACK_FILE = ROOT / "Pulumi.prod.yaml"
@@ -24,6 +39,24 @@ PROD_STACK_FILE = ROOT / "Pulumi.prod.yaml"
 PUBLIC_IP = "198.51.100.7"
 PRIVATE_IP = "10.0.1.10"
 AMI_ID = "ami-0a1b2c3d4e5f60718"
+ACCOUNT_ID = "123456789012"
+S3_PREFIX_LIST = "pl-63a5400a"
+# What the mocked EtcdSnapshotSchedule reports, as if its proving snapshot had just landed.
+NEWEST_SNAPSHOT_TIME = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+NEWEST_SNAPSHOT_KEY = DEFAULT_SNAPSHOT_PREFIX + snapshot_name(NEWEST_SNAPSHOT_TIME)
+
+# The OS CA in the mocked machine secrets: a real Ed25519 CA (as Talos makes it), base64 PEM as pulumiverse-talos
+# hands it over, so the schedule's credential is really minted from it.
+OS_CA_CERT, OS_CA_KEY = new_ca("talos")
+OS_CA_B64 = {"cert": base64.b64encode(OS_CA_CERT).decode(), "key": base64.b64encode(OS_CA_KEY).decode()}
+
+# Resources AWS gives an ARN (and a name) that the schedule's wiring reads.
+_ARN_TYPES = {
+    "aws:iam/role:Role": "iam",
+    "aws:lambda/function:Function": "lambda",
+    "aws:secretsmanager/secret:Secret": "secretsmanager",
+    "aws:scheduler/schedule:Schedule": "scheduler",
+}
 
 
 def fake_id(prefix: str, name: str) -> str:
@@ -81,15 +114,27 @@ class Mocks(pulumi.runtime.Mocks):
                     "cluster": {"id": "cid", "secret": "csecret"},
                     "secrets": {"bootstrapToken": "tok", "secretboxEncryptionSecret": "sbox"},
                     "trustdinfo": {"token": "trustd"},
-                    "certs": {"os": {"cert": "OSCRT", "key": "OSKEY"}},
+                    "certs": {"os": dict(OS_CA_B64)},
                 },
             )
         elif typ == "talos:cluster/kubeconfig:Kubeconfig":
             outs.update(kubeconfigRaw="apiVersion: v1\nkind: Config\nusers: [{name: admin, user: {token: x}}]\n")
         elif typ == "talos:machine/configurationApply:ConfigurationApply":
             outs.update(machineConfiguration=inputs.get("machineConfigurationInput"))
+        elif typ in _ARN_TYPES:
+            outs.update(arn=f"arn:aws:{_ARN_TYPES[typ]}:us-east-1:{ACCOUNT_ID}:{args.name}", name=args.name)
+        elif typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
+            rid = fake_id("vpce", args.name)
+            if inputs.get("vpcEndpointType") == "Gateway":
+                outs.update(prefixListId=S3_PREFIX_LIST)
         elif typ == "pulumi-python:dynamic:Resource":
-            outs.update(sha256=hashlib.sha256(str(inputs.get("content")).encode()).hexdigest())
+            # Every dynamic resource has this token; tell them apart by their inputs.
+            if "path" in inputs:  # infra.localfiles.LocalSecretFile
+                outs.update(sha256=hashlib.sha256(str(inputs.get("content")).encode()).hexdigest())
+            elif "interval_seconds" in inputs:  # dr.schedule.EtcdSnapshotSchedule, after its proving snapshot
+                outs.update(backups="fresh", newest_snapshot_key=NEWEST_SNAPSHOT_KEY,
+                            newest_snapshot_time=NEWEST_SNAPSHOT_TIME.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            proof_snapshot_key=NEWEST_SNAPSHOT_KEY)
         elif typ == "kubernetes:helm.sh/v3:Release":
             outs.update(status={"status": "deployed", "namespace": inputs.get("namespace")})
         self.resources[args.name] = Registered(typ, args.name, rid, inputs)
@@ -104,6 +149,9 @@ class Mocks(pulumi.runtime.Mocks):
             return {"machineConfiguration": "version: v1alpha1\n---\n" + "\n---\n".join(patches)}
         if args.token == "talos:client/getConfiguration:getConfiguration":
             return {"talosConfig": f"context: {args.args.get('clusterName')}\n"}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/deployer", "id": ACCOUNT_ID,
+                    "userId": "AIDAEXAMPLEDEPLOYER"}
         return {}
 
 
@@ -149,6 +197,7 @@ class ProgramRun:
     outputs: dict[str, Any]  # key -> value
     secret: dict[str, bool]  # key -> is the output secret
     stack: Any
+    lambda_wheel_dirs: list[str | None] = field(default_factory=list)  # wheel_dir of each Lambda package build
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.mocks.resources.values() if r.typ == typ]
@@ -167,6 +216,11 @@ class ProgramRun:
     def calls(self, token: str) -> list[dict[str, Any]]:
         return [a for t, a in self.mocks.calls if t == token]
 
+    def dynamic(self, kind: str) -> list[Registered]:
+        """Dynamic resources of one kind: ``"file"`` (LocalSecretFile) or ``"schedule"`` (EtcdSnapshotSchedule)."""
+        marker = {"file": "path", "schedule": "interval_seconds"}[kind]
+        return [r for r in self.of_type("pulumi-python:dynamic:Resource") if marker in r.inputs]
+
 
 def stack_file_config(path: Path = PROD_STACK_FILE) -> dict[str, str]:
     """A stack file's config as the Pulumi CLI hands it to the program: every value a string, objects as JSON."""
@@ -184,6 +238,27 @@ def stack_file_config(path: Path = PROD_STACK_FILE) -> dict[str, str]:
     return {key: as_cli(value) for key, value in raw.items()}
 
 
+def fake_lambda_wheels(dest: Path) -> Path:
+    """Fill ``dest`` with tiny wheels named like the Lambda's requirements (pure Python, or manylinux x86_64)."""
+    from infra.schedule import LAMBDA_REQUIREMENTS
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for req in LAMBDA_REQUIREMENTS:
+        name, _, version = req.partition("==")
+        dist = name.replace("-", "_")
+        tags = "cp39-abi3-manylinux2014_x86_64" if dist == "protobuf" else "py3-none-any"
+        with zipfile.ZipFile(dest / f"{dist}-{version}-{tags}.whl", "w") as z:
+            z.writestr(f"{dist}/__init__.py", f"__version__ = {version!r}  # fake wheel for tests\n")
+    return dest
+
+
+@functools.cache
+def _offline_lambda_dirs() -> tuple[Path, Path]:
+    root = Path(tempfile.mkdtemp(prefix="talos-dr-test-lambda-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return fake_lambda_wheels(root / "wheels"), root / "cache"
+
+
 def reset_pulumi() -> None:
     """Forget any earlier program's runtime state (other test modules may run Pulumi mocks in this process)."""
     settings.reset_options(project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False)
@@ -196,8 +271,23 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
 
     ``entry`` (default: load_config + build) is called inside the mocked runtime and returns a dict of outputs.
     """
+    from infra import schedule
     from infra.config import load_config
     from infra.stack import build
+
+    # The Lambda package is really built (dr/ + wheels, zipped), but never downloads: the wheels come from the
+    # snapshotLambdaWheelDir config key when a test sets it, else from the fake wheels (the env fallback).
+    wheels, cache = _offline_lambda_dirs()
+    real_package = schedule.lambda_package
+    packages: list[str | None] = []
+
+    def offline_package(wheel_dir: str | None = None, **_: Any) -> pulumi.FileArchive:
+        packages.append(wheel_dir)
+        return real_package(wheel_dir, cache_dir=cache)
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv(schedule.WHEEL_DIR_ENV, str(wheels))
+    patch.setattr(schedule, "lambda_package", offline_package)
 
     reset_pulumi()
     pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))
@@ -230,4 +320,6 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
         program()
     finally:
         reset_pulumi()
-    return ProgramRun(mocks=mocks, monitor=monitor, outputs=resolved, secret=secret, stack=holder.get("stack"))
+        patch.undo()
+    return ProgramRun(mocks=mocks, monitor=monitor, outputs=resolved, secret=secret, stack=holder.get("stack"),
+                      lambda_wheel_dirs=packages)

@@ -45,6 +45,7 @@ def test_defaults_apply_when_unset():
     assert cfg.instance_type == "t3.medium"
     assert cfg.snapshot_schedule == "rate(1 hour)"
     assert cfg.scheduled_snapshots is True
+    assert cfg.snapshot_lambda_wheel_dir is None, "unset: the package build downloads into its cache"
     assert cfg.allow_world_access is False
     assert cfg.bucket_name is None
     assert cfg.kubernetes_version is None
@@ -127,6 +128,8 @@ INVALID = [
     ("schedule typo", {"snapshotSchedule": "every hour"}, "snapshotSchedule", "rate(1 hour)"),
     ("schedule bad unit", {"snapshotSchedule": "rate(1 hours)"}, "snapshotSchedule", "rate(30 minutes)"),
     ("scheduled bad bool", {"scheduledSnapshots": "on"}, "scheduledSnapshots", "true or false"),
+    ("wheel dir empty", {"snapshotLambdaWheelDir": " "}, "snapshotLambdaWheelDir", "./lambda-wheels"),
+    ("wheel dir not a path", {"snapshotLambdaWheelDir": ["a"]}, "snapshotLambdaWheelDir", "or unset it"),
     ("secrets in plain text", {"kubernetesSecrets": '{"argocd/repo": {"password": "x"}}'}, "kubernetesSecrets",
      "--secret"),
     ("secret bad ref", {"kubernetesSecrets": '{"repo": {"password": "x"}}'}, "kubernetesSecrets.repo",
@@ -161,6 +164,15 @@ def test_all_problems_reported_at_once():
     assert set(info.value.keys) == {"aws:region", "adminCidrs", "rootVolumeSize", "snapshotSchedule"}
 
 
+def test_wheel_dir_is_kept_as_given():
+    """Relative paths stay relative: Pulumi runs the program in the project directory."""
+    assert validate_config({**MINIMAL, "snapshotLambdaWheelDir": "./lambda-wheels"}).snapshot_lambda_wheel_dir == \
+        "./lambda-wheels"
+
+
 def test_every_project_key_has_a_default_entry():
+    from infra.schedule import WHEEL_DIR_CONFIG_KEY  # the key the package build's error messages name
+
+    assert WHEEL_DIR_CONFIG_KEY in DEFAULTS
     assert PROJECT_KEYS == tuple(DEFAULTS)
     assert ALL_KEYS[0] == "aws:region"

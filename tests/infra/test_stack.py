@@ -14,6 +14,7 @@ from dr import outputs as out
 from infra.config import ConfigValidationError
 from tests.infra.mocks import (
     AMI_ID,
+    OS_CA_B64,
     PRIVATE_IP,
     PUBLIC_IP,
     ROOT,
@@ -61,10 +62,15 @@ def test_instance_requires_imdsv2_and_encrypted_root(prod, prod_config):
     assert "userData" not in inst.inputs, "the machine config (PKI) must not go into clear-text user data"
 
 
+def node_security_group(run):
+    """The node's group (the snapshot schedule adds groups of its own)."""
+    return run.mocks.resources["talos-dr-node-sg"]
+
+
 def test_instance_in_subnet_with_node_security_group(prod):
     inst = prod.one("aws:ec2/instance:Instance")
     subnet = prod.one("aws:ec2/subnet:Subnet")
-    sg = prod.one("aws:ec2/securityGroup:SecurityGroup")
+    sg = node_security_group(prod)
     assert inst.inputs["subnetId"] == subnet.id
     assert inst.inputs["vpcSecurityGroupIds"] == [sg.id]
 
@@ -122,11 +128,15 @@ def test_new_talos_version_does_not_silently_replace_the_node(prod):
 
 def test_ingress_only_from_admin_cidrs_on_talos_and_kube_ports(prod, prod_config):
     admin = json.loads(prod_config["adminCidrs"])
-    sg = prod.one("aws:ec2/securityGroup:SecurityGroup")
+    sg = node_security_group(prod)
     assert "ingress" not in sg.inputs and "egress" not in sg.inputs, "rules are separate resources"
-    rules = prod.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    rules = [r for r in prod.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+             if r.inputs["securityGroupId"] == sg.id]
     seen = set()
     for rule in rules:
+        if rule.name == "talos-dr-apid-from-lambda":  # the snapshot schedule's, from its own group (no CIDR)
+            assert rule.inputs["referencedSecurityGroupId"] == prod.mocks.resources["talos-dr-lambda-sg"].id
+            continue
         cidr = rule.inputs.get("cidrIpv4") or rule.inputs.get("cidrIpv6")
         assert cidr not in ("0.0.0.0/0", "::/0"), f"world-open ingress {prod.urn(rule.name)}"
         assert cidr in admin
@@ -139,7 +149,8 @@ def test_ingress_only_from_admin_cidrs_on_talos_and_kube_ports(prod, prod_config
 def test_world_access_only_when_allowed():
     config = {**stack_file_config(), "talos-dr:adminCidrs": '["0.0.0.0/0"]', "talos-dr:allowWorldAccess": "true"}
     run = run_program(config)
-    cidrs = {r.inputs.get("cidrIpv4") for r in run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")}
+    rules = run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    cidrs = {r.inputs.get("cidrIpv4") for r in rules if "referencedSecurityGroupId" not in r.inputs}
     assert cidrs == {"0.0.0.0/0"}
 
 
@@ -276,7 +287,7 @@ def test_machine_secrets_output_is_a_talosctl_bundle(prod):
     bundle = json.loads(prod.outputs[out.TALOS_MACHINE_SECRETS])
     assert bundle["secrets"]["bootstraptoken"] == "tok"
     assert bundle["secrets"]["secretboxencryptionsecret"] == "sbox"
-    assert bundle["certs"]["os"] == {"crt": "OSCRT", "key": "OSKEY"}
+    assert bundle["certs"]["os"] == {"crt": OS_CA_B64["cert"], "key": OS_CA_B64["key"]}
     assert bundle["cluster"] == {"id": "cid", "secret": "csecret"}
     assert bundle["trustdinfo"] == {"token": "trustd"}
 
@@ -284,7 +295,7 @@ def test_machine_secrets_output_is_a_talosctl_bundle(prod):
 # --- local files and add-ons ------------------------------------------------------------------------------------
 
 def test_talosconfig_and_kubeconfig_written_locally_as_secrets(prod):
-    files = {unwrap(r.inputs["path"]): r for r in prod.of_type("pulumi-python:dynamic:Resource")}
+    files = {unwrap(r.inputs["path"]): r for r in prod.dynamic("file")}
     assert set(files) == {str(TALOS_DIR / "talosconfig"), str(TALOS_DIR / "kubeconfig")}
     for path, res in files.items():
         assert is_secret_input(res.inputs["content"]), f"{path} content must be a secret input"
@@ -334,11 +345,11 @@ def test_plain_text_kubernetes_secrets_fail_the_program():
 # --- program, outputs, components -------------------------------------------------------------------------------
 
 def test_every_output_present_and_secret_ones_secret(prod, prod_config):
-    assert set(prod.outputs) == set(out.ALL_OUTPUTS)
+    assert set(prod.outputs) == set(out.ALL_OUTPUTS + out.SCHEDULE_OUTPUTS)  # scheduledSnapshots is on in prod
     for key in out.SECRET_OUTPUTS:
         assert prod.secret[key] is True, f"{key} must be a secret output"
         assert prod.outputs[key]
-    for key in out.PLAIN_OUTPUTS:
+    for key in out.PLAIN_OUTPUTS + out.SCHEDULE_OUTPUTS:
         assert prod.secret[key] is False, f"{key} should be readable without --show-secrets"
     assert prod.outputs[out.SNAPSHOT_PREFIX] == out.DEFAULT_SNAPSHOT_PREFIX
     assert prod.outputs[out.AWS_REGION] == prod_config["aws:region"]
@@ -358,18 +369,25 @@ COMPONENTS = {
     "talos-dr:bucket:BackupBucket": ("aws:s3/bucket:Bucket", "aws:s3/bucketPolicy:BucketPolicy"),
     "talos-dr:talos:TalosCluster": ("talos:machine/secrets:Secrets", "talos:machine/bootstrap:Bootstrap"),
     "talos-dr:addons:Addons": ("kubernetes:helm.sh/v3:Release", "pulumi:providers:kubernetes"),
+    "talos-dr:schedule:SnapshotSchedule": ("aws:lambda/function:Function", "aws:scheduler/schedule:Schedule",
+                                           "aws:secretsmanager/secret:Secret", "aws:ec2/vpcEndpoint:VpcEndpoint",
+                                           "aws:iam/role:Role", "aws:ec2/securityGroup:SecurityGroup"),
 }
 
 
 def test_resources_are_children_of_their_components(prod):
+    owners: dict[str, set[str]] = {}  # type -> URNs of the components that create it
+    for component, children in COMPONENTS.items():
+        for typ in children:
+            owners.setdefault(typ, set()).add(prod.monitor.components[component])
     for component, children in COMPONENTS.items():
         comp_urn = prod.monitor.components[component]
         comp_name = comp_urn.rsplit("::", 1)[1]
         for typ in children:
             found = prod.of_type(typ)
-            assert found, f"no {typ} under {component}"
+            assert any(prod.options(r.name)["parent"] == comp_urn for r in found), f"no {typ} under {component}"
             for res in found:
-                assert prod.options(res.name)["parent"] == comp_urn, f"{typ} {res.name} under {component}"
+                assert prod.options(res.name)["parent"] in owners[typ], f"{typ} {res.name} outside {owners[typ]}"
                 assert res.name.startswith(f"{comp_name}-") or res.name == comp_name, "children named f'{name}-...'"
 
 
@@ -382,9 +400,9 @@ def test_main_exports_exactly_the_contract(monkeypatch):
         return dict(exported)
 
     run = run_program(stack_file_config(), entry=main)
-    assert list(run.outputs) == list(out.ALL_OUTPUTS)
+    assert list(run.outputs) == list(out.ALL_OUTPUTS + out.SCHEDULE_OUTPUTS)
     assert all(run.secret[k] for k in out.SECRET_OUTPUTS)
-    files = [unwrap(r.inputs["path"]) for r in run.of_type("pulumi-python:dynamic:Resource")]
+    files = [unwrap(r.inputs["path"]) for r in run.dynamic("file")]
     assert sorted(files) == [str(ROOT / ".talos" / "kubeconfig"), str(ROOT / ".talos" / "talosconfig")]
 
 
