@@ -241,8 +241,10 @@ class Restore:
         if self.j.steps.pop(step, None) is not None:
             journal.save(self.jpath, self.j)
 
-    def wait_for(self, want: tuple[str, ...], timeout: float, why: str) -> NodeState:
-        """Poll the node until its state is one of ``want``. Progress on every change and every 30 s."""
+    def wait_for(self, want: tuple[str, ...], timeout: float, why: str, *, fail: bool = True) -> NodeState:
+        """Poll the node until its state is one of ``want``. Progress on every change and every 30 s.
+
+        On timeout: raise (``fail``), or return the last state seen."""
         deadline = time.monotonic() + timeout
         begin = time.monotonic()
         last_shown, last_line = None, begin
@@ -258,6 +260,8 @@ class Restore:
                 self.say(f"  {human_duration(now - begin):>6}  node is {shown}")
                 last_shown, last_line = shown, now
             if now >= deadline:
+                if not fail:
+                    return st
                 raise self.timeout_error(st, timeout, why)
             time.sleep(min(self.args.poll_interval, max(deadline - now, 0.05)))
 
@@ -303,11 +307,22 @@ class Restore:
 
         bootstrapped_before = bool(self.j and self.j.done(journal.BOOTSTRAP_STARTED))
         if (st.kind == ETCD_RUNNING and self.j and self.j.done(journal.RESET) and not bootstrapped_before):
-            # Our reset was accepted but has not begun yet (seconds), or someone bootstrapped etcd since (then
-            # timeout_error says so): do not wait a whole reboot timeout to tell the two apart.
+            # Our reset was accepted but has not begun yet (seconds), or it never reached the node (the run died
+            # between recording it and sending it): do not wait a whole reboot timeout to tell the two apart.
             others = (ETCD_WAITING, ETCD_STOPPED, MAINTENANCE, TRANSITIONING, UNREACHABLE, REFUSED)
-            self.wait_for(others, min(60.0, args.reboot_timeout), "to begin its reset")
-            st = self.wait_for((ETCD_WAITING, MAINTENANCE), args.reboot_timeout, "after the reset")
+            st = self.wait_for(others, min(60.0, args.reboot_timeout), "to begin its reset", fail=False)
+            if st.kind == ETCD_RUNNING:
+                # Nothing was destroyed: start again from the confirmation, with a fresh safety snapshot of what
+                # etcd holds now (which protects data written since, if someone bootstrapped the node meanwhile).
+                self.say(f"node {t.node} runs etcd with data although this restore recorded a reset at "
+                         f"{self.j.steps[journal.RESET]} (the reset never reached the node, or someone bootstrapped "
+                         "it since); starting again from the confirmation, with a safety snapshot of what it holds now")
+                for step in (journal.RESET, journal.SAFETY_SNAPSHOT, journal.CONFIRMED):
+                    self.j.steps.pop(step, None)
+                journal.save(self.jpath, self.j)
+                resuming_past_reset = False
+            else:
+                st = self.wait_for((ETCD_WAITING, MAINTENANCE), args.reboot_timeout, "after the reset")
         needs_reset = st.kind in (ETCD_RUNNING, ETCD_STOPPED) and not bootstrapped_before
         safety = needs_reset and st.kind == ETCD_RUNNING and not args.no_safety_snapshot
         if safety:

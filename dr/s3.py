@@ -44,6 +44,9 @@ TRANSFER = TransferConfig(
     max_io_queue=4,
     use_threads=True,
 )
+# A non-seekable upload (every snapshot upload here) buffers this many parts; s3transfer's default of 10 would hold
+# 80 MiB. Equal to the concurrency, peak memory stays near PART_SIZE x (concurrency + 2) whatever the size.
+TRANSFER.max_in_memory_upload_chunks = TRANSFER.max_concurrency
 
 # Object metadata keys (S3 stores them as x-amz-meta-<key>).
 META_SHA256 = "snapshot-sha256"

@@ -122,8 +122,7 @@ def partials(*roots: Path) -> list[Path]:
 
 
 def put_single_part(client, bucket: str, key: str, path: Path) -> None:
-    """Store a snapshot as one PUT with a full-object SHA-256, as dr.backup would record it (see the xfail in
-    test_s3_faults.py for why multipart objects cannot be downloaded from moto today)."""
+    """Store a snapshot as one PUT with a full-object SHA-256, as dr.backup records a small one."""
     data = path.read_bytes()
     client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
                       Metadata={s3.META_SHA256: data[-32:].hex(), s3.META_SIZE: str(len(data)),

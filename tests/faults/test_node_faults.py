@@ -220,12 +220,6 @@ def test_sigkill_at_each_step_then_rerun(restorable, step, up, faults):
     verify_file(snap)  # the source snapshot is untouched
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dr.restore records 'reset' in its journal BEFORE running talosctl reset; killed in between (the reset never "
-    "reached the node), a re-run finds the node running the same etcd, waits min(60s, --reboot-timeout) 'to begin "
-    "its reset', then fails with RESTORE_CONFLICT (19) asking for --abandon-previous instead of completing. The "
-    "journal records nothing that tells 'our reset never happened' (the node still runs the etcd the safety "
-    "snapshot saw: same member/revision) from 'someone bootstrapped it since'"))
 def test_sigkill_between_recording_the_reset_and_sending_it(restorable):
     sb, snap, expected, env, work = restorable()
     proc = _spawn_restore(snap, env, work, "--no-safety-snapshot")
