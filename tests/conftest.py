@@ -123,7 +123,18 @@ def start_etcd(base: Path) -> Etcd:
         stdout=log, stderr=subprocess.STDOUT)
     log.close()
     wait_port(cport)
-    return Etcd(f"http://127.0.0.1:{cport}", data, proc)
+    e = Etcd(f"http://127.0.0.1:{cport}", data, proc)
+    # A listening port is not a ready member (leader election); on a loaded machine the first write can time out.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            e.ctl("endpoint", "health")
+            return e
+        except subprocess.CalledProcessError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.terminate()
+                raise RuntimeError(f"etcd on {e.endpoint} did not become healthy; see {base / 'etcd.log'}") from None
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
