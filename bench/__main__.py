@@ -458,10 +458,12 @@ def targets(results: list[dict]) -> list[str]:
         "per part (its checksum) and, over plain HTTP, likely another for the SigV4 payload signature; "
         "the snapshot step itself (the sandbox's talosctl) is the same in both |",
         f"| peak memory under 100 MiB whatever the size | {verdict(worst_hwm < 100)} ({hwms}) | "
-        "the upload source is a non-seekable verifying reader, and s3transfer buffers up to "
-        "`max_in_memory_upload_chunks` (default 10) parts of 8 MiB for such sources, which dr/s3.py's TRANSFER "
-        "does not lower; the further growth with size is consistent with allocator fragmentation across the 4 "
-        "upload threads (not proven). aws s3 cp reads parts lazily from the seekable file |",
+        "about 52 MiB is the interpreter with boto3 and a client; the rest is upload buffers: the source is a "
+        "non-seekable verifying reader, for which s3transfer holds up to `max_in_memory_upload_chunks` parts of "
+        "8 MiB in memory (dr/s3.py sets it to the concurrency, 4, since commit 5620b19; before, s3transfer's "
+        "default 10 gave 170 MiB at 119 MiB and 209 MiB at 1.2 GiB), plus transient copies while the reader "
+        "assembles each part (`bytes` concatenation and slicing). aws s3 cp reads parts lazily from the seekable "
+        "file |",
         f"| snapshot read once | {verdict(max(reads) < 1.5)} (reads grow by 2 per snapshot byte) | dr.backup reads "
         "the file twice: `verify_file` before renaming `.part` to its name, then the streaming upload, which "
         "verifies again. Both reads come from the page cache (`read_bytes` near 0); aws s3 cp reads it three times "
