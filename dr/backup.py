@@ -91,7 +91,7 @@ def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *
                 pass
     secs = time.monotonic() - start
     rev = f", revision {info.revision}" if info.revision is not None else ""
-    keys = f", {info.total_keys} keys" if info.total_keys is not None else ""
+    keys = f", {info.total_keys} database entries" if info.total_keys is not None else ""
     print(f"saved {final} ({cli.human_size(digest.size)}{rev}{keys}, sha256 {digest.content_sha256[:16]}…, "
           f"{secs:.1f}s); hash trailer verified", file=out)
     return final, digest, info, taken

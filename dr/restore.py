@@ -286,7 +286,7 @@ class Restore:
         fetched = self.fetch()
         status = snapshot_status(fetched.path)
         self.say(f"snapshot {fetched.path}: {cli.human_size(fetched.digest.size)}, SHA-256 trailer verified"
-                 + (f", revision {status.revision}, {status.total_keys} keys ({status.tool} snapshot status)"
+                 + (f", revision {status.revision}, {status.total_keys} database entries ({status.tool} snapshot status)"
                     if status.tool else " (revision unknown: etcdctl is not installed here)"))
 
         self.j = self.previous_journal(fetched)
@@ -444,7 +444,7 @@ class Restore:
                  or (fetched.info.last_modified if fetched.info else None)
                  or datetime.fromtimestamp(fetched.path.stat().st_mtime, UTC))
         age = cli.human_age((self.clock() - taken).total_seconds())
-        rev = (f"revision {status.revision}, {status.total_keys} keys" if status.tool
+        rev = (f"revision {status.revision}, {status.total_keys} database entries" if status.tool
                else "revision and key count unknown (etcdctl is not installed here)")
         labels = WIPE_STATE_TOO if self.args.wipe_state else WIPE_EPHEMERAL
         lines = [
@@ -586,7 +586,7 @@ class Restore:
         node = self.t.node
         took = human_duration(time.monotonic() - self.start)
         started = self.j.started_at
-        rev = f" (revision {status.revision}, {status.total_keys} keys)" if status.tool else ""
+        rev = f" (revision {status.revision}, {status.total_keys} database entries)" if status.tool else ""
         talosconfig = self.r.talosconfig_path
         lines = [
             "",
