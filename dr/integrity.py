@@ -33,13 +33,12 @@ class SnapshotDigest:
 
 
 class TrailerHasher:
-    """Feed bytes in order; ``finish()`` checks the trailer. Keeps only the last 32 bytes and two hash states,
+    """Feed bytes in order; ``finish()`` checks the trailer. Keeps only the last 32 bytes and one hash state,
     so memory does not grow with the snapshot."""
 
     def __init__(self, label: str = "snapshot"):
         self.label = label
         self._content = hashlib.sha256()
-        self._file = hashlib.sha256()
         self._tail = b""
         self._head = b""
         self.size = 0
@@ -47,7 +46,6 @@ class TrailerHasher:
     def update(self, data: bytes) -> None:
         if not data:
             return
-        self._file.update(data)
         self.size += len(data)
         if len(self._head) < BOLT_MAGIC_OFFSET + 4:
             self._head += data[: BOLT_MAGIC_OFFSET + 4 - len(self._head)]
@@ -86,7 +84,11 @@ class TrailerHasher:
                 f"{what} is corrupt: SHA-256 of its content {actual[:16]}… does not match its trailer {expected[:16]}…",
                 "use another snapshot; this one was damaged after it was taken",
             )
-        return SnapshotDigest(size=self.size, content_sha256=actual, file_sha256=self._file.hexdigest())
+        # SHA-256 is a running hash: the whole file's digest is the content's state continued over the trailer,
+        # so one pass gives both.
+        whole = self._content.copy()
+        whole.update(self._tail)
+        return SnapshotDigest(size=self.size, content_sha256=actual, file_sha256=whole.hexdigest())
 
 
 def verify_stream(chunks: Iterable[bytes], label: str = "snapshot") -> SnapshotDigest:

@@ -179,7 +179,8 @@ class _VerifyingReader:
 
     def __init__(self, chunks: Iterable[bytes], label: str, expected_sha256: str | None):
         self._it: Iterator[bytes] = iter(chunks)
-        self._buf = b""
+        self._parts: list[bytes] = []  # pending chunks, joined once per read (no quadratic re-copying)
+        self._pending = 0
         self._eof = False
         self.hasher = TrailerHasher(label)
         self.digest: SnapshotDigest | None = None
@@ -203,7 +204,7 @@ class _VerifyingReader:
         self.digest = digest
 
     def read(self, n: int = -1) -> bytes:
-        while not self._eof and (n < 0 or len(self._buf) < n):
+        while not self._eof and (n < 0 or self._pending < n):
             try:
                 chunk = next(self._it)
             except StopIteration:
@@ -213,12 +214,18 @@ class _VerifyingReader:
             except BaseException as exc:  # the source failed (node died mid-stream, disk read error): remember it
                 self.source_error = exc
                 raise
-            self.hasher.update(chunk)
-            self._buf += chunk
-        if n < 0:
-            out, self._buf = self._buf, b""
+            if chunk:
+                self.hasher.update(chunk)
+                self._parts.append(chunk)
+                self._pending += len(chunk)
+        data = b"".join(self._parts)
+        self._parts.clear()
+        if 0 <= n < len(data):
+            out = data[:n]
+            self._parts.append(data[n:])
         else:
-            out, self._buf = self._buf[:n], self._buf[n:]
+            out = data
+        self._pending = len(data) - len(out)
         return out
 
 

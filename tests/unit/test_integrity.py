@@ -42,3 +42,10 @@ def test_chunk_boundaries_do_not_matter(real_snapshot, tmp_path):
         chunks = [data[i : i + size] for i in range(0, len(data), size)]
         assert verify_stream(chunks).content_sha256 == data[-32:].hex()
     shutil.copy(real_snapshot, tmp_path / "x")
+
+
+def test_whole_file_digest_is_the_sha256_of_every_byte(real_snapshot):
+    import hashlib
+
+    d = verify_file(real_snapshot)
+    assert d.file_sha256 == hashlib.sha256(real_snapshot.read_bytes()).hexdigest()
