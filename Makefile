@@ -28,8 +28,8 @@ BENCH_VENV := bench/out/awscli-venv
 
 $(BENCH_VENV)/.installed: requirements-bench.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install -q -r requirements-bench.txt
-	touch $@
+	$(BENCH_VENV)/bin/pip install -q -r requirements-bench.txt && touch $@ || \
+		echo "awscli did not install: the bench uses boto3's upload_file as the baseline's stand-in (and says so)"
 
 bench: venv etcd $(BENCH_VENV)/.installed
 	$(PY) -m bench --results bench/RESULTS.md

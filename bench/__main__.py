@@ -168,7 +168,7 @@ def bench_backup(sb, env: dict, work: Path, size_label: str, rep: int) -> tuple[
     t["maxrss_kib"] = max(t["vmhwm_kib"], t["children_maxrss_kib"])
     aws_py = AWSCLI_VENV / "bin" / "python"
     key = f"baseline/{tag}/etcd-snapshot.db"
-    if aws_py.exists():
+    if (AWSCLI_VENV / "bin" / "aws").exists():
         up = probe(str(aws_py), "awscli.clidriver:main",
                    ["s3", "cp", "--only-show-errors", "--endpoint-url", sb.s3_endpoint, str(snap),
                     f"s3://{sb.bucket}/{key}"], env, work, f"baseline-aws-{tag}")
