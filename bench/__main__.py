@@ -456,7 +456,7 @@ def targets(results: list[dict]) -> list[str]:
         f"{worst_ratio:.2f}) | dr.backup does more work than the baseline: it checks the "
         "hash trailer after talosctl writes the file and again while streaming it to S3, and botocore adds a SHA-256 "
         "per part (the S3 checksum) and, over plain HTTP, another for the SigV4 payload signature; on this shared 2-core machine the ratio also varies "
-        "from run to run (0.86 to 1.35 in the run above, 0.96 to 1.03 in a quieter one) |",
+        f"from run to run ({min(r['backup']['ratio'] for r in rows):.2f} to {worst_ratio:.2f} across sizes here) |",
         f"| peak memory under 100 MiB whatever the size | {verdict(worst_hwm < 100)} ({hwms}) | "
         "about 52 MiB is the interpreter with boto3 and a client; the rest is upload buffers: the source is a "
         "non-seekable verifying reader, for which s3transfer holds up to `max_in_memory_upload_chunks` parts of "
