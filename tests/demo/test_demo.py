@@ -79,7 +79,9 @@ def test_demo_from_a_fresh_clone(tmp_path):
     r = json.loads(report.read_text())
     assert r["ok"] is True and r["exit_code"] == 0 and r["sandbox_down"] is True and r["failed_step"] is None
     assert list(r["phases"]) == ["setup", "cluster", "backup", "disaster", "restore", "check", "teardown"]
-    assert sum(r["phases"].values()) <= r["total_seconds"] <= wall
+    # Each figure is rounded to the millisecond on its own, so their sum may pass the total by a few rounding steps.
+    assert sum(r["phases"].values()) <= r["total_seconds"] + 0.001 * len(r["phases"])
+    assert r["total_seconds"] <= wall
     assert r["phases"]["restore"] > 0.5  # a real reset, reboot and bootstrap happened
 
     # The backup, as the restore downloaded it again from S3, read back by a throwaway etcd.
