@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dr.errors import ConfigError
-from dr.talosapi.client import TalosCredentials
+from dr.talosapi.client import TalosCredentials, pem_bytes
 
 BACKUP_ROLE = "os:etcd:backup"
 ROTATION = timedelta(days=180)
@@ -69,20 +69,7 @@ def os_ca_from_machine_secrets(machine_secrets: Mapping[str, Any]) -> tuple[byte
         cert, key = os_ca["cert"], os_ca["key"]
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"machine secrets have no certs.os.cert/key ({exc})", "pass talos.machine.Secrets(...).machine_secrets") from exc
-    return _unb64_pem(cert, "certs.os.cert"), _unb64_pem(key, "certs.os.key")
-
-
-def _unb64_pem(value: str | bytes, what: str) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    if raw.lstrip().startswith(b"-----BEGIN"):
-        return raw
-    try:
-        out = base64.b64decode(raw, validate=True)
-    except ValueError as exc:
-        raise ConfigError(f"machine secrets {what} is not base64 PEM") from exc
-    if b"-----BEGIN" not in out:
-        raise ConfigError(f"machine secrets {what} is not base64 PEM")
-    return out
+    return pem_bytes(cert, "machine secrets certs.os.cert"), pem_bytes(key, "machine secrets certs.os.key")
 
 
 def _sign(builder: x509.CertificateBuilder, key: Any) -> x509.Certificate:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -33,7 +33,7 @@ from dr.errors import (
     S3Error,
     SnapshotNotFound,
 )
-from dr.integrity import CHUNK, SnapshotDigest, TrailerHasher
+from dr.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
 
 PART_SIZE = 8 * 1024 * 1024
 # Few parts in flight keeps peak memory bounded whatever the snapshot's size (about PART_SIZE x (concurrency + 2));
@@ -282,11 +282,7 @@ def read_trailer(path: str | Path) -> str | None:
 
 def _iter_path(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
-        while True:
-            data = f.read(CHUNK)
-            if not data:
-                return
-            yield data
+        yield from iter_file(f)
 
 
 def upload_snapshot_file(
@@ -469,11 +465,3 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
         raise ConfigError(f"S3 URI {uri!r} has an invalid bucket name {bucket!r}", "check the bucket name")
     return bucket, key
-
-
-def stream_chunks(fileobj: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
-    while True:
-        data = fileobj.read(chunk)
-        if not data:
-            return
-        yield data

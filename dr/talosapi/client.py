@@ -56,14 +56,16 @@ class TalosCredentials:
                 f"{where} is not a Talos client credential (want JSON with ca, crt, key): {exc}",
                 "re-run `pulumi up` to rewrite the secret",
             ) from exc
-        return cls(*(_pem_bytes(v, where) for v in values))
+        return cls(*(pem_bytes(v, where) for v in values))
 
 
-def _pem_bytes(value: str, where: str) -> bytes:
-    if "-----BEGIN" in value:
-        return value.encode()
+def pem_bytes(value: str | bytes, where: str) -> bytes:
+    """PEM bytes from a value that is PEM or base64 of PEM (Talos stores both forms)."""
+    raw = value.encode() if isinstance(value, str) else value
+    if b"-----BEGIN" in raw:
+        return raw
     try:
-        decoded = base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(raw, validate=True)
     except ValueError as exc:
         raise ConfigError(f"{where} holds a value that is neither PEM nor base64 PEM") from exc
     if b"-----BEGIN" not in decoded:
