@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  etcd      {sb.etcd_endpoint} (pid {s['etcd']['pid']}, {s['etcd']['keys']} keys)")
             if sb.s3_endpoint:
                 print(f"  s3        {sb.s3_endpoint} bucket {sb.bucket} (pid {s['s3']['pid']})")
-            print(f"  node      {sb.node_ip} stage {s['node']['stage']} (talosctl: {sb.talosctl})")
+            print(f"  node      {sb.private_ip} (Elastic IP {sb.public_ip}) stage {s['node']['stage']} (talosctl: {sb.talosctl})")
             print(f"  outputs   {sb.outputs_file}")
             print(f"use it:     . {sb.env_file}")
             print(f"stop it:    python -m sandbox down --dir {args.dir}")

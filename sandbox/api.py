@@ -19,19 +19,29 @@ from pathlib import Path
 
 from dr import outputs as out
 from sandbox import etcd, faults, procs, s3
-from sandbox.layout import KUBERNETES_VERSION, NODE_IP, TALOS_VERSION, Info, Paths, write_private
-from sandbox.node import Node, State
+from sandbox.layout import KUBERNETES_VERSION, NODE_PRIVATE_IP, NODE_PUBLIC_IP, TALOS_VERSION, Info, Paths, write_private
+from sandbox.node import HEALTHY, PRE_STATE, Node, State
 from sandbox.pki import ClusterSecrets
 from sandbox.seed import seed_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CLUSTER = "talos-sandbox"
 DEFAULT_BUCKET = "talos-sandbox-etcd-backups"
-CLUSTER_ENDPOINT = "https://127.0.0.1:6443"
+CLUSTER_ENDPOINT = f"https://{NODE_PUBLIC_IP}:6443"
 
 # What `up` writes at the top of the directory (a fresh `up` replaces exactly these).
 _OWNED = ("sandbox.json", "node", "pki", "bin", "logs", "talosconfig", "kubeconfig", "outputs.json", "env",
           "controlplane.yaml", "secrets.json")
+
+
+def with_addresses(talosconfig: str, endpoint: str, node: str) -> str:
+    """A talosconfig whose every context dials ``endpoint`` and names ``node``."""
+    import yaml
+
+    doc = yaml.safe_load(talosconfig)
+    for ctx in (doc.get("contexts") or {}).values():
+        ctx["endpoints"], ctx["nodes"] = [endpoint], [node]
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 class SandboxError(RuntimeError):
@@ -122,16 +132,22 @@ class Sandbox:
 
             secrets = ClusterSecrets.generate(cluster_name)
             write_private(paths.secrets, secrets.to_json())
-            write_private(paths.talosconfig, secrets.talosconfig(NODE_IP))
+            # As the stack writes it: endpoints = the Elastic IP, nodes = the private IP (infra/talos.py).
+            write_private(paths.talosconfig, with_addresses(secrets.talosconfig(NODE_PRIVATE_IP), NODE_PUBLIC_IP,
+                                                            NODE_PRIVATE_IP))
             write_private(paths.kubeconfig, secrets.kubeconfig(CLUSTER_ENDPOINT))
-            controlplane = secrets.controlplane_config(CLUSTER_ENDPOINT, NODE_IP, TALOS_VERSION, KUBERNETES_VERSION)
+            # certSANs name the Elastic IP, as infra/talos.py's base patch does.
+            controlplane = secrets.controlplane_config(CLUSTER_ENDPOINT, NODE_PUBLIC_IP, TALOS_VERSION,
+                                                       KUBERNETES_VERSION)
             write_private(paths.controlplane, controlplane)
             write_private(paths.machine_config, controlplane)
 
             etcd_pid = etcd.start(
                 paths.etcd_data, info.etcd_name, info.etcd_client_port, info.etcd_peer_port, paths.logs / "etcd.log"
             )
-            State(stage="running", configured=True, etcd_pid=etcd_pid, up_since=time.time() - 3600).save(paths.state)
+            booted = time.time() - 3600
+            State(stage="running", configured=True, etcd_pid=etcd_pid, up_since=booted,
+                  etcd_events=[[booted, "Preparing", PRE_STATE], [booted + 2, "Running", HEALTHY]]).save(paths.state)
             if seed:
                 key = secrets.bundle["secrets"]["secretboxencryptionsecret"].encode()
                 for k, v in seed_data(key).items():
@@ -210,8 +226,8 @@ class Sandbox:
             out.CLUSTER_NAME: self.info.cluster_name,
             out.CLUSTER_ENDPOINT: CLUSTER_ENDPOINT,
             out.NODE_INSTANCE_ID: "i-sandbox" + secrets.fingerprint[:8],
-            out.NODE_PUBLIC_IP: self.info.node_ip,
-            out.NODE_PRIVATE_IP: self.info.node_ip,
+            out.NODE_PUBLIC_IP: self.info.public_ip,
+            out.NODE_PRIVATE_IP: self.info.private_ip,
             out.TALOS_VERSION: self.info.talos_version,
             out.TALOSCONFIG: self.paths.talosconfig.read_text(),
             out.KUBECONFIG: self.paths.kubeconfig.read_text(),
@@ -276,7 +292,17 @@ class Sandbox:
 
     @property
     def node_ip(self) -> str:
-        return self.info.node_ip
+        """The node's private IP: what `--nodes` names (and `health --control-plane-nodes`)."""
+        return self.info.private_ip
+
+    @property
+    def private_ip(self) -> str:
+        return self.info.private_ip
+
+    @property
+    def public_ip(self) -> str:
+        """The Elastic IP: what the operator's talosctl dials (`--endpoints`; `--nodes` with `--insecure`)."""
+        return self.info.public_ip
 
     @property
     def cluster_name(self) -> str:
@@ -392,7 +418,8 @@ class Sandbox:
         """Write a talosconfig with a client certificate for ``roles`` (e.g. ``["os:etcd:backup"]``)."""
         secrets = ClusterSecrets.load(self.paths.secrets)
         p = Path(path)
-        write_private(p, secrets.talosconfig(self.node_ip, roles, context))
+        write_private(p, with_addresses(secrets.talosconfig(self.node_ip, roles, context), self.public_ip,
+                                        self.private_ip))
         return p
 
     def talosctl_run(self, *args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -439,7 +466,8 @@ class Sandbox:
                      "client_port": self.info.etcd_client_port, "peer_port": self.info.etcd_peer_port,
                      "keys": key_count},
             "s3": {"pid": self.info.s3_pid, "alive": s3_alive, "endpoint": self.s3_endpoint, "bucket": self.bucket},
-            "node": {"ip": self.node_ip, "stage": stage, "reachable": reachable, "talosctl": str(self.talosctl)},
+            "node": {"ip": self.node_ip, "public_ip": self.public_ip, "stage": stage, "reachable": reachable,
+                     "talosctl": str(self.talosctl)},
             "env_file": str(self.env_file),
             "outputs_file": str(self.outputs_file),
         }

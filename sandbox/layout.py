@@ -12,7 +12,12 @@ from pathlib import Path
 
 TALOS_VERSION = "v1.13.9"
 KUBERNETES_VERSION = "v1.34.1"
-NODE_IP = "127.0.0.1"
+# The node's two addresses, as on AWS (see sandbox/CONFORMANCE.md): the private IP is on its interface; the Elastic
+# IP is NAT'd at the internet gateway and never on the interface. From the operator's machine only the public one is
+# reachable. Both are loopback addresses here (Linux routes all of 127.0.0.0/8 to lo).
+NODE_PRIVATE_IP = "127.0.0.2"
+NODE_PUBLIC_IP = "127.0.0.3"
+NODE_IP = NODE_PRIVATE_IP  # the address Talos and etcd know the node by
 APID_PORT = 50000
 
 
@@ -57,7 +62,13 @@ class Paths:
 
     @property
     def recover_dir(self) -> Path:
+        """/var/lib on the node (EPHEMERAL): where EtcdRecover puts the uploaded snapshot."""
         return self.node / "recover"
+
+    @property
+    def recover_snapshot(self) -> Path:
+        """constants.EtcdRecoverySnapshotPath (/var/lib/etcd.snapshot)."""
+        return self.recover_dir / "etcd.snapshot"
 
     @property
     def pki(self) -> Path:
@@ -106,7 +117,8 @@ class Info:
 
     dir: str
     cluster_name: str
-    node_ip: str = NODE_IP
+    private_ip: str = NODE_PRIVATE_IP
+    public_ip: str = NODE_PUBLIC_IP
     talos_version: str = TALOS_VERSION
     etcd_client_port: int = 0
     etcd_peer_port: int = 0
@@ -120,6 +132,11 @@ class Info:
     python: str = ""
     created_at: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    @property
+    def node_ip(self) -> str:
+        """The node's own (private) address: what `--nodes` names and etcd advertises."""
+        return self.private_ip
 
     @property
     def etcd_endpoint(self) -> str:

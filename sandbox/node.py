@@ -8,6 +8,13 @@ Stages are Talos' (``running``, ``maintenance``, ``resetting``, ``rebooting``, `
 plus two a real node cannot report because it is off: ``halted`` (reset without ``--reboot``) and ``unbootable``
 (a reset that wiped the whole disk). While a reboot is under way the node is first reachable (``resetting``,
 ``rebooting``), then not (shown as ``rebooting``), then reachable again (``booting``) shortly before it settles.
+A configured node reports ``running`` only once its boot sequence ends, which waits for etcd to be up: a node whose
+etcd waits for a bootstrap (after an EPHEMERAL reset) or keeps failing stays ``booting``.
+
+The node has two addresses, as on AWS: a private IP on its interface (what ``--nodes`` must name) and an Elastic IP
+that only the operator's machine dials (``--endpoints``, or ``--nodes`` with ``--insecure``). An authenticated call
+whose ``nodes`` metadata is not the private IP is forwarded by apid, which cannot reach the Elastic IP.
+Every behaviour, with the upstream file it comes from, is listed in ``sandbox/CONFORMANCE.md``.
 
 Errors are gRPC-shaped (``NodeError(code, desc)``) or transport-shaped (``TransportError``) so ``sandbox.talosctl``
 can print them the way talosctl does; ``sandbox/apid.py`` may reuse the same operations.
@@ -79,12 +86,16 @@ class Auth:
 
 @dataclass
 class State:
-    stage: str = "running"  # settled stage
+    stage: str = "running"  # settled: "running" (booted with a config; shown as booting until etcd is up),
+    #                          "maintenance", "halted", "unbootable"
     configured: bool = True  # a machine config is on STATE
     etcd_pid: int | None = None
     timeline: list[list] = field(default_factory=list)  # [[at, phase], ...] of a reboot under way
     target: str | None = None  # stage the reboot ends in
     up_since: float = 0.0  # when the node last came up (start of the bootstrap not-ready window)
+    boot_done: bool = True  # the boot sequence ended (it waits for etcd to be up): the stage reads "running"
+    etcd_events: list[list] = field(default_factory=list)  # [[ts, state, message], ...], oldest first
+    bootstrap: dict | None = None  # a Bootstrap the node accepted whose etcd start has not happened yet
     whole_disk_wiped: bool = False
     resets: list[dict] = field(default_factory=list)
 
@@ -98,6 +109,23 @@ class State:
         part.write_text(json.dumps(self.__dict__, indent=2) + "\n")
         os.replace(part, path)
 
+    def etcd_event(self, state: str, message: str, at: float | None = None) -> None:
+        """Record an etcd service event, as machined's service runner does (events.go); keeps the last 20."""
+        if self.etcd_events and self.etcd_events[-1][1:] == [state, message]:
+            return
+        self.etcd_events.append([time.time() if at is None else at, state, message])
+        del self.etcd_events[:-20]
+
+    @property
+    def etcd_state(self) -> str:
+        return self.etcd_events[-1][1] if self.etcd_events else "Preparing"
+
+
+# The etcd service's event messages (internal/app/machined/pkg/system/service_runner.go; services/etcd.go).
+PRE_STATE = "Running pre state"
+HEALTHY = "Health check successful"
+BOOTSTRAP_REQUESTED = "Bootstrap requested"
+
 
 @dataclass
 class View:
@@ -107,8 +135,10 @@ class View:
     reachable: bool
     configured: bool
     etcd_running: bool
-    etcd_waiting: bool  # configured, no etcd data: etcd is "Preparing", waiting for bootstrap
+    etcd_waiting: bool  # configured, no etcd data, no bootstrap yet: etcd is Preparing, in its join loop
     ready: bool
+    etcd_state: str = "Preparing"  # the etcd service's state (system/events/events.go words)
+    etcd_events: list = field(default_factory=list)
 
     @property
     def stage(self) -> str:
@@ -130,6 +160,10 @@ class Node:
 
     def reboot_seconds(self) -> float:
         return float(self.faults().get("reboot_seconds", self.info.reboot_seconds))
+
+    def etcd_start_seconds(self) -> float:
+        """How long after an accepted Bootstrap the etcd service gets to its pre-start (recovery) and start."""
+        return float(self.faults().get("etcd_start_seconds", 0.2))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[State]:
@@ -167,21 +201,86 @@ class Node:
             st.stage = st.target or "running"
             st.target = None
             st.up_since = final_at
-        # Talos starts etcd by itself at boot when its data directory is not empty.
-        if st.stage == "running" and st.configured and self._etcd_has_data() and not self._etcd_alive(st):
+            # A new boot: the boot sequence starts over and ends only once etcd is up (v1alpha1_sequencer.go).
+            st.boot_done = False
+            st.bootstrap = None
+            st.etcd_events = []
+            if st.stage == "running":
+                st.etcd_event("Preparing", PRE_STATE, at=final_at)
+        if st.stage != "running" or not st.configured:
+            return
+        self._settle_etcd(st, now)
+
+    def _settle_etcd(self, st: State, now: float) -> None:
+        """Advance the etcd service the way machined runs it: started at boot when its data directory has data,
+        otherwise in its pre-state (the join loop) until Bootstrap; a requested bootstrap (with or without recovery)
+        starts it asynchronously, after the Bootstrap call returned."""
+        failing = self.faults().get("etcd_fails")
+        if failing:
+            if self._etcd_alive(st):
+                self._stop_etcd(st)
+            st.etcd_event("Failed", f"Failed to run: {failing}")
+            return
+        if st.bootstrap is not None:
+            if now < st.bootstrap["at"] + self.etcd_start_seconds():
+                return
+            job, st.bootstrap = st.bootstrap, None
+            st.etcd_event("Preparing", PRE_STATE)
+            self._start_bootstrapped(st, job)
+        elif not self._etcd_alive(st) and self._etcd_has_data() and st.etcd_state != "Failed":
+            try:
+                self._start_etcd(st)
+            except etcd.EtcdFailure as exc:
+                st.etcd_event("Failed", f"Failed to run: {exc}")
+                return
+            st.etcd_event("Running", HEALTHY)
+        elif not self._etcd_alive(st) and st.etcd_state == "Running":
+            st.etcd_event("Failed", "Failed to run: exit status 1")  # killed from outside
+        if self._etcd_alive(st):
+            st.boot_done = True
+
+    def _start_bootstrapped(self, st: State, job: dict) -> None:
+        """etcd's PreFunc for a bootstrap: recover the uploaded snapshot (hash checked here, on the node,
+        services/etcd.go recoverFromSnapshot), then start. A failure leaves the service Failed."""
+        recover = job.get("recover")
+        if recover:
+            snapshot = Path(recover)
+            if not job.get("skip_hash") and not etcd.trailer_ok(snapshot)[0]:
+                st.etcd_event("Failed", "Failed to run pre stage: error recovering from the snapshot: "
+                              "snapshot file integrity check failed")
+                return
+            shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
+            try:
+                etcd.restore(snapshot, self.paths.etcd_data, self.info.etcd_name, self.info.etcd_peer_port,
+                             skip_hash_check=bool(job.get("skip_hash")))
+            except etcd.EtcdFailure as exc:
+                st.etcd_event("Failed", f"Failed to run pre stage: error recovering from the snapshot: {exc}")
+                return
+            snapshot.unlink(missing_ok=True)  # deleted once recovered (recoverFromSnapshot)
+        try:
             self._start_etcd(st)
+        except etcd.EtcdFailure as exc:
+            st.etcd_event("Failed", f"Failed to run: {exc}")
+            return
+        st.etcd_event("Running", HEALTHY)
+        st.boot_done = True
 
     def view(self, st: State) -> View:
         now = time.time()
         phase = self._phase(st, now)
         if phase == "final" or (phase == "booting" and self.faults().get("never_returns")):
             phase = "down"  # never_returns holds it back
+        if phase == "running" and st.configured and not st.boot_done:
+            phase = "booting"  # the boot sequence waits for etcd (StartAllServices)
         reachable = phase in ("running", "maintenance") or phase in REACHABLE_PHASES
         running = self._etcd_alive(st)
         configured = st.configured
-        waiting = phase == "running" and configured and not running and not self._etcd_has_data()
+        booted = phase in ("running", "booting") and not st.timeline and configured
+        state = ("Running" if running else st.etcd_state) if booted else "Waiting"
+        waiting = booted and not running and st.bootstrap is None and state == "Preparing" \
+            and not self._etcd_has_data()
         ready = phase == "running" and running and (now - st.up_since) >= self.not_ready_seconds()
-        return View(phase, reachable, configured, running, waiting, ready)
+        return View(phase, reachable, configured, running, waiting, ready, state, list(st.etcd_events))
 
     def not_ready_seconds(self) -> float:
         return float(self.faults().get("bootstrap_not_ready_seconds", self.info.bootstrap_not_ready_seconds))
@@ -220,12 +319,26 @@ class Node:
 
     # --- access checks -------------------------------------------------------------------------------------
 
-    def _check_access(self, st: State, addr: str, auth: Auth, roles: set[str]) -> View:
-        if addr != self.info.node_ip:
-            raise refused(addr)
+    def local_addresses(self) -> tuple[str, ...]:
+        """Addresses on the node's own interfaces (NodeAddressCurrentID): the private IP. Never the Elastic IP."""
+        return (self.info.private_ip,)
+
+    def connect(self, st: State, dial: str) -> View:
+        """The TCP connection from the operator's machine to ``dial``:50000. Only the Elastic IP is reachable from
+        outside the VPC; the private IP is not routed there; anything else is nobody."""
+        if dial == self.info.private_ip and dial != self.info.public_ip:
+            raise TransportError(f"transport: Error while dialing: dial tcp {dial}:{APID_PORT}: i/o timeout")
+        if dial != self.info.public_ip:
+            raise refused(dial)
         v = self.view(st)
         if self.faults().get("unreachable") or not v.reachable:
-            raise refused(addr)
+            raise refused(dial)
+        return v
+
+    def _check_access(self, st: State, addr: str, auth: Auth, roles: set[str], *, node: str | None = None) -> View:
+        """``addr`` is the address dialed (the endpoint; with --insecure the node itself); ``node`` is the ``nodes``
+        metadata an authenticated call carries (None: the call is for the endpoint itself)."""
+        v = self.connect(st, addr)
         maintenance = v.phase == "maintenance" or (not v.configured and v.phase in REACHABLE_PHASES)
         if maintenance:
             if not auth.insecure:
@@ -239,41 +352,48 @@ class Node:
             raise UNKNOWN_AUTHORITY
         if auth.roles is None:
             raise BAD_CERTIFICATE
+        if node is not None and node not in self.local_addresses():
+            # apid forwards a request whose `nodes` metadata is not one of its own addresses (director.go,
+            # backend/apid.go): it dials <node>:50000. The Elastic IP is only reachable through the internet
+            # gateway, and the security group admits 50000 from the admin CIDRs only: the dial times out.
+            raise NodeError("Unavailable", f'connection error: desc = "transport: Error while dialing: dial tcp '
+                                           f'{node}:{APID_PORT}: i/o timeout"')
         if not set(auth.roles) & roles:
             raise NodeError("PermissionDenied", "not authorized")
         return v
 
     # --- operations ----------------------------------------------------------------------------------------
+    # ``addr`` is the address dialed, ``node`` the `nodes` metadata of an authenticated call (see _check_access).
 
-    def version(self, addr: str, auth: Auth) -> dict:
+    def version(self, addr: str, auth: Auth, *, node: str | None = None) -> dict:
         with self.locked() as st:
-            v = self._check_access(st, addr, auth, ROLES_READ)
+            v = self._check_access(st, addr, auth, ROLES_READ, node=node)
             return {"tag": self.info.talos_version, "maintenance": v.phase == "maintenance"}
 
-    def machine_status(self, addr: str, auth: Auth) -> View:
+    def machine_status(self, addr: str, auth: Auth, *, node: str | None = None) -> View:
         with self.locked() as st:
-            return self._check_access(st, addr, auth, ROLES_READ)
+            return self._check_access(st, addr, auth, ROLES_READ, node=node)
 
-    def etcd_service(self, addr: str, auth: Auth) -> View:
+    def etcd_service(self, addr: str, auth: Auth, *, node: str | None = None) -> View:
         with self.locked() as st:
-            return self._check_access(st, addr, auth, ROLES_READ)
+            v = self._check_access(st, addr, auth, ROLES_READ, node=node)
+            if v.phase not in ("running", "booting"):
+                raise NodeError("NotFound", 'service "etcd" not found')
+            return v
 
-    def kubeconfig(self, addr: str, auth: Auth) -> str:
+    def kubeconfig(self, addr: str, auth: Auth, *, node: str | None = None) -> str:
         with self.locked() as st:
-            v = self._check_access(st, addr, auth, ROLES_ADMIN)
-            if v.phase != "running":
-                raise NodeError("FailedPrecondition", f"kubeconfig is not available in stage {v.stage}")
+            self._check_access(st, addr, auth, ROLES_ADMIN, node=node)
             return self.paths.kubeconfig.read_text()
 
-    def prepare_snapshot(self, addr: str, auth: Auth, dest: Path) -> None:
-        """Check access and etcd, then take a real etcd snapshot into ``dest`` (the server side of EtcdSnapshot)."""
+    def prepare_snapshot(self, addr: str, auth: Auth, dest: Path, *, node: str | None = None) -> None:
+        """Check access, then take a real etcd snapshot into ``dest`` (the server side of EtcdSnapshot: machined's
+        etcd client on 127.0.0.1:2379, whatever the stage)."""
         with self.locked() as st:
-            v = self._check_access(st, addr, auth, ROLES_SNAPSHOT)
-            if v.phase != "running":
-                raise NodeError("FailedPrecondition", f"etcd snapshot is not available in stage {v.stage}")
+            v = self._check_access(st, addr, auth, ROLES_SNAPSHOT, node=node)
             if not v.etcd_running:
-                state = "Preparing" if v.etcd_waiting else "Finished"
-                raise NodeError("Unavailable", f"etcd is not running on this node (service etcd: {state})")
+                raise NodeError("Unknown", "failed to create etcd client: context deadline exceeded: dial tcp "
+                                           "127.0.0.1:2379: connect: connection refused")
         try:
             etcd.snapshot_save(self.info.etcd_endpoint, dest)
         except etcd.EtcdFailure as exc:
@@ -289,30 +409,32 @@ class Node:
         labels: list[str],
         wipe_mode: str = "all",
         user_disks: list[str] | None = None,
+        node: str | None = None,
     ) -> None:
         with self.locked() as st:
-            v = self._check_access(st, addr, auth, ROLES_ADMIN)
-            if v.phase not in ("running", "maintenance"):
+            v = self._check_access(st, addr, auth, ROLES_ADMIN, node=node)
+            if v.phase not in ("running", "booting", "maintenance"):
                 raise NodeError("FailedPrecondition", f"reset is not allowed in stage {v.stage}")
             for label in labels:
                 if label not in SYSTEM_LABELS:
-                    raise NodeError("InvalidArgument", f'failed to find partition with label "{label}"')
-            if graceful and v.configured and v.phase == "running":
-                # A graceful reset first leaves etcd; the only member of a cluster cannot.
-                raise NodeError(
-                    "FailedPrecondition",
-                    "failed to leave etcd cluster: etcd cluster has only one member (this node); "
-                    "a single-node control plane must be reset with --graceful=false",
-                )
+                    raise NodeError("Unknown", f'failed to get volume status with label "{label}"')
+            now = time.time()
+            if graceful and v.configured and v.phase in ("running", "booting"):
+                # The Reset RPC starts the sequence in the background and returns (v1alpha1_server.go); its first
+                # step leaves etcd, which the only member of a cluster cannot: the sequence fails on the node and
+                # nothing is wiped.
+                st.resets.append({"at": now, "graceful": True, "reboot": reboot, "labels": labels,
+                                  "wipe_mode": wipe_mode, "whole_disk": False, "failed": "leave etcd"})
+                return
             whole_disk = not labels and wipe_mode in ("all", "system-disk")
             self._stop_etcd(st)
+            st.bootstrap = None
             if whole_disk or "EPHEMERAL" in labels:
                 shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
                 shutil.rmtree(self.paths.recover_dir, ignore_errors=True)
             wipe_state = whole_disk or "STATE" in labels
             if wipe_state:
                 self.paths.machine_config.unlink(missing_ok=True)
-            now = time.time()
             r = self.reboot_seconds()
             st.resets.append({"at": now, "graceful": graceful, "reboot": reboot, "labels": labels,
                               "wipe_mode": wipe_mode, "whole_disk": whole_disk})
@@ -345,12 +467,13 @@ class Node:
             st.timeline = [[now, "down"], [now + 0.85 * r, "booting"], [now + r, "final"]]
             st.target = "running" if st.configured else "maintenance"
 
-    def apply_config(self, addr: str, auth: Auth, config_text: str, *, mode: str, dry_run: bool) -> str:
+    def apply_config(self, addr: str, auth: Auth, config_text: str, *, mode: str, dry_run: bool,
+                     node: str | None = None) -> str:
         """Apply a machine config; returns the talosctl message."""
         import yaml
 
         with self.locked() as st:
-            v = self._check_access(st, addr, auth, ROLES_ADMIN)
+            v = self._check_access(st, addr, auth, ROLES_ADMIN, node=node)
             try:
                 doc = yaml.safe_load(config_text)
             except yaml.YAMLError as exc:
@@ -379,48 +502,47 @@ class Node:
             st.target = "running"
             return "Applied configuration with a reboot"
 
-    def bootstrap(self, addr: str, auth: Auth, recover_from: Path | None = None, skip_hash_check: bool = False):
-        """Bootstrap etcd, fresh or from the snapshot at ``recover_from`` (already streamed to the node)."""
+    def _booted(self, st: State, v: View) -> float:
+        """Seconds since a configured node came up; bootstrap and recovery need one (FailedPrecondition before)."""
+        if v.phase not in ("running", "booting") or st.timeline:
+            raise NodeError("FailedPrecondition", "bootstrap is not available yet")
+        return time.time() - st.up_since
+
+    def etcd_recover(self, addr: str, auth: Auth, src: Path, *, node: str | None = None) -> None:
+        """EtcdRecover: store the uploaded snapshot where etcd's pre-start will look for it (v1alpha1_server.go
+        EtcdRecover; constants.EtcdRecoverySnapshotPath). Nothing is checked here."""
         with self.locked() as st:
-            v = self._check_access(st, addr, auth, ROLES_ADMIN)
-            if v.phase != "running":
-                raise NodeError("FailedPrecondition", "bootstrap is not available yet")
-            window = self.not_ready_seconds()
-            elapsed = time.time() - st.up_since
-            if elapsed < window:
-                if elapsed < window / 3:
-                    raise NodeError("FailedPrecondition", "bootstrap is not available yet")
-                if elapsed < 2 * window / 3 or recover_from is None:
-                    raise NodeError("FailedPrecondition", "time is not in sync yet")
+            v = self._check_access(st, addr, auth, ROLES_ADMIN, node=node)
+            if self._booted(st, v) < self.not_ready_seconds() / 3:
+                # /var/lib (EPHEMERAL) is not mounted yet early in the boot.
                 raise NodeError("FailedPrecondition", "etcd service is not ready for recovery yet")
+            self.paths.recover_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, self.paths.recover_snapshot)
+
+    def bootstrap(self, addr: str, auth: Auth, *, recover: bool = False, skip_hash_check: bool = False,
+                  node: str | None = None) -> None:
+        """Bootstrap etcd (v1alpha1_server.go Bootstrap, then services/etcd.go BootstrapEtcd). Returns as soon as
+        etcd's restart is requested: the recovery and its hash check happen later, in etcd's pre-start."""
+        with self.locked() as st:
+            v = self._check_access(st, addr, auth, ROLES_ADMIN, node=node)
+            elapsed = self._booted(st, v)
+            window = self.not_ready_seconds()
+            if elapsed < window / 3:
+                raise NodeError("FailedPrecondition", "bootstrap is not available yet")
+            if elapsed < 2 * window / 3:
+                raise NodeError("FailedPrecondition", "time is not in sync yet")
             if v.etcd_running or self._etcd_has_data():
+                # BootstrapEtcd stops etcd and fakes Finished before it checks the data directory.
                 raise NodeError("AlreadyExists", "etcd data directory is not empty")
             fail = self.faults().get("bootstrap_fails")
             if fail:
                 raise NodeError("Internal", str(fail))
-            if recover_from is not None:
-                if not skip_hash_check:
-                    ok, expected, actual = etcd.trailer_ok(recover_from)
-                    if not ok:
-                        raise NodeError(
-                            "InvalidArgument",
-                            f"failed to recover etcd: snapshot hash mismatch: expected sha256 {expected}, got {actual}",
-                        )
-                shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
-                try:
-                    etcd.restore(
-                        recover_from,
-                        self.paths.etcd_data,
-                        self.info.etcd_name,
-                        self.info.etcd_peer_port,
-                        skip_hash_check=skip_hash_check,
-                    )
-                except etcd.EtcdFailure as exc:
-                    raise NodeError("Unknown", f"failed to recover etcd: {exc}") from exc
-            try:
-                self._start_etcd(st)
-            except etcd.EtcdFailure as exc:
-                raise NodeError("Unknown", f"failed to start etcd: {exc}") from exc
+            self._stop_etcd(st)
+            st.etcd_event("Finished", BOOTSTRAP_REQUESTED)
+            recover_path = str(self.paths.recover_snapshot) if recover else None
+            if recover and not self.paths.recover_snapshot.exists():
+                recover_path = None  # Talos would fail the pre-start reading a missing file; nothing was uploaded
+            st.bootstrap = {"at": time.time(), "recover": recover_path, "skip_hash": skip_hash_check}
             st.up_since = min(st.up_since, time.time() - window)
 
     def health(self) -> tuple[bool, str]:
@@ -431,9 +553,9 @@ class Node:
             return False, "connection refused"
         if self.faults().get("health_never"):
             return False, "etcd is unhealthy: injected fault health_never"
+        if not v.etcd_running:
+            return False, f"service \"etcd\" not in expected state \"Running\": current state [{v.etcd_state}]"
         if v.phase != "running":
             return False, f"node is in stage {v.stage}"
-        if not v.etcd_running:
-            return False, "etcd service is " + ("Preparing (waiting for bootstrap)" if v.etcd_waiting else "not running")
         ok, line = etcd.endpoint_health(self.info.etcd_endpoint)
         return ok, line

@@ -250,9 +250,15 @@ class CommandError(Exception):
 @dataclass
 class Target:
     node: Node
-    addr: str
+    addr: str  # the address dialed: the endpoint, or with --insecure the node itself
     auth: Auth
     endpoints: list[str] = field(default_factory=list)
+    md: str | None = None  # the `nodes` metadata sent with an authenticated call (apid routes by it)
+
+    @property
+    def shown(self) -> str:
+        """The node a response names (talosctl prints the node it asked for)."""
+        return self.md or self.addr
 
 
 def _host(addr: str) -> str:
@@ -284,6 +290,9 @@ def _load_talosconfig(values: dict) -> tuple[dict, str] | None:
 
 
 def target(values: dict, *, insecure: bool) -> Target:
+    """Who talosctl dials and what it asks for (cmd/talosctl/pkg/talos/global/client.go): an authenticated call
+    dials the first endpoint and names the node in the `nodes` metadata; with --insecure (maintenance mode,
+    WithClientMaintenance) it dials the --nodes address itself and ignores the endpoints."""
     node = Node(_sandbox_dir())
     loaded = _load_talosconfig(values)
     ctx: dict = {}
@@ -301,10 +310,15 @@ def target(values: dict, *, insecure: bool) -> Target:
         raise CommandError(f"failed to open config file {path!r}: open {path}: no such file or directory")
     nodes = list(values["nodes"]) or list(ctx.get("nodes") or [])
     endpoints = list(values["endpoints"]) or list(ctx.get("endpoints") or [])
-    if insecure and not endpoints:
-        endpoints = nodes[:1]
-    if not nodes:
-        nodes = endpoints[:1]
+    if insecure:
+        if not nodes:
+            raise CommandError("nodes are not set for the command: please use `--nodes` flag or configuration file "
+                               "to set the nodes to run the command against")
+        if len(nodes) > 1:
+            raise CommandError("this sandbox talosctl supports one node per call; got nodes " + ", ".join(nodes))
+        return Target(node, _host(nodes[0]), Auth(insecure=True), endpoints)
+    if not endpoints:
+        raise CommandError("failed to determine endpoints")
     if not nodes:
         raise CommandError(
             "nodes are not set for the command: please use `--nodes` flag or configuration file to set the nodes "
@@ -312,15 +326,7 @@ def target(values: dict, *, insecure: bool) -> Target:
         )
     if len(nodes) > 1:
         raise CommandError("this sandbox talosctl supports one node per call; got nodes " + ", ".join(nodes))
-    if insecure:
-        return Target(node, _host(nodes[0]), Auth(insecure=True), endpoints)
-    if not endpoints:
-        raise CommandError("failed to determine endpoints")
-    ep = _host(endpoints[0])
-    addr = _host(nodes[0])
-    if ep != node.info.node_ip:
-        addr = ep  # nothing answers at that endpoint
-    return Target(node, addr, _auth(node, ctx), endpoints)
+    return Target(node, _host(endpoints[0]), _auth(node, ctx), endpoints, md=_host(nodes[0]))
 
 
 def _auth(node: Node, ctx: dict) -> Auth:
@@ -380,15 +386,15 @@ def cmd_version(values: dict, args: list[str]) -> None:
         return
     t = target(values, insecure=values["insecure"])
     try:
-        info = t.node.version(t.addr, t.auth)
+        info = t.node.version(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error getting version", exc) from None
     if values["short"]:
-        print(f"Server:\n\tNODE:        {t.addr}\n\tTag:         {info['tag']}")
+        print(f"Server:\n\tNODE:        {t.shown}\n\tTag:         {info['tag']}")
         return
     lines = [
         "Server:",
-        f"\tNODE:        {t.addr}",
+        f"\tNODE:        {t.shown}",
         f"\tTag:         {info['tag']}",
         "\tSHA:         sandbox",
         "\tBuilt:       ",
@@ -427,12 +433,12 @@ def cmd_get(values: dict, args: list[str]) -> None:
         raise CommandError(f'error getting resources: rpc error: code = NotFound desc = resource "{args[1]}" not found')
     t = target(values, insecure=values["insecure"])
     try:
-        v = t.node.machine_status(t.addr, t.auth)
+        v = t.node.machine_status(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error getting resources", exc) from None
     unmet = [] if v.ready else [{"name": "etcd", "reason": "etcd is not running"}] if v.stage == "running" else []
     doc = {
-        "node": t.addr,
+        "node": t.shown,
         "metadata": {
             "namespace": "runtime",
             "type": "MachineStatuses.runtime.talos.dev",
@@ -446,7 +452,7 @@ def cmd_get(values: dict, args: list[str]) -> None:
     out = values["output"]
     if out == "table":
         print(f"{'NODE':<11} {'NAMESPACE':<11} {'TYPE':<15} {'ID':<9} {'VERSION':<9} {'STAGE':<13} READY")
-        print(f"{t.addr:<11} {'runtime':<11} {'MachineStatus':<15} {'machine':<9} {'1':<9} {v.stage:<13} "
+        print(f"{t.shown:<11} {'runtime':<11} {'MachineStatus':<15} {'machine':<9} {'1':<9} {v.stage:<13} "
               f"{str(v.ready).lower()}")
     elif out == "json":
         print(json.dumps(doc, indent=4))
@@ -462,25 +468,54 @@ def cmd_get(values: dict, args: list[str]) -> None:
         raise CommandError(f"output mode {out!r} is not supported")
 
 
+def go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.Round(time.Second).String()``: ``0s``, ``42s``, ``1m30s``, ``2h0m5s``."""
+    n = int(round(max(seconds, 0)))
+    h, rem = divmod(n, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h}h{m}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec}s"
+
+
+def _tab(rows: list[tuple[str, ...]]) -> str:
+    """Go's tabwriter with minwidth 0, tabwidth 0, padding 3, padchar ' ' (formatters.RenderServicesInfo)."""
+    widths = [max(len(r[i]) for r in rows if len(r) > i + 1) + 3 for i in range(max(len(r) for r in rows) - 1)]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        lines.append("".join(cells))
+    return "\n".join(lines)
+
+
 def cmd_service(values: dict, args: list[str]) -> None:
     if args and args[0] != "etcd":
         raise CommandError(f'error getting service: rpc error: code = NotFound desc = service "{args[0]}" not found')
     t = target(values, insecure=False)
     try:
-        v = t.node.etcd_service(t.addr, t.auth)
+        v = t.node.etcd_service(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error listing services", exc) from None
-    state = "Running" if v.etcd_running else "Preparing" if v.etcd_waiting else "Finished"
+    state = v.etcd_state
     health = "OK" if v.etcd_running else "?"
+    now = time.time()
+    events = v.etcd_events or [[now, state, {"Running": "Health check successful"}.get(state, "Running pre state")]]
     if not args:
-        print(f"{'NODE':<11} {'SERVICE':<9} {'STATE':<11} HEALTH")
-        print(f"{t.addr:<11} {'apid':<9} {'Running':<11} ?")
-        print(f"{t.addr:<11} {'etcd':<9} {state:<11} {health}")
+        # cmd/talosctl/cmd/talos/service.go serviceList
+        last = events[-1]
+        print(_tab([("NODE", "SERVICE", "STATE", "HEALTH", "LAST CHANGE", "LAST EVENT"),
+                    (t.shown, "apid", "Running", "OK", "1h0m0s ago", "Health check successful"),
+                    (t.shown, "etcd", state, health, f"{go_duration(now - last[0])} ago", last[2])]))
         return
-    event = "Health check successful" if v.etcd_running else (
-        "Running pre state (waiting for bootstrap)" if v.etcd_waiting else "Service finished"
-    )
-    print(f"NODE     {t.addr}\nID       etcd\nSTATE    {state}\nHEALTH   {health}\nEVENTS   [{state}]: {event}")
+    # pkg/machinery/formatters/formatters.go RenderServicesInfo: events newest first
+    rows: list[tuple[str, ...]] = [("NODE", t.shown), ("ID", "etcd"), ("STATE", state), ("HEALTH", health)]
+    label = "EVENTS"
+    for ts, st, msg in reversed(events):
+        rows.append((label, f"[{st}]: {msg} ({go_duration(now - ts)} ago)"))
+        label = ""
+    print(_tab(rows))
 
 
 def _stream_chunks(src: Path, faults: dict):
@@ -524,7 +559,7 @@ def cmd_etcd_snapshot(values: dict, args: list[str]) -> None:
         n = 0
         with os.fdopen(fd, "wb") as out:
             try:
-                t.node.prepare_snapshot(t.addr, t.auth, server_tmp)
+                t.node.prepare_snapshot(t.addr, t.auth, server_tmp, node=t.md)
             except (NodeError, TransportError) as exc:
                 raise _rpc("error reading file", exc) from None
             try:
@@ -570,6 +605,7 @@ def cmd_reset(values: dict, args: list[str]) -> None:
             labels=labels,
             wipe_mode=mode,
             user_disks=list(values["user-disks-to-wipe"]),
+            node=t.md,
         )
     except (NodeError, TransportError) as exc:
         raise _rpc("error executing reset", exc) from None
@@ -582,19 +618,19 @@ def cmd_reset(values: dict, args: list[str]) -> None:
 def _wait_after(t: Target, timeout: float, want: tuple[str, ...], action: str) -> None:
     """talosctl's ``--wait``: follow the node's stages until it is back (or off, for a halt)."""
     deadline = time.monotonic() + timeout
-    print(f"watching nodes: [{t.addr}]", file=sys.stderr)
+    print(f"watching nodes: [{t.shown}]", file=sys.stderr)
     last = None
     while True:
         v = t.node.snapshot_state()
         if v.stage != last:
-            print(f"    * {t.addr}: {v.stage}", file=sys.stderr)
+            print(f"    * {t.shown}: {v.stage}", file=sys.stderr)
             last = v.stage
         if v.phase in want:
             if v.phase != "halted":
-                print(f"    * {t.addr}: post check passed", file=sys.stderr)
+                print(f"    * {t.shown}: post check passed", file=sys.stderr)
             return
         if time.monotonic() >= deadline:
-            raise CommandError(f"1 error occurred:\n\t* {t.addr}: {action}: context deadline exceeded "
+            raise CommandError(f"1 error occurred:\n\t* {t.shown}: {action}: context deadline exceeded "
                                f"(node is {v.stage})")
         time.sleep(0.05)
 
@@ -677,48 +713,35 @@ def cmd_apply_config(values: dict, args: list[str]) -> None:
     text = apply_patches(text, values["config-patch"])
     t = target(values, insecure=values["insecure"])
     try:
-        msg = t.node.apply_config(t.addr, t.auth, text, mode=mode, dry_run=values["dry-run"])
+        msg = t.node.apply_config(t.addr, t.auth, text, mode=mode, dry_run=values["dry-run"], node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error applying new configuration", exc) from None
     print(msg)
 
 
 def cmd_bootstrap(values: dict, args: list[str]) -> None:
+    """cmd/talosctl/cmd/talos/bootstrap.go: with --recover-from, a local bbolt status check (no size or hash check),
+    the upload (EtcdRecover), then Bootstrap. The node checks the snapshot's hash later, in etcd's pre-start."""
     recover = values["recover-from"]
     t = target(values, insecure=False)
-    path = None
-    if recover:
-        src = Path(recover)
-        try:
-            size = src.stat().st_size
-        except OSError as exc:
-            raise CommandError(f"open {recover}: {exc.strerror.lower() if exc.strerror else exc}") from None
-        if not values["recover-skip-hash-check"]:
-            if size % 512 != 32:
-                raise CommandError(f"sha256 checksum not found (size {size})")
+    try:
+        if recover:
             try:
-                st = etcd.snapshot_status(src)
+                st = etcd.snapshot_status(Path(recover))
             except etcd.EtcdFailure as exc:
-                raise CommandError(f"failed to read snapshot status: {exc}") from None
+                raise CommandError(str(exc)) from None
             print(
                 f'recovering from snapshot "{recover}": hash {st["hash"]:08x}, revision {st["revision"]}, '
                 f"total keys {st['totalKey']}, total size {st['totalSize']}"
             )
-        # The upload (EtcdRecover): the node keeps the snapshot until etcd restores from it.
-        upload = t.node.paths.recover_dir / f"snapshot-{os.getpid()}-{uuid.uuid4().hex[:8]}.db"
-        upload.parent.mkdir(parents=True, exist_ok=True)
-        path = upload
-    try:
-        if path is not None:
-            import shutil
-
-            shutil.copyfile(recover, path)
-        t.node.bootstrap(t.addr, t.auth, recover_from=path, skip_hash_check=values["recover-skip-hash-check"])
+            try:
+                t.node.etcd_recover(t.addr, t.auth, Path(recover), node=t.md)
+            except (NodeError, TransportError) as exc:
+                raise _rpc("error uploading snapshot", exc) from None
+        t.node.bootstrap(t.addr, t.auth, recover=bool(recover), skip_hash_check=values["recover-skip-hash-check"],
+                         node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error executing bootstrap", exc) from None
-    finally:
-        if path is not None:
-            path.unlink(missing_ok=True)
 
 
 HEALTH_CHECKS = [
@@ -742,26 +765,32 @@ HEALTH_CHECKS = [
 
 def cmd_health(values: dict, args: list[str]) -> None:
     t = target(values, insecure=False)
-    cps = list(values["control-plane-nodes"]) or [t.addr]
+    cps = list(values["control-plane-nodes"]) or [t.shown]
     deadline = time.monotonic() + values["wait-timeout"]
     # The first call must connect and authenticate, as talosctl's server-side check does.
     try:
-        t.node.machine_status(t.addr, t.auth)
+        t.node.machine_status(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error checking health", exc) from None
-    for cp in cps:
-        if _host(cp) != t.node.info.node_ip:
-            raise CommandError(f"error checking health: rpc error: code = Unknown desc = discovery: node {cp!r} "
-                               f"is not a member of this cluster")
     print(f"discovered nodes: {json.dumps(cps)}")
     last = None
     while True:
         ok, reason = t.node.health()
-        if ok:
+        if ok and any(_host(cp) not in t.node.local_addresses() for cp in cps):
+            # pkg/cluster/check/etcd.go EtcdControlPlaneNodesAssertion: etcd advertises the node's routed
+            # addresses only (controllers/etcd/spec.go), never the Elastic IP.
+            ok = False
+            members = json.dumps(list(t.node.local_addresses()))
+            reason = (f"etcd member ips {members} are not subset of control plane node ips "
+                      f"{json.dumps([_host(cp) for cp in cps])}")
+            if reason != last:
+                print(f"{HEALTH_CHECKS[0]}: OK\n{HEALTH_CHECKS[1]}: OK\n{HEALTH_CHECKS[2]}: {reason}")
+                last = reason
+        elif ok:
             for check in HEALTH_CHECKS:
                 print(f"{check}: OK")
             return
-        if reason != last:
+        elif reason != last:
             print(f"{HEALTH_CHECKS[0]}: {reason}")
             last = reason
         if time.monotonic() >= deadline:
@@ -774,7 +803,7 @@ def cmd_kubeconfig(values: dict, args: list[str]) -> None:
 
     t = target(values, insecure=False)
     try:
-        text = t.node.kubeconfig(t.addr, t.auth)
+        text = t.node.kubeconfig(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error retrieving kubeconfig", exc) from None
     # No path: merge into ~/.kube/config, or write ./kubeconfig with --merge=false (talosctl's defaults).
