@@ -27,6 +27,20 @@ def require_binary(name: str) -> str:
     pytest.skip(msg)
 
 
+def require_etcd35() -> Path:
+    """The etcd 3.5 bin dir that `make etcd` fills (dr.etcdlocal.etcd35_bin_dir(), env DR_ETCD35_BIN_DIR), with
+    etcd, etcdctl and etcdutl; fails under CI=true (never skips there), skips elsewhere."""
+    from dr.etcdlocal import etcd35_bin_dir
+
+    d = etcd35_bin_dir()
+    if all((d / n).is_file() and os.access(d / n, os.X_OK) for n in ("etcd", "etcdctl", "etcdutl")):
+        return d
+    msg = f"etcd 3.5 (etcd, etcdctl, etcdutl) not found in {d}: run `make etcd` (scripts/ensure-etcd35.sh)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,14 +101,15 @@ def bucket(s3_client):
 
 
 class Etcd:
-    def __init__(self, endpoint: str, data_dir: Path, proc: subprocess.Popen):
+    def __init__(self, endpoint: str, data_dir: Path, proc: subprocess.Popen, etcdctl: str = "etcdctl"):
         self.endpoint = endpoint
         self.data_dir = data_dir
         self.proc = proc
+        self.etcdctl = etcdctl
 
     def ctl(self, *args: str, input: bytes | None = None) -> bytes:
         env = {**os.environ, "ETCDCTL_API": "3"}
-        return subprocess.run(["etcdctl", "--endpoints", self.endpoint, *args], check=True, env=env,
+        return subprocess.run([self.etcdctl, "--endpoints", self.endpoint, *args], check=True, env=env,
                               capture_output=True, input=input).stdout
 
     def put(self, key: str, value: str) -> None:
@@ -109,9 +124,12 @@ class Etcd:
         return path
 
 
-def start_etcd(base: Path) -> Etcd:
-    etcd = require_binary("etcd")
-    require_binary("etcdctl")
+def start_etcd(base: Path, bin_dir: Path | None = None) -> Etcd:
+    """A real etcd on free ports: PATH's (Debian's 3.4), or ``bin_dir``'s etcd and etcdctl (e.g. etcd 3.5)."""
+    if bin_dir is None:
+        etcd, etcdctl = require_binary("etcd"), require_binary("etcdctl")
+    else:
+        etcd, etcdctl = str(bin_dir / "etcd"), str(bin_dir / "etcdctl")
     cport, pport = free_port(), free_port()
     data = base / "data"
     log = open(base / "etcd.log", "wb")
@@ -123,7 +141,7 @@ def start_etcd(base: Path) -> Etcd:
         stdout=log, stderr=subprocess.STDOUT)
     log.close()
     wait_port(cport)
-    e = Etcd(f"http://127.0.0.1:{cport}", data, proc)
+    e = Etcd(f"http://127.0.0.1:{cport}", data, proc, etcdctl)
     # A listening port is not a ready member (leader election); on a loaded machine the first write can time out.
     deadline = time.monotonic() + 30
     while True:
