@@ -1,7 +1,11 @@
-"""Least-privilege Talos client certificates, minted from the OS CA in the stack's machine secrets.
+"""Least-privilege Talos client certificates, minted from the OS CA in the stack's machine secrets, and the one
+certificate factory the sandbox and the tests share with them.
 
-The schedule's credential is a client certificate whose Organization is ``os:etcd:backup``: apid lets it call
-EtcdSnapshot and nothing else (not even Version). It is minted *deterministically*:
+The schedule's credential is a client certificate whose Organization is ``os:etcd:backup``. apid lets that role call
+EtcdSnapshot, EtcdAlarmList, EtcdMemberList and EtcdStatus, and nothing else: not Version, not EtcdRecover, Bootstrap,
+Reset or Kubeconfig (siderolabs/talos v1.13.9 ``internal/app/machined/pkg/system/services/machined.go``, the
+``rules`` map at :40-132: EtcdBackup appears at :69, :74, :77, :78 only; Version at :113 is Admin, Operator, Reader).
+It is minted *deterministically*:
 
 * its ECDSA P-256 key is derived with HKDF from the OS CA key and the validity period's start, and
 * the CA's Ed25519 signature is deterministic (RFC 6979 deterministic ECDSA for an ECDSA CA), serial and dates
@@ -12,18 +16,21 @@ nothing to keep in extra state — and a new period (every ``ROTATION``) rotates
 valid for ``VALIDITY - ROTATION`` more. Deriving from the CA key gives nothing away: whoever holds the CA key can
 mint any certificate already.
 
-Also here: the generic ``issue_certificate`` / ``new_ca`` used by the sandbox's simulated apid and the tests.
+The factory: ``issue_certificate`` signs every leaf certificate (this credential, the sandbox's admin and kubeconfig
+certificates, the simulated apid's server certificate) and ``new_ca`` makes CAs shaped like the ones Talos generates
+(siderolabs/crypto ``x509/certificate_authority.go`` NewSelfSignedCertificateAuthority), for the sandbox and tests.
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -84,15 +91,79 @@ def _key_pem(key: Any) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
+def _talos_key_pem(key: Any) -> bytes:
+    """A private key framed as siderolabs/crypto writes it (``x509/key.go``): Ed25519 as PKCS#8 DER under the label
+    ``ED25519 PRIVATE KEY``, ECDSA as SEC1 ``EC PRIVATE KEY``."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        body = base64.encodebytes(key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )).replace(b"\n", b"")
+        return b"-----BEGIN ED25519 PRIVATE KEY-----\n" + body + b"\n-----END ED25519 PRIVATE KEY-----\n"
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+
+
 def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_usage(*, digital_signature: bool, key_cert_sign: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign, crl_sign=False,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: Any,
+    *,
+    serial: int,
+    not_before: datetime,
+    not_after: datetime,
+    is_ca: bool,
+    usages: Sequence[x509.ObjectIdentifier],
+) -> x509.CertificateBuilder:
+    """What every certificate here has in common: names, key, serial, dates, basic constraints, key usage, EKU."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(_key_usage(digital_signature=True, key_cert_sign=is_ca), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    )
+
+
+def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AuthorityKeyIdentifier of a certificate ``issuer`` signs: the issuer's own SubjectKeyIdentifier.
+
+    That is what Go's ``x509.CreateCertificate`` writes (``authorityKeyId = parent.SubjectKeyId``), so Talos's own
+    certificates carry it. It cannot be recomputed from the CA's public key: siderolabs/crypto >= v0.6.1 gives every
+    CA 20 random bytes as its SKI (``x509/x509.go`` NewSubjectKeyID, ``rand.Read(skid)``; used by
+    ``x509/certificate_authority.go`` NewSelfSignedCertificateAuthority), and OpenSSL will not pick an issuer whose SKI
+    differs from the AKI ("unable to get local issuer certificate"). Only an issuer without an SKI gets the
+    public-key derivation (RFC 5280 4.2.1.2 method 1).
+    """
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 def issue_certificate(
     ca_cert_pem: bytes,
     ca_key_pem: bytes,
     *,
-    organization: str | None,
+    organization: str | Sequence[str] | None,
     common_name: str,
     not_before: datetime,
     not_after: datetime,
@@ -101,7 +172,13 @@ def issue_certificate(
     server_ips: tuple[str, ...] = (),
     client: bool = True,
 ) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) signed by the CA. ``server_ips`` makes a server certificate with IP SANs.
+    """(certificate PEM, key PEM) signed by the CA. ``organization`` is one role or several (one Organization value
+    each, as Talos writes roles); ``server_ips`` makes a server certificate with IP SANs.
+
+    A client certificate (``client=True``, no ``server_ips``) has exactly one EKU, clientAuth, as apid demands of
+    every non-CA certificate in the chain (``internal/app/apid/service.go:172-190`` verifyExtKeyUsage,
+    ``slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})``); adding ``server_ips`` to it
+    adds serverAuth, which apid would then refuse from a client.
 
     The leaf key defaults to ECDSA P-256, not Ed25519: gRPC's TLS stack (BoringSSL inside grpcio) cannot sign or
     verify Ed25519 handshakes (grpc/grpc#24252), while Talos's Go apid accepts ECDSA client certificates. The CA's
@@ -111,30 +188,16 @@ def issue_certificate(
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     ca_key = load_private_key(ca_key_pem)
     key = key or ec.generate_private_key(ec.SECP256R1())
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
+    orgs = [organization] if isinstance(organization, str) else list(organization or ())
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     if server_ips:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(serial or x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-    )
+    builder = _builder(
+        x509.Name(attrs), ca_cert.subject, key.public_key(), serial=serial or x509.random_serial_number(),
+        not_before=not_before, not_after=not_after, is_ca=False, usages=usages,
+    ).add_extension(authority_key_identifier(ca_cert), critical=False)
     if server_ips:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]), critical=False
@@ -142,35 +205,34 @@ def issue_certificate(
     return _cert_pem(_sign(builder, ca_key)), _key_pem(key)
 
 
-def new_ca(common_name: str = "talos", *, now: datetime | None = None, days: int = 3650) -> tuple[bytes, bytes]:
-    """A self-signed Ed25519 CA shaped like Talos's OS CA: (certificate PEM, key PEM in Talos's
-    ``ED25519 PRIVATE KEY`` framing). For the sandbox and tests."""
+def new_ca(
+    organization: str | None = "talos",
+    *,
+    common_name: str | None = None,
+    now: datetime | None = None,
+    days: int = 3650,
+    key_type: Literal["ed25519", "ecdsa"] = "ed25519",
+) -> tuple[bytes, bytes]:
+    """A self-signed CA shaped like the ones Talos generates: (certificate PEM, key PEM in siderolabs/crypto's
+    framing). For the sandbox and tests; production only ever signs with the cluster's own OS CA.
+
+    As in siderolabs/crypto v0.6.4 ``x509/certificate_authority.go`` NewSelfSignedCertificateAuthority: a random
+    20-byte SubjectKeyIdentifier (NewSubjectKeyID), key usage certSign + digitalSignature, EKU serverAuth +
+    clientAuth, Ed25519 by default (``ecdsa`` for Talos's etcd and Kubernetes CAs, P-256). Talos's OS CA is
+    ``new_ca("talos")`` (``pkg/machinery/config/generate/secrets/ca.go`` NewTalosCA: Organization "talos", no CN).
+    """
     now = now or datetime.now(UTC)
-    key = ed25519.Ed25519PrivateKey.generate()
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _SKEW)
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, None)
-    )
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    body = base64.encodebytes(der).replace(b"\n", b"")
-    key_pem = b"-----BEGIN ED25519 PRIVATE KEY-----\n" + body + b"\n-----END ED25519 PRIVATE KEY-----\n"
-    return _cert_pem(cert), key_pem
+    key = ed25519.Ed25519PrivateKey.generate() if key_type == "ed25519" else ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
+    if common_name:
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    name = x509.Name(attrs)
+    builder = _builder(
+        name, name, key.public_key(), serial=x509.random_serial_number(), not_before=now - _SKEW,
+        not_after=now + timedelta(days=days), is_ca=True,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    ).add_extension(x509.SubjectKeyIdentifier(os.urandom(20)), critical=False)
+    return _cert_pem(_sign(builder, key)), _talos_key_pem(key)
 
 
 @dataclass(frozen=True)

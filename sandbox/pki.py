@@ -1,7 +1,9 @@
 """The sandbox cluster's secrets: a Talos OS CA and admin client certificate, Kubernetes CAs, and the files
 built from them (talosconfig, kubeconfig, control-plane machine config, secrets bundle).
 
-Shapes follow ``talosctl gen secrets`` / ``gen config`` output; values are real certificates from ``cryptography``.
+Shapes follow ``talosctl gen secrets`` / ``gen config`` output. The CAs and certificates come from the one factory
+production minting uses (``dr.credentials.new_ca`` / ``issue_certificate``), so each CA has a random 20-byte
+SubjectKeyIdentifier like Talos's and every certificate's AuthorityKeyIdentifier names it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from dr.credentials import certificate_roles, issue_certificate, load_private_key, new_ca
 
 ADMIN_ROLE = "os:admin"
 ROLES = ("os:admin", "os:operator", "os:reader", "os:etcd:backup", "os:image:verifier", "os:meta:writer")
@@ -28,90 +35,31 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _ca(common_name: str, org: str | None, key_kind: str = "ec"):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-    from cryptography.x509.oid import NameOID
-
-    key = ed25519.Ed25519PrivateKey.generate() if key_kind == "ed25519" else ec.generate_private_key(ec.SECP256R1())
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if org:
-        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    name = x509.Name(attrs)
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
-        .sign(key, None if key_kind == "ed25519" else hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 def issue_client_cert(ca_crt_pem: bytes, ca_key_pem: bytes, cn: str, orgs: list[str], days: int = 365):
-    """A client certificate signed by the given CA, with ``orgs`` as Organization (Talos roles)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    ca_cert = x509.load_pem_x509_certificate(ca_crt_pem)
-    ca_key = serialization.load_pem_private_key(ca_key_pem, None)
-    key = ed25519.Ed25519PrivateKey.generate() if isinstance(ca_key, ed25519.Ed25519PrivateKey) else (
-        ec.generate_private_key(ec.SECP256R1())
-    )
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    """(certificate PEM, key PEM): a client certificate signed by the given CA, with ``orgs`` as Organization (Talos
+    roles). The key type follows the CA's, as siderolabs/crypto ``x509/keypair.go`` NewKeyPair picks it: Ed25519 under
+    Talos's Ed25519 OS CA (``talosctl gen config``'s admin certificate), ECDSA P-256 under an ECDSA CA."""
+    ca_key = load_private_key(ca_key_pem)
+    key = ed25519.Ed25519PrivateKey.generate() if isinstance(ca_key, ed25519.Ed25519PrivateKey) else None
     now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, None if isinstance(ca_key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+    return issue_certificate(
+        ca_crt_pem, ca_key_pem, organization=orgs, common_name=cn, not_before=now - dt.timedelta(minutes=5),
+        not_after=now + dt.timedelta(days=days), key=key,
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def verify_client_cert(ca_crt_pem: bytes, crt_pem: bytes) -> list[str] | None:
     """The roles (Organization values) of ``crt_pem`` if the CA signed it and it is in date, else None."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-    from cryptography.x509.oid import NameOID
-
     try:
         ca = x509.load_pem_x509_certificate(ca_crt_pem)
         crt = x509.load_pem_x509_certificate(crt_pem)
-        pub = ca.public_key()
-        if isinstance(pub, ed25519.Ed25519PublicKey):
-            pub.verify(crt.signature, crt.tbs_certificate_bytes)
-        elif isinstance(pub, ec.EllipticCurvePublicKey):
-            pub.verify(crt.signature, crt.tbs_certificate_bytes, ec.ECDSA(crt.signature_hash_algorithm))
-        else:
-            return None
+        crt.verify_directly_issued_by(ca)  # issuer name and signature (Ed25519 or ECDSA)
     except Exception:
         return None
     now = _now()
     if not (crt.not_valid_before_utc <= now <= crt.not_valid_after_utc):
         return None
-    return [a.value for a in crt.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return certificate_roles(crt_pem)
 
 
 @dataclass
@@ -136,11 +84,15 @@ class ClusterSecrets:
 
     @classmethod
     def generate(cls, cluster_name: str) -> ClusterSecrets:
-        os_crt, os_key = _ca("talos", "talos", key_kind="ed25519")
-        k8s_crt, k8s_key = _ca("kubernetes", "kubernetes")
-        agg_crt, agg_key = _ca("front-proxy", None)
-        etcd_crt, etcd_key = _ca("etcd", "etcd")
-        _, sa_key = _ca("service-accounts", None)
+        # As Talos's secrets bundle makes them (pkg/machinery/config/generate/secrets/ca.go, bundle.go at v1.13.9):
+        # an Ed25519 OS CA, ECDSA etcd, Kubernetes and aggregator CAs, an ECDSA service-account key.
+        os_crt, os_key = new_ca("talos")
+        k8s_crt, k8s_key = new_ca("kubernetes", key_type="ecdsa")
+        agg_crt, agg_key = new_ca(None, common_name="front-proxy", key_type="ecdsa")
+        etcd_crt, etcd_key = new_ca("etcd", key_type="ecdsa")
+        sa_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
         tok = _secrets.token_hex(11)
         bundle = {
             "cluster": {"id": base64.b64encode(_secrets.token_bytes(32)).decode(),
