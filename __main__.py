@@ -5,8 +5,9 @@ from pathlib import Path
 import pulumi
 
 from infra.config import load_config
-from infra.stack import build
+from infra.stack import build, require_pulumi_cli
 
+require_pulumi_cli()  # before anything registers: an old CLI would drop replacement_trigger silently
 cfg = load_config()
 stack = build(cfg, talos_dir=Path(__file__).resolve().parent / ".talos")
 

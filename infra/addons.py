@@ -22,7 +22,8 @@ class AddonsArgs:
     kubeconfig: pulumi.Input[str]
     argocd_chart_version: str
     secrets: Sequence[KubernetesSecret] = ()
-    # The cluster must be bootstrapped before anything talks to its API.
+    # The cluster's API must answer before anything talks to it (infra.providers.cluster_ready.ClusterReady):
+    # pulumi-kubernetes marks a cluster it cannot reach at configure time unreachable for the whole run.
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -35,6 +36,9 @@ class Addons(pulumi.ComponentResource):
         provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=pulumi.Output.secret(args.kubeconfig),
+            # A refresh while the cluster is gone (node lost, total loss) drops these resources from state instead
+            # of failing, so `pulumi up --refresh` can rebuild; the up then recreates them on the new cluster.
+            delete_unreachable=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
         on_cluster = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(args.depends_on))

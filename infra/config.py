@@ -28,7 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "availabilityZone": None,  # "<region>a"
     "instanceType": "t3.medium",
     "talosVersion": "v1.13.9",
-    "kubernetesVersion": None,  # the default of the Talos release in talosVersion
+    # Unset: the Kubernetes version pulumiverse-talos's embedded Talos machinery defaults to (not the node's Talos
+    # release: get_configuration's talos_version only picks the config format).
+    "kubernetesVersion": None,
     "adminCidrs": None,  # required
     "allowWorldAccess": False,
     "rootVolumeSize": 20,
@@ -48,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
 PROJECT_KEYS: tuple[str, ...] = tuple(DEFAULTS)
 ALL_KEYS: tuple[str, ...] = (AWS_REGION_KEY, *PROJECT_KEYS)
 
+MIN_ROOT_VOLUME_GIB = 20  # the Talos AMI's root snapshot size
 WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
 VOLUME_TYPES = frozenset({"gp3", "gp2", "io1", "io2", "st1", "sc1"})
 # Instance families Talos documents for AWS; T2 is excluded by the Talos docs (unreliable clock, no Nitro).
@@ -139,7 +142,7 @@ def _set_hint(key: str, example: str) -> str:
     return f"set it with `pulumi config set {key} {example}`"
 
 
-def _as_int(raw: Any, key: str, lo: int, hi: int, unit: str, p: _Problems) -> int | None:
+def _as_int(raw: Any, key: str, lo: int, hi: int, unit: str, p: _Problems, why: str = "") -> int | None:
     value: int | None = None
     if isinstance(raw, bool):
         value = None
@@ -151,7 +154,7 @@ def _as_int(raw: Any, key: str, lo: int, hi: int, unit: str, p: _Problems) -> in
         p.add(key, f"{raw!r} is not a whole number of {unit}; {_set_hint(key, str(lo if lo > 1 else 30))}")
         return None
     if not lo <= value <= hi:
-        p.add(key, f"{value} is out of range; use {lo} to {hi} {unit}")
+        p.add(key, f"{value} is out of range; use {lo} to {hi} {unit}{why}")
         return None
     return value
 
@@ -296,7 +299,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     kube_version = get("kubernetesVersion")
     if kube_version is not None:
         kube_version = _as_str(kube_version, "kubernetesVersion", _KUBE_VERSION,
-                               "use a Kubernetes version such as 1.34.1, or unset it for Talos's default", p)
+                               "use a Kubernetes version such as 1.34.1, or unset it for the Talos provider's default", p)
         kube_version = kube_version.lstrip("v") if kube_version else None
 
     admin_cidrs: tuple[str, ...] = ()
@@ -320,7 +323,10 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
                 continue
             admin_cidrs += (str(net),)
 
-    root_size = _as_int(get("rootVolumeSize"), "rootVolumeSize", 10, 16384, "GiB", p)
+    # Sidero registers the AMI with a 20 GiB root snapshot (talos v1.13.9 hack/cloud-image-uploader/aws.go,
+    # `VolumeSize: 20`), and EC2 refuses a root volume smaller than its snapshot.
+    root_size = _as_int(get("rootVolumeSize"), "rootVolumeSize", MIN_ROOT_VOLUME_GIB, 16384, "GiB", p,
+                        f" (the Talos AMI's root snapshot is {MIN_ROOT_VOLUME_GIB} GiB, and EC2 refuses a smaller root volume)")
     data_volumes = _data_volumes(get("dataVolumes"), p)
 
     vpc = _as_network(get("vpcCidr"), "vpcCidr", p)

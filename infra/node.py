@@ -16,6 +16,27 @@ import pulumi_aws as aws
 from infra.config import DataVolume
 
 TALOS_AMI_OWNER = "540036508848"  # Sidero Labs' AWS account, which publishes the official Talos AMIs
+# Talos's architecture names and the EC2 ones: Sidero's uploader publishes both for every release and region,
+# named talos-<tag>-<region>-<arch> (talos v1.13.9 hack/cloud-image-uploader/aws.go `awsArchitectures`,
+# options.go `Architectures: amd64, arm64`).
+EC2_ARCHITECTURES = {"amd64": "x86_64", "arm64": "arm64"}
+
+
+def talos_arch(supported_architectures: list[str] | tuple[str, ...] | None, instance_type: str = "") -> str:
+    """The Talos AMI architecture for an instance type, from EC2's ``supported_architectures`` for it.
+
+    x86_64 wins when a type offers both (none does today); Graviton types offer only ``arm64``. Mac instances
+    (``x86_64_mac``, ``arm64_mac``) and anything else are refused: there is no Talos AMI for them.
+    """
+    supported = set(supported_architectures or ())
+    for arch, ec2 in EC2_ARCHITECTURES.items():
+        if ec2 in supported:
+            return arch
+    raise ValueError(
+        f"instanceType {instance_type or '?'} runs {', '.join(sorted(supported)) or 'no known architecture'}; "
+        "Talos publishes AMIs for x86_64 and arm64 only: pick e.g. t3.medium or t4g.medium "
+        "(`pulumi config set instanceType t3.medium`)"
+    )
 
 
 def talos_ami_name(talos_version: str, region: str, arch: str = "amd64") -> str:
@@ -47,6 +68,7 @@ class Node(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     private_ip: pulumi.Output[str]
     ami_id: pulumi.Output[str]
+    architecture: pulumi.Output[str]  # Talos's name: amd64 or arm64
     volume_ids: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: NodeArgs, opts: pulumi.ResourceOptions | None = None):
@@ -54,15 +76,21 @@ class Node(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = {**args.tags, "talos-dr/cluster": args.cluster_name}
 
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        # Graviton types (t4g, m7g, ...) need the arm64 AMI: ask EC2 what the type runs rather than guess from
+        # its name (g4dn is x86_64, g5g is arm64).
+        arch = aws.ec2.get_instance_type_output(instance_type=args.instance_type, opts=invoke).apply(
+            lambda it: talos_arch(it.supported_architectures, args.instance_type)
+        )
         ami = aws.ec2.get_ami_output(
             most_recent=True,
             owners=[TALOS_AMI_OWNER],
-            name_regex=talos_ami_name_regex(args.talos_version, args.region),
-            filters=[
-                {"name": "name", "values": [talos_ami_name(args.talos_version, args.region)]},
-                {"name": "architecture", "values": ["x86_64"]},
-            ],
-            opts=pulumi.InvokeOutputOptions(parent=self),
+            name_regex=arch.apply(lambda a: talos_ami_name_regex(args.talos_version, args.region, a)),
+            filters=arch.apply(lambda a: [
+                {"name": "name", "values": [talos_ami_name(args.talos_version, args.region, a)]},
+                {"name": "architecture", "values": [EC2_ARCHITECTURES[a]]},
+            ]),
+            opts=invoke,
         )
 
         instance = aws.ec2.Instance(
@@ -72,7 +100,9 @@ class Node(pulumi.ComponentResource):
             subnet_id=args.subnet_id,  # the instance lands in the subnet's AZ, where the data volumes are
             vpc_security_group_ids=list(args.security_group_ids),
             # No user_data: the machine config carries the cluster PKI, and v7 keeps user_data in clear text in
-            # state. The node boots into maintenance mode and ConfigurationApply sends the config over TLS.
+            # state. The node boots into maintenance mode and ConfigurationApply sends it there: encrypted, but
+            # the maintenance server is not authenticated (see README, "Deploy"), so run the first `up` from a
+            # trusted network.
             metadata_options={
                 "http_endpoint": "enabled",
                 "http_tokens": "required",  # IMDSv2 only (the Talos AMI requires it)
@@ -133,12 +163,14 @@ class Node(pulumi.ComponentResource):
         self.public_ip = eip.public_ip
         self.private_ip = instance.private_ip
         self.ami_id = ami.id
+        self.architecture = arch
         self.register_outputs(
             {
                 "instance_id": self.instance_id,
                 "public_ip": self.public_ip,
                 "private_ip": self.private_ip,
                 "ami_id": self.ami_id,
+                "architecture": self.architecture,
                 "volume_ids": self.volume_ids,
             }
         )

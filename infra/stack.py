@@ -25,6 +25,12 @@ from infra.talos import TalosCluster, TalosClusterArgs
 
 TALOSCONFIG_FILE = "talosconfig"
 KUBECONFIG_FILE = "kubeconfig"
+# The engine honours `replacement_trigger` (infra/talos.py) from 3.208.0 (pulumi/pulumi CHANGELOG.md, 3.208.0:
+# "[engine] Add a `replacement_trigger` resource option"). The SDK sends it without checking the engine supports
+# it (pulumi/runtime/resource.py), so an older CLI would silently never re-apply or re-bootstrap a replaced node.
+# The check itself is the engine's RequirePulumiVersion RPC (CLI 3.217.0 and later): an older CLI fails it with
+# "does not support the `RequirePulumiVersion` RPC", so in practice the floor is 3.217.0.
+PULUMI_CLI_RANGE = ">=3.208.0"
 
 
 @dataclass
@@ -36,6 +42,17 @@ class Stack:
     addons: Addons
     schedule: SnapshotSchedule | None = None  # None when scheduledSnapshots is off
     outputs: dict[str, pulumi.Output] = field(default_factory=dict)
+
+
+def require_pulumi_cli(version_range: str = PULUMI_CLI_RANGE) -> None:
+    """Fail the program (one message, no traceback) unless the running Pulumi CLI satisfies ``version_range``."""
+    try:
+        pulumi.require_pulumi_version(version_range)
+    except Exception as exc:
+        raise pulumi.RunError(
+            f"talos-dr needs a Pulumi CLI {version_range} that can answer the version check (3.217.0 or newer): "
+            f"{exc} — install one from https://www.pulumi.com/docs/install/ (`pulumi version` shows yours)"
+        ) from exc
 
 
 def build(cfg: StackConfig, talos_dir: Path) -> Stack:
@@ -84,6 +101,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             talos_version=cfg.talos_version,
             kubernetes_version=cfg.kubernetes_version,
             public_ip=node.public_ip,
+            private_ip=node.private_ip,
             node_identity=node.instance_id,
             data_volumes=cfg.data_volumes,
             volume_ids=node.volume_ids,
@@ -99,7 +117,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             kubeconfig=cluster.kubeconfig,
             argocd_chart_version=cfg.argocd_chart_version,
             secrets=cfg.kubernetes_secrets,
-            depends_on=[cluster.bootstrap],
+            depends_on=[cluster.ready],
         ),
     )
 
@@ -138,8 +156,9 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
                 snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
                 wheel_dir=cfg.snapshot_lambda_wheel_dir,
                 account_id=aws.get_caller_identity_output().account_id,
-                # The proving snapshot at deploy time needs etcd running.
-                ready=[cluster.bootstrap],
+                # The proving snapshot at deploy time needs etcd running: wait for the API server (whose
+                # readiness includes etcd), not just the bootstrap call.
+                ready=[cluster.ready],
                 tags=tags,
             ),
         )

@@ -12,6 +12,7 @@ import pulumiverse_talos as talos
 import yaml
 
 from infra.config import DataVolume
+from infra.providers.cluster_ready import ClusterReady, ClusterReadyArgs
 
 AWS_TIME_SERVER = "169.254.169.123"  # Amazon Time Sync, reachable from every instance (Talos AWS docs)
 
@@ -71,7 +72,12 @@ class TalosClusterArgs:
     cluster_name: str
     talos_version: str
     kubernetes_version: str | None
+    # Two addresses (siderolabs/contrib examples/terraform/aws/main.tf: `endpoint = public_ip, node = private_ip`):
+    # the Elastic IP is NAT'd at the internet gateway and never on the interface, so it is only the address we dial.
+    # apid forwards a request whose `node` is not one of its own addresses (talos v1.13.9
+    # internal/app/apid/pkg/director/director.go), and from the node its own EIP leads back through the gateway.
     public_ip: pulumi.Input[str]
+    private_ip: pulumi.Input[str]
     # Changing this (the EC2 instance id) replaces the config apply and the bootstrap: a new instance is a blank
     # node in maintenance mode that needs both again.
     node_identity: pulumi.Input[str]
@@ -87,10 +93,12 @@ class TalosCluster(pulumi.ComponentResource):
     controlplane_config: pulumi.Output[str]
     talosconfig: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
+    ready: ClusterReady
 
     def __init__(self, name: str, args: TalosClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("talos-dr:talos:TalosCluster", name, None, opts)
         ip = pulumi.Output.from_input(args.public_ip)
+        node_ip = pulumi.Output.from_input(args.private_ip)
         endpoint = ip.apply(cluster_endpoint)
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
 
@@ -125,9 +133,12 @@ class TalosCluster(pulumi.ComponentResource):
 
         # replacement_trigger: a new instance id replaces these resources even though their own
         # inputs (the EIP, the config) are unchanged. The provider's Bootstrap would otherwise never run again.
+        # The provider dials `endpoint` and names `node` in the request (terraform-provider-talos v0.11.0
+        # pkg/talos/util.go talosClientOp): in maintenance mode it skips certificate verification entirely
+        # (InsecureSkipVerify, no fingerprint option), so the first apply is encrypted but not authenticated.
         apply = talos.machine.ConfigurationApply(
             f"{name}-apply",
-            node=ip,
+            node=node_ip,
             endpoint=ip,
             client_configuration=secrets.client_configuration,
             machine_configuration_input=controlplane_config,
@@ -142,29 +153,44 @@ class TalosCluster(pulumi.ComponentResource):
         )
         bootstrap = talos.machine.Bootstrap(
             f"{name}-bootstrap",
-            node=ip,
+            node=node_ip,
             endpoint=ip,
             client_configuration=secrets.client_configuration,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[apply], replacement_trigger=args.node_identity),
         )
         kubeconfig = talos.cluster.Kubeconfig(
             f"{name}-kubeconfig",
-            node=ip,
+            node=node_ip,
             endpoint=ip,
             client_configuration=secrets.client_configuration,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[bootstrap]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[bootstrap],
+                # The nested client_key's secrecy should not depend on the bridge marking it Sensitive.
+                additional_secret_outputs=["kubeconfigRaw", "kubernetesClientConfiguration"],
+            ),
         )
+        # The first `up` waits here until the API server answers; Kubernetes resources and the proving snapshot
+        # depend on `ready`, not on the bootstrap (which returns before etcd and the API server are up).
+        ready = ClusterReady(
+            f"{name}-ready",
+            ClusterReadyArgs(kubeconfig=kubeconfig.kubeconfig_raw, node_identity=args.node_identity),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[bootstrap, kubeconfig]),
+        )
+        # talosctl dials `endpoints` and sends `nodes` as the target: EIP to dial, private IP as the target.
         client = talos.client.get_configuration_output(
             cluster_name=args.cluster_name,
             client_configuration=secrets.client_configuration,
             endpoints=[ip],
-            nodes=[ip],
+            nodes=[node_ip],
             opts=invoke_opts,
         )
 
         self.secrets = secrets
         self.config_apply = apply
         self.bootstrap = bootstrap
+        self.kubeconfig_resource = kubeconfig
+        self.ready = ready
         self.cluster_endpoint = endpoint
         self.machine_secrets_json = pulumi.Output.secret(secrets.machine_secrets.apply(secrets_bundle_json))
         self.controlplane_config = controlplane_config

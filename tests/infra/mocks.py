@@ -41,6 +41,14 @@ PRIVATE_IP = "10.0.1.10"
 AMI_ID = "ami-0a1b2c3d4e5f60718"
 ACCOUNT_ID = "123456789012"
 S3_PREFIX_LIST = "pl-63a5400a"
+# What EC2's DescribeInstanceTypes reports as SupportedArchitectures (aws ec2 describe-instance-types).
+INSTANCE_ARCHITECTURES = {
+    "t3.medium": ["i386", "x86_64"],
+    "m5.large": ["x86_64"],
+    "t4g.medium": ["arm64"],
+    "m7g.large": ["arm64"],
+    "mac2.metal": ["arm64_mac"],
+}
 # What the mocked EtcdSnapshotSchedule reports, as if its proving snapshot had just landed.
 NEWEST_SNAPSHOT_TIME = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 NEWEST_SNAPSHOT_KEY = DEFAULT_SNAPSHOT_PREFIX + snapshot_name(NEWEST_SNAPSHOT_TIME)
@@ -131,6 +139,8 @@ class Mocks(pulumi.runtime.Mocks):
             # Every dynamic resource has this token; tell them apart by their inputs.
             if "path" in inputs:  # infra.localfiles.LocalSecretFile
                 outs.update(sha256=hashlib.sha256(str(inputs.get("content")).encode()).hexdigest())
+            elif "kubeconfig" in inputs:  # infra.providers.cluster_ready.ClusterReady, once /readyz answered
+                outs.update(server=f"https://{PUBLIC_IP}:6443", attempts=3)
             elif "interval_seconds" in inputs:  # dr.schedule.EtcdSnapshotSchedule, after its proving snapshot
                 outs.update(backups="fresh", newest_snapshot_key=NEWEST_SNAPSHOT_KEY,
                             newest_snapshot_time=NEWEST_SNAPSHOT_TIME.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -142,8 +152,13 @@ class Mocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:ec2/getInstanceType:getInstanceType":
+            itype = args.args.get("instanceType")
+            return {"instanceType": itype, "supportedArchitectures": INSTANCE_ARCHITECTURES.get(itype, ["x86_64"])}
         if args.token == "aws:ec2/getAmi:getAmi":
-            return {"id": AMI_ID, "imageId": AMI_ID, "name": "talos-v1.13.9-us-east-1-amd64", "architecture": "x86_64"}
+            # The image the filters ask for, as EC2 would return it.
+            wanted = {f["name"]: f["values"][0] for f in args.args.get("filters") or []}
+            return {"id": AMI_ID, "imageId": AMI_ID, "name": wanted.get("name"), "architecture": wanted.get("architecture")}
         if args.token == "talos:machine/getConfiguration:getConfiguration":
             patches = args.args.get("configPatches") or []
             return {"machineConfiguration": "version: v1alpha1\n---\n" + "\n---\n".join(patches)}
@@ -153,6 +168,46 @@ class Mocks(pulumi.runtime.Mocks):
             return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/deployer", "id": ACCOUNT_ID,
                     "userId": "AIDAEXAMPLEDEPLOYER"}
         return {}
+
+
+class RecordingEngine(pulumi_mocks.MockEngine):
+    """MockEngine that answers RequirePulumiVersion (the mock engine lacks it) as a CLI of ``cli_version`` would."""
+
+    def __init__(self, cli_version: str | None = "3.272.0") -> None:
+        super().__init__(None)
+        self.cli_version = cli_version  # None: a CLI too old to implement the RPC
+        self.required: list[str] = []
+
+    def RequirePulumiVersion(self, request):  # noqa: N802 (gRPC method name)
+        import grpc
+        from pulumi.runtime.proto import engine_pb2
+
+        self.required.append(request.pulumi_version_range)
+        if self.cli_version is None:
+            raise _RpcError(grpc.StatusCode.UNIMPLEMENTED, "unknown method RequirePulumiVersion")
+        want = request.pulumi_version_range
+        assert want.startswith(">="), want  # the only form the program uses
+        have = tuple(int(x) for x in self.cli_version.split("."))
+        if have < tuple(int(x) for x in want[2:].split(".")):
+            # sdk/go/common/resource/plugin/host_server.go returns ValidatePulumiVersionRange's error as is.
+            raise _RpcError(grpc.StatusCode.UNKNOWN,
+                            f"Pulumi CLI version {self.cli_version} does not satisfy the version range {want!r}")
+        return engine_pb2.RequirePulumiVersionResponse()
+
+
+class _RpcError(Exception):
+    def __init__(self, code, details: str) -> None:
+        import grpc
+
+        self.__class__ = type("_RpcError", (_RpcError, grpc.RpcError), {})
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -197,6 +252,7 @@ class ProgramRun:
     outputs: dict[str, Any]  # key -> value
     secret: dict[str, bool]  # key -> is the output secret
     stack: Any
+    engine: RecordingEngine | None = None
     lambda_wheel_dirs: list[str | None] = field(default_factory=list)  # wheel_dir of each Lambda package build
 
     def of_type(self, typ: str) -> list[Registered]:
@@ -217,8 +273,9 @@ class ProgramRun:
         return [a for t, a in self.mocks.calls if t == token]
 
     def dynamic(self, kind: str) -> list[Registered]:
-        """Dynamic resources of one kind: ``"file"`` (LocalSecretFile) or ``"schedule"`` (EtcdSnapshotSchedule)."""
-        marker = {"file": "path", "schedule": "interval_seconds"}[kind]
+        """Dynamic resources of one kind: ``"file"`` (LocalSecretFile), ``"schedule"`` (EtcdSnapshotSchedule) or
+        ``"ready"`` (ClusterReady)."""
+        marker = {"file": "path", "schedule": "interval_seconds", "ready": "kubeconfig"}[kind]
         return [r for r in self.of_type("pulumi-python:dynamic:Resource") if marker in r.inputs]
 
 
@@ -266,7 +323,7 @@ def reset_pulumi() -> None:
 
 
 def run_program(config: dict[str, str], secret_keys: list[str] | None = None, talos_dir: Path | None = None,
-                entry=None, mocks: Mocks | None = None) -> ProgramRun:
+                entry=None, mocks: Mocks | None = None, engine: RecordingEngine | None = None) -> ProgramRun:
     """Build the stack under mocks with ``config`` (full keys, CLI-style string values) and resolve its outputs.
 
     ``entry`` (default: load_config + build) is called inside the mocked runtime and returns a dict of outputs.
@@ -294,6 +351,8 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
     mocks = mocks or Mocks()
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=DEFAULT_STACK, preview=False, monitor=monitor)
+    engine = engine or RecordingEngine()
+    settings.SETTINGS.engine = engine  # set_mocks installs a MockEngine, which has no RequirePulumiVersion
 
     resolved: dict[str, Any] = {}
     secret: dict[str, bool] = {}
@@ -322,4 +381,4 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
         reset_pulumi()
         patch.undo()
     return ProgramRun(mocks=mocks, monitor=monitor, outputs=resolved, secret=secret, stack=holder.get("stack"),
-                      lambda_wheel_dirs=packages)
+                      engine=engine, lambda_wheel_dirs=packages)

@@ -99,7 +99,10 @@ INVALID = [
     ("bad talos version", {"talosVersion": "1.13.9"}, "talosVersion", "v1.13.9"),
     ("bad kubernetes version", {"kubernetesVersion": "latest"}, "kubernetesVersion", "1.34.1"),
     ("az of other region", {"availabilityZone": "eu-west-1a"}, "availabilityZone", "us-east-1a"),
-    ("root too small", {"rootVolumeSize": "5"}, "rootVolumeSize", "10 to 16384"),
+    ("root too small", {"rootVolumeSize": "5"}, "rootVolumeSize", "20 to 16384"),
+    # The AMI's root snapshot is 20 GiB (hack/cloud-image-uploader/aws.go): 19 would fail RunInstances.
+    ("root below the AMI snapshot", {"rootVolumeSize": "19"}, "rootVolumeSize", "root snapshot is 20 GiB"),
+    ("root at the AMI snapshot", {"rootVolumeSize": "20"}, None, None),
     ("root not a number", {"rootVolumeSize": "big"}, "rootVolumeSize", "whole number"),
     ("volumes not a list", {"dataVolumes": '{"name": "x"}'}, "dataVolumes", "must be a list"),
     ("volume bad name", {"dataVolumes": '[{"name": "My Data", "size": 5, "device": "/dev/sdf"}]'},

@@ -148,9 +148,11 @@ def test_schedule_invokes_the_function_at_the_configured_rate(prod, prod_config)
     assert prod.calls(CALLER_IDENTITY) == [{}], "the account id comes from the caller identity"
 
 
-def test_proving_snapshot_waits_for_the_bootstrap(prod, prod_config):
+def test_proving_snapshot_waits_for_the_cluster_to_answer(prod, prod_config):
     (watch,) = prod.dynamic("schedule")
-    assert prod.urn("talos-dr-bootstrap") in prod.options(watch.name)["dependencies"]
+    # ClusterReady, not the bootstrap: the Bootstrap call returns before etcd runs.
+    assert prod.urn("talos-dr-ready") in prod.options(watch.name)["dependencies"]
+    assert prod.urn("talos-dr-bootstrap") in prod.options("talos-dr-ready")["dependencies"]
     assert prod.urn("talos-dr-snapshot") in prod.options(watch.name)["dependencies"]
     assert watch.inputs["bucket"] == prod.one("aws:s3/bucket:Bucket").id
     assert watch.inputs["function_name"] == prod.one("aws:lambda/function:Function").name

@@ -247,9 +247,31 @@ def test_config_applied_then_bootstrapped_after_disks_and_address(prod):
     assert prod.urn(apply_) in prod.options(boot)["dependencies"]
     assert prod.urn(boot) in prod.options("talos-dr-kubeconfig")["dependencies"]
     applied = prod.mocks.resources[apply_].inputs
-    assert applied["node"] == PUBLIC_IP and applied["endpoint"] == PUBLIC_IP
     assert applied["onDestroy"]["reset"] is False, "removing a superseded apply must not wipe the new node"
     assert is_secret_input(applied["machineConfigurationInput"])
+
+
+@pytest.mark.parametrize("name", ["talos-dr-apply", "talos-dr-bootstrap", "talos-dr-kubeconfig"])
+def test_talos_calls_target_the_private_ip_through_the_elastic_ip(prod, name):
+    # apid forwards a request whose node is not one of its interface addresses (director.go), and the EIP never
+    # is: node = private IP, endpoint = EIP, as in siderolabs/contrib examples/terraform/aws/main.tf.
+    res = prod.mocks.resources[name]
+    assert (res.inputs["node"], res.inputs["endpoint"]) == (PRIVATE_IP, PUBLIC_IP), prod.urn(name)
+    inst = prod.one("aws:ec2/instance:Instance")
+    assert PRIVATE_IP != PUBLIC_IP and inst.id  # the mock gives the two addresses distinct values
+
+
+def test_talosconfig_dials_the_elastic_ip_and_targets_the_private_ip(prod):
+    (args,) = prod.calls("talos:client/getConfiguration:getConfiguration")
+    assert args["endpoints"] == [PUBLIC_IP]
+    assert args["nodes"] == [PRIVATE_IP]
+    assert prod.outputs[out.NODE_PRIVATE_IP] == PRIVATE_IP and prod.outputs[out.NODE_PUBLIC_IP] == PUBLIC_IP
+
+
+def test_kubeconfig_client_configuration_is_a_secret_output(prod):
+    # Security review I2: the nested client_key must not rely on the bridge's Sensitive flag alone.
+    assert {"kubeconfigRaw", "kubernetesClientConfiguration"} <= set(
+        prod.options("talos-dr-kubeconfig")["additional_secret_outputs"])
 
 
 def test_instance_identity_triggers_apply_and_bootstrap_replacement(prod):
@@ -304,13 +326,13 @@ def test_talosconfig_and_kubeconfig_written_locally_as_secrets(prod):
     assert unwrap(files[str(TALOS_DIR / "kubeconfig")].inputs["content"]) == prod.outputs[out.KUBECONFIG]
 
 
-def test_argocd_pinned_after_bootstrap(prod, prod_config):
+def test_argocd_pinned_after_the_cluster_answers(prod, prod_config):
     rel = prod.one("kubernetes:helm.sh/v3:Release")
     assert rel.inputs["chart"] == "argo-cd"
     assert rel.inputs["version"] == prod_config["argocdChartVersion"]
     assert rel.inputs["repositoryOpts"]["repo"] == "https://argoproj.github.io/argo-helm"
     opts = prod.options(rel.name)
-    assert prod.urn("talos-dr-bootstrap") in opts["dependencies"]
+    assert prod.urn("talos-dr-ready") in opts["dependencies"]
     assert opts["provider"].startswith(prod.urn("talos-dr-k8s"))
     provider = prod.one("pulumi:providers:kubernetes")
     assert is_secret_input(provider.inputs["kubeconfig"])
