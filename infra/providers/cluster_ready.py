@@ -18,7 +18,6 @@ Serialization (reference/pulumi.md): the provider holds no attributes and builds
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import os
 import ssl

@@ -434,3 +434,123 @@ def test_bad_config_fails_the_program_naming_the_key():
     with pytest.raises(ConfigValidationError) as info:
         run_program(config)
     assert set(info.value.keys) == {"adminCidrs[0]", "snapshotRetentionDays", "adminCidr"}
+
+
+# --- the first `up` waits for the cluster -----------------------------------------------------------------------
+
+def test_cluster_ready_waits_for_this_clusters_api_and_is_replaced_with_the_instance(prod):
+    (ready,) = prod.dynamic("ready")
+    assert ready.name == "talos-dr-ready"
+    assert is_secret_input(ready.inputs["kubeconfig"]), "the admin kubeconfig must stay a secret in state"
+    assert unwrap(ready.inputs["kubeconfig"]) == prod.outputs[out.KUBECONFIG]
+    assert ready.inputs["node_identity"] == prod.one("aws:ec2/instance:Instance").id
+    assert ready.inputs["timeout_seconds"] > 0 and ready.inputs["__provider"]
+    deps = prod.options(ready.name)["dependencies"]
+    assert prod.urn("talos-dr-bootstrap") in deps and prod.urn("talos-dr-kubeconfig") in deps
+    assert prod.options(ready.name)["parent"] == prod.monitor.components["talos-dr:talos:TalosCluster"]
+
+
+def test_a_new_instance_changes_what_cluster_ready_waits_for(prod):
+    run = run_program(stack_file_config(), mocks=ReplacedInstanceMocks())
+    (before,), (after,) = prod.dynamic("ready"), run.dynamic("ready")
+    assert after.inputs["node_identity"] == "i-0replacement000000" != before.inputs["node_identity"]
+
+
+def test_every_kubernetes_resource_waits_for_the_cluster(prod):
+    ready = prod.urn("talos-dr-ready")
+    k8s = [r for r in prod.mocks.resources.values() if r.typ.startswith("kubernetes:") or r.typ == "pulumi:providers:kubernetes"]
+    assert {r.typ for r in k8s} >= {"pulumi:providers:kubernetes", "kubernetes:core/v1:Namespace",
+                                    "kubernetes:helm.sh/v3:Release"}
+    for res in k8s:
+        assert ready in prod.options(res.name)["dependencies"], f"{prod.urn(res.name)} must depend on ClusterReady"
+
+
+def test_kubernetes_secrets_wait_for_the_cluster_too():
+    run = run_program({**stack_file_config(), "talos-dr:kubernetesSecrets": json.dumps({"apps/db": {"url": "x"}})},
+                      secret_keys=["talos-dr:kubernetesSecrets"])
+    (secret,) = run.of_type("kubernetes:core/v1:Secret")
+    assert run.urn("talos-dr-ready") in run.options(secret.name)["dependencies"]
+
+
+def test_kubernetes_provider_forgets_resources_of_an_unreachable_cluster_on_refresh(prod):
+    provider = prod.one("pulumi:providers:kubernetes")
+    # pulumi_kubernetes.Provider(delete_unreachable=True) reaches the provider as deleteUnreachable (provider
+    # inputs travel as strings), the same switch as PULUMI_K8S_DELETE_UNREACHABLE.
+    assert provider.inputs["deleteUnreachable"] == "true"
+
+
+# --- architecture: Graviton types get the arm64 AMI ---------------------------------------------------------------
+
+@pytest.mark.parametrize("instance_type,arch,ec2_arch", [
+    ("t3.medium", "amd64", "x86_64"),
+    ("m5.large", "amd64", "x86_64"),
+    ("t4g.medium", "arm64", "arm64"),
+    ("m7g.large", "arm64", "arm64"),
+])
+def test_ami_matches_the_instance_types_architecture(instance_type, arch, ec2_arch):
+    run = run_program({**stack_file_config(), "talos-dr:instanceType": instance_type})
+    assert run.calls("aws:ec2/getInstanceType:getInstanceType") == [{"instanceType": instance_type}]
+    (args,) = run.calls("aws:ec2/getAmi:getAmi")
+    name = f"talos-v1.13.9-us-east-1-{arch}"  # hack/cloud-image-uploader/aws.go: talos-<tag>-<region>-<arch>
+    assert {"name": "name", "values": [name]} in args["filters"]
+    assert {"name": "architecture", "values": [ec2_arch]} in args["filters"]
+    assert re.fullmatch(args["nameRegex"], name) and args["owners"] == ["540036508848"]
+    assert run.one("aws:ec2/instance:Instance").inputs["instanceType"] == instance_type
+
+
+@pytest.mark.parametrize("supported,arch", [
+    (["i386", "x86_64"], "amd64"), (["x86_64"], "amd64"), (["arm64"], "arm64"), (["x86_64", "arm64"], "amd64"),
+])
+def test_talos_arch_table(supported, arch):
+    from infra.node import talos_arch
+
+    assert talos_arch(supported, "x") == arch
+
+
+@pytest.mark.parametrize("supported", [["arm64_mac"], ["x86_64_mac"], ["i386"], [], None])
+def test_talos_arch_refuses_what_talos_has_no_ami_for(supported):
+    from infra.node import talos_arch
+
+    with pytest.raises(ValueError, match="mac2.metal runs .*x86_64 and arm64 only"):
+        talos_arch(supported, "mac2.metal")
+
+
+def test_an_instance_type_without_a_talos_ami_fails_the_program():
+    with pytest.raises(Exception, match="Talos publishes AMIs for x86_64 and arm64 only"):
+        run_program({**stack_file_config(), "talos-dr:instanceType": "mac2.metal"})
+
+
+# --- the Pulumi CLI must honour replacement_trigger ---------------------------------------------------------------
+
+def _main_entry(monkeypatch):
+    exported: dict[str, object] = {}
+    monkeypatch.setattr(pulumi, "export", lambda k, v: exported.__setitem__(k, v))
+
+    def main():
+        runpy.run_path(str(ROOT / "__main__.py"))
+        return dict(exported)
+
+    return main
+
+
+def test_main_requires_a_cli_that_honours_replacement_trigger(monkeypatch):
+    from tests.infra.mocks import RecordingEngine
+
+    engine = RecordingEngine("3.272.0")
+    run_program(stack_file_config(), entry=_main_entry(monkeypatch), engine=engine)
+    assert engine.required == [">=3.208.0"]  # pulumi CHANGELOG 3.208.0: the engine's replacement_trigger
+
+
+@pytest.mark.parametrize("cli,words", [
+    ("3.207.0", "does not satisfy the version range '>=3.208.0'"),
+    (None, "does not support the `RequirePulumiVersion` RPC"),  # CLIs before 3.217.0
+])
+def test_main_refuses_an_older_cli_before_registering_anything(monkeypatch, cli, words):
+    from tests.infra.mocks import Mocks, RecordingEngine
+
+    mocks = Mocks()
+    with pytest.raises(pulumi.RunError) as info:
+        run_program(stack_file_config(), entry=_main_entry(monkeypatch), engine=RecordingEngine(cli), mocks=mocks)
+    assert words in str(info.value) and "needs a Pulumi CLI >=3.208.0" in str(info.value)
+    assert "https://www.pulumi.com/docs/install/" in str(info.value)
+    assert mocks.resources == {}, "nothing may be registered under a CLI that would drop replacement_trigger"
