@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +48,15 @@ STALE_FACTOR = 2
 # Inputs whose change means "reconfigure" (and so a proving snapshot); `backups` is computed by check().
 CONFIG_KEYS = ("bucket", "prefix", "region", "interval_seconds", "function_name", "node", "port", "secret_id", "cluster")
 OUTPUT_KEYS = ("newest_snapshot_key", "newest_snapshot_time", "stale_since", "proof_snapshot_key")
+# The proving snapshot runs right after the cluster answers, while etcd may still be settling: retry what passes.
+PROVE_RETRY_SECONDS = 600.0
+PROVE_FIRST_DELAY = 5.0
+PROVE_MAX_DELAY = 60.0
+# What machined says while etcd is not serving yet (talos v1.13.9 internal/app/machined/internal/server/v1alpha1/
+# v1alpha1_server.go EtcdSnapshot: "failed to create etcd client: ...", "failed reading etcd snapshot: ..." wrapping
+# the etcd client's connection refused / deadline exceeded on 127.0.0.1:2379), and etcd's own transient refusals.
+_ETCD_STARTING = ("failed to create etcd client", "connection refused", "deadline exceeded", "etcdserver: no leader",
+                  "etcdserver: leader changed", "etcdserver: request timed out", "etcdserver: too many requests")
 _RATE_RE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -125,6 +136,84 @@ def newest_snapshot(props: dict[str, Any]):
     return snaps[0] if snaps else None
 
 
+class SnapshotTriggerError(RuntimeError):
+    """Taking the proving snapshot failed: ``error_type`` is the runner's error class (``NodeUnreachable``,
+    ``Timeout``, ``NodeError``, ...; the Lambda's ``errorType``), ``detail`` its message."""
+
+    def __init__(self, message: str, error_type: str = "", detail: str = ""):
+        super().__init__(message)
+        self.error_type = error_type
+        self.detail = detail or message
+
+
+def transient_reason(error_type: str, detail: str) -> str | None:
+    """Why a failed snapshot is worth retrying while the cluster starts (None: it is not). Pure, table-tested."""
+    low = detail.lower()
+    if "tls handshake" in low or "certificate" in low:
+        return None  # a trust problem does not fix itself
+    if error_type == "NodeUnreachable":
+        return "the node does not answer yet"
+    if error_type in ("Timeout", "Sandbox.Timedout") or "task timed out" in low:
+        return "the snapshot timed out"
+    if error_type in ("NodeError", "TruncatedSnapshot") and any(m in low for m in _ETCD_STARTING):
+        return "etcd is not serving yet"
+    if error_type in ("TooManyRequestsException", "ResourceNotReadyException", "ResourceConflictException"):
+        return "the Lambda is not ready yet"
+    return None
+
+
+def _retry_delays(first: float = PROVE_FIRST_DELAY, cap: float = PROVE_MAX_DELAY):
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)
+
+
+def trigger_with_retry(
+    props: dict[str, Any],
+    trigger: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    *,
+    budget_seconds: float = PROVE_RETRY_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """``trigger(props)``, retried with backoff (5 s doubling to 60 s) while the failure is transient, for at most
+    ``budget_seconds``; then one ``RuntimeError`` line naming the attempts, the time and the last error."""
+    trigger = trigger or trigger_snapshot
+    start = clock()
+    delays = _retry_delays()
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return trigger(props)
+        except Exception as exc:
+            error_type, detail = _describe(exc)
+            reason = transient_reason(error_type, detail)
+            if reason is None:
+                raise
+            delay = next(delays)
+            waited = clock() - start
+            if waited + delay > budget_seconds:
+                raise RuntimeError(
+                    f"the proving etcd snapshot still failed after {attempts} attempts over {int(waited)} s "
+                    f"({reason}): {_one_line(str(exc))} — check the node (`talosctl service etcd`), then run "
+                    "`pulumi up` again"
+                ) from exc
+            _warn(f"proving etcd snapshot: {reason} ({_one_line(detail)[:200]}); retrying in {delay:.0f} s")
+            sleep(delay)
+
+
+def _describe(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, SnapshotTriggerError):
+        return exc.error_type, exc.detail
+    return type(exc).__name__, str(exc)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def trigger_snapshot(props: dict[str, Any]) -> dict[str, Any]:
     """Take one snapshot: invoke the Lambda, or run the runner in-process when given a reachable node."""
     if props.get("function_name"):
@@ -158,13 +247,20 @@ def _invoke_lambda(props: dict[str, Any]) -> dict[str, Any]:
     try:
         resp = client.invoke(FunctionName=fn, InvocationType="RequestResponse",
                              Payload=json.dumps({"trigger": "pulumi"}).encode())
-    except (ClientError, BotoCoreError) as exc:
-        raise RuntimeError(f"invoking the snapshot Lambda {fn} failed: {exc}") from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise SnapshotTriggerError(f"invoking the snapshot Lambda {fn} failed: {exc}", code, str(exc)) from exc
+    except BotoCoreError as exc:
+        raise SnapshotTriggerError(f"invoking the snapshot Lambda {fn} failed: {exc}", type(exc).__name__) from exc
     payload = json.loads(resp["Payload"].read() or b"{}")
     if resp.get("FunctionError"):
-        raise RuntimeError(
-            f"the snapshot Lambda {fn} failed: {payload.get('errorType', 'error')}: {payload.get('errorMessage', payload)} "
-            f"(see its CloudWatch log group /aws/lambda/{fn})"
+        error_type = str(payload.get("errorType", "error")) if isinstance(payload, dict) else "error"
+        detail = str(payload.get("errorMessage", payload)) if isinstance(payload, dict) else str(payload)
+        # The function logs to its own group (infra/schedule.py logging_config), not /aws/lambda/<name>.
+        group = props.get("log_group") or f"/talos-dr/{props.get('cluster') or '<clusterName>'}/snapshots"
+        raise SnapshotTriggerError(
+            f"the snapshot Lambda {fn} failed: {error_type}: {detail} (see its CloudWatch log group {group})",
+            error_type, detail,
         )
     if not isinstance(payload, dict) or "key" not in payload:
         raise RuntimeError(f"the snapshot Lambda {fn} returned no object key: {payload!r}")
@@ -236,7 +332,7 @@ class EtcdSnapshotScheduleProvider(ResourceProvider):
         return DiffResult(changes=bool(changed) or stale, replaces=[], stables=[], delete_before_replace=False)
 
     def _prove(self, props: dict[str, Any]) -> dict[str, Any]:
-        result = trigger_snapshot(props)
+        result = trigger_with_retry(props)
         key = result["key"]
         size = verify_object(props, key, result.get("sha256"))
         newest = newest_snapshot(props)
@@ -285,6 +381,7 @@ class EtcdSnapshotScheduleArgs:
     node: pulumi.Input[str] | None = None  # or run in-process against a reachable apid (tests)
     port: pulumi.Input[int] | None = None
     secret_id: pulumi.Input[str] | None = None
+    log_group: pulumi.Input[str] | None = None  # where the Lambda logs, named in failure messages
 
 
 class EtcdSnapshotSchedule(pulumi.dynamic.Resource):
@@ -307,6 +404,7 @@ class EtcdSnapshotSchedule(pulumi.dynamic.Resource):
             "node": args.node,
             "port": args.port,
             "secret_id": args.secret_id,
+            "log_group": args.log_group,
             "backups": None,
             **{k: None for k in OUTPUT_KEYS},
         }

@@ -516,6 +516,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
                     region=args.region,
                     cluster=args.cluster_name,
                     function_name=function.name,
+                    log_group=log_group.name,
                 ),
                 opts=pulumi.ResourceOptions(
                     parent=self,

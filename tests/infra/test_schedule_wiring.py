@@ -158,6 +158,8 @@ def test_proving_snapshot_waits_for_the_cluster_to_answer(prod, prod_config):
     assert watch.inputs["function_name"] == prod.one("aws:lambda/function:Function").name
     assert watch.inputs["region"] == prod_config["aws:region"]
     assert watch.inputs["interval_seconds"] == 3600
+    # Failure messages name the group the Lambda really logs to.
+    assert watch.inputs["log_group"] == "/talos-dr/talos-dr/snapshots" == prod.one("aws:cloudwatch/logGroup:LogGroup").inputs["name"]
     assert watch.inputs.get("__provider"), "the provider is serialized into state"
 
 

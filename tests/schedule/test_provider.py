@@ -175,8 +175,120 @@ def test_lambda_mode_invokes_synchronously_and_reports_failures(monkeypatch):
     monkeypatch.setattr(boto3, "client", lambda *a, **k: fake)
     with pytest.raises(RuntimeError) as ei:
         sch.trigger_snapshot({"function_name": "snap-fn", "region": "us-east-1"})
-    assert "NodeUnreachable: node does not answer" in str(ei.value) and "/aws/lambda/snap-fn" in str(ei.value)
+    # The function logs to its own group (infra/schedule.py logging_config), which the message must name.
+    assert "NodeUnreachable: node does not answer" in str(ei.value)
+    assert "/talos-dr/<clusterName>/snapshots" in str(ei.value) and "/aws/lambda/" not in str(ei.value)
+    assert isinstance(ei.value, sch.SnapshotTriggerError) and ei.value.error_type == "NodeUnreachable"
+    with pytest.raises(RuntimeError, match="log group /talos-dr/prod-cluster/snapshots"):
+        sch.trigger_snapshot({"function_name": "snap-fn", "cluster": "prod-cluster"})
+    with pytest.raises(RuntimeError, match="log group /talos-dr/x/snapshots-from-stack"):
+        sch.trigger_snapshot({"function_name": "snap-fn", "cluster": "x", "log_group": "/talos-dr/x/snapshots-from-stack"})
     assert fake.calls[0]["InvocationType"] == "RequestResponse" and fake.calls[0]["FunctionName"] == "snap-fn"
     fake2 = _FakeLambda({"key": "snapshots/etcd-snapshot-20260101T000000Z.db", "sha256": "ab"})
     monkeypatch.setattr(boto3, "client", lambda *a, **k: fake2)
     assert sch.trigger_snapshot({"function_name": "snap-fn"})["key"].endswith(".db")
+
+
+# --- the proving snapshot retries while etcd starts ---------------------------------------------------------------
+
+NODE_DOWN = ("NodeUnreachable", "etcd snapshot from 10.0.1.10 failed: the node does not answer (UNAVAILABLE: "
+             "[Errno 111] Connection refused)")
+# machined's own wording while etcd is not serving (v1alpha1_server.go EtcdSnapshot)
+ETCD_STARTING = ("NodeError", "etcd snapshot from 10.0.1.10 failed: UNKNOWN: failed to create etcd client: "
+                 "dial tcp 127.0.0.1:2379: connect: connection refused")
+ETCD_DEADLINE = ("NodeError", "etcd snapshot from 10.0.1.10 failed: UNKNOWN: failed reading etcd snapshot: "
+                 "context deadline exceeded")
+
+
+@pytest.mark.parametrize("error_type,detail,transient", [
+    (*NODE_DOWN, True),
+    (*ETCD_STARTING, True),
+    (*ETCD_DEADLINE, True),
+    ("Timeout", "etcd snapshot from 10.0.1.10 did not finish in time (DEADLINE_EXCEEDED)", True),
+    ("Sandbox.Timedout", "2026-01-01T00:00:00Z abc Task timed out after 300.00 seconds", True),
+    ("TooManyRequestsException", "Rate exceeded", True),
+    ("NodeUnreachable", "TLS handshake with 10.0.1.10 failed during etcd snapshot: certificate verify failed", False),
+    ("NodeError", "etcd snapshot from 10.0.1.10 refused: PERMISSION_DENIED: not authorized", False),
+    ("ConfigError", "the snapshot runner is missing TALOS_DR_BUCKET", False),
+    ("AccessDenied", "S3 denied PutObject on s3://b/snapshots/x", False),
+    ("CorruptSnapshot", "sha256 mismatch", False),
+])
+def test_transient_reason_table(error_type, detail, transient):
+    assert (sch.transient_reason(error_type, detail) is not None) is transient
+
+
+class FakeTrigger:
+    """Fails with the given (error_type, detail) pairs, in order, then returns a result."""
+
+    def __init__(self, *failures, lambda_mode=True):
+        self.failures, self.calls, self.lambda_mode = list(failures), 0, lambda_mode
+
+    def __call__(self, props):
+        self.calls += 1
+        if self.failures:
+            error_type, detail = self.failures.pop(0)
+            if self.lambda_mode:
+                raise sch.SnapshotTriggerError(f"the snapshot Lambda fn failed: {error_type}: {detail}",
+                                               error_type, detail)
+            from dr import errors
+
+            raise getattr(errors, error_type)(detail)
+        return {"key": "snapshots/etcd-snapshot-20260101T000000Z.db", "sha256": "ab"}
+
+
+class FakeClock:
+    def __init__(self):
+        self.now, self.slept = 0.0, []
+
+    def sleep(self, s):
+        self.slept.append(s)
+        self.now += s
+
+
+@pytest.mark.parametrize("lambda_mode", [True, False])
+def test_retries_transient_failures_with_backoff(lambda_mode, monkeypatch):
+    import pulumi
+
+    warnings = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda msg, *a, **k: warnings.append(msg))
+    clock, fake = FakeClock(), FakeTrigger(NODE_DOWN, ETCD_STARTING, ETCD_DEADLINE, lambda_mode=lambda_mode)
+    out = sch.trigger_with_retry({}, fake, clock=lambda: clock.now, sleep=clock.sleep)
+    assert out["key"].endswith(".db") and fake.calls == 4
+    assert clock.slept == [5, 10, 20], "backoff doubles from 5 s"
+    assert len(warnings) == 3 and "etcd is not serving yet" in warnings[1] and "retrying in 10 s" in warnings[1]
+
+
+def test_gives_up_after_the_budget_with_one_line(monkeypatch):
+    import pulumi
+
+    monkeypatch.setattr(pulumi.log, "warn", lambda *a, **k: None)
+    clock, fake = FakeClock(), FakeTrigger(*[ETCD_STARTING] * 100)
+    with pytest.raises(RuntimeError) as info:
+        sch.trigger_with_retry({}, fake, budget_seconds=600, clock=lambda: clock.now, sleep=clock.sleep)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("the proving etcd snapshot still failed after")
+    assert "(etcd is not serving yet)" in msg and "failed to create etcd client" in msg and "pulumi up" in msg
+    assert clock.slept == [5, 10, 20, 40, 60, 60, 60, 60, 60, 60, 60, 60] and sum(clock.slept) <= 600
+    assert f"after {fake.calls} attempts" in msg and fake.calls == 13
+
+
+def test_a_permanent_failure_is_not_retried():
+    clock, fake = FakeClock(), FakeTrigger(("AccessDenied", "S3 denied PutObject"))
+    with pytest.raises(sch.SnapshotTriggerError, match="S3 denied"):
+        sch.trigger_with_retry({}, fake, clock=lambda: clock.now, sleep=clock.sleep)
+    assert fake.calls == 1 and clock.slept == []
+
+
+def test_create_proves_a_snapshot_after_the_node_answered_late(props, apid, monkeypatch):
+    """The whole create: the trigger fails twice as a starting node does, then the real runner takes the snapshot."""
+    real = sch.trigger_snapshot
+    fake = FakeTrigger(NODE_DOWN, ETCD_STARTING, lambda_mode=False)
+
+    def flaky(p):
+        return fake(p) if fake.failures else real(p)
+
+    monkeypatch.setattr(sch, "trigger_snapshot", flaky)
+    monkeypatch.setattr(sch.time, "sleep", lambda s: None)
+    outs = sch.EtcdSnapshotScheduleProvider().create(props).outs
+    assert outs["backups"] == "fresh" and outs["proof_snapshot_key"] == outs["newest_snapshot_key"]
+    assert fake.calls == 2 and apid.calls[-1] == ("os:etcd:backup", "ok")
