@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,25 @@ def load_stack_outputs(stack: str, work_dir: str | Path = PROJECT_DIR) -> StackO
     except ImportError as exc:  # pragma: no cover - pulumi is a runtime dependency
         raise ConfigError("the pulumi Python package is not installed", "run `make venv`") from exc
     try:
+        # LocalWorkspace runs `pulumi version` at once (PulumiCommand, pulumi/automation/_cmd.py): a failing or
+        # too-old CLI raises CalledProcessError or InvalidVersionError there, before any stack is read.
         ws = auto.LocalWorkspace(work_dir=str(work_dir))
         outs = ws.stack_outputs(stack)
+    except auto.InvalidVersionError as exc:
+        raise ConfigError(
+            f"the Pulumi CLI on PATH cannot be used: {exc}",
+            "install a current CLI (https://www.pulumi.com/docs/install/; `pulumi version` shows yours), or pass "
+            "--outputs-file FILE made with `pulumi stack output --json --show-secrets`",
+        ) from exc
+    except subprocess.CalledProcessError as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        last = [ln.strip() for ln in err.splitlines() if ln.strip()]
+        detail = f": {last[-1]}" if last else ""
+        raise ConfigError(
+            f"`pulumi version` failed (exit {exc.returncode}){detail}",
+            "check that `pulumi version` runs in this shell, or pass --outputs-file FILE made with "
+            "`pulumi stack output --json --show-secrets`",
+        ) from exc
     except FileNotFoundError as exc:
         raise ConfigError(
             "the Pulumi CLI was not found on PATH",

@@ -26,7 +26,10 @@ with open(os.environ["FAKE_PULUMI_LOG"], "a") as f:
     f.write(json.dumps({{"argv": argv, "cwd": os.getcwd(),
                         "automation": os.environ.get("PULUMI_AUTOMATION_API")}}) + "\\n")
 if argv == ["version"]:
-    print("v3.272.0")
+    if os.environ.get("FAKE_PULUMI_VERSION_EXIT"):  # a broken install: `pulumi version` itself fails
+        print("error: failed to load plugin cache: permission denied", file=sys.stderr)
+        sys.exit(int(os.environ["FAKE_PULUMI_VERSION_EXIT"]))
+    print(os.environ.get("FAKE_PULUMI_VERSION", "v3.272.0"))
     sys.exit(0)
 args = [a for a in argv if a != "--non-interactive"]
 if args[:3] == ["stack", "output", "--json"]:
@@ -138,3 +141,31 @@ def test_outputs_file_problems_are_config_errors(tmp_path, monkeypatch):
     res = run_cli(restore.main, "latest", "--yes", stdin=io.StringIO(""))
     assert res.code == ExitCode.CONFIG, res
     assert "--show-secrets" in res.err
+
+
+@pytest.mark.parametrize("version,words", [
+    # pulumi/automation/_cmd.py _parse_and_validate_pulumi_version, against the SDK's minimum (3.1.0)
+    ("v2.25.2", "Minimum version requirement failed"),
+    ("not-a-version", "Could not parse the Pulumi CLI version"),
+])
+def test_unusable_cli_version_is_a_config_error(fake_pulumi, tmp_path, monkeypatch, version, words):
+    monkeypatch.setenv("FAKE_PULUMI_VERSION", version)
+    monkeypatch.delenv("PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK", raising=False)
+    with pytest.raises(ConfigError) as info:
+        stack.load_stack_outputs("prod", work_dir=tmp_path)
+    assert words in str(info.value) and "cannot be used" in str(info.value)
+    assert "--outputs-file" in str(info.value) and "pulumi.com/docs/install" in str(info.value)
+    monkeypatch.chdir(tmp_path)
+    res = run_cli(restore.main, "latest", "--yes", stdin=io.StringIO(""))
+    assert res.code == ExitCode.CONFIG, res
+    assert words in res.err and "Traceback" not in res.err
+
+
+def test_failing_pulumi_version_is_a_config_error(fake_pulumi, tmp_path, monkeypatch):
+    _outputs, log = fake_pulumi
+    monkeypatch.setenv("FAKE_PULUMI_VERSION_EXIT", "3")
+    with pytest.raises(ConfigError) as info:
+        stack.load_stack_outputs("prod", work_dir=tmp_path)
+    msg = str(info.value)
+    assert "`pulumi version` failed (exit 3)" in msg and "--outputs-file" in msg
+    assert [c["argv"] for c in _calls(log)] == [["version"]], "nothing else is run after the version check fails"
