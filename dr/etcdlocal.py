@@ -1,6 +1,9 @@
 """A throwaway local etcd, restored from a snapshot, to read a snapshot's content back (dr.verify).
 
-``ThrowawayEtcd(snapshot)`` is a context manager: ``etcdctl snapshot restore`` into a fresh temporary directory, one
+This module is the one place that runs local etcd tools: ``snapshot_status`` and ``restore_snapshot`` pick etcdutl,
+else an etcdctl older than 3.6, and never call a snapshot damaged because a tool lacks a subcommand.
+
+``ThrowawayEtcd(snapshot)`` is a context manager: ``snapshot restore`` into a fresh temporary directory, one
 ``etcd`` on free loopback ports, and on exit (normal, error or Ctrl-C) the process is killed and the directory
 removed. Keys are read through etcd's gRPC gateway (``/v3/kv/range``, JSON over HTTP) in pages pinned to one
 revision, so memory stays bounded by one page whatever the snapshot's size, and no etcd client library is needed.
@@ -14,17 +17,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from dr.errors import CorruptSnapshot, DiskFull, EtcdError, EtcdMissing
 
@@ -33,28 +36,97 @@ OWNER_FILE = "owner.pid"
 # etcd preallocates a 64 MB WAL segment next to the restored database.
 WAL_RESERVE = 80 * 1024 * 1024
 START_TIMEOUT = 30.0
-MISSING_HINT = "install etcd 3.4 (Debian: apt-get install etcd-server etcd-client, or `make etcd`) and retry"
+ETCD35_BIN_DIR_ENV = "DR_ETCD35_BIN_DIR"
 
 
-def binaries() -> tuple[str, str]:
-    """Paths of ``etcd`` and ``etcdctl``; ``EtcdMissing`` names what is missing."""
-    etcd, etcdctl = shutil.which("etcd"), shutil.which("etcdctl")
-    missing = [n for n, p in (("etcd", etcd), ("etcdctl", etcdctl)) if not p]
-    if missing:
-        raise EtcdMissing(f"{' and '.join(missing)} not found on PATH (needed to restore the snapshot into a "
-                          "throwaway etcd and read it back)", MISSING_HINT)
-    assert etcd and etcdctl
-    return etcd, etcdctl
+def etcd35_bin_dir() -> Path:
+    """Where `make etcd` (scripts/ensure-etcd35.sh) unpacks Debian trixie's etcd 3.5 (etcd, etcdctl, etcdutl):
+    ``$DR_ETCD35_BIN_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/talos-dr/etcd-3.5/bin``. Tests and the sandbox use
+    it; dr.verify and dr.restore use whatever is on PATH."""
+    env = os.environ.get(ETCD35_BIN_DIR_ENV)
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "talos-dr" / "etcd-3.5" / "bin"
+
+
+def missing_hint() -> str:
+    return (f"install etcdutl: `make etcd` unpacks etcd 3.5 with etcdutl into {etcd35_bin_dir()} (then put that "
+            "folder first on PATH), or use Debian's etcd 3.4, whose etcdctl still has snapshot status/restore "
+            "(apt-get install etcd-server etcd-client)")
+
+
+# --- which local tool reads and restores a snapshot ------------------------------------------------------------
+#
+# etcd 3.4: `etcdctl snapshot save|status|restore`.
+# etcd 3.5: status and restore moved to etcdutl; etcdctl keeps them, marked "[deprecated]"
+#   (etcd-io/etcd v3.5.16 etcdctl/ctlv3/command/snapshot_command.go: `Short: "[deprecated] Gets backend snapshot
+#   status of a given file"`).
+# etcd 3.6 (Talos v1.13.9 runs v3.6.12): etcdctl's `snapshot` has only `save` (v3.6.12
+#   etcdctl/ctlv3/command/snapshot_command.go: `cmd.AddCommand(NewSnapshotSaveCommand())`). `snapshot status F` is
+#   then the non-runnable `snapshot` command with extra arguments: cobra v1.10.2 (etcdctl/go.mod) only reports
+#   "unknown command" for the root command (args.go legacyArgs: `if !cmd.HasParent() && len(args) > 0`), returns
+#   flag.ErrHelp for a non-runnable one (command.go: `if !c.Runnable() { return flag.ErrHelp }`), and ExecuteC turns
+#   that into the help text and a nil error (`cmd.HelpFunc()(cmd, args); return cmd, nil`). etcd's help is the
+#   usage template (pkg/cobrautl/help.go, written to os.Stdout): "NAME:", "USAGE:", "COMMANDS:". So 3.6's etcdctl
+#   prints usage on stdout and exits 0 -- it must never count as "the database is damaged".
+# etcdutl (3.5 and 3.6): `snapshot status <filename>` with the global `-w/--write-out json`, and `snapshot restore
+#   <filename> --data-dir --name --initial-cluster --initial-advertise-peer-urls --skip-hash-check`, the same flags
+#   as etcdctl 3.4 (v3.6.12 and v3.5.16 etcdutl/etcdutl/snapshot_command.go, etcdutl/ctl.go). Its JSON is
+#   snapshot.Status: hash, revision, totalKey, totalSize (+ version in 3.6; etcdutl/snapshot/v3_snapshot.go).
+# A failing status exits non-zero (cobrautl.ExitError); bbolt's own checks panic (exit 2) on damaged pages.
+
+_VERSION = re.compile(r"^(etcdctl|etcdutl) version:\s*(\d+)\.(\d+)\.(\S+)", re.M)
+_LACKS = re.compile(r"unknown command|unknown flag|unknown shorthand flag|^\s*USAGE:\s*$|^\s*COMMANDS:\s*$",
+                    re.M | re.I)
+_version_cache: dict[tuple[str, int], str | None] = {}
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str  # "etcdutl" or "etcdctl"
+    path: str
+    version: str | None  # "3.4.23", or None when it did not say
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}" if self.version else self.name
+
+
+@dataclass(frozen=True)
+class SnapshotStatus:
+    """``snapshot status -w json``. ``total_keys`` is etcd's ``totalKey``: bbolt entries in every bucket (each
+    revision of each key, plus etcd's own metadata), not the live keys a client sees. ``tool`` is "etcdutl" or
+    "etcdctl", or None when no usable tool was found (``optional=True``): then every other field is None too."""
+
+    revision: int | None
+    total_keys: int | None
+    total_size: int | None = None
+    hash: int | None = None
+    tool: str | None = None
+    tool_version: str | None = None
+
+    @property
+    def command(self) -> str:
+        return f"{self.tool} snapshot status" if self.tool else ""
+
+
+class _Lacks(Exception):
+    """The tool has no such subcommand (etcd 3.6's etcdctl), or printed something that is not its answer."""
 
 
 def _ctl_env() -> dict[str, str]:
     return {**os.environ, "ETCDCTL_API": "3"}
 
 
-def _last_line(text: str) -> str:
+def _error_line(text: str) -> str:
+    """The line that says what went wrong: Go's ``panic:`` or cobra's ``Error:`` line, else the last one."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     if not lines:
         return ""
+    for ln in lines:
+        if ln.startswith(("panic:", "Error:", "fatal error:")):
+            return ln
     last = lines[-1]
     try:  # etcdctl 3.4 logs JSON lines; the error is the last one's "error" or "msg"
         obj = json.loads(last)
@@ -63,26 +135,175 @@ def _last_line(text: str) -> str:
         return last
 
 
-def snapshot_status(path: Path, etcdctl: str | None = None, timeout: float = 300) -> dict:
-    """``etcdctl snapshot status -w json``: bbolt's consistency check, then hash, revision, totalKey, totalSize.
+def tool_version(exe: str) -> str | None:
+    """``<tool> version``'s "etcdctl version: 3.4.23" (cached per file); None when it does not say."""
+    try:
+        key = (exe, os.stat(exe).st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _version_cache:
+        try:
+            r = subprocess.run([exe, "version"], capture_output=True, text=True, env=_ctl_env(), timeout=30)
+            m = _VERSION.search(r.stdout)
+            _version_cache[key] = f"{m.group(2)}.{m.group(3)}.{m.group(4)}" if m and r.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            _version_cache[key] = None
+    return _version_cache[key]
 
-    ``totalKey`` counts bbolt entries in every bucket (each revision of each key, plus etcd's own metadata), not the
-    live keys a client sees."""
-    ctl = etcdctl or binaries()[1]
+
+def _major_minor(version: str | None) -> tuple[int, int] | None:
     try:
-        r = subprocess.run([ctl, "snapshot", "status", str(path), "-w", "json"], capture_output=True, text=True,
-                           env=_ctl_env(), timeout=timeout)
+        major, minor = (version or "").split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def snapshot_tools(path: str | None = None) -> tuple[list[Tool], list[str]]:
+    """The tools that can run ``snapshot status``/``restore``, best first, and why others cannot.
+
+    etcdutl first whenever it is there; etcdctl only when it says it is older than 3.6 (3.6 removed both
+    subcommands). ``path`` is a PATH-style search list (default: PATH)."""
+    tools, refused = [], []
+    utl = shutil.which("etcdutl", path=path)
+    if utl:
+        tools.append(Tool("etcdutl", utl, tool_version(utl)))
+    ctl = shutil.which("etcdctl", path=path)
+    if ctl:
+        version = tool_version(ctl)
+        mm = _major_minor(version)
+        if mm is not None and mm < (3, 6):
+            tools.append(Tool("etcdctl", ctl, version))
+        elif mm is None:
+            refused.append(f"etcdctl at {ctl} does not say its version, so it cannot be trusted to have "
+                           "`snapshot status`/`restore`")
+        else:
+            refused.append(f"etcdctl {version} at {ctl} has no `snapshot status`/`restore` (etcd 3.6 moved them "
+                           "to etcdutl)")
+    if not utl:
+        refused.insert(0, "etcdutl is not on PATH" if path is None else f"etcdutl is not in {path}")
+    if not ctl and not utl:
+        refused.append("etcdctl is not on PATH either" if path is None else f"etcdctl is not in {path} either")
+    return tools, refused
+
+
+def _missing(what: str, refused: list[str]) -> EtcdMissing:
+    return EtcdMissing(f"no local tool can run `snapshot {what}`: {'; '.join(refused)}", missing_hint())
+
+
+def _status_with(tool: Tool, path: Path, timeout: float) -> SnapshotStatus:
+    argv = [tool.path, "snapshot", "status", str(path), "-w", "json"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, env=_ctl_env(), timeout=timeout)
+    except OSError as exc:
+        raise _Lacks(f"{tool.path} does not run: {exc}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise EtcdError(f"`etcdctl snapshot status {path}` did not finish in {timeout:.0f}s",
+        raise EtcdError(f"`{tool.name} snapshot status {path}` did not finish in {timeout:.0f}s",
                         "check the disk, then retry") from exc
-    if r.returncode != 0:
-        raise CorruptSnapshot(f"etcd cannot read {path}: {_last_line(r.stderr or r.stdout) or 'etcdctl failed'}",
-                              "use another snapshot; this one's database is damaged although its trailer matches")
-    try:
-        return json.loads(r.stdout)
-    except ValueError as exc:
-        raise EtcdError(f"`etcdctl snapshot status` printed something that is not JSON: {r.stdout[:200]!r}",
-                        "check that etcdctl is version 3.4 (`etcdctl version`)") from exc
+    if r.returncode == 0:
+        try:
+            doc = json.loads(r.stdout)
+            return SnapshotStatus(int(doc["revision"]), int(doc["totalKey"]), int(doc.get("totalSize", 0)),
+                                  int(doc.get("hash", 0)), tool.name, tool.version)
+        except (ValueError, KeyError, TypeError) as exc:
+            # 3.6's etcdctl prints the `snapshot` usage and exits 0 (see above): not an answer about the file.
+            first = (r.stdout.strip().splitlines() or [""])[0]
+            raise _Lacks(f"`{tool.name} snapshot status` exited 0 without a JSON answer ({first[:80]!r})") from exc
+    text = f"{r.stderr}\n{r.stdout}"
+    if _LACKS.search(text):
+        raise _Lacks(f"`{tool.name} snapshot status` is not a command there: {_error_line(text)}")
+    raise CorruptSnapshot(f"etcd cannot read {path}: `{tool.name} snapshot status` says "
+                          f"{_error_line(text) or f'exit {r.returncode}'}",
+                          "use another snapshot; this one's database is damaged although its trailer matches")
+
+
+def snapshot_status(path: Path, *, optional: bool = False, search_path: str | None = None,
+                    timeout: float = 300) -> SnapshotStatus:
+    """``snapshot status -w json`` (bbolt's consistency check, then hash, revision, totalKey, totalSize) with the
+    best local tool: etcdutl, else an etcdctl older than 3.6.
+
+    Only a tool that has the subcommand and fails on the file raises ``CorruptSnapshot``. A tool that lacks it
+    (etcd 3.6's etcdctl) is skipped. With no usable tool: ``EtcdMissing``, or with ``optional=True`` a status whose
+    ``tool`` is None (so is a tool that hangs, then)."""
+    tools, refused = snapshot_tools(search_path)
+    for tool in tools:
+        try:
+            return _status_with(tool, Path(path), timeout)
+        except _Lacks as exc:
+            refused.append(str(exc))
+        except EtcdError:
+            if not optional:
+                raise
+            refused.append(f"{tool.name} did not finish")
+    if optional:
+        return SnapshotStatus(None, None)
+    raise _missing("status", refused)
+
+
+def restore_snapshot(snapshot: Path, data_dir: Path, name: str, peer_url: str, *, skip_hash_check: bool = False,
+                     search_path: str | None = None, timeout: float = 600, label: str | None = None) -> Tool:
+    """``snapshot restore`` of ``snapshot`` into ``data_dir`` (which must not exist) as a one-member cluster, with
+    the best local tool (etcdutl, else an etcdctl older than 3.6); returns the tool used.
+
+    Raises ``CorruptSnapshot`` (hash mismatch), ``DiskFull``, ``EtcdMissing`` (no tool has the subcommand) or
+    ``EtcdError``. ``data_dir`` is removed again after a failure."""
+    label = label or str(snapshot)
+    tools, refused = snapshot_tools(search_path)
+    for tool in tools:
+        argv = [tool.path, "snapshot", "restore", str(snapshot), "--data-dir", str(data_dir), "--name", name,
+                "--initial-cluster", f"{name}={peer_url}", "--initial-advertise-peer-urls", peer_url]
+        if skip_hash_check:
+            argv.append("--skip-hash-check")
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, env=_ctl_env(), timeout=timeout)
+        except OSError as exc:
+            refused.append(f"{tool.path} does not run: {exc}")
+            continue
+        except subprocess.TimeoutExpired as exc:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            raise EtcdError(f"`{tool.name} snapshot restore` of {label} did not finish in {timeout:.0f}s",
+                            "check the disk, then retry") from exc
+        text = f"{r.stderr}\n{r.stdout}"
+        if r.returncode == 0 and (Path(data_dir) / "member").is_dir():
+            return tool
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if r.returncode == 0 or _LACKS.search(text):  # 3.6's etcdctl: usage, exit 0, nothing restored
+            refused.append(f"`{tool.name} snapshot restore` is not a command there ({_error_line(text)[:80]!r})")
+            continue
+        msg = _error_line(text) or f"{tool.name} exit {r.returncode}"
+        low = msg.lower()
+        if "no space left" in low:
+            raise DiskFull(f"restoring {label} into {data_dir} failed: no space left on device",
+                           "free space, or point TMPDIR at a folder with room and retry")
+        if "expected sha256" in low or "hash mismatch" in low or "checksum" in low or "missing hash" in low:
+            raise CorruptSnapshot(f"etcd refused to restore {label}: {msg}", "use another snapshot")
+        raise EtcdError(f"`{tool.name} snapshot restore` of {label} failed: {msg}",
+                        f"run with --debug; check the disk and `{tool.path} version`")
+    raise _missing("restore", refused)
+
+
+class Tools(NamedTuple):
+    etcd: str
+    restorer: Tool  # etcdutl, or an etcdctl older than 3.6
+
+
+def binaries(search_path: str | None = None) -> Tools:
+    """``etcd`` and the tool that restores a snapshot (etcdutl, else an etcdctl that still has ``snapshot
+    restore``); ``EtcdMissing`` names everything that is missing."""
+    etcd = shutil.which("etcd", path=search_path)
+    tools, refused = snapshot_tools(search_path)
+    where = "on PATH" if search_path is None else f"in {search_path}"
+    if not etcd and not tools and not any(shutil.which(n, path=search_path) for n in ("etcdutl", "etcdctl")):
+        problems = [f"etcd, etcdutl and etcdctl not found {where}"]
+    else:
+        problems = [] if etcd else [f"etcd not found {where}"]
+        if not tools:
+            problems.append("no etcdutl, and no etcdctl with `snapshot restore` (" + "; ".join(refused) + ")")
+    if problems:
+        raise EtcdMissing(f"{' and '.join(problems)}: needed to restore the snapshot into a throwaway etcd and "
+                          "read it back", missing_hint())
+    assert etcd
+    return Tools(etcd, tools[0])
 
 
 def _free_port() -> int:
@@ -157,7 +378,8 @@ class ThrowawayEtcd:
         self.proc: subprocess.Popen | None = None
         self.endpoint = ""
         self.revision = 0
-        self._etcd, self._etcdctl = binaries()
+        self._etcd = binaries().etcd
+        self.tool: Tool | None = None  # what restored it
 
     @property
     def data_dir(self) -> Path:
@@ -199,23 +421,11 @@ class ThrowawayEtcd:
             if "address already in use" not in last_error:
                 break
         raise EtcdError(f"the throwaway etcd restored from {self.label} did not start: {last_error}",
-                        "run with --debug; if it persists, check `etcd --version` is 3.4 and the disk")
+                        "run with --debug; if it persists, check `etcd --version` and the disk")
 
     def _restore(self, peer: int) -> None:
-        peer_url = f"http://127.0.0.1:{peer}"
-        argv = [self._etcdctl, "snapshot", "restore", str(self.snapshot), "--data-dir", str(self.data_dir),
-                "--name", "verify", "--initial-cluster", f"verify={peer_url}",
-                "--initial-advertise-peer-urls", peer_url]
-        r = subprocess.run(argv, capture_output=True, text=True, env=_ctl_env(), timeout=600)
-        if r.returncode != 0:
-            msg = _last_line(r.stderr or r.stdout) or f"etcdctl exit {r.returncode}"
-            if "no space left" in msg.lower():
-                raise DiskFull(f"restoring {self.label} into {self.dir} failed: no space left on device",
-                               "free space, or point TMPDIR at a folder with room and retry")
-            if "hash mismatch" in msg.lower() or "checksum" in msg.lower():
-                raise CorruptSnapshot(f"etcd refused to restore {self.label}: {msg}", "use another snapshot")
-            raise EtcdError(f"`etcdctl snapshot restore` of {self.label} failed: {msg}",
-                            "run with --debug; check the etcdctl version (3.4) and the disk")
+        self.tool = restore_snapshot(self.snapshot, self.data_dir, "verify", f"http://127.0.0.1:{peer}",
+                                     label=self.label)
 
     def _run(self, client: int, peer: int) -> tuple[bool, str]:
         assert self.dir is not None
@@ -236,7 +446,7 @@ class ThrowawayEtcd:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.proc = None
-                return False, _last_line(log_path.read_text(errors="replace")) or "etcd exited at start"
+                return False, _error_line(log_path.read_text(errors="replace")) or "etcd exited at start"
             if self._healthy():
                 self.revision = self._range(b"\0", b"\0", count_only=True)[0]
                 return True, ""
@@ -268,6 +478,8 @@ class ThrowawayEtcd:
     # --- reading -----------------------------------------------------------------------------------------------
 
     def _healthy(self) -> bool:
+        import urllib.request  # here, not at the top: the sandbox's talosctl imports this module and starts faster
+
         try:
             with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as r:
                 return json.loads(r.read()).get("health") in ("true", True)
@@ -284,6 +496,9 @@ class ThrowawayEtcd:
 
 def range_request(endpoint: str, key: bytes, end: bytes, **kw) -> tuple[int, dict]:
     """One ``/v3/kv/range`` call through etcd's gRPC gateway: (header revision, response)."""
+    import urllib.error
+    import urllib.request
+
     body = {"key": base64.b64encode(key).decode(), "range_end": base64.b64encode(end).decode(), **kw}
     req = urllib.request.Request(f"{endpoint}/v3/kv/range", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})

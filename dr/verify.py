@@ -6,8 +6,10 @@
 
 Checks, in order (the first failure stops and sets the exit code):
   1. integrity: the SHA-256 hash trailer, and for S3 the object's SHA-256 checksum and recorded SHA-256;
-  2. database: `etcdctl snapshot status` (bbolt's consistency check, revision);
-  3. content: `etcdctl snapshot restore` into a temporary directory, a real etcd on free loopback ports, every key
+  2. database: `etcdutl snapshot status` (bbolt's consistency check, revision), or etcdctl's where it still has it
+     (3.4, 3.5; etcd 3.6 removed it from etcdctl), see dr.etcdlocal;
+  3. content: `etcdutl` (else etcdctl) `snapshot restore` into a temporary directory, a real etcd on free loopback
+     ports, every key
      read back at the snapshot's revision and counted per Kubernetes resource type. The etcd is killed and the
      directory removed afterwards, also on errors and Ctrl-C.
 A pass is recorded: on the S3 object as tags (verified-at, verified-revision, verified-keys), for a local file in
@@ -38,7 +40,7 @@ from typing import Any, TextIO
 
 from dr import cli, s3
 from dr.errors import CorruptSnapshot, DRError, VerifyMismatch
-from dr.etcdlocal import KV, ThrowawayEtcd, binaries, snapshot_status
+from dr.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, snapshot_status
 from dr.settings import Resolver, add_common_flags
 from dr.source import Fetched, fetch
 
@@ -217,7 +219,8 @@ class Report:
     revision: int = 0
     total_keys: int = 0
     registry_keys: int = 0
-    db_entries: int = 0  # bbolt entries (etcdctl snapshot status totalKey): every revision plus etcd's metadata
+    db_entries: int = 0  # bbolt entries (snapshot status totalKey): every revision plus etcd's metadata
+    tools: dict[str, str] = field(default_factory=dict)  # {"status": "etcdutl 3.5.16", "restore": ...}
     resources: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     verified_at: str = ""
@@ -250,16 +253,23 @@ def check_integrity(f: Fetched, report: Report) -> None:
         report.checks.append("SHA-256 recorded at upload matches")
 
 
-def check_database(f: Fetched, report: Report) -> dict:
+def check_database(f: Fetched, report: Report) -> SnapshotStatus:
     status = snapshot_status(f.path)
-    report.db_entries = int(status.get("totalKey", 0))
-    report.checks.append(f"bbolt consistency check passed (etcdctl snapshot status: revision {status.get('revision')}, "
+    report.db_entries = status.total_keys or 0
+    report.tools["status"] = f"{status.tool} {status.tool_version or ''}".strip()
+    report.checks.append(f"bbolt consistency check passed ({status.command}: revision {status.revision}, "
                          f"{report.db_entries} database entries)")
     return status
 
 
-def check_content(f: Fetched, status: dict, content: Content, report: Report) -> None:
-    expected_rev = int(status.get("revision", 0))
+def check_content(f: Fetched, status: SnapshotStatus, content: Content, report: Report) -> None:
+    expected_rev = status.revision or 0
+    if content.total_keys == 0:
+        # An empty etcd: `snapshot status` says revision 0 while the restored etcd starts at 1; the real news is
+        # that there is nothing in it (hostile-inputs finding 15).
+        raise VerifyMismatch(f"{f.origin} restores, but holds no keys at all: it is a snapshot of an empty etcd "
+                             f"({status.command} revision {expected_rev}, restored at revision {content.revision})",
+                             "it would bring back an empty cluster: use a snapshot of the Talos node's etcd")
     if content.revision != expected_rev:
         raise VerifyMismatch(f"{f.origin} restored at revision {content.revision}, but the file says {expected_rev}",
                              "use another snapshot and report this (etcd version mismatch?)")
@@ -308,7 +318,8 @@ def _print_text(report: Report, out: TextIO) -> None:
     for c in report.checks:
         print(f"  ok  {c}", file=out)
     t = report.seconds
-    print(f"  ok  restored into a throwaway etcd and read back in {t.get('restore', 0):.1f}s: revision "
+    how = f" with {report.tools['restore'].split()[0]} snapshot restore" if report.tools.get("restore") else ""
+    print(f"  ok  restored into a throwaway etcd{how} and read back in {t.get('restore', 0):.1f}s: revision "
           f"{report.revision}, {report.total_keys} keys", file=out)
     print("\n  resource type                                 keys", file=out)
     for name, n in report.resources.items():
@@ -374,6 +385,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             t1 = time.monotonic()
             content = Content()
             with ThrowawayEtcd(f.path, base_dir=base, label=f.origin) as etcd:
+                if etcd.tool is not None:
+                    report.tools["restore"] = etcd.tool.label
                 if g is None:
                     read_back(etcd, content)
                 else:

@@ -1,4 +1,10 @@
-"""The node's real etcd (Debian's 3.4): start, stop, snapshot, restore, and a small KV client.
+"""The node's real etcd: start, stop, snapshot, restore, and a small KV client.
+
+Which etcd: ``SANDBOX_ETCD_BIN_DIR``, else the etcd 3.5 that `make etcd` unpacks (``dr.etcdlocal.etcd35_bin_dir()``,
+the closest Debian packages to the 3.6 that Talos v1.13.9 runs) when it is there, else PATH (Debian bookworm's 3.4).
+``SANDBOX_ETCD_BIN`` / ``SANDBOX_ETCDCTL_BIN`` still override the single programs (the bench wraps etcdctl).
+Snapshot status and restore go through ``dr.etcdlocal`` with the same rules as dr.verify: etcdutl when the chosen
+folder has it, else an etcdctl older than 3.6.
 
 The KV client talks to etcd's gRPC-gateway (``/v3/kv/*`` JSON over HTTP), so no etcd client library is needed.
 """
@@ -13,10 +19,25 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from dr import etcdlocal
+from dr.errors import DRError
 from sandbox import procs
 
-ETCD = os.environ.get("SANDBOX_ETCD_BIN", "etcd")
-ETCDCTL = os.environ.get("SANDBOX_ETCDCTL_BIN", "etcdctl")
+
+def bin_dir() -> Path | None:
+    """The folder the node's etcd comes from: ``SANDBOX_ETCD_BIN_DIR``, else the etcd 3.5 cache when it holds etcd,
+    else None (PATH)."""
+    env = os.environ.get("SANDBOX_ETCD_BIN_DIR")
+    if env:
+        return Path(env)
+    d = etcdlocal.etcd35_bin_dir()
+    return d if (d / "etcd").is_file() else None
+
+
+BIN_DIR = bin_dir()
+SEARCH_PATH = str(BIN_DIR) if BIN_DIR else None  # for shutil.which; None is PATH
+ETCD = os.environ.get("SANDBOX_ETCD_BIN") or (str(BIN_DIR / "etcd") if BIN_DIR else "etcd")
+ETCDCTL = os.environ.get("SANDBOX_ETCDCTL_BIN") or (str(BIN_DIR / "etcdctl") if BIN_DIR else "etcdctl")
 
 
 class EtcdFailure(RuntimeError):
@@ -24,8 +45,25 @@ class EtcdFailure(RuntimeError):
 
 
 def binaries() -> tuple[str | None, str | None]:
-    """Paths of ``etcd`` and ``etcdctl`` (None when missing)."""
+    """Paths of ``etcd`` and ``etcdctl`` (None when missing). ``missing()`` also checks snapshot status/restore."""
     return shutil.which(ETCD), shutil.which(ETCDCTL)
+
+
+def missing() -> list[str]:
+    """What the node's etcd lacks, one phrase each: etcd, etcdctl (snapshot save, health), and a tool with
+    ``snapshot status``/``restore`` (etcdutl, or an etcdctl older than 3.6). Empty when all are there."""
+    etcd_bin, etcdctl_bin = binaries()
+    out = [f"{n} ({p})" for n, p, found in (("etcd", ETCD, etcd_bin), ("etcdctl", ETCDCTL, etcdctl_bin)) if not found]
+    tools, refused = etcdlocal.snapshot_tools(SEARCH_PATH)
+    if not tools:
+        out.append("a tool with snapshot status/restore: " + "; ".join(refused))
+    return out
+
+
+def tool() -> str | None:
+    """``etcdutl 3.5.16`` / ``etcdctl 3.4.23``: what status and restore run, or None."""
+    tools, _ = etcdlocal.snapshot_tools(SEARCH_PATH)
+    return tools[0].label if tools else None
 
 
 def _ctl_env() -> dict[str, str]:
@@ -101,11 +139,12 @@ def snapshot_save(endpoint: str, path: Path) -> None:
 
 
 def snapshot_status(path: Path) -> dict:
-    """``etcdctl snapshot status -w json``: hash, revision, totalKey, totalSize."""
-    r = etcdctl("snapshot", "status", str(path), "-w", "json", timeout=60)
-    if r.returncode != 0:
-        raise EtcdFailure((r.stderr or r.stdout).strip() or f"etcdctl snapshot status exit {r.returncode}")
-    return json.loads(r.stdout)
+    """``etcdutl`` (else etcdctl < 3.6) ``snapshot status -w json``: hash, revision, totalKey, totalSize."""
+    try:
+        st = etcdlocal.snapshot_status(path, search_path=SEARCH_PATH, timeout=60)
+    except DRError as exc:
+        raise EtcdFailure(exc.message) from None
+    return {"hash": st.hash or 0, "revision": st.revision, "totalKey": st.total_keys, "totalSize": st.total_size}
 
 
 def trailer_ok(path: Path) -> tuple[bool, str, str]:
@@ -125,21 +164,13 @@ def trailer_ok(path: Path) -> tuple[bool, str, str]:
 
 
 def restore(snapshot: Path, data_dir: Path, name: str, peer_port: int, *, skip_hash_check: bool = False) -> None:
-    """``etcdctl snapshot restore`` into ``data_dir`` (which must not exist)."""
-    peer = peer_url(peer_port)
-    args = [
-        "snapshot", "restore", str(snapshot),
-        "--data-dir", str(data_dir),
-        "--name", name,
-        "--initial-cluster", f"{name}={peer}",
-        "--initial-advertise-peer-urls", peer,
-    ]  # fmt: skip
-    if skip_hash_check:
-        args.append("--skip-hash-check")
-    r = etcdctl(*args, timeout=120)
-    if r.returncode != 0:
+    """``etcdutl`` (else etcdctl < 3.6) ``snapshot restore`` into ``data_dir`` (which must not exist)."""
+    try:
+        etcdlocal.restore_snapshot(snapshot, data_dir, name, peer_url(peer_port), skip_hash_check=skip_hash_check,
+                                   search_path=SEARCH_PATH, timeout=120)
+    except DRError as exc:
         shutil.rmtree(data_dir, ignore_errors=True)
-        raise EtcdFailure((r.stderr or r.stdout).strip() or f"etcdctl snapshot restore exit {r.returncode}")
+        raise EtcdFailure(exc.message) from None
     os.chmod(data_dir, 0o700)
 
 

@@ -248,7 +248,7 @@ def test_missing_etcd_is_an_error_not_a_pass(snaps, work, tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     res = run_cli(verify.main, str(snaps["before"]), "--tmp-dir", str(work))
     assert res.code == ExitCode.ETCD_MISSING, res
-    assert "etcd and etcdctl not found" in res.err and "make etcd" in res.err
+    assert "etcd, etcdutl and etcdctl not found" in res.err and "make etcd" in res.err
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, EtcdError("boom", "hint"), RuntimeError("bug")],
