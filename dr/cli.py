@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import traceback
@@ -44,6 +45,39 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
             traceback.print_exc(file=err)
         print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} — rerun with --debug and report it", file=err)
         return int(ExitCode.ERROR)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``900``, ``90s``, ``15m``, ``1h30m`` (an argparse ``type``)."""
+    s = text.strip()
+    try:
+        v = float(s)
+    except ValueError:
+        pos, total = 0, 0.0
+        for m in _DURATION.finditer(s):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+            pos = m.end()
+        if pos != len(s) or not s:
+            raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 90s, 15m, 1h)") from None
+        v = total
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be more than 0, not {text!r}")
+    return v
+
+
+def human_duration(seconds: float) -> str:
+    """``42s``, ``3m07s``, ``1h05m``: how long something took or may take."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def human_size(n: float) -> str:

@@ -2,7 +2,8 @@
 over. One JSON file under ``.talos/``, written atomically (``.part``, fsync, rename) and private (0600).
 
 The journal is a record, not the truth: ``dr.restore`` always judges the next step by the node's actual state and
-uses the journal only to tell "this restore's own reset" from "someone else's data" (see ``dr.restore.plan``).
+uses the journal only to tell "this restore's own reset" from "someone else's data" (see ``dr.restore.plan``), and
+never as a stand-in for this run's confirmation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dr.errors import ConfigError
 JOURNAL_NAME = "restore-journal.json"
 FORMAT = 1
 
-# Steps, in order. ``reset`` is the point of no return.
+# Steps, in order. ``reset`` (or a config applied to a node in maintenance) is the point of no return.
 CONFIRMED = "confirmed"
 SAFETY_SNAPSHOT = "safety_snapshot"
 RESET = "reset"
@@ -58,7 +59,8 @@ class Journal:
 
     @property
     def past_point_of_no_return(self) -> bool:
-        return RESET in self.steps
+        """This restore has changed the node: reset it, or configured it from maintenance mode."""
+        return RESET in self.steps or CONFIG_APPLIED in self.steps
 
     @property
     def last_step(self) -> str | None:

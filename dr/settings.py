@@ -20,6 +20,7 @@ from dr.talosctl import Talosconfig, Talosctl, load_talosconfig
 
 ENV_TALOS_DIR = "DR_TALOS_DIR"
 ENV_NODE = "DR_NODE"
+ENV_ENDPOINT = "DR_ENDPOINT"
 ENV_BUCKET = "DR_BUCKET"
 ENV_TALOSCONFIG = "TALOSCONFIG"
 DEFAULT_TALOS_DIR = ".talos"
@@ -31,8 +32,10 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--talos-dir", help=f"local state folder (env {ENV_TALOS_DIR}; default {DEFAULT_TALOS_DIR})")
     g.add_argument("--talosconfig", help=f"talosconfig path (env {ENV_TALOSCONFIG}; default <talos-dir>/talosconfig)")
     g.add_argument("--talos-context", help="talosconfig context (default: the file's current context)")
-    g.add_argument("--node", help=f"node address (env {ENV_NODE}; default from the talosconfig, then stack output "
-                                  f"{keys.NODE_PUBLIC_IP})")
+    g.add_argument("--node", help=f"the node's own (private) IP, named in every call (env {ENV_NODE}; default "
+                                  f"the talosconfig's nodes, then stack output {keys.NODE_PRIVATE_IP})")
+    g.add_argument("--endpoint", help=f"the address talosctl dials, the node's Elastic IP (env {ENV_ENDPOINT}; "
+                                      f"default the talosconfig's endpoints, then stack output {keys.NODE_PUBLIC_IP})")
     g.add_argument("--bucket", help=f"S3 bucket (env {ENV_BUCKET}; default stack output {keys.BUCKET})")
     g.add_argument("--stack", help=f"Pulumi stack (env {STACK_ENV}; default {keys.DEFAULT_STACK})")
     g.add_argument("--outputs-file", help=f"`pulumi stack output --json --show-secrets` file instead of the "
@@ -72,15 +75,29 @@ class Resolver:
 
     @cached_property
     def node(self) -> str:
+        """The node's private IP: what every authenticated call names (apid forwards any other address)."""
         explicit = self._flag("node") or self.env.get(ENV_NODE)
         if explicit:
             return explicit
         cfg = self.talosconfig
         if cfg.nodes:
             return cfg.nodes[0]
+        return str(self.outputs.require(keys.NODE_PRIVATE_IP, "to know which node to talk to"))
+
+    @cached_property
+    def endpoint(self) -> str:
+        """The address talosctl dials: the node's Elastic IP (its private IP is not routed outside the VPC)."""
+        explicit = self._flag("endpoint") or self.env.get(ENV_ENDPOINT)
+        if explicit:
+            return explicit
+        cfg = self.talosconfig
         if cfg.endpoints:
             return cfg.endpoints[0]
-        return self.outputs.require(keys.NODE_PUBLIC_IP, "to know which node to talk to")
+        try:
+            public = self.outputs.get(keys.NODE_PUBLIC_IP)
+        except ConfigError:
+            public = None
+        return str(public) if public else self.node
 
     @cached_property
     def bucket(self) -> str:
@@ -120,8 +137,9 @@ class Resolver:
 
     def talosctl(self) -> Talosctl:
         cfg = self.talosconfig
-        endpoint = cfg.endpoints[0] if cfg.endpoints else None
-        return Talosctl(self.node, cfg.path, endpoint=endpoint, context=self._flag("talos_context"))
+        fingerprints = getattr(self.args, "cert_fingerprint", None) or ()
+        return Talosctl(self.node, cfg.path, endpoint=self.endpoint, context=self._flag("talos_context"),
+                        cert_fingerprints=fingerprints)
 
     def s3_client(self):
         from dr import s3

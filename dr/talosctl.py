@@ -1,6 +1,15 @@
-"""Thin adapter over the talosctl binary: build the command, run it, classify its failure.
+"""Thin adapter over the talosctl binary: build the command, run it, parse and classify its output.
 
-Flags and behaviours follow ../shared/reference/talos.md. Only this module knows talosctl's command line.
+Flags and behaviours follow ../shared/reference/talos.md and siderolabs/talos at v1.13.9 (paths below). Only this
+module knows talosctl's command line. The parsers are tested against upstream's own output formats
+(tests/golden/talosctl/), not only against the sandbox.
+
+Two addresses (the node on AWS): authenticated calls dial the endpoint (the Elastic IP) and name the node by its
+private IP in the ``nodes`` metadata, because apid forwards a request for any address that is not on its own
+interfaces (internal/app/apid/pkg/director/director.go) and the Elastic IP never is. Maintenance-mode calls
+(``--insecure``) dial the ``--nodes`` address itself and ignore ``--endpoints``
+(cmd/talosctl/pkg/talos/global/client.go, WithClientMaintenance): there the node is named by the address we can
+reach, the endpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +30,7 @@ import yaml
 from dr.errors import (
     ConfigError,
     DiskFull,
+    DRError,
     NodeError,
     NodeUnreachable,
     RestoreConflict,
@@ -40,6 +51,15 @@ _UNREACHABLE = re.compile(
     re.I,
 )
 _SERVICE_STATE = re.compile(r"^STATE\s+(\S+)", re.M)
+_SERVICE_HEALTH = re.compile(r"^HEALTH\s+(\S+)", re.M)
+# pkg/machinery/formatters/formatters.go RenderServicesInfo: "EVENTS\t[%s]: %s (%s ago)", newest first.
+_SERVICE_EVENT = re.compile(r"^(?:EVENTS)?\s*\[(\w+)\]: (.*) \(([0-9hms.µun]+) ago\)\s*$", re.M)
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms|µs|us|ns)")
+# An error the node behind apid returned (apid proxies every call that names a node and the client lists the
+# nodes' errors: pkg/machinery/client/reply.go, hashicorp/go-multierror): "1 error occurred:\n\t* NODE: ERROR".
+_NODE_ERROR = re.compile(r"\d+ errors? occurred:\s*\n\s*\* (\S+?): (.+)")
+# An error from the node's own etcd client (127.0.0.1:2379): etcd is down on a node that answered us.
+_ETCD_DOWN = re.compile(r"(127\.0\.0\.1|localhost|\[::1\]):2379|etcd client|etcd is not running", re.I)
 _SNAP_INFO = re.compile(r"hash ([0-9a-f]+), revision (\d+), total keys (\d+), total size (\d+)")
 
 
@@ -101,6 +121,55 @@ def parse_snapshot_info(stdout: str) -> SnapshotInfo:
     return SnapshotInfo(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)))
 
 
+def go_duration_seconds(text: str) -> float | None:
+    """Seconds in a Go ``time.Duration`` string (``42s``, ``1m30s``, ``2h0m5s``, ``350ms``); None if it is not one."""
+    pos, total = 0, 0.0
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}
+    for m in _GO_DURATION.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * units[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) and text else None
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    state: str
+    message: str
+    age: float | None  # seconds before the call
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """``talosctl service NAME``: the state (system/events/events.go words: Initialized, Preparing, Waiting,
+    Running, Stopping, Finished, Failed, Skipped, Starting), health, and the events newest first."""
+
+    state: str
+    health: str | None
+    events: tuple[ServiceEvent, ...] = ()
+
+    @property
+    def since(self) -> float | None:
+        """Seconds the service has been in its current state (the age of the newest event), when known."""
+        return self.events[0].age if self.events else None
+
+    @property
+    def last_message(self) -> str:
+        return self.events[0].message if self.events else ""
+
+
+def parse_service(stdout: str) -> ServiceStatus | None:
+    """Parse a single-service ``talosctl service`` answer; None when it has no STATE line."""
+    m = _SERVICE_STATE.search(stdout)
+    if not m:
+        return None
+    h = _SERVICE_HEALTH.search(stdout)
+    events = tuple(ServiceEvent(e.group(1), e.group(2), go_duration_seconds(e.group(3)))
+                   for e in _SERVICE_EVENT.finditer(stdout))
+    return ServiceStatus(m.group(1), h.group(1) if h else None, events)
+
+
 def _last_error_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     for ln in reversed(lines):
@@ -110,15 +179,23 @@ def _last_error_line(text: str) -> str:
 
 
 class Talosctl:
-    """Runs talosctl against one node with one talosconfig."""
+    """Runs talosctl against one node with one talosconfig: ``node`` is the address the node knows itself by (its
+    private IP), ``endpoint`` the address we dial (its Elastic IP); they are the same from inside the VPC."""
 
     def __init__(self, node: str, talosconfig: Path | None, *, binary: str | None = None,
-                 endpoint: str | None = None, context: str | None = None):
+                 endpoint: str | None = None, context: str | None = None,
+                 cert_fingerprints: Sequence[str] = ()):
         self.node = node
         self.endpoint = endpoint or node
         self.talosconfig = talosconfig
         self.context = context
+        self.cert_fingerprints = tuple(cert_fingerprints)
         self._binary = binary
+
+    @property
+    def where(self) -> str:
+        """How messages name the node: ``10.0.1.5 (via 203.0.113.10)``."""
+        return self.node if self.endpoint == self.node else f"{self.node} (via {self.endpoint})"
 
     @property
     def binary(self) -> str:
@@ -132,7 +209,8 @@ class Talosctl:
     def command(self, args: Sequence[str], *, insecure: bool = False) -> list[str]:
         cmd = [self.binary]
         if insecure:
-            cmd += ["--nodes", self.node, "--endpoints", self.endpoint]
+            # WithClientMaintenance dials the --nodes addresses and ignores --endpoints: name what we can reach.
+            cmd += ["--nodes", self.endpoint]
         else:
             if self.talosconfig is not None:
                 cmd += ["--talosconfig", str(self.talosconfig)]
@@ -149,13 +227,14 @@ class Talosctl:
         except FileNotFoundError:
             raise TalosctlMissing(f"talosctl ({cmd[0]}) could not be run", "install talosctl and put it on PATH") from None
         except subprocess.TimeoutExpired:
-            raise Timeout(f"{what} on node {self.node}: talosctl did not finish within {timeout:.0f}s",
-                          "check the node is reachable on port 50000, then retry") from None
+            raise Timeout(f"{what} on node {self.where}: talosctl did not finish within {timeout:.0f}s",
+                          f"check the node is reachable on {self.endpoint}:50000, then retry") from None
         if check and proc.returncode != 0:
             raise self.classify(proc.stderr + "\n" + proc.stdout, what)
         return proc
 
-    def classify(self, output: str, what: str) -> Exception:
+    def classify(self, output: str, what: str) -> DRError:
+        """One ``DRError`` for a failed talosctl call, from what it printed."""
         line = _last_error_line(output)
         low = output.lower()
         if "etcd data directory is not empty" in low:
@@ -169,23 +248,84 @@ class Talosctl:
             return DiskFull(f"{what} failed: no space left on device ({line})",
                             "free disk space where the file is written (or choose another --talos-dir) and retry")
         if "x509" in low or "certificate" in low or "tls:" in low:
-            return NodeError(f"{what} on node {self.node} failed: TLS/certificate error: {line}",
+            return NodeError(f"{what} on node {self.where} failed: TLS/certificate error: {line}",
                              "check the talosconfig belongs to this cluster (stack output talosconfig), or whether the "
                              "node is in maintenance mode")
+        proxied = _NODE_ERROR.search(output)
+        forwarded = (proxied and "Error while dialing" in proxied.group(2)) or (
+            self.node != self.endpoint and re.search(rf"dial tcp {re.escape(self.node)}:\d+", output)
+            and not re.search(rf"dial tcp {re.escape(self.endpoint)}:\d+", output))
+        if forwarded:
+            # apid on the endpoint answered, then could not dial the node named in `nodes`: it proxies every such
+            # call to <node>:50000 (director.go, backend/apid.go), and a node cannot reach its own Elastic IP.
+            return ConfigError(f"{what}: the node at {self.endpoint} answered, but could not reach node {self.node} "
+                               f"({line})",
+                               "pass the node's private IP as --node (stack output nodePrivateIp) and its Elastic IP "
+                               "as --endpoint (nodePublicIp); a talosconfig made by `pulumi up` has both")
+        if _ETCD_DOWN.search(output):  # only the node itself talks about its etcd client on :2379
+            return NodeError(f"{what}: etcd on node {self.node} does not answer ({line})",
+                             f"the node answers but its etcd is down: look at `talosctl -n {self.node} -e "
+                             f"{self.endpoint} service etcd` and `logs etcd`; `python -m dr.restore` can restore it")
         if _UNREACHABLE.search(output):
-            return NodeUnreachable(f"{what}: node {self.node} does not answer on port 50000 ({line})",
+            return NodeUnreachable(f"{what}: node {self.where} does not answer on port 50000 ({line})",
                                    "check the node is running, its address, and that the security group admits your IP")
-        return NodeError(f"{what} on node {self.node} failed: {line}", "see the message above; rerun with --debug")
+        return NodeError(f"{what} on node {self.where} failed: {line}", "see the message above; rerun with --debug")
 
     # --- operations -------------------------------------------------------------------------------------------
 
-    def etcd_snapshot(self, path: Path, timeout: float | None = 3600) -> SnapshotInfo:
-        proc = self.run(["etcd", "snapshot", str(path)], what="etcd snapshot", timeout=timeout)
-        return parse_snapshot_info(proc.stdout + proc.stderr)
+    def etcd_snapshot(self, path: Path, timeout: float = 3600, stall: float = 60.0) -> SnapshotInfo:
+        """``talosctl etcd snapshot PATH`` (it writes ``PATH.part``, then renames). With etcd down on the node the
+        stream sends nothing and never ends (the node's etcd client waits for etcd with no deadline:
+        tests/golden/talosctl/etcd-snapshot-etcd-down.txt), so a stream that makes no progress for ``stall``
+        seconds is stopped (SIGTERM, which talosctl handles) and reported as etcd not answering."""
+        cmd = self.command(["etcd", "snapshot", str(path)])
+        part = Path(str(path) + ".part")
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=os.environ.copy())
+        except FileNotFoundError:
+            raise TalosctlMissing(f"talosctl ({cmd[0]}) could not be run", "install talosctl and put it on PATH") from None
+        begin = last_change = time.monotonic()
+        last_size = -1
+        stalled = False
+        try:
+            while proc.poll() is None:
+                time.sleep(0.2)
+                now = time.monotonic()
+                try:
+                    size = part.stat().st_size
+                except OSError:
+                    size = -1
+                if size != last_size:
+                    last_size, last_change = size, now
+                if now - last_change >= stall or now - begin >= timeout:
+                    stalled = now - last_change >= stall
+                    proc.terminate()
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                    break
+            out, err = proc.communicate()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if stalled:
+            raise NodeError(f"etcd snapshot from node {self.where}: no data for {stall:.0f}s, so it was stopped: "
+                            "etcd on the node is not answering",
+                            f"look at `talosctl -n {self.node} -e {self.endpoint} service etcd` and `logs etcd`; if "
+                            "etcd is down, `python -m dr.restore` can restore it from a snapshot")
+        if proc.returncode != 0 and time.monotonic() - begin >= timeout:
+            raise Timeout(f"etcd snapshot on node {self.where}: talosctl did not finish within {timeout:.0f}s",
+                          f"check the node is reachable on {self.endpoint}:50000, then retry")
+        if proc.returncode != 0:
+            raise self.classify(err + "\n" + out, "etcd snapshot")
+        return parse_snapshot_info(out + err)
 
     def version_insecure(self) -> bool:
         """True when the node answers without credentials, i.e. it is in maintenance mode."""
-        proc = self.run(["version", "--insecure"], what="version --insecure", check=False, timeout=30)
+        proc = self.run(["version", "--insecure"], what="version --insecure", insecure=True, check=False, timeout=30)
         return proc.returncode == 0
 
     def stage(self, *, insecure: bool = False) -> str:
@@ -193,18 +333,20 @@ class Talosctl:
         args = ["get", "machinestatus", "-o", "jsonpath={.spec.stage}"]
         if insecure:
             args.append("--insecure")
-        proc = self.run(args, what="get machinestatus", timeout=30)
+        proc = self.run(args, what="get machinestatus", insecure=insecure, timeout=30)
         return proc.stdout.strip()
 
-    def service_state(self, service: str = "etcd") -> str:
-        """A service's state as `talosctl service NAME` prints it: ``Running``, ``Preparing`` (etcd waiting for a
-        bootstrap), ``Finished`` ... Authenticated (a maintenance node has no services to show)."""
+    def service(self, service: str = "etcd") -> ServiceStatus:
+        """``talosctl service NAME``: state, health and events (authenticated; a maintenance node runs none)."""
         proc = self.run(["service", service], what=f"service {service}", timeout=30)
-        m = _SERVICE_STATE.search(proc.stdout)
-        if not m:
-            raise NodeError(f"service {service} on node {self.node}: no STATE in talosctl's answer",
+        status = parse_service(proc.stdout)
+        if status is None:
+            raise NodeError(f"service {service} on node {self.where}: no STATE in talosctl's answer",
                             "check the talosctl version matches the cluster (stack output talosVersion)")
-        return m.group(1)
+        return status
+
+    def service_state(self, service: str = "etcd") -> str:
+        return self.service(service).state
 
     def reset(self, labels: Sequence[str], timeout: float = 600) -> None:
         if not labels:
@@ -215,8 +357,11 @@ class Talosctl:
         self.run(args, what="reset", timeout=timeout)
 
     def apply_config_insecure(self, file: Path, timeout: float = 120) -> None:
-        self.run(["apply-config", "--insecure", "--file", str(file)], what="apply-config --insecure",
-                 insecure=True, timeout=timeout)
+        """Maintenance mode: the node's certificate is self-signed, so this channel is encrypted but not
+        authenticated unless the node's certificate fingerprint (shown on its console) is pinned."""
+        args = ["apply-config", "--insecure", "--file", str(file)]
+        args += [f"--cert-fingerprint={fp}" for fp in self.cert_fingerprints]
+        self.run(args, what="apply-config --insecure", insecure=True, timeout=timeout)
 
     def bootstrap_recover(self, snapshot: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """One attempt; the caller retries the NOT_READY errors."""
@@ -224,6 +369,8 @@ class Talosctl:
                         timeout=timeout, check=False)
 
     def health(self, wait_timeout: str = "10m", timeout: float = 900) -> None:
+        # The private IP: etcd advertises routed addresses only (controllers/etcd/spec.go), and the check wants
+        # the etcd members to be among the control-plane nodes given (pkg/cluster/check/etcd.go).
         self.run(["health", "--wait-timeout", wait_timeout, "--control-plane-nodes", self.node],
                  what="health", timeout=timeout)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from dr import outputs as out
 from sandbox import etcd, faults, procs, s3
 from sandbox.layout import KUBERNETES_VERSION, NODE_PRIVATE_IP, NODE_PUBLIC_IP, TALOS_VERSION, Info, Paths, write_private
-from sandbox.node import HEALTHY, PRE_STATE, Node, State
+from sandbox.node import CREATING, HEALTHY, Node, State, boot_events, started
 from sandbox.pki import ClusterSecrets
 from sandbox.seed import seed_data
 
@@ -147,7 +147,9 @@ class Sandbox:
             )
             booted = time.time() - 3600
             State(stage="running", configured=True, etcd_pid=etcd_pid, up_since=booted,
-                  etcd_events=[[booted, "Preparing", PRE_STATE], [booted + 2, "Running", HEALTHY]]).save(paths.state)
+                  etcd_events=[*boot_events(booted), [booted + 1, "Preparing", CREATING],
+                               [booted + 1, "Running", started(etcd_pid)], [booted + 6, "Running", HEALTHY]]
+                  ).save(paths.state)
             if seed:
                 key = secrets.bundle["secrets"]["secretboxencryptionsecret"].encode()
                 for k, v in seed_data(key).items():

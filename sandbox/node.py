@@ -54,6 +54,12 @@ class NodeError(Exception):
         self.desc = desc
 
 
+class SnapshotHangs(Exception):
+    """EtcdSnapshot with etcd down: machined's etcd client waits for a connection to localhost:2379 with no
+    deadline (v1alpha1_server.go EtcdSnapshot, etcd client v3.6 WaitForReady), so the stream sends nothing until the
+    client gives up (siderolabs/talos#14212)."""
+
+
 class TransportError(Exception):
     """The call never reached the API (refused connection, TLS handshake failure)."""
 
@@ -95,6 +101,7 @@ class State:
     up_since: float = 0.0  # when the node last came up (start of the bootstrap not-ready window)
     boot_done: bool = True  # the boot sequence ended (it waits for etcd to be up): the stage reads "running"
     etcd_events: list[list] = field(default_factory=list)  # [[ts, state, message], ...], oldest first
+    etcd_health: str = "OK"  # the service's health: "OK", "Fail", or "?" (no check has run yet)
     bootstrap: dict | None = None  # a Bootstrap the node accepted whose etcd start has not happened yet
     whole_disk_wiped: bool = False
     resets: list[dict] = field(default_factory=list)
@@ -121,10 +128,25 @@ class State:
         return self.etcd_events[-1][1] if self.etcd_events else "Preparing"
 
 
-# The etcd service's event messages (internal/app/machined/pkg/system/service_runner.go; services/etcd.go).
+# The etcd service's event messages: internal/app/machined/pkg/system/service_runner.go:165,220,271,282,
+# runner/containerd/containerd.go:225, runner/restart/restart.go:141-156 (tests/golden/talosctl/service-etcd-*.txt).
+STARTING = "Starting service"
+WAITING = ('Waiting for volumes /var/lib, ETCD to be mounted, service "cri" to be "up", time sync, network, '
+           "etcd spec")
 PRE_STATE = "Running pre state"
+CREATING = "Creating service runner"
 HEALTHY = "Health check successful"
-BOOTSTRAP_REQUESTED = "Bootstrap requested"
+CRASHED = ('Error running Containerd(etcd), going to restart forever: task "etcd" failed: exit code 1 '
+           '(last log "{\\"level\\":\\"fatal\\",\\"msg\\":\\"failed to open database\\"}")')
+
+
+def started(pid: int | None) -> str:
+    return f"Started task etcd (PID {pid}) for container etcd"
+
+
+def boot_events(at: float) -> list[list]:
+    """A service runner's first events, up to its pre-start (a new boot, or the runner Bootstrap loads)."""
+    return [[at, "Starting", STARTING], [at, "Waiting", WAITING], [at, "Preparing", PRE_STATE]]
 
 
 @dataclass
@@ -139,6 +161,7 @@ class View:
     ready: bool
     etcd_state: str = "Preparing"  # the etcd service's state (system/events/events.go words)
     etcd_events: list = field(default_factory=list)
+    etcd_health: str = "?"
 
     @property
     def stage(self) -> str:
@@ -204,9 +227,8 @@ class Node:
             # A new boot: the boot sequence starts over and ends only once etcd is up (v1alpha1_sequencer.go).
             st.boot_done = False
             st.bootstrap = None
-            st.etcd_events = []
-            if st.stage == "running":
-                st.etcd_event("Preparing", PRE_STATE, at=final_at)
+            st.etcd_events = boot_events(final_at) if st.stage == "running" else []
+            st.etcd_health = "?"
         if st.stage != "running" or not st.configured:
             return
         self._settle_etcd(st, now)
@@ -214,40 +236,57 @@ class Node:
     def _settle_etcd(self, st: State, now: float) -> None:
         """Advance the etcd service the way machined runs it: started at boot when its data directory has data,
         otherwise in its pre-state (the join loop) until Bootstrap; a requested bootstrap (with or without recovery)
-        starts it asynchronously, after the Bootstrap call returned."""
-        failing = self.faults().get("etcd_fails")
-        if failing:
+        starts it asynchronously, after the Bootstrap call returned. A failing etcd process is restarted forever
+        (restart.go): the service shows Waiting with health Fail; a failed pre-start is final (Failed)."""
+        if self.faults().get("etcd_fails"):
             if self._etcd_alive(st):
                 self._stop_etcd(st)
-            st.etcd_event("Failed", f"Failed to run: {failing}")
+            if st.etcd_state != "Waiting" or st.etcd_health != "Fail":
+                st.etcd_event("Running", started(os.getpid()))
+                st.etcd_event("Waiting", CRASHED)
+            st.etcd_health = "Fail"
             return
         if st.bootstrap is not None:
             if now < st.bootstrap["at"] + self.etcd_start_seconds():
                 return
             job, st.bootstrap = st.bootstrap, None
-            st.etcd_event("Preparing", PRE_STATE)
             self._start_bootstrapped(st, job)
         elif not self._etcd_alive(st) and self._etcd_has_data() and st.etcd_state != "Failed":
-            try:
-                self._start_etcd(st)
-            except etcd.EtcdFailure as exc:
-                st.etcd_event("Failed", f"Failed to run: {exc}")
-                return
-            st.etcd_event("Running", HEALTHY)
-        elif not self._etcd_alive(st) and st.etcd_state == "Running":
-            st.etcd_event("Failed", "Failed to run: exit status 1")  # killed from outside
+            self._run_etcd(st)
         if self._etcd_alive(st):
             st.boot_done = True
 
+    def _run_etcd(self, st: State) -> None:
+        try:
+            self._start_etcd(st)
+        except etcd.EtcdFailure:
+            st.etcd_event("Waiting", CRASHED)
+            st.etcd_health = "Fail"
+            return
+        st.etcd_event("Preparing", CREATING)
+        st.etcd_event("Running", started(st.etcd_pid))
+        st.etcd_event("Running", HEALTHY)
+        st.etcd_health = "OK"
+
     def _start_bootstrapped(self, st: State, job: dict) -> None:
         """etcd's PreFunc for a bootstrap: recover the uploaded snapshot (hash checked here, on the node,
-        services/etcd.go recoverFromSnapshot), then start. A failure leaves the service Failed."""
+        services/etcd.go recoverFromSnapshot with etcdutl's restore), then start. A failed pre-start is final: the
+        service stays Failed, the uploaded snapshot is kept, and the restore has already created
+        member/snap/db, so the data directory is no longer empty (etcdutl v3_snapshot.go copyAndVerifyDB)."""
         recover = job.get("recover")
         if recover:
             snapshot = Path(recover)
-            if not job.get("skip_hash") and not etcd.trailer_ok(snapshot)[0]:
-                st.etcd_event("Failed", "Failed to run pre stage: error recovering from the snapshot: "
-                              "snapshot file integrity check failed")
+            ok, expected, actual = etcd.trailer_ok(snapshot)
+            if not job.get("skip_hash") and not ok:
+                db = self.paths.etcd_data / "member" / "snap" / "db"
+                db.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(snapshot, db)
+
+                def go_bytes(hexstr: str) -> str:
+                    return "[" + " ".join(str(b) for b in bytes.fromhex(hexstr)) + "]"
+
+                st.etcd_event("Failed", "Failed to run pre stage: error recovering from the snapshot: expected "
+                                        f"sha256 {go_bytes(expected)}, got {go_bytes(actual)}")
                 return
             shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
             try:
@@ -257,13 +296,7 @@ class Node:
                 st.etcd_event("Failed", f"Failed to run pre stage: error recovering from the snapshot: {exc}")
                 return
             snapshot.unlink(missing_ok=True)  # deleted once recovered (recoverFromSnapshot)
-        try:
-            self._start_etcd(st)
-        except etcd.EtcdFailure as exc:
-            st.etcd_event("Failed", f"Failed to run: {exc}")
-            return
-        st.etcd_event("Running", HEALTHY)
-        st.boot_done = True
+        self._run_etcd(st)
 
     def view(self, st: State) -> View:
         now = time.time()
@@ -271,7 +304,7 @@ class Node:
         if phase == "final" or (phase == "booting" and self.faults().get("never_returns")):
             phase = "down"  # never_returns holds it back
         if phase == "running" and st.configured and not st.boot_done:
-            phase = "booting"  # the boot sequence waits for etcd (StartAllServices)
+            phase = "booting"  # the boot sequence waits for etcd to be up (StartAllServices)
         reachable = phase in ("running", "maintenance") or phase in REACHABLE_PHASES
         running = self._etcd_alive(st)
         configured = st.configured
@@ -280,7 +313,8 @@ class Node:
         waiting = booted and not running and st.bootstrap is None and state == "Preparing" \
             and not self._etcd_has_data()
         ready = phase == "running" and running and (now - st.up_since) >= self.not_ready_seconds()
-        return View(phase, reachable, configured, running, waiting, ready, state, list(st.etcd_events))
+        return View(phase, reachable, configured, running, waiting, ready, state, list(st.etcd_events),
+                    st.etcd_health if booted else "?")
 
     def not_ready_seconds(self) -> float:
         return float(self.faults().get("bootstrap_not_ready_seconds", self.info.bootstrap_not_ready_seconds))
@@ -392,8 +426,7 @@ class Node:
         with self.locked() as st:
             v = self._check_access(st, addr, auth, ROLES_SNAPSHOT, node=node)
             if not v.etcd_running:
-                raise NodeError("Unknown", "failed to create etcd client: context deadline exceeded: dial tcp "
-                                           "127.0.0.1:2379: connect: connection refused")
+                raise SnapshotHangs()
         try:
             etcd.snapshot_save(self.info.etcd_endpoint, dest)
         except etcd.EtcdFailure as exc:
@@ -538,7 +571,13 @@ class Node:
             if fail:
                 raise NodeError("Internal", str(fail))
             self._stop_etcd(st)
-            st.etcd_event("Finished", BOOTSTRAP_REQUESTED)
+            # BootstrapEtcd fakes Finished on the old runner ("Bootstrap requested"), which releases the boot
+            # sequence's wait for etcd (the stage reads running from here on, whatever etcd does next), then loads
+            # a new runner with an empty event history (services/etcd.go:687-714).
+            st.boot_done = True
+            now = time.time()
+            st.etcd_events = boot_events(now)
+            st.etcd_health = "?"
             recover_path = str(self.paths.recover_snapshot) if recover else None
             if recover and not self.paths.recover_snapshot.exists():
                 recover_path = None  # Talos would fail the pre-start reading a missing file; nothing was uploaded

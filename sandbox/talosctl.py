@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sandbox import etcd
 from sandbox.layout import Paths
-from sandbox.node import Auth, Node, NodeError, TransportError
+from sandbox.node import Auth, Node, NodeError, SnapshotHangs, TransportError
 
 # ---------------------------------------------------------------------------------------------------------------
 # Flags, the cobra/pflag way.
@@ -360,7 +360,13 @@ def _sandbox_dir() -> str:
     return d
 
 
-def _rpc(prefix: str, exc: NodeError | TransportError) -> CommandError:
+def _rpc(prefix: str, exc: NodeError | TransportError, t: Target | None = None) -> CommandError:
+    """How talosctl prints a failed call. An error from the node behind apid (every authenticated call names a
+    node, and apid proxies it: director.go) comes back as metadata, which the client turns into a multierror
+    (pkg/machinery/client/reply.go; hashicorp/go-multierror's list format); a failure to reach the endpoint is a
+    plain gRPC error."""
+    if t is not None and t.md and isinstance(exc, NodeError):
+        return CommandError(f"{prefix}: 1 error occurred:\n\t* {t.md}: {exc}\n\n")
     return CommandError(f"{prefix}: {exc}")
 
 
@@ -388,7 +394,7 @@ def cmd_version(values: dict, args: list[str]) -> None:
     try:
         info = t.node.version(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
-        raise _rpc("error getting version", exc) from None
+        raise _rpc("error getting version", exc, t) from None
     if values["short"]:
         print(f"Server:\n\tNODE:        {t.shown}\n\tTag:         {info['tag']}")
         return
@@ -435,7 +441,7 @@ def cmd_get(values: dict, args: list[str]) -> None:
     try:
         v = t.node.machine_status(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
-        raise _rpc("error getting resources", exc) from None
+        raise _rpc("error getting resources", exc, t) from None
     unmet = [] if v.ready else [{"name": "etcd", "reason": "etcd is not running"}] if v.stage == "running" else []
     doc = {
         "node": t.shown,
@@ -497,9 +503,9 @@ def cmd_service(values: dict, args: list[str]) -> None:
     try:
         v = t.node.etcd_service(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
-        raise _rpc("error listing services", exc) from None
+        raise _rpc("error listing services", exc, t) from None
     state = v.etcd_state
-    health = "OK" if v.etcd_running else "?"
+    health = v.etcd_health
     now = time.time()
     events = v.etcd_events or [[now, state, {"Running": "Health check successful"}.get(state, "Running pre state")]]
     if not args:
@@ -511,6 +517,8 @@ def cmd_service(values: dict, args: list[str]) -> None:
         return
     # pkg/machinery/formatters/formatters.go RenderServicesInfo: events newest first
     rows: list[tuple[str, ...]] = [("NODE", t.shown), ("ID", "etcd"), ("STATE", state), ("HEALTH", health)]
+    if health == "Fail":
+        rows.append(("LAST HEALTH MESSAGE", "service not running"))
     label = "EVENTS"
     for ts, st, msg in reversed(events):
         rows.append((label, f"[{st}]: {msg} ({go_duration(now - ts)} ago)"))
@@ -545,6 +553,28 @@ def _stream_chunks(src: Path, faults: dict):
         pos = end
 
 
+class _Aborted(Exception):
+    pass
+
+
+def _hang_until_signalled(limit: float = 3600.0) -> None:
+    """What talosctl does while the node's etcd client waits for an etcd that is down: nothing, until SIGINT or
+    SIGTERM cancels the context (pkg/cli/context.go prints the notice; tests/golden/talosctl/etcd-snapshot-etcd-down.txt).
+    The cancelled stream ends as EOF, so talosctl then reports an empty snapshot (client.go ReadStream)."""
+
+    def abort(signum, frame):
+        raise _Aborted
+
+    signal.signal(signal.SIGTERM, abort)
+    signal.signal(signal.SIGINT, abort)
+    try:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+    except _Aborted:
+        print("Signal received, aborting, press Ctrl+C once again to abort immediately...", file=sys.stderr)
+
+
 def cmd_etcd_snapshot(values: dict, args: list[str]) -> None:
     dest = Path(args[0])
     part = Path(str(dest) + ".part")
@@ -562,6 +592,8 @@ def cmd_etcd_snapshot(values: dict, args: list[str]) -> None:
                 t.node.prepare_snapshot(t.addr, t.auth, server_tmp, node=t.md)
             except (NodeError, TransportError) as exc:
                 raise _rpc("error reading file", exc) from None
+            except SnapshotHangs:
+                _hang_until_signalled()  # then, like talosctl, a cancelled stream reads as an empty file
             try:
                 for chunk in _stream_chunks(server_tmp, t.node.faults()):
                     out.write(chunk)
@@ -608,7 +640,7 @@ def cmd_reset(values: dict, args: list[str]) -> None:
             node=t.md,
         )
     except (NodeError, TransportError) as exc:
-        raise _rpc("error executing reset", exc) from None
+        raise _rpc("error executing reset", exc, t) from None
     if not values["wait"]:
         return
     _wait_after(t, values["timeout"], want=("halted",) if not values["reboot"] else ("running", "maintenance"),
@@ -715,8 +747,8 @@ def cmd_apply_config(values: dict, args: list[str]) -> None:
     try:
         msg = t.node.apply_config(t.addr, t.auth, text, mode=mode, dry_run=values["dry-run"], node=t.md)
     except (NodeError, TransportError) as exc:
-        raise _rpc("error applying new configuration", exc) from None
-    print(msg)
+        raise _rpc("error applying new configuration", exc, t) from None
+    print(msg, file=sys.stderr)  # stderr: cmd/talosctl/pkg/talos/helpers/mode.go PrintApplyResults
 
 
 def cmd_bootstrap(values: dict, args: list[str]) -> None:
@@ -737,11 +769,11 @@ def cmd_bootstrap(values: dict, args: list[str]) -> None:
             try:
                 t.node.etcd_recover(t.addr, t.auth, Path(recover), node=t.md)
             except (NodeError, TransportError) as exc:
-                raise _rpc("error uploading snapshot", exc) from None
+                raise _rpc("error uploading snapshot", exc, t) from None
         t.node.bootstrap(t.addr, t.auth, recover=bool(recover), skip_hash_check=values["recover-skip-hash-check"],
                          node=t.md)
     except (NodeError, TransportError) as exc:
-        raise _rpc("error executing bootstrap", exc) from None
+        raise _rpc("error executing bootstrap", exc, t) from None
 
 
 HEALTH_CHECKS = [
@@ -771,8 +803,8 @@ def cmd_health(values: dict, args: list[str]) -> None:
     try:
         t.node.machine_status(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
-        raise _rpc("error checking health", exc) from None
-    print(f"discovered nodes: {json.dumps(cps)}")
+        raise _rpc("error checking health", exc, t) from None
+    print(f"discovered nodes: {json.dumps(cps)}", file=sys.stderr)
     last = None
     while True:
         ok, reason = t.node.health()
@@ -784,14 +816,14 @@ def cmd_health(values: dict, args: list[str]) -> None:
             reason = (f"etcd member ips {members} are not subset of control plane node ips "
                       f"{json.dumps([_host(cp) for cp in cps])}")
             if reason != last:
-                print(f"{HEALTH_CHECKS[0]}: OK\n{HEALTH_CHECKS[1]}: OK\n{HEALTH_CHECKS[2]}: {reason}")
+                print(f"{HEALTH_CHECKS[0]}: OK\n{HEALTH_CHECKS[1]}: OK\n{HEALTH_CHECKS[2]}: {reason}", file=sys.stderr)
                 last = reason
         elif ok:
             for check in HEALTH_CHECKS:
-                print(f"{check}: OK")
+                print(f"{check}: OK", file=sys.stderr)
             return
         elif reason != last:
-            print(f"{HEALTH_CHECKS[0]}: {reason}")
+            print(f"{HEALTH_CHECKS[0]}: {reason}", file=sys.stderr)
             last = reason
         if time.monotonic() >= deadline:
             raise CommandError("healthcheck error: rpc error: code = DeadlineExceeded desc = context deadline exceeded")
@@ -805,7 +837,7 @@ def cmd_kubeconfig(values: dict, args: list[str]) -> None:
     try:
         text = t.node.kubeconfig(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
-        raise _rpc("error retrieving kubeconfig", exc) from None
+        raise _rpc("error retrieving kubeconfig", exc, t) from None
     # No path: merge into ~/.kube/config, or write ./kubeconfig with --merge=false (talosctl's defaults).
     dest = args[0] if args else str(Path.home() / ".kube" / "config") if values["merge"] else "."
     if dest == "-":

@@ -1,0 +1,5 @@
+import sys
+
+from dr.restore.command import main
+
+sys.exit(main())

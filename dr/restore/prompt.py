@@ -1,0 +1,68 @@
+"""The one question the restore asks: what will be lost, and a typed ``yes``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TextIO
+
+from dr import cli, naming, source
+from dr.errors import NotConfirmed
+from dr.etcdlocal import SnapshotStatus
+
+WIPE_EPHEMERAL = ("EPHEMERAL",)
+WIPE_STATE_TOO = ("STATE", "EPHEMERAL")
+
+
+def wipe_labels(wipe_state: bool) -> tuple[str, ...]:
+    """Labels the reset wipes. Never empty: a reset without labels may wipe a cloud VM's whole disk (talos.md)."""
+    return WIPE_STATE_TOO if wipe_state else WIPE_EPHEMERAL
+
+
+def describe_content(status: SnapshotStatus) -> str:
+    if status.tool:
+        return f"revision {status.revision}, {status.total_keys} database entries"
+    return "revision and key count unknown (no etcdutl/etcdctl here to read them)"
+
+
+def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, node: str, node_state: str,
+            needs_reset: bool, safety: bool, wipe_state: bool, snapshots_dir: str, yes: bool,
+            now: datetime, out: TextIO, stdin: TextIO) -> None:
+    """Show what the restore will do and lose; return only on ``--yes`` or a typed ``yes`` (exactly)."""
+    taken = (naming.parse_snapshot_name(fetched.path.name)
+             or (fetched.info.last_modified if fetched.info else None)
+             or datetime.fromtimestamp(fetched.path.stat().st_mtime, UTC))
+    age = cli.human_age((now - taken).total_seconds())
+    lines = [
+        "",
+        f"About to restore etcd of cluster {cluster} on node {node} (now {node_state}) from:",
+        f"  snapshot  {fetched.path.name}  ({fetched.origin})",
+        f"  taken     {taken.strftime('%Y-%m-%d %H:%M:%S UTC')} ({age} ago)",
+        f"  content   {describe_content(status)}; {cli.human_size(fetched.digest.size)}, SHA-256 trailer verified",
+    ]
+    if needs_reset:
+        lines += [
+            "Everything written to the cluster after that snapshot was taken is LOST: Kubernetes objects and",
+            "Secrets created, changed or deleted since then go back to the snapshot's state.",
+            f"The node is reset (wiping {' and '.join(wipe_labels(wipe_state))}) and reboots; the cluster is down until "
+            "the restore finishes.",
+            (f"A safety snapshot of the current etcd is saved in {snapshots_dir} first." if safety
+             else "No safety snapshot of the current etcd will be taken (etcd is not running, or "
+                  "--no-safety-snapshot)."),
+        ]
+    else:
+        lines.append("The node's etcd is empty (nothing on it is lost); it is bootstrapped from the snapshot.")
+    print("\n".join(lines), file=out, flush=True)
+    if yes:
+        print("confirmed by --yes", file=out, flush=True)
+        return
+    isatty = getattr(stdin, "isatty", lambda: False)
+    if not isatty():
+        raise NotConfirmed("restore not confirmed: there is no terminal to ask on (stdin is not a tty); "
+                           "nothing was changed", "run it in a terminal and type yes, or pass --yes")
+    print("Type yes to restore: ", end="", file=out, flush=True)
+    answer = stdin.readline()
+    if answer.strip() != "yes":
+        shown = answer.strip()[:20]
+        typed = f"you typed {shown!r}, not 'yes'" if answer else "no answer (end of input)"
+        raise NotConfirmed(f"restore not confirmed ({typed}); nothing was changed",
+                           "run it again and type yes to proceed")

@@ -1,0 +1,137 @@
+"""The restore's actions on the node and on local files, one function each. ``dr.restore.command`` runs them in
+the order ``dr.restore.plan`` decides; each says what it does as it does it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from dr import cli, journal
+from dr import outputs as keys
+from dr.backup import take_local_snapshot
+from dr.errors import DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
+from dr.settings import Resolver
+from dr.talosctl import NOT_READY, Talosctl
+
+SAFETY_MARGIN = 16 << 20
+
+
+def check_disk(snapshots_dir: Path, size: int) -> None:
+    """Room for the safety snapshot (about the size of the one restored), checked before anything changes."""
+    need = 2 * size + SAFETY_MARGIN
+    free = shutil.disk_usage(snapshots_dir).free
+    if free < need:
+        raise DiskFull(f"only {cli.human_size(free)} free in {snapshots_dir}; the safety snapshot of the "
+                       f"current etcd needs about {cli.human_size(need)}; nothing was changed",
+                       "free some space (or choose another --talos-dir), or pass --no-safety-snapshot")
+
+
+def safety_snapshot(r: Resolver, clock: Callable[[], datetime], out: TextIO, err: TextIO, prog: str) -> Path | None:
+    """A snapshot of the etcd about to be replaced, kept as ``pre-restore-...``. Best effort: a failure warns."""
+    try:
+        path, _digest, _info, _taken = take_local_snapshot(r, clock, out, safety=True)
+    except DRError as exc:
+        print(f"{prog}: warning: the safety snapshot of the current etcd failed ({exc}); continuing without one",
+              file=err)
+        return None
+    print(f"safety snapshot kept at {path} (restore it the same way if this restore was a mistake)", file=out)
+    return path
+
+
+def apply_config(t: Talosctl, talos_dir: Path, controlplane: str, out: TextIO) -> None:
+    """`apply-config --insecure` from a 0600 temporary file. Maintenance mode has no authentication: the node's
+    certificate is self-signed, so without --cert-fingerprint the config goes to whoever answers (encrypted)."""
+    how = (f"pinned to certificate fingerprint {', '.join(t.cert_fingerprints)}" if t.cert_fingerprints
+           else "encrypted but NOT authenticated: pass --cert-fingerprint (shown on the node's console) to pin it")
+    print(f"node {t.where} is in maintenance mode: applying the machine config from stack output "
+          f"{keys.CONTROLPLANE_CONFIG} ({how})", file=out, flush=True)
+    fd, name = tempfile.mkstemp(prefix=".controlplane-", suffix=".yaml", dir=talos_dir)  # 0600
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(controlplane)
+        t.apply_config_insecure(tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class NotStarted(Exception):
+    """The node refused every bootstrap attempt before one began: nothing of this restore is in etcd."""
+
+    def __init__(self, error: DRError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def bootstrap(t: Talosctl, snapshot: Path, timeout: float, poll: float, out: TextIO, resume: str) -> None:
+    """`bootstrap --recover-from`, retrying the node's documented not-ready answers. It returns once the node
+    accepted the request: the snapshot's hash is checked later, on the node, when etcd starts from it. Raises
+    ``NotStarted`` when the node refused it outright (or never got ready)."""
+    node = t.node
+    print(f"bootstrapping etcd on node {t.where} from {snapshot} (bootstrap --recover-from) ...", file=out, flush=True)
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        proc = t.bootstrap_recover(snapshot)
+        if proc.returncode == 0:
+            return
+        text = proc.stderr + "\n" + proc.stdout
+        waiting = next((n for n in NOT_READY if n in text), None)
+        if waiting is None:
+            exc = t.classify(text, "bootstrap --recover-from")
+            if isinstance(exc, RestoreConflict):
+                err = RestoreConflict(
+                    f"bootstrap --recover-from on node {node} refused: etcd data directory is not empty",
+                    f"etcd was not wiped; check `talosctl -n {node} -e {t.endpoint} service etcd`, then run "
+                    f"`{resume} --abandon-previous` to reset the node again")
+                raise NotStarted(err) from None
+            if not isinstance(exc, NodeUnreachable):
+                raise NotStarted(exc)  # the node refused: nothing began
+            waiting = "node does not answer"
+        if waiting != last:
+            print(f"  node not ready yet: {waiting}; retrying", file=out, flush=True)
+            last = waiting
+        if time.monotonic() >= deadline:
+            err = Timeout(f"bootstrap --recover-from on node {node} did not succeed within "
+                          f"{cli.human_duration(timeout)} (last: {waiting})",
+                          f"check `talosctl -n {node} -e {t.endpoint} service etcd` and `time`; then run "
+                          f"`{resume}` again (or give it longer with --bootstrap-timeout)")
+            raise NotStarted(err)  # every attempt was refused before it began
+        time.sleep(poll)
+
+
+def recovery_failed(t: Talosctl, message: str, j: journal.Journal | None, resume: str) -> DRError:
+    """etcd Failed after our bootstrap: the node refused the snapshot or could not start etcd from it."""
+    safety = f" (the safety snapshot {j.safety_snapshot}, or another)" if j and j.safety_snapshot else ""
+    return NodeError(
+        f"etcd on node {t.where} failed to start from the snapshot after `bootstrap --recover-from` was accepted "
+        f"(service etcd: {message}); the node checked the snapshot and refused it, or etcd cannot run it",
+        f"look at `talosctl -n {t.node} -e {t.endpoint} logs etcd`; restore another snapshot{safety} with "
+        f"`python -m dr.restore SNAPSHOT --abandon-previous` (it resets the node again); re-running `{resume}` "
+        "only repeats this answer")
+
+
+def health(t: Talosctl, timeout: float, out: TextIO, resume: str) -> None:
+    print(f"waiting for the cluster to be healthy (talosctl health --control-plane-nodes {t.node}, up to "
+          f"{cli.human_duration(timeout)}) ...", file=out, flush=True)
+    try:
+        t.health(wait_timeout=f"{max(int(timeout), 1)}s", timeout=timeout + 60)
+    except DRError as exc:
+        raise Timeout(f"node {t.where} did not become healthy within {cli.human_duration(timeout)} after etcd "
+                      f"started from the snapshot ({exc.message})",
+                      f"etcd runs from the snapshot; look at `talosctl -n {t.node} -e {t.endpoint} health` and "
+                      f"`logs etcd`; once healthy, run `{resume}` again to finish (or give it longer with "
+                      "--health-timeout)") from exc
+
+
+def kubeconfig(t: Talosctl, talos_dir: Path) -> Path:
+    path = talos_dir / "kubeconfig"
+    t.kubeconfig(path)
+    os.chmod(path, 0o600)
+    return path
