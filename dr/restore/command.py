@@ -218,6 +218,9 @@ class Restore:
             if not self.j.done(journal.BOOTSTRAPPED):
                 self.mark(journal.BOOTSTRAPPED)
                 self.say(f"etcd on node {self.t.where} runs from the snapshot")
+            else:
+                self.say(f"etcd on node {self.t.where} already runs from the snapshot (the earlier run's "
+                         "bootstrap --recover-from finished)")
             steps.health(self.t, self.args.health_timeout, self.out, self.resume_cmd())
             self.mark(journal.HEALTHY)
         elif a == pl.KUBECONFIG:

@@ -99,11 +99,17 @@ def plan(node: NodeState, j: Journal | None, o: Options, now: datetime) -> Step:
     if node.kind == UNREACHABLE:
         if not touched:
             return Step(REFUSE, "the node does not answer")
-        return Step(WAIT, "to come back", phase=RECOVERY if done(jn.BOOTSTRAP_STARTED) else REBOOT)
+        if done(jn.BOOTSTRAP_STARTED):
+            return Step(WAIT, "to come back", phase=RECOVERY)
+        why = "to settle after the abandoned restore's reset" if j is None else "to come back after the reset"
+        return Step(WAIT, why, phase=REBOOT)
     if node.kind == TRANSITIONING:
         if done(jn.BOOTSTRAP_STARTED):
             return Step(WAIT, "for etcd to start from the snapshot", phase=RECOVERY)
-        return Step(WAIT, "to settle", phase=REBOOT if touched else SETTLE)
+        if not touched:
+            return Step(WAIT, "to settle", phase=SETTLE)
+        why = "to settle after the abandoned restore's reset" if j is None else "to come back after the reset"
+        return Step(WAIT, why, phase=REBOOT)
 
     if done(jn.BOOTSTRAP_STARTED):
         return _after_bootstrap(node, j, o)

@@ -419,9 +419,15 @@ def test_etcd_not_wiped_stops_with_a_conflict_and_never_claims_success(sandbox_e
         if s == journal.BOOTSTRAP_STARTED:  # a plain bootstrap lands first: etcd is no longer empty
             for _ in range(100):
                 if sb.talosctl_run("bootstrap").returncode == 0:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the competing bootstrap never succeeded")
+            for _ in range(100):  # the node starts etcd after the call returned: wait until it has data
+                if sb.node_view().etcd_running:
                     return
                 time.sleep(0.05)
-            raise AssertionError("the competing bootstrap never succeeded")
+            raise AssertionError("the competing bootstrap never started etcd")
 
     monkeypatch.setattr(journal, "mark", someone_bootstraps_first)
     res = run_restore("latest", "--yes")
@@ -474,6 +480,22 @@ def test_a_refused_reset_leaves_no_half_done_restore(sandbox_env, monkeypatch):
     monkeypatch.setattr(journal, "mark", node_goes_away)
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.NODE_UNREACHABLE, res
+    # The node went away after the safety snapshot: the restore sees that before it sends the reset.
+    assert "nothing was changed" in res.err
+    sb.clear_faults()
+    assert_untouched(sb)
+    monkeypatch.setattr(journal, "mark", real)
+
+    # Gone between the last probe and the reset itself: the refused connection means no reset, and no journal.
+    real_reset = Talosctl.reset
+
+    def refused_reset(self, labels, timeout=600):
+        sb.set_faults(unreachable=True)
+        return real_reset(self, labels, timeout)
+
+    monkeypatch.setattr(Talosctl, "reset", refused_reset)
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.NODE_UNREACHABLE, res
     assert "the node was not reset" in res.err
     sb.clear_faults()
     assert_untouched(sb)
@@ -490,3 +512,4 @@ def test_unreadable_journal_needs_abandon_previous(sandbox_env):
     assert resets(sb) == []
     res = run_restore("latest", "--yes", "--abandon-previous")
     assert_restored(sb, res)
+
