@@ -53,8 +53,9 @@ _UNREACHABLE = re.compile(
 _SERVICE_STATE = re.compile(r"^STATE\s+(\S+)", re.M)
 _SERVICE_HEALTH = re.compile(r"^HEALTH\s+(\S+)", re.M)
 # pkg/machinery/formatters/formatters.go RenderServicesInfo: "EVENTS\t[%s]: %s (%s ago)", newest first.
-_SERVICE_EVENT = re.compile(r"^(?:EVENTS)?\s*\[(\w+)\]: (.*) \(([0-9hms.µun]+) ago\)\s*$", re.M)
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms|µs|us|ns)")
+# A message may span lines (a multierror inside it); each event ends with its age.
+_SERVICE_EVENT = re.compile(r"\[(\w+)\]: (.*?) \((\d[0-9hmsµun.]*) ago\)[ \t]*(?=\n|$)", re.S)
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|µs|us|ns|h|m|s)")
 # An error the node behind apid returned (apid proxies every call that names a node and the client lists the
 # nodes' errors: pkg/machinery/client/reply.go, hashicorp/go-multierror): "1 error occurred:\n\t* NODE: ERROR".
 _NODE_ERROR = re.compile(r"\d+ errors? occurred:\s*\n\s*\* (\S+?): (.+)")
@@ -165,8 +166,10 @@ def parse_service(stdout: str) -> ServiceStatus | None:
     if not m:
         return None
     h = _SERVICE_HEALTH.search(stdout)
+    block = re.search(r"^EVENTS[ \t]+(.*)", stdout, re.M | re.S)
+    text = re.sub(r"\n[ \t]+", "\n", block.group(1)) if block else ""
     events = tuple(ServiceEvent(e.group(1), e.group(2), go_duration_seconds(e.group(3)))
-                   for e in _SERVICE_EVENT.finditer(stdout))
+                   for e in _SERVICE_EVENT.finditer(text))
     return ServiceStatus(m.group(1), h.group(1) if h else None, events)
 
 
@@ -267,8 +270,12 @@ class Talosctl:
                              f"the node answers but its etcd is down: look at `talosctl -n {self.node} -e "
                              f"{self.endpoint} service etcd` and `logs etcd`; `python -m dr.restore` can restore it")
         if _UNREACHABLE.search(output):
-            return NodeUnreachable(f"{what}: node {self.where} does not answer on port 50000 ({line})",
-                                   "check the node is running, its address, and that the security group admits your IP")
+            hint = "check the node is running, its address, and that the security group admits your IP"
+            if self.node == self.endpoint:
+                # A stream call forwarded to an unreachable `nodes` address fails the same way as a dead endpoint.
+                hint += ("; from outside the VPC, --node must be the node's private IP (stack output nodePrivateIp) "
+                         "and --endpoint its Elastic IP: apid forwards a call for any other address")
+            return NodeUnreachable(f"{what}: node {self.where} does not answer on port 50000 ({line})", hint)
         return NodeError(f"{what} on node {self.where} failed: {line}", "see the message above; rerun with --debug")
 
     # --- operations -------------------------------------------------------------------------------------------

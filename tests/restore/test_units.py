@@ -8,20 +8,24 @@ import subprocess
 
 import pytest
 
-from dr import journal, restore
+from dr import journal
+from dr.cli import parse_duration
 from dr.errors import ConfigError, NodeError, NodeUnreachable
+from dr.etcdlocal import snapshot_status
+from dr.restore import state
+from dr.talosctl import ServiceEvent, ServiceStatus
 
 
 @pytest.mark.parametrize("text, seconds", [("900", 900), ("90s", 90), ("15m", 900), ("1h30m", 5400), ("0.5", 0.5),
                                            ("250ms", 0.25)])
 def test_parse_duration(text, seconds):
-    assert restore.parse_duration(text) == pytest.approx(seconds)
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "0", "-5", "15 minutes", "m", "5x", "1h-1m"])
 def test_parse_duration_rejects(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        restore.parse_duration(text)
+        parse_duration(text)
 
 
 def test_journal_round_trip_is_private_and_atomic(tmp_path):
@@ -50,13 +54,15 @@ def test_unreadable_journal_is_a_config_error(tmp_path, content):
 
 
 class FakeTalosctl:
-    """Answers like talosctl for a node in a given situation (stage(), stage(insecure=True), service_state())."""
+    """Answers like talosctl for a node in a given situation (stage(), stage(insecure=True), service())."""
 
-    node = "203.0.113.7"
+    node = "10.0.1.5"
 
-    def __init__(self, stage=None, insecure_stage=None, etcd=None, stage_error=None, insecure_error=None):
+    def __init__(self, stage=None, insecure_stage=None, etcd=None, stage_error=None, insecure_error=None,
+                 health="OK", since=5.0, message=""):
         self._stage, self._insecure, self._etcd = stage, insecure_stage, etcd
         self._stage_error, self._insecure_error = stage_error, insecure_error
+        self._health, self._since, self._message = health, since, message
 
     def stage(self, *, insecure=False):
         if insecure:
@@ -67,32 +73,43 @@ class FakeTalosctl:
             raise self._stage_error
         return self._stage
 
-    def service_state(self, service="etcd"):
-        return self._etcd
+    def service(self, service="etcd"):
+        if self._etcd is None:
+            raise NodeError('service etcd: rpc error: code = NotFound desc = service "etcd" not found')
+        return ServiceStatus(self._etcd, self._health, (ServiceEvent(self._etcd, self._message, self._since),))
 
 
 TLS = NodeError("get machinestatus on node x failed: TLS/certificate error: x509: certificate signed by unknown "
                 "authority")
 REFUSED_CONN = NodeUnreachable("node does not answer (connection refused)")
+FORWARD = ConfigError("get machinestatus: the node at 203.0.113.10 answered, but could not reach node 203.0.113.10")
 
 
 @pytest.mark.parametrize("t, kind", [
-    (FakeTalosctl("running", etcd="Running"), restore.ETCD_RUNNING),
-    (FakeTalosctl("running", etcd="Preparing"), restore.ETCD_WAITING),
-    (FakeTalosctl("running", etcd="Finished"), restore.ETCD_STOPPED),
-    (FakeTalosctl("running", etcd="Starting"), restore.TRANSITIONING),
-    (FakeTalosctl("booting"), restore.TRANSITIONING),
-    (FakeTalosctl(stage_error=TLS, insecure_stage="maintenance"), restore.MAINTENANCE),
-    (FakeTalosctl(stage_error=TLS, insecure_stage="booting"), restore.TRANSITIONING),
-    (FakeTalosctl(stage_error=TLS, insecure_error=TLS), restore.REFUSED),
-    (FakeTalosctl(stage_error=REFUSED_CONN), restore.UNREACHABLE),
+    (FakeTalosctl("running", etcd="Running"), state.ETCD_RUNNING),
+    # the stage is not what tells etcd's state: a waiting node is booting, and is asked about etcd all the same
+    (FakeTalosctl("booting", etcd="Preparing", health="?", since=900), state.ETCD_PREPARING),
+    (FakeTalosctl("booting", etcd="Running"), state.ETCD_RUNNING),
+    (FakeTalosctl("running", etcd="Failed", health="?"), state.ETCD_FAILED),
+    (FakeTalosctl("booting", etcd="Waiting", health="Fail", message="Error running Containerd(etcd), going to "
+                  "restart forever: task \"etcd\" failed: exit code 1"), state.ETCD_FAILED),
+    (FakeTalosctl("booting", etcd="Waiting", health="?", message="Waiting for etcd spec"), state.TRANSITIONING),
+    (FakeTalosctl("running", etcd="Finished", health="?"), state.ETCD_STOPPED),
+    (FakeTalosctl("booting", etcd="Starting", health="?"), state.TRANSITIONING),
+    (FakeTalosctl("booting"), state.TRANSITIONING),  # no etcd service yet
+    (FakeTalosctl("rebooting", etcd="Running"), state.TRANSITIONING),
+    (FakeTalosctl(stage_error=TLS, insecure_stage="maintenance"), state.MAINTENANCE),
+    (FakeTalosctl(stage_error=TLS, insecure_stage="booting"), state.TRANSITIONING),
+    (FakeTalosctl(stage_error=TLS, insecure_error=TLS), state.REFUSED),
+    (FakeTalosctl(stage_error=FORWARD), state.REFUSED),
+    (FakeTalosctl(stage_error=REFUSED_CONN), state.UNREACHABLE),
 ])
 def test_probe_maps_answers_to_states(t, kind):
-    assert restore.probe(t).kind == kind
+    assert state.probe(t).kind == kind
 
 
 def test_snapshot_status_reads_revision_and_keys(real_snapshot):
-    st = restore.snapshot_status(real_snapshot)
+    st = snapshot_status(real_snapshot, optional=True)
     expected = json.loads(subprocess.run(["etcdctl", "snapshot", "status", str(real_snapshot), "-w", "json"],
                                          capture_output=True, text=True, check=True,
                                          env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}).stdout)
@@ -101,4 +118,5 @@ def test_snapshot_status_reads_revision_and_keys(real_snapshot):
 
 def test_snapshot_status_without_etcd_tools_is_unknown(real_snapshot, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert restore.snapshot_status(real_snapshot) == restore.SnapshotStatus(None, None, None)
+    st = snapshot_status(real_snapshot, optional=True)
+    assert st.tool is None and st.revision is None
