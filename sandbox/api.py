@@ -19,7 +19,15 @@ from pathlib import Path
 
 from dr import outputs as out
 from sandbox import etcd, faults, procs, s3
-from sandbox.layout import KUBERNETES_VERSION, NODE_PRIVATE_IP, NODE_PUBLIC_IP, TALOS_VERSION, Info, Paths, write_private
+from sandbox.layout import (
+    KUBERNETES_VERSION,
+    NODE_PRIVATE_IP,
+    NODE_PUBLIC_IP,
+    TALOS_VERSION,
+    Info,
+    Paths,
+    write_private,
+)
 from sandbox.node import CREATING, HEALTHY, Node, State, boot_events, started
 from sandbox.pki import ClusterSecrets
 from sandbox.seed import seed_data

@@ -3,7 +3,13 @@
 Like the real apid it requires a client certificate signed by the OS CA and authorizes by the certificate's
 Organization (the Talos role): os:admin, os:operator and os:etcd:backup may snapshot, anyone else gets
 PERMISSION_DENIED. The snapshot comes from the etcd given (``etcdctl snapshot save`` into a temp file), then is
-streamed in 64 KiB chunks like Talos does.
+streamed in 1024-byte ``common.Data`` messages, as machined sends it (pkg/chunker/stream/stream.go ``Size: 1024``);
+the HTTP/2 writes are coalesced (as grpc-go's transport does), so the message size, not the syscall count, is what a
+client pays for. A certificate whose extended key usage is not exactly clientAuth is refused, as apid's
+``verifyExtKeyUsage`` does (internal/app/apid/service.go:172-190). A request that names a node in its ``nodes``
+metadata is proxied by a configured control plane's apid to ``<node>:50000`` (director.go): the node's own private
+address loops back; any other address (the Elastic IP) is not reachable from the node and fails after the dial
+timeout, reported here at once (sandbox/CONFORMANCE.md).
 
 Two TLS stacks, because they differ where it matters:
 
@@ -38,8 +44,10 @@ from cryptography.x509.oid import NameOID
 
 from dr.credentials import issue_certificate
 from dr.talosapi import SNAPSHOT_ROLES, messages
+from sandbox.layout import NODE_PRIVATE_IP
 
-CHUNK = 64 * 1024
+CHUNK = 1024  # machined's EtcdSnapshot message size
+FLUSH = 64 * 1024  # bytes of framed messages per socket write
 BACKENDS = ("openssl", "grpcio")
 
 
@@ -63,7 +71,7 @@ class SimulatedApid:
         ca_cert_pem: bytes,
         ca_key_pem: bytes,
         *,
-        host: str = "127.0.0.1",
+        host: str = NODE_PRIVATE_IP,  # the Lambda dials the private IP from inside the VPC
         port: int = 0,
         hostname: str = "talos-sandbox",
         backend: str = "openssl",
@@ -142,9 +150,13 @@ class SimulatedApid:
 
     # -- the RPC, independent of the TLS stack --------------------------------------------------------------------
 
-    def _serve(self, roles: list[str]) -> Iterator[messages.Data]:
+    def _serve(self, roles: list[str], nodes: str | None = None) -> Iterator[messages.Data]:
         """The EtcdSnapshot response stream for a caller with ``roles``. Raises ``_Abort`` / ``_Cut``."""
         who = ",".join(roles)
+        if nodes and nodes != self.host:
+            self.calls.append((who, "forward-failed"))
+            raise _Abort(14, f'connection error: desc = "transport: Error while dialing: dial tcp {nodes}:50000: '
+                             'i/o timeout"')
         if not any(r in SNAPSHOT_ROLES for r in roles):
             self.calls.append((who, "denied"))
             raise _Abort(7, f"not authorized: roles {roles or ['none']} may not call EtcdSnapshot")
@@ -282,6 +294,10 @@ class SimulatedApid:
         try:
             der = tls.getpeercert(binary_form=True)
             cert_pem = ssl.DER_cert_to_PEM_cert(der).encode() if der else None
+            why = self._eku_refusal(cert_pem)
+            if why:  # apid's verifyExtKeyUsage fails the handshake; the client sees the connection close
+                self.handshake_errors.append(why)
+                return
             conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
             conn.initiate_connection()
             tls.sendall(conn.data_to_send())
@@ -293,6 +309,7 @@ class SimulatedApid:
                 for ev in conn.receive_data(data):
                     if isinstance(ev, h2.events.RequestReceived):
                         path = dict(ev.headers).get(":path")
+                        nodes = dict(ev.headers).get("nodes")
                         if path != messages.ETCD_SNAPSHOT_METHOD:
                             conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
                                                              ("grpc-status", "12"), ("grpc-message", f"unknown method {path}")],
@@ -300,7 +317,7 @@ class SimulatedApid:
                         else:
                             sid = ev.stream_id
                 tls.sendall(conn.data_to_send())
-            self._respond(tls, conn, sid, self._roles_of(cert_pem))
+            self._respond(tls, conn, sid, self._roles_of(cert_pem), nodes)
         except (OSError, ssl.SSLError):
             pass  # the client went away
         except Exception as exc:  # a bug here must show in tests, not as a silent hang-up
@@ -310,7 +327,23 @@ class SimulatedApid:
         finally:
             tls.close()
 
-    def _respond(self, tls, conn, sid: int, roles: list[str]) -> None:
+    @staticmethod
+    def _eku_refusal(cert_pem: bytes | None) -> str | None:
+        """apid's client-certificate rule: extended key usage exactly [clientAuth] (service.go:172-190)."""
+        if not cert_pem:
+            return None
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        try:
+            usages = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        except x509.ExtensionNotFound:
+            usages = []
+        if usages != [ExtendedKeyUsageOID.CLIENT_AUTH]:
+            return f"certificate {cert.subject.rfc4514_string()!r} is missing the client auth extended key usage"
+        return None
+
+    def _respond(self, tls, conn, sid: int, roles: list[str], nodes: str | None = None) -> None:
         import h2.events
 
         def send_all(payload: bytes) -> None:
@@ -330,13 +363,21 @@ class SimulatedApid:
                 tls.sendall(conn.data_to_send())
 
         headers_sent = False
+        pending = bytearray()
         try:
-            for msg in self._serve(roles):
-                if not headers_sent:
-                    conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
-                    headers_sent = True
-                body = msg.SerializeToString()
-                send_all(b"\x00" + len(body).to_bytes(4, "big") + body)
+            try:
+                for msg in self._serve(roles, nodes):
+                    if not headers_sent:
+                        conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+                        headers_sent = True
+                    body = msg.SerializeToString()
+                    pending += b"\x00" + len(body).to_bytes(4, "big") + body
+                    if len(pending) >= FLUSH:
+                        send_all(bytes(pending))
+                        pending.clear()
+            finally:
+                if pending and headers_sent:
+                    send_all(bytes(pending))  # what was produced before an end, an error or a cut goes out first
             trailers = [("grpc-status", "0")]
         except _Abort as exc:
             trailers = [("grpc-status", str(exc.code)), ("grpc-message", exc.message)]

@@ -27,6 +27,14 @@ Keys (all optional; absent or null means "no fault"/the sandbox default):
     ``etcd snapshot``: stream no faster than this.
 ``health_never`` (bool)
     ``health`` never passes (etcd reports unhealthy) until its ``--wait-timeout``.
+``etcd_fails`` (str)
+    etcd's process keeps failing (data corrupt on the node): the service is restarted forever and shows
+    ``Waiting`` with health ``Fail`` ("Error running Containerd(etcd), going to restart forever: ...",
+    runner/restart/restart.go). The stage stays ``booting`` if it happens at boot, ``running`` if after. While set,
+    ``etcd snapshot`` hangs (the node's etcd client waits with no deadline).
+``etcd_start_seconds`` (float)
+    How long after an accepted ``bootstrap`` etcd's new runner takes to reach its pre-start (the recovery and its
+    hash check) and start (default 0.2).
 ``bootstrap_fails`` (str)
     ``bootstrap`` fails with ``rpc error: code = Internal desc = <value>`` after all its checks pass, without
     touching etcd.
@@ -49,6 +57,8 @@ KEYS = {
     "snapshot_throttle_bytes_per_second": int,
     "health_never": bool,
     "bootstrap_fails": str,
+    "etcd_fails": str,
+    "etcd_start_seconds": float,
 }
 
 

@@ -528,12 +528,14 @@ class Node:
             self.paths.machine_config.parent.mkdir(parents=True, exist_ok=True)
             self.paths.machine_config.write_text(config_text)
             os.chmod(self.paths.machine_config, 0o600)
+            # In maintenance mode REBOOT and AUTO become NO_REBOOT: the node goes on with its boot sequence, now
+            # configured (CONFORMANCE.md "apply-config in maintenance").
             now = time.time()
             r = self.reboot_seconds()
             st.configured = True
-            st.timeline = [[now, "rebooting"], [now + 0.1 * r, "down"], [now + 0.85 * r, "booting"], [now + r, "final"]]
+            st.timeline = [[now, "booting"], [now + 0.3 * r, "final"]]
             st.target = "running"
-            return "Applied configuration with a reboot"
+            return "Applied configuration without a reboot"
 
     def _booted(self, st: State, v: View) -> float:
         """Seconds since a configured node came up; bootstrap and recovery need one (FailedPrecondition before)."""

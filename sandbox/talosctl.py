@@ -594,6 +594,7 @@ def cmd_etcd_snapshot(values: dict, args: list[str]) -> None:
                 raise _rpc("error reading file", exc) from None
             except SnapshotHangs:
                 _hang_until_signalled()  # then, like talosctl, a cancelled stream reads as an empty file
+                raise CommandError("sha256 checksum not found (size 0)") from None
             try:
                 for chunk in _stream_chunks(server_tmp, t.node.faults()):
                     out.write(chunk)
