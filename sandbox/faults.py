@@ -31,7 +31,8 @@ Keys (all optional; absent or null means "no fault"/the sandbox default):
     etcd's process keeps failing (data corrupt on the node): the service is restarted forever and shows
     ``Waiting`` with health ``Fail`` ("Error running Containerd(etcd), going to restart forever: ...",
     runner/restart/restart.go). The stage stays ``booting`` if it happens at boot, ``running`` if after. While set,
-    ``etcd snapshot`` hangs (the node's etcd client waits with no deadline).
+    ``etcd snapshot`` hangs (the node's etcd client waits with no deadline). A reset that wipes EPHEMERAL (etcd's
+    data) clears it.
 ``etcd_start_seconds`` (float)
     How long after an accepted ``bootstrap`` etcd's new runner takes to reach its pre-start (the recovery and its
     hash check) and start (default 0.2).

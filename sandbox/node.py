@@ -465,6 +465,9 @@ class Node:
             if whole_disk or "EPHEMERAL" in labels:
                 shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
                 shutil.rmtree(self.paths.recover_dir, ignore_errors=True)
+                current = self.faults()
+                if current.pop("etcd_fails", None) is not None:  # the corrupt data it stood for is gone
+                    faults.save(self.paths.faults, current)
             wipe_state = whole_disk or "STATE" in labels
             if wipe_state:
                 self.paths.machine_config.unlink(missing_ok=True)

@@ -513,3 +513,50 @@ def test_unreadable_journal_needs_abandon_previous(sandbox_env):
     res = run_restore("latest", "--yes", "--abandon-previous")
     assert_restored(sb, res)
 
+
+
+def test_runbook_etcd_corrupt_node_running_restores(sandbox_env):
+    """RUNBOOK scenario "etcd corrupt, node running": etcd crash-loops (Waiting, health Fail), no safety snapshot is
+    possible, the reset wipes the corrupt data, and the restore completes."""
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(etcd_fails="exit code 1")
+    assert run_cli(backup.main).code == ExitCode.NODE_ERROR  # a backup now says etcd is not running, at once
+    res = run_restore("latest", "--yes")
+    assert_restored(sb, res)
+    assert "etcd Waiting" in res.out and "no safety snapshot" in res.out
+    assert not list((talos_dir() / "snapshots").glob("pre-restore-*"))
+    assert len(resets(sb)) == 1
+
+
+def test_a_snapshot_the_node_refuses_is_reported_not_claimed(sandbox_env, tmp_path, monkeypatch):
+    """The node checks the snapshot after `bootstrap --recover-from` returned: etcd Failed then is a refusal, said in
+    one line with the next step; the journal stays honest and a re-run repeats the answer instead of looping."""
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    local = max((talos_dir() / "snapshots").glob("etcd-snapshot-*"))
+    bad = tmp_path / "etcd-snapshot-20260101T000000Z.db"
+    data = bytearray(local.read_bytes())
+    data[-1] ^= 0xFF  # a wrong SHA-256 trailer, readable bbolt: only the node's own check sees it
+    bad.write_bytes(bytes(data))
+    from dr.restore import command
+
+    real = command.source.fetch
+
+    def fetch_without_local_check(spec, r, dest, err):  # as if our own trailer check had been skipped
+        f = real(str(local), r, dest, err)
+        return f.__class__(bad, str(bad), f.digest)
+
+    monkeypatch.setattr(command.source, "fetch", fetch_without_local_check)
+    res = run_restore(str(bad), "--yes")
+    assert res.code == ExitCode.NODE_ERROR, res
+    assert "failed to start from the snapshot" in res.err and "--abandon-previous" in res.err
+    assert "restore complete" not in res.out
+    j = journal.load(journal.path_for(talos_dir()))
+    assert j is not None and j.done(journal.BOOTSTRAP_STARTED) and not j.done(journal.BOOTSTRAPPED)
+    again = run_restore(str(bad))
+    assert again.code == ExitCode.NODE_ERROR and "failed to start from the snapshot" in again.err
+    monkeypatch.setattr(command.source, "fetch", real)
+    # The way out it names: another snapshot, --abandon-previous (a new reset clears the failed attempt).
+    res = run_restore(str(local), "--yes", "--abandon-previous")
+    assert_restored(sb, res)
