@@ -319,6 +319,11 @@ class Node:
     def not_ready_seconds(self) -> float:
         return float(self.faults().get("bootstrap_not_ready_seconds", self.info.bootstrap_not_ready_seconds))
 
+    def snapshot_state_moving(self) -> bool:
+        """Whether a reboot is still under way (its timeline has not ended)."""
+        with self.locked() as st:
+            return bool(st.timeline)
+
     def snapshot_state(self) -> View:
         """The node as seen now (settles transitions; no access check)."""
         with self.locked() as st:
@@ -477,9 +482,9 @@ class Node:
             if whole_disk:
                 st.whole_disk_wiped = True
                 st.configured = False
-                st.timeline = [[now, "resetting"], [now + 0.1 * r, "rebooting"], [now + 0.2 * r, "down"]]
+                st.timeline = [[now, "resetting"], [now + 0.2 * r, "rebooting"], [now + 0.5 * r, "down"]]
                 st.target = "unbootable"
-                st.timeline.append([now + 0.2 * r + 0.001, "final"])
+                st.timeline.append([now + 0.8 * r, "final"])
                 return
             if not reboot:
                 st.timeline = [[now, "resetting"], [now + 0.1 * r, "shutting down"], [now + 0.2 * r, "final"]]

@@ -61,6 +61,10 @@ def test_bootstrap_fails_fault_and_fault_validation(sandbox_factory, tmp_path):
     assert not sb.status()["etcd"]["alive"]
     sb.clear_faults()
     ok(sb.talosctl_run("bootstrap", f"--recover-from={snap}"))
+    deadline = time.monotonic() + 20  # the node starts etcd after the call returned
+    while not sb.node_view().etcd_running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert len(sb.keys()) == len(sb.seed_data())
 
     with pytest.raises(ValueError, match="unknown fault"):
