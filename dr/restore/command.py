@@ -167,6 +167,12 @@ class Restore:
                 if st.describe() != shown:
                     self.say(f"  {cli.human_duration(now - began):>6}  node is {st.describe()}")
                     waiting = (phase, began, deadline, st.describe())
+                if now >= deadline and phase == pl.RESET_BEGIN:
+                    # The recorded reset never showed on the node: it was never sent (the run died between recording
+                    # and sending it) or someone bootstrapped the node since. Nothing was destroyed: start over.
+                    self.act(pl.Step(pl.START_OVER), st)
+                    waiting = None
+                    continue
                 if now >= deadline:
                     raise self.timeout_error(st, phase, deadline - began, step.why)
                 time.sleep(min(self.args.poll_interval, max(deadline - now, 0.05)))
