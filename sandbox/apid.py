@@ -197,8 +197,9 @@ class SimulatedApid:
                         if fault == "cut":
                             raise _Cut()
                         return
-                    if fault == "corrupt" and first and len(data) > 4096:
-                        data = data[:4000] + bytes([data[4000] ^ 0xFF]) + data[4001:]
+                    if fault == "corrupt" and sent <= 4000 < sent + len(data):  # one byte, 4000 into the stream
+                        i = 4000 - sent
+                        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
                     msg = messages.Data(bytes=data)
                     if first:
                         msg.metadata.hostname = self.hostname

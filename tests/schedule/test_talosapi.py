@@ -185,7 +185,7 @@ def test_expired_node_certificate_is_named(os_ca, make_creds):
     now = datetime.now(UTC)
     expired = issue_certificate(*os_ca, organization=None, common_name="n", not_before=now - timedelta(days=400),
                                 not_after=now - timedelta(days=35), key=ed25519.Ed25519PrivateKey.generate(),
-                                server_ips=("127.0.0.1",), client=False)
+                                server_ips=("127.0.0.2",), client=False)  # the node's private IP, which the Lambda dials
     with SimulatedApid("http://127.0.0.1:9", *os_ca, server_cert=expired) as a:
         with TalosClient(a.host, make_creds(), port=a.port, timeout=10) as c, pytest.raises(NodeUnreachable) as ei:
             c.etcd_snapshot(io.BytesIO())
