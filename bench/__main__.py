@@ -151,7 +151,7 @@ def clean_dir(d: Path) -> None:
 
 def bench_backup(sb, env: dict, work: Path, size_label: str, rep: int) -> tuple[dict, dict, Path, str]:
     """One baseline run and one dr.backup run; returns both reports, the local snapshot and its S3 key."""
-    from dr import s3
+    from dr.adapters import s3
 
     client = s3.make_client(sb.region)
     base_dir = work / "baseline"
@@ -230,7 +230,7 @@ PARTS = ("backup", "restore", "verify")
 
 
 def bench_size(sb, env: dict, size_label: str, reps: int, out: list, parts: tuple[str, ...] = PARTS) -> dict:
-    from dr import s3
+    from dr.adapters import s3
 
     work = OUT / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -258,7 +258,7 @@ def bench_size(sb, env: dict, size_label: str, reps: int, out: list, parts: tupl
 
 
 def measure_backup(sb, env: dict, work: Path, size_label: str, reps: int) -> tuple[dict, Path, str]:
-    from dr import s3
+    from dr.adapters import s3
 
     rows = []
     for rep in range(reps):
@@ -305,7 +305,7 @@ def verify_and_restore(sb, env: dict, work: Path, size_label: str, size: int, lo
     talos_dir = work / "talos"
     # verify
     try:
-        import dr.verify  # noqa: F401
+        import dr.commands.verify  # noqa: F401
     except ImportError:
         res["verify"] = None
     else:
@@ -317,7 +317,7 @@ def verify_and_restore(sb, env: dict, work: Path, size_label: str, size: int, lo
             print(f"[{size_label}] verify: {v['process_wall_s']:.2f}s", flush=True)
     # restore
     try:
-        import dr.restore  # noqa: F401
+        import dr.commands.restore  # noqa: F401
     except ImportError:
         res["restore"] = None
     else:
@@ -460,7 +460,7 @@ def targets(results: list[dict]) -> list[str]:
         f"| peak memory under 100 MiB whatever the size | {verdict(worst_hwm < 100)} ({hwms}) | "
         "about 52 MiB is the interpreter with boto3 and a client; the rest is upload buffers: the source is a "
         "non-seekable verifying reader, for which s3transfer holds up to `max_in_memory_upload_chunks` parts of "
-        "8 MiB; dr/s3.py sets it to the upload concurrency (2). With s3transfer's default of 10 buffered parts "
+        "8 MiB; dr/adapters/s3.py sets it to the upload concurrency (2). With s3transfer's default of 10 buffered parts "
         "and 4 threads, peak memory was 170 MiB at 119 MiB and 209 MiB at 1.2 GiB |",
         f"| snapshot read once | {verdict(max(reads) < 1.5)} (reads grow by 2 per snapshot byte) | dr.backup reads "
         "the file twice on purpose: issue 3 asks for a snapshot to be verified before it is uploaded, so the trailer "

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from dr.outputs import DEFAULT_SNAPSHOT_PREFIX
+from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
 
 # Multipart uploads a crashed backup left behind cost money and are invisible in listings.
 ABORT_INCOMPLETE_UPLOADS_DAYS = 1

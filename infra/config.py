@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from dr.outputs import PROJECT_NAME
+from dr.core.outputs import PROJECT_NAME
 
 # The AWS region is read from the aws provider's own namespace so the default provider and this program
 # can never disagree about where the stack lives.

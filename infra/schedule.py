@@ -8,10 +8,10 @@ Resources (children of ``SnapshotSchedule``):
 * network: the Lambda's own security group; an ingress rule on the node's group admitting 50000/tcp from it; an S3
   *gateway* endpoint on the node's route table (free, no NAT); a Secrets Manager *interface* endpoint (the subnet has
   no NAT, and a VPC Lambda has no public address);
-* the Lambda (``dr.lambda_handler.handler``, python3.11 x86_64) with a role allowed to write, tag and read back
+* the Lambda (``snapshot_lambda.handler.handler``, python3.11 x86_64) with a role allowed to write, tag and read back
   ``<bucket>/snapshots/*`` only, read this one secret, and manage its VPC ENIs — never delete;
 * an EventBridge Scheduler schedule (``snapshotSchedule``) whose role may only invoke this function;
-* ``EtcdSnapshotSchedule`` (``dr.schedule``): takes and verifies one snapshot through the Lambda on create, flags
+* ``EtcdSnapshotSchedule`` (``infra/providers/backup_check.py``): takes and verifies one snapshot through the Lambda on create, flags
   stale backups at preview, takes a catch-up snapshot on ``up``.
 
 The deployment package is built by ``lambda_package``: wheels for the Lambda platform come from a cache directory
@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,13 +37,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from dr import lambda_handler as lh
-from dr.outputs import DEFAULT_SNAPSHOT_PREFIX
-from dr.talosapi import APID_PORT
+from dr.adapters.talosapi import APID_PORT
+from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
+from snapshot_lambda import handler as lh
 
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_RUNTIME = "python3.11"
-LAMBDA_HANDLER = "dr.lambda_handler.handler"
+LAMBDA_HANDLER = "snapshot_lambda.handler.handler"
 # What the Lambda needs beyond the runtime's own boto3: the h2 transport (pure Python; grpcio is not used there
 # because it cannot handshake with Talos's Ed25519 apid key) and protobuf for the messages. cryptography is left
 # out on purpose: the runner only uses it for an optional local expiry check, and it would drag cffi along.
@@ -143,14 +143,32 @@ def ensure_wheels(
     return wheels
 
 
-def _source_files(root: Path, packages: Iterable[str]) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    for pkg in packages:
-        for path in sorted((root / pkg).rglob("*.py")):
-            if "__pycache__" in path.parts:
-                continue
-            files[path.relative_to(root).as_posix()] = path.read_bytes()
-    return files
+LAMBDA_ENTRY = "snapshot_lambda/handler.py"
+
+
+def handler_sources(root: Path, entry: str = LAMBDA_ENTRY) -> list[Path]:
+    """The project's own modules the handler imports, transitively (function-level imports included: modulefinder
+    reads the bytecode), with their packages' ``__init__.py``: what the zip must hold, and nothing more."""
+    import modulefinder
+
+    finder = modulefinder.ModuleFinder(path=[str(root)], excludes=["boto3", "botocore"])
+    finder.run_script(str(root / entry))
+    found: set[Path] = {root / entry}
+    for mod in finder.modules.values():
+        f = getattr(mod, "__file__", None)
+        if f and Path(f).resolve().is_relative_to(root.resolve()):
+            found.add(Path(f).resolve())
+    for path in list(found):
+        for parent in path.relative_to(root.resolve() if path.is_absolute() else root).parents:
+            init = root / parent / "__init__.py"
+            if str(parent) != "." and init.exists():
+                found.add(init.resolve())
+    return sorted(p.resolve() for p in found)
+
+
+def _source_files(root: Path, entry: str = LAMBDA_ENTRY) -> dict[str, bytes]:
+    root = root.resolve()
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in handler_sources(root, entry)}
 
 
 def _wheel_files(wheel: Path) -> dict[str, bytes]:
@@ -168,14 +186,14 @@ def build_package(
     wheels: Sequence[Path],
     *,
     source_root: Path = ROOT,
-    packages: Sequence[str] = ("dr",),
+    entry: str = LAMBDA_ENTRY,
 ) -> str:
     """Write the deployment zip to ``out_path`` and return its SHA-256. Deterministic: entries sorted, every
     timestamp 1980-01-01, modes 0644 (0755 for shared objects), so identical inputs give identical bytes."""
     files: dict[str, bytes] = {}
     for wheel in sorted(wheels):
         files.update(_wheel_files(wheel))
-    files.update(_source_files(source_root, packages))  # our code wins over anything a wheel ships at the same path
+    files.update(_source_files(source_root, entry))  # our code wins over anything a wheel ships at the same path
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part")
     try:
@@ -262,7 +280,7 @@ def assume_role_policy(service: str, account_id: str | None = None) -> str:
 
 def credential_json(machine_secrets: Mapping[str, Any], cluster: str, now: datetime) -> str:
     """The secret's value: the deterministic os:etcd:backup credential for ``now``'s rotation period."""
-    from dr.credentials import mint_backup_credential, os_ca_from_machine_secrets
+    from dr.core.credentials import mint_backup_credential, os_ca_from_machine_secrets
 
     ca_cert, ca_key = os_ca_from_machine_secrets(machine_secrets)
     return mint_backup_credential(ca_cert, ca_key, now, cluster=cluster).to_json()
@@ -306,7 +324,8 @@ class SnapshotSchedule(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SnapshotScheduleArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("talos-dr:schedule:SnapshotSchedule", name, None, opts)
-        from dr.schedule import EtcdSnapshotSchedule, EtcdSnapshotScheduleArgs, schedule_interval
+        from dr.core.freshness import schedule_interval
+        from infra.providers.backup_check import EtcdSnapshotSchedule, EtcdSnapshotScheduleArgs
 
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)

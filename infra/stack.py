@@ -13,13 +13,13 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from dr import outputs as out
+from dr.core import outputs as out
 from infra.addons import Addons, AddonsArgs
 from infra.bucket import BackupBucket, BackupBucketArgs
 from infra.config import StackConfig
-from infra.localfiles import LocalSecretFile
 from infra.network import Network, NetworkArgs
 from infra.node import Node, NodeArgs
+from infra.providers.secret_file import LocalSecretFile
 from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs
 from infra.talos import TalosCluster, TalosClusterArgs
 

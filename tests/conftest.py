@@ -30,7 +30,7 @@ def require_binary(name: str) -> str:
 def require_etcd35() -> Path:
     """The etcd 3.5 bin dir that `make etcd` fills (dr.etcdlocal.etcd35_bin_dir(), env DR_ETCD35_BIN_DIR), with
     etcd, etcdctl and etcdutl; fails under CI=true (never skips there), skips elsewhere."""
-    from dr.etcdlocal import etcd35_bin_dir
+    from dr.adapters.etcdlocal import etcd35_bin_dir
 
     d = etcd35_bin_dir()
     if all((d / n).is_file() and os.access(d / n, os.X_OK) for n in ("etcd", "etcdctl", "etcdutl")):
@@ -86,7 +86,7 @@ def aws_env(s3_server, monkeypatch):
 
 @pytest.fixture
 def s3_client(aws_env):
-    from dr import s3
+    from dr.adapters import s3
 
     return s3.make_client("us-east-1")
 

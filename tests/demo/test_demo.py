@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from demo.run import INTRUDER_KEYS, app_objects, compare, counts_by_type, in_namespace, plan_disaster
-from dr import verify
-from dr.errors import ExitCode
+from dr.commands import verify
+from dr.core.errors import ExitCode
 from sandbox.api import Sandbox
 from sandbox.testing import require_etcd
 from tests.conftest import ROOT, run_cli

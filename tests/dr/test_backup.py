@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from dr import backup, naming, s3
-from dr.errors import ExitCode
-from dr.integrity import verify_file
-from dr.lock import exclusive
+from dr.adapters import s3
+from dr.adapters.lock import exclusive
+from dr.commands import backup
+from dr.core import naming
+from dr.core.errors import ExitCode
+from dr.core.integrity import verify_file
 from tests.conftest import ROOT, require_binary, run_cli, start_etcd
 
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dr import errors, s3
+from dr.adapters import s3
+from dr.core import errors
 
 
 def _pending_uploads(client, bucket):

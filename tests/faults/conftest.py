@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dr import s3
+from dr.adapters import s3
 from sandbox.api import Sandbox
 from sandbox.testing import sandbox, sandbox_factory  # noqa: F401  (pytest fixtures)
 from tests.conftest import ROOT, free_port, wait_port

@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dr import naming, s3, verify
+from dr.adapters import s3
+from dr.commands import verify
+from dr.core import naming
 from tests.conftest import free_port, run_cli
 from tests.faults.conftest import S3_ENV, grow, put_single_part
 
@@ -75,7 +77,7 @@ def test_latest_is_the_newest_on_the_last_page(big_env, sandbox_factory, tmp_pat
 
 @pytest.mark.skipif(importlib.util.find_spec("dr.list") is None, reason="dr.list has not landed yet")
 def test_dr_list_shows_all(big_env):
-    from dr import list as dr_list
+    from dr.commands import list as dr_list
 
     _, bucket, _ = big_env
     res = run_cli(dr_list.main, "--bucket", bucket)

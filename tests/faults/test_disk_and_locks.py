@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from dr import backup, restore, verify
-from dr.errors import ExitCode
-from dr.integrity import verify_file
+from dr.commands import backup, restore, verify
+from dr.core.errors import ExitCode
+from dr.core.integrity import verify_file
 from tests.conftest import run_cli
 from tests.faults.conftest import grow, partials, put_single_part
 

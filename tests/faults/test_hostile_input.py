@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dr import backup, restore, verify
-from dr.errors import ExitCode
+from dr.commands import backup, restore, verify
+from dr.core.errors import ExitCode
 from tests.conftest import run_cli
 from tests.faults.conftest import put_single_part
 

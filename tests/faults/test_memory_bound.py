@@ -3,7 +3,7 @@ measures it). What bounds it is the transfer configuration, checked here without
 
 from __future__ import annotations
 
-from dr import s3
+from dr.adapters import s3
 
 
 def test_parts_in_flight_are_bounded():

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dr import backup, restore
-from dr.errors import ExitCode
-from dr.integrity import verify_file
+from dr.commands import backup, restore
+from dr.core.errors import ExitCode
+from dr.core.integrity import verify_file
 from tests.conftest import ROOT, run_cli
 from tests.faults.conftest import partials
 

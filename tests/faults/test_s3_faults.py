@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dr import backup, restore, s3, verify
-from dr.errors import ExitCode
-from dr.integrity import verify_file
+from dr.adapters import s3
+from dr.commands import backup, restore, verify
+from dr.core.errors import ExitCode
+from dr.core.integrity import verify_file
 from tests.conftest import run_cli
 from tests.faults.conftest import MIB, grow, partials, put_single_part
 

@@ -29,9 +29,9 @@ from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
 
-from dr.credentials import new_ca
-from dr.naming import snapshot_name
-from dr.outputs import DEFAULT_SNAPSHOT_PREFIX, DEFAULT_STACK, PROJECT_NAME
+from dr.core.credentials import new_ca
+from dr.core.naming import snapshot_name
+from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX, DEFAULT_STACK, PROJECT_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 PROD_STACK_FILE = ROOT / "Pulumi.prod.yaml"
@@ -137,11 +137,11 @@ class Mocks(pulumi.runtime.Mocks):
                 outs.update(prefixListId=S3_PREFIX_LIST)
         elif typ == "pulumi-python:dynamic:Resource":
             # Every dynamic resource has this token; tell them apart by their inputs.
-            if "path" in inputs:  # infra.localfiles.LocalSecretFile
+            if "path" in inputs:  # infra.providers.secret_file.LocalSecretFile
                 outs.update(sha256=hashlib.sha256(str(inputs.get("content")).encode()).hexdigest())
             elif "kubeconfig" in inputs:  # infra.providers.cluster_ready.ClusterReady, once /readyz answered
                 outs.update(server=f"https://{PUBLIC_IP}:6443", attempts=3)
-            elif "interval_seconds" in inputs:  # dr.schedule.EtcdSnapshotSchedule, after its proving snapshot
+            elif "interval_seconds" in inputs:  # infra.providers.backup_check.EtcdSnapshotSchedule, after its proving snapshot
                 outs.update(backups="fresh", newest_snapshot_key=NEWEST_SNAPSHOT_KEY,
                             newest_snapshot_time=NEWEST_SNAPSHOT_TIME.strftime("%Y-%m-%dT%H:%M:%SZ"),
                             proof_snapshot_key=NEWEST_SNAPSHOT_KEY)

@@ -8,7 +8,7 @@ import stat
 import dill
 import pytest
 
-from infra.localfiles import LocalSecretFileProvider, file_sha256, sha256_text, write_secret_file
+from infra.providers.secret_file import LocalSecretFileProvider, file_sha256, sha256_text, write_secret_file
 
 CONTENT = "context: talos-dr\ncontexts: {}\n"
 
@@ -131,7 +131,7 @@ def test_check_rejects_bad_inputs(provider):
 def test_provider_pickles_with_dill_by_reference(tmp_path):
     """pulumi.dynamic stores the provider with dill; the provider process must get a working copy back."""
     blob = dill.dumps(LocalSecretFileProvider(), recurse=True)
-    assert b"infra.localfiles" in blob, "pickled by reference to an importable module"
+    assert b"infra.providers.secret_file" in blob, "pickled by reference to an importable module"
     clone = dill.loads(blob)
     props = {"path": str(tmp_path / "f"), "content": CONTENT}
     clone.create(props)

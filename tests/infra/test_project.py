@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from dr.outputs import DEFAULT_STACK, PROJECT_NAME
+from dr.core.outputs import DEFAULT_STACK, PROJECT_NAME
 from tests.infra.mocks import ROOT
 
 
@@ -27,7 +27,7 @@ def test_stack_file_has_no_secrets():
 
 
 def test_dynamic_provider_module_imports_cleanly_without_an_engine():
-    """The dynamic-provider process imports infra.localfiles by name: it must import with no engine and no mocks."""
-    code = "import infra.localfiles, infra.config, infra.stack; print('ok')"
+    """The dynamic-provider process imports infra.providers.secret_file by name: it must import with no engine and no mocks."""
+    code = "import infra.providers.secret_file, infra.providers.backup_check, infra.config, infra.stack; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -1,11 +1,11 @@
-"""The README's configuration and outputs tables agree with infra/config.py and dr/outputs.py."""
+"""The README's configuration and outputs tables agree with infra/config.py and dr/core/outputs.py."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from dr import outputs as out
+from dr.core import outputs as out
 from infra.config import ALL_KEYS, DEFAULTS
 from tests.infra.mocks import ROOT
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from dr import lambda_handler as lh
-from dr import outputs as out
-from dr.credentials import certificate_roles
-from dr.talosapi import APID_PORT, TalosCredentials
+from dr.adapters.talosapi import APID_PORT, TalosCredentials
+from dr.core import outputs as out
+from dr.core.credentials import certificate_roles
 from infra.schedule import WHEEL_DIR_CONFIG_KEY, PackageError
+from snapshot_lambda import handler as lh
 from tests.infra.mocks import (
     ACCOUNT_ID,
     NEWEST_SNAPSHOT_KEY,
@@ -182,7 +182,9 @@ def test_lambda_package_built_offline_with_dr_inside(prod):
     code = prod.one("aws:lambda/function:Function").inputs["code"]
     with zipfile.ZipFile(code.path) as z:
         names = set(z.namelist())
-    assert {"dr/lambda_handler.py", "dr/talosapi/client.py", "h2/__init__.py", "protobuf/__init__.py"} <= names
+    assert {"snapshot_lambda/handler.py", "dr/adapters/talosapi/client.py", "h2/__init__.py", "protobuf/__init__.py"} <= names
+    # only what the handler imports: no commands, no sandbox, no deploy-time code
+    assert not any(n.startswith(("dr/commands/", "infra/", "sandbox/")) for n in names), names
 
 
 def test_scheduled_snapshots_off_creates_none_of_it(off, prod):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from dr import outputs as out
+from dr.core import outputs as out
 from infra.config import ConfigValidationError
 from tests.infra.mocks import (
     AMI_ID,

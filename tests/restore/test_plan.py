@@ -1,4 +1,4 @@
-"""The restore's decisions as a table over the states a real Talos v1.13.9 node can be in (dr/restore/state.py,
+"""The restore's decisions as a table over the states a real Talos v1.13.9 node can be in (dr/core/node_state.py,
 sandbox/CONFORMANCE.md): each row is node state x journal x options -> the next step."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dr import journal as jn
-from dr.restore import plan as pl
-from dr.restore import state as s
+from dr.core import journal as jn
+from dr.core import node_state as s
+from dr.core import restore_plan as pl
 
 NOW = datetime(2026, 12, 1, 3, 0, 0, tzinfo=UTC)
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from dr import backup, journal, restore
-from dr import outputs as keys
-from dr.errors import ExitCode
-from dr.lock import exclusive
-from dr.talosctl import Talosctl
+from dr.adapters.lock import exclusive
+from dr.adapters.talosctl import Talosctl
+from dr.commands import backup, restore
+from dr.core import journal
+from dr.core import outputs as keys
+from dr.core.errors import ExitCode
 from tests.conftest import run_cli
 
 A = "/registry/configmaps/default/before-backup"
@@ -539,7 +540,7 @@ def test_a_snapshot_the_node_refuses_is_reported_not_claimed(sandbox_env, tmp_pa
     data = bytearray(local.read_bytes())
     data[-1] ^= 0xFF  # a wrong SHA-256 trailer, readable bbolt: only the node's own check sees it
     bad.write_bytes(bytes(data))
-    from dr.restore import command
+    from dr.commands.restore import command
 
     real = command.source.fetch
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dr import outputs as keys
-from dr import restore, stack
-from dr.errors import ConfigError, ExitCode
+from dr.adapters import stack_outputs as stack
+from dr.commands import restore
+from dr.core import outputs as keys
+from dr.core.errors import ConfigError, ExitCode
 from tests.conftest import run_cli
 from tests.restore.test_restore import FAST, assert_restored, backup_a_then_write_b
 

@@ -8,12 +8,13 @@ import subprocess
 
 import pytest
 
-from dr import journal
-from dr.cli import parse_duration
-from dr.errors import ConfigError, NodeError, NodeUnreachable
-from dr.etcdlocal import snapshot_status
-from dr.restore import state
-from dr.talosctl import ServiceEvent, ServiceStatus
+from dr.adapters.etcdlocal import snapshot_status
+from dr.adapters.talosctl import ServiceEvent, ServiceStatus
+from dr.commands.cli import parse_duration
+from dr.commands.restore import probe as probing
+from dr.core import journal
+from dr.core import node_state as state
+from dr.core.errors import ConfigError, NodeError, NodeUnreachable
 
 
 @pytest.mark.parametrize("text, seconds", [("900", 900), ("90s", 90), ("15m", 900), ("1h30m", 5400), ("0.5", 0.5),
@@ -105,7 +106,7 @@ FORWARD = ConfigError("get machinestatus: the node at 203.0.113.10 answered, but
     (FakeTalosctl(stage_error=REFUSED_CONN), state.UNREACHABLE),
 ])
 def test_probe_maps_answers_to_states(t, kind):
-    assert state.probe(t).kind == kind
+    assert probing.probe(t).kind == kind
 
 
 def test_snapshot_status_reads_revision_and_keys(real_snapshot):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dr.integrity import verify_file
+from dr.core.integrity import verify_file
 from sandbox import faults
 from tests.sandbox.test_node import fails, ok
 

@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from dr import outputs as out
+from dr.core import outputs as out
 from sandbox import procs, s3
 from sandbox.api import AlreadyRunning, Sandbox
 from sandbox.testing import require_etcd

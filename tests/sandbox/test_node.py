@@ -9,8 +9,8 @@ import stat
 import pytest
 import yaml
 
-from dr.errors import CorruptSnapshot
-from dr.integrity import verify_file
+from dr.core.errors import CorruptSnapshot
+from dr.core.integrity import verify_file
 from sandbox.api import with_addresses
 from sandbox.pki import ClusterSecrets
 

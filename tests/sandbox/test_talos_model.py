@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dr.talosctl import parse_service
+from dr.adapters.talosctl import parse_service
 from tests.sandbox.test_node import fails, ok
 from tests.unit.test_talosctl_golden import transcript
 

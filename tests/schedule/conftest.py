@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dr.credentials import issue_certificate, new_ca
-from dr.talosapi import TalosCredentials
+from dr.adapters.talosapi import TalosCredentials
+from dr.core.credentials import issue_certificate, new_ca
 from sandbox.apid import SimulatedApid
 from tests.conftest import start_etcd
 
@@ -93,7 +93,7 @@ def backup_secret(sm_env, os_ca):
 
     import boto3
 
-    from dr.credentials import mint_backup_credential
+    from dr.core.credentials import mint_backup_credential
 
     creds = mint_backup_credential(*os_ca, datetime.now(UTC), cluster="sandbox")
     sm = boto3.client("secretsmanager", region_name="us-east-1")
@@ -104,7 +104,7 @@ def backup_secret(sm_env, os_ca):
 @pytest.fixture
 def runner_env(apid, bucket, backup_secret, monkeypatch):
     """The Lambda's environment, pointing at the simulated apid, the moto bucket and the secret."""
-    from dr import lambda_handler as lh
+    from snapshot_lambda import handler as lh
 
     env = {lh.ENV_BUCKET: bucket, lh.ENV_NODE: apid.host, lh.ENV_PORT: str(apid.port),
            lh.ENV_SECRET_ID: backup_secret, lh.ENV_CLUSTER: "sandbox", lh.ENV_TIMEOUT: "60"}

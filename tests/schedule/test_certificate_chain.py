@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dr import credentials as cr
+from dr.core import credentials as cr
 from tests.x509check import aki_of, assert_apid_accepts_as_client, assert_verifies, openssl_verify, ski_of
 
 NOW = datetime.now(UTC)

@@ -11,10 +11,10 @@ import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
 
-from dr import lambda_handler as lh
-from dr.credentials import certificate_roles, new_ca
-from dr.outputs import DEFAULT_STACK, PROJECT_NAME
-from dr.talosapi import TalosCredentials
+from dr.adapters.talosapi import TalosCredentials
+from dr.core.credentials import certificate_roles, new_ca
+from dr.core.outputs import DEFAULT_STACK, PROJECT_NAME
+from snapshot_lambda import handler as lh
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -87,7 +87,7 @@ def run_component(ca, **overrides):
         bucket_name="talos-dr-etcd-backups-a1b2c3d", bucket_arn=BUCKET_ARN, node_private_ip="10.0.1.10",
         machine_secrets=pulumi.Output.secret({"certs": {"os": b64}}), cluster_name="talos-dr", region="us-east-1",
         schedule_expression="rate(1 hour)", now=NOW, account_id="123456789012",
-        code=pulumi.AssetArchive({"dr/lambda_handler.py": pulumi.StringAsset("def handler(e, c): pass\n")}),
+        code=pulumi.AssetArchive({"snapshot_lambda/handler.py": pulumi.StringAsset("def handler(e, c): pass\n")}),
     )
     args.update(overrides)
     holder = {}
@@ -124,7 +124,7 @@ def test_import_creates_nothing():
         "from tests.schedule.test_component import Mocks\n"
         "m = Mocks()\n"
         "pulumi.runtime.set_mocks(m, project='p', stack='s', preview=False)\n"
-        "import infra.schedule, dr.schedule, dr.lambda_handler, dr.credentials\n"
+        "import infra.schedule, infra.providers.backup_check, snapshot_lambda.handler, dr.core.credentials\n"
         "print(len(m.resources))\n"
     )
     root = Path(__file__).resolve().parents[2]
@@ -152,7 +152,7 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
 
 def test_lambda_runs_in_the_vpc_with_its_own_sg_and_settings(run):
     (fn,) = of_type(run, "aws:lambda/function:Function").values()
-    assert fn["runtime"] == "python3.11" and fn["handler"] == "dr.lambda_handler.handler"
+    assert fn["runtime"] == "python3.11" and fn["handler"] == "snapshot_lambda.handler.handler"
     assert fn["architectures"] == ["x86_64"] and fn["timeout"] == 900
     assert fn["vpcConfig"]["subnetIds"] == ["subnet-1"]
     assert fn["vpcConfig"]["securityGroupIds"] == ["talos-dr-lambda-sg-id"]

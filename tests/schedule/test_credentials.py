@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from dr import credentials as cr
-from dr.errors import ConfigError
+from dr.core import credentials as cr
+from dr.core.errors import ConfigError
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dr import lambda_handler as lh
-from dr import naming, s3
-from dr.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
-from dr.integrity import verify_file
+from dr.adapters import s3
+from dr.core import naming
+from dr.core.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
+from dr.core.integrity import verify_file
 from sandbox import etcd as sandbox_etcd
 from sandbox.apid import SimulatedApid
+from snapshot_lambda import handler as lh
 from tests.conftest import free_port, start_etcd
 from tests.schedule.conftest import KEYS, no_leftovers
 

@@ -46,10 +46,10 @@ def wheel_dir(tmp_path):
 @pytest.fixture
 def source_root(tmp_path):
     root = tmp_path / "src"
-    (root / "dr" / "__pycache__").mkdir(parents=True)
-    (root / "dr" / "__init__.py").write_text("")
-    (root / "dr" / "lambda_handler.py").write_text("def handler(e, c):\n    return {}\n")
-    (root / "dr" / "__pycache__" / "lambda_handler.cpython-311.pyc").write_bytes(b"junk")
+    (root / "snapshot_lambda" / "__pycache__").mkdir(parents=True)
+    (root / "snapshot_lambda" / "__init__.py").write_text("")
+    (root / "snapshot_lambda" / "handler.py").write_text("def handler(e, c):\n    return {}\n")
+    (root / "snapshot_lambda" / "__pycache__" / "handler.cpython-311.pyc").write_bytes(b"junk")
     return root
 
 
@@ -74,7 +74,7 @@ def test_package_is_deterministic(wheel_dir, source_root, tmp_path):
     with zipfile.ZipFile(tmp_path / "a.zip") as z:
         names = z.namelist()
         assert names == sorted(names)
-        assert {"dr/lambda_handler.py", "grpc/__init__.py", "google/protobuf/__init__.py"} <= set(names)
+        assert {"snapshot_lambda/handler.py", "grpc/__init__.py", "google/protobuf/__init__.py"} <= set(names)
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
         assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         so = z.getinfo("grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so")
@@ -83,10 +83,10 @@ def test_package_is_deterministic(wheel_dir, source_root, tmp_path):
 
 
 def test_real_package_imports_the_handler_without_pulumi(tmp_path):
-    """The real dr/ zipped: the handler imports from the zip alone, and its import graph stays Lambda-light."""
+    """The real package: the handler imports from the zip alone, and its import graph stays Lambda-light."""
     out = tmp_path / "pkg.zip"
     isch.build_package(out, [])
-    code = (f"import sys; sys.path.insert(0, {str(out)!r}); import dr.lambda_handler as h; "
+    code = (f"import sys; sys.path.insert(0, {str(out)!r}); import snapshot_lambda.handler as h; "
             "assert h.__file__.startswith(sys.path[0]), h.__file__; "
             "bad = [m for m in ('pulumi', 'pulumi_aws', 'cryptography', 'infra', 'grpc') if m in sys.modules]; "
             "assert not bad, bad; print(h.handler.__name__)")

@@ -11,9 +11,10 @@ import dill
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from dr import s3
-from dr import schedule as sch
-from dr.integrity import verify_file
+from dr.adapters import s3
+from dr.core import freshness
+from dr.core.integrity import verify_file
+from infra.providers import backup_check as sch
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -27,13 +28,13 @@ T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     ("cron(0 3 * * ? *)", timedelta(days=1)),
 ])
 def test_schedule_interval(expr, interval):
-    assert sch.schedule_interval(expr) == interval
+    assert freshness.schedule_interval(expr) == interval
 
 
 @pytest.mark.parametrize("expr", ["rate(0 hours)", "at(2026-01-01T00:00:00)", "every hour", "cron(0 * * *)"])
 def test_schedule_interval_refuses(expr):
     with pytest.raises(ValueError):
-        sch.schedule_interval(expr)
+        freshness.schedule_interval(expr)
 
 
 @pytest.mark.parametrize("newest,now,expected", [
@@ -44,12 +45,12 @@ def test_schedule_interval_refuses(expr):
     (None, T0, "stale: no snapshot in s3://b/snapshots/"),
 ])
 def test_freshness_table(newest, now, expected):
-    assert sch.freshness(newest, timedelta(hours=1), now, "s3://b/snapshots/").startswith(expected)
+    assert freshness.freshness(newest, timedelta(hours=1), now, "s3://b/snapshots/").startswith(expected)
 
 
 @pytest.fixture
 def props(runner_env, apid):
-    from dr import lambda_handler as lh
+    from snapshot_lambda import handler as lh
 
     return {"bucket": runner_env[lh.ENV_BUCKET], "prefix": "snapshots/", "region": "us-east-1", "cluster": "sandbox",
             "interval_seconds": 3600, "function_name": None, "node": apid.host, "port": apid.port,
@@ -150,7 +151,7 @@ def test_read_refreshes_newest(props, apid, s3_client):
 def test_provider_round_trips_through_dill_by_reference():
     p = sch.EtcdSnapshotScheduleProvider()
     blob = base64.b64decode(serialize_provider(p))  # exactly what pulumi stores in __provider
-    assert b"dr.schedule" in blob and b"EtcdSnapshotScheduleProvider" in blob
+    assert b"infra.providers.backup_check" in blob and b"EtcdSnapshotScheduleProvider" in blob
     assert len(blob) < 1000  # pickled by reference: no code, no captured globals
     back = dill.loads(blob)
     assert type(back) is sch.EtcdSnapshotScheduleProvider
@@ -230,7 +231,7 @@ class FakeTrigger:
             if self.lambda_mode:
                 raise sch.SnapshotTriggerError(f"the snapshot Lambda fn failed: {error_type}: {detail}",
                                                error_type, detail)
-            from dr import errors
+            from dr.core import errors
 
             raise getattr(errors, error_type)(detail)
         return {"key": "snapshots/etcd-snapshot-20260101T000000Z.db", "sha256": "ab"}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dr.credentials import new_ca
-from dr.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
-from dr.integrity import verify_file
-from dr.talosapi import TalosClient, TalosCredentials
-from dr.talosapi import messages as m
+from dr.adapters.talosapi import TalosClient, TalosCredentials
+from dr.adapters.talosapi import messages as m
+from dr.core.credentials import new_ca
+from dr.core.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
+from dr.core.integrity import verify_file
 from tests.conftest import free_port
 from tests.schedule.conftest import KEYS
 
@@ -114,7 +114,7 @@ def test_expired_client_certificate_fails_before_dialing(transport, apid, make_c
 
 def test_expired_client_certificate_is_refused_by_the_node(transport, apid, make_creds, monkeypatch):
     # Without the local courtesy check the node's TLS stack refuses it: still a clear TLS error, never a hang.
-    monkeypatch.setattr("dr.talosapi.client.check_client_certificate", lambda pem, now=None: None)
+    monkeypatch.setattr("dr.adapters.talosapi.client.check_client_certificate", lambda pem, now=None: None)
     with _client(apid, transport, make_creds(expired=True)) as c, pytest.raises(NodeUnreachable) as ei:
         c.etcd_snapshot(io.BytesIO())
     assert "TLS handshake" in ei.value.message
@@ -131,7 +131,7 @@ def test_stream_cut_midway_is_an_error(transport, apid, make_creds, fault):
 
 
 def test_corrupt_stream_fails_the_trailer_check(transport, apid, make_creds):
-    from dr.errors import CorruptSnapshot
+    from dr.core.errors import CorruptSnapshot
 
     apid.fault = "corrupt"
     with _client(apid, transport, make_creds()) as c, pytest.raises(CorruptSnapshot):
@@ -179,7 +179,7 @@ def test_expired_node_certificate_is_named(os_ca, make_creds):
 
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from dr.credentials import issue_certificate
+    from dr.core.credentials import issue_certificate
     from sandbox.apid import SimulatedApid
 
     now = datetime.now(UTC)

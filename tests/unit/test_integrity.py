@@ -2,8 +2,8 @@ import shutil
 
 import pytest
 
-from dr import errors
-from dr.integrity import verify_file
+from dr.core import errors
+from dr.core.integrity import verify_file
 
 
 def test_real_etcdctl_snapshot_verifies(real_snapshot):
@@ -35,7 +35,7 @@ def test_bad_snapshots_each_get_their_error(real_snapshot, tmp_path, mangle, exc
 
 
 def test_chunk_boundaries_do_not_matter(real_snapshot, tmp_path):
-    from dr.integrity import verify_stream
+    from dr.core.integrity import verify_stream
 
     data = real_snapshot.read_bytes()
     for size in (1, 7, 31, 32, 33, 4096):

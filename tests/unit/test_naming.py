@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from dr.naming import is_safety_snapshot, parse_snapshot_name, snapshot_name
+from dr.core.naming import is_safety_snapshot, parse_snapshot_name, snapshot_name
 
 
 def test_round_trip():

@@ -2,7 +2,7 @@
 
 import re
 
-from dr.errors import EXIT_CODE_MEANING, DRError, ExitCode
+from dr.core.errors import EXIT_CODE_MEANING, DRError, ExitCode
 from tests.conftest import ROOT
 
 

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dr.retention import Policy, apply_policy
+from dr.core.retention import Policy, apply_policy
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

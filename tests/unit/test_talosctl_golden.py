@@ -1,4 +1,4 @@
-"""dr/talosctl.py against talosctl's own output formats (tests/golden/talosctl/, rendered from siderolabs/talos
+"""dr/adapters/talosctl.py against talosctl's own output formats (tests/golden/talosctl/, rendered from siderolabs/talos
 v1.13.9's format strings and from output pasted in its issues; each file names its source), not against the sandbox.
 
 Placeholder addresses in the transcripts: the node's private IP 10.0.1.5, its Elastic IP 203.0.113.10."""
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dr.errors import ConfigError, NodeError, NodeUnreachable, RestoreConflict, TruncatedSnapshot
-from dr.restore import state
-from dr.talosctl import NOT_READY, Talosctl, go_duration_seconds, parse_service, parse_snapshot_info
+from dr.adapters.talosctl import NOT_READY, Talosctl, go_duration_seconds, parse_service, parse_snapshot_info
+from dr.commands.restore import probe as probing
+from dr.core import node_state as state
+from dr.core.errors import ConfigError, NodeError, NodeUnreachable, RestoreConflict, TruncatedSnapshot
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "talosctl"
 PRIVATE, PUBLIC = "10.0.1.5", "203.0.113.10"
@@ -119,12 +120,12 @@ class Answers:
     (Answers(None, stage_error="service-etcd-forward-unreachable-node.txt"), state.REFUSED),
 ])
 def test_probe_of_real_answers(answers, kind):
-    st = state.probe(answers)
+    st = probing.probe(answers)
     assert st.kind == kind, st
 
 
 def test_the_waiting_for_bootstrap_node_is_not_running_yet():
-    st = state.probe(Answers("get-machinestatus-stage-booting.txt", "service-etcd-preparing-waiting-for-bootstrap.txt"))
+    st = probing.probe(Answers("get-machinestatus-stage-booting.txt", "service-etcd-preparing-waiting-for-bootstrap.txt"))
     assert st.stage == "booting" and st.etcd == "Preparing" and st.etcd_since >= 600
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from dr import etcdlocal, verify
-from dr.errors import CorruptSnapshot, EtcdMissing, ExitCode
+from dr.adapters import etcdlocal
+from dr.commands import verify
+from dr.core.errors import CorruptSnapshot, EtcdMissing, ExitCode
 from tests.conftest import require_binary, require_etcd35, run_cli, start_etcd
 
 KEYS = {f"/registry/configmaps/default/cm-{i}": f"v{i}" for i in range(4)} | {"/registry/namespaces/default": "ns"}

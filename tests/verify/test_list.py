@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dr import list as dr_list
-from dr import naming, s3, verify
-from dr.errors import ExitCode
+from dr.adapters import s3
+from dr.commands import list as dr_list
+from dr.commands import verify
+from dr.core import naming
+from dr.core.errors import ExitCode
 from tests.conftest import run_cli
 
 NOW = datetime(2026, 11, 24, 3, 0, 0, tzinfo=UTC)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dr import etcdlocal, s3, verify
-from dr.errors import AccessDenied, EtcdError, ExitCode
+from dr.adapters import etcdlocal, s3
+from dr.commands import verify
+from dr.core.errors import AccessDenied, EtcdError, ExitCode
 from tests.conftest import require_binary, run_cli, start_etcd
 
 # What the "before" snapshot holds, by resource type as dr.verify groups it.

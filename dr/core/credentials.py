@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dr.errors import ConfigError
-from dr.talosapi.client import TalosCredentials, pem_bytes
+from dr.core.errors import ConfigError
+from dr.core.talos_credentials import TalosCredentials, pem_bytes
 
 BACKUP_ROLE = "os:etcd:backup"
 ROTATION = timedelta(days=180)

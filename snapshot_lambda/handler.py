@@ -30,9 +30,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from dr import naming, outputs, s3
-from dr.errors import ConfigError, DRError
-from dr.talosapi import APID_PORT, TalosClient, TalosCredentials
+from dr.adapters import s3
+from dr.adapters.talosapi import APID_PORT, TalosClient, TalosCredentials
+from dr.core import naming, outputs
+from dr.core.errors import ConfigError, DRError
 
 log = logging.getLogger("talos-dr.schedule")
 

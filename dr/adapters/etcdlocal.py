@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from dr.errors import CorruptSnapshot, DiskFull, EtcdError, EtcdMissing
+from dr.core.errors import CorruptSnapshot, DiskFull, EtcdError, EtcdMissing
 
 DIR_PREFIX = "dr-throwaway-etcd-"
 OWNER_FILE = "owner.pid"

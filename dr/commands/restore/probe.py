@@ -1,4 +1,4 @@
-"""Where the node is, as far as a restore cares: one probe of the node, turned into a ``NodeState``.
+"""One probe of the node, turned into a ``dr.core.node_state.NodeState`` (what the words mean: see below).
 
 What the words mean on a real node (siderolabs/talos v1.13.9; rows in sandbox/CONFORMANCE.md):
 
@@ -20,53 +20,20 @@ What the words mean on a real node (siderolabs/talos v1.13.9; rows in sandbox/CO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from dr.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout
-from dr.talosctl import ServiceStatus
-
-# Kinds of node state.
-ETCD_RUNNING = "etcd running"
-ETCD_PREPARING = "etcd preparing"  # pre-start: briefly on every boot; for long when it waits for a bootstrap
-ETCD_FAILED = "etcd failed"
-ETCD_STOPPED = "etcd stopped"  # Finished, Stopping, Skipped: configured, etcd neither runs nor fails
-MAINTENANCE = "maintenance"  # no machine config: waits for apply-config --insecure
-TRANSITIONING = "transitioning"  # resetting, rebooting, booting with etcd not yet in a state we act on
-UNREACHABLE = "unreachable"
-REFUSED = "refused"  # answered, but refused us in a way that is not maintenance mode
-SETTLED = (ETCD_RUNNING, ETCD_PREPARING, ETCD_FAILED, ETCD_STOPPED, MAINTENANCE)
-MOVING_STAGES = ("resetting", "rebooting", "shutting down", "installing", "upgrading")
-
-_KIND_OF_ETCD = {
-    "Running": ETCD_RUNNING,
-    "Preparing": ETCD_PREPARING,
-    "Failed": ETCD_FAILED,
-    "Finished": ETCD_STOPPED,
-    "Stopping": ETCD_STOPPED,
-    "Skipped": ETCD_STOPPED,
-}  # Initialized, Waiting, Starting (and anything new): TRANSITIONING
-
-
-@dataclass(frozen=True)
-class NodeState:
-    kind: str
-    stage: str  # the node's own word (running, booting, maintenance, rebooting ...) or "unreachable"
-    etcd: str | None = None  # etcd's service state, when it could be read
-    etcd_since: float | None = None  # seconds in that state (age of its newest event), when known
-    etcd_message: str = ""  # its newest event's message
-    error: DRError | None = None
-
-    def describe(self) -> str:
-        if self.kind in (UNREACHABLE, MAINTENANCE):
-            return self.kind
-        if self.kind == REFUSED:
-            return f"refusing our talosconfig ({self.error.message if self.error else 'unknown error'})"
-        if self.etcd is None:
-            return self.stage
-        since = f" for {int(self.etcd_since)}s" if self.etcd_since is not None else ""
-        msg = f": {self.etcd_message}" if self.etcd_message and self.etcd in ("Failed", "Preparing") else ""
-        return f"{self.stage}, etcd {self.etcd}{since}{msg}"
+from dr.adapters.talosctl import ServiceStatus
+from dr.core.errors import ConfigError, NodeError, NodeUnreachable, Timeout
+from dr.core.node_state import (
+    _KIND_OF_ETCD,
+    ETCD_FAILED,
+    MAINTENANCE,
+    MOVING_STAGES,
+    REFUSED,
+    TRANSITIONING,
+    UNREACHABLE,
+    NodeState,
+)
 
 
 class NodeApi(Protocol):

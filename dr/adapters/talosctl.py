@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from dr.errors import (
+from dr.core.errors import (
     ConfigError,
     DiskFull,
     DRError,

@@ -2,7 +2,7 @@
 over. One JSON file under ``.talos/``, written atomically (``.part``, fsync, rename) and private (0600).
 
 The journal is a record, not the truth: ``dr.restore`` always judges the next step by the node's actual state and
-uses the journal only to tell "this restore's own reset" from "someone else's data" (see ``dr.restore.plan``), and
+uses the journal only to tell "this restore's own reset" from "someone else's data" (see ``dr.core.restore_plan``), and
 never as a stand-in for this run's confirmation.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dr.errors import ConfigError
+from dr.core.errors import ConfigError
 
 JOURNAL_NAME = "restore-journal.json"
 FORMAT = 1

@@ -23,8 +23,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from dr import naming
-from dr.errors import (
+from dr.core import naming
+from dr.core.errors import (
     AccessDenied,
     BucketNotFound,
     DiskFull,
@@ -33,7 +33,7 @@ from dr.errors import (
     S3Error,
     SnapshotNotFound,
 )
-from dr.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
+from dr.core.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
 
 PART_SIZE = 8 * 1024 * 1024
 # Few parts in flight keeps peak memory bounded whatever the snapshot's size (about PART_SIZE x (concurrency + 2));
@@ -450,7 +450,7 @@ def object_facts(info: ObjectInfo) -> dict[str, Any]:
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` → (bucket, key). Refuses empty parts and path traversal (``..`` segments)."""
-    from dr.errors import ConfigError
+    from dr.core.errors import ConfigError
 
     if not uri.startswith("s3://"):
         raise ConfigError(f"not an S3 URI: {uri!r}", "use s3://<bucket>/<key>")

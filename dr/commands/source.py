@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from dr import cli, s3
-from dr.errors import ConfigError, IntegrityError, SnapshotNotFound
-from dr.integrity import SnapshotDigest, verify_file
-from dr.settings import Resolver
+from dr.adapters import s3
+from dr.commands import cli
+from dr.commands.settings import Resolver
+from dr.core.errors import ConfigError, IntegrityError, SnapshotNotFound
+from dr.core.integrity import SnapshotDigest, verify_file
 
 LATEST = "latest"
 

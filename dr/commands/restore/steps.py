@@ -1,5 +1,5 @@
 """The restore's actions on the node and on local files, one function each. ``dr.restore.command`` runs them in
-the order ``dr.restore.plan`` decides; each says what it does as it does it."""
+the order ``dr.core.restore_plan`` decides; each says what it does as it does it."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from dr import cli, journal
-from dr import outputs as keys
-from dr.backup import take_local_snapshot
-from dr.errors import DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
-from dr.settings import Resolver
-from dr.talosctl import NOT_READY, Talosctl
+from dr.adapters.talosctl import NOT_READY, Talosctl
+from dr.commands import cli
+from dr.commands.backup import take_local_snapshot
+from dr.commands.settings import Resolver
+from dr.core import journal
+from dr.core import outputs as keys
+from dr.core.errors import DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
 
 SAFETY_MARGIN = 16 << 20
 

@@ -11,7 +11,7 @@
 How the snapshot is triggered: the machine running ``pulumi up`` usually cannot reach the node's private address,
 so by default the provider invokes the schedule's Lambda (``lambda:InvokeFunction``, synchronous) — the very code
 EventBridge Scheduler runs. Given ``node`` and ``secret_id`` instead of ``function_name``, it runs the same runner
-in-process (``dr.lambda_handler.take_snapshot``): that is how the tests drive it against the simulated apid and moto,
+in-process (``snapshot_lambda.handler.take_snapshot``): that is how the tests drive it against the simulated apid and moto,
 and it also works from a machine that can reach apid.
 
 Serialization (the provider is pickled by dill into state): this module creates nothing at import, the provider
@@ -21,7 +21,6 @@ holds no attributes, and every client is built inside the method that uses it.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -40,11 +39,10 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from dr import naming, outputs
+from dr.core import naming, outputs
+from dr.core.freshness import FRESH, freshness, iso_utc, stale_since
 
-FRESH = "fresh"
 UNKNOWN = "unknown"
-STALE_FACTOR = 2
 # Inputs whose change means "reconfigure" (and so a proving snapshot); `backups` is computed by check().
 CONFIG_KEYS = ("bucket", "prefix", "region", "interval_seconds", "function_name", "node", "port", "secret_id", "cluster")
 OUTPUT_KEYS = ("newest_snapshot_key", "newest_snapshot_time", "stale_since", "proof_snapshot_key")
@@ -57,64 +55,6 @@ PROVE_MAX_DELAY = 60.0
 # the etcd client's connection refused / deadline exceeded on 127.0.0.1:2379), and etcd's own transient refusals.
 _ETCD_STARTING = ("failed to create etcd client", "connection refused", "deadline exceeded", "etcdserver: no leader",
                   "etcdserver: leader changed", "etcdserver: request timed out", "etcdserver: too many requests")
-_RATE_RE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
-_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-# --- pure core ---------------------------------------------------------------------------------------------------
-
-
-def schedule_interval(expression: str) -> timedelta:
-    """The interval an EventBridge Scheduler expression fires at: exact for ``rate(...)``; for ``cron(...)`` the
-    gap implied by its hour field (``*`` → 1 h, ``*/N`` → N h, anything else → 24 h), a safe upper bound for
-    staleness. ``at(...)`` (one-off) is refused."""
-    expr = expression.strip()
-    m = _RATE_RE.match(expr)
-    if m:
-        n, unit = int(m.group(1)), m.group(2).rstrip("s")
-        if n <= 0:
-            raise ValueError(f"schedule {expression!r}: the rate must be positive")
-        return timedelta(seconds=n * _UNITS[unit])
-    if expr.startswith("cron(") and expr.endswith(")"):
-        fields = expr[5:-1].split()
-        if len(fields) != 6:
-            raise ValueError(f"schedule {expression!r}: cron() takes 6 fields (minutes hours day-of-month month day-of-week year)")
-        hours = fields[1]
-        if hours == "*":
-            return timedelta(hours=1)
-        if hours.startswith("*/") and hours[2:].isdigit() and int(hours[2:]) > 0:
-            return timedelta(hours=int(hours[2:]))
-        return timedelta(days=1)
-    raise ValueError(f"schedule {expression!r} is not rate(N unit) or cron(...)")
-
-
-def stale_since(newest: datetime | None, interval: timedelta) -> datetime | None:
-    """When backups count as stale: ``STALE_FACTOR`` intervals after the newest snapshot (None: no snapshot)."""
-    return None if newest is None else newest + STALE_FACTOR * interval
-
-
-def freshness(newest: datetime | None, interval: timedelta, now: datetime, where: str = "") -> str:
-    """``"fresh"`` or a ``"stale ..."`` sentence for the preview. Pure: the clock is an argument."""
-    if newest is None:
-        return f"stale: no snapshot in {where}" if where else "stale: no snapshot yet"
-    since = stale_since(newest, interval)
-    assert since is not None
-    if now < since:
-        return FRESH
-    return f"stale since {_iso(since)} (newest snapshot taken {_iso(newest)}; schedule every {_human(interval)})"
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _human(d: timedelta) -> str:
-    s = int(d.total_seconds())
-    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if s % n == 0:
-            k = s // n
-            return f"{k} {unit}{'s' if k != 1 else ''}"
-    return f"{s} seconds"
 
 
 # --- adapters (built per call: nothing unpicklable is held) -------------------------------------------------------
@@ -128,7 +68,7 @@ def _is_unknown(v: Any) -> bool:
 
 def newest_snapshot(props: dict[str, Any]):
     """The newest scheduled/backup snapshot (pre-restore safety copies excluded), or None."""
-    from dr import s3
+    from dr.adapters import s3
 
     client = s3.make_client(props.get("region") or None)
     snaps = [x for x in s3.list_snapshots(client, props["bucket"], props.get("prefix") or outputs.DEFAULT_SNAPSHOT_PREFIX)
@@ -218,7 +158,7 @@ def trigger_snapshot(props: dict[str, Any]) -> dict[str, Any]:
     """Take one snapshot: invoke the Lambda, or run the runner in-process when given a reachable node."""
     if props.get("function_name"):
         return _invoke_lambda(props)
-    from dr import lambda_handler as lh
+    from snapshot_lambda import handler as lh
 
     settings = lh.RunnerSettings(
         bucket=props["bucket"],
@@ -229,7 +169,7 @@ def trigger_snapshot(props: dict[str, Any]) -> dict[str, Any]:
         port=int(props.get("port") or lh.APID_PORT),
         timeout=300.0,
     )
-    from dr import s3
+    from dr.adapters import s3
 
     creds = lh.read_credentials(settings.secret_id)
     return lh.take_snapshot(settings, creds, s3_client=s3.make_client(props.get("region") or None)).to_dict()
@@ -269,8 +209,8 @@ def _invoke_lambda(props: dict[str, Any]) -> dict[str, Any]:
 
 def verify_object(props: dict[str, Any], key: str, expected_sha256: str | None) -> int:
     """Stream the object back (never to disk, never whole in memory) and check its hash trailer. Returns its size."""
-    from dr import s3
-    from dr.integrity import CHUNK, TrailerHasher
+    from dr.adapters import s3
+    from dr.core.integrity import CHUNK, TrailerHasher
 
     client = s3.make_client(props.get("region") or None)
     hasher = TrailerHasher(f"s3://{props['bucket']}/{key}")
@@ -345,8 +285,8 @@ class EtcdSnapshotScheduleProvider(ResourceProvider):
             "backups": FRESH,
             "proof_snapshot_key": key,
             "newest_snapshot_key": newest.key,
-            "newest_snapshot_time": _iso(newest.taken_at),
-            "stale_since": _iso(stale_since(newest.taken_at, interval)),
+            "newest_snapshot_time": iso_utc(newest.taken_at),
+            "stale_since": iso_utc(stale_since(newest.taken_at, interval)),
         }
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -361,8 +301,8 @@ class EtcdSnapshotScheduleProvider(ResourceProvider):
         newest = newest_snapshot(props)
         if newest is not None:
             interval = timedelta(seconds=float(props["interval_seconds"]))
-            outs.update(newest_snapshot_key=newest.key, newest_snapshot_time=_iso(newest.taken_at),
-                        stale_since=_iso(stale_since(newest.taken_at, interval)))
+            outs.update(newest_snapshot_key=newest.key, newest_snapshot_time=iso_utc(newest.taken_at),
+                        stale_since=iso_utc(stale_since(newest.taken_at, interval)))
         return ReadResult(id_=id_, outs=outs)
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ wipes EPHEMERAL only (the docs' DR flow: STATE keeps the machine config), wait f
 config if the node came back in maintenance, `bootstrap --recover-from`, wait for etcd to start from it (the node
 checks the snapshot then, not during the call), wait for health, regenerate the kubeconfig.
 
-The loop here probes the node, asks ``dr.restore.plan.plan`` what to do next, and does it; the plan is a pure
+The loop here probes the node, asks ``dr.core.restore_plan.plan`` what to do next, and does it; the plan is a pure
 function of the node's state, the journal (``.talos/restore-journal.json``) and the flags. Running the same command
 again after Ctrl-C, a crash or a timeout continues from where it stopped.
 """
@@ -25,17 +25,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from dr import cli, journal, s3, source
-from dr import outputs as keys
-from dr.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir
-from dr.errors import ConfigError, DRError, ExitCode, NodeError, NodeUnreachable, SnapshotNotFound, Timeout
-from dr.etcdlocal import SnapshotStatus, snapshot_status
-from dr.lock import exclusive
-from dr.restore import plan as pl
-from dr.restore import prompt, steps
-from dr.restore.state import UNREACHABLE, NodeState, probe
-from dr.settings import Resolver, add_common_flags
-from dr.talosctl import Talosctl
+from dr.adapters import s3
+from dr.adapters.etcdlocal import SnapshotStatus, snapshot_status
+from dr.adapters.lock import exclusive
+from dr.adapters.talosctl import Talosctl
+from dr.commands import cli, source
+from dr.commands.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir
+from dr.commands.restore import prompt, steps
+from dr.commands.restore.probe import probe
+from dr.commands.settings import Resolver, add_common_flags
+from dr.core import journal
+from dr.core import outputs as keys
+from dr.core import restore_plan as pl
+from dr.core.errors import ConfigError, DRError, ExitCode, NodeError, NodeUnreachable, SnapshotNotFound, Timeout
+from dr.core.node_state import UNREACHABLE, NodeState
 
 PROG = "dr.restore"
 
@@ -329,7 +332,7 @@ class Restore:
             self.abandoned_past_reset = j.past_point_of_no_return
             return None
         if not same:
-            from dr.errors import RestoreConflict
+            from dr.core.errors import RestoreConflict
 
             raise RestoreConflict(
                 f"a different restore is half done: {j.snapshot_origin} to node {j.node}, started {j.started_at}, "
@@ -449,7 +452,3 @@ def argparse_suppress() -> str:
     import argparse
 
     return argparse.SUPPRESS  # a test knob: how long etcd Preparing means "waiting for bootstrap" (default 30s)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

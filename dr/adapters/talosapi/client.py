@@ -11,16 +11,15 @@ grpcio only suits apids with ECDSA/RSA keys (and is imported only when chosen: t
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from dr.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
-from dr.integrity import SnapshotDigest, TrailerHasher
-from dr.talosapi import h2stream, messages
+from dr.adapters.talosapi import h2stream, messages
+from dr.core.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
+from dr.core.integrity import SnapshotDigest, TrailerHasher
+from dr.core.talos_credentials import TalosCredentials
 
 APID_PORT = 50000
 # Roles (client certificate Organization) apid lets call EtcdSnapshot.
@@ -30,47 +29,6 @@ DEFAULT_TIMEOUT = 900.0  # a whole snapshot stream; Lambda's own limit is 15 min
 # cannot do Ed25519 handshakes (grpc/grpc#24252): only for nodes whose apid key is ECDSA or RSA.
 TRANSPORTS = ("h2", "grpcio")
 DEFAULT_TRANSPORT = "h2"
-
-
-@dataclass(frozen=True)
-class TalosCredentials:
-    """PEM bytes of the OS CA (to trust apid) and the client certificate and key apid checks."""
-
-    ca_pem: bytes
-    cert_pem: bytes
-    key_pem: bytes = field(repr=False)
-
-    def to_json(self) -> str:
-        """The JSON stored in Secrets Manager: ``{"ca", "crt", "key"}`` as PEM text (a talosconfig context's shape,
-        without its base64)."""
-        return json.dumps({"ca": self.ca_pem.decode(), "crt": self.cert_pem.decode(), "key": self.key_pem.decode()})
-
-    @classmethod
-    def from_json(cls, text: str | bytes, where: str = "credential") -> TalosCredentials:
-        """Parse ``to_json`` output; also accepts base64-encoded PEM values, as a talosconfig context holds them."""
-        try:
-            doc = json.loads(text)
-            values = [doc["ca"], doc["crt"], doc["key"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(
-                f"{where} is not a Talos client credential (want JSON with ca, crt, key): {exc}",
-                "re-run `pulumi up` to rewrite the secret",
-            ) from exc
-        return cls(*(pem_bytes(v, where) for v in values))
-
-
-def pem_bytes(value: str | bytes, where: str) -> bytes:
-    """PEM bytes from a value that is PEM or base64 of PEM (Talos stores both forms)."""
-    raw = value.encode() if isinstance(value, str) else value
-    if b"-----BEGIN" in raw:
-        return raw
-    try:
-        decoded = base64.b64decode(raw, validate=True)
-    except ValueError as exc:
-        raise ConfigError(f"{where} holds a value that is neither PEM nor base64 PEM") from exc
-    if b"-----BEGIN" not in decoded:
-        raise ConfigError(f"{where} holds a value that is neither PEM nor base64 PEM")
-    return decoded
 
 
 def check_client_certificate(cert_pem: bytes, now: datetime | None = None) -> None:

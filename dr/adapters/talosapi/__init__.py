@@ -1,6 +1,6 @@
 """A minimal Talos API (apid) client in Python: just ``EtcdSnapshot``, over mutual TLS."""
 
-from dr.talosapi.client import (
+from dr.adapters.talosapi.client import (
     APID_PORT,
     DEFAULT_TRANSPORT,
     SNAPSHOT_ROLES,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TextIO
 
-from dr import cli, naming, source
-from dr.errors import NotConfirmed
-from dr.etcdlocal import SnapshotStatus
+from dr.adapters.etcdlocal import SnapshotStatus
+from dr.commands import cli, source
+from dr.core import naming
+from dr.core.errors import NotConfirmed
 
 WIPE_EPHEMERAL = ("EPHEMERAL",)
 WIPE_STATE_TOO = ("STATE", "EPHEMERAL")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dr import outputs as keys
-from dr.errors import ConfigError
+from dr.core import outputs as keys
+from dr.core.errors import ConfigError
 
 OUTPUTS_FILE_ENV = "DR_STACK_OUTPUTS_FILE"
 STACK_ENV = "DR_STACK"

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from dr import outputs as keys
-from dr.errors import ConfigError
-from dr.stack import OUTPUTS_FILE_ENV, STACK_ENV, StackOutputs, resolve_outputs
-from dr.talosctl import Talosconfig, Talosctl, load_talosconfig
+from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV, STACK_ENV, StackOutputs, resolve_outputs
+from dr.adapters.talosctl import Talosconfig, Talosctl, load_talosconfig
+from dr.core import outputs as keys
+from dr.core.errors import ConfigError
 
 ENV_TALOS_DIR = "DR_TALOS_DIR"
 ENV_NODE = "DR_NODE"
@@ -142,6 +142,6 @@ class Resolver:
                         cert_fingerprints=fingerprints)
 
     def s3_client(self):
-        from dr import s3
+        from dr.adapters import s3
 
         return s3.make_client(self.region)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from dr.errors import CorruptSnapshot, EmptySnapshot, NotASnapshot, TruncatedSnapshot
+from dr.core.errors import CorruptSnapshot, EmptySnapshot, NotASnapshot, TruncatedSnapshot
 
 TRAILER_SIZE = 32
 PAGE_ALIGN = 512

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import TextIO
 
-from dr.errors import EXIT_CODE_MEANING, DRError, ExitCode
+from dr.core.errors import EXIT_CODE_MEANING, DRError, ExitCode
 
 
 def epilog() -> str:

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from dr import journal as jn
-from dr.journal import Journal
-from dr.restore.state import (
+from dr.core import journal as jn
+from dr.core.journal import Journal
+from dr.core.node_state import (
     ETCD_FAILED,
     ETCD_PREPARING,
     ETCD_RUNNING,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dr.errors import Locked
+from dr.core.errors import Locked
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """LocalSecretFile: a secret written to a local file (mode 0600) and rewritten by `pulumi up` when it goes missing.
 
 Pulumi serializes the provider with dill into state, by reference to this module: the dynamic-provider process
-imports ``infra.localfiles``, so this module creates nothing at import time and holds no unpicklable globals.
+imports ``infra.providers.secret_file``, so this module creates nothing at import time and holds no unpicklable globals.
 Outputs carry only the path and a SHA-256 of the content; the content itself is a secret input.
 """
 

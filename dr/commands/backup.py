@@ -1,0 +1,224 @@
+"""`python -m dr.backup`: a verified, timestamped etcd snapshot, local pruning, and optionally a copy in S3.
+
+    python -m dr.backup                      # snapshot to .talos/snapshots/, prune local ones older than 7 days
+    python -m dr.backup --save-to-s3         # ... then upload it to s3://<bucket>/snapshots/<name>
+    python -m dr.backup --save-to-s3 FILE    # take a fresh snapshot anyway, then upload FILE
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from dr.adapters import s3
+from dr.adapters.lock import exclusive
+from dr.adapters.talosctl import SnapshotInfo, Talosctl
+from dr.commands import cli
+from dr.commands.settings import Resolver, add_common_flags
+from dr.commands.source import check_local_file
+from dr.core import naming
+from dr.core.errors import ConfigError, DRError, NodeError, SnapshotNotFound
+from dr.core.integrity import SnapshotDigest, verify_file
+from dr.core.retention import Policy, apply_policy
+
+PROG = "dr.backup"
+LOCK_NAME = ".dr.lock"
+_PARTIAL_SUFFIXES = (".part",)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_snapshots_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def clean_partials(snapshots_dir: Path) -> list[Path]:
+    """Remove ``*.part`` files a killed run left behind. Call only while holding the lock."""
+    removed = []
+    for p in snapshots_dir.iterdir():
+        if p.name.endswith(_PARTIAL_SUFFIXES) and (p.is_file() or p.is_symlink()):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def etcd_must_run(talosctl: Talosctl) -> None:
+    """Refuse at once when etcd is not running on the node: a snapshot would only hang (the node's etcd client waits
+    for etcd with no deadline). A talosconfig that may not list services (os:etcd:backup) skips the check; the
+    snapshot's own stall watchdog covers it then."""
+    try:
+        svc = talosctl.service("etcd")
+    except NodeError as exc:
+        if "permissiondenied" in exc.message.lower().replace(" ", "") or "not authorized" in exc.message.lower():
+            return
+        raise
+    if svc.state != "Running":
+        detail = f": {svc.last_message}" if svc.last_message else ""
+        raise NodeError(f"etcd on node {talosctl.where} is not running (service etcd: {svc.state}{detail}); no "
+                        "snapshot was taken",
+                        "a broken etcd is what `python -m dr.restore` repairs (docs/RUNBOOK.md: etcd corrupt); "
+                        f"look at `talosctl -n {talosctl.node} -e {talosctl.endpoint} logs etcd`")
+
+
+def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *, safety: bool = False
+                        ) -> tuple[Path, SnapshotDigest, SnapshotInfo, datetime]:
+    """Snapshot through talosctl into ``NAME.part``, verify its hash trailer, rename to ``NAME``.
+
+    ``safety=True`` names it ``pre-restore-etcd-snapshot-<ts>.db`` (the copy a restore takes first; never pruned)."""
+    talosctl = r.talosctl()
+    snapdir = r.snapshots_dir
+    taken = now()
+    final = snapdir / naming.snapshot_name(taken, safety=safety)
+    while final.exists():  # two backups within one second: names must stay unique
+        time.sleep(1.0)
+        taken = now()
+        final = snapdir / naming.snapshot_name(taken, safety=safety)
+    part = final.with_name(final.name + ".part")
+    etcd_must_run(talosctl)
+    print(f"taking an etcd snapshot from node {talosctl.where} ...", file=out, flush=True)
+    start = time.monotonic()
+    try:
+        try:
+            info = talosctl.etcd_snapshot(part)
+        except DRError:
+            # talosctl can fail after saving the file (reading the status of a damaged snapshot); the trailer
+            # check then says what is really wrong.
+            if part.exists():
+                verify_file(part, f"snapshot from node {talosctl.node}")
+            raise
+        if not part.exists():
+            raise SnapshotNotFound(f"talosctl reported success but wrote no file at {part}",
+                                   "check the talosctl version matches the cluster and retry")
+        os.chmod(part, 0o600)
+        digest = verify_file(part, f"snapshot from node {talosctl.node}")
+        os.replace(part, final)
+        _fsync_dir(snapdir)
+    finally:
+        for leftover in (part, part.with_name(part.name + ".part")):
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                pass
+    secs = time.monotonic() - start
+    rev = f", revision {info.revision}" if info.revision is not None else ""
+    keys = f", {info.total_keys} database entries" if info.total_keys is not None else ""
+    print(f"saved {final} ({cli.human_size(digest.size)}{rev}{keys}, sha256 {digest.content_sha256[:16]}…, "
+          f"{secs:.1f}s); hash trailer verified", file=out)
+    return final, digest, info, taken
+
+
+def prune_local(snapdir: Path, keep_days: float, now: datetime, out: TextIO) -> list[Path]:
+    snaps = []
+    for p in snapdir.iterdir():
+        ts = naming.parse_snapshot_name(p.name)
+        if ts is not None and not naming.is_safety_snapshot(p.name) and p.is_file():
+            snaps.append((p.name, ts))
+    decisions = apply_policy(snaps, Policy(keep_days), now)
+    removed = []
+    for d in decisions:
+        if not d.keep:
+            (snapdir / d.name).unlink(missing_ok=True)
+            removed.append(snapdir / d.name)
+    kept = [d for d in decisions if d.keep]
+    print(f"local snapshots in {snapdir}: {len(kept)} kept, {len(removed)} pruned (older than {keep_days:g} days; "
+          "the newest is always kept)", file=out)
+    for d in decisions:
+        print(f"  {'kept  ' if d.keep else 'pruned'}  {d.name}  ({d.reason})", file=out)
+    return removed
+
+
+def remote_key_for(path: Path, prefix: str) -> str:
+    """The object key for a local file: its own name when it is a snapshot name, else one made from its mtime.
+
+    Generated names keep shell metacharacters and odd names out of the bucket."""
+    name = path.name
+    if naming.parse_snapshot_name(name) is None or naming.is_safety_snapshot(name):
+        name = naming.snapshot_name(datetime.fromtimestamp(path.stat().st_mtime, UTC))
+    return prefix + name
+
+
+def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, revision: int | None,
+           out: TextIO, err: TextIO) -> str:
+    client = r.s3_client()
+    bucket = r.bucket
+    key = remote_key_for(path, r.prefix)
+    try:
+        existing = s3.head_snapshot(client, bucket, key, with_tags=False)
+    except SnapshotNotFound:
+        existing = None
+    if existing and existing.metadata.get(s3.META_SHA256) == digest.content_sha256:
+        print(f"s3://{bucket}/{key} already holds this snapshot (same SHA-256); not uploaded again", file=out)
+        return key
+    progress = cli.Progress(f"uploading {path.name}", digest.size, err)
+    res = s3.upload_snapshot_file(client, bucket, key, path, taken_at=taken_at, cluster=r.cluster,
+                                  revision=revision, progress=progress)
+    progress.finish()
+    print(f"uploaded {path} to s3://{bucket}/{key} ({cli.human_size(res.size)}, SHA-256 checksum stored, "
+          f"trailer verified while streaming)", file=out)
+    return key
+
+
+def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 20) -> None:
+    snaps = s3.list_snapshots(r.s3_client(), r.bucket, r.prefix)
+    print(f"snapshots in s3://{r.bucket}/{r.prefix} ({len(snaps)}), newest first:", file=out)
+    for s in snaps[:limit]:
+        age = cli.human_age((now - s.taken_at).total_seconds())
+        print(f"  {s.name}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
+    if len(snaps) > limit:
+        print(f"  ... and {len(snaps) - limit} older (see `python -m dr.list`)", file=out)
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         now: Callable[[], datetime] | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    clock = now or (lambda: datetime.now(UTC))
+    p = cli.parser(PROG, "Take a verified etcd snapshot of the Talos node; prune old local ones; optionally upload.")
+    p.add_argument("--save-to-s3", nargs="?", const=True, default=None, metavar="FILE",
+                   help="upload the fresh snapshot (or FILE, after taking a fresh one anyway) to the backup bucket")
+    p.add_argument("--keep-days", type=float, default=7.0, help="prune local snapshots older than this (default 7)")
+    p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another backup/restore to finish (default: fail at once)")
+    add_common_flags(p)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        if args.keep_days < 0:
+            raise ConfigError(f"--keep-days must be 0 or more, not {args.keep_days:g}", "pass e.g. --keep-days 7")
+        r = Resolver(args)
+        # Validate everything before touching the node or S3.
+        upload_file = None
+        if isinstance(args.save_to_s3, str):
+            upload_file = check_local_file(Path(args.save_to_s3))
+        r.talosctl().binary  # noqa: B018 - fails early when talosctl is missing
+        if args.save_to_s3:
+            _ = (r.bucket, r.prefix)
+        ensure_snapshots_dir(r.snapshots_dir)
+        with exclusive(r.talos_dir / LOCK_NAME, "a backup", wait=args.wait_lock):
+            for leftover in clean_partials(r.snapshots_dir):
+                print(f"removed {leftover.name} left by an interrupted run", file=err)
+            path, digest, info, taken = take_local_snapshot(r, clock, out)
+            prune_local(r.snapshots_dir, args.keep_days, clock(), out)
+            if args.save_to_s3:
+                revision = info.revision
+                if upload_file is not None:
+                    digest = verify_file(upload_file)
+                    path, revision = upload_file, None
+                    taken = naming.parse_snapshot_name(path.name) or datetime.fromtimestamp(
+                        path.stat().st_mtime, UTC)
+                upload(r, path, digest, taken, revision, out, err)
+                print_bucket_listing(r, clock(), out)
+        return 0
+
+    return cli.run(PROG, body, debug=args.debug, err=err)

@@ -1,0 +1,435 @@
+"""`python -m dr.verify`: prove a snapshot restores, by restoring it into a throwaway etcd and reading it back.
+
+    python -m dr.verify latest                         # newest snapshot in the stack's bucket
+    python -m dr.verify .talos/snapshots/etcd-snapshot-20260101T000000Z.db
+    python -m dr.verify s3://bucket/snapshots/etcd-snapshot-....db --against latest --json
+
+Checks, in order (the first failure stops and sets the exit code):
+  1. integrity: the SHA-256 hash trailer, and for S3 the object's SHA-256 checksum and recorded SHA-256;
+  2. database: `etcdutl snapshot status` (bbolt's consistency check, revision), or etcdctl's where it still has it
+     (3.4, 3.5; etcd 3.6 removed it from etcdctl), see dr.etcdlocal;
+  3. content: `etcdutl` (else etcdctl) `snapshot restore` into a temporary directory, a real etcd on free loopback
+     ports, every key
+     read back at the snapshot's revision and counted per Kubernetes resource type. The etcd is killed and the
+     directory removed afterwards, also on errors and Ctrl-C.
+A pass is recorded: on the S3 object as tags (verified-at, verified-revision, verified-keys), for a local file in
+``.verified.json`` next to it. `python -m dr.list` shows both.
+
+Resource types come from the key: ``/registry/<resource>/...``; ``/registry/<group>/<resource>/...`` (a first segment
+with a dot, as CRDs and aggregated APIs use) is reported ``<resource>.<group>``; the API server's storage names
+``minions``, ``services/specs`` and ``services/endpoints`` are reported as ``nodes``, ``services`` and ``endpoints``.
+Keys outside ``/registry/`` are counted under ``(outside /registry)``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from dr.adapters import s3
+from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, snapshot_status
+from dr.commands import cli
+from dr.commands.settings import Resolver, add_common_flags
+from dr.commands.source import Fetched, fetch
+from dr.core.errors import CorruptSnapshot, DRError, VerifyMismatch
+
+PROG = "dr.verify"
+CATALOG_NAME = ".verified.json"
+OUTSIDE = "(outside /registry)"
+REGISTRY = b"/registry/"
+# The API server stores these under names that are not the resource's name.
+STORAGE_ALIASES = {"minions": "nodes", "services/specs": "services", "services/endpoints": "endpoints"}
+EXAMPLES = 5  # example keys per type and change kind in the text output (JSON has up to JSON_EXAMPLES)
+JSON_EXAMPLES = 50
+
+
+# --- pure logic ------------------------------------------------------------------------------------------------
+
+
+def resource_type(key: bytes) -> str:
+    """The Kubernetes resource type a key belongs to (see the module docstring for the rules)."""
+    if not key.startswith(REGISTRY):
+        return OUTSIDE
+    parts = key[len(REGISTRY):].decode("utf-8", "replace").split("/")
+    first = parts[0]
+    if first == "services" and len(parts) >= 3 and f"services/{parts[1]}" in STORAGE_ALIASES:
+        return STORAGE_ALIASES[f"services/{parts[1]}"]
+    if "." in first and len(parts) >= 3:
+        return f"{parts[1]}.{first}"
+    return STORAGE_ALIASES.get(first, first) or OUTSIDE
+
+
+@dataclass
+class Content:
+    """What a snapshot holds, as read back from etcd."""
+
+    revision: int = 0
+    total_keys: int = 0
+    registry_keys: int = 0
+    resources: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: bytes) -> None:
+        self.total_keys += 1
+        t = resource_type(key)
+        if t != OUTSIDE:
+            self.registry_keys += 1
+        self.resources[t] = self.resources.get(t, 0) + 1
+
+    def sorted_resources(self) -> dict[str, int]:
+        return dict(sorted(self.resources.items(), key=lambda kv: (kv[0] == OUTSIDE, kv[0])))
+
+
+@dataclass
+class TypeDiff:
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    examples: dict[str, list[str]] = field(default_factory=lambda: {"added": [], "removed": [], "changed": []})
+
+    def note(self, kind: str, key: bytes) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if kind != "unchanged" and len(self.examples[kind]) < JSON_EXAMPLES:
+            self.examples[kind].append(key.decode("utf-8", "replace"))
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+def _value_hash(kv: KV) -> bytes:
+    return hashlib.sha256(kv.value or b"").digest()
+
+
+def diff_streams(new: Iterable[KV], base: Iterable[KV], new_content: Content, base_content: Content
+                 ) -> dict[str, TypeDiff]:
+    """Per resource type: keys added (in ``new`` only), removed (in ``base`` only) and changed (value hashes differ).
+
+    Both streams must be in key order (etcd's range order); this is a merge, so memory does not grow with size.
+    Fills both ``Content`` counts on the way."""
+    diffs: dict[str, TypeDiff] = {}
+
+    def d(key: bytes) -> TypeDiff:
+        return diffs.setdefault(resource_type(key), TypeDiff())
+
+    it_n: Iterator[KV] = iter(new)
+    it_b: Iterator[KV] = iter(base)
+    a = next(it_n, None)
+    b = next(it_b, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a.key < b.key):
+            assert a is not None
+            new_content.add(a.key)
+            d(a.key).note("added", a.key)
+            a = next(it_n, None)
+        elif a is None or b.key < a.key:
+            base_content.add(b.key)
+            d(b.key).note("removed", b.key)
+            b = next(it_b, None)
+        else:
+            new_content.add(a.key)
+            base_content.add(b.key)
+            d(a.key).note("changed" if _value_hash(a) != _value_hash(b) else "unchanged", a.key)
+            a, b = next(it_n, None), next(it_b, None)
+    return dict(sorted(diffs.items(), key=lambda kv: (kv[0] == OUTSIDE, kv[0])))
+
+
+# --- the local catalog of verified files ----------------------------------------------------------------------
+
+
+def catalog_path(snapshot: Path) -> Path:
+    return snapshot.parent / CATALOG_NAME
+
+
+def load_catalog(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{file name: entry}`` from ``folder/.verified.json``; empty when missing or unreadable."""
+    try:
+        data = json.loads((folder / CATALOG_NAME).read_text())
+        snaps = data.get("snapshots", {})
+        return snaps if isinstance(snaps, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def catalog_entry_for(path: Path, catalog: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The entry for ``path`` if it still describes the same file (same size and modification time)."""
+    entry = catalog.get(path.name)
+    if not entry:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+        return None
+    return entry
+
+
+def record_local(path: Path, digest_sha256: str, verified_at: str, content: Content) -> Path:
+    """Record a pass in ``.verified.json`` next to the file: written to ``.part``, fsynced, renamed, under a lock on
+    the folder so two verifications at once do not lose each other's entry."""
+    folder = path.parent
+    cat = folder / CATALOG_NAME
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        snaps = load_catalog(folder)
+        st = path.stat()
+        snaps[path.name] = {
+            "sha256": digest_sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "verified_at": verified_at,
+            "revision": content.revision, "keys": content.total_keys, "resources": content.sorted_resources(),
+        }
+        snaps = {k: v for k, v in snaps.items() if (folder / k).is_file()}  # forget files that are gone
+        part = cat.with_name(cat.name + ".part")
+        try:
+            with open(part, "w") as f:
+                json.dump({"version": 1, "snapshots": dict(sorted(snaps.items()))}, f, indent=2)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(part, cat)
+        finally:
+            part.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+    return cat
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    source: str
+    ok: bool = False
+    size: int = 0
+    sha256: str = ""
+    checks: list[str] = field(default_factory=list)
+    revision: int = 0
+    total_keys: int = 0
+    registry_keys: int = 0
+    db_entries: int = 0  # bbolt entries (snapshot status totalKey): every revision plus etcd's metadata
+    tools: dict[str, str] = field(default_factory=dict)  # {"status": "etcdutl 3.5.16", "restore": ...}
+    resources: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    verified_at: str = ""
+    recorded: str = ""
+    against: dict[str, Any] | None = None
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_integrity(f: Fetched, report: Report) -> None:
+    """What dr.source already proved, said out loud, plus the SHA-256 recorded at upload."""
+    report.size, report.sha256 = f.digest.size, f.digest.content_sha256
+    report.checks.append(f"hash trailer matches (SHA-256 {f.digest.content_sha256[:16]}…, "
+                         f"{cli.human_size(f.digest.size)})")
+    if f.info is None:
+        return
+    checksum = f.info.checksum_sha256
+    if checksum and "-" not in checksum:
+        report.checks.append("S3 SHA-256 checksum of the object matches the downloaded bytes")
+    elif checksum:
+        report.checks.append("S3 checksum is per part (multipart upload); the trailer covers the whole file")
+    recorded = f.info.metadata.get(s3.META_SHA256)
+    if recorded and recorded != f.digest.content_sha256:
+        raise CorruptSnapshot(f"{f.origin} is not the snapshot that was uploaded: its SHA-256 "
+                              f"{f.digest.content_sha256[:16]}… differs from the {recorded[:16]}… recorded at upload",
+                              "use another snapshot; this object was replaced or damaged")
+    if recorded:
+        report.checks.append("SHA-256 recorded at upload matches")
+
+
+def check_database(f: Fetched, report: Report) -> SnapshotStatus:
+    status = snapshot_status(f.path)
+    report.db_entries = status.total_keys or 0
+    report.tools["status"] = f"{status.tool} {status.tool_version or ''}".strip()
+    report.checks.append(f"bbolt consistency check passed ({status.command}: revision {status.revision}, "
+                         f"{report.db_entries} database entries)")
+    return status
+
+
+def check_content(f: Fetched, status: SnapshotStatus, content: Content, report: Report) -> None:
+    expected_rev = status.revision or 0
+    if content.total_keys == 0:
+        # An empty etcd: `snapshot status` says revision 0 while the restored etcd starts at 1; the real news is
+        # that there is nothing in it (hostile-inputs finding 15).
+        raise VerifyMismatch(f"{f.origin} restores, but holds no keys at all: it is a snapshot of an empty etcd "
+                             f"({status.command} revision {expected_rev}, restored at revision {content.revision})",
+                             "it would bring back an empty cluster: use a snapshot of the Talos node's etcd")
+    if content.revision != expected_rev:
+        raise VerifyMismatch(f"{f.origin} restored at revision {content.revision}, but the file says {expected_rev}",
+                             "use another snapshot and report this (etcd version mismatch?)")
+    meta_rev = f.info.metadata.get(s3.META_REVISION) if f.info else None
+    if meta_rev is not None and meta_rev.isdigit() and int(meta_rev) != content.revision:
+        raise VerifyMismatch(f"{f.origin} holds revision {content.revision}, but the object's metadata says {meta_rev}",
+                             "use another snapshot; this object is not the one that was uploaded")
+    if content.registry_keys == 0:
+        raise VerifyMismatch(f"{f.origin} restores, but holds no Kubernetes objects (no /registry/ keys; "
+                             f"{content.total_keys} keys in all)",
+                             "it would bring back an empty cluster: use a snapshot of the Talos node's etcd")
+    report.revision = content.revision
+    report.total_keys = content.total_keys
+    report.registry_keys = content.registry_keys
+    report.resources = content.sorted_resources()
+
+
+def read_back(etcd: ThrowawayEtcd, content: Content) -> None:
+    content.revision = etcd.revision
+    for kv in etcd.iter_kvs(keys_only=True):
+        content.add(kv.key)
+
+
+def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextIO) -> None:
+    """Tags on the S3 object, or the catalog next to a local file. A failure to record is a warning: the
+    snapshot did verify."""
+    report.verified_at = _now_text()
+    try:
+        if f.bucket and f.key:
+            s3.set_tags(r.s3_client(), f.bucket, f.key, {
+                s3.TAG_VERIFIED_AT: report.verified_at,
+                s3.TAG_VERIFIED_REVISION: str(content.revision),
+                s3.TAG_VERIFIED_KEYS: str(content.total_keys),
+            })
+            report.recorded = f"tags on s3://{f.bucket}/{f.key}"
+        else:
+            report.recorded = str(record_local(f.path, report.sha256, report.verified_at, content))
+    except (DRError, OSError) as exc:
+        report.recorded = ""
+        print(f"{PROG}: warning: the snapshot verified, but recording the result failed: {exc} "
+              "(`python -m dr.list` will not show it as verified)", file=err)
+
+
+def _print_text(report: Report, out: TextIO) -> None:
+    print(f"verifying {report.source}", file=out)
+    for c in report.checks:
+        print(f"  ok  {c}", file=out)
+    t = report.seconds
+    how = f" with {report.tools['restore'].split()[0]} snapshot restore" if report.tools.get("restore") else ""
+    print(f"  ok  restored into a throwaway etcd{how} and read back in {t.get('restore', 0):.1f}s: revision "
+          f"{report.revision}, {report.total_keys} keys", file=out)
+    print("\n  resource type                                 keys", file=out)
+    for name, n in report.resources.items():
+        print(f"  {name:<42} {n:>7}", file=out)
+    print(f"  {'total':<42} {report.total_keys:>7}", file=out)
+    if report.against is not None:
+        a = report.against
+        print(f"\nchanges from {a['source']} (revision {a['revision']}, {a['total_keys']} keys)\n"
+              f"          to {report.source} (revision {report.revision}, {report.total_keys} keys):", file=out)
+        changed = {k: v for k, v in a["resources"].items() if v["added"] or v["removed"] or v["changed"]}
+        if not changed:
+            print("  no differences: the same keys with the same values", file=out)
+        else:
+            print(f"  {'resource type':<34} {'added':>7} {'removed':>8} {'changed':>8} {'same':>7}", file=out)
+            for name, d in changed.items():
+                print(f"  {name:<34} {d['added']:>7} {d['removed']:>8} {d['changed']:>8} {d['unchanged']:>7}",
+                      file=out)
+            for name, d in changed.items():
+                for kind, sign in (("added", "+"), ("removed", "-"), ("changed", "~")):
+                    keys = d["examples"][kind]
+                    for k in keys[:EXAMPLES]:
+                        print(f"    {sign} {k}", file=out)
+                    if d[kind] > EXAMPLES:
+                        print(f"    {sign} ... and {d[kind] - EXAMPLES} more {kind} {name}", file=out)
+    where = f"; recorded as {report.recorded}" if report.recorded else ""
+    print(f"\nverified: {report.source} restores (revision {report.revision}, {report.total_keys} keys, "
+          f"{len([r for r in report.resources if r != OUTSIDE])} resource types){where}", file=out)
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    p = cli.parser(PROG, "Prove a snapshot restores: check its hash, restore it into a throwaway etcd, count what "
+                         "it holds per Kubernetes resource type, and record the result.")
+    p.add_argument("snapshot", help="a local file, s3://bucket/key, or `latest` (newest in the bucket)")
+    p.add_argument("--against", metavar="SNAPSHOT",
+                   help="another snapshot (same forms) to compare with: keys added/removed/changed per type since it")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout (also on failure)")
+    p.add_argument("--tmp-dir", help="where the throwaway etcd and downloads go (default: $TMPDIR or /tmp); "
+                                     "needs the snapshot's size plus 80 MiB free")
+    add_common_flags(p)
+    args = p.parse_args(argv)
+    report = Report(source=args.snapshot)
+
+    def body() -> int:
+        r = Resolver(args)
+        binaries()  # a missing etcd is a clear error before any download, never a pass
+        base = Path(args.tmp_dir) if args.tmp_dir else Path(tempfile.gettempdir())
+        base.mkdir(parents=True, exist_ok=True)
+        downloads = Path(tempfile.mkdtemp(prefix="dr-verify-download-", dir=base))
+        try:
+            t0 = time.monotonic()
+            f = fetch(args.snapshot, r, downloads, err)
+            report.source = f.origin
+            check_integrity(f, report)
+            status = check_database(f, report)
+            # Its own folder: two objects with the same name in different buckets or prefixes must not collide.
+            g = fetch(args.against, r, downloads / "against", err) if args.against else None
+            if g is not None:
+                check_database(g, Report(source=g.origin))
+            report.seconds["integrity"] = round(time.monotonic() - t0, 3)
+            print(f"{PROG}: restoring {f.origin} into a throwaway etcd under {base} ...", file=err, flush=True)
+            t1 = time.monotonic()
+            content = Content()
+            with ThrowawayEtcd(f.path, base_dir=base, label=f.origin) as etcd:
+                if etcd.tool is not None:
+                    report.tools["restore"] = etcd.tool.label
+                if g is None:
+                    read_back(etcd, content)
+                else:
+                    base_content = Content()
+                    with ThrowawayEtcd(g.path, base_dir=base, label=g.origin) as other:
+                        content.revision, base_content.revision = etcd.revision, other.revision
+                        diffs = diff_streams(etcd.iter_kvs(keys_only=False), other.iter_kvs(keys_only=False),
+                                             content, base_content)
+                    report.against = {
+                        "source": g.origin, "revision": base_content.revision, "total_keys": base_content.total_keys,
+                        "resources_count": base_content.sorted_resources(),
+                        "resources": {k: {**asdict(v)} for k, v in diffs.items()},
+                    }
+            report.seconds["restore"] = round(time.monotonic() - t1, 3)
+            check_content(f, status, content, report)
+            record(f, r, report, content, err)
+            report.ok = True
+        finally:
+            shutil.rmtree(downloads, ignore_errors=True)
+        if args.json:
+            print(json.dumps(asdict(report), indent=2), file=out)
+        else:
+            _print_text(report, out)
+        return 0
+
+    def body_json_on_failure() -> int:
+        try:
+            return body()
+        except DRError as exc:
+            if args.json:
+                print(json.dumps({**asdict(report), "ok": False, "error": str(exc),
+                                  "exit_code": int(exc.exit_code)}, indent=2), file=out)
+            raise
+
+    return cli.run(PROG, body_json_on_failure, debug=args.debug, err=err)
+
+
+def sigterm_as_interrupt() -> None:
+    """Treat SIGTERM (`timeout`, systemd, a CI runner cancelling) like Ctrl-C, so the throwaway etcd and its folder
+    are cleaned up by the same ``finally`` blocks instead of waiting for the next run's sweep."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

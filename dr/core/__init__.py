@@ -1,0 +1,1 @@
+"""Pure cores: no I/O, no clock (it is an argument), nothing from ``dr.adapters`` or ``dr.commands``."""

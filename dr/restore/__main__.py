@@ -1,5 +1,0 @@
-import sys
-
-from dr.restore.command import main
-
-sys.exit(main())
