@@ -18,7 +18,8 @@ venv: $(STAMP)
 etcd:
 	@bash scripts/ensure-etcd.sh
 
-test: venv etcd
+# Lint and types first: a test run that passes on code ruff or mypy rejects is not a pass (.ci/run runs this target).
+test: venv etcd lint
 	$(PY) -m pytest
 
 demo: venv etcd
@@ -36,6 +37,7 @@ bench: venv etcd $(BENCH_VENV)/.installed
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy dr infra sandbox snapshot_lambda
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache
