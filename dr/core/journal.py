@@ -1,5 +1,6 @@
 """The restore journal: what a half-done restore has already done, so running it again continues instead of starting
-over. One JSON file under ``.talos/``, written atomically (``.part``, fsync, rename) and private (0600).
+over. One JSON file under ``.talos/``; this module is the pure record and its JSON form, ``dr.adapters.journal_file``
+reads and writes it (atomically and private, 0600, through ``dr.adapters.fsutil``).
 
 The journal is a record, not the truth: ``dr.restore`` always judges the next step by the node's actual state and
 uses the journal only to tell "this restore's own reset" from "someone else's data" (see ``dr.core.restore_plan``), and
@@ -9,7 +10,6 @@ never as a stand-in for this run's confirmation.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,8 @@ STEPS = (CONFIRMED, SAFETY_SNAPSHOT, RESET, NODE_BACK, CONFIG_APPLIED, BOOTSTRAP
          KUBECONFIG)
 
 
-def _now() -> str:
+def now_stamp() -> str:
+    """The current UTC time as the journal records it."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -48,8 +49,8 @@ class Journal:
     node: str
     cluster: str
     wipe_state: bool = False
-    started_at: str = field(default_factory=_now)
-    updated_at: str = field(default_factory=_now)
+    started_at: str = field(default_factory=now_stamp)
+    updated_at: str = field(default_factory=now_stamp)
     steps: dict[str, str] = field(default_factory=dict)
     safety_snapshot: str | None = None
     format: int = FORMAT
@@ -72,12 +73,8 @@ def path_for(talos_dir: Path) -> Path:
     return talos_dir / JOURNAL_NAME
 
 
-def load(path: Path) -> Journal | None:
-    """The journal at ``path``, or None when there is none."""
-    try:
-        raw = path.read_text()
-    except FileNotFoundError:
-        return None
+def parse(raw: str, origin: Path) -> Journal:
+    """The journal in ``raw`` (the text of the file at ``origin``)."""
     try:
         data = json.loads(raw)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -85,37 +82,10 @@ def load(path: Path) -> Journal | None:
         known = set(Journal.__dataclass_fields__)
         return Journal(**{k: v for k, v in data.items() if k in known})
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"restore journal {path} is unreadable ({exc})",
+        raise ConfigError(f"restore journal {origin} is unreadable ({exc})",
                           "check the node's state by hand (`talosctl -n IP service etcd`), then run the restore "
                           "again with --abandon-previous (it removes the file)") from exc
 
 
-def save(path: Path, j: Journal) -> None:
-    """Write atomically: a crash leaves either the old journal or the new one, never half of one."""
-    j.updated_at = _now()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    part = path.with_name(path.name + ".part")
-    try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(j), f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    finally:
-        part.unlink(missing_ok=True)
-
-
-def mark(path: Path, j: Journal, step: str) -> None:
-    j.steps[step] = _now()
-    save(path, j)
-
-
-def remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
+def dumps(j: Journal) -> str:
+    return json.dumps(asdict(j), indent=2, sort_keys=True) + "\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dr.adapters import journal_file
 from dr.adapters.lock import exclusive
 from dr.adapters.talosctl import Talosctl
 from dr.commands import backup, restore
@@ -222,15 +223,15 @@ def test_unreachable_node_refuses(sandbox_env):
 
 def _interrupt_after(monkeypatch, step: str):
     """Ctrl-C right after ``step`` is recorded. Returns a function that stops interrupting."""
-    real = journal.mark
+    real = journal_file.mark
 
     def mark(path, j, s):
         real(path, j, s)
         if s == step:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(journal, "mark", mark)
-    return lambda: monkeypatch.setattr(journal, "mark", real)
+    monkeypatch.setattr(journal_file, "mark", mark)
+    return lambda: monkeypatch.setattr(journal_file, "mark", real)
 
 
 def _interrupt_after_reset(monkeypatch):
@@ -252,7 +253,7 @@ def test_interrupted_after_reset_resumes_without_asking_again(sandbox_env, monke
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.INTERRUPTED, res
     assert "half done" in res.err and "python -m dr.restore latest" in res.err
-    j = journal.load(journal.path_for(talos_dir()))
+    j = journal_file.load(journal.path_for(talos_dir()))
     assert j is not None and j.done(journal.RESET) and not j.done(journal.BOOTSTRAP_STARTED)
     assert oct(journal.path_for(talos_dir()).stat().st_mode & 0o777) == "0o600"
     stop()
@@ -300,7 +301,7 @@ def test_node_that_never_returns_times_out_resumably(sandbox_env):
     assert res.code == ExitCode.TIMEOUT, res
     assert "did not come back" in res.err and "python -m dr.restore latest" in res.err
     assert "node is " in res.out  # progress lines while waiting
-    j = journal.load(journal.path_for(talos_dir()))
+    j = journal_file.load(journal.path_for(talos_dir()))
     assert j is not None and j.done(journal.RESET)
     # Still down: a re-run waits again and times out again, without a second reset.
     res = run_cli(restore.main, "latest", "--poll-interval", "0.1", "--reboot-timeout", "1s")
@@ -372,7 +373,7 @@ def test_unhealthy_after_bootstrap_times_out_then_finishes(sandbox_env):
     res = run_cli(restore.main, "latest", "--yes", "--poll-interval", "0.1", "--health-timeout", "1s")
     assert res.code == ExitCode.TIMEOUT, res
     assert "did not become healthy" in res.err
-    j = journal.load(journal.path_for(talos_dir()))
+    j = journal_file.load(journal.path_for(talos_dir()))
     assert j is not None and j.done(journal.BOOTSTRAPPED) and not j.done(journal.HEALTHY)
     sb.clear_faults()
     n_boot = len(calls_of(sb, "bootstrap"))
@@ -386,14 +387,14 @@ def test_a_backup_during_a_restore_is_refused(sandbox_env, monkeypatch):
     sb = sandbox_env
     backup_a_then_write_b(sb)
     seen = {}
-    real = journal.mark
+    real = journal_file.mark
 
     def mark(path, j, s):
         real(path, j, s)
         if s == journal.RESET:
             seen["backup"] = run_cli(backup.main)
 
-    monkeypatch.setattr(journal, "mark", mark)
+    monkeypatch.setattr(journal_file, "mark", mark)
     res = run_restore("latest", "--yes")
     assert_restored(sb, res)
     assert seen["backup"].code == ExitCode.LOCKED
@@ -413,7 +414,7 @@ def test_a_running_backup_blocks_the_restore(sandbox_env):
 def test_etcd_not_wiped_stops_with_a_conflict_and_never_claims_success(sandbox_env, monkeypatch):
     sb = sandbox_env
     backup_a_then_write_b(sb)
-    real = journal.mark
+    real = journal_file.mark
 
     def someone_bootstraps_first(path, j, s):
         real(path, j, s)
@@ -430,12 +431,12 @@ def test_etcd_not_wiped_stops_with_a_conflict_and_never_claims_success(sandbox_e
                 time.sleep(0.05)
             raise AssertionError("the competing bootstrap never started etcd")
 
-    monkeypatch.setattr(journal, "mark", someone_bootstraps_first)
+    monkeypatch.setattr(journal_file, "mark", someone_bootstraps_first)
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.RESTORE_CONFLICT, res
     assert "etcd data directory is not empty" in res.err and "--abandon-previous" in res.err
-    monkeypatch.setattr(journal, "mark", real)
-    j = journal.load(journal.path_for(talos_dir()))
+    monkeypatch.setattr(journal_file, "mark", real)
+    j = journal_file.load(journal.path_for(talos_dir()))
     assert j is not None and j.done(journal.RESET) and not j.done(journal.BOOTSTRAP_STARTED)
     # Running it again must not report success over data that is not the snapshot's: it starts over from the
     # confirmation (refused here: no terminal), and with --yes it resets again and restores.
@@ -471,21 +472,21 @@ def test_not_enough_disk_for_the_safety_snapshot_refuses(sandbox_env, tiny_fs):
 def test_a_refused_reset_leaves_no_half_done_restore(sandbox_env, monkeypatch):
     sb = sandbox_env
     backup_a_then_write_b(sb)
-    real = journal.mark
+    real = journal_file.mark
 
     def node_goes_away(path, j, s):
         real(path, j, s)
         if s == journal.SAFETY_SNAPSHOT:
             sb.set_faults(unreachable=True)
 
-    monkeypatch.setattr(journal, "mark", node_goes_away)
+    monkeypatch.setattr(journal_file, "mark", node_goes_away)
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.NODE_UNREACHABLE, res
     # The node went away after the safety snapshot: the restore sees that before it sends the reset.
     assert "nothing was changed" in res.err
     sb.clear_faults()
     assert_untouched(sb)
-    monkeypatch.setattr(journal, "mark", real)
+    monkeypatch.setattr(journal_file, "mark", real)
 
     # Gone between the last probe and the reset itself: the refused connection means no reset, and no journal.
     real_reset = Talosctl.reset
@@ -553,7 +554,7 @@ def test_a_snapshot_the_node_refuses_is_reported_not_claimed(sandbox_env, tmp_pa
     assert res.code == ExitCode.NODE_ERROR, res
     assert "failed to start from the snapshot" in res.err and "--abandon-previous" in res.err
     assert "restore complete" not in res.out
-    j = journal.load(journal.path_for(talos_dir()))
+    j = journal_file.load(journal.path_for(talos_dir()))
     assert j is not None and j.done(journal.BOOTSTRAP_STARTED) and not j.done(journal.BOOTSTRAPPED)
     again = run_restore(str(bad))
     assert again.code == ExitCode.NODE_ERROR and "failed to start from the snapshot" in again.err

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from dr.adapters import journal_file
 from dr.adapters.etcdlocal import snapshot_status
 from dr.adapters.talosctl import ServiceEvent, ServiceStatus
 from dr.commands.cli import parse_duration
@@ -31,19 +32,19 @@ def test_parse_duration_rejects(text):
 
 def test_journal_round_trip_is_private_and_atomic(tmp_path):
     path = journal.path_for(tmp_path / ".talos")
-    assert journal.load(path) is None
+    assert journal_file.load(path) is None
     j = journal.Journal(spec="latest", snapshot_path="/s.db", snapshot_sha256="ab" * 32, snapshot_origin="s3://b/k",
                         node="203.0.113.7", cluster="c")
-    journal.mark(path, j, journal.CONFIRMED)
-    journal.mark(path, j, journal.RESET)
+    journal_file.mark(path, j, journal.CONFIRMED)
+    journal_file.mark(path, j, journal.RESET)
     assert path.stat().st_mode & 0o777 == 0o600
     assert not path.with_name(path.name + ".part").exists()
-    back = journal.load(path)
+    back = journal_file.load(path)
     assert back == j
     assert back.past_point_of_no_return and back.last_step == journal.RESET
     assert set(json.loads(path.read_text())["steps"]) == {journal.CONFIRMED, journal.RESET}
-    journal.remove(path)
-    assert journal.load(path) is None
+    journal_file.remove(path)
+    assert journal_file.load(path) is None
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", json.dumps({"format": 99})])
@@ -51,7 +52,7 @@ def test_unreadable_journal_is_a_config_error(tmp_path, content):
     path = tmp_path / journal.JOURNAL_NAME
     path.write_text(content)
     with pytest.raises(ConfigError, match="unreadable"):
-        journal.load(path)
+        journal_file.load(path)
 
 
 class FakeTalosctl:

@@ -17,7 +17,6 @@ again after Ctrl-C, a crash or a timeout continues from where it stopped.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -25,8 +24,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from dr.adapters import s3
+from dr.adapters import journal_file, s3
 from dr.adapters.etcdlocal import SnapshotStatus, snapshot_status
+from dr.adapters.fsutil import atomic_write
 from dr.adapters.lock import exclusive
 from dr.adapters.talosctl import Talosctl
 from dr.commands import cli, source
@@ -52,16 +52,7 @@ def ensure_talosconfig(r: Resolver, out: TextIO) -> None:
     if not text:
         return
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    part = path.with_name(path.name + ".part")
-    try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(str(text))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
+    atomic_write(path, str(text), mode=0o600, overwrite=False)  # never over a talosconfig that appeared meanwhile
     print(f"wrote {path} from stack output {keys.TALOSCONFIG} (it was missing)", file=out)
 
 
@@ -92,13 +83,13 @@ class Restore:
 
     def mark(self, step: str) -> None:
         assert self.j is not None
-        journal.mark(self.jpath, self.j, step)
+        journal_file.mark(self.jpath, self.j, step)
 
     def unmark(self, step: str) -> None:
         """The node refused the step outright: record that it did not happen, so a re-run does it again."""
         assert self.j is not None
         if self.j.steps.pop(step, None) is not None:
-            journal.save(self.jpath, self.j)
+            journal_file.save(self.jpath, self.j)
 
     def options(self) -> pl.Options:
         return pl.Options(wipe_state=bool(self.j.wipe_state if self.j else self.args.wipe_state),
@@ -211,7 +202,7 @@ class Restore:
                      "it since); starting again from the confirmation, with a safety snapshot of what it holds now")
             for s in (journal.RESET, journal.SAFETY_SNAPSHOT, journal.CONFIRMED, journal.NODE_BACK):
                 self.j.steps.pop(s, None)
-            journal.save(self.jpath, self.j)
+            journal_file.save(self.jpath, self.j)
             self.confirmed = self.safety_done = False
         elif a == pl.APPLY_CONFIG:
             self.node_back()
@@ -314,12 +305,12 @@ class Restore:
 
     def previous_journal(self, fetched: source.Fetched) -> journal.Journal | None:
         try:
-            j = journal.load(self.jpath)
+            j = journal_file.load(self.jpath)
         except ConfigError:
             if not self.args.abandon_previous:
                 raise
             self.say(f"removing the unreadable restore journal {self.jpath} (--abandon-previous)")
-            journal.remove(self.jpath)
+            journal_file.remove(self.jpath)
             self.abandoned_past_reset = True  # unknown: assume the node may be mid-reset and wait for it
             return None
         if j is None:
@@ -328,7 +319,7 @@ class Restore:
         if self.args.abandon_previous:
             self.say(f"abandoning the half-done restore of {j.snapshot_origin} to node {j.node} (started "
                      f"{j.started_at}, last step {j.last_step}); starting over from the node's current state")
-            journal.remove(self.jpath)
+            journal_file.remove(self.jpath)
             self.abandoned_past_reset = j.past_point_of_no_return
             return None
         if not same:
@@ -366,7 +357,7 @@ class Restore:
             "then take a fresh backup: python -m dr.backup --save-to-s3",
         ]
         self.say("\n".join(lines))
-        journal.remove(self.jpath)
+        journal_file.remove(self.jpath)
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
@@ -429,7 +420,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             except BaseException as exc:
                 j = job.j
                 if j is not None and not j.past_point_of_no_return:
-                    journal.remove(job.jpath)  # nothing half done: the node was not touched
+                    journal_file.remove(job.jpath)  # nothing half done: the node was not touched
                     j = None
                 if isinstance(exc, KeyboardInterrupt):
                     if j is None:
