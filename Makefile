@@ -2,18 +2,34 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+LOCKS := requirements.lock requirements-dev.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) | cksum | cut -d' ' -f1)
 
-.PHONY: test demo bench lint etcd venv clean
+.PHONY: test demo bench lint etcd venv lock clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The venv installs the hash-pinned lock (every transitive dependency, every file's SHA-256), nothing else: pip uses
+# whatever index it is configured with, and no index URL is named here or in the locks, because --require-hashes makes
+# the source irrelevant (a file whose SHA-256 is not in the lock is refused, wherever it came from). The venv's own
+# pip is not upgraded, as that would be the one unhashed download.
+$(STAMP): $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.lock
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 venv: $(STAMP)
+
+# After editing requirements*.txt: regenerate both locks with pip-tools, run from a throwaway venv (not the project's).
+# Existing pins are kept unless a requirement changed (pip-compile prefers them); requirements.lock is seeded from the
+# dev lock so the runtime lock pins the same versions (tests/infra/test_lock.py checks both against the .txt files).
+LOCK_TOOL_VENV := $(or $(TMPDIR),/tmp)/talos-dr-pip-tools
+PIP_COMPILE := $(LOCK_TOOL_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
+lock:
+	test -x $(LOCK_TOOL_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOL_VENV) && $(LOCK_TOOL_VENV)/bin/pip install -q pip-tools; }
+	$(PIP_COMPILE) -o requirements-dev.lock requirements-dev.txt
+	cp requirements-dev.lock requirements.lock
+	$(PIP_COMPILE) -o requirements.lock requirements.txt
 
 etcd:
 	@bash scripts/ensure-etcd.sh
