@@ -15,7 +15,8 @@ Resources (children of ``SnapshotSchedule``):
   stale backups at preview, takes a catch-up snapshot on ``up``.
 
 The deployment package is built by ``lambda_package``: wheels for the Lambda platform come from a cache directory
-(filled by ``pip download`` on first use, or pre-populated / pointed at for offline machines), then this repo's
+(filled by ``pip download`` on first use, or pre-populated / pointed at for offline machines), each wheel checked
+against the SHA-256s ``requirements.lock`` lists for its version, then this repo's
 ``dr/`` and the wheels' contents are zipped deterministically (sorted entries, fixed timestamps and modes), so the
 same sources give the same bytes and ``pulumi up`` shows no change.
 """
@@ -25,8 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +51,10 @@ LAMBDA_HANDLER = "snapshot_lambda.handler.handler"
 # because it cannot handshake with Talos's Ed25519 apid key) and protobuf for the messages. cryptography is left
 # out on purpose: the runner only uses it for an optional local expiry check, and it would drag cffi along.
 LAMBDA_REQUIREMENTS: tuple[str, ...] = ("h2==4.3.0", "hpack==4.1.0", "hyperframe==6.1.0", "protobuf==6.33.6")
+# Each wheel's SHA-256 must be one this lock lists for its pinned version (pip-compile --generate-hashes records every
+# file published for a version, so the Lambda platform's manylinux/py3 wheel is among them). Whatever put a wheel in
+# the cache or wheel folder, one whose hash is not listed is refused.
+LOCK_FILE = ROOT / "requirements.lock"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
 LAMBDA_PYTHON = "3.11"
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "talos-dr" / "lambda"
@@ -67,10 +74,59 @@ def _dist_name(requirement: str) -> str:
     return requirement.split("==")[0].strip().lower().replace("-", "_")
 
 
-def find_wheels(wheel_dir: Path, requirements: Sequence[str] = LAMBDA_REQUIREMENTS) -> list[Path] | None:
-    """The wheels in ``wheel_dir`` that satisfy ``requirements`` (name==version), or None when any is missing."""
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).strip().lower()
+
+
+# Hashes allowed per requirement ("name==version" as in LAMBDA_REQUIREMENTS): hex SHA-256 digests.
+WheelHashes = Mapping[str, frozenset[str]]
+
+
+def locked_hashes(requirements: Sequence[str] = LAMBDA_REQUIREMENTS, lock: Path = LOCK_FILE) -> dict[str, frozenset[str]]:
+    """The SHA-256s ``lock`` (a pip-compile --generate-hashes file) lists for each ``name==version`` requirement.
+
+    Raises ``PackageError`` when a requirement is not in the lock at that version, or has no hashes there."""
+    try:
+        text = lock.read_text()
+    except OSError as exc:
+        raise PackageError(f"cannot read {lock} (the hash-pinned lock the Lambda's wheels are checked against): {exc}") from exc
+    pins: dict[str, tuple[str, frozenset[str]]] = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.split("#", 1)[0].strip()
+        pin, _, rest = line.partition(" ")
+        name, sep, version = pin.split(";", 1)[0].partition("==")
+        if sep:
+            pins[_canonical(name)] = (version, frozenset(re.findall(r"--hash=sha256:([0-9a-f]{64})", rest)))
+    out = {}
+    for req in requirements:
+        name, _, version = req.partition("==")
+        locked_version, hashes = pins.get(_canonical(name), (None, frozenset()))
+        if locked_version != version or not hashes:
+            have = f"has {name}=={locked_version}" if locked_version else f"does not list {name}"
+            raise PackageError(f"the snapshot Lambda needs {req} but {lock.name} {have}{'' if hashes else ' with hashes'}: "
+                               "make LAMBDA_REQUIREMENTS (infra/schedule.py) and requirements.txt agree, then `make lock`")
+        out[req] = hashes
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_wheels(
+    wheel_dir: Path, requirements: Sequence[str] = LAMBDA_REQUIREMENTS, hashes: WheelHashes | None = None
+) -> list[Path] | None:
+    """The wheels in ``wheel_dir`` that satisfy ``requirements`` (name==version), or None when any is missing.
+
+    Every Lambda-compatible wheel there for a requirement must have a SHA-256 that ``hashes`` (default: the lock's)
+    lists for it; one that does not is refused (``PackageError``), not skipped: a changed wheel is a warning sign."""
     if not wheel_dir.is_dir():
         return None
+    allowed = hashes if hashes is not None else locked_hashes(requirements)
     found = []
     for req in requirements:
         name, _, version = req.partition("==")
@@ -78,6 +134,11 @@ def find_wheels(wheel_dir: Path, requirements: Sequence[str] = LAMBDA_REQUIREMEN
         matches = sorted(p for p in wheel_dir.glob("*.whl") if p.name.lower().startswith(prefix) and lambda_compatible(p.name))
         if not matches:
             return None
+        for wheel in matches:
+            digest = _sha256(wheel)
+            if digest not in allowed.get(req, ()):
+                raise PackageError(f"refusing {wheel}: its SHA-256 {digest} is not one {LOCK_FILE.name} lists for {req} "
+                                   "(delete it and download it again)")
         found.append(matches[0])
     return found
 
@@ -94,14 +155,19 @@ def lambda_compatible(wheel_name: str) -> bool:
     return linux and (python in ("cp311", "py3") or (abi == "abi3" and python.startswith("cp3")))
 
 
-def pip_download(dest: Path, requirements: Sequence[str]) -> None:
-    """``pip download`` the Lambda platform's wheels into ``dest`` (binary only: nothing is compiled here)."""
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-        "--only-binary=:all:", "--platform", LAMBDA_PLATFORM, "--python-version", LAMBDA_PYTHON,
-        "--implementation", "cp", "--dest", str(dest), *requirements,
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+def pip_download(dest: Path, requirements: Sequence[str], hashes: WheelHashes) -> None:
+    """``pip download`` the Lambda platform's wheels into ``dest``: binary only (nothing is compiled here), no
+    dependencies beyond the list, and in pip's hash-checking mode against ``hashes``. pip's configured index is used;
+    the hashes make the source irrelevant (and ``find_wheels`` checks them again)."""
+    with tempfile.TemporaryDirectory(prefix="talos-dr-lambda-") as tmp:
+        reqs = Path(tmp) / "requirements.txt"
+        reqs.write_text("".join(f"{r} " + " ".join(f"--hash=sha256:{h}" for h in sorted(hashes[r])) + "\n" for r in requirements))
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+            "--require-hashes", "--only-binary=:all:", "--platform", LAMBDA_PLATFORM, "--python-version", LAMBDA_PYTHON,
+            "--implementation", "cp", "--dest", str(dest), "-r", str(reqs),
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
 
 
 def ensure_wheels(
@@ -109,35 +175,38 @@ def ensure_wheels(
     *,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     requirements: Sequence[str] = LAMBDA_REQUIREMENTS,
-    download: Callable[[Path, Sequence[str]], None] = pip_download,
+    download: Callable[[Path, Sequence[str], WheelHashes], None] = pip_download,
+    hashes: WheelHashes | None = None,
 ) -> list[Path]:
     """The Lambda platform's wheels: from ``wheel_dir`` when given (never downloads), else from ``cache_dir``,
-    downloading into it once. Raises ``PackageError`` saying how to fix it (typically: no internet)."""
+    downloading into it once; each checked against ``hashes`` (default: the lock's). Raises ``PackageError`` saying
+    how to fix it (typically: no internet, or a wheel whose hash the lock does not list)."""
+    hashes = hashes if hashes is not None else locked_hashes(requirements)
     if wheel_dir is not None:
-        wheels = find_wheels(wheel_dir, requirements)
+        wheels = find_wheels(wheel_dir, requirements, hashes)
         if wheels is None:
             raise PackageError(
                 f"{wheel_dir} does not hold wheels for {', '.join(requirements)} ({LAMBDA_PLATFORM}, Python {LAMBDA_PYTHON}); "
-                f"fill it on a machine with internet access: pip download --only-binary=:all: --platform {LAMBDA_PLATFORM} "
+                f"fill it on a machine with internet access: pip download --no-deps --only-binary=:all: --platform {LAMBDA_PLATFORM} "
                 f"--python-version {LAMBDA_PYTHON} --implementation cp -d {wheel_dir} {' '.join(requirements)}"
             )
         return wheels
-    wheels = find_wheels(cache_dir, requirements)
+    wheels = find_wheels(cache_dir, requirements, hashes)
     if wheels is not None:
         return wheels
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
-        download(cache_dir, requirements)
+        download(cache_dir, requirements, hashes)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         detail = getattr(exc, "stderr", None) or str(exc)
         raise PackageError(
             f"cannot download the snapshot Lambda's wheels ({', '.join(requirements)}) into {cache_dir}: "
             f"{str(detail).strip()[-300:]}. Without internet access, copy the wheels there (or anywhere, then "
             f"`pulumi config set {WHEEL_DIR_CONFIG_KEY} DIR` or set {WHEEL_DIR_ENV}=DIR); to make them: pip download "
-            f"--only-binary=:all: --platform {LAMBDA_PLATFORM} --python-version {LAMBDA_PYTHON} --implementation cp "
+            f"--no-deps --only-binary=:all: --platform {LAMBDA_PLATFORM} --python-version {LAMBDA_PYTHON} --implementation cp "
             f"-d DIR {' '.join(requirements)}. Or set scheduledSnapshots to false."
         ) from exc
-    wheels = find_wheels(cache_dir, requirements)
+    wheels = find_wheels(cache_dir, requirements, hashes)
     if wheels is None:
         raise PackageError(f"pip ran but {cache_dir} still lacks wheels for {', '.join(requirements)}")
     return wheels
@@ -211,10 +280,12 @@ def build_package(
     return hashlib.sha256(out_path.read_bytes()).hexdigest()
 
 
-def lambda_package(wheel_dir: str | None = None, *, cache_dir: Path = DEFAULT_CACHE_DIR) -> pulumi.FileArchive:
+def lambda_package(
+    wheel_dir: str | None = None, *, cache_dir: Path = DEFAULT_CACHE_DIR, hashes: WheelHashes | None = None
+) -> pulumi.FileArchive:
     """Build (or reuse) the deployment package and return it as a Pulumi archive."""
     chosen = wheel_dir or os.environ.get(WHEEL_DIR_ENV)
-    wheels = ensure_wheels(Path(chosen) if chosen else None, cache_dir=cache_dir)
+    wheels = ensure_wheels(Path(chosen) if chosen else None, cache_dir=cache_dir, hashes=hashes)
     out = cache_dir / "package" / "talos-dr-snapshot-lambda.zip"
     build_package(out, wheels)
     return pulumi.FileArchive(str(out))

@@ -309,6 +309,19 @@ def fake_lambda_wheels(dest: Path) -> Path:
     return dest
 
 
+def fake_lambda_hashes(wheel_dir: Path) -> dict[str, frozenset[str]]:
+    """What the lock would list for the fake wheels in ``wheel_dir``: their own SHA-256s. (The real wheels are checked
+    against requirements.lock; tests/schedule/test_package.py tests that check.)"""
+    from infra.schedule import LAMBDA_REQUIREMENTS
+
+    out = {}
+    for req in LAMBDA_REQUIREMENTS:
+        name, _, version = req.partition("==")
+        wheels = wheel_dir.glob(f"{name.replace('-', '_')}-{version}-*.whl") if wheel_dir.is_dir() else []
+        out[req] = frozenset(hashlib.sha256(w.read_bytes()).hexdigest() for w in wheels)
+    return out
+
+
 @functools.cache
 def _offline_lambda_dirs() -> tuple[Path, Path]:
     root = Path(tempfile.mkdtemp(prefix="talos-dr-test-lambda-"))
@@ -340,7 +353,7 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
 
     def offline_package(wheel_dir: str | None = None, **_: Any) -> pulumi.FileArchive:
         packages.append(wheel_dir)
-        return real_package(wheel_dir, cache_dir=cache)
+        return real_package(wheel_dir, cache_dir=cache, hashes=fake_lambda_hashes(Path(wheel_dir or wheels)))
 
     patch = pytest.MonkeyPatch()
     patch.setenv(schedule.WHEEL_DIR_ENV, str(wheels))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import subprocess
 import sys
 import zipfile
@@ -43,6 +44,24 @@ def wheel_dir(tmp_path):
     return d
 
 
+def _hashes_of(wheel_dir: Path, requirements) -> dict[str, frozenset[str]]:
+    """The table the lock would give for the fake wheels: their own SHA-256s."""
+    out = {}
+    for req in requirements:
+        name, _, version = req.partition("==")
+        out[req] = frozenset(hashlib.sha256(w.read_bytes()).hexdigest()
+                             for w in wheel_dir.glob(f"{isch._dist_name(name)}-{version}-*.whl"))
+    return out
+
+
+ALL_REQS = ("grpcio==1.85.1", *isch.LAMBDA_REQUIREMENTS)
+
+
+@pytest.fixture
+def hashes(wheel_dir):
+    return _hashes_of(wheel_dir, ALL_REQS)
+
+
 @pytest.fixture
 def source_root(tmp_path):
     root = tmp_path / "src"
@@ -53,18 +72,18 @@ def source_root(tmp_path):
     return root
 
 
-def test_find_wheels_picks_the_lambda_platform(wheel_dir):
+def test_find_wheels_picks_the_lambda_platform(wheel_dir, hashes):
     reqs = ("grpcio==1.85.1", "protobuf==6.33.6")
-    assert [p.name for p in isch.find_wheels(wheel_dir, reqs)] == [GRPC, PROTO]
-    assert [p.name for p in isch.find_wheels(wheel_dir)] == [H2, HPACK, HYPERFRAME, PROTO]
+    assert [p.name for p in isch.find_wheels(wheel_dir, reqs, hashes)] == [GRPC, PROTO]
+    assert [p.name for p in isch.find_wheels(wheel_dir, hashes=hashes)] == [H2, HPACK, HYPERFRAME, PROTO]
     assert isch.lambda_compatible(GRPC) and isch.lambda_compatible(PROTO)
     assert not isch.lambda_compatible(MAC)
     assert not isch.lambda_compatible("grpcio-1.85.1-cp312-cp312-manylinux2014_x86_64.whl")
     assert not isch.lambda_compatible("grpcio-1.85.1-cp311-cp311-manylinux2014_aarch64.whl")
 
 
-def test_package_is_deterministic(wheel_dir, source_root, tmp_path):
-    wheels = isch.find_wheels(wheel_dir, ("grpcio==1.85.1", "protobuf==6.33.6", "h2==4.3.0"))
+def test_package_is_deterministic(wheel_dir, hashes, source_root, tmp_path):
+    wheels = isch.find_wheels(wheel_dir, ("grpcio==1.85.1", "protobuf==6.33.6", "h2==4.3.0"), hashes)
     a = isch.build_package(tmp_path / "a.zip", wheels, source_root=source_root)
     # new mtimes everywhere, and the wheel list in another order: same bytes
     for p in [*source_root.rglob("*"), *wheel_dir.iterdir()]:
@@ -98,11 +117,11 @@ def test_wheel_dir_without_the_wheels_says_how_to_fill_it(tmp_path):
     with pytest.raises(isch.PackageError) as ei:
         isch.ensure_wheels(tmp_path)
     msg = str(ei.value)
-    assert str(tmp_path) in msg and "pip download --only-binary=:all: --platform manylinux2014_x86_64" in msg
+    assert str(tmp_path) in msg and "pip download --no-deps --only-binary=:all: --platform manylinux2014_x86_64" in msg
 
 
 def test_offline_cache_miss_is_a_clear_error(tmp_path):
-    def offline(dest, reqs):
+    def offline(dest, reqs, hashes):
         raise subprocess.CalledProcessError(1, ["pip"], stderr="ERROR: Could not find a version (network is unreachable)")
 
     with pytest.raises(isch.PackageError) as ei:
@@ -112,16 +131,90 @@ def test_offline_cache_miss_is_a_clear_error(tmp_path):
     assert isch.WHEEL_DIR_CONFIG_KEY in msg and isch.WHEEL_DIR_ENV in msg
 
 
-def test_cache_is_filled_once(tmp_path, wheel_dir):
-    calls = []
-
-    def fake_download(dest, reqs):
-        calls.append(list(reqs))
+def _copying_download(wheel_dir, calls):
+    def fake_download(dest, reqs, hashes):
+        calls.append((list(reqs), hashes))
         for w in (H2, HPACK, HYPERFRAME, PROTO):
             (dest / w).write_bytes((wheel_dir / w).read_bytes())
 
+    return fake_download
+
+
+def test_cache_is_filled_once(tmp_path, wheel_dir, hashes):
+    calls = []
+    fake_download = _copying_download(wheel_dir, calls)
     cache = tmp_path / "cache"
-    first = isch.ensure_wheels(cache_dir=cache, download=fake_download)
-    second = isch.ensure_wheels(cache_dir=cache, download=fake_download)
+    first = isch.ensure_wheels(cache_dir=cache, download=fake_download, hashes=hashes)
+    second = isch.ensure_wheels(cache_dir=cache, download=fake_download, hashes=hashes)
     assert first == second and [p.name for p in first] == [H2, HPACK, HYPERFRAME, PROTO]
-    assert calls == [list(isch.LAMBDA_REQUIREMENTS)]
+    assert calls == [(list(isch.LAMBDA_REQUIREMENTS), hashes)]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """name (canonical) -> version of each ``name==version`` line of a requirements or lock file."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^\s;\\]+)", line)
+        if m:
+            pins[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return pins
+
+
+def test_lambda_requirements_are_the_projects_pins_and_the_locks():
+    """The Lambda ships the versions the project runs and tests with, and the lock has hashes for each."""
+    requirements, lock = _pins(isch.ROOT / "requirements.txt"), _pins(isch.LOCK_FILE)
+    for req in isch.LAMBDA_REQUIREMENTS:
+        name, _, version = req.partition("==")
+        assert requirements.get(name) == version, f"{req}: requirements.txt pins {requirements.get(name)}"
+        assert lock.get(name) == version, f"{req}: requirements.lock pins {lock.get(name)}"
+    hashes = isch.locked_hashes()
+    assert set(hashes) == set(isch.LAMBDA_REQUIREMENTS) and all(hashes.values())
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for hs in hashes.values() for h in hs)
+
+
+def test_a_requirement_the_lock_pins_differently_is_refused(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("h2==4.2.0 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via -r requirements.txt\n")
+    with pytest.raises(isch.PackageError, match=r"needs h2==4\.3\.0 but requirements\.lock has h2==4\.2\.0"):
+        isch.locked_hashes(("h2==4.3.0",), lock)
+    with pytest.raises(isch.PackageError, match="does not list protobuf"):
+        isch.locked_hashes(("protobuf==6.33.6",), lock)
+
+
+def test_a_tampered_wheel_in_the_cache_is_refused(tmp_path, wheel_dir, hashes):
+    calls = []
+    cache = tmp_path / "cache"
+    isch.ensure_wheels(cache_dir=cache, download=_copying_download(wheel_dir, calls), hashes=hashes)
+    with zipfile.ZipFile(cache / HPACK, "a") as z:  # still a valid wheel, one file more
+        z.writestr("hpack/evil.py", b"import os  # runs with the backup certificate")
+    with pytest.raises(isch.PackageError) as ei:
+        isch.ensure_wheels(cache_dir=cache, download=_copying_download(wheel_dir, calls), hashes=hashes)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith(f"refusing {cache / HPACK}: its SHA-256 ")
+    assert "not one requirements.lock lists for hpack==4.1.0" in msg
+    assert len(calls) == 1, "a refused wheel is not silently replaced"
+
+
+def test_fake_wheels_are_refused_by_the_real_lock(wheel_dir):
+    """Without a test table, the hashes are the lock's: a wheel PyPI never published is not taken."""
+    with pytest.raises(isch.PackageError, match=r"^refusing .*h2-4\.3\.0-py3-none-any\.whl: its SHA-256"):
+        isch.find_wheels(wheel_dir)
+
+
+def test_pip_download_checks_hashes_and_takes_no_dependencies(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["cmd"] = cmd
+        seen["reqs"] = Path(cmd[cmd.index("-r") + 1]).read_text()
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(isch.subprocess, "run", fake_run)
+    hashes = isch.locked_hashes()
+    isch.pip_download(tmp_path, isch.LAMBDA_REQUIREMENTS, hashes)
+    assert {"--no-deps", "--require-hashes", "--only-binary=:all:"} <= set(seen["cmd"])
+    assert not any("index-url" in a or "://" in a for a in seen["cmd"]), "pip's configured index is used"
+    lines = seen["reqs"].splitlines()
+    assert [line.split()[0] for line in lines] == list(isch.LAMBDA_REQUIREMENTS)
+    proto = next(line for line in lines if line.startswith("protobuf=="))
+    assert all(f"--hash=sha256:{h}" in proto for h in hashes["protobuf==6.33.6"])
