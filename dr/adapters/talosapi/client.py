@@ -11,10 +11,10 @@ grpcio only suits apids with ECDSA/RSA keys (and is imported only when chosen: t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dr.adapters.talosapi import h2stream, messages
 from dr.core.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
@@ -169,14 +169,14 @@ class TalosClient:
         if self._channel is not None:
             self._channel.close()
 
-    def _call_errors(self) -> tuple[type[BaseException], ...]:
+    def _call_errors(self) -> tuple[type[Exception], ...]:
         if self.transport == "grpcio":
             import grpc
 
             return (grpc.RpcError, h2stream.CallError)
         return (h2stream.CallError,)
 
-    def _stream(self, method: str, request) -> Iterator:
+    def _stream(self, method: str, request) -> Generator[Any, None, None]:
         """Decoded ``common.Data`` messages of a server-streaming call; errors are the transport's own."""
         if self._channel is not None:
             call = self._channel.unary_stream(
@@ -187,6 +187,7 @@ class TalosClient:
             finally:
                 call.cancel()
             return
+        assert self._ssl is not None  # __init__ builds one for every transport but grpcio
         raw = h2stream.unary_stream(self.host, self.port, method, request.SerializeToString(), self._ssl,
                                     timeout=self.timeout, server_name=self.server_name)
         try:
@@ -201,7 +202,7 @@ class TalosClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def iter_etcd_snapshot(self, digest_out: list[SnapshotDigest] | None = None) -> Iterator[bytes]:
+    def iter_etcd_snapshot(self, digest_out: list[SnapshotDigest] | None = None) -> Generator[bytes, None, None]:
         """Yield the snapshot's bytes as apid streams them; after the last chunk, check the hash trailer.
 
         Raises an ``IntegrityError`` (after the last chunk) when the stream is cut or corrupt, ``NodeUnreachable``,

@@ -13,7 +13,7 @@ import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from urllib.parse import unquote
 
 import h2.config
@@ -21,6 +21,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack.struct import Header
 
 _WINDOW = 4 * 1024 * 1024  # receive window: lets apid stream ahead without a round trip per 64 KiB
 _MAX_MESSAGE = 64 * 1024 * 1024
@@ -81,6 +82,178 @@ def _tls_error(exc: ssl.SSLError) -> CallError:
     return CallError("UNAVAILABLE", f"TLS failure: {text}", tls=True)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _header_dict(headers: list[Header]) -> dict[str, str]:
+    # With header_encoding="utf-8" h2 hands us str names and values, though its annotations promise bytes.
+    return {_text(name): _text(value) for name, value in headers}
+
+
+def _connect(host: str, port: int, context: ssl.SSLContext, connect_timeout: float,
+             server_name: str | None) -> ssl.SSLSocket:
+    try:
+        raw = socket.create_connection((host, port), timeout=connect_timeout)
+    except TimeoutError as exc:
+        raise CallError("UNAVAILABLE", f"connect to {host}:{port} timed out after {connect_timeout:.0f}s") from exc
+    except OSError as exc:
+        raise CallError("UNAVAILABLE", f"connect to {host}:{port} failed: {exc.strerror or exc}") from exc
+    try:
+        return context.wrap_socket(raw, server_hostname=server_name or host)
+    except ssl.SSLError as exc:
+        raw.close()
+        raise _tls_error(exc) from exc
+    except OSError as exc:
+        raw.close()
+        raise CallError("UNAVAILABLE", f"TLS handshake with {host}:{port} failed: {exc}", tls=True) from exc
+
+
+class _Call:
+    """One server-streaming call on its own HTTP/2 connection: the state its steps share."""
+
+    def __init__(self, tls: ssl.SSLSocket, host: str, port: int, timeout: float, deadline: float):
+        self.tls = tls
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.deadline = deadline
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.sid = 0
+        self.buf = bytearray()
+        self.received = 0  # bytes from the node; none before a hang-up means it refused us in the TLS handshake
+        self.finished = False
+        self.status: str | None = None
+        self.message = ""
+
+    def start(self, path: str, request: bytes) -> None:
+        conn = self.conn
+        conn.initiate_connection()
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW})
+        conn.increment_flow_control_window(_WINDOW)
+        self.sid = sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [
+            (":method", "POST"), (":scheme", "https"), (":path", path), (":authority", f"{self.host}:{self.port}"),
+            ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", f"{max(int(self.timeout), 1)}S"),
+            ("user-agent", "talos-dr"),
+        ])  # fmt: skip
+        conn.send_data(sid, b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
+
+    def hung_up(self, what: str) -> CallError:
+        # Under TLS 1.3 the client's handshake completes before the server has checked our certificate; a server that
+        # refuses it just closes. A real apid sends its HTTP/2 SETTINGS at once, so silence-then-close means refusal.
+        if self.received == 0:
+            return CallError("UNAVAILABLE", f"{self.host}:{self.port} closed the connection right after the handshake "
+                             f"({what}): it most likely refused our client certificate", tls=True)
+        return CallError("UNAVAILABLE", f"connection to {self.host}:{self.port} {what} mid-stream")
+
+    def send(self) -> None:
+        out = self.conn.data_to_send()
+        if not out:
+            return
+        try:
+            self.tls.sendall(out)
+        except ssl.SSLError as exc:
+            if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+                raise self.hung_up("closed by the node") from exc
+            raise _tls_error(exc) from exc
+        except OSError as exc:
+            raise self.hung_up(f"lost: {exc}") from exc
+
+    def read(self) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise CallError("DEADLINE_EXCEEDED", f"no complete response within {self.timeout:.0f}s")
+        self.tls.settimeout(left)
+        try:
+            data = self.tls.recv(1 << 16)
+        except TimeoutError as exc:
+            raise CallError("DEADLINE_EXCEEDED", f"no complete response within {self.timeout:.0f}s") from exc
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            raise self.hung_up("closed by the node") from exc
+        except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate arrives as an alert on first read
+            raise _tls_error(exc) from exc
+        except OSError as exc:
+            raise self.hung_up(f"lost: {exc}") from exc
+        if not data:
+            raise self.hung_up("closed by the node")
+        self.received += len(data)
+        return data
+
+    def status_from(self, headers: dict[str, str]) -> None:
+        if "grpc-status" in headers:
+            code = int(headers["grpc-status"])
+            self.status = STATUS_NAMES.get(code, f"CODE_{code}")
+            self.message = unquote(headers.get("grpc-message", ""))
+
+    def messages(self) -> Iterator[bytes]:
+        """The complete length-prefixed messages in the buffer, removed from it as they are yielded."""
+        buf = self.buf
+        while len(buf) >= 5:
+            if buf[0] != 0:
+                raise CallError("INTERNAL", "compressed gRPC message (no compression was negotiated)")
+            size = int.from_bytes(buf[1:5], "big")
+            if size > _MAX_MESSAGE:
+                raise CallError("RESOURCE_EXHAUSTED", f"gRPC message of {size} bytes")
+            if len(buf) < 5 + size:
+                break
+            msg = bytes(buf[5 : 5 + size])
+            del buf[: 5 + size]
+            self.send()  # window updates first, so the node keeps streaming while the caller works
+            yield msg
+
+    def handle(self, ev: h2.events.Event) -> Iterator[bytes]:
+        """Act on one HTTP/2 event, yielding the messages it completes."""
+        mine = getattr(ev, "stream_id", None) == self.sid
+        if isinstance(ev, h2.events.ResponseReceived) and mine:
+            headers = _header_dict(ev.headers)
+            if headers.get(":status") != "200":
+                raise CallError("UNAVAILABLE", f"HTTP status {headers.get(':status')} from {self.host}:{self.port}")
+            self.status_from(headers)  # a trailers-only response carries its status here
+        elif isinstance(ev, h2.events.DataReceived) and mine:
+            self.buf.extend(ev.data)
+            self.conn.acknowledge_received_data(ev.flow_controlled_length, self.sid)
+            yield from self.messages()
+        elif isinstance(ev, h2.events.TrailersReceived) and mine:
+            self.status_from(_header_dict(ev.headers))
+        elif isinstance(ev, h2.events.StreamEnded) and mine:
+            self.finished = True
+        elif isinstance(ev, h2.events.StreamReset) and mine:
+            raise CallError("UNAVAILABLE" if ev.error_code else "CANCELLED",
+                            f"the node reset the stream (HTTP/2 error {ev.error_code})")
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            if not self.finished:
+                raise CallError("UNAVAILABLE", f"the node closed the connection (HTTP/2 GOAWAY {ev.error_code})")
+
+    def run(self) -> Generator[bytes, None, None]:
+        """Read until the stream ends, yielding each message; then check how it ended."""
+        self.send()
+        while not self.finished:
+            data = self.read()
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                raise CallError("INTERNAL", f"HTTP/2 protocol error from {self.host}:{self.port}: {exc}") from exc
+            for ev in events:
+                yield from self.handle(ev)
+            self.send()
+        if self.buf:
+            raise CallError("INTERNAL", f"the stream ended inside a message ({len(self.buf)} bytes left over)")
+        if self.status is None:
+            raise CallError("INTERNAL", "the stream ended without a gRPC status")
+        if self.status != "OK":
+            raise CallError(self.status, self.message or self.status.lower())
+
+    def close(self) -> None:
+        if not self.finished:
+            try:
+                self.conn.reset_stream(self.sid)
+                self.tls.sendall(self.conn.data_to_send())
+            except Exception:  # best effort: the connection is going away anyway
+                pass
+        self.tls.close()
+
+
 def unary_stream(
     host: str,
     port: int,
@@ -91,145 +264,17 @@ def unary_stream(
     timeout: float,
     connect_timeout: float = 10.0,
     server_name: str | None = None,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Call ``path`` with one request message and yield each response message's bytes.
 
     Raises ``CallError`` for a non-OK status or a transport failure. Closing the generator early resets the stream
     and closes the connection.
     """
     deadline = time.monotonic() + timeout
+    tls = _connect(host, port, context, connect_timeout, server_name)
+    call = _Call(tls, host, port, timeout, deadline)
+    call.start(path, request)
     try:
-        raw = socket.create_connection((host, port), timeout=connect_timeout)
-    except TimeoutError as exc:
-        raise CallError("UNAVAILABLE", f"connect to {host}:{port} timed out after {connect_timeout:.0f}s") from exc
-    except OSError as exc:
-        raise CallError("UNAVAILABLE", f"connect to {host}:{port} failed: {exc.strerror or exc}") from exc
-    try:
-        tls = context.wrap_socket(raw, server_hostname=server_name or host)
-    except ssl.SSLError as exc:
-        raw.close()
-        raise _tls_error(exc) from exc
-    except OSError as exc:
-        raw.close()
-        raise CallError("UNAVAILABLE", f"TLS handshake with {host}:{port} failed: {exc}", tls=True) from exc
-
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-    conn.initiate_connection()
-    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW})
-    conn.increment_flow_control_window(_WINDOW)
-    sid = conn.get_next_available_stream_id()
-    conn.send_headers(sid, [
-        (":method", "POST"), (":scheme", "https"), (":path", path), (":authority", f"{host}:{port}"),
-        ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", f"{max(int(timeout), 1)}S"),
-        ("user-agent", "talos-dr"),
-    ])  # fmt: skip
-    conn.send_data(sid, b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
-
-    buf = bytearray()
-    received = 0  # bytes from the node; none before a hang-up means it refused us in the TLS handshake
-    finished = False
-    status: str | None = None
-    message = ""
-
-    def hung_up(what: str) -> CallError:
-        # Under TLS 1.3 the client's handshake completes before the server has checked our certificate; a server that
-        # refuses it just closes. A real apid sends its HTTP/2 SETTINGS at once, so silence-then-close means refusal.
-        if received == 0:
-            return CallError("UNAVAILABLE", f"{host}:{port} closed the connection right after the handshake ({what}): "
-                             "it most likely refused our client certificate", tls=True)
-        return CallError("UNAVAILABLE", f"connection to {host}:{port} {what} mid-stream")
-
-    def send() -> None:
-        out = conn.data_to_send()
-        if not out:
-            return
-        try:
-            tls.sendall(out)
-        except ssl.SSLError as exc:
-            if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-                raise hung_up("closed by the node") from exc
-            raise _tls_error(exc) from exc
-        except OSError as exc:
-            raise hung_up(f"lost: {exc}") from exc
-
-    def read() -> bytes:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise CallError("DEADLINE_EXCEEDED", f"no complete response within {timeout:.0f}s")
-        tls.settimeout(left)
-        try:
-            data = tls.recv(1 << 16)
-        except TimeoutError as exc:
-            raise CallError("DEADLINE_EXCEEDED", f"no complete response within {timeout:.0f}s") from exc
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
-            raise hung_up("closed by the node") from exc
-        except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate arrives as an alert on first read
-            raise _tls_error(exc) from exc
-        except OSError as exc:
-            raise hung_up(f"lost: {exc}") from exc
-        if not data:
-            raise hung_up("closed by the node")
-        return data
-
-    def status_from(headers: dict[str, str]) -> None:
-        nonlocal status, message
-        if "grpc-status" in headers:
-            code = int(headers["grpc-status"])
-            status = STATUS_NAMES.get(code, f"CODE_{code}")
-            message = unquote(headers.get("grpc-message", ""))
-
-    try:
-        send()
-        while not finished:
-            data = read()
-            received += len(data)
-            try:
-                events = conn.receive_data(data)
-            except h2.exceptions.ProtocolError as exc:
-                raise CallError("INTERNAL", f"HTTP/2 protocol error from {host}:{port}: {exc}") from exc
-            for ev in events:
-                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
-                    headers = dict(ev.headers)
-                    if headers.get(":status") != "200":
-                        raise CallError("UNAVAILABLE", f"HTTP status {headers.get(':status')} from {host}:{port}")
-                    status_from(headers)  # a trailers-only response carries its status here
-                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
-                    buf.extend(ev.data)
-                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
-                    while len(buf) >= 5:
-                        if buf[0] != 0:
-                            raise CallError("INTERNAL", "compressed gRPC message (no compression was negotiated)")
-                        size = int.from_bytes(buf[1:5], "big")
-                        if size > _MAX_MESSAGE:
-                            raise CallError("RESOURCE_EXHAUSTED", f"gRPC message of {size} bytes")
-                        if len(buf) < 5 + size:
-                            break
-                        msg = bytes(buf[5 : 5 + size])
-                        del buf[: 5 + size]
-                        send()  # window updates first, so the node keeps streaming while the caller works
-                        yield msg
-                elif isinstance(ev, h2.events.TrailersReceived) and ev.stream_id == sid:
-                    status_from(dict(ev.headers))
-                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
-                    finished = True
-                elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
-                    raise CallError("UNAVAILABLE" if ev.error_code else "CANCELLED",
-                                    f"the node reset the stream (HTTP/2 error {ev.error_code})")
-                elif isinstance(ev, h2.events.ConnectionTerminated):
-                    if not finished:
-                        raise CallError("UNAVAILABLE", f"the node closed the connection (HTTP/2 GOAWAY {ev.error_code})")
-            send()
-        if buf:
-            raise CallError("INTERNAL", f"the stream ended inside a message ({len(buf)} bytes left over)")
-        if status is None:
-            raise CallError("INTERNAL", "the stream ended without a gRPC status")
-        if status != "OK":
-            raise CallError(status, message or status.lower())
+        yield from call.run()
     finally:
-        if not finished:
-            try:
-                conn.reset_stream(sid)
-                tls.sendall(conn.data_to_send())
-            except Exception:  # best effort: the connection is going away anyway
-                pass
-        tls.close()
+        call.close()

@@ -15,7 +15,7 @@ ETCD_SNAPSHOT_METHOD = "/machine.MachineService/EtcdSnapshot"
 _F = descriptor_pb2.FieldDescriptorProto
 
 
-def _field(name: str, number: int, ftype: int, *, label: int = _F.LABEL_OPTIONAL, type_name: str = "") -> _F:
+def _field(name: str, number: int, ftype: int, *, label: int = _F.LABEL_OPTIONAL, type_name: str = "") -> descriptor_pb2.FieldDescriptorProto:
     f = _F(name=name, number=number, type=ftype, label=label)
     if type_name:
         f.type_name = type_name
