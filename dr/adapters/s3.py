@@ -23,6 +23,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from dr.adapters.fsutil import atomic_writer
 from dr.core import naming
 from dr.core.errors import (
     AccessDenied,
@@ -379,18 +380,16 @@ def download_snapshot(
     *,
     progress: ProgressFn | None = None,
 ) -> tuple[SnapshotDigest, ObjectInfo]:
-    """Download ``key`` to ``dest`` through ``dest.part`` (0600): verify the S3 checksum when it is a full-object one
-    and the hash trailer always, fsync, then rename. Nothing is left at ``dest`` or ``dest.part`` on failure."""
+    """Download ``key`` to ``dest`` through ``fsutil.atomic_writer`` (a 0600 ``.part``): verify the S3 checksum when
+    it is a full-object one and the hash trailer always, fsync, then rename. Nothing is left at ``dest`` or a ``.part``
+    on failure."""
     dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
     info = head_snapshot(client, bucket, key, with_tags=False)
     hasher = TrailerHasher(f"s3://{bucket}/{key}")
     file_hash = hashlib.sha256()
     checksum = checksum_type = None
-    ok = False
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_writer(dest, mode=0o600) as f:
             try:
                 resp = client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
                 checksum, checksum_type = resp.get("ChecksumSHA256"), resp.get("ChecksumType")
@@ -405,33 +404,24 @@ def download_snapshot(
                 raise translate(exc, "download of", bucket, key) from exc
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
-                    raise DiskFull(f"download of s3://{bucket}/{key} to {part} failed: no space left on device",
+                    raise DiskFull(f"download of s3://{bucket}/{key} to {dest} failed: no space left on device",
                                    f"free at least {info.size} bytes under {dest.parent} and retry") from exc
                 raise
-            f.flush()
-            os.fsync(f.fileno())
-        if hasher.size != info.size:
-            raise S3Error(f"download of s3://{bucket}/{key} ended after {hasher.size} of {info.size} bytes",
-                          "retry the download")
-        b64 = base64.b64encode(file_hash.digest()).decode()
-        if _full_object_checksum_ok(checksum, checksum_type, b64) is False:
-            raise IntegrityError(f"s3://{bucket}/{key}: downloaded bytes do not match the S3 SHA-256 checksum",
-                                 "retry the download; if it persists the object is damaged")
-        digest = hasher.finish()
-        os.replace(part, dest)
-        ok = True
+            # Checked before the rename (a failed check leaves nothing behind); the fsync comes at commit.
+            if hasher.size != info.size:
+                raise S3Error(f"download of s3://{bucket}/{key} ended after {hasher.size} of {info.size} bytes",
+                              "retry the download")
+            b64 = base64.b64encode(file_hash.digest()).decode()
+            if _full_object_checksum_ok(checksum, checksum_type, b64) is False:
+                raise IntegrityError(f"s3://{bucket}/{key}: downloaded bytes do not match the S3 SHA-256 checksum",
+                                     "retry the download; if it persists the object is damaged")
+            digest = hasher.finish()
         return digest, info
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiskFull(f"download of s3://{bucket}/{key} failed: no space left on device",
                            f"free at least {info.size} bytes under {dest.parent} and retry") from exc
         raise
-    finally:
-        if not ok:
-            try:
-                part.unlink()
-            except FileNotFoundError:
-                pass
 
 
 def object_facts(info: ObjectInfo) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from typing import Any, TextIO
 
 from dr.adapters import s3
 from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, snapshot_status
+from dr.adapters.fsutil import atomic_write
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
@@ -178,8 +179,8 @@ def catalog_entry_for(path: Path, catalog: dict[str, dict[str, Any]]) -> dict[st
 
 
 def record_local(path: Path, digest_sha256: str, verified_at: str, content: Content) -> Path:
-    """Record a pass in ``.verified.json`` next to the file: written to ``.part``, fsynced, renamed, under a lock on
-    the folder so two verifications at once do not lose each other's entry."""
+    """Record a pass in ``.verified.json`` next to the file (``fsutil.atomic_write``: 0600, never through a symlink),
+    under a lock on the folder so two verifications at once do not lose each other's entry."""
     folder = path.parent
     cat = folder / CATALOG_NAME
     fd = os.open(folder, os.O_RDONLY)
@@ -192,16 +193,8 @@ def record_local(path: Path, digest_sha256: str, verified_at: str, content: Cont
             "revision": content.revision, "keys": content.total_keys, "resources": content.sorted_resources(),
         }
         snaps = {k: v for k, v in snaps.items() if (folder / k).is_file()}  # forget files that are gone
-        part = cat.with_name(cat.name + ".part")
-        try:
-            with open(part, "w") as f:
-                json.dump({"version": 1, "snapshots": dict(sorted(snaps.items()))}, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(part, cat)
-        finally:
-            part.unlink(missing_ok=True)
+        atomic_write(cat, json.dumps({"version": 1, "snapshots": dict(sorted(snaps.items()))}, indent=2) + "\n",
+                     mode=0o600)
     finally:
         os.close(fd)
     return cat

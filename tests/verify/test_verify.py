@@ -394,6 +394,26 @@ def test_a_pass_that_cannot_be_recorded_is_a_warning(snaps, work, s3_client, buc
     assert "recorded as" not in res.out and "verified: s3://" in res.out
 
 
+def test_a_symlinked_catalog_is_not_followed(snaps, work, tmp_path):
+    """Security L3: ``.verified.json`` next to a file in a shared folder may be a planted link; it is refused, the
+    pass is a warning, and the link's target is untouched. A real catalog is written 0600 and nothing ``.part``."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (folder / verify.CATALOG_NAME).symlink_to(victim)
+    snap = _copy(snaps["before"], folder / "s.db")
+    res = run_cli(verify.main, str(snap), "--tmp-dir", str(work))
+    assert res.code == 0, res
+    assert "recording the result failed" in res.err and "symbolic link" in res.err
+    assert victim.read_text() == "keep" and (folder / verify.CATALOG_NAME).is_symlink()
+    (folder / verify.CATALOG_NAME).unlink()
+    res = run_cli(verify.main, str(snap), "--tmp-dir", str(work))
+    assert res.code == 0, res
+    assert (folder / verify.CATALOG_NAME).stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".part")] == []
+
+
 def test_sigterm_cleans_up_like_ctrl_c(snaps, work, tmp_path):
     root = Path(__file__).resolve().parents[2]
     code = (
