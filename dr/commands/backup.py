@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from dr.adapters import s3
+from dr.adapters import fsutil, s3
 from dr.adapters.lock import exclusive
 from dr.adapters.talosctl import SnapshotInfo, Talosctl
 from dr.commands import cli
@@ -29,14 +29,6 @@ from dr.core.retention import Policy, apply_policy
 PROG = "dr.backup"
 LOCK_NAME = ".dr.lock"
 _PARTIAL_SUFFIXES = (".part",)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def ensure_snapshots_dir(path: Path) -> None:
@@ -102,8 +94,7 @@ def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *
                                    "check the talosctl version matches the cluster and retry")
         os.chmod(part, 0o600)
         digest = verify_file(part, f"snapshot from node {talosctl.node}")
-        os.replace(part, final)
-        _fsync_dir(snapdir)
+        fsutil.commit(part, final, overwrite=False)  # talosctl owns the .part (and fsynced it); rename, fsync folder
     finally:
         for leftover in (part, part.with_name(part.name + ".part")):
             try:
