@@ -24,6 +24,8 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from dr.adapters.fsutil import atomic_write
+
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -42,23 +44,11 @@ def file_sha256(path: str) -> str | None:
 
 
 def write_secret_file(path: str, content: str) -> None:
-    """Write ``content`` to ``path`` atomically, mode 0600 from the first byte (``PATH.part``, fsync, rename)."""
+    """Write ``content`` to ``path`` atomically, mode 0600 from the first byte (``dr.adapters.fsutil.atomic_write``:
+    a unique O_EXCL|O_NOFOLLOW temporary file, fsync, rename, fsync of the folder; a symlink at ``path`` is refused)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    part = target.with_name(target.name + ".part")
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()  # a stale .part may carry other permissions; O_EXCL below refuses to reuse it
-    try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(part, FILE_MODE)  # the umask can only remove bits, but be explicit
-        os.replace(part, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
+    atomic_write(target, content, mode=FILE_MODE)
 
 
 class LocalSecretFileProvider(ResourceProvider):
