@@ -40,6 +40,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from dr.adapters.fsutil import atomic_writer
 from dr.adapters.talosapi import APID_PORT
 from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
 from snapshot_lambda import handler as lh
@@ -264,19 +265,15 @@ def build_package(
         files.update(_wheel_files(wheel))
     files.update(_source_files(source_root, entry))  # our code wins over anything a wheel ships at the same path
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".part")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-            for name in sorted(files):
-                info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-                mode = 0o755 if name.endswith(".so") or ".so." in name else 0o644
-                info.external_attr = (0o100000 | mode) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.create_system = 3  # unix, whatever builds it
-                z.writestr(info, files[name])
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(out_path, mode=0o644) as f, \
+            zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            mode = 0o755 if name.endswith(".so") or ".so." in name else 0o644
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # unix, whatever builds it
+            z.writestr(info, files[name])
     return hashlib.sha256(out_path.read_bytes()).hexdigest()
 
 
