@@ -325,7 +325,7 @@ def _pid_alive(pid: int) -> bool:
 def sweep_stale(base: Path | None = None) -> list[Path]:
     """Remove throwaway directories whose owner process is gone (left by a SIGKILLed run)."""
     base = Path(base or tempfile.gettempdir())
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = [p for p in base.iterdir() if p.name.startswith(DIR_PREFIX) and p.is_dir()]
     except OSError:

@@ -93,7 +93,7 @@ def load_talosconfig(path: Path, *, context: str | None = None) -> Talosconfig:
         raise ConfigError(f"talosconfig {path} has no contexts", "regenerate it with `pulumi up`")
     name = context or doc.get("context")
     ctx = doc["contexts"].get(name) if name else None
-    if not isinstance(ctx, dict):
+    if not name or not isinstance(ctx, dict):
         known = ", ".join(sorted(doc["contexts"])) or "none"
         raise ConfigError(f"talosconfig {path} has no context {name!r} (contexts: {known})",
                           "pass --talos-context NAME or fix `context:` in the file")

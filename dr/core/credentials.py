@@ -285,4 +285,6 @@ def mint_backup_credential(
 def certificate_roles(cert_pem: bytes) -> list[str]:
     """The Organization values (Talos roles) of a PEM certificate."""
     cert = x509.load_pem_x509_certificate(cert_pem)
-    return [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    # Organization is text; cryptography types every attribute value as str | bytes (bytes only for bit strings).
+    values = (a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return [v.decode() if isinstance(v, bytes) else v for v in values]

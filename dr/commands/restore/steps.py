@@ -99,11 +99,11 @@ def bootstrap(t: Talosctl, snapshot: Path, timeout: float, poll: float, out: Tex
             print(f"  node not ready yet: {waiting}; retrying", file=out, flush=True)
             last = waiting
         if time.monotonic() >= deadline:
-            err = Timeout(f"bootstrap --recover-from on node {node} did not succeed within "
-                          f"{cli.human_duration(timeout)} (last: {waiting})",
-                          f"check `talosctl -n {node} -e {t.endpoint} service etcd` and `time`; then run "
-                          f"`{resume}` again (or give it longer with --bootstrap-timeout)")
-            raise NotStarted(err)  # every attempt was refused before it began
+            timed_out = Timeout(f"bootstrap --recover-from on node {node} did not succeed within "
+                                f"{cli.human_duration(timeout)} (last: {waiting})",
+                                f"check `talosctl -n {node} -e {t.endpoint} service etcd` and `time`; then run "
+                                f"`{resume}` again (or give it longer with --bootstrap-timeout)")
+            raise NotStarted(timed_out)  # every attempt was refused before it began
         time.sleep(poll)
 
 
