@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         t.binary  # noqa: B018 - fails early when talosctl is missing
         ensure_snapshots_dir(r.snapshots_dir)
         with exclusive(r.talos_dir / LOCK_NAME, "a restore", wait=args.wait_lock):
-            for leftover in clean_partials(r.snapshots_dir):
+            for leftover in clean_partials(r.snapshots_dir) + steps.sweep_controlplane_temps(r.talos_dir):
                 print(f"removed {leftover.name} left by an interrupted run", file=err)
             job = Restore(args, r, t, controlplane, out, err, stdin, clock)
             try:

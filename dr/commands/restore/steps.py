@@ -3,8 +3,12 @@ the order ``dr.core.restore_plan`` decides; each says what it does as it does it
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,7 +22,7 @@ from dr.commands.backup import take_local_snapshot
 from dr.commands.settings import Resolver
 from dr.core import journal
 from dr.core import outputs as keys
-from dr.core.errors import DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
+from dr.core.errors import ConfigError, DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
 
 SAFETY_MARGIN = 16 << 20
 
@@ -60,6 +64,30 @@ def apply_config(t: Talosctl, talos_dir: Path, controlplane: str, out: TextIO) -
         t.apply_config_insecure(tmp)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_CONTROLPLANE_TEMP = re.compile(r"\.controlplane-[A-Za-z0-9_]{8}\.yaml")  # what apply_config's mkstemp creates
+
+
+def sweep_controlplane_temps(talos_dir: Path) -> list[Path]:
+    """Remove ``.talos/.controlplane-XXXXXXXX.yaml`` files (the machine config, a secret) that a SIGKILL during
+    ``apply_config`` left behind: only regular files with exactly that name, owned by this user. Call under the lock."""
+    removed = []
+    try:
+        entries = list(os.scandir(talos_dir))
+    except FileNotFoundError:
+        return removed
+    for e in entries:
+        if not _CONTROLPLANE_TEMP.fullmatch(e.name):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+            Path(e.path).unlink(missing_ok=True)
+            removed.append(Path(e.path))
+    return removed
 
 
 class NotStarted(Exception):
@@ -132,7 +160,27 @@ def health(t: Talosctl, timeout: float, out: TextIO, resume: str) -> None:
 
 
 def kubeconfig(t: Talosctl, talos_dir: Path) -> Path:
+    """`talosctl kubeconfig --force` into ``.talos/kubeconfig``, pre-created 0600: talosctl writes an existing file in
+    place (``os.WriteFile`` keeps its mode), so the credentials are never group-readable, not even for a moment."""
     path = talos_dir / "kubeconfig"
-    t.kubeconfig(path)
-    os.chmod(path, 0o600)
+    created = not path.exists()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise ConfigError(f"{path} is a symbolic link; refusing to write the kubeconfig through it",
+                          f"remove it (`rm {path}`) and run the restore again to finish") from None
+    try:
+        os.fchmod(fd, 0o600)  # an existing file may be more open
+    finally:
+        os.close(fd)
+    try:
+        t.kubeconfig(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if created and os.lstat(path).st_size == 0:
+                path.unlink()  # ours, still empty: leave no empty kubeconfig behind
+        raise
+    os.chmod(path, 0o600, follow_symlinks=False)  # in case a talosctl version replaces the file instead
     return path
