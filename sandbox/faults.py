@@ -46,6 +46,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dr.adapters.fsutil import atomic_write
+
 KEYS = {
     "unreachable": bool,
     "reboot_seconds": float,
@@ -91,6 +93,4 @@ def validate(faults: dict) -> dict:
 
 def save(path: Path, faults: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(validate(faults), indent=2, sort_keys=True) + "\n")
-    part.replace(path)
+    atomic_write(path, json.dumps(validate(faults), indent=2, sort_keys=True) + "\n", mode=0o644)

@@ -10,6 +10,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dr.adapters.fsutil import atomic_write
+
 TALOS_VERSION = "v1.13.9"
 KUBERNETES_VERSION = "v1.34.1"
 # The node's two addresses, as on AWS (see sandbox/CONFORMANCE.md): the private IP is on its interface; the Elastic
@@ -147,9 +149,7 @@ class Info:
         return f"http://127.0.0.1:{self.s3_port}" if self.s3_port else None
 
     def save(self, paths: Paths) -> None:
-        tmp = paths.info.with_suffix(".json.part")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, paths.info)
+        atomic_write(paths.info, json.dumps(asdict(self), indent=2) + "\n", mode=0o644)
 
     @classmethod
     def load(cls, paths: Paths) -> Info:
@@ -159,15 +159,6 @@ class Info:
 
 
 def write_private(path: Path, content: str | bytes) -> None:
-    """Write a secrets file 0600 via ``.part`` + rename."""
+    """Write a secrets file 0600 (``dr.adapters.fsutil.atomic_write``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    data = content.encode() if isinstance(content, str) else content
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(part, 0o600)
-    os.replace(part, path)
+    atomic_write(path, content, mode=0o600)

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dr.adapters.fsutil import atomic_write
 from sandbox import etcd, faults, procs
 from sandbox.layout import APID_PORT, Info, Paths
 from sandbox.pki import ClusterSecrets
@@ -112,9 +113,7 @@ class State:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def save(self, path: Path) -> None:
-        part = path.with_name(path.name + ".part")
-        part.write_text(json.dumps(self.__dict__, indent=2) + "\n")
-        os.replace(part, path)
+        atomic_write(path, json.dumps(self.__dict__, indent=2) + "\n", mode=0o644)
 
     def etcd_event(self, state: str, message: str, at: float | None = None) -> None:
         """Record an etcd service event, as machined's service runner does (events.go); keeps the last 20."""
