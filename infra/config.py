@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from dr.core.outputs import PROJECT_NAME
 
@@ -69,6 +69,8 @@ _SCHEDULE = re.compile(
 )
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+
+_T = TypeVar("_T")
 
 
 class ConfigValidationError(ValueError):
@@ -259,6 +261,108 @@ def _kubernetes_secrets(raw: Any, is_secret: bool, p: _Problems) -> tuple[Kubern
     return tuple(secrets)
 
 
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _required(value: _T | None, key: str) -> _T:
+    # Every check that yields None has recorded a problem, and problems raise before the StackConfig is built.
+    if value is None:
+        raise AssertionError(f"{key} failed validation without a recorded problem")
+    return value
+
+
+def _unknown_keys(raw: Mapping[str, Any], p: _Problems) -> None:
+    for key in sorted(set(raw) - set(ALL_KEYS)):
+        near = [k for k in PROJECT_KEYS if k.lower() == key.lower() or k.lower().startswith(key.lower()[:5])]
+        hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(ALL_KEYS)}"
+        p.add(key, f"unknown setting; {hint} (remove it with `pulumi config rm {key}`)")
+
+
+def _region(raw: Any, p: _Problems) -> str | None:
+    if raw is None:
+        p.add(AWS_REGION_KEY, "is required; " + _set_hint(AWS_REGION_KEY, "us-east-1"))
+        return None
+    return _as_str(raw, AWS_REGION_KEY, _REGION, "use an AWS region name such as us-east-1", p)
+
+
+def _zone(az: Any, region: str | None, p: _Problems) -> Any:
+    if az is None and region:
+        return f"{region}a"
+    if az is not None and region and not (isinstance(az, str) and re.fullmatch(re.escape(region) + r"[a-z]", az)):
+        p.add("availabilityZone", f"{az!r} is not a zone of {region}; use e.g. {region}a")
+    return az
+
+
+def _instance_type(raw: Any, p: _Problems) -> str | None:
+    instance_type = _as_str(raw, "instanceType", _INSTANCE_TYPE, "use an EC2 instance type such as t3.medium", p)
+    if instance_type and instance_type.startswith("t2."):
+        p.add("instanceType", f"{instance_type} is a T2 type, which Talos docs advise against; use t3.medium or larger")
+        return None
+    return instance_type
+
+
+def _kube_version(raw: Any, p: _Problems) -> str | None:
+    if raw is None:
+        return None
+    version = _as_str(raw, "kubernetesVersion", _KUBE_VERSION,
+                      "use a Kubernetes version such as 1.34.1, or unset it for the Talos provider's default", p)
+    return version.lstrip("v") if version else None
+
+
+def _admin_cidrs(raw: Any, allow_world: bool | None, p: _Problems) -> tuple[str, ...]:
+    if raw is None:
+        p.add("adminCidrs", "is required (who may reach the Talos and Kubernetes APIs); "
+                            "set it with `pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32` (your address)")
+        return ()
+    admin_cidrs: tuple[str, ...] = ()
+    cidrs = _as_json(raw, "adminCidrs", list, p)
+    if cidrs is not None and not cidrs:
+        p.add("adminCidrs", "is empty, so nobody could reach the node; "
+                            "add your address with `pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32`")
+    for i, c in enumerate(cidrs or []):
+        net = _as_network(c, f"adminCidrs[{i}]", p)
+        if net is None:
+            continue
+        if str(net) in WORLD_CIDRS and allow_world is not True:
+            p.add(f"adminCidrs[{i}]", f"{net} opens the Talos and Kubernetes APIs to the whole internet; "
+                                      "use your own address/32, or set allowWorldAccess to true if you mean it")
+            continue
+        admin_cidrs += (str(net),)
+    return admin_cidrs
+
+
+def _networks(raw_vpc: Any, raw_subnet: Any, p: _Problems) -> tuple[_Network | None, _Network | None]:
+    vpc = _as_network(raw_vpc, "vpcCidr", p)
+    subnet = _as_network(raw_subnet, "subnetCidr", p)
+    if vpc is not None and (vpc.version != 4 or not 16 <= vpc.prefixlen <= 28):
+        p.add("vpcCidr", f"{vpc} must be an IPv4 block from /16 to /28 (an AWS VPC limit)")
+        vpc = None
+    if vpc is not None and subnet is not None and (subnet.version != 4 or not subnet.subnet_of(vpc)):
+        p.add("subnetCidr", f"{subnet} is not inside vpcCidr {vpc}; pick a block within it, e.g. {next(vpc.subnets(new_prefix=max(vpc.prefixlen, 24)))}")
+    return vpc, subnet
+
+
+def _bucket(raw: Any, p: _Problems) -> str | None:
+    if raw is None:
+        return None
+    bucket = _as_str(raw, "bucketName", _BUCKET,
+                     "use 3-63 lower-case letters, digits, '.' and '-' (S3 naming rules), or unset it", p)
+    if bucket and (".." in bucket or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket)):
+        p.add("bucketName", f"{bucket!r} breaks S3 naming rules (no '..', not an IP address)")
+        return None
+    return bucket
+
+
+def _wheel_dir(raw: Any, p: _Problems) -> str | None:
+    # Only the shape is checked here (validation does no I/O); a folder that lacks the wheels is reported by
+    # the package build, with the `pip download` command that fills it.
+    if raw is not None and (not isinstance(raw, str) or not raw.strip()):
+        p.add("snapshotLambdaWheelDir", f"{raw!r} is not a folder path; "
+                                        f"{_set_hint('snapshotLambdaWheelDir', './lambda-wheels')}, or unset it")
+        return None
+    return raw
+
+
 def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Validate plain config values (``aws:region`` plus the project keys, unprefixed) into a ``StackConfig``.
 
@@ -266,85 +370,29 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     problem, each naming its key and the fix.
     """
     p = _Problems()
-    unknown = sorted(set(raw) - set(ALL_KEYS))
-    for key in unknown:
-        near = [k for k in PROJECT_KEYS if k.lower() == key.lower() or k.lower().startswith(key.lower()[:5])]
-        hint = f"did you mean {near[0]!r}?" if near else f"known keys: {', '.join(ALL_KEYS)}"
-        p.add(key, f"unknown setting; {hint} (remove it with `pulumi config rm {key}`)")
+    _unknown_keys(raw, p)
 
     def get(key: str) -> Any:
         value = raw.get(key)
         return DEFAULTS.get(key) if value is None else value
 
-    region = raw.get(AWS_REGION_KEY)
-    if region is None:
-        p.add(AWS_REGION_KEY, "is required; " + _set_hint(AWS_REGION_KEY, "us-east-1"))
-    else:
-        region = _as_str(region, AWS_REGION_KEY, _REGION, "use an AWS region name such as us-east-1", p)
-
+    region = _region(raw.get(AWS_REGION_KEY), p)
     cluster_name = _as_str(get("clusterName"), "clusterName", _CLUSTER_NAME,
                            "use 1-40 lower-case letters, digits and '-' (it names AWS resources)", p)
-    az = get("availabilityZone")
-    if az is None and region:
-        az = f"{region}a"
-    elif az is not None and region and not (isinstance(az, str) and re.fullmatch(re.escape(region) + r"[a-z]", az)):
-        p.add("availabilityZone", f"{az!r} is not a zone of {region}; use e.g. {region}a")
-    instance_type = _as_str(get("instanceType"), "instanceType", _INSTANCE_TYPE,
-                            "use an EC2 instance type such as t3.medium", p)
-    if instance_type and instance_type.startswith("t2."):
-        p.add("instanceType", f"{instance_type} is a T2 type, which Talos docs advise against; use t3.medium or larger")
-        instance_type = None
+    az = _zone(get("availabilityZone"), region, p)
+    instance_type = _instance_type(get("instanceType"), p)
     talos_version = _as_str(get("talosVersion"), "talosVersion", _TALOS_VERSION,
                             "use a Talos release tag such as v1.13.9 (the AMI is looked up by it)", p)
-    kube_version = get("kubernetesVersion")
-    if kube_version is not None:
-        kube_version = _as_str(kube_version, "kubernetesVersion", _KUBE_VERSION,
-                               "use a Kubernetes version such as 1.34.1, or unset it for the Talos provider's default", p)
-        kube_version = kube_version.lstrip("v") if kube_version else None
-
-    admin_cidrs: tuple[str, ...] = ()
+    kube_version = _kube_version(get("kubernetesVersion"), p)
     allow_world = _as_bool(get("allowWorldAccess"), "allowWorldAccess", p)
-    raw_cidrs = raw.get("adminCidrs")
-    if raw_cidrs is None:
-        p.add("adminCidrs", "is required (who may reach the Talos and Kubernetes APIs); "
-                            "set it with `pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32` (your address)")
-    else:
-        cidrs = _as_json(raw_cidrs, "adminCidrs", list, p)
-        if cidrs is not None and not cidrs:
-            p.add("adminCidrs", "is empty, so nobody could reach the node; "
-                                "add your address with `pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32`")
-        for i, c in enumerate(cidrs or []):
-            net = _as_network(c, f"adminCidrs[{i}]", p)
-            if net is None:
-                continue
-            if str(net) in WORLD_CIDRS and allow_world is not True:
-                p.add(f"adminCidrs[{i}]", f"{net} opens the Talos and Kubernetes APIs to the whole internet; "
-                                          "use your own address/32, or set allowWorldAccess to true if you mean it")
-                continue
-            admin_cidrs += (str(net),)
-
+    admin_cidrs = _admin_cidrs(raw.get("adminCidrs"), allow_world, p)
     # Sidero registers the AMI with a 20 GiB root snapshot (talos v1.13.9 hack/cloud-image-uploader/aws.go,
     # `VolumeSize: 20`), and EC2 refuses a root volume smaller than its snapshot.
     root_size = _as_int(get("rootVolumeSize"), "rootVolumeSize", MIN_ROOT_VOLUME_GIB, 16384, "GiB", p,
                         f" (the Talos AMI's root snapshot is {MIN_ROOT_VOLUME_GIB} GiB, and EC2 refuses a smaller root volume)")
     data_volumes = _data_volumes(get("dataVolumes"), p)
-
-    vpc = _as_network(get("vpcCidr"), "vpcCidr", p)
-    subnet = _as_network(get("subnetCidr"), "subnetCidr", p)
-    if vpc is not None and (vpc.version != 4 or not 16 <= vpc.prefixlen <= 28):
-        p.add("vpcCidr", f"{vpc} must be an IPv4 block from /16 to /28 (an AWS VPC limit)")
-        vpc = None
-    if vpc is not None and subnet is not None and (subnet.version != 4 or not subnet.subnet_of(vpc)):
-        p.add("subnetCidr", f"{subnet} is not inside vpcCidr {vpc}; pick a block within it, e.g. {next(vpc.subnets(new_prefix=max(vpc.prefixlen, 24)))}")
-
-    bucket = get("bucketName")
-    if bucket is not None:
-        bucket = _as_str(bucket, "bucketName", _BUCKET,
-                         "use 3-63 lower-case letters, digits, '.' and '-' (S3 naming rules), or unset it", p)
-        if bucket and (".." in bucket or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket)):
-            p.add("bucketName", f"{bucket!r} breaks S3 naming rules (no '..', not an IP address)")
-            bucket = None
-
+    vpc, subnet = _networks(get("vpcCidr"), get("subnetCidr"), p)
+    bucket = _bucket(get("bucketName"), p)
     retention = _as_int(get("snapshotRetentionDays"), "snapshotRetentionDays", 1, 3650, "days", p)
     chart = _as_str(get("argocdChartVersion"), "argocdChartVersion", _CHART_VERSION,
                     "pin an exact argo-cd chart version such as 9.1.4", p)
@@ -352,34 +400,28 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     schedule = _as_str(get("snapshotSchedule"), "snapshotSchedule", _SCHEDULE,
                        "use an EventBridge expression such as 'rate(1 hour)', 'rate(30 minutes)' or 'cron(0 * * * ? *)'", p)
     scheduled = _as_bool(get("scheduledSnapshots"), "scheduledSnapshots", p)
-    wheel_dir = get("snapshotLambdaWheelDir")
-    # Only the shape is checked here (this function does no I/O); a folder that lacks the wheels is reported by
-    # the package build, with the `pip download` command that fills it.
-    if wheel_dir is not None and (not isinstance(wheel_dir, str) or not wheel_dir.strip()):
-        p.add("snapshotLambdaWheelDir", f"{wheel_dir!r} is not a folder path; "
-                                        f"{_set_hint('snapshotLambdaWheelDir', './lambda-wheels')}, or unset it")
-        wheel_dir = None
+    wheel_dir = _wheel_dir(get("snapshotLambdaWheelDir"), p)
 
     if p.items:
         raise ConfigValidationError(p.items)
     return StackConfig(
-        cluster_name=cluster_name,
-        aws_region=region,
+        cluster_name=_required(cluster_name, "clusterName"),
+        aws_region=_required(region, AWS_REGION_KEY),
         availability_zone=az,
-        instance_type=instance_type,
-        talos_version=talos_version,
+        instance_type=_required(instance_type, "instanceType"),
+        talos_version=_required(talos_version, "talosVersion"),
         kubernetes_version=kube_version,
         admin_cidrs=admin_cidrs,
         allow_world_access=bool(allow_world),
-        root_volume_size=root_size,
+        root_volume_size=_required(root_size, "rootVolumeSize"),
         data_volumes=data_volumes,
         vpc_cidr=str(vpc),
         subnet_cidr=str(subnet),
         bucket_name=bucket,
-        snapshot_retention_days=retention,
-        argocd_chart_version=chart,
+        snapshot_retention_days=_required(retention, "snapshotRetentionDays"),
+        argocd_chart_version=_required(chart, "argocdChartVersion"),
         kubernetes_secrets=kube_secrets,
-        snapshot_schedule=schedule,
+        snapshot_schedule=_required(schedule, "snapshotSchedule"),
         scheduled_snapshots=bool(scheduled),
         snapshot_lambda_wheel_dir=wheel_dir,
     )
