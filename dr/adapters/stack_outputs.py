@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +40,21 @@ class StackOutputs:
 
 
 def load_outputs_file(path: str | Path) -> StackOutputs:
-    """Read a file made by `pulumi stack output --json --show-secrets > FILE`."""
+    """Read a file made by `(umask 077; pulumi stack output --json --show-secrets > FILE)`. It holds every secret
+    output, so it is refused when group or others have any access to it (as a talosconfig is)."""
     p = Path(path)
     try:
-        raw = p.read_text()
+        with open(p, encoding="utf-8") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)  # the file read, not whatever the name points to later
+            if mode & 0o077:  # as for the talosconfig: no access at all for group and others (writing one is worse)
+                raise ConfigError(f"stack outputs file {p} holds every secret of the stack but group or others "
+                                  f"have access to it (mode {mode:04o})",
+                                  f"chmod 600 {p}; create such files with `(umask 077; pulumi stack output --json "
+                                  "--show-secrets > FILE)`")
+            raw = f.read()
     except FileNotFoundError:
         raise ConfigError(f"stack outputs file {p} does not exist",
-                          "create it with `pulumi stack output --json --show-secrets > FILE`, or unset "
+                          "create it with `(umask 077; pulumi stack output --json --show-secrets > FILE)`, or unset "
                           f"{OUTPUTS_FILE_ENV}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read stack outputs file {p}: {exc.strerror}", "check the path and its permissions") from exc
@@ -53,12 +62,13 @@ def load_outputs_file(path: str | Path) -> StackOutputs:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"stack outputs file {p} is not JSON ({exc.msg} at line {exc.lineno})",
-                          "regenerate it with `pulumi stack output --json --show-secrets > FILE`") from exc
+                          "regenerate it with `(umask 077; pulumi stack output --json --show-secrets > FILE)`") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"stack outputs file {p} is not a JSON object", "regenerate it with `pulumi stack output --json --show-secrets`")
     if any(v == "[secret]" for v in data.values()):
         raise ConfigError(f"stack outputs file {p} has secrets hidden as [secret]",
-                          "regenerate it with --show-secrets: `pulumi stack output --json --show-secrets > FILE`")
+                          "regenerate it with --show-secrets: `(umask 077; pulumi stack output --json --show-secrets > "
+                          "FILE)`")
     return StackOutputs(data, f"outputs file {p}", frozenset(k for k in keys.SECRET_OUTPUTS if k in data))
 
 

@@ -20,6 +20,8 @@ from dr.core import outputs as keys
 from dr.core.errors import ExitCode
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # full restores on a sandbox (2-19 s each)
+
 A = "/registry/configmaps/default/before-backup"
 B = "/registry/configmaps/default/after-backup"
 FAST = ("--poll-interval", "0.1", "--reboot-timeout", "30s", "--bootstrap-timeout", "30s", "--health-timeout", "20s")
@@ -204,6 +206,7 @@ def test_missing_controlplane_config_output_refuses(sandbox_env, tmp_path):
     del outs[keys.CONTROLPLANE_CONFIG]
     f = tmp_path / "outputs.json"
     f.write_text(json.dumps(outs))
+    f.chmod(0o600)
     res = run_restore("latest", "--yes", "--outputs-file", str(f))
     assert res.code == ExitCode.CONFIG, res
     assert keys.CONTROLPLANE_CONFIG in res.err and "pulumi up" in res.err

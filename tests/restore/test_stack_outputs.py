@@ -94,6 +94,7 @@ def test_automation_api_adapter_contract(fake_pulumi, tmp_path):
     assert all(c["automation"] == "true" for c in calls[1:])
 
 
+@pytest.mark.slow
 def test_restore_reads_the_cluster_through_the_automation_api(sandbox_env, fake_pulumi):
     sb = sandbox_env
     outputs, log = fake_pulumi
@@ -138,10 +139,31 @@ def test_outputs_file_problems_are_config_errors(tmp_path, monkeypatch):
     assert "does not exist" in res.err and "pulumi stack output --json --show-secrets" in res.err
     masked = tmp_path / "masked.json"
     masked.write_text(json.dumps({keys.CONTROLPLANE_CONFIG: "[secret]", keys.BUCKET: "b"}))
+    masked.chmod(0o600)
     monkeypatch.setenv(stack.OUTPUTS_FILE_ENV, str(masked))
     res = run_cli(restore.main, "latest", "--yes", stdin=io.StringIO(""))
     assert res.code == ExitCode.CONFIG, res
     assert "--show-secrets" in res.err
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_an_outputs_file_others_can_read_is_refused(tmp_path, monkeypatch, mode):
+    """Security M5: the outputs file holds every secret output; like the talosconfig it must be private."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(stack.OUTPUTS_FILE_ENV, raising=False)
+    f = tmp_path / "outputs.json"
+    f.write_text(json.dumps({keys.BUCKET: "b", keys.CLUSTER_NAME: "c"}))
+    f.chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        stack.load_outputs_file(f)
+    assert info.value.exit_code == ExitCode.CONFIG and f"mode {mode:04o}" in info.value.message
+    assert f"chmod 600 {f}" in info.value.hint and "umask 077" in info.value.hint
+    monkeypatch.setenv(stack.OUTPUTS_FILE_ENV, str(f))
+    res = run_cli(restore.main, "latest", "--yes", stdin=io.StringIO(""))
+    assert res.code == ExitCode.CONFIG, res
+    assert "chmod 600" in res.err
+    f.chmod(0o600)
+    assert stack.load_outputs_file(f).get(keys.BUCKET) == "b"
 
 
 @pytest.mark.parametrize("version,words", [

@@ -30,6 +30,7 @@ def cwd(tmp_path, monkeypatch):
     # a stack outputs file without a bucket: "no bucket configured", without asking Pulumi
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps({"clusterName": "test"}))
+    outputs.chmod(0o600)
     monkeypatch.setenv("DR_STACK_OUTPUTS_FILE", str(outputs))
     snapdir = tmp_path / ".talos" / "snapshots"
     snapdir.mkdir(parents=True)
@@ -119,6 +120,7 @@ def test_local_verification_is_shown(cwd, real_snapshot, tmp_path):
     assert row["verified_at"] is None and row["revision"] is None
 
 
+@pytest.mark.slow
 def test_more_than_a_thousand_objects_are_all_listed(cwd, s3_client, bucket, monkeypatch):
     # 1,000 keys that sort before every snapshot name fill the first page, so the snapshots are on later pages.
     junk = [f"snapshots/a-junk-{i:04d}" for i in range(1000)]
