@@ -83,7 +83,7 @@ class Network(pulumi.ComponentResource):
         )
         for port, what in ((TALOS_API_PORT, "talos"), (KUBERNETES_API_PORT, "kube")):
             for i, cidr in enumerate(args.admin_cidrs):
-                family = {"cidr_ipv6": cidr} if ":" in cidr else {"cidr_ipv4": cidr}
+                v6 = ":" in cidr
                 aws.vpc.SecurityGroupIngressRule(
                     f"{name}-{what}-api-{i}",
                     security_group_id=sg.id,
@@ -91,7 +91,8 @@ class Network(pulumi.ComponentResource):
                     from_port=port,
                     to_port=port,
                     description=f"{what} API from admin CIDR {cidr}",
-                    **family,
+                    cidr_ipv4=None if v6 else cidr,
+                    cidr_ipv6=cidr if v6 else None,
                     opts=child,
                 )
         # The node needs the internet: Talos pulls images, reaches the time server and S3.

@@ -22,7 +22,7 @@ TALOS_AMI_OWNER = "540036508848"  # Sidero Labs' AWS account, which publishes th
 EC2_ARCHITECTURES = {"amd64": "x86_64", "arm64": "arm64"}
 
 
-def talos_arch(supported_architectures: list[str] | tuple[str, ...] | None, instance_type: str = "") -> str:
+def talos_arch(supported_architectures: Sequence[str] | None, instance_type: str = "") -> str:
     """The Talos AMI architecture for an instance type, from EC2's ``supported_architectures`` for it.
 
     x86_64 wins when a type offers both (none does today); Graviton types offer only ``arm64``. Mac instances

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 FRESH = "fresh"
 STALE_FACTOR = 2
@@ -36,6 +37,10 @@ def schedule_interval(expression: str) -> timedelta:
     raise ValueError(f"schedule {expression!r} is not rate(N unit) or cron(...)")
 
 
+@overload
+def stale_since(newest: datetime, interval: timedelta) -> datetime: ...
+@overload
+def stale_since(newest: None, interval: timedelta) -> None: ...
 def stale_since(newest: datetime | None, interval: timedelta) -> datetime | None:
     """When backups count as stale: ``STALE_FACTOR`` intervals after the newest snapshot (None: no snapshot)."""
     return None if newest is None else newest + STALE_FACTOR * interval
@@ -46,7 +51,6 @@ def freshness(newest: datetime | None, interval: timedelta, now: datetime, where
     if newest is None:
         return f"stale: no snapshot in {where}" if where else "stale: no snapshot yet"
     since = stale_since(newest, interval)
-    assert since is not None
     if now < since:
         return FRESH
     return f"stale since {iso_utc(since)} (newest snapshot taken {iso_utc(newest)}; schedule every {_human(interval)})"
