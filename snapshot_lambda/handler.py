@@ -17,7 +17,8 @@ Settings come from the environment (set by ``infra/schedule.py``):
 ``TALOS_DR_TIMEOUT``            seconds for the whole stream, default 840 (Lambda's limit is 900)
 ==============================  ================================================================
 
-Imports here stay light (grpcio, protobuf, boto3): this module is the Lambda entry point ``dr.lambda_handler.handler``.
+Imports here stay light (h2, protobuf, boto3; no grpcio): this module is the Lambda entry point
+``snapshot_lambda.handler.handler``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dr.adapters import s3
 from dr.adapters.talosapi import APID_PORT, TalosClient, TalosCredentials
 from dr.core import naming, outputs
 from dr.core.errors import ConfigError, DRError
+from dr.core.timefmt import iso_utc
 
 log = logging.getLogger("talos-dr.schedule")
 
@@ -146,7 +148,7 @@ def take_snapshot(
         size=res.size,
         sha256=res.sha256,
         file_sha256=res.file_sha256,
-        taken_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        taken_at=iso_utc(now),
         tagged=tagged,
     )
 

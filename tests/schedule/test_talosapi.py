@@ -17,39 +17,18 @@ from tests.conftest import free_port
 from tests.schedule.conftest import KEYS
 
 
-@pytest.fixture(params=[("h2", "openssl"), ("h2", "grpcio"), ("grpcio", "grpcio")],
-                ids=["h2-vs-ed25519-apid", "h2-vs-grpcio-apid", "grpcio-vs-grpcio-apid"])
-def combo(request):
-    """(client transport, apid backend): the default h2 client against a Talos-like Ed25519 apid and against a
-    grpcio server (interop), and the grpcio client against the server it can talk to."""
-    return request.param
-
-
-@pytest.fixture
-def transport(combo):
-    return combo[0]
-
-
-@pytest.fixture
-def apid(combo, apid_server, grpc_apid_server):
-    server = apid_server if combo[1] == "openssl" else grpc_apid_server
+@pytest.fixture(params=["openssl", "grpcio"], ids=["h2-vs-ed25519-apid", "h2-vs-grpcio-apid"])
+def apid(request, apid_server, grpc_apid_server):
+    """The h2 client's two servers: a Talos-like Ed25519 apid (OpenSSL + h2), and grpcio's own gRPC server (ECDSA
+    key), the independent implementation the hand-written client is checked against (interop)."""
+    server = apid_server if request.param == "openssl" else grpc_apid_server
     server.fault = None
     yield server
     server.fault = None
 
 
-def test_grpcio_cannot_handshake_with_an_ed25519_apid(apid_server, make_creds):
-    """Why h2 is the default: Talos's apid key is Ed25519 and grpcio's TLS refuses it (grpc/grpc#24252)."""
-    with TalosClient(apid_server.host, make_creds(), port=apid_server.port, timeout=10, transport="grpcio") as c:
-        with pytest.raises(NodeUnreachable) as ei:
-            c.etcd_snapshot(io.BytesIO())
-    assert "TLS handshake" in ei.value.message and "grpc/grpc#24252" in ei.value.hint
-    with TalosClient(apid_server.host, make_creds(), port=apid_server.port, timeout=10) as c:
-        assert c.transport == "h2" and c.etcd_snapshot(io.BytesIO()).digest.size > 0
-
-
-def _client(apid, transport, creds, **kw) -> TalosClient:
-    return TalosClient(apid.host, creds, port=apid.port, timeout=30, transport=transport, **kw)
+def _client(apid, creds, **kw) -> TalosClient:
+    return TalosClient(apid.host, creds, port=apid.port, timeout=30, **kw)
 
 
 def test_messages_match_talos_wire_format():
@@ -60,9 +39,9 @@ def test_messages_match_talos_wire_format():
 
 
 @pytest.mark.parametrize("role", ["os:etcd:backup", "os:admin", "os:operator"])
-def test_snapshot_streams_the_etcd_snapshot_for_allowed_roles(transport, apid, make_creds, role, tmp_path):
+def test_snapshot_streams_the_etcd_snapshot_for_allowed_roles(apid, make_creds, role, tmp_path):
     out = tmp_path / "snap.db"
-    with _client(apid, transport, make_creds(role)) as c, open(out, "wb") as f:
+    with _client(apid, make_creds(role)) as c, open(out, "wb") as f:
         res = c.etcd_snapshot(f)
     served = apid.last_snapshot.read_bytes()
     assert out.read_bytes() == served  # byte for byte what `etcdctl snapshot save` produced on the node
@@ -76,78 +55,78 @@ def test_snapshot_streams_the_etcd_snapshot_for_allowed_roles(transport, apid, m
         assert (data / "member" / "snap" / "db").stat().st_size > 0
 
 
-def test_snapshot_is_streamed_in_chunks_not_buffered(transport, apid, make_creds):
+def test_snapshot_is_streamed_in_chunks_not_buffered(apid, make_creds):
     sizes = []
-    with _client(apid, transport, make_creds()) as c:
+    with _client(apid, make_creds()) as c:
         c.etcd_snapshot(lambda b: sizes.append(len(b)))
     assert len(sizes) >= 1 and max(sizes) <= 64 * 1024
     assert sum(sizes) == apid.last_snapshot.stat().st_size
 
 
-def test_reader_role_is_refused_with_a_role_hint(transport, apid, make_creds):
-    with _client(apid, transport, make_creds("os:reader")) as c, pytest.raises(NodeError) as ei:
+def test_reader_role_is_refused_with_a_role_hint(apid, make_creds):
+    with _client(apid, make_creds("os:reader")) as c, pytest.raises(NodeError) as ei:
         c.etcd_snapshot(io.BytesIO())
     assert "os:etcd:backup" in str(ei.value) and "PERMISSION" not in ei.value.hint
     assert "not authorized" in ei.value.message
     assert apid.calls[-1] == ("os:reader", "denied")
 
 
-def test_client_certificate_from_another_ca_is_refused(transport, apid, make_creds):
+def test_client_certificate_from_another_ca_is_refused(apid, make_creds):
     other = new_ca("not-this-cluster")
-    with _client(apid, transport, make_creds(ca=other)) as c, pytest.raises(NodeUnreachable) as ei:
+    with _client(apid, make_creds(ca=other)) as c, pytest.raises(NodeUnreachable) as ei:
         c.etcd_snapshot(io.BytesIO())
     assert "TLS handshake" in ei.value.message and "OS CA" in ei.value.hint
 
 
-def test_node_certificate_not_signed_by_trusted_ca_is_refused(transport, apid, make_creds):
+def test_node_certificate_not_signed_by_trusted_ca_is_refused(apid, make_creds):
     other = new_ca("impostor")
-    with _client(apid, transport, make_creds(trust=other)) as c, pytest.raises(NodeUnreachable) as ei:
+    with _client(apid, make_creds(trust=other)) as c, pytest.raises(NodeUnreachable) as ei:
         c.etcd_snapshot(io.BytesIO())
     assert "TLS handshake" in ei.value.message and "CA" in ei.value.hint
 
 
-def test_expired_client_certificate_fails_before_dialing(transport, apid, make_creds):
+def test_expired_client_certificate_fails_before_dialing(apid, make_creds):
     with pytest.raises(ConfigError) as ei:
-        _client(apid, transport, make_creds(expired=True))
+        _client(apid, make_creds(expired=True))
     assert "expired on" in ei.value.message and "pulumi up" in ei.value.hint
 
 
-def test_expired_client_certificate_is_refused_by_the_node(transport, apid, make_creds, monkeypatch):
+def test_expired_client_certificate_is_refused_by_the_node(apid, make_creds, monkeypatch):
     # Without the local courtesy check the node's TLS stack refuses it: still a clear TLS error, never a hang.
     monkeypatch.setattr("dr.adapters.talosapi.client.check_client_certificate", lambda pem, now=None: None)
-    with _client(apid, transport, make_creds(expired=True)) as c, pytest.raises(NodeUnreachable) as ei:
+    with _client(apid, make_creds(expired=True)) as c, pytest.raises(NodeUnreachable) as ei:
         c.etcd_snapshot(io.BytesIO())
     assert "TLS handshake" in ei.value.message
 
 
 @pytest.mark.parametrize("fault", ["cut", "truncate"])
-def test_stream_cut_midway_is_an_error(transport, apid, make_creds, fault):
+def test_stream_cut_midway_is_an_error(apid, make_creds, fault):
     apid.fault, apid.fault_after = fault, 8192
     got = []
-    with _client(apid, transport, make_creds()) as c, pytest.raises(TruncatedSnapshot) as ei:
+    with _client(apid, make_creds()) as c, pytest.raises(TruncatedSnapshot) as ei:
         c.etcd_snapshot(got.append)
     assert sum(map(len, got)) <= 8192 < apid.last_snapshot.stat().st_size
     assert "truncated" in ei.value.message or "cut after" in ei.value.message
 
 
-def test_corrupt_stream_fails_the_trailer_check(transport, apid, make_creds):
+def test_corrupt_stream_fails_the_trailer_check(apid, make_creds):
     from dr.core.errors import CorruptSnapshot
 
     apid.fault = "corrupt"
-    with _client(apid, transport, make_creds()) as c, pytest.raises(CorruptSnapshot):
+    with _client(apid, make_creds()) as c, pytest.raises(CorruptSnapshot):
         c.etcd_snapshot(io.BytesIO())
 
 
-def test_node_reported_error_is_a_node_error(transport, apid, make_creds):
+def test_node_reported_error_is_a_node_error(apid, make_creds):
     apid.fault = "error"
-    with _client(apid, transport, make_creds()) as c, pytest.raises(NodeError) as ei:
+    with _client(apid, make_creds()) as c, pytest.raises(NodeError) as ei:
         c.etcd_snapshot(io.BytesIO())
     assert "simulated" in ei.value.message and "talos-sandbox" in ei.value.message
 
 
-def test_node_down_is_unreachable(transport, make_creds):
+def test_node_down_is_unreachable(make_creds):
     port = free_port()
-    with TalosClient("127.0.0.1", make_creds(), port=port, timeout=10, transport=transport) as c, pytest.raises(NodeUnreachable) as ei:
+    with TalosClient("127.0.0.1", make_creds(), port=port, timeout=10) as c, pytest.raises(NodeUnreachable) as ei:
         c.etcd_snapshot(io.BytesIO())
     assert f"127.0.0.1:{port}" in ei.value.message and "50000" in ei.value.hint
 
@@ -165,9 +144,9 @@ def test_credentials_json_round_trip_and_base64_form(make_creds):
         TalosCredentials.from_json('{"ca": "x"}')
 
 
-def test_snapshot_holds_the_node_keys(transport, apid, make_creds, tmp_path):
+def test_snapshot_holds_the_node_keys(apid, make_creds, tmp_path):
     out = tmp_path / "s.db"
-    with _client(apid, transport, make_creds()) as c, open(out, "wb") as f:
+    with _client(apid, make_creds()) as c, open(out, "wb") as f:
         c.etcd_snapshot(f)
     strings = Path(out).read_bytes()
     for k in KEYS:

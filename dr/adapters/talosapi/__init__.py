@@ -2,9 +2,7 @@
 
 from dr.adapters.talosapi.client import (
     APID_PORT,
-    DEFAULT_TRANSPORT,
     SNAPSHOT_ROLES,
-    TRANSPORTS,
     SnapshotResult,
     TalosClient,
     TalosCredentials,
@@ -15,9 +13,7 @@ from dr.adapters.talosapi.client import (
 
 __all__ = [
     "APID_PORT",
-    "DEFAULT_TRANSPORT",
     "SNAPSHOT_ROLES",
-    "TRANSPORTS",
     "SnapshotResult",
     "TalosClient",
     "TalosCredentials",

@@ -4,9 +4,9 @@ Only what a scheduled backup needs. The snapshot is streamed chunk by chunk to t
 and its SHA-256 trailer is checked as it passes; the iterator raises after the last chunk when the trailer does not
 verify, so a consumer that uploads as it goes (``dr.s3.upload_snapshot_stream``) aborts instead of completing.
 
-Two transports carry the same gRPC call: ``h2`` (default; ``dr.talosapi.h2stream``, HTTP/2 on Python's OpenSSL) and
-``grpcio``. Talos's apid presents an Ed25519 key, which grpcio's TLS cannot handshake with (grpc/grpc#24252), so
-grpcio only suits apids with ECDSA/RSA keys (and is imported only when chosen: the Lambda does not ship it).
+The transport is ``dr.adapters.talosapi.h2stream`` (HTTP/2 on Python's OpenSSL): Talos's apid presents an Ed25519
+key, which grpcio's TLS cannot handshake with (grpc/grpc#24252). grpcio stays only as the sandbox's second apid
+backend, the independent gRPC server this client is tested against (tests/schedule/test_talosapi.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
+
+from google.protobuf.message import DecodeError
 
 from dr.adapters.talosapi import h2stream, messages
 from dr.core.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
@@ -25,10 +27,6 @@ APID_PORT = 50000
 # Roles (client certificate Organization) apid lets call EtcdSnapshot.
 SNAPSHOT_ROLES = ("os:admin", "os:operator", "os:etcd:backup")
 DEFAULT_TIMEOUT = 900.0  # a whole snapshot stream; Lambda's own limit is 15 minutes
-# "h2": HTTP/2 on Python's TLS (OpenSSL) — works with Talos's Ed25519 apid keys. "grpcio": gRPC's own stack, which
-# cannot do Ed25519 handshakes (grpc/grpc#24252): only for nodes whose apid key is ECDSA or RSA.
-TRANSPORTS = ("h2", "grpcio")
-DEFAULT_TRANSPORT = "h2"
 
 
 def check_client_certificate(cert_pem: bytes, now: datetime | None = None) -> None:
@@ -63,15 +61,13 @@ def _format_target(host: str, port: int) -> str:
 
 
 def map_status(
-    code: str, details: str, node: str, what: str = "etcd snapshot", *, tls: bool | None = None, grpcio: bool = False
+    code: str, details: str, node: str, what: str = "etcd snapshot", *, tls: bool | None = None
 ) -> DRError:
     """One ``DRError`` for a failed call (``code`` is a gRPC status name), worded for the person who fixes it."""
     low = details.lower()
     where = f"{what} from {node}"
     if tls is None:
-        # Under TLS 1.3 a server that rejects the client certificate just closes the socket after the handshake:
-        # grpcio reports "Socket closed", whereas a node that is down gives "Connection refused" or a timeout.
-        tls = any(w in low for w in ("handshake", "ssl", "certificate", "tsi_", "x509", "tls", "socket closed"))
+        tls = any(w in low for w in ("handshake", "ssl", "certificate", "x509", "tls"))
     if code == "PERMISSION_DENIED":
         return NodeError(
             f"{where} refused: {details}",
@@ -89,11 +85,6 @@ def map_status(
                 "the node's certificate is not signed by the CA you trust, or your client certificate is not signed by "
                 "the node's OS CA (or has expired): use the CA and certificate from this stack's machine secrets"
             )
-        if grpcio:
-            hint += (
-                "; if the node's key is Ed25519 (Talos's default) use the h2 transport: grpcio cannot complete "
-                "Ed25519 handshakes (grpc/grpc#24252)"
-            )
         return NodeUnreachable(f"TLS handshake with {node} failed during {what}: {details}", hint)
     if code == "UNAVAILABLE":
         return NodeUnreachable(
@@ -105,13 +96,9 @@ def map_status(
     return NodeError(f"{where} failed: {code}: {details}")
 
 
-def map_rpc_error(exc: Exception, node: str, what: str = "etcd snapshot") -> DRError:
-    """``map_status`` for a grpcio ``RpcError`` or an ``h2stream.CallError``."""
-    if isinstance(exc, h2stream.CallError):
-        return map_status(exc.code, exc.details, node, what, tls=exc.tls or None)
-    code = exc.code() if hasattr(exc, "code") else None
-    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
-    return map_status(code.name if code is not None else "UNKNOWN", details, node, what, grpcio=True)
+def map_rpc_error(exc: h2stream.CallError, node: str, what: str = "etcd snapshot") -> DRError:
+    """``map_status`` for an ``h2stream.CallError``."""
+    return map_status(exc.code, exc.details, node, what, tls=exc.tls or None)
 
 
 @dataclass
@@ -123,7 +110,7 @@ class SnapshotResult:
 
 
 class TalosClient:
-    """A client for one node's apid. Build one per operation; it holds a gRPC channel until ``close()``."""
+    """A client for one node's apid. Build one per operation; each call opens (and closes) its own connection."""
 
     def __init__(
         self,
@@ -133,11 +120,7 @@ class TalosClient:
         port: int = APID_PORT,
         timeout: float = DEFAULT_TIMEOUT,
         server_name: str | None = None,
-        transport: str = DEFAULT_TRANSPORT,
     ):
-        if transport not in TRANSPORTS:
-            raise ConfigError(f"unknown Talos API transport {transport!r}", f"use one of {', '.join(TRANSPORTS)}")
-        self.transport = transport
         self.server_name = server_name
         self.host = host
         self.port = port
@@ -146,53 +129,30 @@ class TalosClient:
         self.credentials = credentials
         self.hostname = host  # replaced by the node's own name when apid reports it
         check_client_certificate(credentials.cert_pem)
-        self._channel = None
-        self._ssl = None
         try:
-            if transport == "grpcio":
-                import grpc
-
-                channel_creds = grpc.ssl_channel_credentials(
-                    root_certificates=credentials.ca_pem,
-                    private_key=credentials.key_pem,
-                    certificate_chain=credentials.cert_pem,
-                )
-                # apid's certificate carries the node's addresses as IP SANs, so the address we dial is the name we check.
-                options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-                self._channel = grpc.secure_channel(self.node, channel_creds, options=options)
-            else:
-                self._ssl = h2stream.client_context(credentials.ca_pem, credentials.cert_pem, credentials.key_pem)
-        except Exception as exc:  # unusable PEM: grpc raises plain errors, ssl raises SSLError/ValueError
+            self._ssl = h2stream.client_context(credentials.ca_pem, credentials.cert_pem, credentials.key_pem)
+        except Exception as exc:  # unusable PEM: ssl raises SSLError/ValueError
             raise ConfigError(f"the Talos client credential is unusable: {exc}", "re-run `pulumi up` to rewrite it") from exc
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-
-    def _call_errors(self) -> tuple[type[Exception], ...]:
-        if self.transport == "grpcio":
-            import grpc
-
-            return (grpc.RpcError, h2stream.CallError)
-        return (h2stream.CallError,)
+        """Nothing to release: each call's connection closes with the call (kept so ``with`` reads naturally)."""
 
     def _stream(self, method: str, request) -> Generator[Any, None, None]:
-        """Decoded ``common.Data`` messages of a server-streaming call; errors are the transport's own."""
-        if self._channel is not None:
-            call = self._channel.unary_stream(
-                method, request_serializer=lambda m: m.SerializeToString(), response_deserializer=messages.Data.FromString
-            )(request, timeout=self.timeout)
-            try:
-                yield from call
-            finally:
-                call.cancel()
-            return
-        assert self._ssl is not None  # __init__ builds one for every transport but grpcio
+        """Decoded ``common.Data`` messages of a server-streaming call. Transport failures are ``CallError``s; a
+        message that is not a ``common.Data`` protobuf is a ``NodeError``."""
         raw = h2stream.unary_stream(self.host, self.port, method, request.SerializeToString(), self._ssl,
                                     timeout=self.timeout, server_name=self.server_name)
         try:
             for data in raw:
-                yield messages.Data.FromString(data)
+                try:
+                    msg = messages.Data.FromString(data)
+                except DecodeError as exc:
+                    raise NodeError(
+                        f"{self.node} sent a gRPC message that is not a Talos common.Data ({len(data)} bytes): "
+                        f"{h2stream.printable(str(exc))}",
+                        "check that the address is the node's apid (port 50000), then take the snapshot again",
+                    ) from exc
+                yield msg
         finally:
             raw.close()
 
@@ -211,19 +171,19 @@ class TalosClient:
         """
         hasher = TrailerHasher(f"etcd snapshot streamed from {self.node}")
         stream = self._stream(messages.ETCD_SNAPSHOT_METHOD, messages.EtcdSnapshotRequest())
-        errors = self._call_errors()
         try:
             try:
                 for msg in stream:
-                    if msg.HasField("metadata"):
-                        self.hostname = msg.metadata.hostname or self.hostname
+                    if msg.HasField("metadata"):  # node-controlled text: made printable before it can reach a log
+                        name = h2stream.printable(msg.metadata.hostname, 253)
+                        self.hostname = name or self.hostname
                         if msg.metadata.error or msg.metadata.status.code:
-                            err = msg.metadata.error or msg.metadata.status.message
-                            raise NodeError(f"etcd snapshot from {self.node} failed on node {msg.metadata.hostname or '?'}: {err}")
+                            reason = h2stream.printable(msg.metadata.error or msg.metadata.status.message)
+                            raise NodeError(f"etcd snapshot from {self.node} failed on node {name or '?'}: {reason}")
                     if msg.bytes:
                         hasher.update(msg.bytes)
                         yield msg.bytes
-            except errors as exc:
+            except h2stream.CallError as exc:
                 err = map_rpc_error(exc, self.node)
                 if hasher.size and isinstance(err, NodeUnreachable | NodeError):
                     err = TruncatedSnapshot(

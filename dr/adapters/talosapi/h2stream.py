@@ -13,6 +13,7 @@ import socket
 import ssl
 import tempfile
 import time
+import unicodedata
 from collections.abc import Generator, Iterator
 from urllib.parse import unquote
 
@@ -24,7 +25,10 @@ import h2.settings
 from hpack.struct import Header
 
 _WINDOW = 4 * 1024 * 1024  # receive window: lets apid stream ahead without a round trip per 64 KiB
-_MAX_MESSAGE = 64 * 1024 * 1024
+# apid streams a snapshot in 1 KiB messages; anything far larger is not apid. 4 MiB is also gRPC's own default limit
+# on a received message, and bounds what one hostile length prefix can make us buffer.
+_MAX_MESSAGE = 4 * 1024 * 1024
+_MAX_TEXT = 512  # characters of node-controlled text (grpc-message, a reported error) we pass on to errors and logs
 
 # grpc status codes by number (https://grpc.github.io/grpc/core/md_doc_statuscodes.html)
 STATUS_NAMES = {
@@ -82,6 +86,16 @@ def _tls_error(exc: ssl.SSLError) -> CallError:
     return CallError("UNAVAILABLE", f"TLS failure: {text}", tls=True)
 
 
+def printable(text: str, limit: int = _MAX_TEXT) -> str:
+    """Node-controlled ``text`` made safe for one log line: control and format characters (newlines, ESC, bidi
+    overrides, ...) shown as escapes, and at most ``limit`` characters kept."""
+    safe = "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" else ch
+        for ch in text[: limit * 2]
+    )
+    return safe if len(safe) <= limit and len(text) <= limit * 2 else f"{safe[:limit]}... ({len(text)} characters)"
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -100,13 +114,19 @@ def _connect(host: str, port: int, context: ssl.SSLContext, connect_timeout: flo
     except OSError as exc:
         raise CallError("UNAVAILABLE", f"connect to {host}:{port} failed: {exc.strerror or exc}") from exc
     try:
-        return context.wrap_socket(raw, server_hostname=server_name or host)
+        tls = context.wrap_socket(raw, server_hostname=server_name or host)
     except ssl.SSLError as exc:
         raw.close()
         raise _tls_error(exc) from exc
     except OSError as exc:
         raw.close()
         raise CallError("UNAVAILABLE", f"TLS handshake with {host}:{port} failed: {exc}", tls=True) from exc
+    alpn = tls.selected_alpn_protocol()
+    if alpn != "h2":  # gRPC is HTTP/2 only; apid always agrees to h2
+        tls.close()
+        raise CallError("UNAVAILABLE", f"{host}:{port} did not agree to HTTP/2 in the TLS handshake (ALPN {alpn!r}): "
+                        "not a gRPC endpoint such as apid")
+    return tls
 
 
 class _Call:
@@ -129,7 +149,8 @@ class _Call:
     def start(self, path: str, request: bytes) -> None:
         conn = self.conn
         conn.initiate_connection()
-        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW})
+        # No server push (gRPC never uses it): sent ahead of the request, so a server sees it before it could push.
+        conn.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0, h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW})
         conn.increment_flow_control_window(_WINDOW)
         self.sid = sid = conn.get_next_available_stream_id()
         conn.send_headers(sid, [
@@ -182,9 +203,12 @@ class _Call:
 
     def status_from(self, headers: dict[str, str]) -> None:
         if "grpc-status" in headers:
-            code = int(headers["grpc-status"])
+            raw = headers["grpc-status"]
+            if not (raw.isascii() and raw.isdigit()):
+                raise CallError("INTERNAL", f"malformed grpc-status {printable(raw, 40)!r} from {self.host}:{self.port}")
+            code = int(raw)
             self.status = STATUS_NAMES.get(code, f"CODE_{code}")
-            self.message = unquote(headers.get("grpc-message", ""))
+            self.message = printable(unquote(headers.get("grpc-message", "")))
 
     def messages(self) -> Iterator[bytes]:
         """The complete length-prefixed messages in the buffer, removed from it as they are yielded."""
@@ -197,8 +221,9 @@ class _Call:
                 raise CallError("RESOURCE_EXHAUSTED", f"gRPC message of {size} bytes")
             if len(buf) < 5 + size:
                 break
-            msg = bytes(buf[5 : 5 + size])
-            del buf[: 5 + size]
+            with memoryview(buf) as view:  # one copy out of the buffer (a bytearray slice would be a second)
+                msg = bytes(view[5 : 5 + size])
+            del buf[: 5 + size]  # cheap at the front of a bytearray
             self.send()  # window updates first, so the node keeps streaming while the caller works
             yield msg
 
@@ -208,7 +233,7 @@ class _Call:
         if isinstance(ev, h2.events.ResponseReceived) and mine:
             headers = _header_dict(ev.headers)
             if headers.get(":status") != "200":
-                raise CallError("UNAVAILABLE", f"HTTP status {headers.get(':status')} from {self.host}:{self.port}")
+                raise CallError("UNAVAILABLE", f"HTTP status {printable(headers.get(':status', '?'), 40)} from {self.host}:{self.port}")
             self.status_from(headers)  # a trailers-only response carries its status here
         elif isinstance(ev, h2.events.DataReceived) and mine:
             self.buf.extend(ev.data)
@@ -221,6 +246,8 @@ class _Call:
         elif isinstance(ev, h2.events.StreamReset) and mine:
             raise CallError("UNAVAILABLE" if ev.error_code else "CANCELLED",
                             f"the node reset the stream (HTTP/2 error {ev.error_code})")
+        elif isinstance(ev, h2.events.PushedStreamReceived):  # refused in our SETTINGS; h2 only enforces it once acked
+            raise CallError("INTERNAL", f"{self.host}:{self.port} pushed a stream although push is disabled")
         elif isinstance(ev, h2.events.ConnectionTerminated):
             if not self.finished:
                 raise CallError("UNAVAILABLE", f"the node closed the connection (HTTP/2 GOAWAY {ev.error_code})")
