@@ -409,7 +409,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        value = pulumi.Output.secret(
+        value: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.from_input(args.machine_secrets).apply(
                 lambda ms: credential_json(ms, args.cluster_name, now)
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,24 +113,28 @@ class TalosCluster(pulumi.ComponentResource):
             ),
         )
 
+        # Typed Any: the provider's signatures want ClientConfigurationArgs, and this Result output is what it reads.
+        client_configuration: Any = secrets.client_configuration
         patches: list[pulumi.Input[str]] = [ip.apply(base_patch)]
         for vol in args.data_volumes:
             vol_id = pulumi.Output.from_input((args.volume_ids or {})[vol.name])
-            patches.append(vol_id.apply(lambda vid, v=vol: data_volume_patch(v, vid)))
+            patches.append(vol_id.apply(functools.partial(data_volume_patch, vol)))
 
         controlplane = talos.machine.get_configuration_output(
             cluster_name=args.cluster_name,
             cluster_endpoint=endpoint,
-            machine_secrets=secrets.machine_secrets,
+            # The provider's typings admit only its Args classes and plain lists, but the engine resolves its own
+            # Result outputs and Outputs nested in a list (client_configuration below is the same case).
+            machine_secrets=secrets.machine_secrets,  # type: ignore[arg-type]
             machine_type="controlplane",
-            config_patches=patches,
+            config_patches=patches,  # type: ignore[arg-type]
             kubernetes_version=args.kubernetes_version,
             talos_version=args.talos_version,
             docs=False,
             examples=False,
             opts=invoke_opts,
         )
-        controlplane_config = pulumi.Output.secret(controlplane.machine_configuration)
+        controlplane_config: pulumi.Output[str] = pulumi.Output.secret(controlplane.machine_configuration)
 
         # replacement_trigger: a new instance id replaces these resources even though their own
         # inputs (the EIP, the config) are unchanged. The provider's Bootstrap would otherwise never run again.
@@ -140,7 +145,7 @@ class TalosCluster(pulumi.ComponentResource):
             f"{name}-apply",
             node=node_ip,
             endpoint=ip,
-            client_configuration=secrets.client_configuration,
+            client_configuration=client_configuration,
             machine_configuration_input=controlplane_config,
             # Deleting the superseded apply after a node replacement must never reset the new node at the same
             # address (reset is the provider's default of false today; say so explicitly).
@@ -155,14 +160,14 @@ class TalosCluster(pulumi.ComponentResource):
             f"{name}-bootstrap",
             node=node_ip,
             endpoint=ip,
-            client_configuration=secrets.client_configuration,
+            client_configuration=client_configuration,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[apply], replacement_trigger=args.node_identity),
         )
         kubeconfig = talos.cluster.Kubeconfig(
             f"{name}-kubeconfig",
             node=node_ip,
             endpoint=ip,
-            client_configuration=secrets.client_configuration,
+            client_configuration=client_configuration,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[bootstrap],
@@ -180,9 +185,9 @@ class TalosCluster(pulumi.ComponentResource):
         # talosctl dials `endpoints` and sends `nodes` as the target: EIP to dial, private IP as the target.
         client = talos.client.get_configuration_output(
             cluster_name=args.cluster_name,
-            client_configuration=secrets.client_configuration,
-            endpoints=[ip],
-            nodes=[node_ip],
+            client_configuration=client_configuration,
+            endpoints=[ip],  # type: ignore[list-item]  # Outputs in a list: resolved by the engine, as above
+            nodes=[node_ip],  # type: ignore[list-item]
             opts=invoke_opts,
         )
 
