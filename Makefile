@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LOCKS := requirements.lock requirements-dev.lock
 STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) | cksum | cut -d' ' -f1)
 
-.PHONY: test demo bench lint etcd venv lock clean
+.PHONY: test test-fast demo bench lint etcd venv lock clean
 
 # The venv installs the hash-pinned lock (every transitive dependency, every file's SHA-256), nothing else: pip uses
 # whatever index it is configured with, and no index URL is named here or in the locks, because --require-hashes makes
@@ -37,6 +37,10 @@ etcd:
 # Lint and types first: a test run that passes on code ruff or mypy rejects is not a pass (.ci/run runs this target).
 test: venv etcd lint
 	$(PY) -m pytest
+
+# The quick loop: everything but the tests marked slow (real etcd, S3, sandbox, Pulumi runs; `pytest -m slow`).
+test-fast: venv etcd
+	$(PY) -m pytest -m "not slow" -q
 
 demo: venv etcd
 	$(PY) -m demo

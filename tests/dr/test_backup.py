@@ -19,6 +19,8 @@ from dr.core.errors import ExitCode
 from dr.core.integrity import verify_file
 from tests.conftest import ROOT, require_binary, run_cli, start_etcd
 
+pytestmark = pytest.mark.slow  # a sandbox per test (1-6 s each)
+
 
 def _snapshots(folder: Path) -> list[Path]:
     return sorted(p for p in (folder / ".talos" / "snapshots").iterdir())

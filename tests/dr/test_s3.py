@@ -36,6 +36,7 @@ def test_upload_file_is_byte_identical_with_checksum_and_metadata(s3_client, buc
     assert info.checksum_sha256  # S3 stored a SHA-256 checksum
 
 
+@pytest.mark.slow
 def test_multipart_upload_of_large_snapshot(s3_client, bucket, tmp_path, real_snapshot):
     # A synthetic well-formed snapshot larger than the multipart threshold: bbolt header from a real snapshot,
     # padding, and a correct trailer.
@@ -122,6 +123,7 @@ def test_download_round_trip_and_corrupt_object(s3_client, bucket, real_snapshot
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db"]
 
 
+@pytest.mark.slow
 def test_listing_is_newest_first_ignores_non_snapshots_and_pages(s3_client, bucket):
     names = [f"snapshots/etcd-snapshot-2026010{d}T000000Z.db" for d in range(1, 6)]
     for n in names + ["snapshots/README.txt", "snapshots/etcd-snapshot-bad.db", "other/etcd-snapshot-20260101T000000Z.db"]:

@@ -17,6 +17,8 @@ from dr.core import naming
 from tests.conftest import free_port, run_cli
 from tests.faults.conftest import S3_ENV, grow, put_single_part
 
+pytestmark = pytest.mark.slow  # lists a 10,000-object bucket (~4 s each)
+
 COUNT = 10_000
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 

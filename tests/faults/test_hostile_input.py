@@ -14,6 +14,8 @@ from dr.core.errors import ExitCode
 from tests.conftest import run_cli
 from tests.faults.conftest import put_single_part
 
+pytestmark = pytest.mark.slow  # a sandbox per test (0.4-7 s each)
+
 MARKER = "/registry/configmaps/default/still-here"
 SHELLY = ["etcd; rm -rf x.db", "$(touch pwned).db", "`touch pwned`.db", "a'b\"c|d&e>f.db"]
 

@@ -22,6 +22,8 @@ from dr.core.integrity import verify_file
 from tests.conftest import ROOT, run_cli
 from tests.faults.conftest import partials
 
+pytestmark = pytest.mark.slow  # a sandbox per test, faults with waits (1-9 s each)
+
 MARKER = "/registry/configmaps/default/written-after-the-snapshot"
 FAST = ["--yes", "--poll-interval", "100ms"]
 

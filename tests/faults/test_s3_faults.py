@@ -6,12 +6,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from dr.adapters import s3
 from dr.commands import backup, restore, verify
 from dr.core.errors import ExitCode
 from dr.core.integrity import verify_file
 from tests.conftest import run_cli
 from tests.faults.conftest import MIB, grow, partials, put_single_part
+
+pytestmark = pytest.mark.slow  # a sandbox and an S3 fault proxy per test (2.5-9 s each)
 
 
 def _local_snapshots() -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from dr.core.outputs import DEFAULT_STACK, PROJECT_NAME
@@ -26,6 +27,7 @@ def test_stack_file_has_no_secrets():
     assert prefixes <= {PROJECT_NAME, "aws"}
 
 
+@pytest.mark.slow
 def test_dynamic_provider_module_imports_cleanly_without_an_engine():
     """The dynamic-provider process imports infra.providers.secret_file by name: it must import with no engine and no mocks."""
     code = "import infra.providers.secret_file, infra.providers.backup_check, infra.config, infra.stack; print('ok')"

@@ -28,7 +28,8 @@ from tests.infra.mocks import (
 )
 from tests.infra.test_stack import is_secret_input, unwrap
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# slow: the module's `prod` program run (~4 s) is what most tests read
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 CALLER_IDENTITY = "aws:index/getCallerIdentity:getCallerIdentity"
 # Resource types only the schedule creates (security groups and their rules exist in the network too).

@@ -13,6 +13,8 @@ from dr.core.integrity import verify_file
 from sandbox import faults
 from tests.sandbox.test_node import fails, ok
 
+pytestmark = pytest.mark.slow  # the module's sandbox (~1 s), slow streams, a second sandbox
+
 
 def test_parallel_snapshots_and_reads_all_succeed(shared, tmp_path):
     def snap(i):

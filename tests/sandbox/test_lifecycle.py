@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from dr.core import outputs as out
@@ -32,6 +33,7 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+@pytest.mark.slow
 def test_cli_up_status_down_and_a_second_sandbox_at_once(tmp_path):
     require_etcd()
     d1 = tmp_path / "one"

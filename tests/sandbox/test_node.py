@@ -14,6 +14,8 @@ from dr.core.integrity import verify_file
 from sandbox.api import with_addresses
 from sandbox.pki import ClusterSecrets
 
+pytestmark = pytest.mark.slow  # the module's sandbox (~1 s); most tests take 0.9-1.9 s
+
 
 def ok(r):
     assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"

@@ -9,6 +9,8 @@ import yaml
 
 from tests.sandbox.test_node import fails, ok
 
+pytestmark = pytest.mark.slow  # a sandbox per test, resets and reboots (2-4.5 s each)
+
 
 @pytest.fixture
 def node(sandbox_factory):

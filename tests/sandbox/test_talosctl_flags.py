@@ -74,6 +74,7 @@ def test_parse_duration_go_syntax():
         parse_duration("10")
 
 
+@pytest.mark.slow
 def test_wrapper_exits_1_on_unknown_flag(shared):
     r = shared.talosctl_run("etcd", "snapshot", "x.db", "--foo")
     assert r.returncode == 1

@@ -19,6 +19,7 @@ from tests.conftest import free_port, start_etcd
 from tests.schedule.conftest import KEYS, no_leftovers
 
 
+@pytest.mark.slow
 def test_handler_uploads_a_verified_snapshot_that_restores(runner_env, s3_client, bucket, tmp_path, apid):
     out = lh.handler({}, None)
     key = out["key"]
@@ -117,6 +118,7 @@ def big_apid(os_ca, tmp_path_factory):
         e.proc.wait(10)
 
 
+@pytest.mark.slow
 def test_multipart_upload_cut_midway_is_aborted(runner_env, big_apid, monkeypatch, s3_client, bucket):
     monkeypatch.setenv(lh.ENV_PORT, str(big_apid.port))
     res = lh.run()  # the whole thing first: multipart, verified

@@ -280,6 +280,7 @@ def test_a_permanent_failure_is_not_retried():
     assert fake.calls == 1 and clock.slept == []
 
 
+@pytest.mark.slow
 def test_create_proves_a_snapshot_after_the_node_answered_late(props, apid, monkeypatch):
     """The whole create: the trigger fails twice as a starting node does, then the real runner takes the snapshot."""
     real = sch.trigger_snapshot

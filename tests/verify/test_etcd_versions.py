@@ -23,6 +23,8 @@ from dr.commands import verify
 from dr.core.errors import CorruptSnapshot, EtcdMissing, ExitCode
 from tests.conftest import require_binary, require_etcd35, run_cli, start_etcd
 
+pytestmark = pytest.mark.slow  # the module's fixture starts three etcds (~2 s); most tests use it
+
 KEYS = {f"/registry/configmaps/default/cm-{i}": f"v{i}" for i in range(4)} | {"/registry/namespaces/default": "ns"}
 
 SNAPSHOT_HELP = """NAME:

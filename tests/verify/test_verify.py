@@ -17,6 +17,8 @@ from dr.commands import verify
 from dr.core.errors import AccessDenied, EtcdError, ExitCode
 from tests.conftest import require_binary, run_cli, start_etcd
 
+pytestmark = pytest.mark.slow  # the module's fixture starts an etcd (~1.2 s); most tests use it and a throwaway etcd
+
 # What the "before" snapshot holds, by resource type as dr.verify groups it.
 BEFORE = {
     "/registry/namespaces/default": "ns-default",
