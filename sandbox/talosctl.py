@@ -153,39 +153,95 @@ def _find_command(argv: list[str]) -> tuple[str, list[str]]:
     return first, words[:1]
 
 
+class _FlagValues:
+    """Flag values as pflag sets them: the last one given wins; a list flag's first use replaces its default and
+    later uses add to it."""
+
+    def __init__(self, flags: list[Flag]):
+        self.by_long = {f.name: f for f in flags}
+        self.by_short = {f.short: f for f in flags if f.short}
+        # A fresh copy of each list default, so one parse cannot change the next one's.
+        self.values: dict[str, object] = {
+            f.name: (list(f.default) if f.kind == "list" and isinstance(f.default, list) else f.default) for f in flags
+        }
+        self._lists: dict[str, list[str]] = {}  # the list flags given so far, by name
+
+    def assign(self, f: Flag, raw: str, shown: str) -> None:
+        if f.kind == "bool":
+            try:
+                self.values[f.name] = _parse_bool(raw)
+            except ValueError as exc:
+                raise UsageError(f'invalid argument "{raw}" for "{shown}" flag: {exc}') from None
+        elif f.kind == "duration":
+            try:
+                self.values[f.name] = parse_duration(raw)
+            except ValueError as exc:
+                raise UsageError(f'invalid argument "{raw}" for "{shown}" flag: {exc}') from None
+        elif f.kind == "list":
+            if f.name not in self._lists:
+                self.values[f.name] = self._lists[f.name] = []
+            # pflag's StringSlice splits on commas; a config patch (stringArray) does not.
+            parts = [raw] if f.name == "config-patch" else [p for p in raw.split(",") if p]
+            self._lists[f.name].extend(parts)
+        else:
+            self.values[f.name] = raw
+
+    def long_flag(self, argv: list[str], i: int) -> int:
+        """Take ``--name[=value]`` at ``argv[i]`` (and its value from the next word); the index of the last word used."""
+        name, eq, raw = argv[i][2:].partition("=")
+        f = self.by_long.get(name)
+        if f is None:
+            raise UsageError(f"unknown flag: --{name}")
+        if not eq:
+            if f.kind == "bool":
+                raw = "true"
+            else:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"flag needs an argument: --{name}")
+                i += 1
+                raw = argv[i]
+        self.assign(f, raw, f"--{name}")
+        return i
+
+    def short_flag(self, argv: list[str], i: int) -> int:
+        """Take ``-x``, ``-xVALUE``, ``-x=VALUE`` or ``-x VALUE`` at ``argv[i]``; the index of the last word used."""
+        a = argv[i]
+        short, rest = a[1], a[2:]
+        f = self.by_short.get(short)
+        if f is None:
+            raise UsageError(f"unknown shorthand flag: '{short}' in {a}")
+        shown = f"-{short}, --{f.name}"
+        if rest.startswith("="):
+            rest = rest[1:]
+        if f.kind == "bool":
+            self.assign(f, rest or "true", shown)
+        else:
+            if not rest:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"flag needs an argument: '{short}' in -{short}")
+                i += 1
+                rest = argv[i]
+            self.assign(f, rest, shown)
+        return i
+
+
+def _check_arg_count(command: str, count: int) -> None:
+    lo, hi = COMMANDS[command]["args"]
+    if not (lo <= count <= hi):
+        if lo == hi:
+            raise UsageError(f"accepts {lo} arg(s), received {count}")
+        raise UsageError(f"accepts between {lo} and {hi} arg(s), received {count}")
+
+
 def parse(argv: list[str]) -> tuple[str, dict, list[str]]:
     """(command, flag values, positional args), or ``UsageError``."""
     command, command_words = _find_command(argv)
     if command == "etcd":
         raise UsageError('"talosctl etcd" needs a subcommand: snapshot')
     flags = list(GLOBAL_FLAGS) + (COMMANDS[command]["flags"] if command else [])
-    by_long = {f.name: f for f in flags}
-    by_short = {f.short: f for f in flags if f.short}
-    values: dict[str, object] = {f.name: (list(f.default) if f.kind == "list" else f.default) for f in flags}
-    seen_lists: set[str] = set()
+    values = _FlagValues(flags)
     positional: list[str] = []
     to_skip = list(command_words)
-
-    def assign(f: Flag, raw: str, shown: str) -> None:
-        if f.kind == "bool":
-            try:
-                values[f.name] = _parse_bool(raw)
-            except ValueError as exc:
-                raise UsageError(f'invalid argument "{raw}" for "{shown}" flag: {exc}') from None
-        elif f.kind == "duration":
-            try:
-                values[f.name] = parse_duration(raw)
-            except ValueError as exc:
-                raise UsageError(f'invalid argument "{raw}" for "{shown}" flag: {exc}') from None
-        elif f.kind == "list":
-            if f.name not in seen_lists:
-                values[f.name] = []
-                seen_lists.add(f.name)
-            # pflag's StringSlice splits on commas; a config patch (stringArray) does not.
-            parts = [raw] if f.name == "config-patch" else [p for p in raw.split(",") if p]
-            values[f.name].extend(parts)  # type: ignore[union-attr]
-        else:
-            values[f.name] = raw
 
     i = 0
     while i < len(argv):
@@ -194,49 +250,17 @@ def parse(argv: list[str]) -> tuple[str, dict, list[str]]:
             positional.extend(argv[i + 1 :])
             break
         if a.startswith("--"):
-            name, eq, raw = a[2:].partition("=")
-            f = by_long.get(name)
-            if f is None:
-                raise UsageError(f"unknown flag: --{name}")
-            if not eq:
-                if f.kind == "bool":
-                    raw = "true"
-                else:
-                    if i + 1 >= len(argv):
-                        raise UsageError(f"flag needs an argument: --{name}")
-                    i += 1
-                    raw = argv[i]
-            assign(f, raw, f"--{name}")
+            i = values.long_flag(argv, i)
         elif a.startswith("-") and a != "-":
-            short, rest = a[1], a[2:]
-            f = by_short.get(short)
-            if f is None:
-                raise UsageError(f"unknown shorthand flag: '{short}' in {a}")
-            shown = f"-{short}, --{f.name}"
-            if rest.startswith("="):
-                rest = rest[1:]
-            if f.kind == "bool":
-                assign(f, rest or "true", shown)
-            else:
-                if not rest:
-                    if i + 1 >= len(argv):
-                        raise UsageError(f"flag needs an argument: '{short}' in -{short}")
-                    i += 1
-                    rest = argv[i]
-                assign(f, rest, shown)
+            i = values.short_flag(argv, i)
+        elif to_skip and a == to_skip[0] or (to_skip and ALIASES.get(a) == to_skip[0]):
+            to_skip.pop(0)
         else:
-            if to_skip and a == to_skip[0] or (to_skip and ALIASES.get(a) == to_skip[0]):
-                to_skip.pop(0)
-            else:
-                positional.append(a)
+            positional.append(a)
         i += 1
     if command:
-        lo, hi = COMMANDS[command]["args"]
-        if not (lo <= len(positional) <= hi):
-            if lo == hi:
-                raise UsageError(f"accepts {lo} arg(s), received {len(positional)}")
-            raise UsageError(f"accepts between {lo} and {hi} arg(s), received {len(positional)}")
-    return command, values, positional
+        _check_arg_count(command, len(positional))
+    return command, values.values, positional
 
 
 # ---------------------------------------------------------------------------------------------------------------
