@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.procs import free_port  # noqa: F401 - the one helper (dr.adapters.ports); tests import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
+# The sandbox's grpcio apid runs inside this test process; grpcio's fork handlers would then run in every child that
+# subprocess forks with a preexec_fn (the throwaway etcd's parent-death signal) and can break it ("epoll_wait error:
+# Bad file descriptor"). No production command imports grpc; the tests must not be flaky because one does.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def require_binary(name: str) -> str:
@@ -39,12 +45,6 @@ def require_etcd35() -> Path:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(msg)
     pytest.skip(msg)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
