@@ -35,6 +35,7 @@ from dr.adapters import s3
 from dr.adapters.talosapi import APID_PORT, TalosClient, TalosCredentials
 from dr.core import naming, outputs
 from dr.core.errors import ConfigError, DRError
+from dr.core.timefmt import iso_utc
 
 log = logging.getLogger("talos-dr.schedule")
 
@@ -147,7 +148,7 @@ def take_snapshot(
         size=res.size,
         sha256=res.sha256,
         file_sha256=res.file_sha256,
-        taken_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        taken_at=iso_utc(now),
         tagged=tagged,
     )
 

@@ -14,7 +14,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from dr.core.errors import (
     SnapshotNotFound,
 )
 from dr.core.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
+from dr.core.timefmt import iso_utc
 
 PART_SIZE = 8 * 1024 * 1024
 # Few parts in flight keeps peak memory bounded whatever the snapshot's size (about PART_SIZE x (concurrency + 2));
@@ -162,7 +163,7 @@ def snapshot_metadata(
 ) -> dict[str, str]:
     """Object metadata recorded with every uploaded snapshot (the same for dr.backup and the scheduled Lambda)."""
     meta = {
-        META_TAKEN_AT: taken_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        META_TAKEN_AT: iso_utc(taken_at),
         META_CLUSTER: cluster,
         META_SOURCE: source,
     }

@@ -21,7 +21,7 @@ from dr.adapters.talosctl import SnapshotInfo, Talosctl
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import check_local_file
-from dr.core import naming
+from dr.core import naming, timefmt
 from dr.core.errors import ConfigError, DRError, NodeError, SnapshotNotFound
 from dr.core.integrity import SnapshotDigest, verify_file
 from dr.core.retention import Policy, apply_policy
@@ -164,7 +164,7 @@ def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 2
     snaps = s3.list_snapshots(r.s3_client(), r.bucket, r.prefix)
     print(f"snapshots in s3://{r.bucket}/{r.prefix} ({len(snaps)}), newest first:", file=out)
     for s in snaps[:limit]:
-        age = cli.human_age((now - s.taken_at).total_seconds())
+        age = timefmt.human_age((now - s.taken_at).total_seconds())
         print(f"  {s.name}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
     if len(snaps) > limit:
         print(f"  ... and {len(snaps) - limit} older (see `python -m dr.list`)", file=out)

@@ -24,7 +24,7 @@ from dr.adapters import s3
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.verify import catalog_entry_for, load_catalog
-from dr.core import naming
+from dr.core import naming, timefmt
 from dr.core.errors import ConfigError, DRError, SnapshotNotFound
 
 PROG = "dr.list"
@@ -68,14 +68,14 @@ def build_rows(local: list[tuple[Path, datetime]], catalog: dict[str, dict[str, 
         st = p.stat()
         entry = catalog_entry_for(p, catalog) or {}
         rows[p.name] = Row(
-            name=p.name, taken_at=_iso(ts), where="local", size=st.st_size, local_path=str(p),
+            name=p.name, taken_at=timefmt.iso_utc(ts), where="local", size=st.st_size, local_path=str(p),
             revision=entry.get("revision"), local_verified_at=entry.get("verified_at"),
             verified_keys=entry.get("keys"), pre_restore=naming.is_safety_snapshot(p.name),
         )
     for o in remote:  # newest first; a name seen twice (two prefixes) keeps the newest object
         row = rows.get(o.name)
         if row is None:
-            rows[o.name] = Row(name=o.name, taken_at=_iso(o.taken_at), where="s3", size=o.size, s3_uri=o.uri,
+            rows[o.name] = Row(name=o.name, taken_at=timefmt.iso_utc(o.taken_at), where="s3", size=o.size, s3_uri=o.uri,
                                s3_size=o.size, pre_restore=naming.is_safety_snapshot(o.name))
         elif row.s3_uri is None:
             row.where, row.s3_uri, row.s3_size = "both", o.uri, o.size
@@ -100,13 +100,9 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _age(row: Row, now: datetime) -> str:
-    ts = datetime.strptime(row.taken_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return cli.human_age((now - ts).total_seconds())
+    ts = datetime.strptime(row.taken_at, timefmt.ISO_UTC_FORMAT).replace(tzinfo=UTC)
+    return timefmt.human_age((now - ts).total_seconds())
 
 
 def print_table(rows: list[Row], now: datetime, out: TextIO) -> None:

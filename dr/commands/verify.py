@@ -45,6 +45,7 @@ from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
 from dr.core.errors import CorruptSnapshot, DRError, VerifyMismatch
+from dr.core.timefmt import iso_utc
 
 PROG = "dr.verify"
 CATALOG_NAME = ".verified.json"
@@ -223,7 +224,7 @@ class Report:
 
 
 def _now_text() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(datetime.now(UTC))
 
 
 def check_integrity(f: Fetched, report: Report) -> None:

@@ -4,8 +4,10 @@ argument. Used by the deploy-time check (``infra/providers/backup_check.py``).""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import overload
+
+from dr.core.timefmt import human_interval, iso_utc
 
 FRESH = "fresh"
 STALE_FACTOR = 2
@@ -53,18 +55,5 @@ def freshness(newest: datetime | None, interval: timedelta, now: datetime, where
     since = stale_since(newest, interval)
     if now < since:
         return FRESH
-    return f"stale since {iso_utc(since)} (newest snapshot taken {iso_utc(newest)}; schedule every {_human(interval)})"
+    return f"stale since {iso_utc(since)} (newest snapshot taken {iso_utc(newest)}; schedule every {human_interval(interval)})"
 
-
-def iso_utc(ts: datetime) -> str:
-    """``2026-12-01T03:00:00Z``: how every command and record writes a UTC time."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _human(d: timedelta) -> str:
-    s = int(d.total_seconds())
-    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if s % n == 0:
-            k = s // n
-            return f"{k} {unit}{'s' if k != 1 else ''}"
-    return f"{s} seconds"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dr.core.errors import ConfigError
+from dr.core.timefmt import iso_utc
 
 JOURNAL_NAME = "restore-journal.json"
 FORMAT = 1
@@ -35,7 +36,7 @@ STEPS = (CONFIRMED, SAFETY_SNAPSHOT, RESET, NODE_BACK, CONFIG_APPLIED, BOOTSTRAP
 
 def now_stamp() -> str:
     """The current UTC time as the journal records it."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(datetime.now(UTC))
 
 
 @dataclass

@@ -34,6 +34,7 @@ from dr.core.node_state import (
     UNREACHABLE,
     NodeState,
 )
+from dr.core.timefmt import ISO_UTC_FORMAT
 
 # Actions.
 REFUSE = "refuse"  # stop before anything changed (node unreachable or refusing us)
@@ -81,7 +82,7 @@ def _age(stamp: str | None, now: datetime) -> float | None:
     if not stamp:
         return None
     try:
-        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+        then = datetime.strptime(stamp, ISO_UTC_FORMAT).replace(tzinfo=now.tzinfo)
     except ValueError:
         return None
     return (now - then).total_seconds()

@@ -40,7 +40,8 @@ from pulumi.dynamic import (
 )
 
 from dr.core import naming, outputs
-from dr.core.freshness import FRESH, freshness, iso_utc, stale_since
+from dr.core.freshness import FRESH, freshness, stale_since
+from dr.core.timefmt import iso_utc
 
 UNKNOWN = "unknown"
 # Inputs whose change means "reconfigure" (and so a proving snapshot); `backups` is computed by check().

@@ -39,6 +39,8 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from dr.core.timefmt import human_duration
+
 READYZ_PATH = "/readyz"
 # A fresh Talos node pulls the control-plane images after bootstrap: minutes, not seconds.
 DEFAULT_TIMEOUT_SECONDS = 1200
@@ -139,11 +141,6 @@ def probe(access: ApiAccess, ctx: ssl.SSLContext, timeout: float = PROBE_TIMEOUT
         conn.close()
 
 
-def _human(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 def wait_until_ready(
     access: ApiAccess,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
@@ -182,7 +179,7 @@ def wait_until_ready(
             log(f"waiting for {url} to answer 200 ({last})")
         if clock() + poll_seconds > deadline:
             raise ClusterNotReady(
-                f"{url} did not answer 200 within {_human(timeout_seconds)} ({attempts} attempts; last: {last}); "
+                f"{url} did not answer 200 within {human_duration(timeout_seconds)} ({attempts} attempts; last: {last}); "
                 "check the node (`talosctl --talosconfig .talos/talosconfig health`) and that this machine's address "
                 "is in adminCidrs (port 6443), then run `pulumi up` again"
             )
@@ -230,7 +227,7 @@ class ClusterReadyProvider(ResourceProvider):
             float(props.get("poll_seconds") or DEFAULT_INTERVAL_SECONDS),
             log=_info,
         )
-        _info(f"{access.server}{READYZ_PATH} answered 200 after {_human(waited)} ({attempts} attempts)")
+        _info(f"{access.server}{READYZ_PATH} answered 200 after {human_duration(waited)} ({attempts} attempts)")
         # No kubeconfig in the outputs: state keeps it only as the (secret) input.
         outs = {
             "node_identity": props.get("node_identity"),

@@ -34,7 +34,7 @@ from dr.commands.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir
 from dr.commands.restore import prompt, steps
 from dr.commands.restore.probe import probe
 from dr.commands.settings import Resolver, add_common_flags
-from dr.core import journal
+from dr.core import journal, timefmt
 from dr.core import outputs as keys
 from dr.core import restore_plan as pl
 from dr.core.errors import ConfigError, DRError, ExitCode, NodeError, NodeUnreachable, SnapshotNotFound, Timeout
@@ -109,14 +109,14 @@ class Restore:
         changed = bool(self.j and self.j.past_point_of_no_return) or self.abandoned_past_reset
         if phase == pl.RECOVERY:
             return Timeout(
-                f"etcd on node {self.t.where} did not start from the snapshot within {cli.human_duration(timeout)} "
+                f"etcd on node {self.t.where} did not start from the snapshot within {timefmt.human_duration(timeout)} "
                 f"after the bootstrap (last seen: {st.describe()})",
                 f"look at `talosctl -n {node} -e {self.t.endpoint} service etcd` and `logs etcd`; run "
                 f"`{self.resume_cmd()}` again to keep waiting (or give it longer with --bootstrap-timeout)")
         tail = "" if changed else "; nothing was changed"
         verb = "come back and settle" if changed else "settle"
         return Timeout(
-            f"node {self.t.where} did not {verb} ({why}) within {cli.human_duration(timeout)} (last seen: "
+            f"node {self.t.where} did not {verb} ({why}) within {timefmt.human_duration(timeout)} (last seen: "
             f"{st.describe()}){tail}",
             f"check the instance is running (EC2 console: state, system log); when `talosctl -e {self.t.endpoint} "
             f"-n {node} service etcd` (or, in maintenance, `talosctl -n {self.t.endpoint} version --insecure`) "
@@ -155,11 +155,11 @@ class Restore:
                     timeout = self.timeout_for(step.phase)
                     now = time.monotonic()
                     waiting = (step.phase, now, now + timeout, "")
-                    self.say(f"waiting for node {self.t.where} {step.why} (up to {cli.human_duration(timeout)}) ...")
+                    self.say(f"waiting for node {self.t.where} {step.why} (up to {timefmt.human_duration(timeout)}) ...")
                 phase, began, deadline, shown = waiting
                 now = time.monotonic()
                 if st.describe() != shown:
-                    self.say(f"  {cli.human_duration(now - began):>6}  node is {st.describe()}")
+                    self.say(f"  {timefmt.human_duration(now - began):>6}  node is {st.describe()}")
                     waiting = (phase, began, deadline, st.describe())
                 if now >= deadline and phase == pl.RESET_BEGIN:
                     # The recorded reset never showed on the node: it was never sent (the run died between recording
@@ -172,7 +172,7 @@ class Restore:
                 time.sleep(min(self.args.poll_interval, max(deadline - now, 0.05)))
                 continue
             if waiting is not None:
-                self.say(f"  node {self.t.where} is {st.describe()} ({cli.human_duration(time.monotonic() - waiting[1])})")
+                self.say(f"  node {self.t.where} is {st.describe()} ({timefmt.human_duration(time.monotonic() - waiting[1])})")
                 waiting = None
             if step.action == pl.DONE:
                 break
@@ -335,7 +335,7 @@ class Restore:
     def finish(self) -> None:
         assert self.j is not None and self.fetched is not None
         node = self.t.node
-        took = cli.human_duration(time.monotonic() - self.start)
+        took = timefmt.human_duration(time.monotonic() - self.start)
         status = self.status
         rev = f" (revision {status.revision}, {status.total_keys} database entries)" if status.tool else ""
         talosconfig = self.r.talosconfig_path

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from dr.adapters.etcdlocal import SnapshotStatus
 from dr.commands import cli, source
-from dr.core import naming
+from dr.core import naming, timefmt
 from dr.core.errors import NotConfirmed
 
 WIPE_EPHEMERAL = ("EPHEMERAL",)
@@ -32,7 +32,7 @@ def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, no
     taken = (naming.parse_snapshot_name(fetched.path.name)
              or (fetched.info.last_modified if fetched.info else None)
              or datetime.fromtimestamp(fetched.path.stat().st_mtime, UTC))
-    age = cli.human_age((now - taken).total_seconds())
+    age = timefmt.human_age((now - taken).total_seconds())
     lines = [
         "",
         f"About to restore etcd of cluster {cluster} on node {node} (now {node_state}) from:",

@@ -20,7 +20,7 @@ from dr.adapters.talosctl import NOT_READY, Talosctl
 from dr.commands import cli
 from dr.commands.backup import take_local_snapshot
 from dr.commands.settings import Resolver
-from dr.core import journal
+from dr.core import journal, timefmt
 from dr.core import outputs as keys
 from dr.core.errors import ConfigError, DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
 
@@ -128,7 +128,7 @@ def bootstrap(t: Talosctl, snapshot: Path, timeout: float, poll: float, out: Tex
             last = waiting
         if time.monotonic() >= deadline:
             timed_out = Timeout(f"bootstrap --recover-from on node {node} did not succeed within "
-                                f"{cli.human_duration(timeout)} (last: {waiting})",
+                                f"{timefmt.human_duration(timeout)} (last: {waiting})",
                                 f"check `talosctl -n {node} -e {t.endpoint} service etcd` and `time`; then run "
                                 f"`{resume}` again (or give it longer with --bootstrap-timeout)")
             raise NotStarted(timed_out)  # every attempt was refused before it began
@@ -148,11 +148,11 @@ def recovery_failed(t: Talosctl, message: str, j: journal.Journal | None, resume
 
 def health(t: Talosctl, timeout: float, out: TextIO, resume: str) -> None:
     print(f"waiting for the cluster to be healthy (talosctl health --control-plane-nodes {t.node}, up to "
-          f"{cli.human_duration(timeout)}) ...", file=out, flush=True)
+          f"{timefmt.human_duration(timeout)}) ...", file=out, flush=True)
     try:
         t.health(wait_timeout=f"{max(int(timeout), 1)}s", timeout=timeout + 60)
     except DRError as exc:
-        raise Timeout(f"node {t.where} did not become healthy within {cli.human_duration(timeout)} after etcd "
+        raise Timeout(f"node {t.where} did not become healthy within {timefmt.human_duration(timeout)} after etcd "
                       f"started from the snapshot ({exc.message})",
                       f"etcd runs from the snapshot; look at `talosctl -n {t.node} -e {t.endpoint} health` and "
                       f"`logs etcd`; once healthy, run `{resume}` again to finish (or give it longer with "
