@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from dr.adapters.ports import free_port
 from dr.core.errors import CorruptSnapshot, DiskFull, EtcdError, EtcdMissing
 
 DIR_PREFIX = "dr-throwaway-etcd-"
@@ -306,12 +306,6 @@ def binaries(search_path: str | None = None) -> Tools:
     return Tools(etcd, tools[0])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -412,7 +406,7 @@ class ThrowawayEtcd:
         (self.dir / OWNER_FILE).write_text(str(os.getpid()))
         last_error = ""
         for _attempt in range(3):  # a free port can be taken by someone else before etcd binds it
-            peer, client = _free_port(), _free_port()
+            peer, client = free_port(), free_port()
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self._restore(peer)
             ok, last_error = self._run(client, peer)
