@@ -165,7 +165,7 @@ class Sandbox:
             faults.save(paths.faults, {})
 
             if with_s3:
-                assert s3_pid is not None and info.s3_port is not None
+                assert s3_pid is not None and info.s3_port is not None and info.s3_endpoint is not None
                 if not s3.wait_ready(s3_pid, info.s3_port):
                     raise SandboxError(f"the S3 server did not start (log: {paths.logs / 's3.log'})")
                 s3.create_bucket(info.s3_endpoint, bucket, info.region)

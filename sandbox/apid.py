@@ -32,7 +32,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,9 +40,8 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import NameOID
 
-from dr.credentials import issue_certificate
+from dr.credentials import certificate_roles, issue_certificate
 from dr.talosapi import SNAPSHOT_ROLES, messages
 from sandbox.layout import NODE_PRIVATE_IP
 
@@ -60,6 +59,41 @@ class _Abort(Exception):
 
 class _Cut(Exception):
     """Drop the connection here (fault=cut)."""
+
+
+def _header_dict(headers: Iterable[tuple[bytes | str, bytes | str]]) -> dict[str, str]:
+    # With header_encoding="utf-8" h2 hands us str names and values, though its annotations promise bytes.
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in headers}
+
+
+def _send_all(tls, conn, sid: int, payload: bytes) -> None:
+    """Send ``payload`` on stream ``sid`` as flow control allows, waiting for the client's WINDOW_UPDATEs."""
+    import h2.events
+
+    while payload:
+        window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+        if window <= 0:
+            data = tls.recv(65536)  # wait for WINDOW_UPDATE
+            if not data:
+                raise OSError("client went away")
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.StreamReset):
+                    raise OSError("client reset the stream")
+            tls.sendall(conn.data_to_send())
+            continue
+        conn.send_data(sid, payload[:window])
+        payload = payload[window:]
+        tls.sendall(conn.data_to_send())
+
+
+def _drain(tls, timeout: float) -> None:
+    """Read and drop whatever the client still sends, until it closes or goes quiet for ``timeout`` seconds."""
+    tls.settimeout(timeout)
+    try:
+        while tls.recv(65536):
+            pass
+    except (OSError, ssl.SSLError):
+        pass
 
 
 class SimulatedApid:
@@ -209,10 +243,7 @@ class SimulatedApid:
 
     @staticmethod
     def _roles_of(cert_pem: bytes | None) -> list[str]:
-        if not cert_pem:
-            return []
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        return [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        return certificate_roles(cert_pem) if cert_pem else []
 
     # -- grpcio backend ------------------------------------------------------------------------------------------
 
@@ -309,8 +340,9 @@ class SimulatedApid:
                     return
                 for ev in conn.receive_data(data):
                     if isinstance(ev, h2.events.RequestReceived):
-                        path = dict(ev.headers).get(":path")
-                        nodes = dict(ev.headers).get("nodes")
+                        headers = _header_dict(ev.headers)
+                        path = headers.get(":path")
+                        nodes = headers.get("nodes")
                         if path != messages.ETCD_SNAPSHOT_METHOD:
                             conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
                                                              ("grpc-status", "12"), ("grpc-message", f"unknown method {path}")],
@@ -345,24 +377,6 @@ class SimulatedApid:
         return None
 
     def _respond(self, tls, conn, sid: int, roles: list[str], nodes: str | None = None) -> None:
-        import h2.events
-
-        def send_all(payload: bytes) -> None:
-            while payload:
-                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if window <= 0:
-                    data = tls.recv(65536)  # wait for WINDOW_UPDATE
-                    if not data:
-                        raise OSError("client went away")
-                    for ev in conn.receive_data(data):
-                        if isinstance(ev, h2.events.StreamReset):
-                            raise OSError("client reset the stream")
-                    tls.sendall(conn.data_to_send())
-                    continue
-                conn.send_data(sid, payload[:window])
-                payload = payload[window:]
-                tls.sendall(conn.data_to_send())
-
         headers_sent = False
         pending = bytearray()
         try:
@@ -374,11 +388,11 @@ class SimulatedApid:
                     body = msg.SerializeToString()
                     pending += b"\x00" + len(body).to_bytes(4, "big") + body
                     if len(pending) >= FLUSH:
-                        send_all(bytes(pending))
+                        _send_all(tls, conn, sid, bytes(pending))
                         pending.clear()
             finally:
                 if pending and headers_sent:
-                    send_all(bytes(pending))  # what was produced before an end, an error or a cut goes out first
+                    _send_all(tls, conn, sid, bytes(pending))  # what was produced before an end, an error or a cut goes out first
             trailers = [("grpc-status", "0")]
         except _Abort as exc:
             trailers = [("grpc-status", str(exc.code)), ("grpc-message", exc.message)]
@@ -386,12 +400,7 @@ class SimulatedApid:
             # The network drops: no trailers, no GOAWAY, no TLS close_notify. Drain what the client sent first, so
             # the kernel sends a FIN (not a RST that could destroy the bytes already sent) and the cut lands exactly
             # after fault_after bytes.
-            tls.settimeout(0.2)
-            try:
-                while tls.recv(65536):
-                    pass
-            except (OSError, ssl.SSLError):
-                pass
+            _drain(tls, 0.2)
             tls.shutdown(socket.SHUT_RDWR)
             tls.close()
             return
@@ -403,9 +412,4 @@ class SimulatedApid:
         tls.sendall(conn.data_to_send())
         # Close gracefully: closing with unread client frames (window updates) in the receive buffer makes the kernel
         # send a RST, which can destroy the response before the client reads it.
-        tls.settimeout(5)
-        try:
-            while tls.recv(65536):
-                pass
-        except (OSError, ssl.SSLError):
-            pass
+        _drain(tls, 5)

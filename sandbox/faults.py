@@ -77,7 +77,7 @@ def validate(faults: dict) -> dict:
     unknown = sorted(set(faults) - set(KEYS))
     if unknown:
         raise ValueError(f"unknown fault key(s) {unknown}; known: {sorted(KEYS)}")
-    out = {}
+    out: dict[str, object] = {}
     for k, v in faults.items():
         if v is None:
             continue
