@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -118,6 +118,52 @@ def print_table(rows: list[Row], now: datetime, out: TextIO) -> None:
         print(f"{r.name:<45} {r.where:<6} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}", file=out)
 
 
+@dataclass
+class _S3Listing:
+    where: str | None = None  # s3://bucket/prefix; None when no bucket is configured
+    client: Any = None
+    snapshots: list[s3.RemoteSnapshot] = field(default_factory=list)
+    failure: DRError | None = None  # reported last, after whatever the local folder holds
+
+
+def _list_s3(r: Resolver, notes: list[str]) -> _S3Listing:
+    listing = _S3Listing()
+    try:
+        bucket, prefix = r.bucket, r.prefix
+    except ConfigError as exc:
+        notes.append(f"S3 not checked: no bucket configured ({exc.message}); pass --bucket or set DR_BUCKET")
+        return listing
+    listing.where = f"s3://{bucket}/{prefix}"
+    try:
+        listing.client = r.s3_client()
+        listing.snapshots = s3.list_snapshots(listing.client, bucket, prefix)
+    except DRError as exc:
+        listing.failure = exc
+    return listing
+
+
+def _add_s3_metadata(shown: list[Row], listing: _S3Listing, notes: list[str]) -> None:
+    """Read each shown S3 object's metadata and tags (only for the rows shown: one request each)."""
+    if listing.where is None or listing.failure is not None:
+        return
+    for row in shown:
+        if row.s3_uri:
+            bucket, key = s3.parse_s3_uri(row.s3_uri)
+            try:
+                add_s3_facts(row, s3.head_snapshot(listing.client, bucket, key))
+            except DRError as exc:
+                notes.append(f"could not read metadata of {row.s3_uri}: {exc}")
+
+
+def _add_table_notes(rows: list[Row], shown: list[Row], notes: list[str]) -> None:
+    if any(x.where == "both" and x.s3_size != x.size for x in shown):
+        notes.append("a size marked ! differs between the local file and the S3 object: they are not the same "
+                     "snapshot; verify both with `python -m dr.verify`")
+    if len(rows) > len(shown):
+        notes.append(f"showing the newest {len(shown)} of {len(rows)}; `--limit 0` shows all "
+                     "(S3 metadata is read only for the rows shown)")
+
+
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          now: Callable[[], datetime] | None = None) -> int:
     out = out or sys.stdout
@@ -138,39 +184,15 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         notes: list[str] = []
         local = local_snapshots(r.snapshots_dir)
         catalog = load_catalog(r.snapshots_dir)
-        remote: list[s3.RemoteSnapshot] = []
-        s3_failure: DRError | None = None
-        where_s3 = None
-        try:
-            bucket, prefix = r.bucket, r.prefix
-            where_s3 = f"s3://{bucket}/{prefix}"
-        except ConfigError as exc:
-            notes.append(f"S3 not checked: no bucket configured ({exc.message}); pass --bucket or set DR_BUCKET")
-        if where_s3:
-            try:
-                client = r.s3_client()
-                remote = s3.list_snapshots(client, bucket, prefix)
-            except DRError as exc:
-                s3_failure = exc  # reported last, after whatever the local folder holds
-        rows = build_rows(local, catalog, remote)
+        listing = _list_s3(r, notes)
+        where_s3, s3_failure = listing.where, listing.failure
+        rows = build_rows(local, catalog, listing.snapshots)
         shown = rows if args.limit == 0 else rows[: args.limit]
-        if where_s3 and s3_failure is None:
-            for row in shown:
-                if row.s3_uri:
-                    bucket_, key = s3.parse_s3_uri(row.s3_uri)
-                    try:
-                        add_s3_facts(row, s3.head_snapshot(client, bucket_, key))
-                    except DRError as exc:
-                        notes.append(f"could not read metadata of {row.s3_uri}: {exc}")
+        _add_s3_metadata(shown, listing, notes)
         n_local = sum(1 for x in rows if x.where in ("local", "both"))
         n_s3 = sum(1 for x in rows if x.where in ("s3", "both"))
         sources = f"{r.snapshots_dir}" + (f" and {where_s3}" if where_s3 else "")
-        if any(x.where == "both" and x.s3_size != x.size for x in shown):
-            notes.append("a size marked ! differs between the local file and the S3 object: they are not the same "
-                         "snapshot; verify both with `python -m dr.verify`")
-        if len(rows) > len(shown):
-            notes.append(f"showing the newest {len(shown)} of {len(rows)}; `--limit 0` shows all "
-                         "(S3 metadata is read only for the rows shown)")
+        _add_table_notes(rows, shown, notes)
         if args.json:
             print(json.dumps({"local_dir": str(r.snapshots_dir), "s3": where_s3, "total": len(rows),
                               "local": n_local, "in_s3": n_s3, "shown": len(shown),
