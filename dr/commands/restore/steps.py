@@ -72,7 +72,7 @@ _CONTROLPLANE_TEMP = re.compile(r"\.controlplane-[A-Za-z0-9_]{8}\.yaml")  # what
 def sweep_controlplane_temps(talos_dir: Path) -> list[Path]:
     """Remove ``.talos/.controlplane-XXXXXXXX.yaml`` files (the machine config, a secret) that a SIGKILL during
     ``apply_config`` left behind: only regular files with exactly that name, owned by this user. Call under the lock."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(talos_dir))
     except FileNotFoundError:
