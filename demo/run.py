@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dr.errors import ExitCode
-from dr.etcdlocal import iter_kvs
-from dr.verify import resource_type
+from dr.adapters.etcdlocal import iter_kvs
+from dr.commands.verify import resource_type
+from dr.core.errors import ExitCode
 
 REPO = Path(__file__).resolve().parent.parent
 FAULTS = ("corrupt-backup", "bootstrap-fails")
@@ -288,7 +288,7 @@ class Demo:
                                  "the cluster changed while the demo was backing it up; run the demo again")
             self.run("verify", "dr.verify", "latest")
             self.run("list", "dr.list")
-            from dr import s3
+            from dr.adapters import s3
 
             client = self.s3()
             [latest, *_] = s3.list_snapshots(client, self.sb.bucket, "snapshots/")
@@ -348,7 +348,7 @@ class Demo:
             return d
 
     def corrupt_backup(self) -> None:
-        from dr import s3
+        from dr.adapters import s3
 
         client = self.s3()
         [latest, *_] = s3.list_snapshots(client, self.sb.bucket, "snapshots/")

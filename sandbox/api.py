@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from dr import outputs as out
+from dr.core import outputs as out
 from sandbox import etcd, faults, procs, s3
 from sandbox.layout import (
     KUBERNETES_VERSION,

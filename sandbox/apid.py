@@ -41,8 +41,8 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from dr.credentials import certificate_roles, issue_certificate
-from dr.talosapi import SNAPSHOT_ROLES, messages
+from dr.adapters.talosapi import SNAPSHOT_ROLES, messages
+from dr.core.credentials import certificate_roles, issue_certificate
 from sandbox.layout import NODE_PRIVATE_IP
 
 CHUNK = 1024  # machined's EtcdSnapshot message size

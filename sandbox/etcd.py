@@ -1,9 +1,9 @@
 """The node's real etcd: start, stop, snapshot, restore, and a small KV client.
 
-Which etcd: ``SANDBOX_ETCD_BIN_DIR``, else the etcd 3.5 that `make etcd` unpacks (``dr.etcdlocal.etcd35_bin_dir()``,
+Which etcd: ``SANDBOX_ETCD_BIN_DIR``, else the etcd 3.5 that `make etcd` unpacks (``dr.adapters.etcdlocal.etcd35_bin_dir()``,
 the closest Debian packages to the 3.6 that Talos v1.13.9 runs) when it is there, else PATH (Debian bookworm's 3.4).
 ``SANDBOX_ETCD_BIN`` / ``SANDBOX_ETCDCTL_BIN`` still override the single programs (the bench wraps etcdctl).
-Snapshot status and restore go through ``dr.etcdlocal`` with the same rules as dr.verify: etcdutl when the chosen
+Snapshot status and restore go through ``dr.adapters.etcdlocal`` with the same rules as dr.verify: etcdutl when the chosen
 folder has it, else an etcdctl older than 3.6.
 
 The KV client talks to etcd's gRPC-gateway (``/v3/kv/*`` JSON over HTTP), so no etcd client library is needed.
@@ -19,8 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from dr import etcdlocal
-from dr.errors import DRError
+from dr.adapters import etcdlocal
+from dr.core.errors import DRError
 from sandbox import procs
 
 

@@ -2,7 +2,7 @@
 built from them (talosconfig, kubeconfig, control-plane machine config, secrets bundle).
 
 Shapes follow ``talosctl gen secrets`` / ``gen config`` output. The CAs and certificates come from the one factory
-production minting uses (``dr.credentials.new_ca`` / ``issue_certificate``), so each CA has a random 20-byte
+production minting uses (``dr.core.credentials.new_ca`` / ``issue_certificate``), so each CA has a random 20-byte
 SubjectKeyIdentifier like Talos's and every certificate's AuthorityKeyIdentifier names it.
 """
 
@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from dr.credentials import certificate_roles, issue_certificate, load_private_key, new_ca
+from dr.core.credentials import certificate_roles, issue_certificate, load_private_key, new_ca
 
 ADMIN_ROLE = "os:admin"
 ROLES = ("os:admin", "os:operator", "os:reader", "os:etcd:backup", "os:image:verifier", "os:meta:writer")

@@ -1,4 +1,4 @@
-"""Certificates from dr.credentials chain to a CA shaped like Talos's real OS CA, checked by the real ``openssl verify``.
+"""Certificates from dr.core.credentials chain to a CA shaped like Talos's real OS CA, checked by the real ``openssl verify``.
 
 Talos's OS CA comes from siderolabs/crypto (v0.6.5 in siderolabs/talos v1.13.9's go.mod), whose
 ``x509/certificate_authority.go`` NewSelfSignedCertificateAuthority gives it a random 20-byte SubjectKeyIdentifier
@@ -25,7 +25,7 @@ NOW = datetime.now(UTC)
 
 
 def talos_os_ca(*, ski: bool = True) -> tuple[bytes, bytes]:
-    """An OS CA built here, independently of dr.credentials, from siderolabs/crypto v0.6.4's template
+    """An OS CA built here, independently of dr.core.credentials, from siderolabs/crypto v0.6.4's template
     (NewSelfSignedCertificateAuthority + Ed25519CertificateAuthority; Talos's NewTalosCA passes Organization "talos"):
     Ed25519, random 20-byte SKI, KeyUsage certSign|digitalSignature, EKU serverAuth+clientAuth, no AKI (Go writes none
     on a self-signed certificate), key as PKCS#8 under ``ED25519 PRIVATE KEY`` (``x509/key.go`` NewEd25519Key)."""

@@ -1,4 +1,4 @@
-"""dr.credentials: the deterministic os:etcd:backup certificate, Talos's key framing, machine-secrets shape."""
+"""dr.core.credentials: the deterministic os:etcd:backup certificate, Talos's key framing, machine-secrets shape."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""dr.verify and dr.etcdlocal across etcd versions, with real binaries: Debian bookworm's 3.4 (PATH), trixie's 3.5
+"""dr.verify and dr.adapters.etcdlocal across etcd versions, with real binaries: Debian bookworm's 3.4 (PATH), trixie's 3.5
 (`make etcd` unpacks it: etcdlocal.etcd35_bin_dir()), and a "3.6-like" etcdctl.
 
 The 3.6 stand-in is a shim around the real etcdctl that lacks only `snapshot status` and `snapshot restore`, as
@@ -165,7 +165,7 @@ def test_an_empty_snapshot_says_no_keys_not_version_mismatch(snaps, tools, kind)
     assert "version mismatch" not in res.err
 
 
-# --- dr.etcdlocal directly ------------------------------------------------------------------------------------
+# --- dr.adapters.etcdlocal directly ------------------------------------------------------------------------------------
 
 
 def test_status_fields_and_tool(snaps, tools):

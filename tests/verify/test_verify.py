@@ -282,7 +282,7 @@ def test_etcd_dies_with_a_killed_verify_and_its_dir_is_swept(snaps, work, tmp_pa
     script.write_text(
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from dr.etcdlocal import ThrowawayEtcd\n"
+        "from dr.adapters.etcdlocal import ThrowawayEtcd\n"
         "with ThrowawayEtcd(Path(sys.argv[1]), base_dir=Path(sys.argv[2])) as e:\n"
         "    print(e.proc.pid, e.dir, flush=True)\n"
         "    time.sleep(60)\n")
@@ -420,7 +420,7 @@ def test_sigterm_cleans_up_like_ctrl_c(snaps, work, tmp_path):
     root = Path(__file__).resolve().parents[2]
     code = (
         "import sys, time\n"
-        "import dr.verify as v\n"
+        "import dr.commands.verify as v\n"
         "def hang(etcd, content):\n"
         "    print(etcd.proc.pid, etcd.dir, flush=True)\n"
         "    time.sleep(60)\n"
