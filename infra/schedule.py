@@ -4,7 +4,7 @@ privilege Talos allows (an ``os:etcd:backup`` client certificate), and ``pulumi 
 Resources (children of ``SnapshotSchedule``):
 
 * the credential: a Secrets Manager secret holding a deterministic ``os:etcd:backup`` certificate minted from the
-  OS CA in the machine secrets (``dr.credentials``: same bytes on every ``up`` within a 180-day period, so no diff);
+  OS CA in the machine secrets (``dr.core.credentials``: same bytes on every ``up`` within a 180-day period, so no diff);
 * network: the Lambda's own security group; an ingress rule on the node's group admitting 50000/tcp from it; an S3
   *gateway* endpoint on the node's route table (free, no NAT); a Secrets Manager *interface* endpoint (the subnet has
   no NAT, and a VPC Lambda has no public address);

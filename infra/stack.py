@@ -2,7 +2,7 @@
 
 ``__main__.py`` calls it and exports the result; tests call it under mocks. Returning a ``Stack`` (components plus
 outputs) lets tests reach every component. The snapshot schedule (``scheduledSnapshots``) is built last: it needs
-the network, node, bucket and Talos PKI, and adds its own outputs (``dr.outputs.SCHEDULE_OUTPUTS``) to the stack's.
+the network, node, bucket and Talos PKI, and adds its own outputs (``dr.core.outputs.SCHEDULE_OUTPUTS``) to the stack's.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def take_snapshot(
     client = s3_client or s3.make_client()
     key = f"{settings.prefix}{naming.snapshot_name(now)}"
     # The SHA-256 and size are only known once the stream ends, so they are recorded as tags after the upload
-    # (dr.s3.object_facts reads metadata and tags alike).
+    # (dr.adapters.s3.object_facts reads metadata and tags alike).
     meta = s3.snapshot_metadata(sha256=None, size=None, taken_at=now, cluster=settings.cluster, source=SOURCE)
     with TalosClient(settings.node, credentials, port=settings.port, timeout=settings.timeout) as talos:
         chunks = talos.iter_etcd_snapshot()

@@ -34,7 +34,7 @@ def require_binary(name: str) -> str:
 
 
 def require_etcd35() -> Path:
-    """The etcd 3.5 bin dir that `make etcd` fills (dr.etcdlocal.etcd35_bin_dir(), env DR_ETCD35_BIN_DIR), with
+    """The etcd 3.5 bin dir that `make etcd` fills (dr.adapters.etcdlocal.etcd35_bin_dir(), env DR_ETCD35_BIN_DIR), with
     etcd, etcdctl and etcdutl; fails under CI=true (never skips there), skips elsewhere."""
     from dr.adapters.etcdlocal import etcd35_bin_dir
 

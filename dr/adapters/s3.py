@@ -1,4 +1,4 @@
-"""Thin S3 adapter: upload, download, list and describe snapshots. Every failure becomes a ``dr.errors`` type.
+"""Thin S3 adapter: upload, download, list and describe snapshots. Every failure becomes a ``dr.core.errors`` type.
 
 Uploads go through boto3's managed transfer (multipart above a threshold, SHA-256 checksums on every part) fed by a
 non-seekable reader that checks the etcd hash trailer as the bytes go by. The reader raises at end of stream when

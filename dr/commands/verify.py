@@ -7,7 +7,7 @@
 Checks, in order (the first failure stops and sets the exit code):
   1. integrity: the SHA-256 hash trailer, and for S3 the object's SHA-256 checksum and recorded SHA-256;
   2. database: `etcdutl snapshot status` (bbolt's consistency check, revision), or etcdctl's where it still has it
-     (3.4, 3.5; etcd 3.6 removed it from etcdctl), see dr.etcdlocal;
+     (3.4, 3.5; etcd 3.6 removed it from etcdctl), see dr.adapters.etcdlocal;
   3. content: `etcdutl` (else etcdctl) `snapshot restore` into a temporary directory, a real etcd on free loopback
      ports, every key
      read back at the snapshot's revision and counted per Kubernetes resource type. The etcd is killed and the
@@ -228,7 +228,7 @@ def _now_text() -> str:
 
 
 def check_integrity(f: Fetched, report: Report) -> None:
-    """What dr.source already proved, said out loud, plus the SHA-256 recorded at upload."""
+    """What dr.commands.source already proved, said out loud, plus the SHA-256 recorded at upload."""
     report.size, report.sha256 = f.digest.size, f.digest.content_sha256
     report.checks.append(f"hash trailer matches (SHA-256 {f.digest.content_sha256[:16]}…, "
                          f"{cli.human_size(f.digest.size)})")

@@ -1,6 +1,6 @@
 """One error hierarchy and one exit-code table for every DR command.
 
-Commands raise a ``DRError`` subclass; ``dr.cli.run`` maps it to its exit code and prints one line.
+Commands raise a ``DRError`` subclass; ``dr.commands.cli.run`` maps it to its exit code and prints one line.
 The README's exit-code table repeats ``ExitCode`` (a test checks they agree).
 """
 

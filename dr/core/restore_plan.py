@@ -1,6 +1,6 @@
 """The restore's decisions: a pure function of the node's state, the journal and the options, tested as a table.
 
-``plan(node, journal, options, now)`` says what to do next; ``dr.restore.command`` does it, probes the node again
+``plan(node, journal, options, now)`` says what to do next; ``dr.commands.restore.command`` does it, probes the node again
 and asks again, until the plan says ``DONE`` or an error. Nothing here does I/O or reads the clock.
 
 The rules that keep data safe:

@@ -2,7 +2,7 @@
 
 Only what a scheduled backup needs. The snapshot is streamed chunk by chunk to the caller (never held in memory)
 and its SHA-256 trailer is checked as it passes; the iterator raises after the last chunk when the trailer does not
-verify, so a consumer that uploads as it goes (``dr.s3.upload_snapshot_stream``) aborts instead of completing.
+verify, so a consumer that uploads as it goes (``dr.adapters.s3.upload_snapshot_stream``) aborts instead of completing.
 
 The transport is ``dr.adapters.talosapi.h2stream`` (HTTP/2 on Python's OpenSSL): Talos's apid presents an Ed25519
 key, which grpcio's TLS cannot handshake with (grpc/grpc#24252). grpcio stays only as the sandbox's second apid

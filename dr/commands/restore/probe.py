@@ -37,7 +37,7 @@ from dr.core.node_state import (
 
 
 class NodeApi(Protocol):
-    """What ``probe`` needs from ``dr.talosctl.Talosctl``."""
+    """What ``probe`` needs from ``dr.adapters.talosctl.Talosctl``."""
 
     def stage(self, *, insecure: bool = False) -> str: ...
 

@@ -1,4 +1,4 @@
-"""The restore's actions on the node and on local files, one function each. ``dr.restore.command`` runs them in
+"""The restore's actions on the node and on local files, one function each. ``dr.commands.restore.command`` runs them in
 the order ``dr.core.restore_plan`` decides; each says what it does as it does it."""
 
 from __future__ import annotations
