@@ -18,7 +18,7 @@ from dr.commands import verify
 from dr.core.errors import ExitCode
 from sandbox.api import Sandbox
 from sandbox.testing import require_etcd
-from tests.conftest import ROOT, run_cli
+from tests.support.tools import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 

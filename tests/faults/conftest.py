@@ -16,8 +16,8 @@ import pytest
 from dr.adapters import s3
 from sandbox.api import Sandbox
 from sandbox.testing import sandbox, sandbox_factory  # noqa: F401  (pytest fixtures)
-from tests.conftest import ROOT, free_port, wait_port
 from tests.faults.s3proxy import FaultProxy
+from tests.support.tools import ROOT, free_port, wait_port
 
 MIB = 1024 * 1024
 

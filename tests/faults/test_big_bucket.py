@@ -14,8 +14,8 @@ import pytest
 from dr.adapters import s3
 from dr.commands import verify
 from dr.core import naming
-from tests.conftest import free_port, run_cli
 from tests.faults.conftest import S3_ENV, grow, put_single_part
+from tests.support.tools import free_port, run_cli
 
 pytestmark = pytest.mark.slow  # lists a 10,000-object bucket (~4 s each)
 

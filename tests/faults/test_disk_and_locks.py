@@ -13,8 +13,8 @@ import pytest
 from dr.commands import backup, restore, verify
 from dr.core.errors import ExitCode
 from dr.core.integrity import verify_file
-from tests.conftest import run_cli
 from tests.faults.conftest import grow, partials, put_single_part
+from tests.support.tools import run_cli
 
 pytestmark = pytest.mark.slow  # a sandbox per test; full disks and lock races (1.2-7.8 s each)
 

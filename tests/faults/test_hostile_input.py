@@ -11,8 +11,8 @@ import pytest
 
 from dr.commands import backup, restore, verify
 from dr.core.errors import ExitCode
-from tests.conftest import run_cli
 from tests.faults.conftest import put_single_part
+from tests.support.tools import run_cli
 
 pytestmark = pytest.mark.slow  # a sandbox per test (0.4-7 s each)
 

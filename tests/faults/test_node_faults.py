@@ -19,8 +19,8 @@ import pytest
 from dr.commands import backup, restore
 from dr.core.errors import ExitCode
 from dr.core.integrity import verify_file
-from tests.conftest import ROOT, run_cli
 from tests.faults.conftest import partials
+from tests.support.tools import ROOT, run_cli
 
 pytestmark = pytest.mark.slow  # a sandbox per test, faults with waits (1-9 s each)
 

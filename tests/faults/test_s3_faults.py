@@ -12,8 +12,8 @@ from dr.adapters import s3
 from dr.commands import backup, restore, verify
 from dr.core.errors import ExitCode
 from dr.core.integrity import verify_file
-from tests.conftest import run_cli
 from tests.faults.conftest import MIB, grow, partials, put_single_part
+from tests.support.tools import run_cli
 
 pytestmark = pytest.mark.slow  # a sandbox and an S3 fault proxy per test (2.5-9 s each)
 

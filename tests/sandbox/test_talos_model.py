@@ -10,8 +10,8 @@ import time
 import pytest
 
 from dr.adapters.talosctl import parse_service
+from tests.adapters.test_talosctl import transcript
 from tests.sandbox.test_node import fails, ok
-from tests.unit.test_talosctl_golden import transcript
 
 pytestmark = pytest.mark.slow  # a sandbox per test (1.7-4.6 s each)
 

@@ -17,7 +17,7 @@ from dr.commands import backup
 from dr.core import naming
 from dr.core.errors import ExitCode
 from dr.core.integrity import verify_file
-from tests.conftest import ROOT, require_binary, run_cli, start_etcd
+from tests.support.tools import ROOT, require_binary, run_cli, start_etcd
 
 pytestmark = pytest.mark.slow  # a sandbox per test (1-6 s each)
 
@@ -182,7 +182,7 @@ def test_bucket_missing(sandbox_env):
 
 def test_access_denied(sandbox_env, monkeypatch, tmp_path):
     # A second S3 server that enforces authentication: unknown credentials are refused with 403.
-    from tests.conftest import free_port, wait_port
+    from tests.support.tools import free_port, wait_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

@@ -15,8 +15,8 @@ from dr.core.integrity import verify_file
 from sandbox import etcd as sandbox_etcd
 from sandbox.apid import SimulatedApid
 from snapshot_lambda import handler as lh
-from tests.conftest import free_port, start_etcd
-from tests.schedule.conftest import KEYS, no_leftovers
+from tests.support.talos_api import KEYS, no_leftovers
+from tests.support.tools import free_port, start_etcd
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def _etcd_on(data_dir, tmp_path):
     """Start etcd on a restored data dir (the restore's default member name and peer URL)."""
     import subprocess as sp
 
-    from tests.conftest import Etcd, wait_port
+    from tests.support.tools import Etcd, wait_port
 
     cport = free_port()
     proc = sp.Popen(["etcd", "--data-dir", str(data_dir), "--listen-client-urls", f"http://127.0.0.1:{cport}",

@@ -3,7 +3,7 @@
 import re
 
 from dr.core.errors import EXIT_CODE_MEANING, DRError, ExitCode
-from tests.conftest import ROOT
+from tests.support.tools import ROOT
 
 
 def test_readme_table_matches_exit_codes():

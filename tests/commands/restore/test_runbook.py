@@ -10,7 +10,15 @@ import time
 import pytest
 
 from dr.core.errors import ExitCode
-from tests.restore.test_restore import A, B, assert_restored, backup_a_then_write_b, resets, run_restore, talos_dir
+from tests.commands.restore.test_restore import (
+    A,
+    B,
+    assert_restored,
+    backup_a_then_write_b,
+    resets,
+    run_restore,
+    talos_dir,
+)
 
 pytestmark = pytest.mark.slow
 

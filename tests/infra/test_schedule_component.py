@@ -121,7 +121,7 @@ def test_import_creates_nothing():
 
     code = (
         "import pulumi\n"
-        "from tests.schedule.test_component import Mocks\n"
+        "from tests.infra.test_schedule_component import Mocks\n"
         "m = Mocks()\n"
         "pulumi.runtime.set_mocks(m, project='p', stack='s', preview=False)\n"
         "import infra.schedule, infra.providers.backup_check, snapshot_lambda.handler, dr.core.credentials\n"

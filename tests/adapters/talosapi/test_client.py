@@ -13,8 +13,8 @@ from dr.adapters.talosapi import messages as m
 from dr.core.credentials import new_ca
 from dr.core.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
 from dr.core.integrity import verify_file
-from tests.conftest import free_port
-from tests.schedule.conftest import KEYS
+from tests.support.talos_api import KEYS
+from tests.support.tools import free_port
 
 
 @pytest.fixture(params=["openssl", "grpcio"], ids=["h2-vs-ed25519-apid", "h2-vs-grpcio-apid"])

@@ -18,7 +18,7 @@ from dr.commands import backup, restore
 from dr.core import journal
 from dr.core import outputs as keys
 from dr.core.errors import ExitCode
-from tests.conftest import run_cli
+from tests.support.tools import run_cli
 
 pytestmark = pytest.mark.slow  # full restores on a sandbox (2-19 s each)
 

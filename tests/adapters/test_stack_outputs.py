@@ -15,8 +15,8 @@ from dr.adapters import stack_outputs as stack
 from dr.commands import restore
 from dr.core import outputs as keys
 from dr.core.errors import ConfigError, ExitCode
-from tests.conftest import run_cli
-from tests.restore.test_restore import FAST, assert_restored, backup_a_then_write_b
+from tests.commands.restore.test_restore import FAST, assert_restored, backup_a_then_write_b
+from tests.support.tools import run_cli
 
 # What `pulumi` answers to the commands LocalWorkspace.stack_outputs runs (pulumi/automation/_local_workspace.py:
 # `pulumi version`, then `stack output --json --stack S` (secrets masked) and the same with --show-secrets).

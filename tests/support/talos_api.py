@@ -10,7 +10,7 @@ import pytest
 from dr.adapters.talosapi import TalosCredentials
 from dr.core.credentials import issue_certificate, new_ca
 from sandbox.apid import SimulatedApid
-from tests.conftest import start_etcd
+from tests.support.tools import start_etcd
 
 KEYS = {f"/registry/configmaps/default/cm-{i}": f"value-{i}" for i in range(6)}
 KEYS["/registry/namespaces/kube-system"] = "ns"

@@ -15,7 +15,7 @@ import pytest
 from dr.adapters import etcdlocal, s3
 from dr.commands import verify
 from dr.core.errors import AccessDenied, EtcdError, ExitCode
-from tests.conftest import require_binary, run_cli, start_etcd
+from tests.support.tools import require_binary, run_cli, start_etcd
 
 pytestmark = pytest.mark.slow  # the module's fixture starts an etcd (~1.2 s); most tests use it and a throwaway etcd
 

@@ -21,7 +21,7 @@ import pytest
 from dr.adapters import etcdlocal
 from dr.commands import verify
 from dr.core.errors import CorruptSnapshot, EtcdMissing, ExitCode
-from tests.conftest import require_binary, require_etcd35, run_cli, start_etcd
+from tests.support.tools import require_binary, require_etcd35, run_cli, start_etcd
 
 pytestmark = pytest.mark.slow  # the module's fixture starts three etcds (~2 s); most tests use it
 
@@ -232,7 +232,7 @@ def test_the_sandbox_node_uses_etcd_3_5_and_its_etcdutl(snaps, tmp_path, monkeyp
     bin35 = require_etcd35()
     from sandbox import etcd as node_etcd
     from sandbox import procs
-    from tests.conftest import free_port
+    from tests.support.tools import free_port
 
     monkeypatch.delenv("SANDBOX_ETCD_BIN_DIR", raising=False)
     assert node_etcd.bin_dir() == bin35

@@ -13,7 +13,7 @@ from dr.commands import list as dr_list
 from dr.commands import verify
 from dr.core import naming
 from dr.core.errors import ExitCode
-from tests.conftest import run_cli
+from tests.support.tools import run_cli
 
 NOW = datetime(2026, 11, 24, 3, 0, 0, tzinfo=UTC)
 
