@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import base64
 import http.client
-import os
 import ssl
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from dr.adapters import tls
 from dr.core.timefmt import human_duration
 
 READYZ_PATH = "/readyz"
@@ -112,20 +111,7 @@ def kubeconfig_access(kubeconfig: str) -> ApiAccess:
 
 def tls_context(access: ApiAccess) -> ssl.SSLContext:
     """Verify the server against the kubeconfig's CA (hostname or IP SAN) and present the client certificate."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED are its defaults
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_verify_locations(cadata=access.ca_pem.decode())
-    # ssl loads a client key from files only: a private temp dir, removed right after loading.
-    with tempfile.TemporaryDirectory(prefix="talos-dr-ready-") as d:
-        paths = []
-        for name, data in (("crt.pem", access.cert_pem), ("key.pem", access.key_pem)):
-            path = os.path.join(d, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            paths.append(path)
-        ctx.load_cert_chain(paths[0], paths[1])
-    return ctx
+    return tls.client_context(access.ca_pem, access.cert_pem, access.key_pem)
 
 
 def probe(access: ApiAccess, ctx: ssl.SSLContext, timeout: float = PROBE_TIMEOUT_SECONDS) -> tuple[int, str]:

@@ -8,10 +8,8 @@ OpenSSL 1.1.1+ can. A unary request with a streamed response needs little of gRP
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
-import tempfile
 import time
 import unicodedata
 from collections.abc import Generator, Iterator
@@ -23,6 +21,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from hpack.struct import Header
+
+from dr.adapters import tls
 
 _WINDOW = 4 * 1024 * 1024  # receive window: lets apid stream ahead without a round trip per 64 KiB
 # apid streams a snapshot in 1 KiB messages; anything far larger is not apid. 4 MiB is also gRPC's own default limit
@@ -56,21 +56,7 @@ def _pem_key_for_openssl(key_pem: bytes) -> bytes:
 
 def client_context(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """Mutual-TLS client context trusting only ``ca_pem``, offering ALPN h2."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_verify_locations(cadata=ca_pem.decode())
-    # ssl reads a client key from files only: write both to a private temp dir, load, delete.
-    with tempfile.TemporaryDirectory(prefix="talos-dr-") as d:
-        paths = []
-        for name, data in (("crt.pem", cert_pem), ("key.pem", _pem_key_for_openssl(key_pem))):
-            path = os.path.join(d, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            paths.append(path)
-        ctx.load_cert_chain(paths[0], paths[1])
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
+    return tls.client_context(ca_pem, cert_pem, _pem_key_for_openssl(key_pem), alpn=["h2"])
 
 
 def _tls_error(exc: ssl.SSLError) -> CallError:

@@ -1,22 +1,5 @@
-"""One probe of the node, turned into a ``dr.core.node_state.NodeState`` (what the words mean: see below).
-
-What the words mean on a real node (siderolabs/talos v1.13.9; rows in sandbox/CONFORMANCE.md):
-
-* The machine stage reads ``running`` only once the boot sequence has ended, and that sequence waits for every
-  service to be up, etcd included (``v1alpha1_sequencer.go`` StartAllServices; ``machine_status.go``). A node whose
-  etcd waits for a bootstrap (after an EPHEMERAL reset) or keeps failing stays ``booting``. So etcd's own service
-  state is asked for whenever an authenticated call works, whatever the stage.
-* etcd's service states are ``system/events/events.go``'s: Initialized, Preparing, Waiting, Running, Stopping,
-  Finished, Failed, Skipped, Starting. ``Preparing`` is its pre-start: brief on every boot, and long when its data
-  directory is empty and it sits in the join loop waiting for ``talosctl bootstrap`` (``services/etcd.go``
-  buildInitialCluster, up to ``EtcdJoinTimeout``). ``Waiting`` means waiting on conditions (time, network, volumes),
-  not "empty". ``Failed`` is also how a refused recovery shows (the snapshot is checked in etcd's pre-start, after
-  ``bootstrap`` returned).
-* A crash-looping etcd is restarted forever, every 5 s (``runner/restart/restart.go``): its service shows
-  ``Waiting`` with health ``Fail`` ("Error running Containerd(etcd), going to restart forever"), not ``Failed``.
-* A node in maintenance mode does not know our CA: an authenticated call fails in the TLS handshake with an
-  unknown-authority error, an ``--insecure`` one answers.
-"""
+"""One probe of the node (its stage, then etcd's service state whatever the stage), turned into a
+``dr.core.node_state.NodeState``; what the states mean on a real node is written there."""
 
 from __future__ import annotations
 
