@@ -30,6 +30,19 @@ def _refuse_unsafe_target(target: Path, overwrite: bool) -> None:
         raise ConfigError(f"refusing to overwrite {target}: it already exists", f"move {target} away first")
 
 
+def open_private(path: Path, flags: int, what: str, hint: str) -> int:
+    """``os.open(path, flags | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)``, refusing a symlink with one line: a file
+    this program keeps private is never opened through a link someone planted. Returns the descriptor."""
+    import errno
+
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise ConfigError(f"{what} {path} is a symbolic link; refusing to open it", hint) from None
+
+
 def sync_folder(folder: Path) -> None:
     """Make a rename (or unlink) in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

@@ -3,7 +3,6 @@ process dies (no stale lock after SIGKILL)."""
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import stat
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dr.adapters.fsutil import open_private
 from dr.core.errors import ConfigError, Locked
 
 
@@ -20,13 +20,9 @@ def exclusive(path: Path, what: str, wait: float = 0.0) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` for the block. Waits up to ``wait`` seconds, then raises ``Locked``
     naming the holder's pid and operation."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # never through a symlink (it would be truncated below), never a FIFO or device (open would block or worse)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise ConfigError(f"lock file {path} is a symbolic link; refusing to open it",
-                          f"remove it (`rm {path}`): the lock file is created again on the next run") from None
+    # Never through a symlink (it would be truncated below), never a FIFO or device (open would block or worse).
+    fd = open_private(path, os.O_RDWR | os.O_NONBLOCK, "lock file",
+                      f"remove it (`rm {path}`): the lock file is created again on the next run")
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConfigError(f"lock file {path} is not a regular file", f"remove it (`rm {path}`)")

@@ -4,7 +4,6 @@ the order ``dr.core.restore_plan`` decides; each says what it does as it does it
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -16,13 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from dr.adapters.fsutil import open_private
 from dr.adapters.talosctl import NOT_READY, Talosctl
 from dr.commands import cli
 from dr.commands.backup import take_local_snapshot
 from dr.commands.settings import Resolver
 from dr.core import journal, timefmt
 from dr.core import outputs as keys
-from dr.core.errors import ConfigError, DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
+from dr.core.errors import DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
 
 SAFETY_MARGIN = 16 << 20
 
@@ -164,13 +164,7 @@ def kubeconfig(t: Talosctl, talos_dir: Path) -> Path:
     place (``os.WriteFile`` keeps its mode), so the credentials are never group-readable, not even for a moment."""
     path = talos_dir / "kubeconfig"
     created = not path.exists()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise ConfigError(f"{path} is a symbolic link; refusing to write the kubeconfig through it",
-                          f"remove it (`rm {path}`) and run the restore again to finish") from None
+    fd = open_private(path, os.O_WRONLY, "the kubeconfig", f"remove it (`rm {path}`) and run the restore again to finish")
     try:
         os.fchmod(fd, 0o600)  # an existing file may be more open
     finally:
