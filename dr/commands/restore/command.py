@@ -17,6 +17,7 @@ again after Ctrl-C, a crash or a timeout continues from where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 import time
@@ -392,7 +393,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--poll-interval", type=cli.parse_duration, default=2.0, metavar="DURATION",
                    help="how often to ask the node while waiting (default 2s)")
     p.add_argument("--preparing-long", type=cli.parse_duration, default=30.0, metavar="DURATION",
-                   help=argparse_suppress())
+                   # A test knob: how long etcd in Preparing means "waiting for a bootstrap" when this restore did not
+                   # reset the node itself (on a real node the pre-start is brief on boot; the join loop is long).
+                   help=argparse.SUPPRESS)
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for a running backup to finish (default: fail at once)")
     add_common_flags(p)
@@ -437,9 +440,3 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                 raise
 
     return cli.run(PROG, body, debug=args.debug, err=err)
-
-
-def argparse_suppress() -> str:
-    import argparse
-
-    return argparse.SUPPRESS  # a test knob: how long etcd Preparing means "waiting for bootstrap" (default 30s)
