@@ -161,6 +161,7 @@ class View:
     etcd_state: str = "Preparing"  # the etcd service's state (system/events/events.go words)
     etcd_events: list = field(default_factory=list)
     etcd_health: str = "?"
+    moving: bool = False  # a reboot is under way (its timeline has not ended)
 
     @property
     def stage(self) -> str:
@@ -313,15 +314,10 @@ class Node:
             and not self._etcd_has_data()
         ready = phase == "running" and running and (now - st.up_since) >= self.not_ready_seconds()
         return View(phase, reachable, configured, running, waiting, ready, state, list(st.etcd_events),
-                    st.etcd_health if booted else "?")
+                    st.etcd_health if booted else "?", bool(st.timeline))
 
     def not_ready_seconds(self) -> float:
         return float(self.faults().get("bootstrap_not_ready_seconds", self.info.bootstrap_not_ready_seconds))
-
-    def snapshot_state_moving(self) -> bool:
-        """Whether a reboot is still under way (its timeline has not ended)."""
-        with self.locked() as st:
-            return bool(st.timeline)
 
     def snapshot_state(self) -> View:
         """The node as seen now (settles transitions; no access check)."""

@@ -684,7 +684,7 @@ def _wait_after(t: Target, timeout: float, want: tuple[str, ...], action: str) -
         if v.stage != last:
             print(f"    * {t.shown}: {v.stage}", file=sys.stderr)
             last = v.stage
-        if v.phase in want and not t.node.snapshot_state_moving():
+        if v.phase in want and not v.moving:
             if v.phase != "halted":
                 print(f"    * {t.shown}: post check passed", file=sys.stderr)
             return

@@ -181,6 +181,10 @@ def _last_error_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def _cannot_run(cmd: Sequence[str]) -> TalosctlMissing:
+    return TalosctlMissing(f"talosctl ({cmd[0]}) could not be run", "install talosctl and put it on PATH")
+
+
 class Talosctl:
     """Runs talosctl against one node with one talosconfig: ``node`` is the address the node knows itself by (its
     private IP), ``endpoint`` the address we dial (its Elastic IP); they are the same from inside the VPC."""
@@ -228,7 +232,7 @@ class Talosctl:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
         except FileNotFoundError:
-            raise TalosctlMissing(f"talosctl ({cmd[0]}) could not be run", "install talosctl and put it on PATH") from None
+            raise _cannot_run(cmd) from None
         except subprocess.TimeoutExpired:
             raise Timeout(f"{what} on node {self.where}: talosctl did not finish within {timeout:.0f}s",
                           f"check the node is reachable on {self.endpoint}:50000, then retry") from None
@@ -291,7 +295,7 @@ class Talosctl:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=os.environ.copy())
         except FileNotFoundError:
-            raise TalosctlMissing(f"talosctl ({cmd[0]}) could not be run", "install talosctl and put it on PATH") from None
+            raise _cannot_run(cmd) from None
         begin = last_change = time.monotonic()
         last_size = -1
         stalled = False
@@ -330,11 +334,6 @@ class Talosctl:
             raise self.classify(err + "\n" + out, "etcd snapshot")
         return parse_snapshot_info(out + err)
 
-    def version_insecure(self) -> bool:
-        """True when the node answers without credentials, i.e. it is in maintenance mode."""
-        proc = self.run(["version", "--insecure"], what="version --insecure", insecure=True, check=False, timeout=30)
-        return proc.returncode == 0
-
     def stage(self, *, insecure: bool = False) -> str:
         """The node's machine stage (``running``, ``maintenance``, ``rebooting`` ...)."""
         args = ["get", "machinestatus", "-o", "jsonpath={.spec.stage}"]
@@ -351,9 +350,6 @@ class Talosctl:
             raise NodeError(f"service {service} on node {self.where}: no STATE in talosctl's answer",
                             "check the talosctl version matches the cluster (stack output talosVersion)")
         return status
-
-    def service_state(self, service: str = "etcd") -> str:
-        return self.service(service).state
 
     def reset(self, labels: Sequence[str], timeout: float = 600) -> None:
         if not labels:

@@ -38,7 +38,16 @@ from dr.commands.settings import Resolver, add_common_flags
 from dr.core import journal, timefmt
 from dr.core import outputs as keys
 from dr.core import restore_plan as pl
-from dr.core.errors import ConfigError, DRError, ExitCode, NodeError, NodeUnreachable, SnapshotNotFound, Timeout
+from dr.core.errors import (
+    ConfigError,
+    DRError,
+    ExitCode,
+    NodeError,
+    NodeUnreachable,
+    RestoreConflict,
+    SnapshotNotFound,
+    Timeout,
+)
 from dr.core.node_state import UNREACHABLE, NodeState
 
 PROG = "dr.restore"
@@ -324,8 +333,6 @@ class Restore:
             self.abandoned_past_reset = j.past_point_of_no_return
             return None
         if not same:
-            from dr.core.errors import RestoreConflict
-
             raise RestoreConflict(
                 f"a different restore is half done: {j.snapshot_origin} to node {j.node}, started {j.started_at}, "
                 f"last step {j.last_step} (journal {self.jpath})",
