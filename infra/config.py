@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "snapshotSchedule": "rate(1 hour)",
     "scheduledSnapshots": True,
     "snapshotLambdaWheelDir": None,  # pip download into ~/.cache/talos-dr/lambda on first use
+    "ageRecipients": [],  # age X25519 public keys snapshots are encrypted to; empty: compressed, not encrypted
 }
 
 # Keys in the project namespace, in README order; plus aws:region.
@@ -130,6 +131,7 @@ class StackConfig:
     snapshot_schedule: str
     scheduled_snapshots: bool
     snapshot_lambda_wheel_dir: str | None
+    age_recipients: tuple[str, ...] = ()
 
 
 class _Problems:
@@ -363,6 +365,28 @@ def _wheel_dir(raw: Any, p: _Problems) -> str | None:
     return raw
 
 
+def _age_recipients(raw: Any, p: _Problems) -> tuple[str, ...]:
+    """age X25519 public keys (``age1...``), each parsed by pyrage (bech32 and curve point checked), no duplicates.
+    Only public keys belong in the stack: an identity (``AGE-SECRET-KEY-1...``) is refused with its own message."""
+    from dr.core.age_keys import AgeKeyError, parse_recipient
+
+    value = _as_json(raw, "ageRecipients", list, p)
+    if value is None:
+        return ()
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            p.add("ageRecipients", f"item {i} is {item!r}, not an age public key string such as 'age1...'")
+            continue
+        try:
+            out.append(parse_recipient(item, where=f"ageRecipients item {i}"))
+        except AgeKeyError as exc:
+            p.add("ageRecipients", str(exc))
+    if len(set(out)) != len(out):
+        p.add("ageRecipients", "lists the same public key twice; list each recipient once")
+    return tuple(out)
+
+
 def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Validate plain config values (``aws:region`` plus the project keys, unprefixed) into a ``StackConfig``.
 
@@ -401,6 +425,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
                        "use an EventBridge expression such as 'rate(1 hour)', 'rate(30 minutes)' or 'cron(0 * * * ? *)'", p)
     scheduled = _as_bool(get("scheduledSnapshots"), "scheduledSnapshots", p)
     wheel_dir = _wheel_dir(get("snapshotLambdaWheelDir"), p)
+    age_recipients = _age_recipients(get("ageRecipients"), p)
 
     if p.items:
         raise ConfigValidationError(p.items)
@@ -424,6 +449,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         snapshot_schedule=_required(schedule, "snapshotSchedule"),
         scheduled_snapshots=bool(scheduled),
         snapshot_lambda_wheel_dir=wheel_dir,
+        age_recipients=age_recipients,
     )
 
 

@@ -131,6 +131,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
         out.NODE_PUBLIC_IP: node.public_ip,
         out.NODE_PRIVATE_IP: node.private_ip,
         out.TALOS_VERSION: pulumi.Output.from_input(cfg.talos_version),
+        out.SNAPSHOT_AGE_RECIPIENTS: pulumi.Output.from_input(list(cfg.age_recipients)),
         out.TALOSCONFIG: pulumi.Output.secret(cluster.talosconfig),
         out.KUBECONFIG: pulumi.Output.secret(cluster.kubeconfig),
         out.CONTROLPLANE_CONFIG: pulumi.Output.secret(cluster.controlplane_config),

@@ -239,6 +239,7 @@ class Sandbox:
             out.NODE_PUBLIC_IP: self.info.public_ip,
             out.NODE_PRIVATE_IP: self.info.private_ip,
             out.TALOS_VERSION: self.info.talos_version,
+            out.SNAPSHOT_AGE_RECIPIENTS: list(self.info.age_recipients),
             out.TALOSCONFIG: self.paths.talosconfig.read_text(),
             out.KUBECONFIG: self.paths.kubeconfig.read_text(),
             out.CONTROLPLANE_CONFIG: controlplane,

@@ -12,6 +12,9 @@ NODE_INSTANCE_ID = "nodeInstanceId"
 NODE_PUBLIC_IP = "nodePublicIp"
 NODE_PRIVATE_IP = "nodePrivateIp"
 TALOS_VERSION = "talosVersion"
+# The age public keys snapshots are encrypted to ([] = not encrypted). A stack from before it existed lacks it; the
+# DR commands then encrypt to nothing unless DR_AGE_RECIPIENTS says otherwise.
+SNAPSHOT_AGE_RECIPIENTS = "snapshotAgeRecipients"
 
 # Secret outputs.
 TALOSCONFIG = "talosconfig"
@@ -29,6 +32,7 @@ PLAIN_OUTPUTS = (
     NODE_PUBLIC_IP,
     NODE_PRIVATE_IP,
     TALOS_VERSION,
+    SNAPSHOT_AGE_RECIPIENTS,
 )
 SECRET_OUTPUTS = (TALOSCONFIG, KUBECONFIG, CONTROLPLANE_CONFIG, TALOS_MACHINE_SECRETS)
 ALL_OUTPUTS = PLAIN_OUTPUTS + SECRET_OUTPUTS
