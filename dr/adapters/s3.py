@@ -456,3 +456,123 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
         raise ConfigError(f"S3 URI {uri!r} has an invalid bucket name {bucket!r}", "check the bucket name")
     return bucket, key
+
+
+META_FORMAT = "snapshot-format"  # plain | zstd | age | zstd+age (dr.core.naming.format_name)
+
+
+class ObjectWriter:
+    """Push-style upload of one object: ``write`` pieces, then ``commit`` (the object appears) or ``abort`` (nothing
+    does). Small objects are one PutObject at commit; larger ones a multipart upload whose parts go out as they fill,
+    at most ``max_in_flight`` at a time, so memory stays near PART_SIZE x (max_in_flight + 1) whatever the size.
+
+    Every request carries a SHA-256 checksum (S3 checks it on arrival). ``if_none_match=True`` sends
+    ``If-None-Match: *`` on the PutObject or CompleteMultipartUpload, so an existing key is never overwritten (S3
+    answers 412 PreconditionFailed; AWS S3 User Guide, "Add preconditions to S3 operations with conditional
+    requests")."""
+
+    def __init__(self, client, bucket: str, key: str, metadata: dict[str, str], *, if_none_match: bool = True,
+                 part_size: int = PART_SIZE, max_in_flight: int = 2, progress: ProgressFn | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.client, self.bucket, self.key = client, bucket, key
+        self.metadata = metadata
+        self.if_none_match = if_none_match
+        self.part_size = part_size
+        self.progress = progress
+        self.size = 0
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._upload_id: str | None = None
+        self._parts: list[Any] = []  # futures, in part order
+        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
+        self._max_in_flight = max_in_flight
+        self._done = False
+        self.version_id: str | None = None
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._buf.append(data)
+        self._buffered += len(data)
+        self.size += len(data)
+        while self._buffered >= self.part_size:
+            self._send_part(self._take(self.part_size))
+
+    def _take(self, n: int) -> bytes:
+        data = b"".join(self._buf)
+        self._buf = [data[n:]] if len(data) > n else []
+        self._buffered = len(data) - min(n, len(data))
+        return data[:n]
+
+    def _send_part(self, body: bytes) -> None:
+        try:
+            if self._upload_id is None:
+                resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, Metadata=self.metadata,
+                                                           ChecksumAlgorithm="SHA256")
+                self._upload_id = resp["UploadId"]
+            # Bounded: wait for the oldest part still in flight before queueing another.
+            pending = [f for f in self._parts if not f.done()]
+            if len(pending) >= self._max_in_flight:
+                pending[0].result()
+            n = len(self._parts) + 1
+            self._parts.append(self._pool.submit(self._upload_part, n, body))
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, "upload to", self.bucket, self.key) from exc
+
+    def _upload_part(self, n: int, body: bytes) -> dict[str, Any]:
+        resp = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=n,
+                                       Body=body, ChecksumAlgorithm="SHA256")
+        if self.progress:
+            self.progress(len(body))
+        return {"PartNumber": n, "ETag": resp["ETag"], "ChecksumSHA256": resp.get("ChecksumSHA256")}
+
+    def commit(self) -> None:
+        """Send what is left and complete the object. Raises a ``DRError`` (the upload is then aborted)."""
+        cond = {"IfNoneMatch": "*"} if self.if_none_match else {}
+        try:
+            try:
+                if self._upload_id is None:
+                    body = self._take(self._buffered)
+                    resp = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, Metadata=self.metadata,
+                                                  ChecksumAlgorithm="SHA256", **cond)
+                    if self.progress:
+                        self.progress(len(body))
+                else:
+                    if self._buffered:
+                        self._send_part(self._take(self._buffered))
+                    parts = [f.result() for f in self._parts]
+                    for p in parts:
+                        if p["ChecksumSHA256"] is None:
+                            del p["ChecksumSHA256"]
+                    resp = self.client.complete_multipart_upload(
+                        Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts},
+                        **cond)
+            except ClientError as exc:
+                err = exc.response.get("Error", {})
+                if str(err.get("Code")) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                    raise S3Error(f"s3://{self.bucket}/{self.key} already exists; it was not overwritten",
+                                  "every snapshot gets a new name: take the snapshot again") from exc
+                raise translate(exc, "upload to", self.bucket, self.key) from exc
+            except BotoCoreError as exc:
+                raise translate(exc, "upload to", self.bucket, self.key) from exc
+        except BaseException:
+            self.abort()
+            raise
+        self.version_id = resp.get("VersionId")
+        self._done = True
+        self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Drop everything sent so far (idempotent; a failure to abort is left to the bucket's abort-incomplete rule)."""
+        if self._done:
+            return
+        self._done = True
+        for f in self._parts:
+            f.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._upload_id is not None:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+            except (ClientError, BotoCoreError):
+                pass

@@ -33,6 +33,7 @@ class ExitCode(IntEnum):
     ETCD_MISSING = 20  # etcd/etcdctl binaries needed locally are missing
     ETCD_ERROR = 21  # local throwaway etcd failed
     VERIFY_MISMATCH = 22  # content check failed (restored data differs from what was expected)
+    ENCRYPTED = 23  # age-encrypted, and no identity given (or none that can decrypt it): not damaged, just locked
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -134,6 +135,13 @@ class VerifyMismatch(DRError):
     exit_code = ExitCode.VERIFY_MISMATCH
 
 
+class SnapshotEncrypted(DRError):
+    """The snapshot is age-encrypted and no identity was given, or none of those given can open it. Never reported as
+    corrupt: the bytes are fine, the key is missing."""
+
+    exit_code = ExitCode.ENCRYPTED
+
+
 # What each code means, for the README table and `--help` epilogs.
 EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.OK: "success",
@@ -159,5 +167,6 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.ETCD_MISSING: "etcd/etcdctl not installed locally",
     ExitCode.ETCD_ERROR: "the local throwaway etcd failed",
     ExitCode.VERIFY_MISMATCH: "the snapshot's content is not what was expected",
+    ExitCode.ENCRYPTED: "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding its key",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }
