@@ -34,6 +34,7 @@ class ExitCode(IntEnum):
     ETCD_ERROR = 21  # local throwaway etcd failed
     VERIFY_MISMATCH = 22  # content check failed (restored data differs from what was expected)
     ENCRYPTED = 23  # age-encrypted, and no identity given (or none that can decrypt it): not damaged, just locked
+    RECOVERY_KIT = 24  # the recovery kit is missing, not for this identity, damaged, or the rebuild cannot use it
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -142,6 +143,12 @@ class SnapshotEncrypted(DRError):
     exit_code = ExitCode.ENCRYPTED
 
 
+class RecoveryKitError(DRError):
+    """dr.rebuild cannot use the recovery kit (none in the bucket, another identity's, damaged) or the stack it fills."""
+
+    exit_code = ExitCode.RECOVERY_KIT
+
+
 # What each code means, for the README table and `--help` epilogs.
 EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.OK: "success",
@@ -168,5 +175,6 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.ETCD_ERROR: "the local throwaway etcd failed",
     ExitCode.VERIFY_MISMATCH: "the snapshot's content is not what was expected",
     ExitCode.ENCRYPTED: "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding its key",
+    ExitCode.RECOVERY_KIT: "the recovery kit is missing, not encrypted to this age identity, or damaged (dr.rebuild)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }
