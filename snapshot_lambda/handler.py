@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dr.adapters import s3
+from dr.adapters.store import S3Store, plain_metadata
 from dr.adapters.talosapi import APID_PORT, TalosClient, TalosCredentials
 from dr.core import naming, outputs
 from dr.core.errors import ConfigError, DRError
@@ -46,6 +47,7 @@ ENV_CLUSTER = "TALOS_DR_CLUSTER"
 ENV_PREFIX = "TALOS_DR_PREFIX"
 ENV_PORT = "TALOS_DR_APID_PORT"
 ENV_TIMEOUT = "TALOS_DR_TIMEOUT"
+ENV_AGE_RECIPIENTS = "TALOS_DR_AGE_RECIPIENTS"
 SOURCE = "schedule"  # the object's `source` metadata; dr.backup writes "dr.backup"
 
 
@@ -85,11 +87,11 @@ class RunnerSettings:
 class RunResult:
     bucket: str
     key: str
-    size: int
-    sha256: str
-    file_sha256: str
+    size: int  # the snapshot's own size (plaintext)
+    stored_size: int  # bytes in the bucket (compressed, maybe encrypted)
+    sha256: str  # the plaintext's SHA-256 (its trailer)
+    format: str  # zstd or zstd+age
     taken_at: str  # ISO 8601 UTC
-    tagged: bool
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,37 +122,46 @@ def take_snapshot(
     *,
     s3_client=None,
     now: datetime | None = None,
+    recipients: list | None = None,
 ) -> RunResult:
     """Stream one snapshot from the node into the bucket. Raises a ``DRError``; leaves no object on failure."""
     now = now or datetime.now(UTC)
     client = s3_client or s3.make_client()
-    key = f"{settings.prefix}{naming.snapshot_name(now)}"
-    # The SHA-256 and size are only known once the stream ends, so they are recorded as tags after the upload
-    # (dr.adapters.s3.object_facts reads metadata and tags alike).
-    meta = s3.snapshot_metadata(sha256=None, size=None, taken_at=now, cluster=settings.cluster, source=SOURCE)
+    if recipients is None:
+        recipients = recipients_from_env()
+    store = S3Store(client, settings.bucket, settings.prefix)
+    # The SHA-256 and size are only known once the stream ends: the store records them as tags after the upload
+    # (metadata cannot change after it). Compressed always, encrypted when the stack names age recipients: the
+    # Lambda holds public keys only, never an identity.
+    meta = plain_metadata(taken_at=now, cluster=settings.cluster, source=SOURCE)
     with TalosClient(settings.node, credentials, port=settings.port, timeout=settings.timeout) as talos:
         chunks = talos.iter_etcd_snapshot()
         try:
-            res = s3.upload_snapshot_stream(
-                client, settings.bucket, key, chunks, meta, label=f"etcd snapshot from {talos.node}"
-            )
+            entry = store.put(chunks, naming.snapshot_name(now), compress=True, recipients=recipients, metadata=meta,
+                              label=f"etcd snapshot from {talos.node}")
         finally:
             chunks.close()  # cancels the RPC if the upload stopped early
-    tagged = True
-    try:
-        s3.set_tags(client, settings.bucket, key, {s3.META_SHA256: res.sha256, s3.META_SIZE: str(res.size)})
-    except DRError as exc:  # the object is whole and verified; missing tags only hide facts from dr.list
-        log.warning("snapshot %s uploaded but not tagged: %s", key, exc)
-        tagged = False
+    assert entry.key is not None and entry.sha256 is not None and entry.plain_size is not None
     return RunResult(
         bucket=settings.bucket,
-        key=key,
-        size=res.size,
-        sha256=res.sha256,
-        file_sha256=res.file_sha256,
+        key=entry.key,
+        size=entry.plain_size,
+        stored_size=entry.size,
+        sha256=entry.sha256,
+        format=entry.format,
         taken_at=iso_utc(now),
-        tagged=tagged,
     )
+
+
+def recipients_from_env(env: Mapping[str, str] | None = None) -> list:
+    """The age recipients in ``TALOS_DR_AGE_RECIPIENTS`` (comma-separated public keys; empty: not encrypted)."""
+    from dr.core.age_keys import AgeKeyError, recipients, split_recipients
+
+    env = os.environ if env is None else env
+    try:
+        return recipients(split_recipients(env.get(ENV_AGE_RECIPIENTS, "")), where=ENV_AGE_RECIPIENTS)
+    except AgeKeyError as exc:
+        raise ConfigError(str(exc), "fix the stack's ageRecipients and run `pulumi up`") from None
 
 
 def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None) -> RunResult:

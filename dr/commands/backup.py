@@ -15,15 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from dr.adapters import fsutil, s3
+from dr.adapters import fsutil
 from dr.adapters.lock import exclusive
+from dr.adapters.store import plain_metadata
 from dr.adapters.talosctl import SnapshotInfo, Talosctl
 from dr.commands import cli
-from dr.commands.settings import Resolver, add_common_flags
+from dr.commands.settings import DOWNLOADS, Resolver, add_common_flags
 from dr.commands.source import check_local_file
 from dr.core import naming, timefmt
 from dr.core.errors import ConfigError, DRError, NodeError, SnapshotNotFound
-from dr.core.integrity import SnapshotDigest, verify_file
+from dr.core.integrity import SnapshotDigest, iter_file, verify_file
 from dr.core.retention import Policy, apply_policy
 
 PROG = "dr.backup"
@@ -110,19 +111,31 @@ def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *
 
 
 def prune_local(snapdir: Path, keep_days: float, now: datetime, out: TextIO) -> list[Path]:
+    """Apply the age policy to the snapshots this tool wrote in ``snapdir`` and in its ``downloads`` folder (each
+    folder keeps its newest). Safety snapshots and files with other names are never touched."""
+    removed: list[Path] = []
+    for folder in (snapdir, snapdir / DOWNLOADS):
+        if not folder.is_dir():
+            continue
+        removed += _prune_folder(folder, keep_days, now, out)
+    return removed
+
+
+def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO) -> list[Path]:
     snaps = []
-    for p in snapdir.iterdir():
-        ts = naming.parse_snapshot_name(p.name)
-        if ts is not None and not naming.is_safety_snapshot(p.name) and p.is_file():
-            snaps.append((p.name, ts))
+    for p in folder.iterdir():
+        parsed = naming.parse(p.name)
+        if parsed is not None and not parsed.safety and p.is_file() and not p.is_symlink():
+            snaps.append((p.name, parsed.taken_at))
     decisions = apply_policy(snaps, Policy(keep_days), now)
     removed = []
     for d in decisions:
         if not d.keep:
-            (snapdir / d.name).unlink(missing_ok=True)
-            removed.append(snapdir / d.name)
+            (folder / d.name).unlink(missing_ok=True)
+            removed.append(folder / d.name)
     kept = [d for d in decisions if d.keep]
-    print(f"local snapshots in {snapdir}: {len(kept)} kept, {len(removed)} pruned (older than {keep_days:g} days; "
+    what = "downloaded snapshots" if folder.name == DOWNLOADS else "local snapshots"
+    print(f"{what} in {folder}: {len(kept)} kept, {len(removed)} pruned (older than {keep_days:g} days; "
           "the newest is always kept)", file=out)
     for d in decisions:
         print(f"  {'kept  ' if d.keep else 'pruned'}  {d.name}  ({d.reason})", file=out)
@@ -140,32 +153,46 @@ def remote_key_for(path: Path, prefix: str) -> str:
 
 
 def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, revision: int | None,
-           out: TextIO, err: TextIO) -> str:
-    client = r.s3_client()
-    bucket = r.bucket
-    key = remote_key_for(path, r.prefix)
+           out: TextIO, err: TextIO, *, compress: bool = True) -> str:
+    """Store ``path`` in the bucket: zstd-compressed unless ``compress`` is off, age-encrypted to the stack's
+    recipients when there are any; the trailer is checked on the plaintext as it streams."""
+    store = r.s3_store()
+    recipients = r.recipients
+    plain = remote_key_for(path, "")
+    name = naming.stored_name(plain, compressed=compress, encrypted=bool(recipients))
     try:
-        existing = s3.head_snapshot(client, bucket, key, with_tags=False)
+        existing = store.stat(name) if naming.parse(name) else None
     except SnapshotNotFound:
         existing = None
-    if existing and existing.metadata.get(s3.META_SHA256) == digest.content_sha256:
-        print(f"s3://{bucket}/{key} already holds this snapshot (same SHA-256); not uploaded again", file=out)
-        return key
-    progress = cli.Progress(f"uploading {path.name}", digest.size, err)
-    res = s3.upload_snapshot_file(client, bucket, key, path, taken_at=taken_at, cluster=r.cluster,
-                                  revision=revision, progress=progress)
+    if existing is not None and existing.name.name == name:
+        if existing.sha256 == digest.content_sha256:
+            print(f"{existing.location} already holds this snapshot (same SHA-256); not uploaded again", file=out)
+            return existing.key or name
+        raise ConfigError(f"{existing.location} already exists and holds another snapshot; it is never overwritten",
+                          "rename the local file (or take a new snapshot) and upload again")
+    # The total is known only for an uncompressed, unencrypted copy; otherwise the bytes sent so far are shown.
+    progress = cli.Progress(f"uploading {path.name}", None if compress or recipients else digest.size, err)
+    meta = plain_metadata(taken_at=taken_at, cluster=r.cluster, source="dr.backup", sha256=digest.content_sha256,
+                          size=digest.size, revision=revision)
+    with open(path, "rb") as f:
+        entry = store.put(iter_file(f), plain, compress=compress, recipients=recipients, metadata=meta,
+                          expected_sha256=digest.content_sha256, label=f"snapshot {path}", progress=progress)
     progress.finish()
-    print(f"uploaded {path} to s3://{bucket}/{key} ({cli.human_size(res.size)}, SHA-256 checksum stored, "
+    layers = naming.format_name(compress, bool(recipients))
+    how = {"plain": "", "zstd": "zstd-compressed, ", "age": "age-encrypted, ",
+           "zstd+age": "zstd-compressed and age-encrypted, "}[layers]
+    ratio = f", {entry.size / digest.size:.0%} of {cli.human_size(digest.size)}" if compress else ""
+    print(f"uploaded {path} to {entry.location} ({how}{cli.human_size(entry.size)}{ratio}; SHA-256 recorded, "
           f"trailer verified while streaming)", file=out)
-    return key
+    return entry.key or name
 
 
 def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 20) -> None:
-    snaps = s3.list_snapshots(r.s3_client(), r.bucket, r.prefix)
+    snaps = r.s3_store().list()
     print(f"snapshots in s3://{r.bucket}/{r.prefix} ({len(snaps)}), newest first:", file=out)
     for s in snaps[:limit]:
-        age = timefmt.human_age((now - s.taken_at).total_seconds())
-        print(f"  {s.name}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
+        age = timefmt.human_age((now - s.name.taken_at).total_seconds())
+        print(f"  {s.name.name}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
     if len(snaps) > limit:
         print(f"  ... and {len(snaps) - limit} older (see `python -m dr.list`)", file=out)
 
@@ -181,6 +208,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--keep-days", type=float, default=7.0, help="prune local snapshots older than this (default 7)")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another backup/restore to finish (default: fail at once)")
+    p.add_argument("--no-compress", action="store_true",
+                   help="store the S3 copy uncompressed (default: zstd; the local copy is always a plain .db)")
     add_common_flags(p)
     args = p.parse_args(argv)
 
@@ -194,7 +223,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             upload_file = check_local_file(Path(args.save_to_s3))
         r.talosctl().binary  # noqa: B018 - fails early when talosctl is missing
         if args.save_to_s3:
-            _ = (r.bucket, r.prefix)
+            _ = (r.bucket, r.prefix, r.recipients)  # a bad bucket or age recipient fails before the snapshot
         ensure_snapshots_dir(r.snapshots_dir)
         with exclusive(r.talos_dir / LOCK_NAME, "a backup", wait=args.wait_lock):
             for leftover in clean_partials(r.snapshots_dir):
@@ -208,7 +237,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                     path, revision = upload_file, None
                     taken = naming.parse_snapshot_name(path.name) or datetime.fromtimestamp(
                         path.stat().st_mtime, UTC)
-                upload(r, path, digest, taken, revision, out, err)
+                upload(r, path, digest, taken, revision, out, err, compress=not args.no_compress)
                 print_bucket_listing(r, clock(), out)
         return 0
 

@@ -20,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from dr.adapters import s3
+from dr.adapters.store import Entry, LocalStore, S3Store
 from dr.commands import cli
-from dr.commands.settings import Resolver, add_common_flags
-from dr.commands.verify import catalog_entry_for, load_catalog
+from dr.commands.settings import DOWNLOADS, Resolver, add_common_flags
 from dr.core import naming, timefmt
 from dr.core.errors import ConfigError, DRError, SnapshotNotFound
 
@@ -33,67 +32,88 @@ DEFAULT_LIMIT = 20
 
 @dataclass
 class Row:
-    name: str
+    name: str  # the plain snapshot's name (what a download becomes); every command accepts it
     taken_at: str
     where: str  # local | s3 | both
-    size: int
+    size: int  # bytes in the first place listed (the local file, else the stored object)
     local_path: str | None = None
     s3_uri: str | None = None
-    s3_size: int | None = None
+    s3_size: int | None = None  # stored bytes of the object (compressed and/or encrypted ones are smaller)
+    s3_name: str | None = None  # the object's own name, e.g. etcd-snapshot-<ts>.db.zst.age
+    format: str = "plain"  # of the S3 object (local files are plain, or say so)
+    scheme: str = naming.DR  # dr | talos-backup
+    cluster: str | None = None
+    plain_size: int | None = None  # the plaintext's size recorded with the object
     revision: int | None = None
     verified_at: str | None = None  # newest of the local and S3 records
     local_verified_at: str | None = None
     s3_verified_at: str | None = None
     verified_keys: int | None = None
     pre_restore: bool = False
+    downloaded: bool = False  # the local copy is one a restore downloaded (in <snapshots>/downloads)
+    _s3_entry: Entry | None = field(default=None, repr=False)
+
+
+def _row_json(row: Row) -> dict[str, Any]:
+    d = asdict(row)
+    d.pop("_s3_entry", None)
+    return d
 
 
 def local_snapshots(folder: Path) -> list[tuple[Path, datetime]]:
     """Snapshot files in ``folder`` (regular files with snapshot names; ``.part`` and other names ignored)."""
-    if not folder.is_dir():
-        return []
-    out = []
-    for p in folder.iterdir():
-        ts = naming.parse_snapshot_name(p.name)
-        if ts is not None and p.is_file() and not p.is_symlink():
-            out.append((p, ts))
-    return out
+    return [(e.path, e.name.taken_at) for e in LocalStore(folder).list() if e.path is not None]
 
 
-def build_rows(local: list[tuple[Path, datetime]], catalog: dict[str, dict[str, Any]],
-               remote: list[s3.RemoteSnapshot]) -> list[Row]:
-    """One row per snapshot name, newest first (pure: no I/O beyond ``stat`` of the local files)."""
+def build_rows(local: list[Entry], remote: list[Entry]) -> list[Row]:
+    """One row per snapshot (by its plain name), newest first. ``local`` entries are described (catalog read)."""
     rows: dict[str, Row] = {}
-    for p, ts in local:
-        st = p.stat()
-        entry = catalog_entry_for(p, catalog) or {}
-        rows[p.name] = Row(
-            name=p.name, taken_at=timefmt.iso_utc(ts), where="local", size=st.st_size, local_path=str(p),
-            revision=entry.get("revision"), local_verified_at=entry.get("verified_at"),
-            verified_keys=entry.get("keys"), pre_restore=naming.is_safety_snapshot(p.name),
+    for e in local:
+        v = e.verification
+        prev = rows.get(e.name.plain)
+        if prev is not None and not prev.downloaded:
+            continue  # a snapshot taken here wins over a download of the same name
+        rows[e.name.plain] = Row(
+            name=e.name.plain, taken_at=timefmt.iso_utc(e.name.taken_at), where="local", size=e.size,
+            local_path=e.location, format=e.format, scheme=e.name.scheme, cluster=e.name.cluster,
+            revision=v.revision if v else None, local_verified_at=v.verified_at if v else None,
+            verified_keys=v.keys if v else None, pre_restore=e.name.safety,
+            downloaded=e.path is not None and e.path.parent.name == DOWNLOADS,
         )
-    for o in remote:  # newest first; a name seen twice (two prefixes) keeps the newest object
-        row = rows.get(o.name)
+    for o in remote:  # newest first; a name seen twice keeps the newest object
+        row = rows.get(o.name.plain)
         if row is None:
-            rows[o.name] = Row(name=o.name, taken_at=timefmt.iso_utc(o.taken_at), where="s3", size=o.size, s3_uri=o.uri,
-                               s3_size=o.size, pre_restore=naming.is_safety_snapshot(o.name))
+            rows[o.name.plain] = Row(name=o.name.plain, taken_at=timefmt.iso_utc(o.name.taken_at), where="s3",
+                                     size=o.size, s3_uri=o.location, s3_size=o.size, s3_name=o.name.name,
+                                     format=o.format, scheme=o.name.scheme, cluster=o.name.cluster,
+                                     pre_restore=o.name.safety, _s3_entry=o)
         elif row.s3_uri is None:
-            row.where, row.s3_uri, row.s3_size = "both", o.uri, o.size
+            row.where, row.s3_uri, row.s3_size, row.s3_name, row.format = "both", o.location, o.size, o.name.name, o.format
+            row._s3_entry = o
     ordered = sorted(rows.values(), key=lambda r: (r.taken_at, r.name), reverse=True)
     for r in ordered:
         r.verified_at = max((v for v in (r.local_verified_at, r.s3_verified_at) if v), default=None)
     return ordered
 
 
-def add_s3_facts(row: Row, info: s3.ObjectInfo) -> None:
-    facts = s3.object_facts(info)
-    if row.revision is None and "revision" in facts:
-        row.revision = facts["revision"]
-    row.s3_verified_at = facts.get(s3.TAG_VERIFIED_AT)
+def add_s3_facts(row: Row, entry: Entry) -> None:
+    if row.revision is None and entry.revision is not None:
+        row.revision = entry.revision
+    row.plain_size = entry.plain_size
+    if entry.cluster:
+        row.cluster = entry.cluster
+    v = entry.verification
+    row.s3_verified_at = v.verified_at if v else None
     if row.s3_verified_at and (row.verified_at is None or row.s3_verified_at > row.verified_at):
         row.verified_at = row.s3_verified_at
-        keys = facts.get(s3.TAG_VERIFIED_KEYS)
-        row.verified_keys = int(keys) if keys and str(keys).isdigit() else row.verified_keys
+        row.verified_keys = v.keys if v and v.keys is not None else row.verified_keys
+
+
+def _sizes_differ(r: Row) -> bool:
+    if r.where != "both":
+        return False
+    plain = r.plain_size if r.plain_size is not None else (r.s3_size if r.format == "plain" else None)
+    return plain is not None and plain != r.size
 
 
 def _plural(n: int, word: str) -> str:
@@ -106,37 +126,38 @@ def _age(row: Row, now: datetime) -> str:
 
 
 def print_table(rows: list[Row], now: datetime, out: TextIO) -> None:
-    print(f"{'NAME':<45} {'WHERE':<6} {'SIZE':>10} {'AGE':>7} {'REVISION':>9}  VERIFIED", file=out)
+    width = max([45, *(len(r.name) for r in rows)])
+    print(f"{'NAME':<{width}} {'WHERE':<6} {'FORMAT':<8} {'SIZE':>10} {'AGE':>7} {'REVISION':>9}  VERIFIED", file=out)
     for r in rows:
         size = cli.human_size(r.size)
-        if r.where == "both" and r.s3_size is not None and r.s3_size != r.size:
+        if _sizes_differ(r):
             size += "!"
         rev = str(r.revision) if r.revision is not None else "-"
         ver = r.verified_at or "never"
         if r.verified_at and r.verified_keys is not None:
             ver += f" ({r.verified_keys} keys)"
-        print(f"{r.name:<45} {r.where:<6} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}", file=out)
+        where = r.where + ("*" if r.downloaded else "")
+        print(f"{r.name:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}", file=out)
 
 
 @dataclass
 class _S3Listing:
     where: str | None = None  # s3://bucket/prefix; None when no bucket is configured
-    client: Any = None
-    snapshots: list[s3.RemoteSnapshot] = field(default_factory=list)
+    store: S3Store | None = None
+    snapshots: list[Entry] = field(default_factory=list)
     failure: DRError | None = None  # reported last, after whatever the local folder holds
 
 
 def _list_s3(r: Resolver, notes: list[str]) -> _S3Listing:
     listing = _S3Listing()
     try:
-        bucket, prefix = r.bucket, r.prefix
+        store = r.s3_store()
     except ConfigError as exc:
         notes.append(f"S3 not checked: no bucket configured ({exc.message}); pass --bucket or set DR_BUCKET")
         return listing
-    listing.where = f"s3://{bucket}/{prefix}"
+    listing.where, listing.store = store.where, store
     try:
-        listing.client = r.s3_client()
-        listing.snapshots = s3.list_snapshots(listing.client, bucket, prefix)
+        listing.snapshots = store.list()
     except DRError as exc:
         listing.failure = exc
     return listing
@@ -144,24 +165,36 @@ def _list_s3(r: Resolver, notes: list[str]) -> _S3Listing:
 
 def _add_s3_metadata(shown: list[Row], listing: _S3Listing, notes: list[str]) -> None:
     """Read each shown S3 object's metadata and tags (only for the rows shown: one request each)."""
-    if listing.where is None or listing.failure is not None:
+    if listing.store is None or listing.failure is not None:
         return
     for row in shown:
-        if row.s3_uri:
-            bucket, key = s3.parse_s3_uri(row.s3_uri)
+        if row._s3_entry is not None:
             try:
-                add_s3_facts(row, s3.head_snapshot(listing.client, bucket, key))
+                add_s3_facts(row, listing.store.describe(row._s3_entry))
             except DRError as exc:
                 notes.append(f"could not read metadata of {row.s3_uri}: {exc}")
 
 
 def _add_table_notes(rows: list[Row], shown: list[Row], notes: list[str]) -> None:
-    if any(x.where == "both" and x.s3_size != x.size for x in shown):
+    if any(_sizes_differ(x) for x in shown):
         notes.append("a size marked ! differs between the local file and the S3 object: they are not the same "
                      "snapshot; verify both with `python -m dr.verify`")
+    if any(x.downloaded for x in shown):
+        notes.append("local* marks copies a restore downloaded (in <snapshots>/downloads); dr.backup prunes them "
+                     "with the others")
+    if any(x.format not in ("plain", "zstd") for x in shown):
+        notes.append("age-encrypted snapshots need their identity to verify or restore: --identity FILE "
+                     "(or DR_AGE_IDENTITY_FILE)")
     if len(rows) > len(shown):
         notes.append(f"showing the newest {len(shown)} of {len(rows)}; `--limit 0` shows all "
                      "(S3 metadata is read only for the rows shown)")
+
+
+def _local_entries(r: Resolver) -> list[Entry]:
+    entries: list[Entry] = []
+    for store in (r.local_store(), r.downloads_store()):
+        entries.extend(store.describe(e) for e in store.list())
+    return entries
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
@@ -182,11 +215,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             raise ConfigError(f"--limit must be 0 or more, not {args.limit}", "pass e.g. --limit 50, or 0 for all")
         r = Resolver(args)
         notes: list[str] = []
-        local = local_snapshots(r.snapshots_dir)
-        catalog = load_catalog(r.snapshots_dir)
+        local = _local_entries(r)
         listing = _list_s3(r, notes)
         where_s3, s3_failure = listing.where, listing.failure
-        rows = build_rows(local, catalog, listing.snapshots)
+        rows = build_rows(local, listing.snapshots)
         shown = rows if args.limit == 0 else rows[: args.limit]
         _add_s3_metadata(shown, listing, notes)
         n_local = sum(1 for x in rows if x.where in ("local", "both"))
@@ -196,7 +228,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if args.json:
             print(json.dumps({"local_dir": str(r.snapshots_dir), "s3": where_s3, "total": len(rows),
                               "local": n_local, "in_s3": n_s3, "shown": len(shown),
-                              "snapshots": [asdict(x) for x in shown], "notes": notes,
+                              "snapshots": [_row_json(x) for x in shown], "notes": notes,
                               "error": str(s3_failure) if s3_failure else None}, indent=2), file=out)
         elif rows:
             print(f"{_plural(len(rows), 'snapshot')} ({n_local} local in {r.snapshots_dir}, {n_s3} in "

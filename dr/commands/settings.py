@@ -24,6 +24,10 @@ ENV_ENDPOINT = "DR_ENDPOINT"
 ENV_BUCKET = "DR_BUCKET"
 ENV_TALOSCONFIG = "TALOSCONFIG"
 DEFAULT_TALOS_DIR = ".talos"
+ENV_PREFIX = "DR_SNAPSHOT_PREFIX"
+ENV_IDENTITY = "DR_AGE_IDENTITY_FILE"
+ENV_RECIPIENTS = "DR_AGE_RECIPIENTS"
+DOWNLOADS = "downloads"  # <snapshots>/downloads: what restores fetched from S3 (listed by dr.list, pruned by dr.backup)
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
@@ -37,6 +41,11 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--endpoint", help=f"the address talosctl dials, the node's Elastic IP (env {ENV_ENDPOINT}; "
                                       f"default the talosconfig's endpoints, then stack output {keys.NODE_PUBLIC_IP})")
     g.add_argument("--bucket", help=f"S3 bucket (env {ENV_BUCKET}; default stack output {keys.BUCKET})")
+    g.add_argument("--prefix", help=f"key prefix of snapshots in the bucket, e.g. a talos-backup prefix such as "
+                                    f"'<cluster>/' (env {ENV_PREFIX}; default stack output {keys.SNAPSHOT_PREFIX}, "
+                                    f"{keys.DEFAULT_SNAPSHOT_PREFIX})")
+    g.add_argument("--identity", metavar="FILE", help=f"age identity file that decrypts encrypted snapshots (env "
+                                                      f"{ENV_IDENTITY}); keep it offline (README: Encrypted snapshots)")
     g.add_argument("--stack", help=f"Pulumi stack (env {STACK_ENV}; default {keys.DEFAULT_STACK})")
     g.add_argument("--outputs-file", help=f"`pulumi stack output --json --show-secrets` file instead of the "
                                           f"Automation API (env {OUTPUTS_FILE_ENV})")
@@ -106,11 +115,77 @@ class Resolver:
 
     @cached_property
     def prefix(self) -> str:
+        given = getattr(self.args, "prefix", None)
+        if given is None:
+            given = self.env.get(ENV_PREFIX)
+        if given is not None:
+            return normalise_prefix(given)
         explicit = self._flag("bucket") or self.env.get(ENV_BUCKET)
         if explicit:
             return keys.DEFAULT_SNAPSHOT_PREFIX
-        p = str(self.outputs.get(keys.SNAPSHOT_PREFIX, keys.DEFAULT_SNAPSHOT_PREFIX))
-        return p if p.endswith("/") else p + "/"
+        return normalise_prefix(str(self.outputs.get(keys.SNAPSHOT_PREFIX, keys.DEFAULT_SNAPSHOT_PREFIX)))
+
+    @cached_property
+    def downloads_dir(self) -> Path:
+        return self.snapshots_dir / DOWNLOADS
+
+    @cached_property
+    def identities(self) -> list:
+        """The age identities from --identity / DR_AGE_IDENTITY_FILE ([] when neither is given)."""
+        path = self._flag("identity") or self.env.get(ENV_IDENTITY)
+        if not path:
+            return []
+        from dr.core.age_keys import AgeKeyError, parse_identities
+
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"age identity file {p} does not exist", "check the path given to --identity / "
+                              f"{ENV_IDENTITY}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read age identity file {p}: {exc}", "pass the file `age-keygen -o` wrote") from None
+        try:
+            return parse_identities(text, where=f"age identity file {p}")
+        except AgeKeyError as exc:
+            raise ConfigError(str(exc), "pass the file `age-keygen -o` wrote") from None
+
+    @cached_property
+    def recipients(self) -> list:
+        """age recipients snapshots are encrypted to: DR_AGE_RECIPIENTS (comma-separated; empty means none), else
+        the stack output snapshotAgeRecipients, else none."""
+        from dr.core.age_keys import AgeKeyError, recipients, split_recipients
+
+        raw = self.env.get(ENV_RECIPIENTS)
+        where = ENV_RECIPIENTS
+        if raw is not None:
+            texts = split_recipients(raw)
+        else:
+            where = f"stack output {keys.SNAPSHOT_AGE_RECIPIENTS}"
+            try:
+                value = self.outputs.get(keys.SNAPSHOT_AGE_RECIPIENTS, [])
+            except ConfigError:
+                value = []
+            texts = [str(v) for v in value] if isinstance(value, list) else split_recipients(str(value or ""))
+        try:
+            return recipients(texts, where=where)
+        except AgeKeyError as exc:
+            raise ConfigError(str(exc), f"fix {where}") from None
+
+    def local_store(self):
+        from dr.adapters.store import LocalStore
+
+        return LocalStore(self.snapshots_dir)
+
+    def downloads_store(self):
+        from dr.adapters.store import LocalStore
+
+        return LocalStore(self.downloads_dir)
+
+    def s3_store(self):
+        from dr.adapters.store import S3Store
+
+        return S3Store(self.s3_client(), self.bucket, self.prefix)
 
     @cached_property
     def region(self) -> str | None:
@@ -145,3 +220,9 @@ class Resolver:
         from dr.adapters import s3
 
         return s3.make_client(self.region)
+
+
+def normalise_prefix(p: str) -> str:
+    """``snapshots`` and ``snapshots/`` name the same prefix; ``""`` and ``/`` the bucket's root."""
+    p = p.strip().lstrip("/")
+    return p if not p or p.endswith("/") else p + "/"

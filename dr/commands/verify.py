@@ -23,10 +23,8 @@ Keys outside ``/registry/`` are counted under ``(outside /registry)``.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import signal
 import sys
@@ -38,17 +36,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from dr.adapters import s3
 from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, snapshot_status
-from dr.adapters.fsutil import atomic_write
+from dr.adapters.store import CATALOG_NAME, Entry, LocalStore, Verification
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
+from dr.core import naming
 from dr.core.errors import CorruptSnapshot, DRError, VerifyMismatch
 from dr.core.timefmt import iso_utc
 
 PROG = "dr.verify"
-CATALOG_NAME = ".verified.json"
 OUTSIDE = "(outside /registry)"
 REGISTRY = b"/registry/"
 # The API server stores these under names that are not the resource's name.
@@ -148,59 +145,6 @@ def diff_streams(new: Iterable[KV], base: Iterable[KV], new_content: Content, ba
     return dict(sorted(diffs.items(), key=lambda kv: (kv[0] == OUTSIDE, kv[0])))
 
 
-# --- the local catalog of verified files ----------------------------------------------------------------------
-
-
-def catalog_path(snapshot: Path) -> Path:
-    return snapshot.parent / CATALOG_NAME
-
-
-def load_catalog(folder: Path) -> dict[str, dict[str, Any]]:
-    """``{file name: entry}`` from ``folder/.verified.json``; empty when missing or unreadable."""
-    try:
-        data = json.loads((folder / CATALOG_NAME).read_text())
-        snaps = data.get("snapshots", {})
-        return snaps if isinstance(snaps, dict) else {}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def catalog_entry_for(path: Path, catalog: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The entry for ``path`` if it still describes the same file (same size and modification time)."""
-    entry = catalog.get(path.name)
-    if not entry:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
-        return None
-    return entry
-
-
-def record_local(path: Path, digest_sha256: str, verified_at: str, content: Content) -> Path:
-    """Record a pass in ``.verified.json`` next to the file (``fsutil.atomic_write``: 0600, never through a symlink),
-    under a lock on the folder so two verifications at once do not lose each other's entry."""
-    folder = path.parent
-    cat = folder / CATALOG_NAME
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        snaps = load_catalog(folder)
-        st = path.stat()
-        snaps[path.name] = {
-            "sha256": digest_sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "verified_at": verified_at,
-            "revision": content.revision, "keys": content.total_keys, "resources": content.sorted_resources(),
-        }
-        snaps = {k: v for k, v in snaps.items() if (folder / k).is_file()}  # forget files that are gone
-        atomic_write(cat, json.dumps({"version": 1, "snapshots": dict(sorted(snaps.items()))}, indent=2) + "\n",
-                     mode=0o600)
-    finally:
-        os.close(fd)
-    return cat
-
-
 # --- the command -----------------------------------------------------------------------------------------------
 
 
@@ -210,6 +154,7 @@ class Report:
     ok: bool = False
     size: int = 0
     sha256: str = ""
+    format: str = "plain"  # how it was stored: plain, zstd, age, zstd+age
     checks: list[str] = field(default_factory=list)
     revision: int = 0
     total_keys: int = 0
@@ -228,19 +173,20 @@ def _now_text() -> str:
 
 
 def check_integrity(f: Fetched, report: Report) -> None:
-    """What dr.commands.source already proved, said out loud, plus the SHA-256 recorded at upload."""
+    """What dr.commands.source and dr.adapters.store already proved, said out loud."""
     report.size, report.sha256 = f.digest.size, f.digest.content_sha256
+    report.format = f.layers.format if f.entry is not None else "plain"
+    if f.layers.encrypted:
+        report.checks.append("decrypted with the age identity (age's authenticated encryption: every 64 KiB chunk "
+                             "checked)")
+    if f.layers.compressed:
+        report.checks.append("zstd-decompressed (frame checksum checked)")
     report.checks.append(f"hash trailer matches (SHA-256 {f.digest.content_sha256[:16]}…, "
                          f"{cli.human_size(f.digest.size)})")
-    if f.info is None:
+    if f.entry is None:
         return
-    checksum = f.info.checksum_sha256
-    if checksum and "-" not in checksum:
-        report.checks.append("S3 SHA-256 checksum of the object matches the downloaded bytes")
-    elif checksum:
-        report.checks.append("S3 checksum is per part (multipart upload); the trailer covers the whole file")
-    recorded = f.info.metadata.get(s3.META_SHA256)
-    if recorded and recorded != f.digest.content_sha256:
+    recorded = f.entry.sha256
+    if recorded and recorded != f.digest.content_sha256:  # store.fetch refuses this already; kept as a guard
         raise CorruptSnapshot(f"{f.origin} is not the snapshot that was uploaded: its SHA-256 "
                               f"{f.digest.content_sha256[:16]}… differs from the {recorded[:16]}… recorded at upload",
                               "use another snapshot; this object was replaced or damaged")
@@ -268,8 +214,8 @@ def check_content(f: Fetched, status: SnapshotStatus, content: Content, report: 
     if content.revision != expected_rev:
         raise VerifyMismatch(f"{f.origin} restored at revision {content.revision}, but the file says {expected_rev}",
                              "use another snapshot and report this (etcd version mismatch?)")
-    meta_rev = f.info.metadata.get(s3.META_REVISION) if f.info else None
-    if meta_rev is not None and meta_rev.isdigit() and int(meta_rev) != content.revision:
+    meta_rev = f.entry.revision if f.entry is not None and f.entry.verification is None else None
+    if meta_rev is not None and meta_rev != content.revision:
         raise VerifyMismatch(f"{f.origin} holds revision {content.revision}, but the object's metadata says {meta_rev}",
                              "use another snapshot; this object is not the one that was uploaded")
     if content.registry_keys == 0:
@@ -293,15 +239,22 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
     snapshot did verify."""
     report.verified_at = _now_text()
     try:
-        if f.bucket and f.key:
-            s3.set_tags(r.s3_client(), f.bucket, f.key, {
-                s3.TAG_VERIFIED_AT: report.verified_at,
-                s3.TAG_VERIFIED_REVISION: str(content.revision),
-                s3.TAG_VERIFIED_KEYS: str(content.total_keys),
-            })
-            report.recorded = f"tags on s3://{f.bucket}/{f.key}"
+        if f.entry is not None and f.store is not None and f.store.kind == "s3":
+            f.store.record_verification(f.entry, Verification(report.verified_at, content.revision,
+                                                              content.total_keys, f.digest.content_sha256))
+            report.recorded = f"tags on {f.entry.location}"
+        elif f.entry is None:
+            # A plain local file verified in place: its folder's catalog, tied to the SHA-256 of its bytes.
+            local = LocalStore(f.path.parent)
+            entry = Entry("local", naming.parse(f.path.name) or naming.SnapshotName(
+                f.path.name, f.path.name, datetime.now(UTC), "unknown"), str(f.path), f.digest.size,
+                datetime.now(UTC), path=f.path)
+            local.record_verification(entry, Verification(report.verified_at, content.revision, content.total_keys,
+                                                          f.digest.file_sha256, content.sorted_resources()))
+            report.recorded = str(f.path.parent / CATALOG_NAME)
         else:
-            report.recorded = str(record_local(f.path, report.sha256, report.verified_at, content))
+            print(f"{PROG}: note: {f.origin} was decoded into a temporary copy; the pass is not recorded on the "
+                  "encoded file", file=err)
     except (DRError, OSError) as exc:
         report.recorded = ""
         print(f"{PROG}: warning: the snapshot verified, but recording the result failed: {exc} "

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from dr.adapters import s3
+from dr.adapters.store import S3Store, fetch
 from dr.core import naming
 from dr.core.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
 from dr.core.integrity import verify_file
@@ -16,19 +17,27 @@ from sandbox import etcd as sandbox_etcd
 from sandbox.apid import SimulatedApid
 from snapshot_lambda import handler as lh
 from tests.support.talos_api import KEYS, no_leftovers
-from tests.support.tools import free_port, start_etcd
+from tests.support.tools import free_port, require_binary, start_etcd
 
 
 @pytest.mark.slow
 def test_handler_uploads_a_verified_snapshot_that_restores(runner_env, s3_client, bucket, tmp_path, apid):
     out = lh.handler({}, None)
     key = out["key"]
-    assert key.startswith("snapshots/etcd-snapshot-") and naming.parse_snapshot_name(key) is not None
+    # compressed by default (issue 12), under the name dr.backup gives the S3 copy
+    assert key.startswith("snapshots/etcd-snapshot-") and key.endswith(".db.zst") and out["format"] == "zstd"
+    parsed = naming.parse(key)
+    assert parsed is not None and parsed.compressed and not parsed.encrypted
     dest = tmp_path / "dl.db"
-    digest, info = s3.download_snapshot(s3_client, bucket, key, dest)
+    store = S3Store(s3_client, bucket, "snapshots/")
+    digest, layers = fetch(store, store.stat(key), dest)
+    assert layers.compressed and not layers.encrypted
     assert digest.content_sha256 == out["sha256"] and digest.size == out["size"]
+    assert out["stored_size"] < out["size"]
     assert dest.read_bytes() == apid.last_snapshot.read_bytes()
+    info = s3.head_snapshot(s3_client, bucket, key)
     assert info.metadata[s3.META_CLUSTER] == "sandbox" and info.metadata[s3.META_SOURCE] == "schedule"
+    assert info.metadata[s3.META_FORMAT] == "zstd"
     facts = s3.object_facts(s3.head_snapshot(s3_client, bucket, key))
     assert facts[s3.META_SHA256] == out["sha256"]
     assert apid.calls[-1] == ("os:etcd:backup", "ok")  # the least-privilege role did it
@@ -61,8 +70,9 @@ def _etcd_on(data_dir, tmp_path):
 def test_names_match_dr_backup(runner_env, s3_client):
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     res = lh.run(now=now)
-    assert res.key == "snapshots/etcd-snapshot-20260102T030405Z.db"
-    assert [r.key for r in s3.list_snapshots(s3_client, runner_env[lh.ENV_BUCKET], "snapshots/")] == [res.key]
+    assert res.key == "snapshots/etcd-snapshot-20260102T030405Z.db.zst"
+    listed = S3Store(s3_client, runner_env[lh.ENV_BUCKET], "snapshots/").list()
+    assert [e.key for e in listed] == [res.key] and listed[0].name.plain == "etcd-snapshot-20260102T030405Z.db"
 
 
 @pytest.mark.parametrize("fault,error", [("cut", TruncatedSnapshot), ("truncate", TruncatedSnapshot),
@@ -136,5 +146,31 @@ def test_multipart_upload_cut_midway_is_aborted(runner_env, big_apid, monkeypatc
 
 def test_downloaded_object_verifies(runner_env, s3_client, bucket, tmp_path):
     res = lh.run()
-    s3_client.download_file(bucket, res.key, str(tmp_path / "x.db"))
+    s3_client.download_file(bucket, res.key, str(tmp_path / "x.db.zst"))
+    # the real zstd CLI reads what the Lambda wrote
+    subprocess.run([require_binary("zstd"), "-q", "-d", str(tmp_path / "x.db.zst"), "-o", str(tmp_path / "x.db")],
+                   check=True)
     assert verify_file(tmp_path / "x.db").content_sha256 == res.sha256
+
+
+def test_encrypted_to_the_stacks_recipients_and_the_age_cli_reads_it(runner_env, s3_client, bucket, tmp_path, apid,
+                                                                     monkeypatch):
+    """With TALOS_DR_AGE_RECIPIENTS set the object is zstd then age (as talos-backup writes it), and only an identity
+    opens it: `age -d -i key | zstd -d` gives back exactly the node's snapshot."""
+    key_file = tmp_path / "key.txt"
+    subprocess.run([require_binary("age-keygen"), "-o", str(key_file)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(key_file)], check=True, capture_output=True, text=True).stdout
+    monkeypatch.setenv(lh.ENV_AGE_RECIPIENTS, public.strip())
+    res = lh.run()
+    assert res.key.endswith(".db.zst.age") and res.format == "zstd+age"
+    raw = s3_client.get_object(Bucket=bucket, Key=res.key)["Body"].read()
+    assert raw.startswith(b"age-encryption.org/v1\n")
+    plain = subprocess.run(f"age -d -i {key_file} | zstd -q -d", shell=True, input=raw, capture_output=True,
+                           check=True).stdout
+    assert plain == apid.last_snapshot.read_bytes() and verify_file_bytes(plain) == res.sha256
+
+
+def verify_file_bytes(data: bytes) -> str:
+    from dr.core.integrity import verify_stream
+
+    return verify_stream([data]).content_sha256

@@ -301,7 +301,7 @@ class Restore:
     def fetch(self) -> source.Fetched:
         spec = self.args.snapshot
         try:
-            return source.fetch(spec, self.r, self.r.snapshots_dir, self.err)
+            return source.fetch(spec, self.r, self.r.downloads_dir, self.err)
         except SnapshotNotFound:
             if not spec.startswith("s3://"):
                 raise

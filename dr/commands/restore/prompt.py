@@ -29,9 +29,11 @@ def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, no
             needs_reset: bool, safety: bool, wipe_state: bool, snapshots_dir: str, yes: bool,
             now: datetime, out: TextIO, stdin: TextIO) -> None:
     """Show what the restore will do and lose; return only on ``--yes`` or a typed ``yes`` (exactly)."""
-    taken = (naming.parse_snapshot_name(fetched.path.name)
-             or (fetched.info.last_modified if fetched.info else None)
-             or datetime.fromtimestamp(fetched.path.stat().st_mtime, UTC))
+    # When it was taken is what its name says (dr's and talos-backup's names carry the time); a file named otherwise
+    # shows its modification time.
+    parsed = (fetched.entry.name if fetched.entry is not None and fetched.entry.name.scheme != "unknown"
+              else naming.parse(fetched.path.name))
+    taken = parsed.taken_at if parsed else datetime.fromtimestamp(fetched.path.stat().st_mtime, UTC)
     age = timefmt.human_age((now - taken).total_seconds())
     lines = [
         "",
