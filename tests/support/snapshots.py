@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +25,7 @@ def synthetic_snapshot(pages: int = 4, *, fill: bytes | None = None, seed: int =
     if fill is not None:
         body = (fill * (n // len(fill) + 1))[:n]
     else:
-        out, block = [], hashlib.sha256(f"seed-{seed}".encode()).digest()
-        while sum(map(len, out)) < n:
-            block = hashlib.sha256(block).digest()
-            out.append(block * 64)
-        body = b"".join(out)[:n]
+        body = random.Random(seed).randbytes(n)
     content = bytes(head) + body
     assert len(content) % PAGE_ALIGN == 0
     return content + hashlib.sha256(content).digest()
