@@ -1,0 +1,195 @@
+"""What ``dr.rebuild`` does, as a pure function of the kit and of what still exists: the settings to put back, the
+resources to import (``pulumi import --file`` JSON), and what the operator must sort out before ``pulumi up``.
+
+Import IDs, each the provider's own:
+
+* ``aws:s3/bucket:Bucket``: the bucket's name (pulumi-aws v7 ``s3.Bucket`` docs, "Import":
+  ``pulumi import aws:s3/bucket:Bucket example bucket-name``).
+* ``aws:ebs/volume:Volume``: the volume id (pulumi-aws v7 ``ebs.Volume`` docs, "Import":
+  ``pulumi import aws:ebs/volume:Volume id vol-049df61146c4d7901``).
+* ``talos:machine/secrets:Secrets``: the path of a ``talosctl gen secrets`` YAML file (terraform-provider-talos
+  docs/resources/machine_secrets.md, "Import": ``terraform import talos_machine_secrets.this <path-to-secrets.yaml>``;
+  pkg/talos/talos_machine_secrets_resource.go ``ImportState`` reads the file named by the ID). The import records
+  ``talos_version`` v1.3; the program's later, higher version is an in-place update, never a replacement (its plan
+  modifier replaces only when the planned version is *lower* than the state's).
+
+URNs: the engine names a resource ``urn:pulumi:<stack>::<project>::<parent types $-joined>$<type>::<name>``, leaving
+out the root stack (pulumi/pulumi pkg/resource/deploy/deployment.go); ``pulumi import --file`` builds the same from
+``parent`` and ``logicalName`` (pkg/cmd/pulumi/operations/import.go), and entries marked ``component`` are created as
+the program's components. The names below are the program's (infra/stack.py, node.py, bucket.py, talos.py);
+tests/infra/test_rebuild_urns.py checks them against the program run under mocks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dr.core.recovery_kit import Kit
+
+BUCKET_TYPE = "aws:s3/bucket:Bucket"
+VOLUME_TYPE = "aws:ebs/volume:Volume"
+SECRETS_TYPE = "talos:machine/secrets:Secrets"
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+PROVIDER_TYPE_PREFIX = "pulumi:providers:"
+PROJECT_NS = "talos-dr:"
+
+
+def components(cluster: str) -> dict[str, tuple[str, str]]:
+    """Import-file reference -> (component type, logical name), as infra/stack.py names them."""
+    return {
+        "node": ("talos-dr:node:Node", cluster),
+        "bucket": ("talos-dr:bucket:BackupBucket", f"{cluster}-etcd-backups"),
+        "talos": ("talos-dr:talos:TalosCluster", cluster),
+    }
+
+
+@dataclass(frozen=True)
+class Import:
+    ref: str  # unique name inside the import file
+    type: str
+    logical_name: str
+    id: str
+    parent: str  # a components() reference
+    what: str  # for people
+
+    def urn(self, stack: str, project: str, cluster: str) -> str:
+        parent_type = components(cluster)[self.parent][0]
+        return f"urn:pulumi:{stack}::{project}::{parent_type}${self.type}::{self.logical_name}"
+
+
+@dataclass(frozen=True)
+class VolumeFacts:
+    """What EC2 says about one data volume of the kit (None in ``volumes`` when it no longer exists)."""
+
+    volume_id: str
+    state: str  # creating | available | in-use | deleting | deleted | error
+    attached_to: tuple[str, ...] = ()  # instance ids
+
+
+@dataclass
+class Plan:
+    stack: str
+    project: str
+    cluster: str
+    config: dict[str, tuple[str, bool]]  # full key -> (value, secret)
+    imports: list[Import]
+    skipped: list[str] = field(default_factory=list)  # imports already in the stack's state
+    notes: list[str] = field(default_factory=list)  # what the operator must know or do before `pulumi up`
+    blockers: list[str] = field(default_factory=list)  # what `pulumi up` would fail on, said plainly
+    existing_components: dict[str, str] = field(default_factory=dict)  # ref -> URN already in the stack's state
+
+    @property
+    def finish(self) -> list[str]:
+        """The two commands that finish the job."""
+        return [f"pulumi up --stack {self.stack}", f"python -m dr.restore latest --stack {self.stack}"]
+
+
+def _data_volumes(kit: Kit) -> list[dict[str, Any]]:
+    raw = kit.config.get(f"{PROJECT_NS}dataVolumes") or kit.secret_config.get(f"{PROJECT_NS}dataVolumes") or "[]"
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError:
+        return []
+    return items if isinstance(items, list) else []
+
+
+def stack_config(kit: Kit, bucket: str, restored_from: Mapping[str, str]) -> tuple[dict[str, tuple[str, bool]], list[str]]:
+    """The settings to set on the new stack, and what was changed from the kit's.
+
+    ``bucketName`` is pinned to the bucket being imported (an auto-named bucket would otherwise be renamed by the
+    program's name, and the imported one replaced); a lost volume's entry in ``dataVolumes`` gets ``snapshotId`` of its
+    newest snapshot (``restored_from``: volume name -> snapshot id), so `pulumi up` creates it with its data.
+    """
+    config: dict[str, tuple[str, bool]] = {k: (v, False) for k, v in kit.config.items()}
+    config |= {k: (v, True) for k, v in kit.secret_config.items()}
+    changes: list[str] = []
+    key = f"{PROJECT_NS}bucketName"
+    if config.get(key, ("", False))[0] != bucket:
+        changes.append(f"bucketName set to {bucket} (the bucket being imported)")
+        config[key] = (bucket, False)
+    if restored_from:
+        key = f"{PROJECT_NS}dataVolumes"
+        volumes = _data_volumes(kit)
+        for item in volumes:
+            if isinstance(item, dict) and item.get("name") in restored_from:
+                item["snapshotId"] = restored_from[item["name"]]
+                changes.append(f"dataVolumes {item['name']}: created from snapshot {item['snapshotId']}")
+        config[key] = (json.dumps(volumes), config.get(key, ("", False))[1])
+    return config, changes
+
+
+def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, VolumeFacts | None],
+         newest_snapshots: Mapping[str, str], stack: str | None = None,
+         state_urns: Sequence[str] = ()) -> Plan:
+    """The rebuild of ``kit``'s stack (or ``stack``) from what still exists.
+
+    ``volumes``: the kit's volume ids -> what EC2 says (None: gone); ``newest_snapshots``: volume name -> the newest
+    completed snapshot of it; ``state_urns``: what the stack already holds (a re-run after an interruption).
+    """
+    stack = stack or kit.stack
+    cluster = kit.cluster_name
+    imports = [Import("backup-bucket", BUCKET_TYPE, f"{cluster}-etcd-backups", bucket, "bucket",
+                      f"the backup bucket s3://{bucket}"),
+               Import("talos-secrets", SECRETS_TYPE, f"{cluster}-secrets", secrets_file, "talos",
+                      "the Talos machine secrets (the cluster PKI and the secretbox key) from the kit")]
+    notes: list[str] = []
+    blockers: list[str] = []
+    restored_from: dict[str, str] = {}
+    for vol in kit.data_volumes:
+        name, vid = vol["name"], vol["id"]
+        facts = volumes.get(vid)
+        if facts is None or facts.state in ("deleting", "deleted", "error"):
+            snap = newest_snapshots.get(name)
+            if snap:
+                restored_from[name] = snap
+                notes.append(f"data volume {name} ({vid}) is gone: `pulumi up` creates it from its newest snapshot "
+                             f"{snap}")
+            else:
+                notes.append(f"data volume {name} ({vid}) is gone and has no snapshot: `pulumi up` creates it empty")
+            continue
+        imports.append(Import(f"data-{name}", VOLUME_TYPE, f"{cluster}-data-{name}", vid, "node",
+                              f"data volume {name} ({vid})"))
+        if facts.attached_to:
+            blockers.append(f"data volume {name} ({vid}) is attached to {', '.join(facts.attached_to)}: an EBS volume "
+                            "attaches to one instance, so `pulumi up` cannot attach it to the new node. If that is "
+                            "the old node, stop or terminate it yourself (this command deletes nothing): "
+                            f"`aws ec2 terminate-instances --instance-ids {' '.join(facts.attached_to)}`")
+    config, changes = stack_config(kit, bucket, restored_from)
+    notes = changes + notes
+
+    project = kit.project
+    ours = {i.urn(stack, project, cluster) for i in imports}
+    ours |= {f"urn:pulumi:{stack}::{project}::{t}::{n}" for t, n in components(cluster).values()}
+    foreign = sorted(u for u in state_urns if u not in ours and not _bookkeeping(u))
+    if foreign:
+        blockers.append(f"stack {stack} already holds {len(foreign)} other resource(s) (first: {foreign[0]}): "
+                        "dr.rebuild only fills a new stack; pass --stack NEW-NAME")
+    done = set(state_urns)
+    skipped = [i.what for i in imports if i.urn(stack, project, cluster) in done]
+    todo = [i for i in imports if i.urn(stack, project, cluster) not in done]
+    existing = {ref: urn for ref, (t, n) in components(cluster).items()
+                if (urn := f"urn:pulumi:{stack}::{project}::{t}::{n}") in done}
+    return Plan(stack=stack, project=project, cluster=cluster, config=config, imports=todo, skipped=skipped,
+                notes=notes, blockers=blockers, existing_components=existing)
+
+
+def _bookkeeping(urn: str) -> bool:
+    typ = urn.split("::")[2] if urn.count("::") >= 3 else ""
+    return typ == ROOT_STACK_TYPE or typ.startswith(PROVIDER_TYPE_PREFIX)
+
+
+def import_file(p: Plan) -> dict[str, Any]:
+    """The ``pulumi import --file`` document: the parents as components, then each resource to import."""
+    needed = {i.parent for i in p.imports}
+    # A component an interrupted earlier run already created is named by its URN (nameTable), not created again.
+    name_table = {ref: urn for ref, urn in p.existing_components.items() if ref in needed}
+    resources: list[dict[str, Any]] = [
+        {"type": typ, "name": ref, "logicalName": logical, "component": True}
+        for ref, (typ, logical) in components(p.cluster).items() if ref in needed and ref not in name_table
+    ]
+    resources += [{"type": i.type, "name": i.ref, "logicalName": i.logical_name, "id": i.id, "parent": i.parent}
+                  for i in p.imports]
+    return {"nameTable": name_table, "resources": resources} if name_table else {"resources": resources}

@@ -1,0 +1,183 @@
+"""dr.rebuild end to end: a kit in a real S3 protocol server (moto's server mode, EC2 too), an identity from the real
+age-keygen, and the fake `pulumi` (tests/support/fake_pulumi.py), whose argv, stdin and resulting state are asserted."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from pyrage import x25519
+
+from dr.adapters import ec2 as ec2_adapter
+from dr.commands import rebuild
+from dr.core import recovery_kit as kits
+from dr.core.errors import ExitCode
+from dr.core.volume_snapshots import DATA_VOLUME_TAG, MOUNT_TAG, SNAPSHOT_BY_DLM, SNAPSHOT_BY_TAG
+from tests.support import fake_pulumi
+from tests.support.snapshots import age_keygen
+from tests.support.tools import run_cli
+
+B64 = base64.b64encode(b"-----BEGIN PEM-----\nx\n-----END PEM-----\n").decode()
+BUNDLE = {
+    "cluster": {"id": "cid=", "secret": "csecret="},
+    "secrets": {"bootstraptoken": "abcdef.0123456789abcdef", "secretboxencryptionsecret": "sbox="},
+    "trustdinfo": {"token": "ghijkl.0123456789abcdef"},
+    "certs": {"etcd": {"crt": B64, "key": B64}, "k8s": {"crt": B64, "key": B64},
+              "k8saggregator": {"crt": B64, "key": B64}, "k8sserviceaccount": {"key": B64},
+              "os": {"crt": B64, "key": B64}},
+}
+SECRET_VALUE = '{"argocd/repo-creds": {"password": "hunter2-not-on-argv"}}'
+
+
+@pytest.fixture
+def world(aws_env, monkeypatch, tmp_path, s3_client, bucket):
+    """A bucket with a kit, one surviving data volume and one lost one (with a DLM snapshot), a checkout, a key."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", aws_env)
+    cluster = f"c{uuid.uuid4().hex[:8]}"
+    ec2 = ec2_adapter.make_client("us-east-1")
+    tag = f"prod/{cluster}"
+    kept = ec2.create_volume(AvailabilityZone="us-east-1a", Size=20, TagSpecifications=[
+        {"ResourceType": "volume", "Tags": [{"Key": DATA_VOLUME_TAG, "Value": tag}]}])["VolumeId"]
+    gone = ec2.create_volume(AvailabilityZone="us-east-1a", Size=10, TagSpecifications=[
+        {"ResourceType": "volume", "Tags": [{"Key": DATA_VOLUME_TAG, "Value": tag}]}])["VolumeId"]
+    snap = ec2.create_snapshot(VolumeId=gone, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+        {"Key": DATA_VOLUME_TAG, "Value": tag}, {"Key": MOUNT_TAG, "Value": "/var/mnt/logs"},
+        {"Key": SNAPSHOT_BY_TAG, "Value": SNAPSHOT_BY_DLM}]}])["SnapshotId"]
+    ec2.delete_volume(VolumeId=gone)
+    volumes = [{"name": "data", "size": 20, "device": "/dev/sdf"}, {"name": "logs", "size": 10, "device": "/dev/sdg"}]
+    key = age_keygen(tmp_path)
+    kit = kits.Kit(project="talos-dr", stack="prod", cluster_name=cluster, region="us-east-1", bucket=bucket,
+                   secrets_bundle=kits.bundle_yaml(BUNDLE),
+                   config={"aws:region": "us-east-1", "talos-dr:clusterName": cluster,
+                           "talos-dr:adminCidrs": '["203.0.113.7/32"]', "talos-dr:dataVolumes": json.dumps(volumes)},
+                   secret_config={"talos-dr:kubernetesSecrets": SECRET_VALUE},
+                   outputs={"etcdBackupBucketName": bucket, "clusterName": cluster},
+                   data_volumes=({"name": "data", "id": kept}, {"name": "logs", "id": gone}))
+    sealed = kits.seal(kit, [x25519.Recipient.from_str(key.recipient)])
+    s3_client.put_object(Bucket=bucket, Key=kits.kit_key(cluster), Body=sealed)
+    project = tmp_path / "checkout"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text("name: talos-dr\nruntime: python\n")
+    fake = fake_pulumi.install(tmp_path, monkeypatch)
+    return {"bucket": bucket, "cluster": cluster, "kept": kept, "gone": gone, "snap": snap, "key": key,
+            "project": project, "fake": fake, "kit": kit, "ec2": ec2}
+
+
+def rebuild_cli(w, *extra):
+    return run_cli(rebuild.main, "--identity", str(w["key"].identity_file), "--bucket", w["bucket"],
+                   "--project-dir", str(w["project"]), *extra)
+
+
+def test_rebuild_creates_the_stack_sets_config_and_imports(world):
+    w, fake = world, world["fake"]
+    res = rebuild_cli(w)
+    assert res.code == 0, res
+    cluster = w["cluster"]
+    argv = [[a for a in c if a != "--non-interactive"] for c in fake.argv()]
+    assert argv[0] == ["version"]
+    assert argv[1] == ["stack", "init", "prod"]
+    assert argv[2] == ["stack", "export", "--show-secrets", "--stack", "prod"]
+    sets = [a for a in argv if a[:2] == ["config", "set"]]
+    keys = {a[-1]: "--secret" in a for a in sets}
+    assert keys == {"aws:region": False, "talos-dr:clusterName": False, "talos-dr:adminCidrs": False,
+                    "talos-dr:dataVolumes": False, "talos-dr:bucketName": False, "talos-dr:kubernetesSecrets": True}
+    assert all(a[:4] == ["config", "set", "--stack", "prod"] for a in sets)
+    (imp,) = [a for a in argv if a[:1] == ["import"]]
+    assert imp[:3] == ["import", "--yes", "--skip-preview"] and "--protect=true" in imp
+    assert "--generate-code=false" in imp and imp[-2:] == ["--stack", "prod"]
+    assert argv.index(imp) > max(argv.index(a) for a in sets), "settings first: the import needs aws:region"
+    # No secret on any command line; it went in on stdin.
+    assert not any("hunter2" in " ".join(c["argv"]) for c in fake.calls())
+    (secret_call,) = [c for c in fake.calls() if "talos-dr:kubernetesSecrets" in c["argv"]]
+    assert secret_call["stdin"] == SECRET_VALUE
+    assert all(c["cwd"] == str(w["project"]) for c in fake.calls()[1:]), "every stack command runs in the checkout"
+
+    state = fake.state("prod")
+    assert state["config"]["talos-dr:bucketName"] == [w["bucket"], False]
+    restored = json.loads(state["config"]["talos-dr:dataVolumes"][0])
+    assert restored[1] == {"name": "logs", "size": 10, "device": "/dev/sdg", "snapshotId": w["snap"]}
+    assert "snapshotId" not in restored[0]
+    urns = {r["urn"]: r for r in state["resources"]}
+    s = "urn:pulumi:prod::talos-dr::"
+    assert set(urns) == {
+        f"{s}talos-dr:bucket:BackupBucket::{cluster}-etcd-backups",
+        f"{s}talos-dr:node:Node::{cluster}",
+        f"{s}talos-dr:talos:TalosCluster::{cluster}",
+        f"{s}talos-dr:bucket:BackupBucket$aws:s3/bucket:Bucket::{cluster}-etcd-backups",
+        f"{s}talos-dr:node:Node$aws:ebs/volume:Volume::{cluster}-data-data",
+        f"{s}talos-dr:talos:TalosCluster$talos:machine/secrets:Secrets::{cluster}-secrets",
+    }
+    bucket = urns[f"{s}talos-dr:bucket:BackupBucket$aws:s3/bucket:Bucket::{cluster}-etcd-backups"]
+    assert bucket["id"] == w["bucket"] and bucket["protect"] is True
+    volume = urns[f"{s}talos-dr:node:Node$aws:ebs/volume:Volume::{cluster}-data-data"]
+    assert volume["id"] == w["kept"] and volume["protect"] is True
+    secrets = urns[f"{s}talos-dr:talos:TalosCluster$talos:machine/secrets:Secrets::{cluster}-secrets"]
+    assert secrets["bundle"] == w["kit"].secrets_bundle, "the provider read the kit's bundle from the import ID"
+    assert not Path(secrets["id"]).exists(), "the secrets.yaml is gone once the import is done"
+
+    out = res.out
+    steps = [out.index(f"{n}. ") for n in range(1, 6)]
+    assert steps == sorted(steps), out
+    assert f"data volume logs ({w['gone']}) is gone: `pulumi up` creates it from its newest snapshot {w['snap']}" in out
+    assert out.rstrip().endswith("pulumi up --stack prod\n  python -m dr.restore latest --stack prod".rstrip())
+    assert "BLOCKER" not in out
+
+
+def test_rebuild_again_continues_and_imports_nothing_twice(world):
+    assert rebuild_cli(world).code == 0
+    before = world["fake"].state("prod")["resources"]
+    res = rebuild_cli(world)
+    assert res.code == 0, res
+    assert "Selected the existing stack prod" in res.out and "Nothing left to import" in res.out
+    assert world["fake"].state("prod")["resources"] == before
+    assert ["--non-interactive", "stack", "select", "--stack", "prod"] in world["fake"].argv()
+
+
+def test_a_stack_holding_other_resources_is_refused(world):
+    fake = world["fake"]
+    (fake.home / "prod.json").write_text(json.dumps({"config": {}, "resources": [
+        {"urn": "urn:pulumi:prod::talos-dr::aws:ec2/vpc:Vpc::other", "type": "aws:ec2/vpc:Vpc", "id": "vpc-1"}]}))
+    res = rebuild_cli(world)
+    assert res.code == ExitCode.RECOVERY_KIT, res
+    assert "already holds 1 other resource" in res.err and "--stack NEW-NAME" in res.err
+    assert not any(a[:1] == ["import"] or a[:2] == ["config", "set"] for a in fake.argv())
+
+
+def test_wrong_identity_is_refused_before_pulumi_runs(world, tmp_path):
+    other = age_keygen(tmp_path, "other.txt")
+    res = run_cli(rebuild.main, "--identity", str(other.identity_file), "--bucket", world["bucket"],
+                  "--project-dir", str(world["project"]))
+    assert res.code == ExitCode.RECOVERY_KIT, res
+    assert "not encrypted to this age identity" in res.err
+    assert world["fake"].argv() == []
+
+
+def test_no_kit_in_the_bucket(world, s3_client):
+    s3_client.delete_object(Bucket=world["bucket"], Key=kits.kit_key(world["cluster"]))
+    res = rebuild_cli(world)
+    assert res.code == ExitCode.RECOVERY_KIT, res
+    assert "no recovery kit" in res.err and "ageRecipients" in res.err
+
+
+def test_an_attached_volume_is_a_blocker_not_a_detach(world):
+    ec2 = world["ec2"]
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": "us-east-1a"})
+    iid = inst["Instances"][0]["InstanceId"]
+    ec2.attach_volume(VolumeId=world["kept"], InstanceId=iid, Device="/dev/sdf")
+    res = rebuild_cli(world)
+    assert res.code == 0, res
+    assert f"BLOCKER:  data volume data ({world['kept']}) is attached to {iid}" in res.out
+    assert "Before `pulumi up`, clear what is marked BLOCKER" in res.out
+    vol = ec2.describe_volumes(VolumeIds=[world["kept"]])["Volumes"][0]
+    assert vol["Attachments"][0]["InstanceId"] == iid, "nothing was detached"
+
+
+def test_dry_run_changes_nothing(world):
+    res = rebuild_cli(world, "--dry-run")
+    assert res.code == 0, res
+    assert "Plan for stack prod" in res.out and "--dry-run: nothing was created or changed" in res.out
+    assert world["fake"].argv() == []
