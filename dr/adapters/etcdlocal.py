@@ -3,10 +3,11 @@
 This module is the one place that runs local etcd tools: ``snapshot_status`` and ``restore_snapshot`` pick etcdutl,
 else an etcdctl older than 3.6, and never call a snapshot damaged because a tool lacks a subcommand.
 
-``ThrowawayEtcd(snapshot)`` is a context manager: ``snapshot restore`` into a fresh temporary directory, one
-``etcd`` on free loopback ports, and on exit (normal, error or Ctrl-C) the process is killed and the directory
-removed. Keys are read through etcd's gRPC gateway (``/v3/kv/range``, JSON over HTTP) in pages pinned to one
-revision, so memory stays bounded by one page whatever the snapshot's size, and no etcd client library is needed.
+``ThrowawayEtcd(snapshot)`` is a context manager: ``snapshot restore`` into a fresh 0700 temporary directory, one
+``etcd`` listening on unix sockets inside it (no TCP port: only this user can connect), and on exit (normal, error or
+Ctrl-C) the process is killed and the directory removed. Keys are read through etcd's gRPC gateway
+(``/v3/kv/range``, JSON over HTTP) in pages pinned to one revision, so memory stays bounded by two pages whatever the
+snapshot's size, and no etcd client library is needed.
 
 Should this process die without running its ``finally`` (SIGKILL), etcd dies with it (Linux parent-death signal),
 and the next ``ThrowawayEtcd`` removes directories whose owner process is gone.
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from dr.adapters.ports import free_port
 from dr.core.errors import CorruptSnapshot, DiskFull, EtcdError, EtcdMissing
+from dr.core.integrity import SnapshotDigest
 
 DIR_PREFIX = "dr-throwaway-etcd-"
 OWNER_FILE = "owner.pid"
@@ -361,19 +362,62 @@ class KV:
     mod_revision: int
 
 
-class ThrowawayEtcd:
-    """Restore ``snapshot`` into a temporary directory and run etcd on it until the ``with`` block ends."""
+# --- where the throwaway etcd listens (security.md M2) ---------------------------------------------------------
+#
+# Both listeners are unix sockets inside the throwaway's 0700 folder, so only this user (and root) can reach them:
+# no TCP port for `ps` to reveal, and connect() on a unix socket needs search permission on every folder of its path
+# (unix(7): "connecting to a stream socket requires write permission on the socket, and search permission on each
+# directory in the path"). etcd takes `unix://HOST:PORT` for both flags and listens on HOST + PATH as a path relative
+# to its working directory: v3.4.23 embed/etcd.go configureClientListeners (`if u.Scheme == "unix" || u.Scheme ==
+# "unixs" { network = "unix"; addr = u.Host + u.Path }`) and rafthttp.NewListener -> transport.NewListener(u.Host,
+# u.Scheme) for the peer one (pkg/transport/listener.go: `if scheme == "unix" || scheme == "unixs"`). 3.4's URL
+# check insists on "host:port" and no path (v3.4.23 pkg/types/urls.go NewURLs: `URL address does not have the form
+# "host:port"`, `URL must not contain a path`); 3.5 accepts any unix URL (v3.5.16 client/pkg/types/urls.go: `case
+# "unix", "unixs": break`). Hence the relative `unix://client.sock:0` (a file named "client.sock:0") with etcd's cwd
+# set to the folder: the same spelling works for 3.4, 3.5 and 3.6, and sun_path's 108-byte limit never bites etcd.
+# The gRPC gateway behind /v3/kv/range dials the gRPC server over the same unix socket (v3.4.23 embed/serve.go
+# registerGateway: `if network := sctx.network; network == "unix" { addr = fmt.Sprintf("%s://%s", network, addr) }`).
+CLIENT_SOCKET = "client.sock:0"
+PEER_SOCKET = "peer.sock:0"
+CLIENT_URL = f"unix://{CLIENT_SOCKET}"
+PEER_URL = f"unix://{PEER_SOCKET}"
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes on Linux, NUL included
 
-    def __init__(self, snapshot: Path, *, base_dir: Path | None = None, label: str | None = None):
+# Reading back: one keys-only page makes etcd read every value of the page from bbolt (v3.5.16
+# server/mvcc/kvstore_txn.go rangeKeys unmarshals whole KeyValues; keys_only only drops them from the reply), and
+# each page walks the index from its first key to the end of the range to count `total` (server/mvcc/index.go
+# Revisions: `ti.unsafeVisit(key, end, ...)` visits every key to `total++`), so n keys in pages of p cost n²/2p
+# index visits (0.7 µs each with 3.4, 0.2 µs with 3.5 here). Pages are sized by bytes instead of keys: about
+# PAGE_VALUE_BYTES of values each (the snapshot's size over its key count is each key's share), between PAGE_MIN and
+# PAGE_MAX keys; PAGE_MAX keeps one page's reply (and so this process's memory) to a few MiB.
+PAGE_VALUE_BYTES = 64 * 1024 * 1024  # keys only: what etcd reads and holds for one page
+PAGE_VALUE_BYTES_WITH_VALUES = 8 * 1024 * 1024  # values too: base64 in JSON, held here while a page is decoded
+PAGE_MIN = 16
+PAGE_MAX = 20000
+
+
+class ThrowawayEtcd:
+    """Restore ``snapshot`` into a temporary directory and run etcd on it until the ``with`` block ends.
+
+    etcd listens on unix sockets inside that 0700 directory only (see CLIENT_URL); ``endpoint`` is
+    ``unix:<path of the client socket>``. ``checked`` is what dr.core.integrity learned when it checked this file's
+    SHA-256 trailer: with it, the restore skips etcd's own identical check (see ``_restore``)."""
+
+    def __init__(self, snapshot: Path, *, base_dir: Path | None = None, label: str | None = None,
+                 checked: SnapshotDigest | None = None):
         self.snapshot = Path(snapshot)
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.gettempdir())
         self.label = label or str(snapshot)
+        self.checked = checked
         self.dir: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.endpoint = ""
         self.revision = 0
+        self.count = 0  # live keys at ``revision``
         self._etcd = binaries().etcd
+        self._dir_fd: int | None = None
         self.tool: Tool | None = None  # what restored it
+        self.skipped_hash_check = False
 
     @property
     def data_dir(self) -> Path:
@@ -402,127 +446,243 @@ class ThrowawayEtcd:
     def start(self) -> None:
         sweep_stale(self.base_dir)
         self._check_space()
-        self.dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self.base_dir))
+        self.dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self.base_dir))  # mkdtemp: mode 0700
         (self.dir / OWNER_FILE).write_text(str(os.getpid()))
-        last_error = ""
-        for _attempt in range(3):  # a free port can be taken by someone else before etcd binds it
-            peer, client = free_port(), free_port()
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-            self._restore(peer)
-            ok, last_error = self._run(client, peer)
-            if ok:
-                return
-            if "address already in use" not in last_error:
-                break
-        raise EtcdError(f"the throwaway etcd restored from {self.label} did not start: {last_error}",
-                        "run with --debug; if it persists, check `etcd --version` and the disk")
+        self._restore()
+        ok, last_error = self._run()
+        if not ok:
+            raise EtcdError(f"the throwaway etcd restored from {self.label} did not start: {last_error}",
+                            "run with --debug; if it persists, check `etcd --version` and the disk")
 
-    def _restore(self, peer: int) -> None:
-        self.tool = restore_snapshot(self.snapshot, self.data_dir, "verify", f"http://127.0.0.1:{peer}",
-                                     label=self.label)
+    def _trailer_unchanged(self) -> bool:
+        """The file still has the size and SHA-256 trailer that ``checked`` saw (it was not replaced since)."""
+        if self.checked is None:
+            return False
+        try:
+            with open(self.snapshot, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size != self.checked.size or size < 32:
+                    return False
+                f.seek(size - 32)
+                return f.read(32).hex() == self.checked.content_sha256
+        except OSError:
+            return False
 
-    def _run(self, client: int, peer: int) -> tuple[bool, str]:
+    def _restore(self) -> None:
+        # `snapshot restore` copies the file into the data dir and, unless --skip-hash-check, hashes that copy with
+        # SHA-256 and compares it with the 32-byte trailer (v3.5.16 etcdutl/snapshot/v3_snapshot.go
+        # copyAndVerifyDB: `if hasHash && !s.skipHashCheck { h := sha256.New() ... }`; v3.4.23
+        # clientv3/snapshot/v3_snapshot.go saveDB the same). That is exactly the check dr.core.integrity already
+        # made on this file (TrailerHasher: SHA-256 of everything before the trailer == the trailer), so when the
+        # caller passes its result and the file still ends in that trailer with that size, etcd's second pass is
+        # skipped: 1.2 s (3.5) to 3.2 s (3.4) per GiB here. Without ``checked`` etcd checks, as before.
         assert self.dir is not None
-        client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        self.skipped_hash_check = self._trailer_unchanged()
+        self.tool = restore_snapshot(self.snapshot, self.data_dir, "verify", PEER_URL, label=self.label,
+                                     skip_hash_check=self.skipped_hash_check)
+
+    def _socket_path(self) -> str:
+        """The client socket's path for connect(): absolute when it fits in sun_path, else through an O_PATH
+        descriptor of the folder (/proc/self/fd/N/...), which any length of --tmp-dir fits."""
+        assert self.dir is not None
+        path = str(self.dir / CLIENT_SOCKET)
+        if len(os.fsencode(path)) <= SUN_PATH_MAX:
+            return path
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self.dir, os.O_PATH | os.O_DIRECTORY)
+        return f"/proc/self/fd/{self._dir_fd}/{CLIENT_SOCKET}"
+
+    def _run(self) -> tuple[bool, str]:
+        assert self.dir is not None
         log_path = self.dir / "etcd.log"
         argv = [self._etcd, "--name", "verify", "--data-dir", str(self.data_dir),
-                "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-                "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                "--initial-cluster", f"verify={peer_url}",
+                "--listen-client-urls", CLIENT_URL, "--advertise-client-urls", CLIENT_URL,
+                "--listen-peer-urls", PEER_URL, "--initial-advertise-peer-urls", PEER_URL,
+                "--initial-cluster", f"verify={PEER_URL}",
                 # One member on loopback: elect it at once instead of after the default 1 s timeout.
                 "--heartbeat-interval", "20", "--election-timeout", "200",
+                # No NOSPACE alarm for a snapshot bigger than the 2 GiB default quota (reads would still work, but
+                # /health would say false); 8 GiB is etcd's suggested maximum (v3.5.16 server/etcdserver/quota.go
+                # MaxQuotaBytes).
+                "--quota-backend-bytes", str(8 * 1024**3),
                 "--log-level", "error", "--logger", "zap"]
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            # cwd: the unix socket URLs are relative to it (see CLIENT_URL). GOGC=200: etcd's start re-reads every
+            # revision into its index (mvcc restore) and each page of reads unmarshals whole values; half as many
+            # garbage collections for a process that lives seconds.
+            self.proc = subprocess.Popen(argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env={**os.environ, "GOGC": "200"},
                                          preexec_fn=_die_with_parent if os.name == "posix" else None)
-        self.endpoint = client_url
+        self.endpoint = f"unix:{self._socket_path()}"
         deadline = time.monotonic() + START_TIMEOUT
+        last = ""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.proc = None
                 return False, _error_line(log_path.read_text(errors="replace")) or "etcd exited at start"
-            if self._healthy():
-                self.revision = self._range(b"\0", b"\0", count_only=True)[0]
+            try:
+                # A linearizable count answers once a leader is elected and the restored store is open: it is the
+                # readiness check and the snapshot's revision at once.
+                self.revision, res = self._range(b"\0", b"\0", count_only=True)
+                self.count = int(res.get("count", 0))
                 return True, ""
-            time.sleep(0.05)
+            except EtcdError as exc:
+                last = str(exc)
+            time.sleep(0.02)
         self._kill()
-        return False, f"no answer on {client_url} within {START_TIMEOUT:.0f}s"
+        return False, f"no answer on {self.endpoint} within {START_TIMEOUT:.0f}s ({last})"
 
     def _kill(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None:
             return
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            # SIGKILL, not a graceful stop: nothing of a throwaway etcd is kept, and its orderly shutdown (closing
+            # the backend, the WAL) costs 0.3 s.
+            proc.kill()
+            proc.wait(10)
 
     def close(self) -> None:
         """Kill etcd and remove the directory. Safe to call twice; runs to the end even when interrupted again."""
         try:
             self._kill()
         finally:
+            if self._dir_fd is not None:
+                os.close(self._dir_fd)
+                self._dir_fd = None
             if self.dir is not None:
                 shutil.rmtree(self.dir, ignore_errors=True)
                 self.dir = None
 
     # --- reading -----------------------------------------------------------------------------------------------
 
-    def _healthy(self) -> bool:
-        import urllib.request  # here, not at the top: the sandbox's talosctl imports this module and starts faster
-
-        try:
-            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as r:
-                return json.loads(r.read()).get("health") in ("true", True)
-        except (OSError, ValueError):
-            return False
-
     def _range(self, key: bytes, end: bytes, **kw) -> tuple[int, dict]:
         return range_request(self.endpoint, key, end, **kw)
 
+    def page_size(self, keys_only: bool) -> int:
+        """Keys per page for this snapshot: about PAGE_VALUE_BYTES (or PAGE_VALUE_BYTES_WITH_VALUES) of values."""
+        per_key = self.snapshot.stat().st_size / max(self.count, 1)
+        target = PAGE_VALUE_BYTES if keys_only else PAGE_VALUE_BYTES_WITH_VALUES
+        return max(PAGE_MIN, min(PAGE_MAX, int(target / per_key)))
+
     def iter_kvs(self, *, keys_only: bool = True, page: int | None = None) -> Iterator[KV]:
         """Every live key in key order (values too unless ``keys_only``), read in pages at one revision."""
-        return iter_kvs(self.endpoint, keys_only=keys_only, page=page, revision=self.revision)
+        return iter_kvs(self.endpoint, keys_only=keys_only, page=page or self.page_size(keys_only),
+                        revision=self.revision)
+
+
+class _Gateway:
+    """One keep-alive HTTP/1.1 connection to etcd's gRPC gateway: ``http://host:port`` or ``unix:/path/of/socket``.
+    http.client, not urllib: urllib opens a connection per request and has no unix sockets."""
+
+    def __init__(self, endpoint: str, timeout: float = 60):
+        import http.client  # here, not at the top: the sandbox's talosctl imports this module and starts faster
+        import socket
+        import urllib.parse
+
+        self.endpoint = endpoint
+        if endpoint.startswith("unix:"):
+            path = endpoint[len("unix:"):]
+
+            class UnixConnection(http.client.HTTPConnection):
+                def connect(self) -> None:
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    try:
+                        s.settimeout(timeout)
+                        s.connect(path)
+                    except BaseException:
+                        s.close()
+                        raise
+                    self.sock = s
+
+            self.conn: http.client.HTTPConnection = UnixConnection("localhost", timeout=timeout)
+        else:
+            u = urllib.parse.urlsplit(endpoint)
+            self.conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 2379, timeout=timeout)
+
+    def post(self, path: str, body: dict) -> dict:
+        import http.client
+
+        data = json.dumps(body).encode()
+        for attempt in (1, 2):  # a kept-alive connection the server closed in between: once more on a fresh one
+            try:
+                self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+                r = self.conn.getresponse()
+                payload = r.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.conn.close()
+                if attempt == 2:
+                    raise EtcdError(f"etcd at {self.endpoint} does not answer: {exc}",
+                                    "run with --debug; check its log") from exc
+                continue
+            except (OSError, http.client.HTTPException) as exc:
+                self.conn.close()
+                raise EtcdError(f"etcd at {self.endpoint} does not answer: {exc}",
+                                "run with --debug; check its log") from exc
+            if r.status != 200:
+                raise EtcdError(f"etcd at {self.endpoint} refused a read: {r.status} {payload[:200]!r}",
+                                "run with --debug and report it")
+            try:
+                return json.loads(payload or b"{}")
+            except ValueError as exc:
+                raise EtcdError(f"etcd at {self.endpoint} sent no JSON: {payload[:200]!r}",
+                                "run with --debug and report it") from exc
+        raise AssertionError("unreachable")
+
+    def range(self, key: bytes, end: bytes, **kw) -> tuple[int, dict]:
+        body = {"key": base64.b64encode(key).decode(), "range_end": base64.b64encode(end).decode(), **kw}
+        res = self.post("/v3/kv/range", body)
+        return int(res.get("header", {}).get("revision", 0)), res
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def range_request(endpoint: str, key: bytes, end: bytes, **kw) -> tuple[int, dict]:
-    """One ``/v3/kv/range`` call through etcd's gRPC gateway: (header revision, response)."""
-    import urllib.error
-    import urllib.request
-
-    body = {"key": base64.b64encode(key).decode(), "range_end": base64.b64encode(end).decode(), **kw}
-    req = urllib.request.Request(f"{endpoint}/v3/kv/range", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    """One ``/v3/kv/range`` call through etcd's gRPC gateway at ``endpoint`` (``http://host:port`` or
+    ``unix:/path``): (header revision, response)."""
+    gw = _Gateway(endpoint)
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            res = json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        raise EtcdError(f"etcd at {endpoint} refused a read: {exc.code} {exc.read()[:200]!r}",
-                        "run with --debug and report it") from exc
-    except (OSError, ValueError) as exc:
-        raise EtcdError(f"etcd at {endpoint} does not answer: {exc}", "run with --debug; check its log") from exc
-    return int(res.get("header", {}).get("revision", 0)), res
+        return gw.range(key, end, **kw)
+    finally:
+        gw.close()
 
 
 def iter_kvs(endpoint: str, *, keys_only: bool = True, page: int | None = None, revision: int = 0) -> Iterator[KV]:
     """Every live key of the etcd at ``endpoint`` in key order (values too unless ``keys_only``), in pages pinned
-    to one revision (``revision``, or the current one at the first page), so memory stays one page."""
+    to one revision (``revision``, or the current one at the first page).
+
+    One connection, and the next page is asked for as soon as this one's last key is known: etcd reads page n+1
+    while this process decodes and counts page n (2 cores: about halves the time). Memory stays two pages."""
+    from concurrent.futures import ThreadPoolExecutor
+
     limit = page or (5000 if keys_only else 200)
-    start = b"\0"
+    gw = _Gateway(endpoint)
     rev = revision
-    while True:
+
+    def fetch(start: bytes) -> tuple[int, list[dict], bool]:
         body: dict = {"limit": limit, "keys_only": keys_only}
         if rev:
             body["revision"] = rev
-        rev_now, res = range_request(endpoint, start, b"\0", **body)
-        rev = rev or rev_now
+        rev_now, res = gw.range(start, b"\0", **body)
         kvs = res.get("kvs", [])
-        for kv in kvs:
-            value = None if keys_only else base64.b64decode(kv.get("value", ""))
-            yield KV(base64.b64decode(kv["key"]), value, int(kv.get("mod_revision", 0)))
-        if not res.get("more") or not kvs:
-            return
-        start = base64.b64decode(kvs[-1]["key"]) + b"\0"
+        return rev_now, kvs, bool(res.get("more")) and bool(kvs)
+
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="etcd-pages") as pool:
+            rev_now, kvs, more = fetch(b"\0")
+            rev = rev or rev_now
+            while True:
+                nxt = pool.submit(fetch, base64.b64decode(kvs[-1]["key"]) + b"\0") if more else None
+                b64 = base64.b64decode
+                if keys_only:
+                    for kv in kvs:
+                        yield KV(b64(kv["key"]), None, int(kv.get("mod_revision", 0)))
+                else:
+                    for kv in kvs:
+                        yield KV(b64(kv["key"]), b64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
+                if nxt is None:
+                    return
+                _, kvs, more = nxt.result()
+    finally:
+        gw.close()

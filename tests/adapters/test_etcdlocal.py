@@ -14,6 +14,8 @@ import hashlib
 import os
 import random
 import shutil
+import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ import pytest
 from dr.adapters import etcdlocal
 from dr.commands import verify
 from dr.core.errors import CorruptSnapshot, EtcdMissing, ExitCode
+from dr.core.integrity import verify_file
 from tests.support.tools import require_binary, require_etcd35, run_cli, start_etcd
 
 pytestmark = pytest.mark.slow  # the module's fixture starts three etcds (~2 s); most tests use it
@@ -252,3 +255,124 @@ def test_the_sandbox_node_uses_etcd_3_5_and_its_etcdutl(snaps, tmp_path, monkeyp
         procs.stop(pid)
     with pytest.raises(node_etcd.EtcdFailure, match="etcdutl snapshot status"):
         node_etcd.snapshot_status(snaps["damaged-3.4"])
+
+
+# --- who can reach the throwaway etcd (security.md M2) ---------------------------------------------------------
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of every socket the process holds open (/proc/PID/fd/N -> "socket:[INODE]")."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(int(target[len("socket:["):-1]))
+    return out
+
+
+def _inet_inodes() -> dict[int, str]:
+    """Every TCP and UDP socket on the machine, IPv4 and IPv6 (proc(5) /proc/net/tcp: the 10th field is the inode,
+    the 4th the state, 0A = LISTEN): {inode: "tcp 0A"}."""
+    out = {}
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        with open(f"/proc/net/{proto}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                out[int(fields[9])] = f"{proto} {fields[3]}"
+    return out
+
+
+def _unix_listeners() -> dict[int, str]:
+    """Listening unix sockets (proc(5) /proc/net/unix: Flags 00010000 is __SO_ACCEPTCON): {inode: path}."""
+    out = {}
+    with open("/proc/net/unix") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[3], 16) & 0x10000:
+                out[int(fields[6])] = fields[7] if len(fields) > 7 else ""
+    return out
+
+
+def _connect_as(uid: int, path: str) -> str:
+    """Try to connect to the unix socket ``path`` from a child process running as ``uid``: "connected" or the
+    errno's name."""
+    import errno
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child only makes system calls, then _exit: safe after fork in a threaded process
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                msg = "connected"
+            except OSError as exc:
+                msg = errno.errorcode.get(exc.errno or 0, str(exc))
+            os.write(w, msg.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        msg = f.read()
+    os.waitpid(pid, 0)
+    return msg
+
+
+@pytest.mark.parametrize("kind", ["3.4", "3.5"])
+def test_the_throwaway_etcd_is_reachable_only_through_its_private_folder(snaps, tools, kind):
+    """No TCP or UDP socket at all; its only listeners are the two unix sockets in its 0700 folder (relative to its
+    working directory, which is that folder); another user cannot connect; this process reads every key."""
+    work = tools(kind)
+    with etcdlocal.ThrowawayEtcd(snaps["3.4"], base_dir=work) as e:
+        assert e.proc is not None and e.dir is not None
+        pid = e.proc.pid
+        mine = _socket_inodes(pid)
+        inet = _inet_inodes()
+        assert not [inet[i] for i in mine if i in inet], "the throwaway etcd has a TCP or UDP socket"
+        listeners = _unix_listeners()
+        assert sorted(listeners[i] for i in mine if i in listeners) == sorted([etcdlocal.CLIENT_SOCKET,
+                                                                              etcdlocal.PEER_SOCKET])
+        assert Path(os.readlink(f"/proc/{pid}/cwd")) == e.dir
+        assert stat.S_IMODE(e.dir.stat().st_mode) == 0o700
+        client = e.dir / etcdlocal.CLIENT_SOCKET
+        assert stat.S_ISSOCK(client.lstat().st_mode) and e.endpoint == f"unix:{client}"
+        assert sorted(kv.key.decode() for kv in e.iter_kvs()) == sorted(KEYS)
+        if os.geteuid() == 0:  # only root can become another user; the folder's mode alone is checked otherwise
+            assert _connect_as(65534, str(client)) == "EACCES"  # nobody: no search permission on the folder
+        with pytest.raises(ConnectionRefusedError):  # and nothing took the old kind of address
+            socket.create_connection(("127.0.0.1", 2379), timeout=1).close()
+
+
+def test_a_long_tmp_dir_still_reaches_the_socket(snaps, tools):
+    """sun_path holds 108 bytes; a deeper --tmp-dir is reached through the folder's descriptor."""
+    deep = tools("3.5") / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    with etcdlocal.ThrowawayEtcd(snaps["3.5"], base_dir=deep) as e:
+        assert e.endpoint.startswith("unix:/proc/self/fd/")
+        assert len(list(e.iter_kvs())) == len(KEYS)
+
+
+@pytest.mark.parametrize("kind", ["3.4", "3.5"])
+def test_etcd_s_hash_check_is_skipped_only_for_the_trailer_that_was_checked(snaps, tools, tmp_path, kind):
+    tools(kind)
+    snap = snaps["3.4"]
+    checked = verify_file(snap)
+    with etcdlocal.ThrowawayEtcd(snap, base_dir=tmp_path, checked=checked) as e:
+        assert e.skipped_hash_check and e.count == len(KEYS)
+    with etcdlocal.ThrowawayEtcd(snap, base_dir=tmp_path) as e:
+        assert not e.skipped_hash_check
+    # A file that no longer ends in the checked trailer (replaced since): etcd checks the hash itself, and refuses.
+    bad = tmp_path / "changed.db"
+    data = bytearray(snap.read_bytes())
+    data[-1] ^= 1
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshot):
+        etcdlocal.ThrowawayEtcd(bad, base_dir=tmp_path, checked=checked).__enter__()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(etcdlocal.DIR_PREFIX)] == []
