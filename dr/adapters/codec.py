@@ -1,6 +1,9 @@
 """Streaming encode (zstd, then age) and decode (age, then zstd) of snapshots, with libraries made for it.
 
-- zstd: ``zstandard`` (python-zstandard, bindings to the reference C library). Frames carry a content checksum.
+- zstd: ``backports.zstd`` (the standard library's ``compression.zstd`` of Python 3.14, PEP 784, for older Pythons;
+  bindings to the reference C library). Frames carry a content checksum. Chosen over python-zstandard because its
+  decompressor bounds each output (``max_length``) and reports a frame cut short (``eof``), which python-zstandard's
+  stream_writer does not (indygreg/python-zstandard#196).
 - age: ``pyrage`` (bindings to the ``rage`` implementation of the age spec). ``pyrage.encrypt_io`` pulls plaintext
   from a reader and pushes ciphertext to a writer; ``decrypt_io`` does the reverse. Both stream in 64 KiB pieces.
 
@@ -20,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyrage
-import zstandard
+from backports import zstd
 
 from dr.core.errors import CorruptSnapshot, DRError, NotASnapshot, SnapshotEncrypted
-from dr.core.formats import AGE, AGE_ARMORED, DESCRIBE, SNIFF_BYTES, ZSTD, sniff
+from dr.core.formats import AGE, AGE_ARMORED, DESCRIBE, SNIFF_BYTES, ZSTD, ZSTD_MAGIC, sniff
 from dr.core.integrity import CHUNK
 
 ZSTD_LEVEL = 3  # zstd's own default: most of the ratio on bbolt's free pages at a fraction of the time of higher levels
@@ -93,12 +96,13 @@ class _PushWriter(io.RawIOBase):
 
 
 def _compress(chunks: Iterable[bytes], level: int) -> Iterator[bytes]:
-    cobj = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+    cobj = zstd.ZstdCompressor(options={zstd.CompressionParameter.compression_level: level,
+                                        zstd.CompressionParameter.checksum_flag: 1})
     for c in chunks:
         out = cobj.compress(c)
         if out:
             yield out
-    yield cobj.flush()
+    yield cobj.flush(zstd.ZstdCompressor.FLUSH_FRAME)
 
 
 def encode(chunks: Iterable[bytes], write: Write, *, compress: bool, recipients: Sequence[Any] = (),
@@ -123,28 +127,40 @@ def encode(chunks: Iterable[bytes], write: Write, *, compress: bool, recipients:
 
 
 class _Decompress:
-    """Push-style zstd decoding with bounded output pieces; a broken frame becomes a CorruptSnapshot that says so."""
+    """Push-style zstd decoding with outputs of at most ``CHUNK`` bytes, across concatenated frames (as ``zstd -d``
+    reads them). A damaged frame, or input that ends inside one, becomes a CorruptSnapshot that says so."""
 
     def __init__(self, write: Write, label: str):
         self.label = label
-        self._sink = _PushWriter(write)
-        self._writer = zstandard.ZstdDecompressor().stream_writer(self._sink, write_size=CHUNK)  # type: ignore[arg-type]
+        self._write = write
+        self._dec = zstd.ZstdDecompressor()
+        self._mid_frame = False
+
+    def _fail(self, why: str) -> CorruptSnapshot:
+        return CorruptSnapshot(f"{self.label} is zstd-compressed but does not decompress ({why})",
+                               "the compressed copy is damaged or was cut short: use another snapshot")
 
     def __call__(self, data: bytes) -> None:
-        try:
-            self._writer.write(data)
-        except zstandard.ZstdError as exc:
-            if self._sink.error is not None:
-                raise self._sink.error from None
-            raise CorruptSnapshot(f"{self.label} is zstd-compressed but does not decompress ({exc})",
-                                  "the compressed copy is damaged: use another snapshot") from None
-        except BaseException:
-            if self._sink.error is not None:
-                raise self._sink.error from None
-            raise
+        while data or (self._mid_frame and not self._dec.needs_input):
+            try:
+                out = self._dec.decompress(data, max_length=CHUNK)
+            except zstd.ZstdError as exc:
+                raise self._fail(str(exc)) from None
+            data = b""
+            self._mid_frame = not self._dec.eof
+            if out:
+                self._write(out)
+            if self._dec.eof:
+                rest = self._dec.unused_data
+                self._dec = zstd.ZstdDecompressor()
+                self._mid_frame = False
+                if rest and not rest.startswith(ZSTD_MAGIC):
+                    raise self._fail("bytes after the last frame are not a zstd frame")
+                data = rest
 
     def close(self) -> None:
-        self._writer.flush()
+        if self._mid_frame:
+            raise self._fail("the input ends inside a frame")
 
 
 class _Sniffer:

@@ -28,6 +28,7 @@ from dr.core import naming
 from dr.core.errors import (
     AccessDenied,
     BucketNotFound,
+    ConfigError,
     DiskFull,
     DRError,
     IntegrityError,
@@ -353,10 +354,10 @@ def list_snapshots(client, bucket: str, prefix: str) -> list[RemoteSnapshot]:
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                taken = naming.parse_snapshot_name(obj["Key"])
-                if taken is None or obj["Key"].endswith("/"):
+                parsed = naming.parse(obj["Key"])  # every scheme and format (dr.core.naming)
+                if parsed is None or obj["Key"].endswith("/"):
                     continue
-                out.append(RemoteSnapshot(bucket, obj["Key"], obj["Size"], obj["LastModified"], taken))
+                out.append(RemoteSnapshot(bucket, obj["Key"], obj["Size"], obj["LastModified"], parsed.taken_at))
     except (ClientError, BotoCoreError) as exc:
         raise translate(exc, "listing", bucket, prefix) from exc
     out.sort(key=lambda s: (s.taken_at, s.last_modified, s.key), reverse=True)
@@ -551,8 +552,9 @@ class ObjectWriter:
             except ClientError as exc:
                 err = exc.response.get("Error", {})
                 if str(err.get("Code")) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                    raise S3Error(f"s3://{self.bucket}/{self.key} already exists; it was not overwritten",
-                                  "every snapshot gets a new name: take the snapshot again") from exc
+                    # The same error a local store gives (fsutil.atomic_writer, overwrite=False): ConfigError.
+                    raise ConfigError(f"s3://{self.bucket}/{self.key} already exists; it was not overwritten",
+                                      "every snapshot gets a new name: take the snapshot again") from exc
                 raise translate(exc, "upload to", self.bucket, self.key) from exc
             except BotoCoreError as exc:
                 raise translate(exc, "upload to", self.bucket, self.key) from exc

@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dr.adapters import codec, s3
 from dr.adapters.fsutil import atomic_write, atomic_writer
 from dr.core import naming
-from dr.core.errors import ConfigError, DiskFull, DRError, S3Error, SnapshotNotFound
+from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
 from dr.core.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
 from dr.core.timefmt import iso_utc
 
@@ -46,6 +46,7 @@ class Verification:
     revision: int | None = None
     keys: int | None = None
     sha256: str | None = None
+    resources: dict[str, int] | None = None  # per resource type (kept locally; S3 tags have no room for it)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ class Entry:
 
 class SnapshotStore(Protocol):
     kind: str
-    where: str
+
+    @property
+    def where(self) -> str: ...
 
     def list(self) -> list[Entry]: ...
     def stat(self, name: str) -> Entry: ...
@@ -138,7 +141,14 @@ def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any],
                 f.write(data)
 
             layers = codec.decode(counted(chunks), sink, identities=identities, label=label)
-            digest = hasher.finish()
+            try:
+                digest = hasher.finish()
+            except IntegrityError as exc:
+                if not (layers.compressed or layers.encrypted):
+                    raise
+                # The message says which stored layers the damaged plaintext was read through.
+                raise type(exc)(f"{exc.message} (read from a {layers.format} copy: the stored copy is damaged or "
+                                "was cut short)", exc.hint) from None
             if before_commit is not None:
                 before_commit(digest, layers)
     except OSError as exc:
@@ -236,7 +246,11 @@ class LocalStore:
 
     def open(self, entry: Entry) -> Iterator[bytes]:
         assert entry.path is not None
-        with open(entry.path, "rb") as f:
+        try:
+            f = open(entry.path, "rb")
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"{entry.path} no longer exists", "list snapshots with `python -m dr.list`") from None
+        with f:
             yield from iter_file(f)
 
     def put(self, chunks: Iterable[bytes], plain: str, *, compress: bool = False, recipients: Sequence[Any] = (),
@@ -259,8 +273,6 @@ class LocalStore:
 
                 codec.encode(_verified_chunks(chunks, hasher, expected_sha256, digests), write, compress=compress,
                              recipients=recipients)
-        except FileExistsError as exc:
-            raise S3Error(f"{dest} already exists; it was not overwritten", "take the snapshot again") from exc
         except OSError as exc:
             if exc.errno == 28:
                 raise DiskFull(f"writing {dest} failed: no space left on device", "free disk space and retry") from exc
@@ -268,19 +280,24 @@ class LocalStore:
         d = digests[0]
         return replace(self._entry(dest, parsed), sha256=d.content_sha256, plain_size=d.size, described=True)
 
-    def record_verification(self, entry: Entry, v: Verification) -> None:
+    def record_verification(self, entry: Entry, v: Verification, *, stat_before: os.stat_result | None = None) -> None:
         """Record a pass in ``.verified.json`` (``fsutil.atomic_write``: 0600, never through a symlink), under a lock
         on the folder so two verifications at once keep each other's entry. ``v.sha256`` must be the SHA-256 of the
-        whole file as it was verified; it is recorded with the inode and ctime that let ``describe`` skip re-hashing."""
+        whole file as it was verified; it is recorded with the inode and ctime that let ``describe`` skip re-hashing.
+        ``stat_before`` is the file's stat taken before those bytes were read: a file changed since then has a newer
+        ctime, so the shortcut never vouches for bytes that were not hashed. Without it no shortcut is recorded."""
         assert entry.path is not None
         fd = os.open(self.root, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             snaps = self._catalog()
-            st = entry.path.stat()
+            # Without the stat from before the hashing, no shortcut is recorded: describe then always re-hashes.
+            st = stat_before or entry.path.stat()
+            quick = {"ino": st.st_ino, "ctime_ns": st.st_ctime_ns} if stat_before is not None else {}
             snaps[entry.path.name] = {
-                "sha256": v.sha256, "size": st.st_size, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns,
+                "sha256": v.sha256, "size": st.st_size, **quick,
                 "verified_at": v.verified_at, "revision": v.revision, "keys": v.keys,
+                **({"resources": v.resources} if v.resources is not None else {}),
             }
             snaps = {k: val for k, val in snaps.items() if (self.root / k).is_file()}  # forget files that are gone
             atomic_write(self.root / CATALOG_NAME,
@@ -360,7 +377,9 @@ class S3Store:
                 return self._from_info(info, parsed)
             except SnapshotNotFound:
                 pass
-        e = find(self._listing if self._listing is not None else self.list(), name)
+        e = find(self._listing, name) if self._listing is not None else None
+        if e is None:  # the cached listing may predate the object (a put since): list again before "not found"
+            e = find(self.list(), name)
         if e is None:
             raise SnapshotNotFound(f"no snapshot named {name} in {self.where}",
                                    "list snapshots with `python -m dr.list`")
@@ -392,7 +411,9 @@ class S3Store:
     def open(self, entry: Entry) -> Iterator[bytes]:
         assert entry.key is not None
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=entry.key)
+            # ChecksumMode: botocore checks a full-object SHA-256 as the body streams (a multipart upload's composite
+            # checksum cannot be checked this way; the plaintext's trailer and the age/zstd checks cover it).
+            resp = self.client.get_object(Bucket=self.bucket, Key=entry.key, ChecksumMode="ENABLED")
             yield from resp["Body"].iter_chunks(CHUNK)
         except (ClientError, BotoCoreError) as exc:
             raise s3.translate(exc, "download of", self.bucket, entry.key) from exc

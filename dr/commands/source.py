@@ -12,6 +12,7 @@ Whatever the source, the result is a plain local file whose hash trailer checks,
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class Fetched:
     store: SnapshotStore | None = None
     downloaded: bool = False
     layers: Layers = Layers()
+    stat_before: os.stat_result | None = None  # of a file used in place, taken before its bytes were hashed
 
     @property
     def bucket(self) -> str | None:
@@ -150,7 +152,8 @@ def _local(path: Path, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     head = _head(path)
     layer = describe_head(head)
     if layer is None:
-        return Fetched(path, str(path), verify_file(path))
+        before = os.stat(path)
+        return Fetched(path, str(path), verify_file(path), stat_before=before)
     # A compressed or encrypted local file: decode it next to the downloads, under its plain name.
     parsed = naming.parse(path.name)
     st = path.stat()

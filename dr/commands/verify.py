@@ -250,7 +250,8 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
                 f.path.name, f.path.name, datetime.now(UTC), "unknown"), str(f.path), f.digest.size,
                 datetime.now(UTC), path=f.path)
             local.record_verification(entry, Verification(report.verified_at, content.revision, content.total_keys,
-                                                          f.digest.file_sha256, content.sorted_resources()))
+                                                          f.digest.file_sha256, content.sorted_resources()),
+                                      stat_before=f.stat_before)
             report.recorded = str(f.path.parent / CATALOG_NAME)
         else:
             print(f"{PROG}: note: {f.origin} was decoded into a temporary copy; the pass is not recorded on the "

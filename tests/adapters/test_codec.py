@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import zstandard
+from backports import zstd
 
 from dr.adapters import codec
 from dr.core.age_keys import parse_identities, recipients
@@ -141,14 +141,13 @@ def test_decode_finds_the_identity_among_several(snap, keys):
 
 def test_decode_reads_concatenated_zstd_frames(snap):
     """RFC 8878: a zstd stream is one or more frames; `zstd -d` reads `cat a.zst b.zst`."""
-    z = zstandard.ZstdCompressor(write_checksum=True)
     half = len(snap) // 2
-    blob = z.compress(snap[:half]) + z.compress(snap[half:])
+    blob = zstd.compress(snap[:half]) + zstd.compress(snap[half:])
     assert _zstd_d(blob) == snap
     assert _decode(blob)[0] == snap
 
 
-def test_round_trip_through_pyrage_and_zstandard_layers_only(snap, keys):
+def test_round_trip_through_pyrage_and_zstd_layers_only(snap, keys):
     """encode then decode, and the layers decode reports are read from the content alone."""
     for compress, encrypt in LAYERS:
         blob = _encode(snap, compress=compress, recips=recipients([keys[0].recipient]) if encrypt else ())
@@ -422,5 +421,5 @@ def test_encode_pieces_are_bounded_for_a_big_compressible_input(keys):
 
 def test_zstd_default_level_and_checksum(snap):
     blob = _encode(snap, compress=True)
-    params = zstandard.get_frame_parameters(blob)
-    assert params.has_checksum  # a frame damaged at rest fails zstd's own check too
+    # RFC 8878 3.1.1.1.1: bit 2 of the frame header descriptor (the byte after the magic) is the checksum flag
+    assert blob[4] & 0x04  # a frame damaged at rest fails zstd's own check too

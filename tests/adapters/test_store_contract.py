@@ -514,6 +514,23 @@ def test_local_verification_of_other_bytes_than_the_files_does_not_count(tmp_pat
         "record_verification stores the inode and ctime it sees at recording time, and describe then skips the hash")
 
 
+def test_local_verification_with_the_stat_from_before_hashing(tmp_path, snap):
+    """dr.verify passes the stat taken before it hashed: unchanged bytes keep counting without a re-hash, bytes
+    changed after that stat (same size, mtime put back) do not count."""
+    store = LocalStore(tmp_path / "snapshots")
+    entry = store.put(chunked(snap), PLAIN)
+    before = os.stat(entry.path)
+    verified = hashlib.sha256(entry.path.read_bytes()).hexdigest()
+    store.record_verification(entry, Verification("2026-11-24T04:00:00Z", sha256=verified), stat_before=before)
+    assert store.stat(PLAIN).verification is not None
+    data = bytearray(entry.path.read_bytes())
+    data[5000] ^= 0xFF
+    with open(entry.path, "r+b") as f:
+        f.write(bytes(data))
+    os.utime(entry.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert store.stat(PLAIN).verification is None
+
+
 def test_local_catalog_forgets_files_that_are_gone(local, snap):
     store, entry = local
     other = store.put(chunked(snap), naming.snapshot_name(datetime(2026, 1, 1, tzinfo=UTC)))

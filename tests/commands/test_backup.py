@@ -46,12 +46,15 @@ def test_backup_to_s3_round_trips_the_cluster(sandbox_env, tmp_path):
     assert naming.parse_snapshot_name(local.name) is not None
     assert local.stat().st_mode & 0o777 == 0o600
     verify_file(local)
-    key = f"snapshots/{local.name}"
+    key = f"snapshots/{local.name}.zst"  # compressed by default (issue 12); the local copy stays a plain .db
     assert _objects(sb) == [key]
     client = s3.make_client(sb.region)
-    body = client.get_object(Bucket=sb.bucket, Key=key)["Body"].read()
-    assert body == local.read_bytes()
+    stored = client.get_object(Bucket=sb.bucket, Key=key)["Body"].read()
+    body = subprocess.run([require_binary("zstd"), "-q", "-d", "-c"], input=stored, capture_output=True,
+                          check=True).stdout
+    assert body == local.read_bytes() and len(stored) < len(body)
     info = s3.head_snapshot(client, sb.bucket, key)
+    assert info.metadata[s3.META_FORMAT] == "zstd" and int(info.metadata[s3.META_SIZE]) == len(body)
     assert info.metadata[s3.META_SHA256] == body[-32:].hex()
     assert int(info.metadata[s3.META_REVISION]) > 0
     assert info.metadata[s3.META_CLUSTER] == sb.cluster_name
@@ -110,9 +113,9 @@ def test_save_named_older_file(sandbox_env, tmp_path):
     [first] = _snapshots(Path.cwd())
     older = tmp_path / "etcd-snapshot-20200101T000000Z.db"
     older.write_bytes(first.read_bytes())
-    res = run_cli(backup.main, "--save-to-s3", str(older))
+    res = run_cli(backup.main, "--save-to-s3", str(older), "--no-compress")
     assert res.code == 0, res
-    assert _objects(sandbox_env) == ["snapshots/etcd-snapshot-20200101T000000Z.db"]
+    assert _objects(sandbox_env) == ["snapshots/etcd-snapshot-20200101T000000Z.db"]  # --no-compress: plain
     assert len(_snapshots(Path.cwd())) == 2  # a fresh local snapshot was taken anyway
 
 
