@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "allowWorldAccess": False,
     "rootVolumeSize": 20,
     "dataVolumes": [],
+    "dataVolumeSnapshotSchedule": "rate(1 day)",  # DLM snapshots of every data volume
+    "dataVolumeSnapshotRetain": 7,  # DLM keeps this many snapshots per data volume
     "vpcCidr": "10.0.0.0/16",
     "subnetCidr": "10.0.1.0/24",
     "bucketName": None,  # Pulumi auto-names it: "<clusterName>-etcd-backups-<random>"
@@ -70,6 +72,7 @@ _SCHEDULE = re.compile(
 )
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$")
 
 _T = TypeVar("_T")
 
@@ -95,6 +98,7 @@ class DataVolume:
     size: int
     type: str = "gp3"
     device: str = "/dev/sdf"
+    snapshot_id: str | None = None  # create the volume from this EBS snapshot (a lost volume's newest snapshot)
 
     @property
     def mount_path(self) -> str:
@@ -132,6 +136,8 @@ class StackConfig:
     scheduled_snapshots: bool
     snapshot_lambda_wheel_dir: str | None
     age_recipients: tuple[str, ...] = ()
+    data_volume_snapshot_schedule: str = "rate(1 day)"
+    data_volume_snapshot_retain: int = 7
 
 
 class _Problems:
@@ -215,9 +221,14 @@ def _data_volumes(raw: Any, p: _Problems) -> tuple[DataVolume, ...]:
         if not isinstance(item, dict):
             p.add(k, "must be an object {name, size, type, device}")
             continue
-        unknown = set(item) - {"name", "size", "type", "device"}
+        unknown = set(item) - {"name", "size", "type", "device", "snapshotId"}
         if unknown:
-            p.add(k, f"unknown field(s) {sorted(unknown)}; allowed: name, size, type, device")
+            p.add(k, f"unknown field(s) {sorted(unknown)}; allowed: name, size, type, device, snapshotId")
+        snapshot_id = item.get("snapshotId")
+        if snapshot_id is not None and not (isinstance(snapshot_id, str) and _SNAPSHOT_ID.fullmatch(snapshot_id)):
+            p.add(f"{k}.snapshotId", f"{snapshot_id!r} is not an EBS snapshot id; use one like snap-0123456789abcdef0 "
+                                     "(`python -m dr.volumes` lists the newest)")
+            snapshot_id = None
         name = _as_str(item.get("name"), f"{k}.name", _VOLUME_NAME,
                        "use lower-case letters, digits and '-' (it becomes /var/mnt/<name>)", p)
         size = _as_int(item.get("size"), f"{k}.size", 1, 16384, "GiB", p)
@@ -233,7 +244,7 @@ def _data_volumes(raw: Any, p: _Problems) -> tuple[DataVolume, ...]:
         if name and size and device and vtype in VOLUME_TYPES:
             names.add(name)
             devices.add(device)
-            volumes.append(DataVolume(name=name, size=size, type=vtype, device=device))
+            volumes.append(DataVolume(name=name, size=size, type=vtype, device=device, snapshot_id=snapshot_id))
     return tuple(volumes)
 
 
@@ -387,6 +398,17 @@ def _age_recipients(raw: Any, p: _Problems) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _volume_schedule(raw: Any, p: _Problems) -> str | None:
+    from dr.core.volume_snapshots import dlm_create_rule
+
+    try:
+        dlm_create_rule(str(raw))
+    except ValueError as exc:
+        p.add("dataVolumeSnapshotSchedule", str(exc))
+        return None
+    return str(raw).strip()
+
+
 def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Validate plain config values (``aws:region`` plus the project keys, unprefixed) into a ``StackConfig``.
 
@@ -426,6 +448,9 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     scheduled = _as_bool(get("scheduledSnapshots"), "scheduledSnapshots", p)
     wheel_dir = _wheel_dir(get("snapshotLambdaWheelDir"), p)
     age_recipients = _age_recipients(get("ageRecipients"), p)
+    volume_schedule = _volume_schedule(get("dataVolumeSnapshotSchedule"), p)
+    volume_retain = _as_int(get("dataVolumeSnapshotRetain"), "dataVolumeSnapshotRetain", 1, 1000, "snapshots", p,
+                            " (Data Lifecycle Manager keeps at most 1000 per schedule)")
 
     if p.items:
         raise ConfigValidationError(p.items)
@@ -450,6 +475,8 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         scheduled_snapshots=bool(scheduled),
         snapshot_lambda_wheel_dir=wheel_dir,
         age_recipients=age_recipients,
+        data_volume_snapshot_schedule=_required(volume_schedule, "dataVolumeSnapshotSchedule"),
+        data_volume_snapshot_retain=_required(volume_retain, "dataVolumeSnapshotRetain"),
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from dr.core.volume_snapshots import DATA_VOLUME_TAG, MOUNT_TAG, data_volume_tag_value
 from infra.config import DataVolume
 
 TALOS_AMI_OWNER = "540036508848"  # Sidero Labs' AWS account, which publishes the official Talos AMIs
@@ -70,6 +71,8 @@ class Node(pulumi.ComponentResource):
     ami_id: pulumi.Output[str]
     architecture: pulumi.Output[str]  # Talos's name: amd64 or arm64
     volume_ids: dict[str, pulumi.Output[str]]
+    # The one tag only this stack's data volumes carry: what the DLM policy targets (infra/volume_snapshots.py).
+    data_volume_tags: dict[str, str]
 
     def __init__(self, name: str, args: NodeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("talos-dr:node:Node", name, None, opts)
@@ -130,6 +133,7 @@ class Node(pulumi.ComponentResource):
         )
 
         self.volume_ids = {}
+        self.data_volume_tags = {DATA_VOLUME_TAG: data_volume_tag_value(pulumi.get_stack(), args.cluster_name)}
         # What must exist before Talos is configured: the address and every data disk.
         self.attachments: list[pulumi.Resource] = [assoc]
         for vol in args.data_volumes:
@@ -139,8 +143,12 @@ class Node(pulumi.ComponentResource):
                 size=vol.size,
                 type=vol.type,
                 encrypted=True,
+                # A lost volume comes back from its newest DLM snapshot (docs/RUNBOOK.md, "A data volume is lost").
+                # A new snapshotId replaces the volume, which `protect` refuses while the old one is in state.
+                snapshot_id=vol.snapshot_id,
                 final_snapshot=True,  # even a deliberate delete keeps a snapshot of the data
-                tags={**tags, "Name": f"{args.cluster_name}-{vol.name}", "talos-dr/mount": vol.mount_path},
+                tags={**tags, **self.data_volume_tags, "Name": f"{args.cluster_name}-{vol.name}",
+                      MOUNT_TAG: vol.mount_path},
                 # Data outlives the instance and `pulumi destroy` stops here instead of deleting it.
                 opts=pulumi.ResourceOptions(parent=self, protect=True),
             )

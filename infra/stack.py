@@ -14,14 +14,17 @@ import pulumi
 import pulumi_aws as aws
 
 from dr.core import outputs as out
+from dr.core.recovery_kit import KIT_OUTPUTS
 from infra.addons import Addons, AddonsArgs
 from infra.bucket import BackupBucket, BackupBucketArgs
 from infra.config import StackConfig
 from infra.network import Network, NetworkArgs
 from infra.node import Node, NodeArgs
 from infra.providers.secret_file import LocalSecretFile
+from infra.recovery_kit import RecoveryKit, RecoveryKitArgs
 from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs
 from infra.talos import TalosCluster, TalosClusterArgs
+from infra.volume_snapshots import DataVolumeSnapshots, DataVolumeSnapshotsArgs
 
 TALOSCONFIG_FILE = "talosconfig"
 KUBECONFIG_FILE = "kubeconfig"
@@ -41,6 +44,8 @@ class Stack:
     talos: TalosCluster
     addons: Addons
     schedule: SnapshotSchedule | None = None  # None when scheduledSnapshots is off
+    recovery_kit: RecoveryKit | None = None  # None without ageRecipients
+    volume_snapshots: DataVolumeSnapshots | None = None  # None without dataVolumes
     outputs: dict[str, pulumi.Output] = field(default_factory=dict)
 
 
@@ -138,6 +143,39 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
         out.TALOS_MACHINE_SECRETS: pulumi.Output.secret(cluster.machine_secrets_json),
     }
 
+    recovery_kit = None
+    if cfg.age_recipients:
+        recovery_kit = RecoveryKit(
+            name,
+            RecoveryKitArgs(
+                bucket_name=bucket.bucket_name,
+                cluster_name=name,
+                region=cfg.aws_region,
+                recipients=cfg.age_recipients,
+                machine_secrets=cluster.secrets.machine_secrets,
+                outputs={k: v for k, v in outputs.items() if k in KIT_OUTPUTS},
+                volume_ids=node.volume_ids,
+                tags=tags,
+            ),
+        )
+    else:
+        pulumi.log.warn("no recovery kit: ageRecipients is empty, so losing the Pulumi state would lose the Talos "
+                        "secrets and the stack's settings; add a public key with "
+                        "`pulumi config set --path 'ageRecipients[0]' age1...` (see docs/RUNBOOK.md)")
+    volume_snapshots = None
+    if cfg.data_volumes:
+        volume_snapshots = DataVolumeSnapshots(
+            name,
+            DataVolumeSnapshotsArgs(
+                target_tags=node.data_volume_tags,
+                schedule=cfg.data_volume_snapshot_schedule,
+                retain=cfg.data_volume_snapshot_retain,
+                region=cfg.aws_region,
+                account_id=aws.get_caller_identity_output().account_id,
+                tags=tags,
+            ),
+        )
+
     schedule = None
     if cfg.scheduled_snapshots:
         schedule = SnapshotSchedule(
@@ -170,4 +208,4 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             out.BACKUPS_STATUS: schedule.backups,
         }
     return Stack(network=network, node=node, bucket=bucket, talos=cluster, addons=addons, schedule=schedule,
-                 outputs=outputs)
+                 recovery_kit=recovery_kit, volume_snapshots=volume_snapshots, outputs=outputs)

@@ -122,7 +122,12 @@ class Mocks(pulumi.runtime.Mocks):
                     "cluster": {"id": "cid", "secret": "csecret"},
                     "secrets": {"bootstrapToken": "tok", "secretboxEncryptionSecret": "sbox"},
                     "trustdinfo": {"token": "trustd"},
-                    "certs": {"os": dict(OS_CA_B64)},
+                    # Every CA a talosctl secrets bundle holds (the recovery kit checks them all); only the OS CA
+                    # is a real one, the others are placeholders.
+                    "certs": {"os": dict(OS_CA_B64), "etcd": {"cert": "RVRDRC1DQQ==", "key": "RVRDRC1LRVk="},
+                              "k8s": {"cert": "SzhTLUNB", "key": "SzhTLUtFWQ=="},
+                              "k8sAggregator": {"cert": "QUdHLUNB", "key": "QUdHLUtFWQ=="},
+                              "k8sServiceaccount": {"key": "U0EtS0VZ"}},
                 },
             )
         elif typ == "talos:cluster/kubeconfig:Kubeconfig":

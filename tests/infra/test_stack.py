@@ -394,6 +394,7 @@ COMPONENTS = {
     "talos-dr:schedule:SnapshotSchedule": ("aws:lambda/function:Function", "aws:scheduler/schedule:Schedule",
                                            "aws:secretsmanager/secret:Secret", "aws:ec2/vpcEndpoint:VpcEndpoint",
                                            "aws:iam/role:Role", "aws:ec2/securityGroup:SecurityGroup"),
+    "talos-dr:volumesnapshots:DataVolumeSnapshots": ("aws:dlm/lifecyclePolicy:LifecyclePolicy", "aws:iam/role:Role"),
 }
 
 

@@ -1,0 +1,105 @@
+"""Recovery kit: on every `pulumi up`, ``s3://<bucket>/recovery/<clusterName>.kit.age``, encrypted to ``ageRecipients``.
+
+What the Pulumi state holds and a rebuild needs — the Talos secrets bundle, the stack's settings (secret ones too),
+the bucket and the outputs DR reads — as one age file next to the snapshots, so losing the state loses nothing the
+operator's age identity cannot bring back (``python -m dr.rebuild``; the format is ``dr.core.recovery_kit``).
+
+A plain ``aws.s3.BucketObjectv2`` whose content is computed in an apply, not a dynamic provider: the object is an
+ordinary S3 put that Pulumi already knows how to create, update and show in a diff, and it needs no provider process
+with its own AWS credentials. age encryption is randomised (a fresh file key each time), so every `pulumi up` writes a
+new version of the object (the bucket is versioned, and older kits stay readable) and every preview shows it as an
+update. The content is a Pulumi secret: the ciphertext is harmless, but the plaintext it is computed from is not.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from dr.core import recovery_kit as kit
+from dr.core.age_keys import recipients as parse_recipients
+
+# Namespaces of the settings the kit keeps: the AWS provider's (aws:region) and the project's own.
+KIT_CONFIG_NAMESPACES = ("aws:", "talos-dr:")
+
+
+def stack_config() -> tuple[dict[str, str], dict[str, str]]:
+    """The stack's settings as the engine handed them to this program: (plain, secret), full keys, string values."""
+    from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
+
+    plain: dict[str, str] = {}
+    secret: dict[str, str] = {}
+    for key in sorted({*CONFIG.get(), *get_config_env()}):
+        if not key.startswith(KIT_CONFIG_NAMESPACES):
+            continue
+        value = get_config(key)
+        if value is None:
+            continue
+        (secret if is_config_secret(key) else plain)[key] = value if isinstance(value, str) else str(value)
+    return plain, secret
+
+
+@dataclass
+class RecoveryKitArgs:
+    bucket_name: pulumi.Input[str]
+    cluster_name: str
+    region: str
+    recipients: Sequence[str]  # ageRecipients: at least one
+    machine_secrets: pulumi.Input[Any]  # the provider's machine_secrets, turned into talosctl's layout here
+    outputs: Mapping[str, pulumi.Input[Any]] = field(default_factory=dict)  # plain outputs by name
+    volume_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # data volume name -> vol-...
+    config: tuple[Mapping[str, str], Mapping[str, str]] | None = None  # (plain, secret); default: stack_config()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def sealed_kit(args: RecoveryKitArgs, stack: str, project: str, bundle: Mapping[str, Any], bucket: str,
+               outputs: Mapping[str, Any], volume_ids: Mapping[str, str],
+               plain: Mapping[str, str], secret: Mapping[str, str]) -> str:
+    """The kit, sealed to ``args.recipients``, base64 (BucketObjectv2's ``content_base64``)."""
+    doc = kit.Kit(project=project, stack=stack, cluster_name=args.cluster_name, region=args.region, bucket=bucket,
+                  secrets_bundle=kit.bundle_yaml(bundle), config=plain, secret_config=secret, outputs=dict(outputs),
+                  data_volumes=tuple({"name": n, "id": v} for n, v in sorted(volume_ids.items())))
+    kit.decode(kit.encode(doc))  # what dr.rebuild will check, checked before it is written
+    return base64.b64encode(kit.seal(doc, parse_recipients(args.recipients, where="ageRecipients"))).decode()
+
+
+class RecoveryKit(pulumi.ComponentResource):
+    key: pulumi.Output[str]
+
+    def __init__(self, name: str, args: RecoveryKitArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("talos-dr:recovery:RecoveryKit", name, None, opts)
+        from infra.talos import talosctl_bundle
+
+        plain, secret = args.config if args.config is not None else stack_config()
+        stack, project = pulumi.get_stack(), pulumi.get_project()
+        names = sorted(args.outputs)
+        volumes = sorted(args.volume_ids)
+
+        def build(values: list[Any]) -> str:
+            bucket, machine_secrets, *rest = values
+            outs = dict(zip(names, rest[:len(names)], strict=True))
+            vols = dict(zip(volumes, rest[len(names):], strict=True))
+            return sealed_kit(args, stack, project, talosctl_bundle(machine_secrets), bucket, outs, vols, plain, secret)
+
+        content: pulumi.Output[str] = pulumi.Output.all(
+            args.bucket_name, args.machine_secrets, *(args.outputs[n] for n in names),
+            *(args.volume_ids[v] for v in volumes),
+        ).apply(build)
+        sealed: pulumi.Output[str] = pulumi.Output.secret(content)
+        key = kit.kit_key(args.cluster_name)
+        obj = aws.s3.BucketObjectv2(
+            f"{name}-kit",
+            bucket=args.bucket_name,
+            key=key,
+            content_base64=sealed,
+            content_type="application/octet-stream",
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["contentBase64"]),
+        )
+        self.key = obj.key
+        self.register_outputs({"key": self.key})
