@@ -524,7 +524,7 @@ class ObjectWriter:
     def _upload_part(self, n: int, body: bytes) -> dict[str, Any]:
         resp = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=n,
                                        Body=body, ChecksumAlgorithm="SHA256")
-        if self.progress:
+        if self.progress and not self._done:  # nothing more to report once aborted
             self.progress(len(body))
         return {"PartNumber": n, "ETag": resp["ETag"], "ChecksumSHA256": resp.get("ChecksumSHA256")}
 
@@ -572,9 +572,11 @@ class ObjectWriter:
         self._done = True
         for f in self._parts:
             f.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._upload_id is not None:
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
-            except (ClientError, BotoCoreError):
-                pass
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # a part in flight finishes (or fails) first
+        finally:  # even when a second Ctrl-C lands while waiting for it
+            if self._upload_id is not None:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+                except (ClientError, BotoCoreError):
+                    pass

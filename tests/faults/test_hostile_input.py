@@ -83,7 +83,7 @@ def test_shell_metacharacters_in_save_to_s3_name(dr_env, tmp_path):
         res = run_cli(backup.main, "--save-to-s3", str(hostile))
         assert res.code == 0, (name, res)
     keys = e.objects()
-    assert keys and all(k.startswith("snapshots/etcd-snapshot-") and k.endswith("Z.db") for k in keys), keys
+    assert keys and all(k.startswith("snapshots/etcd-snapshot-") and k.endswith("Z.db.zst") for k in keys), keys
     assert not any(ch in k for k in keys for ch in ";$`'\"|&> ")
     assert Path("x.db").read_text() == "sentinel"
     assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()

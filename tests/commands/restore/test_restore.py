@@ -88,11 +88,13 @@ def assert_untouched(sb) -> None:
 def test_full_cycle_restores_the_snapshot_data(sandbox_env, source, monkeypatch):
     sb = sandbox_env
     local = backup_a_then_write_b(sb)
-    spec = {"s3": f"s3://{sb.bucket}/snapshots/{local.name}", "local": str(local), "latest": "latest"}[source]
+    # the S3 copy is compressed (issue 12): snapshots/<name>.zst
+    spec = {"s3": f"s3://{sb.bucket}/snapshots/{local.name}.zst", "local": str(local), "latest": "latest"}[source]
     if source == "latest":
         # .talos/talosconfig is missing: restore writes it from the stack output, 0600, as `pulumi up` would.
         monkeypatch.delenv("TALOSCONFIG")
-        (talos_dir() / "snapshots" / local.name).unlink()  # and downloads the snapshot again
+        kept = local.read_bytes()
+        local.unlink()  # and downloads the snapshot again, into snapshots/downloads (listed, pruned)
     kube = talos_dir() / "kubeconfig"
     kube.write_text("stale")
     res = run_restore(spec, "--yes")
@@ -113,6 +115,9 @@ def test_full_cycle_restores_the_snapshot_data(sandbox_env, source, monkeypatch)
     def total_keys(p: Path) -> int:
         return json.loads(sb.etcdctl("snapshot", "status", str(p), "-w", "json").stdout)["totalKey"]
 
+    if source == "latest":
+        local = talos_dir() / "snapshots" / "downloads" / local.name
+        assert local.read_bytes() == kept and local.stat().st_mode & 0o777 == 0o600
     assert total_keys(safety) > total_keys(local)  # it has B, the restored snapshot does not
     assert safety.name in res.out
     # What the confirmation showed.
