@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -460,6 +461,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 META_FORMAT = "snapshot-format"  # plain | zstd | age | zstd+age (dr.core.naming.format_name)
+META_LATEST_OF = "latest-of"  # on <prefix>latest: the key of the snapshot it is a copy of
+LATEST_NAME = "latest"  # <prefix>latest: the pinned server-side copy of the newest snapshot
 
 
 class ObjectWriter:
@@ -473,11 +476,14 @@ class ObjectWriter:
     requests")."""
 
     def __init__(self, client, bucket: str, key: str, metadata: dict[str, str], *, if_none_match: bool = True,
-                 part_size: int = PART_SIZE, max_in_flight: int = 2, progress: ProgressFn | None = None):
+                 part_size: int = PART_SIZE, max_in_flight: int = 2, progress: ProgressFn | None = None,
+                 tags: dict[str, str] | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         self.client, self.bucket, self.key = client, bucket, key
         self.metadata = metadata
+        # Tags set with the object itself (x-amz-tagging), so a lifecycle rule filtering on them never sees it untagged.
+        self._tagging = {"Tagging": urlencode(sorted(tags.items()))} if tags else {}
         self.if_none_match = if_none_match
         self.part_size = part_size
         self.progress = progress
@@ -510,7 +516,7 @@ class ObjectWriter:
         try:
             if self._upload_id is None:
                 resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, Metadata=self.metadata,
-                                                           ChecksumAlgorithm="SHA256")
+                                                           ChecksumAlgorithm="SHA256", **self._tagging)
                 self._upload_id = resp["UploadId"]
             # Bounded: wait for the oldest part still in flight before queueing another.
             pending = [f for f in self._parts if not f.done()]
@@ -536,7 +542,7 @@ class ObjectWriter:
                 if self._upload_id is None:
                     body = self._take(self._buffered)
                     resp = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, Metadata=self.metadata,
-                                                  ChecksumAlgorithm="SHA256", **cond)
+                                                  ChecksumAlgorithm="SHA256", **cond, **self._tagging)
                     if self.progress:
                         self.progress(len(body))
                 else:

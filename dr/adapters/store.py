@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dr.adapters import codec, s3
 from dr.adapters.fsutil import atomic_write, atomic_writer
-from dr.core import naming
+from dr.core import naming, tiers
 from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
 from dr.core.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
 from dr.core.timefmt import iso_utc
@@ -65,6 +65,7 @@ class Entry:
     verification: Verification | None = None
     key: str | None = None  # S3 key
     path: Path | None = None  # local path
+    tier: str | None = None  # S3: the retention tag (dr.core.tiers)
     described: bool = False  # metadata and tags read (S3), or catalog consulted (local)
 
     @property
@@ -347,6 +348,7 @@ class S3Store:
     prefix: str
     kind: str = S3
     _listing: list[Entry] | None = field(default=None, repr=False)
+    pin_error: DRError | None = field(default=None, repr=False)  # why the last pin_latest failed
 
     @property
     def where(self) -> str:
@@ -403,7 +405,7 @@ class S3Store:
                 v = None  # a verification of other bytes than the object holds does not count
         size = merged.get(s3.META_SIZE)
         return Entry(S3, parsed, f"s3://{self.bucket}/{info.key}", info.size, info.last_modified,
-                     sha256=merged.get(s3.META_SHA256), plain_size=int(size) if size and size.isdigit() else None,
+                     tier=info.tags.get(tiers.TAG_KEY), sha256=merged.get(s3.META_SHA256), plain_size=int(size) if size and size.isdigit() else None,
                      revision=facts.get("revision"), cluster=merged.get(s3.META_CLUSTER),
                      recorded_taken_at=merged.get(s3.META_TAKEN_AT), source=merged.get(s3.META_SOURCE),
                      verification=v, key=info.key, described=True)
@@ -427,7 +429,9 @@ class S3Store:
             raise ConfigError(f"{name} is not a snapshot name", "name snapshots etcd-snapshot-<UTC>.db")
         key = self.prefix + name
         meta = {**(metadata or {}), s3.META_FORMAT: parsed.format}
-        writer = s3.ObjectWriter(self.client, self.bucket, key, meta, progress=progress)
+        earlier = [e.name.taken_at for e in self.list() if not e.name.safety]
+        tier = tiers.tier_for(parsed.taken_at, earlier)
+        writer = s3.ObjectWriter(self.client, self.bucket, key, meta, progress=progress, tags={tiers.TAG_KEY: tier})
         hasher = TrailerHasher(label or f"snapshot for s3://{self.bucket}/{key}")
         digests: list[SnapshotDigest] = []
         try:
@@ -444,8 +448,39 @@ class S3Store:
                                                             s3.META_SIZE: str(d.size)})
             except DRError:
                 pass  # the object is whole and verified; missing tags only hide facts from dr.list
-        return Entry(S3, parsed, f"s3://{self.bucket}/{key}", writer.size, datetime.now(UTC), sha256=d.content_sha256,
-                     plain_size=d.size, key=key, described=True)
+        entry = Entry(S3, parsed, f"s3://{self.bucket}/{key}", writer.size, datetime.now(UTC),
+                      sha256=d.content_sha256, plain_size=d.size, key=key, described=True, tier=tier)
+        if not parsed.safety and all(t <= parsed.taken_at for t in earlier):
+            self.pin_latest(entry)
+        return entry
+
+    def latest_alias(self) -> tuple[str, datetime] | None:
+        """(key it copies, when the copy was made) of ``<prefix>latest``, or None when there is none."""
+        try:
+            info = s3.head_snapshot(self.client, self.bucket, self.prefix + s3.LATEST_NAME, with_tags=False)
+        except SnapshotNotFound:
+            return None
+        of = info.metadata.get(s3.META_LATEST_OF)
+        return (of, info.last_modified) if of else None
+
+    def pin_latest(self, entry: Entry) -> bool:
+        """Copy ``entry`` server-side to ``<prefix>latest`` (tag ``retention=latest``, which no lifecycle rule expires),
+        its metadata naming the snapshot it copies: however long backups stop, one snapshot stays. A failure is a
+        warning the caller may print (the snapshot itself is stored); returns whether the copy was made."""
+        assert entry.key is not None
+        self.pin_error = None
+        latest = self.prefix + s3.LATEST_NAME
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=entry.key)
+            meta = {**(head.get("Metadata") or {}), s3.META_LATEST_OF: entry.key}
+            # CopyObject (AWS S3 API reference): MetadataDirective/TaggingDirective REPLACE set the copy's own.
+            self.client.copy_object(Bucket=self.bucket, Key=latest, CopySource={"Bucket": self.bucket, "Key": entry.key},
+                                    MetadataDirective="REPLACE", Metadata=meta, TaggingDirective="REPLACE",
+                                    Tagging=f"{tiers.TAG_KEY}={tiers.LATEST}")
+        except (ClientError, BotoCoreError) as exc:
+            self.pin_error = s3.translate(exc, "copying the newest snapshot to", self.bucket, latest)
+            return False
+        return True
 
     def record_verification(self, entry: Entry, v: Verification) -> None:
         assert entry.key is not None

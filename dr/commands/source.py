@@ -4,7 +4,8 @@ A snapshot can be named as:
 - a local path: a plain snapshot is verified in place; a compressed or encrypted one (``.db.zst.age``, a talos-backup
   ``.snap.zst.age``...) is decoded into ``dest_dir`` first;
 - ``s3://bucket/key``;
-- ``latest``: the newest snapshot in the stack's bucket under the prefix (safety snapshots excluded);
+- ``latest``: the newest snapshot in the stack's bucket under the prefix, by evidence (see ``newest``; safety
+  snapshots excluded); ``latest~N`` the Nth before it; ``latest-verified`` the newest with a standing verification;
 - a name as ``dr.list`` prints it (stored or plain): looked up in the local folder, its downloads, then the bucket.
 
 Whatever the source, the result is a plain local file whose hash trailer checks, through ``dr.adapters.store``.
@@ -14,20 +15,23 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 from dr.adapters import s3
 from dr.adapters.codec import Layers, describe_head
-from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, newest_first
+from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore
 from dr.adapters.store import fetch as store_fetch
 from dr.commands import cli
 from dr.commands.settings import Resolver
 from dr.core import naming
-from dr.core.errors import ConfigError, IntegrityError, SnapshotNotFound
+from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
 from dr.core.formats import SNIFF_BYTES
 from dr.core.integrity import SnapshotDigest, verify_file
+from dr.core.timefmt import iso_utc
 
 LATEST = "latest"
 
@@ -79,20 +83,93 @@ def _head(path: Path) -> bytes:
         return f.read(SNIFF_BYTES)
 
 
-def newest(store: SnapshotStore) -> Entry:
-    snaps = [e for e in store.list() if not e.name.safety]
-    if not snaps:
+FUTURE_SLACK = timedelta(minutes=5)  # clock skew allowed between a name's time, S3's clock and ours
+DEFAULT_MAX_BYTES = 16 * 1024**3  # no etcd database is this big (etcd's own quota tops out at 8 GiB)
+ENV_MAX_BYTES = "DR_MAX_SNAPSHOT_BYTES"
+
+
+def _effective_time(e: Entry) -> datetime:
+    """When a snapshot can have been taken at the latest: its name's time, but never after S3 stored it."""
+    return min(e.name.taken_at, e.modified) if e.store == "s3" else e.name.taken_at
+
+
+def suspicious(e: Entry, now: datetime) -> str | None:
+    """Why ``e``'s name cannot be trusted for "newest", or None: a time in the future, or after S3 stored it."""
+    if e.name.taken_at > now + FUTURE_SLACK:
+        return f"its name says {iso_utc(e.name.taken_at)}, in the future"
+    if e.store == "s3" and e.name.taken_at > e.modified + FUTURE_SLACK:
+        return f"its name says {iso_utc(e.name.taken_at)}, after S3 stored it ({iso_utc(e.modified)})"
+    return None
+
+
+def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | None = None,
+           err: TextIO | None = None, skip: int = 0, verified_only: bool = False) -> Entry:
+    """The newest snapshot by evidence, not by name alone (security M1, hostile-inputs 4): ordered by the earlier of
+    its name's time and S3's LastModified, names in the future or after their upload refused, and (when ``cluster``
+    is known) objects recorded for another cluster skipped. ``skip`` steps back that many (``latest~N``);
+    ``verified_only`` keeps only snapshots with a standing verification (``latest-verified``)."""
+    now = now or datetime.now(UTC)
+    ordered = sorted((e for e in store.list() if not e.name.safety), key=lambda e: (_effective_time(e), e.name.name),
+                     reverse=True)
+    if not ordered:
         raise SnapshotNotFound(f"there are no snapshots in {store.where}",
                                "take one with `python -m dr.backup --save-to-s3`, name a local file, or pass --prefix "
                                "where they are")
-    return newest_first(snaps)[0]
+    passed = 0
+    refused: list[str] = []
+    for e in ordered:
+        why = suspicious(e, now)
+        if why is None:
+            e = store.describe(e)
+            if cluster and e.cluster and e.cluster not in (cluster, "unknown"):
+                why = f"it was recorded for cluster {e.cluster}, not {cluster}"
+            elif verified_only and e.verification is None:
+                continue
+        if why is not None:
+            refused.append(f"{e.location}: {why}")
+            continue
+        if passed == skip:
+            for line in refused:
+                if err is not None:
+                    print(f"note: not a candidate for latest: {line}", file=err)
+            return e
+        passed += 1
+    what = "verified snapshot" if verified_only else "snapshot"
+    detail = f"; refused: {'; '.join(refused)}" if refused else ""
+    raise SnapshotNotFound(f"there is no {'' if not skip else f'{skip + 1}th newest '}{what} in {store.where} "
+                           f"({len(ordered)} listed{detail})",
+                           "verify one with `python -m dr.verify`" if verified_only else
+                           "list them with `python -m dr.list`")
 
 
-def resolve(spec: str, r: Resolver) -> tuple[SnapshotStore, Entry]:
+_LATEST_RE = re.compile(r"^latest(?:~(\d+))?$|^latest-verified$")
+
+
+def parse_latest(spec: str) -> tuple[int, bool] | None:
+    """``latest`` → (0, False), ``latest~2`` → (2, False), ``latest-verified`` → (0, True); None otherwise."""
+    m = _LATEST_RE.match(spec)
+    if not m:
+        return None
+    if spec == "latest-verified":
+        return 0, True
+    return int(m.group(1) or 0), False
+
+
+def _known_cluster(r: Resolver) -> str | None:
+    try:
+        c = r.cluster
+    except DRError:
+        return None
+    return None if c == "unknown" else c
+
+
+def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[SnapshotStore, Entry]:
     """The store and entry ``spec`` names (``latest``, ``s3://``, or a listed name); local paths are not resolved here."""
-    if spec == LATEST:
+    which = parse_latest(spec)
+    if which is not None:
         store = r.s3_store()
-        return store, store.describe(newest(store))
+        skip, verified_only = which
+        return store, newest(store, cluster=_known_cluster(r), err=err, skip=skip, verified_only=verified_only)
     if spec.startswith("s3://"):
         bucket, key = s3.parse_s3_uri(spec)
         prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
@@ -136,13 +213,13 @@ def _reuse(dest: Path, entry: Entry, err: TextIO) -> SnapshotDigest | None:
 
 def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     """Resolve ``spec`` to a verified plain local snapshot, decoding or downloading into ``dest_dir`` when needed."""
-    if spec != LATEST and not spec.startswith("s3://"):
+    if parse_latest(spec) is None and not spec.startswith("s3://"):
         if "://" in spec:
             raise ConfigError(f"unsupported snapshot location {spec!r}", "use a local path, s3://bucket/key or latest")
         path = Path(spec)
         if path.exists() or path.is_symlink() or "/" in spec or naming.parse(spec) is None:
             return _local(check_local_file(path), r, dest_dir, err)
-    store, entry = resolve(spec, r)
+    store, entry = resolve(spec, r, err)
     if isinstance(store, LocalStore) and entry.path is not None:
         return _local(entry.path, r, dest_dir, err)
     return _download(store, entry, r, dest_dir, err)
@@ -157,12 +234,37 @@ def _local(path: Path, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     # A compressed or encrypted local file: decode it next to the downloads, under its plain name.
     parsed = naming.parse(path.name)
     st = path.stat()
-    from datetime import UTC, datetime
-
     name = parsed or naming.SnapshotName(path.name, local_name_for(path.name),
                                          datetime.fromtimestamp(st.st_mtime, UTC), "unknown")
     entry = Entry("local", name, str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), path=path)
     return _download(LocalStore(path.parent), entry, r, dest_dir, err)
+
+
+def max_bytes(r: Resolver) -> int:
+    raw = r.env.get(ENV_MAX_BYTES)
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_MAX_BYTES}={raw!r} is not a number of bytes", f"unset it or set e.g. {ENV_MAX_BYTES}="
+                          f"{DEFAULT_MAX_BYTES}") from None
+    return value
+
+
+def check_room(entry: Entry, dest_dir: Path, r: Resolver) -> None:
+    """Refuse, before a byte is fetched, an object bigger than any etcd database (hostile-inputs 19: a 1 PiB size in a
+    HEAD), or one the disk cannot hold (the plaintext's size when recorded, else the stored size)."""
+    cap = max_bytes(r)
+    size = max(entry.size, entry.plain_size or 0)
+    if size > cap:
+        raise S3Error(f"{entry.location} says it is {cli.human_size(size)}, more than any etcd snapshot "
+                      f"({cli.human_size(cap)} allowed); it was not downloaded",
+                      f"check the object; raise {ENV_MAX_BYTES} if it really is that big")
+    free = shutil.disk_usage(dest_dir).free
+    if size > free:
+        raise DiskFull(f"{entry.location} needs {cli.human_size(size)} but only {cli.human_size(free)} is free in "
+                       f"{dest_dir}", "free space there, or point --talos-dir / --tmp-dir elsewhere")
 
 
 def _download(store: SnapshotStore, entry: Entry, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
@@ -171,6 +273,7 @@ def _download(store: SnapshotStore, entry: Entry, r: Resolver, dest_dir: Path, e
     reused = _reuse(dest, entry, err)
     if reused is not None:
         return Fetched(dest, entry.location, reused, entry, store, False)
+    check_room(entry, dest_dir, r)
     verb = "downloading" if store.kind == "s3" else "decoding"
     progress = cli.Progress(f"{verb} {entry.location}", entry.size, err)
     digest, layers = store_fetch(store, entry, dest, identities=r.identities, progress=progress, overwrite=True)

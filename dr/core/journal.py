@@ -43,7 +43,7 @@ def now_stamp() -> str:
 class Journal:
     """One restore in progress. ``steps`` maps a step name to the UTC time it finished."""
 
-    spec: str  # what the user asked for: a path, an s3:// URI or "latest"
+    spec: str  # the snapshot, resolved: a path or an s3:// URI (never "latest", which moves when a newer one lands)
     snapshot_path: str  # the verified local file
     snapshot_sha256: str  # SHA-256 of the snapshot's content (its trailer): identifies the snapshot
     snapshot_origin: str  # resolved path or s3 URI
@@ -54,6 +54,7 @@ class Journal:
     updated_at: str = field(default_factory=now_stamp)
     steps: dict[str, str] = field(default_factory=dict)
     safety_snapshot: str | None = None
+    flags: list[str] = field(default_factory=list)  # the command line's flags, repeated by every resume hint
     format: int = FORMAT
 
     def done(self, step: str) -> bool:
@@ -90,3 +91,22 @@ def parse(raw: str, origin: Path) -> Journal:
 
 def dumps(j: Journal) -> str:
     return json.dumps(asdict(j), indent=2, sort_keys=True) + "\n"
+
+
+# Flags that are about one run only: a resume hint does not repeat them.
+ONE_SHOT_FLAGS = ("--abandon-previous",)
+
+
+def resume_flags(argv: list[str], snapshot: str) -> list[str]:
+    """``argv`` without the snapshot argument and the one-shot flags: what a resume must repeat (``--talos-dir``,
+    ``--bucket``, ``--outputs-file``, ``--identity``, ``--yes``...; hostile-inputs 3 and 18)."""
+    out: list[str] = []
+    dropped = False
+    for a in argv:
+        if not dropped and a == snapshot:
+            dropped = True
+            continue
+        if a in ONE_SHOT_FLAGS:
+            continue
+        out.append(a)
+    return out

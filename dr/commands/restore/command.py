@@ -81,6 +81,7 @@ class Restore:
         self.start = time.monotonic()
         self.fetched: source.Fetched | None = None
         self.status = SnapshotStatus(None, None)
+        self.flags: list[str] = journal.resume_flags(list(getattr(args, "argv", None) or []), args.snapshot)
 
     # --- helpers ------------------------------------------------------------------------------------------
 
@@ -88,8 +89,13 @@ class Restore:
         print(msg, file=self.out, flush=True)
 
     def resume_cmd(self) -> str:
-        spec = self.j.spec if self.j else self.args.snapshot
-        return f"python -m dr.restore {shlex.quote(spec)}"
+        """The command that continues this restore: the resolved snapshot (never ``latest``) and every flag given."""
+        if self.j is not None:
+            spec, flags = self.j.spec, self.j.flags
+        else:
+            spec = self.fetched.origin if self.fetched is not None else self.args.snapshot
+            flags = self.flags
+        return " ".join(["python -m dr.restore", shlex.quote(spec), *map(shlex.quote, flags)])
 
     def mark(self, step: str) -> None:
         assert self.j is not None
@@ -258,9 +264,10 @@ class Restore:
         self.confirmed = True
         if self.j is None:
             f = self.fetched
-            self.j = journal.Journal(spec=self.args.snapshot, snapshot_path=str(f.path),
+            self.j = journal.Journal(spec=f.origin, snapshot_path=str(f.path),
                                      snapshot_sha256=f.digest.content_sha256, snapshot_origin=f.origin,
-                                     node=self.t.node, cluster=self.r.cluster, wipe_state=self.args.wipe_state)
+                                     node=self.t.node, cluster=self.r.cluster, wipe_state=self.args.wipe_state,
+                                     flags=self.flags)
         self.mark(journal.CONFIRMED)
         if not step.needs_reset:
             self.say(f"node {self.t.where} is {st.describe()}: its etcd is empty, so no reset is needed")
@@ -336,8 +343,8 @@ class Restore:
             raise RestoreConflict(
                 f"a different restore is half done: {j.snapshot_origin} to node {j.node}, started {j.started_at}, "
                 f"last step {j.last_step} (journal {self.jpath})",
-                f"finish it with `python -m dr.restore {shlex.quote(j.spec)}`, or pass --abandon-previous to restore "
-                f"{fetched.origin} instead")
+                f"finish it with `{' '.join(['python -m dr.restore', shlex.quote(j.spec), *map(shlex.quote, j.flags)])}`"
+                f", or pass --abandon-previous to restore {fetched.origin} instead")
         return j
 
     def finish(self) -> None:
@@ -407,6 +414,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                    help="wait this long for a running backup to finish (default: fail at once)")
     add_common_flags(p)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
         r = Resolver(args)
