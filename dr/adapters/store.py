@@ -456,12 +456,16 @@ class S3Store:
 
     def latest_alias(self) -> tuple[str, datetime] | None:
         """(key it copies, when the copy was made) of ``<prefix>latest``, or None when there is none."""
+        key = self.prefix + s3.LATEST_NAME
         try:
-            info = s3.head_snapshot(self.client, self.bucket, self.prefix + s3.LATEST_NAME, with_tags=False)
-        except SnapshotNotFound:
-            return None
-        of = info.metadata.get(s3.META_LATEST_OF)
-        return (of, info.last_modified) if of else None
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            err = s3.translate(exc, "reading", self.bucket, key)
+            if isinstance(err, SnapshotNotFound):
+                return None
+            raise err from exc
+        of = (head.get("Metadata") or {}).get(s3.META_LATEST_OF)
+        return (of, head["LastModified"]) if of else None
 
     def pin_latest(self, entry: Entry) -> bool:
         """Copy ``entry`` server-side to ``<prefix>latest`` (tag ``retention=latest``, which no lifecycle rule expires),

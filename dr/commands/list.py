@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV
 from dr.adapters.store import Entry, LocalStore, S3Store
 from dr.commands import cli
-from dr.commands.settings import DOWNLOADS, Resolver, add_common_flags
+from dr.commands.settings import DOWNLOADS, ENV_BUCKET, Resolver, add_common_flags
 from dr.core import naming, timefmt
 from dr.core.errors import ConfigError, DRError, SnapshotNotFound
 
@@ -146,18 +147,24 @@ class _S3Listing:
     store: S3Store | None = None
     snapshots: list[Entry] = field(default_factory=list)
     failure: DRError | None = None  # reported last, after whatever the local folder holds
+    unchecked: str | None = None  # why S3 was not looked in
+    latest: tuple[str, datetime] | None = None  # <prefix>latest: (key it copies, when)
 
 
 def _list_s3(r: Resolver, notes: list[str]) -> _S3Listing:
     listing = _S3Listing()
+    if (r._flag("outputs_file") or r.env.get(OUTPUTS_FILE_ENV)) and not (r._flag("bucket") or r.env.get(ENV_BUCKET)):
+        _ = r.outputs  # an outputs file was named and is unusable: an error, never an empty list (hostile-inputs 17)
     try:
         store = r.s3_store()
     except ConfigError as exc:
+        listing.unchecked = exc.message
         notes.append(f"S3 not checked: no bucket configured ({exc.message}); pass --bucket or set DR_BUCKET")
         return listing
     listing.where, listing.store = store.where, store
     try:
         listing.snapshots = store.list()
+        listing.latest = store.latest_alias()
     except DRError as exc:
         listing.failure = exc
     return listing
@@ -229,16 +236,30 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             print(json.dumps({"local_dir": str(r.snapshots_dir), "s3": where_s3, "total": len(rows),
                               "local": n_local, "in_s3": n_s3, "shown": len(shown),
                               "snapshots": [_row_json(x) for x in shown], "notes": notes,
+                              "latest": ({"copy_of": f"s3://{listing.store.bucket}/{listing.latest[0]}",
+                                          "uri": f"{where_s3}latest", "copied_at": timefmt.iso_utc(listing.latest[1])}
+                                         if listing.latest and listing.store else None),
+                              "s3_not_checked": listing.unchecked,
                               "error": str(s3_failure) if s3_failure else None}, indent=2), file=out)
         elif rows:
             print(f"{_plural(len(rows), 'snapshot')} ({n_local} local in {r.snapshots_dir}, {n_s3} in "
                   f"{where_s3 or 'S3 (not checked)'}), newest first:", file=out)
             print_table(shown, clock(), out)
+            if listing.latest:
+                print(f"{where_s3}latest is a pinned copy of {listing.latest[0].rsplit('/', 1)[-1]} (an alias, not "
+                      "another snapshot; it never expires)", file=out)
         for note in notes:
             print(f"note: {note}", file=err)
         if s3_failure is not None:
             raise s3_failure
         if not rows:
+            if listing.unchecked is not None:
+                # Nothing here, and S3 was not looked in: that is not "nothing to restore" (hostile-inputs 17).
+                if not args.json:
+                    print(f"no snapshots in {r.snapshots_dir}; S3 was not checked", file=out)
+                raise ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: {listing.unchecked}",
+                                  "pass --bucket NAME (or DR_BUCKET), or --outputs-file / --stack so the bucket is "
+                                  "known; then list again")
             if not args.json:
                 print("no snapshots", file=out)
             raise SnapshotNotFound(f"no snapshots in {sources}",

@@ -41,11 +41,25 @@ def _list(*argv: str):
     return run_cli(dr_list.main, *argv, now=lambda: NOW)
 
 
-def test_nothing_anywhere_is_not_found(cwd):
+def test_nothing_here_and_s3_not_checked_is_not_called_nothing_to_restore(cwd):
+    """Issue 15 / hostile-inputs 17: with no bucket known, an empty local folder is not "no snapshots" (exit 4)."""
     res = _list()
+    assert res.code == ExitCode.CONFIG, res
+    assert "S3 was not checked" in res.out and "no bucket configured" in res.err and "--bucket" in res.err
+
+
+def test_nothing_anywhere_is_not_found(cwd, s3_client, bucket):
+    res = _list("--bucket", bucket)
     assert res.code == ExitCode.NOT_FOUND, res
-    assert "no snapshots" in res.out
-    assert "no bucket configured" in res.err and "dr.backup" in res.err
+    assert "no snapshots" in res.out and "dr.backup" in res.err
+
+
+def test_an_unreadable_outputs_file_is_an_error_not_an_empty_list(cwd, monkeypatch, tmp_path):
+    (cwd / _name(1)).write_bytes(b"x")
+    monkeypatch.setenv("DR_STACK_OUTPUTS_FILE", str(tmp_path / "nope.json"))
+    res = _list()
+    assert res.code == ExitCode.CONFIG, res
+    assert "nope.json" in res.err
 
 
 def test_local_only_with_a_note_and_ignored_names(cwd):
