@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LOCKS := requirements.lock requirements-dev.lock
-STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: test test-fast demo bench lint etcd tools venv lock clean
 
@@ -11,9 +11,12 @@ STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) | cksum | cut -d' ' -f1)
 # whatever index it is configured with, and no index URL is named here or in the locks, because --require-hashes makes
 # the source irrelevant (a file whose SHA-256 is not in the lock is refused, wherever it came from). The venv's own
 # pip is not upgraded, as that would be the one unhashed download.
-$(STAMP): $(LOCKS)
+$(STAMP): $(LOCKS) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.lock
+	# The project itself, editable, so `talos-dr` is on the venv's PATH: no dependencies (the lock has them) and no
+	# download (the venv's own setuptools builds it).
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation --no-index -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -18,15 +19,112 @@ def epilog() -> str:
     return f"exit codes:\n{rows}"
 
 
-def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog(),
+# Set by the ``talos-dr`` entry point (dr/main.py): usage lines then read ``talos-dr <command>``.
+INVOKED_AS: str | None = None
+COMMON_GROUP = "where the cluster is (flag > environment > stack output > default)"
+
+
+class _ShortHelp(argparse.Action):
+    """``-h``: what the command does, its own options and examples, in a screenful; ``--help-all`` has the rest."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(short_help(parser), end="")
+        parser.exit()
+
+
+class _FullHelp(_ShortHelp):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        parser.exit()
+
+
+def short_help(p: argparse.ArgumentParser) -> str:
+    positionals = " ".join(str(a.metavar or a.dest) for a in p._actions if not a.option_strings)
+    lines = [f"usage: {p.prog} {positionals} [options]".replace("  ", " "), "", p.description or "", ""]
+    own = [a for a in p._actions if a.option_strings and a.help is not argparse.SUPPRESS
+           and not isinstance(a, _ShortHelp)
+           and not any(a in g._group_actions for g in p._action_groups if g.title == COMMON_GROUP)]
+    for a in p._actions:
+        if not a.option_strings and a.help:
+            lines.append(f"{a.metavar or a.dest!s}: {a.help}")
+    lines.append("options:")
+    for a in own:
+        names = ", ".join(a.option_strings) + (f" {a.metavar or a.dest.upper()}" if a.nargs != 0 else "")
+        first = (a.help or "").split("; ")[0].split(" (")[0]
+        lines.append(f"  {names:<28} {first}")
+    lines.append("  --help-all                   every option (where the cluster is: --talos-dir, --bucket, "
+                 "--prefix, --identity, --stack, --outputs-file, ...) and the exit codes")
+    examples = getattr(p, "examples", ())
+    if examples:
+        lines += ["", "examples:", *(f"  {e}" for e in examples)]
+    return "\n".join(lines) + "\n"
+
+
+class Captured(Exception):
+    """Raised instead of parsing while ``CAPTURE`` is on: carries a command's parser (for shell completion)."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        super().__init__(parser.prog)
+        self.parser = parser
+
+
+CAPTURE = False
+
+
+class _Parser(argparse.ArgumentParser):
+    def parse_args(self, args=None, namespace=None):
+        if CAPTURE:
+            raise Captured(self)
+        return super().parse_args(args, namespace)
+
+
+def parser(prog: str, description: str, examples: tuple[str, ...] | list[str] = ()) -> argparse.ArgumentParser:
+    """A command's parser: ``-h`` is short (description, own options, examples), ``--help-all`` is everything."""
+    shown = f"{INVOKED_AS} {prog.split('.', 1)[-1]}" if INVOKED_AS else prog
+    p = _Parser(prog=shown, description=description, epilog=epilog(), add_help=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.examples = tuple(e.replace("python -m dr.", f"{INVOKED_AS} ") if INVOKED_AS else e  # type: ignore[attr-defined]
+                       for e in examples)
+    p.add_argument("-h", "--help", action=_ShortHelp, help="show a short help with examples and exit")
+    p.add_argument("--help-all", action=_FullHelp, help="show every option and the exit codes, and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks on failure")
     return p
 
 
-def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: TextIO | None = None) -> int:
-    """Run a command body and turn every failure into one line on stderr and its exit code."""
+class Tracked:
+    """A text stream that remembers whether anything was written to it (so ``run`` knows a --json document is out)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.written = False
+
+    def write(self, s: str) -> int:
+        self.written = self.written or bool(s)
+        return self.stream.write(s)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
+
+def _json_failure(json_out: Tracked | None, message: str, code: int) -> None:
+    if json_out is not None and not json_out.written:
+        import json
+
+        print(json.dumps({"ok": False, "error": message, "exit_code": code}, indent=2), file=json_out)
+
+
+def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: TextIO | None = None,
+        json_out: Tracked | None = None) -> int:
+    """Run a command body and turn every failure into one line on stderr and its exit code. With ``json_out`` (the
+    stdout of a ``--json`` run), a failure before the command printed its document also prints one JSON document
+    ``{"ok": false, "error": ..., "exit_code": ...}`` there, so a script always gets JSON. A closed stdout (``| head``)
+    is not an error: the command stops quietly with its own code."""
     err = err or sys.stderr
     try:
         rc = body()
@@ -35,15 +133,25 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
         if debug:
             traceback.print_exc(file=err)
         print(f"{prog}: error: {exc}", file=err)
+        _json_failure(json_out, str(exc), int(exc.exit_code))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; nothing partial was left behind. Run the same command again to start over.",
               file=err)
+        _json_failure(json_out, "interrupted", int(ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`talos-dr list | head`): nothing to report to it (first-use: was exit 1).
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; let it go nowhere
+        except OSError:
+            pass
+        return int(ExitCode.OK)
     except Exception as exc:  # a bug: say so plainly
         if debug:
             traceback.print_exc(file=err)
         print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} — rerun with --debug and report it", file=err)
+        _json_failure(json_out, f"unexpected error: {type(exc).__name__}: {exc}", int(ExitCode.ERROR))
         return int(ExitCode.ERROR)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV
 from dr.adapters.store import Entry, LocalStore, S3Store
@@ -209,13 +209,19 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     out = out or sys.stdout
     err = err or sys.stderr
     clock = now or (lambda: datetime.now(UTC))
-    p = cli.parser(PROG, "List local and S3 etcd snapshots in one table, newest first.")
+    p = cli.parser(PROG, "List local and S3 etcd snapshots in one table, newest first.", examples=(
+        "python -m dr.list                       # the newest 20, local and in the stack's bucket",
+        "python -m dr.list --limit 0 --json      # all of them, for scripts",
+        "python -m dr.list --prefix my-cluster/  # talos-backup objects under their prefix",
+    ))
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
                    help=f"show the newest N (default {DEFAULT_LIMIT}; 0 = all); S3 metadata and tags are read for "
                         "the rows shown only")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_common_flags(p)
     args = p.parse_args(argv)
+    tracked = cli.Tracked(out) if args.json else None
+    out = cast(TextIO, tracked) if tracked is not None else out
 
     def body() -> int:
         if args.limit < 0:
@@ -232,15 +238,26 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         n_s3 = sum(1 for x in rows if x.where in ("s3", "both"))
         sources = f"{r.snapshots_dir}" + (f" and {where_s3}" if where_s3 else "")
         _add_table_notes(rows, shown, notes)
+        final: DRError | None = s3_failure
+        if final is None and not rows:
+            if listing.unchecked is not None:
+                # Nothing here, and S3 was not looked in: that is not "nothing to restore" (hostile-inputs 17).
+                final = ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: {listing.unchecked}",
+                                    "pass --bucket NAME (or DR_BUCKET), or --outputs-file / --stack so the bucket is "
+                                    "known; then list again")
+            else:
+                final = SnapshotNotFound(f"no snapshots in {sources}",
+                                         "take one now with `python -m dr.backup --save-to-s3`")
         if args.json:
-            print(json.dumps({"local_dir": str(r.snapshots_dir), "s3": where_s3, "total": len(rows),
-                              "local": n_local, "in_s3": n_s3, "shown": len(shown),
+            print(json.dumps({"ok": final is None, "local_dir": str(r.snapshots_dir), "s3": where_s3,
+                              "total": len(rows), "local": n_local, "in_s3": n_s3, "shown": len(shown),
                               "snapshots": [_row_json(x) for x in shown], "notes": notes,
                               "latest": ({"copy_of": f"s3://{listing.store.bucket}/{listing.latest[0]}",
                                           "uri": f"{where_s3}latest", "copied_at": timefmt.iso_utc(listing.latest[1])}
                                          if listing.latest and listing.store else None),
                               "s3_not_checked": listing.unchecked,
-                              "error": str(s3_failure) if s3_failure else None}, indent=2), file=out)
+                              "error": str(final) if final else None,
+                              "exit_code": int(final.exit_code) if final else 0}, indent=2), file=out)
         elif rows:
             print(f"{_plural(len(rows), 'snapshot')} ({n_local} local in {r.snapshots_dir}, {n_s3} in "
                   f"{where_s3 or 'S3 (not checked)'}), newest first:", file=out)
@@ -248,22 +265,14 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             if listing.latest:
                 print(f"{where_s3}latest is a pinned copy of {listing.latest[0].rsplit('/', 1)[-1]} (an alias, not "
                       "another snapshot; it never expires)", file=out)
+        elif listing.unchecked is not None:
+            print(f"no snapshots in {r.snapshots_dir}; S3 was not checked", file=out)
+        else:
+            print("no snapshots", file=out)
         for note in notes:
             print(f"note: {note}", file=err)
-        if s3_failure is not None:
-            raise s3_failure
-        if not rows:
-            if listing.unchecked is not None:
-                # Nothing here, and S3 was not looked in: that is not "nothing to restore" (hostile-inputs 17).
-                if not args.json:
-                    print(f"no snapshots in {r.snapshots_dir}; S3 was not checked", file=out)
-                raise ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: {listing.unchecked}",
-                                  "pass --bucket NAME (or DR_BUCKET), or --outputs-file / --stack so the bucket is "
-                                  "known; then list again")
-            if not args.json:
-                print("no snapshots", file=out)
-            raise SnapshotNotFound(f"no snapshots in {sources}",
-                                   "take one now with `python -m dr.backup --save-to-s3`")
+        if final is not None:
+            raise final
         return 0
 
-    return cli.run(PROG, body, debug=args.debug, err=err)
+    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)

@@ -302,8 +302,13 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     out = out or sys.stdout
     err = err or sys.stderr
     p = cli.parser(PROG, "Prove a snapshot restores: check its hash, restore it into a throwaway etcd, count what "
-                         "it holds per Kubernetes resource type, and record the result.")
-    p.add_argument("snapshot", help="a local file, s3://bucket/key, or `latest` (newest in the bucket)")
+                         "it holds per Kubernetes resource type, and record the result.", examples=(
+                             "python -m dr.verify latest                      # the newest snapshot in the bucket",
+                             "python -m dr.verify latest~1 --against latest   # what changed in the newest one",
+                             "python -m dr.verify etcd-snapshot-20260101T000000Z.db --identity ~/talos-dr-age.key",
+                         ))
+    p.add_argument("snapshot", help="a name `list` prints, a local file, s3://bucket/key, `latest`, `latest~N` or "
+                                    "`latest-verified`")
     p.add_argument("--against", metavar="SNAPSHOT",
                    help="another snapshot (same forms) to compare with: keys added/removed/changed per type since it")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (also on failure)")

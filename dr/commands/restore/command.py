@@ -383,8 +383,14 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     clock = now or (lambda: datetime.now(UTC))
     p = cli.parser(PROG, "Restore the node's etcd from a snapshot: a local file, s3://bucket/key, or latest "
                          "(the newest in the stack's bucket). Checks everything first, asks you to type yes, "
-                         "and continues where it stopped when run again.")
-    p.add_argument("snapshot", metavar="SNAPSHOT", help="a local file, s3://bucket/key, or latest")
+                         "and continues where it stopped when run again.", examples=(
+                             "python -m dr.restore latest                 # the newest snapshot; asks you to type yes",
+                             "python -m dr.restore latest~1               # the one before it",
+                             "python -m dr.restore etcd-snapshot-20260101T000000Z.db   # a name `list` prints",
+                             "python -m dr.restore latest --identity ~/talos-dr-age.key  # encrypted snapshots",
+                         ))
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="a name `list` prints, a local file, s3://bucket/key, "
+                                                       "`latest`, `latest~N` or `latest-verified`")
     p.add_argument("--yes", action="store_true", help="do not ask; needed when there is no terminal")
     p.add_argument("--no-safety-snapshot", action="store_true",
                    help="do not snapshot the current etcd before the reset (default: take one, best effort)")
