@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
 from typing import TextIO
 
@@ -75,6 +76,14 @@ def completion_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    try:
+        return _main(argv, out=out, err=err)
+    except BrokenPipeError:  # `talos-dr exit-codes | head -1`: the reader left; not an error (first-use finding)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; let it go nowhere
+        return 0
+
+
+def _main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = out or sys.stdout
     err = err or sys.stderr

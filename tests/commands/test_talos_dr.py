@@ -1,0 +1,143 @@
+"""Issue 15: the one installed `talos-dr` command, short help with examples, completion, JSON on failure, a closed
+pipe, and `prune`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dr import main as talos_dr
+from dr.adapters import s3
+from dr.adapters.store import S3Store
+from dr.commands import prune
+from dr.core import naming
+from dr.core.errors import ExitCode
+from dr.core.integrity import iter_file
+from tests.support.tools import ROOT, run_cli
+
+VENV_BIN = ROOT / ".venv" / "bin"
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+
+
+def _talos_dr(*argv: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    exe = VENV_BIN / "talos-dr"
+    assert exe.exists(), "make venv installs the talos-dr command ([project.scripts] in pyproject.toml)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(exe), *argv], cwd=cwd, capture_output=True, text=True, env=env, timeout=60, **kw)
+
+
+def test_the_installed_command_runs_from_any_folder(tmp_path):
+    res = _talos_dr("--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for cmd in ("restore", "list", "verify", "backup", "prune", "completion"):
+        assert f"  {cmd}" in res.stdout
+    ver = _talos_dr("verify", str(tmp_path / "nope.db"), cwd=tmp_path)
+    assert ver.returncode == ExitCode.NOT_FOUND and "does not exist" in ver.stderr and "Traceback" not in ver.stderr
+
+
+def test_python_dash_m_keeps_working(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "dr.list", "-h"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0 and "examples:" in res.stdout
+
+
+def test_unknown_command_suggests_the_near_one():
+    res = run_cli(talos_dr.main, "restor")
+    assert res.code == ExitCode.USAGE and "did you mean `talos-dr restore`" in res.err
+
+
+@pytest.mark.parametrize("cmd", sorted(talos_dr.COMMANDS))
+def test_short_help_fits_a_screen_and_has_examples(cmd, capsys):
+    with pytest.raises(SystemExit) as ei:
+        talos_dr.main([cmd, "-h"])
+    assert ei.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: talos-dr {cmd}")
+    assert len(text.splitlines()) <= 40, text
+    if cmd not in ("volumes", "rebuild", "backup"):
+        assert "examples:" in text and f"talos-dr {cmd}" in text.split("examples:")[1]
+
+
+def test_completion_scripts_know_the_commands_and_flags():
+    for shell in ("bash", "zsh"):
+        res = run_cli(talos_dr.main, "completion", shell)
+        assert res.code == 0
+        assert "restore" in res.out and "--identity" in res.out and "--prefix" in res.out
+    assert run_cli(talos_dr.main, "completion", "fish").code == ExitCode.USAGE
+
+
+def test_json_failures_are_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DR_STACK_OUTPUTS_FILE", str(tmp_path / "missing.json"))
+    res = run_cli(talos_dr.main, "list", "--json")
+    doc = json.loads(res.out)
+    assert res.code == ExitCode.CONFIG and doc["ok"] is False and doc["exit_code"] == ExitCode.CONFIG
+    ver = run_cli(talos_dr.main, "verify", str(tmp_path / "nope.db"), "--json")
+    assert ver.code == ExitCode.NOT_FOUND and json.loads(ver.out)["exit_code"] == ExitCode.NOT_FOUND
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path):
+    exe = VENV_BIN / "talos-dr"
+    res = subprocess.run(f"set -o pipefail; {exe} exit-codes | head -1", shell=True, executable="/bin/bash",
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert "Traceback" not in res.stderr and res.stdout.startswith("  0")
+
+
+# --- prune ---------------------------------------------------------------------------------------------------
+
+
+def test_prune_local_keeps_the_newest_and_safety_snapshots(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    snaps = tmp_path / ".talos" / "snapshots"
+    (snaps / "downloads").mkdir(parents=True)
+    old = [snaps / naming.snapshot_name(NOW - timedelta(days=d)) for d in (1, 10, 20)]
+    safety = snaps / naming.snapshot_name(NOW - timedelta(days=30), safety=True)
+    foreign = snaps / "notes.txt"
+    dl = snaps / "downloads" / naming.snapshot_name(NOW - timedelta(days=40))
+    for p in [*old, safety, foreign, dl]:
+        p.write_bytes(b"x")
+    res = run_cli(prune.main, "--bucket", "unused-bucket", now=lambda: NOW)
+    assert res.code == 0, res
+    assert old[0].exists() and not old[1].exists() and not old[2].exists()
+    assert safety.exists() and foreign.exists() and dl.exists()  # the newest download in its folder stays
+
+
+@pytest.mark.slow
+def test_prune_s3_by_tier_only_ours_never_latest(tmp_path, monkeypatch, s3_client, bucket, real_snapshot):
+    monkeypatch.chdir(tmp_path)
+    store = S3Store(s3_client, bucket, "snapshots/")
+    now = datetime.now(UTC)
+    mine = []
+    for days in (30, 3, 0.1):
+        with open(real_snapshot, "rb") as f:
+            mine.append(store.put(iter_file(f), naming.snapshot_name(now - timedelta(days=days)), compress=True,
+                                  metadata={s3.META_SOURCE: "dr.backup"}))
+    foreign = "snapshots/talos-sandbox-2020-01-01T00:00:00Z.snap"
+    s3_client.put_object(Bucket=bucket, Key=foreign, Body=real_snapshot.read_bytes())
+    dry = run_cli(prune.main, "--s3", "--bucket", bucket, "--dry-run", "--json")
+    assert dry.code == 0, dry
+    plan = {d["key"]: d for d in json.loads(dry.out)["s3"]}
+    # 30 days old: its tier (monthly, the first in the bucket) keeps it 365 days; 3 days old: weekly? no, first of
+    # its month too or week: whichever, every tier outlives 3 days except hourly (2)
+    assert not plan[foreign]["delete"] and "not written by talos-dr" in plan[foreign]["reason"]
+    assert not plan[mine[-1].key]["delete"]  # the newest
+    # Without a terminal and without --yes nothing is deleted.
+    doomed = [k for k, d in plan.items() if d["delete"]]
+    res = run_cli(prune.main, "--s3", "--bucket", bucket)
+    if doomed:
+        assert res.code == ExitCode.NOT_CONFIRMED, res
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "snapshots/latest" in keys and foreign in keys and all(e.key in keys for e in mine)
+    # An hourly-tagged old one of ours goes with --yes; latest and the foreign object stay.
+    s3_client.put_object_tagging(Bucket=bucket, Key=mine[1].key, Tagging={"TagSet": [
+        {"Key": "retention", "Value": "hourly"}]})
+    res = run_cli(prune.main, "--s3", "--bucket", bucket, "--yes")
+    assert res.code == 0, res
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert mine[1].key not in keys and mine[0].key in keys and mine[2].key in keys
+    assert "snapshots/latest" in keys and foreign in keys
