@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             if sb.s3_endpoint:
                 print(f"  s3        {sb.s3_endpoint} bucket {sb.bucket} (pid {s['s3']['pid']})")
             print(f"  node      {sb.private_ip} (Elastic IP {sb.public_ip}) stage {s['node']['stage']} (talosctl: {sb.talosctl})")
+            print(f"  apid      {s['apid']['endpoint']} (pid {s['apid']['pid']}): the Talos API on the Elastic IP")
             print(f"  outputs   {sb.outputs_file}")
             print(f"use it:     . {sb.env_file}")
             print(f"stop it:    python -m sandbox down --dir {args.dir}")
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  s3    pid {s3['pid']} {'up' if s3['alive'] else 'down'} {s3['endpoint']} "
                           f"bucket {s3['bucket']}")
                 print(f"  node  {n['ip']} stage {n['stage']} {'reachable' if n['reachable'] else 'unreachable'}")
+                a = s["apid"]
+                print(f"  apid  pid {a['pid']} {'up' if a['alive'] else 'down'} {a['endpoint']}")
             return 0
         if args.command == "down":
             try:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from dr.core import outputs as out
-from sandbox import etcd, faults, procs, s3
+from sandbox import etcd, faults, node_apid, procs, s3
 from sandbox.layout import (
     KUBERNETES_VERSION,
     NODE_PRIVATE_IP,
@@ -130,6 +130,7 @@ class Sandbox:
         )
         s3_pid = None
         etcd_pid = None
+        apid_pid = None
         try:
             if with_s3:
                 info.s3_port = procs.free_port()
@@ -140,8 +141,13 @@ class Sandbox:
 
             secrets = ClusterSecrets.generate(cluster_name)
             write_private(paths.secrets, secrets.to_json())
+            # The node's state before its apid, which reads it at every connection.
+            State(stage="running", configured=True, etcd_pid=None).save(paths.state)
+            apid_pid, info.apid_port = cls._start_apid(paths)
+            info.apid_pid = apid_pid
+            info.save(paths)
             # As the stack writes it: endpoints = the Elastic IP, nodes = the private IP (infra/talos.py).
-            write_private(paths.talosconfig, with_addresses(secrets.talosconfig(NODE_PRIVATE_IP), NODE_PUBLIC_IP,
+            write_private(paths.talosconfig, with_addresses(secrets.talosconfig(NODE_PRIVATE_IP), info.apid_endpoint,
                                                             NODE_PRIVATE_IP))
             write_private(paths.kubeconfig, secrets.kubeconfig(CLUSTER_ENDPOINT))
             # certSANs name the Elastic IP, as infra/talos.py's base patch does.
@@ -178,11 +184,34 @@ class Sandbox:
         except BaseException:
             procs.stop(etcd_pid, str(paths.etcd_data))
             procs.stop(s3_pid, s3.MARKER)
+            procs.stop(apid_pid, node_apid.MARKER)
             raise
+
+    @staticmethod
+    def _start_apid(paths: Paths) -> tuple[int, int]:
+        """Start the node's apid (sandbox/node_apid.py) and wait for the port it bound; returns (pid, port)."""
+        ready = paths.node / "apid.json"
+        ready.unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        pid = procs.spawn([sys.executable, "-m", node_apid.MARKER, str(paths.root)], paths.logs / "apid.log",
+                          env=env, cwd=str(REPO_ROOT))
+
+        def started() -> bool:
+            return ready.exists() or not procs.alive(pid)
+
+        procs.wait_for(started, 30)
+        try:
+            port = int(json.loads(ready.read_text())["port"])
+        except (OSError, ValueError, KeyError) as exc:
+            procs.stop(pid, node_apid.MARKER)
+            raise SandboxError(f"the node's apid did not start (log: {paths.logs / 'apid.log'})") from exc
+        return pid, port
 
     def down(self) -> list[str]:
         """Stop every process this sandbox started (by recorded pid). Idempotent. Returns what was stopped."""
         stopped = []
+        if procs.stop(self.info.apid_pid, node_apid.MARKER):
+            stopped.append(f"apid (pid {self.info.apid_pid})")
         if not self.paths.state.exists():  # up failed before the node existed
             if procs.stop(self.info.s3_pid, s3.MARKER):
                 stopped.append(f"s3 (pid {self.info.s3_pid})")
@@ -429,7 +458,7 @@ class Sandbox:
         """Write a talosconfig with a client certificate for ``roles`` (e.g. ``["os:etcd:backup"]``)."""
         secrets = ClusterSecrets.load(self.paths.secrets)
         p = Path(path)
-        write_private(p, with_addresses(secrets.talosconfig(self.node_ip, roles, context), self.public_ip,
+        write_private(p, with_addresses(secrets.talosconfig(self.node_ip, roles, context), self.info.apid_endpoint,
                                         self.private_ip))
         return p
 
@@ -449,10 +478,11 @@ class Sandbox:
             return None
 
     def running(self) -> bool:
-        return procs.alive(self._etcd_pid(), str(self.paths.etcd_data)) or procs.alive(self.info.s3_pid, s3.MARKER)
+        return (procs.alive(self._etcd_pid(), str(self.paths.etcd_data)) or procs.alive(self.info.s3_pid, s3.MARKER)
+                or procs.alive(self.info.apid_pid, node_apid.MARKER))
 
     def _pids_text(self) -> str:
-        return f"etcd pid {self._etcd_pid()}, s3 pid {self.info.s3_pid}"
+        return f"etcd pid {self._etcd_pid()}, s3 pid {self.info.s3_pid}, apid pid {self.info.apid_pid}"
 
     def status(self) -> dict:
         """What runs, where, and the node's stage."""
@@ -477,6 +507,8 @@ class Sandbox:
                      "client_port": self.info.etcd_client_port, "peer_port": self.info.etcd_peer_port,
                      "keys": key_count},
             "s3": {"pid": self.info.s3_pid, "alive": s3_alive, "endpoint": self.s3_endpoint, "bucket": self.bucket},
+            "apid": {"pid": self.info.apid_pid, "alive": procs.alive(self.info.apid_pid, node_apid.MARKER),
+                     "endpoint": f"{self.public_ip}:{self.info.apid_port}"},
             "node": {"ip": self.node_ip, "public_ip": self.public_ip, "stage": stage, "reachable": reachable,
                      "talosctl": str(self.talosctl)},
             "env_file": str(self.env_file),

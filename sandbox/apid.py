@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -61,6 +62,14 @@ class _Cut(Exception):
     """Drop the connection here (fault=cut)."""
 
 
+class _Hang(Exception):
+    """Send nothing more and wait until the client gives up (cancels the stream or closes the connection), as
+    machined's EtcdSnapshot does while etcd is down (sandbox/CONFORMANCE.md "EtcdSnapshot with etcd down")."""
+
+
+HANG_LIMIT = 3600.0  # a hung call is dropped after this long even if the client never gives up
+
+
 def _header_dict(headers: Iterable[tuple[bytes | str, bytes | str]]) -> dict[str, str]:
     # With header_encoding="utf-8" h2 hands us str names and values, though its annotations promise bytes.
     return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in headers}
@@ -84,6 +93,32 @@ def _send_all(tls, conn, sid: int, payload: bytes) -> None:
         conn.send_data(sid, payload[:window])
         payload = payload[window:]
         tls.sendall(conn.data_to_send())
+
+
+def _wait_for_client(tls, conn, sid: int, limit: float) -> None:
+    """Answer nothing on stream ``sid`` until the client resets it or closes the connection (or ``limit`` passes);
+    HTTP/2 housekeeping (pings, window updates) is still acknowledged, as grpc-go's transport does."""
+    import time
+
+    import h2.events
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        tls.settimeout(min(5.0, max(deadline - time.monotonic(), 0.01)))
+        try:
+            data = tls.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            return
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ConnectionTerminated):
+                return
+            if isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                return
+        out = conn.data_to_send()
+        if out:
+            tls.sendall(out)
 
 
 def _drain(tls, timeout: float) -> None:
@@ -317,8 +352,13 @@ class SimulatedApid:
         import h2.events
 
         raw.settimeout(30)
+        ctx = self._connection_context()
+        if ctx is None:  # nobody serves the address now: reset the connection before any TLS byte
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()
+            return
         try:
-            tls = self._ctx.wrap_socket(raw, server_side=True)
+            tls = ctx.wrap_socket(raw, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             self.handshake_errors.append(str(exc))
             raw.close()  # the handshake failed: wrong CA, expired certificate, no certificate
@@ -360,6 +400,10 @@ class SimulatedApid:
         finally:
             tls.close()
 
+    def _connection_context(self) -> ssl.SSLContext | None:
+        """The TLS context for a new connection; None resets it unanswered (a subclass's node that is down)."""
+        return self._ctx
+
     @staticmethod
     def _eku_refusal(cert_pem: bytes | None) -> str | None:
         """apid's client-certificate rule: extended key usage exactly [clientAuth] (service.go:172-190)."""
@@ -396,6 +440,9 @@ class SimulatedApid:
             trailers = [("grpc-status", "0")]
         except _Abort as exc:
             trailers = [("grpc-status", str(exc.code)), ("grpc-message", exc.message)]
+        except _Hang:
+            _wait_for_client(tls, conn, sid, HANG_LIMIT)
+            return
         except _Cut:
             # The network drops: no trailers, no GOAWAY, no TLS close_notify. Drain what the client sent first, so
             # the kernel sends a FIN (not a RST that could destroy the bytes already sent) and the cut lands exactly

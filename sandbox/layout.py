@@ -127,6 +127,8 @@ class Info:
     etcd_name: str = "talos-sandbox-cp"
     s3_port: int | None = None
     s3_pid: int | None = None
+    apid_pid: int | None = None  # the node's apid on the Elastic IP (sandbox/node_apid.py)
+    apid_port: int = APID_PORT  # 50000 unless another sandbox's apid holds it
     bucket: str | None = None
     region: str = "us-east-1"
     reboot_seconds: float = 0.5
@@ -144,6 +146,11 @@ class Info:
     @property
     def etcd_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.etcd_client_port}"
+
+    @property
+    def apid_endpoint(self) -> str:
+        """What a talosconfig's ``endpoints`` names: the Elastic IP, with the port only when it is not 50000."""
+        return self.public_ip if self.apid_port == APID_PORT else f"{self.public_ip}:{self.apid_port}"
 
     @property
     def s3_endpoint(self) -> str | None:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -38,6 +39,9 @@ from dr.core.errors import (
     Timeout,
     TruncatedSnapshot,
 )
+
+if TYPE_CHECKING:
+    from dr.core.talos_credentials import TalosCredentials
 
 # Errors a node returns while it is still coming up: retry, do not fail (talos.md).
 NOT_READY = (
@@ -105,6 +109,22 @@ def load_talosconfig(path: Path, *, context: str | None = None) -> Talosconfig:
         except (ValueError, TypeError):
             creds = False
     return Talosconfig(path, name, tuple(ctx.get("endpoints") or ()), tuple(ctx.get("nodes") or ()), creds)
+
+
+def talosconfig_credentials(cfg: Talosconfig) -> TalosCredentials:
+    """The client credential of ``cfg``'s context (its base64 ``ca``, ``crt``, ``key``), for the Talos API client
+    (``dr.adapters.talosapi``): the admin certificate talosctl would present. Re-reads the file
+    ``load_talosconfig`` already checked (0600, the context exists)."""
+    import json
+
+    from dr.core.talos_credentials import TalosCredentials
+
+    if not cfg.has_credentials:
+        raise ConfigError(f"talosconfig {cfg.path} context {cfg.context!r} has no client certificate (ca, crt, key)",
+                          "regenerate it with `pulumi up`")
+    ctx = (yaml.safe_load(cfg.path.read_text()) or {})["contexts"][cfg.context]
+    return TalosCredentials.from_json(json.dumps({k: ctx[k] for k in ("ca", "crt", "key")}),
+                                      f"talosconfig {cfg.path} context {cfg.context!r}")
 
 
 @dataclass(frozen=True)

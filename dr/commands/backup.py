@@ -1,8 +1,15 @@
 """`python -m dr.backup`: a verified, timestamped etcd snapshot, local pruning, and optionally a copy in S3.
 
     python -m dr.backup                      # snapshot to .talos/snapshots/, prune local ones older than 7 days
-    python -m dr.backup --save-to-s3         # ... then upload it to s3://<bucket>/snapshots/<name>
+    python -m dr.backup --save-to-s3         # ... and, in the same pass, to s3://<bucket>/snapshots/<name>.zst
     python -m dr.backup --save-to-s3 FILE    # take a fresh snapshot anyway, then upload FILE
+    python -m dr.backup --via-talosctl ...   # the playbook's way: talosctl etcd snapshot, then upload the file
+
+The snapshot comes through the Talos API (``dr.adapters.talosapi``, the client the scheduled Lambda uses) with the
+talosconfig's client certificate, dialing the endpoint (the Elastic IP) and naming the node in the ``nodes`` metadata
+as talosctl does, so no talosctl is needed. It is read from the node once: each chunk goes to the local ``.part``
+(0600) and, with ``--save-to-s3``, into the S3 multipart upload at the same time (zstd/age on the S3 branch only);
+the hash trailer is checked as it passes, and the upload is completed and the ``.part`` renamed only when it matches.
 """
 
 from __future__ import annotations
@@ -17,19 +24,22 @@ from typing import TextIO
 
 from dr.adapters import fsutil
 from dr.adapters.lock import exclusive
-from dr.adapters.store import plain_metadata
-from dr.adapters.talosctl import SnapshotInfo, Talosctl
+from dr.adapters.store import Entry, plain_metadata
+from dr.adapters.talosapi import APID_PORT, TalosClient
+from dr.adapters.talosctl import SnapshotInfo, Talosctl, talosconfig_credentials
 from dr.commands import cli
 from dr.commands.settings import DOWNLOADS, Resolver, add_common_flags
 from dr.commands.source import check_local_file
 from dr.core import naming, timefmt
-from dr.core.errors import ConfigError, DRError, NodeError, SnapshotNotFound
+from dr.core.errors import ConfigError, DiskFull, DRError, NodeError, NodeUnreachable, SnapshotNotFound
 from dr.core.integrity import SnapshotDigest, iter_file, verify_file
 from dr.core.retention import Policy, apply_policy
 
 PROG = "dr.backup"
 LOCK_NAME = ".dr.lock"
 _PARTIAL_SUFFIXES = (".part",)
+STALL_SECONDS = 30.0  # no byte from the node for this long: etcd is not answering (it would hang forever)
+STREAM_TIMEOUT = 24 * 3600.0  # a whole snapshot stream; a slow link is not a hang (the stall timeout catches those)
 
 
 def ensure_snapshots_dir(path: Path) -> None:
@@ -64,26 +74,110 @@ def etcd_must_run(talosctl: Talosctl) -> None:
                         f"look at `talosctl -n {talosctl.node} -e {talosctl.endpoint} logs etcd`")
 
 
-def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *, safety: bool = False
-                        ) -> tuple[Path, SnapshotDigest, SnapshotInfo, datetime]:
-    """Snapshot through talosctl into ``NAME.part``, verify its hash trailer, rename to ``NAME``.
-
-    ``safety=True`` names it ``pre-restore-etcd-snapshot-<ts>.db`` (the copy a restore takes first; never pruned)."""
-    talosctl = r.talosctl()
-    snapdir = r.snapshots_dir
+def fresh_name(snapdir: Path, now: Callable[[], datetime], *, safety: bool = False) -> tuple[Path, datetime]:
+    """A snapshot path in ``snapdir`` no file has yet, and the time it is named after."""
     taken = now()
     final = snapdir / naming.snapshot_name(taken, safety=safety)
     while final.exists():  # two backups within one second: names must stay unique
         time.sleep(1.0)
         taken = now()
         final = snapdir / naming.snapshot_name(taken, safety=safety)
+    return final, taken
+
+
+def split_endpoint(endpoint: str, default_port: int = APID_PORT) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> (host, port), as talosctl reads endpoints."""
+    e = endpoint.strip()
+    if e.startswith("[") and "]" in e:
+        host, rest = e[1:].split("]", 1)
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
+    if e.count(":") == 1:
+        host, port = e.split(":")
+        if port.isdigit():
+            return host, int(port)
+    return e, default_port
+
+
+def talos_client(r: Resolver, stall: float) -> TalosClient:
+    """A Talos API client as talosctl would connect: the talosconfig's credential, dialing the endpoint (the Elastic
+    IP), the node's private IP in the ``nodes`` metadata (cmd/talosctl/pkg/talos/global/client.go WithClient)."""
+    creds = talosconfig_credentials(r.talosconfig)
+    host, port = split_endpoint(r.endpoint)
+    return TalosClient(host, creds, port=port, nodes=[r.node], timeout=STREAM_TIMEOUT, idle_timeout=stall)
+
+
+def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: TextIO, *, to_s3: bool = False,
+                    compress: bool = True, stall: float = STALL_SECONDS
+                    ) -> tuple[Path, SnapshotDigest, datetime, Entry | None]:
+    """One pass from the node: every chunk to ``NAME.<random>.part`` (0600) and, with ``to_s3``, into the store's
+    upload (zstd/age there only). The trailer is checked as the stream ends; then the ``.part`` is fsynced, the S3
+    object completed, and the ``.part`` renamed to ``NAME``. Any failure leaves neither (the upload is aborted)."""
+    client = talos_client(r, stall)
+    final, taken = fresh_name(r.snapshots_dir, now)
+    print(f"taking an etcd snapshot from node {client.node} ...", file=out, flush=True)
+    start = time.monotonic()
+    digests: list[SnapshotDigest] = []
+    entry: Entry | None = None
+    recipients = r.recipients if to_s3 else []
+    try:
+        with fsutil.atomic_writer(final, mode=0o600, overwrite=False) as f:
+            def tee():
+                for chunk in client.iter_etcd_snapshot(digests):
+                    f.write(chunk)
+                    yield chunk
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the S3 object is completed
+
+            chunks = tee()
+            try:
+                if to_s3:
+                    progress = cli.Progress(f"uploading {final.name}", None, err)
+                    meta = plain_metadata(taken_at=taken, cluster=r.cluster, source="dr.backup")
+                    entry = r.s3_store().put(chunks, final.name, compress=compress, recipients=recipients,
+                                             metadata=meta, label=f"etcd snapshot streamed from {client.node}",
+                                             progress=progress)
+                    progress.finish()
+                else:
+                    for _ in chunks:
+                        pass
+            finally:
+                chunks.close()  # an S3 failure mid-stream cancels the call to the node
+    except OSError as exc:
+        if exc.errno == 28:
+            raise DiskFull(f"writing {final} failed: no space left on device",
+                           f"free space under {final.parent} and retry") from exc
+        raise
+    except NodeUnreachable as exc:
+        if f"dial tcp {r.node}:" in exc.message and client.host != r.node:
+            # apid at the endpoint answered, then could not dial the node named in `nodes`: it proxies every such
+            # call to <node>:50000 (director.go, backend/apid.go), and a node cannot reach its own Elastic IP.
+            raise ConfigError(f"{exc.message}: the node at {r.endpoint} answered, but could not reach node {r.node}",
+                              "pass the node's private IP as --node (stack output nodePrivateIp) and its Elastic IP "
+                              "as --endpoint") from exc
+        raise
+    digest = digests[0]
+    secs = time.monotonic() - start
+    print(f"saved {final} ({cli.human_size(digest.size)}, sha256 {digest.content_sha256[:16]}…, {secs:.1f}s); hash "
+          "trailer verified", file=out)
+    if entry is not None:
+        print_uploaded(final, entry, digest, compress, bool(recipients), out)
+    return final, digest, taken, entry
+
+
+def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *, safety: bool = False,
+                        stall: float = 60.0) -> tuple[Path, SnapshotDigest, SnapshotInfo, datetime]:
+    """Snapshot through talosctl into ``NAME.part``, verify its hash trailer, rename to ``NAME``.
+
+    ``safety=True`` names it ``pre-restore-etcd-snapshot-<ts>.db`` (the copy a restore takes first; never pruned)."""
+    talosctl = r.talosctl()
+    final, taken = fresh_name(r.snapshots_dir, now, safety=safety)
     part = final.with_name(final.name + ".part")
     etcd_must_run(talosctl)
     print(f"taking an etcd snapshot from node {talosctl.where} ...", file=out, flush=True)
     start = time.monotonic()
     try:
         try:
-            info = talosctl.etcd_snapshot(part)
+            info = talosctl.etcd_snapshot(part, stall=stall)
         except DRError:
             # talosctl can fail after saving the file (reading the status of a damaged snapshot); the trailer
             # check then says what is really wrong.
@@ -178,13 +272,18 @@ def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, 
         entry = store.put(iter_file(f), plain, compress=compress, recipients=recipients, metadata=meta,
                           expected_sha256=digest.content_sha256, label=f"snapshot {path}", progress=progress)
     progress.finish()
-    layers = naming.format_name(compress, bool(recipients))
+    print_uploaded(path, entry, digest, compress, bool(recipients), out)
+    return entry.key or name
+
+
+def print_uploaded(path: Path, entry: Entry, digest: SnapshotDigest, compress: bool, encrypted: bool,
+                   out: TextIO) -> None:
+    layers = naming.format_name(compress, encrypted)
     how = {"plain": "", "zstd": "zstd-compressed, ", "age": "age-encrypted, ",
            "zstd+age": "zstd-compressed and age-encrypted, "}[layers]
     ratio = f", {entry.size / digest.size:.0%} of {cli.human_size(digest.size)}" if compress else ""
     print(f"uploaded {path} to {entry.location} ({how}{cli.human_size(entry.size)}{ratio}; SHA-256 recorded, "
           f"trailer verified while streaming)", file=out)
-    return entry.key or name
 
 
 def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 20) -> None:
@@ -210,25 +309,51 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                    help="wait this long for another backup/restore to finish (default: fail at once)")
     p.add_argument("--no-compress", action="store_true",
                    help="store the S3 copy uncompressed (default: zstd; the local copy is always a plain .db)")
+    p.add_argument("--via-talosctl", action="store_true",
+                   help="take the snapshot with `talosctl etcd snapshot`, then upload the file (the playbook's way; "
+                        "default: one pass through the Talos API, no talosctl needed)")
+    p.add_argument("--stall-timeout", type=cli.parse_duration, default=None,
+                   metavar="DURATION", help=f"stop when the node sends nothing for this long: etcd is not answering "
+                                           f"(default {STALL_SECONDS:g}s; 60s with --via-talosctl)")
     add_common_flags(p)
     args = p.parse_args(argv)
 
     def body() -> int:
         if args.keep_days < 0:
             raise ConfigError(f"--keep-days must be 0 or more, not {args.keep_days:g}", "pass e.g. --keep-days 7")
+        if args.stall_timeout is not None and args.stall_timeout <= 0:
+            raise ConfigError(f"--stall-timeout must be more than 0, not {args.stall_timeout:g}",
+                              "pass e.g. --stall-timeout 30")
         r = Resolver(args)
         # Validate everything before touching the node or S3.
         upload_file = None
         if isinstance(args.save_to_s3, str):
             upload_file = check_local_file(Path(args.save_to_s3))
-        r.talosctl().binary  # noqa: B018 - fails early when talosctl is missing
+        if args.via_talosctl:
+            r.talosctl().binary  # noqa: B018 - fails early when talosctl is missing
+        else:
+            talos_client(r, STALL_SECONDS)  # a missing or unusable credential fails before anything else
         if args.save_to_s3:
             _ = (r.bucket, r.prefix, r.recipients)  # a bad bucket or age recipient fails before the snapshot
         ensure_snapshots_dir(r.snapshots_dir)
         with exclusive(r.talos_dir / LOCK_NAME, "a backup", wait=args.wait_lock):
             for leftover in clean_partials(r.snapshots_dir):
                 print(f"removed {leftover.name} left by an interrupted run", file=err)
-            path, digest, info, taken = take_local_snapshot(r, clock, out)
+            if not args.via_talosctl:
+                one_pass = args.save_to_s3 is True
+                stall = args.stall_timeout or STALL_SECONDS
+                path, digest, taken, _entry = stream_snapshot(r, clock, out, err, to_s3=one_pass,
+                                                              compress=not args.no_compress, stall=stall)
+                prune_local(r.snapshots_dir, args.keep_days, clock(), out)
+                if upload_file is not None:
+                    digest = verify_file(upload_file)
+                    taken = naming.parse_snapshot_name(upload_file.name) or datetime.fromtimestamp(
+                        upload_file.stat().st_mtime, UTC)
+                    upload(r, upload_file, digest, taken, None, out, err, compress=not args.no_compress)
+                if args.save_to_s3:
+                    print_bucket_listing(r, clock(), out)
+                return 0
+            path, digest, info, taken = take_local_snapshot(r, clock, out, stall=args.stall_timeout or 60.0)
             prune_local(r.snapshots_dir, args.keep_days, clock(), out)
             if args.save_to_s3:
                 revision = info.revision

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,8 +28,10 @@ def _snapshots(folder: Path) -> list[Path]:
 
 
 def _objects(sb) -> list[str]:
+    """Snapshot objects (every version), without the ``<prefix>latest`` alias the store pins."""
     client = s3.make_client(sb.region)
-    return [o["Key"] for o in client.list_object_versions(Bucket=sb.bucket).get("Versions", [])]
+    return [o["Key"] for o in client.list_object_versions(Bucket=sb.bucket).get("Versions", [])
+            if not o["Key"].endswith("/" + s3.LATEST_NAME)]
 
 
 def _pending(sb) -> list:
@@ -36,12 +39,28 @@ def _pending(sb) -> list:
     return client.list_multipart_uploads(Bucket=sb.bucket).get("Uploads", [])
 
 
-def test_backup_to_s3_round_trips_the_cluster(sandbox_env, tmp_path):
+# Both ways of taking the snapshot: one pass through the Talos API (the default), and talosctl then upload.
+VIA = pytest.mark.parametrize("via", [[], ["--via-talosctl"]], ids=["api", "talosctl"])
+
+
+@VIA
+def test_backup_to_s3_round_trips_the_cluster(sandbox_env, tmp_path, monkeypatch, via):
     sb = sandbox_env
     expected = sb.get_prefix("/registry/")
     assert len(expected) > 10  # the sandbox seeded a Kubernetes-shaped cluster
-    res = run_cli(backup.main, "--save-to-s3")
+    modes: list[int] = []
+    orig = backup.cli.Progress.__call__
+
+    def watch(self, n):  # while the upload runs: the local copy is a 0600 .part
+        modes.extend(p.stat().st_mode & 0o777 for p in Path(".talos/snapshots").glob("*.part"))
+        orig(self, n)
+
+    monkeypatch.setattr(backup.cli.Progress, "__call__", watch)
+    res = run_cli(backup.main, "--save-to-s3", *via)
     assert res.code == 0, res
+    if not via:
+        assert modes and set(modes) == {0o600}  # one pass: the .part is being written while the upload runs
+        assert "trailer verified" in res.out and "uploaded" in res.out
     [local] = _snapshots(Path.cwd())
     assert naming.parse_snapshot_name(local.name) is not None
     assert local.stat().st_mode & 0o777 == 0o600
@@ -54,9 +73,13 @@ def test_backup_to_s3_round_trips_the_cluster(sandbox_env, tmp_path):
                           check=True).stdout
     assert body == local.read_bytes() and len(stored) < len(body)
     info = s3.head_snapshot(client, sb.bucket, key)
-    assert info.metadata[s3.META_FORMAT] == "zstd" and int(info.metadata[s3.META_SIZE]) == len(body)
-    assert info.metadata[s3.META_SHA256] == body[-32:].hex()
-    assert int(info.metadata[s3.META_REVISION]) > 0
+    # One pass: the SHA-256 and size are known only once the stream ended, so they are tags (metadata is set when
+    # the upload starts); talosctl's file is hashed before the upload, so they are metadata, with its revision.
+    facts = {**info.tags, **info.metadata}
+    assert info.metadata[s3.META_FORMAT] == "zstd" and int(facts[s3.META_SIZE]) == len(body)
+    assert facts[s3.META_SHA256] == body[-32:].hex()
+    if via:
+        assert int(info.metadata[s3.META_REVISION]) > 0
     assert info.metadata[s3.META_CLUSTER] == sb.cluster_name
     assert "newest first" in res.out and local.name in res.out
     # The object restores, with etcd's own tool, to exactly the keys the cluster had.
@@ -145,36 +168,83 @@ def test_save_bad_file_is_never_uploaded(sandbox_env, tmp_path, real_snapshot, c
     assert _objects(sandbox_env) == [] and _pending(sandbox_env) == []
 
 
-def test_talosctl_missing(sandbox_env, monkeypatch):
+def test_backup_needs_no_talosctl(sandbox_env, monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the sandbox's talosctl is not on it
+    res = run_cli(backup.main, "--save-to-s3")
+    assert res.code == 0, res
+    [local] = _snapshots(Path.cwd())
+    verify_file(local)
+    assert _objects(sandbox_env) == [f"snapshots/{local.name}.zst"]
+
+
+def test_talosctl_missing_with_via_talosctl(sandbox_env, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    res = run_cli(backup.main)
+    res = run_cli(backup.main, "--via-talosctl")
     assert res.code == ExitCode.TALOSCTL_MISSING, res
     assert "talosctl was not found" in res.err
 
 
-def test_node_unreachable(sandbox_env):
+@VIA
+def test_node_unreachable(sandbox_env, via):
     sandbox_env.set_faults(unreachable=True)
-    res = run_cli(backup.main)
+    res = run_cli(backup.main, *via)
     assert res.code == ExitCode.NODE_UNREACHABLE, res
     assert "does not answer" in res.err
     assert _snapshots(Path.cwd()) == []
 
 
+@VIA
+def test_etcd_down_is_one_clear_line_and_leaves_nothing(sandbox_env, via):
+    # The node's etcd client waits for etcd with no deadline: the API path stops after the stall timeout, the
+    # talosctl path asks `talosctl service etcd` first (sandbox/CONFORMANCE.md "EtcdSnapshot with etcd down").
+    sandbox_env.set_faults(etcd_fails="corrupt data")
+    t0 = time.monotonic()
+    res = run_cli(backup.main, "--save-to-s3", "--stall-timeout", "1s", *via)
+    assert res.code == ExitCode.NODE_ERROR, res
+    assert time.monotonic() - t0 < 20
+    assert res.err.count("\n") == 1
+    assert ("not answering" if not via else "is not running") in res.err and "no snapshot was taken" in res.err
+    assert _snapshots(Path.cwd()) == []
+    assert _objects(sandbox_env) == [] and _pending(sandbox_env) == []
+
+
+def test_wrong_node_is_a_forwarding_failure(sandbox_env):
+    # apid at the endpoint forwards a call naming any address but its own private IP, and cannot reach it.
+    res = run_cli(backup.main, "--node", sandbox_env.public_ip)
+    assert res.code in (ExitCode.NODE_UNREACHABLE, ExitCode.CONFIG), res
+    assert f"dial tcp {sandbox_env.public_ip}:50000" in res.err
+    assert _snapshots(Path.cwd()) == []
+
+
+def test_maintenance_node_is_refused_by_the_talosconfig_ca(sandbox_env):
+    # A node in maintenance mode presents a self-signed certificate: the talosconfig's CA does not verify it.
+    r = sandbox_env.talosctl_run("reset", "--graceful=false", "--reboot", "--system-labels-to-wipe=STATE",
+                                 "--wait=false")
+    assert r.returncode == 0, r.stderr
+    sandbox_env.wait_stage("maintenance")
+    res = run_cli(backup.main)
+    assert res.code == ExitCode.NODE_UNREACHABLE, res
+    assert "certificate" in res.err
+    assert _snapshots(Path.cwd()) == []
+
+
+@VIA
 @pytest.mark.parametrize(
-    "faults, code",
+    "faults, code, code_talosctl",
     [
-        ({"snapshot_truncate_bytes": 1000}, ExitCode.TRUNCATED_SNAPSHOT),
-        ({"snapshot_corrupt": True}, ExitCode.CORRUPT_SNAPSHOT),
-        ({"die_mid_snapshot": True}, ExitCode.NODE_UNREACHABLE),
+        ({"snapshot_truncate_bytes": 1000}, ExitCode.TRUNCATED_SNAPSHOT, ExitCode.TRUNCATED_SNAPSHOT),
+        ({"snapshot_corrupt": True}, ExitCode.CORRUPT_SNAPSHOT, ExitCode.CORRUPT_SNAPSHOT),
+        # The API path sees the connection drop mid-stream; talosctl reports the node's EOF.
+        ({"die_mid_snapshot": True}, ExitCode.TRUNCATED_SNAPSHOT, ExitCode.NODE_UNREACHABLE),
     ],
     ids=["truncated", "corrupt", "node-dies"],
 )
-def test_bad_snapshot_from_node_leaves_nothing(sandbox_env, faults, code):
+def test_bad_snapshot_from_node_leaves_nothing(sandbox_env, faults, code, code_talosctl, via):
     sandbox_env.set_faults(**faults)
-    res = run_cli(backup.main, "--save-to-s3")
-    assert res.code == code, res
+    res = run_cli(backup.main, "--save-to-s3", *via)
+    assert res.code == (code_talosctl if via else code), res
     assert _snapshots(Path.cwd()) == []
-    assert _objects(sandbox_env) == []
+    assert _objects(sandbox_env) == [] and _pending(sandbox_env) == []
 
 
 def test_bucket_missing(sandbox_env):
@@ -211,7 +281,8 @@ def test_disk_full_during_snapshot(sandbox_env, tiny_fs):
     assert list((tiny_fs / "snapshots").iterdir()) == []
 
 
-def test_ctrl_c_during_upload_leaves_no_object(sandbox_env, monkeypatch):
+@VIA
+def test_ctrl_c_during_upload_leaves_no_object(sandbox_env, monkeypatch, via):
     # Big enough for a multipart upload (a single PUT already sent cannot be half-stored either way).
     for i in range(12):
         sandbox_env.put(f"/registry/configmaps/big/cm-{i}", "x" * 1_000_000)
@@ -222,10 +293,13 @@ def test_ctrl_c_during_upload_leaves_no_object(sandbox_env, monkeypatch):
         os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(backup.cli.Progress, "__call__", interrupt)
-    res = run_cli(backup.main, "--save-to-s3", "--no-compress")  # uncompressed, 12 MB is several parts
+    res = run_cli(backup.main, "--save-to-s3", "--no-compress", *via)  # uncompressed, 12 MB is several parts
     assert res.code == ExitCode.INTERRUPTED, res
     assert "interrupted" in res.err
     assert _objects(sandbox_env) == [] and _pending(sandbox_env) == []
+    if not via:  # one pass: the stream was not finished, so the local copy is not either
+        assert _snapshots(Path.cwd()) == []
+        return
     [local] = _snapshots(Path.cwd())  # the local snapshot, verified before the upload, stays
     verify_file(local)
 

@@ -11,7 +11,7 @@ backend, the independent gRPC server this client is tested against (tests/schedu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -120,11 +120,20 @@ class TalosClient:
         port: int = APID_PORT,
         timeout: float = DEFAULT_TIMEOUT,
         server_name: str | None = None,
+        nodes: Sequence[str] = (),
+        idle_timeout: float | None = None,
     ):
+        """``host`` is the address dialed. ``nodes`` is sent as the ``nodes`` gRPC metadata, the way talosctl names
+        its target (talosctl's ``WithClient`` -> ``client.WithNodes``, pkg/machinery/client/context.go:16-25): apid
+        at ``host`` then routes the call to that node. Empty (the Lambda, which dials the node itself): no metadata,
+        served by the node dialed. ``idle_timeout``: a stream that brings nothing for that long is stopped."""
         self.server_name = server_name
         self.host = host
         self.port = port
-        self.node = _format_target(host, port)
+        self.nodes = tuple(nodes)
+        self.idle_timeout = idle_timeout
+        via = _format_target(host, port)
+        self.node = f"{self.nodes[0]} (via {via})" if len(self.nodes) == 1 and self.nodes[0] != host else via
         self.timeout = timeout
         self.credentials = credentials
         self.hostname = host  # replaced by the node's own name when apid reports it
@@ -141,7 +150,8 @@ class TalosClient:
         """Decoded ``common.Data`` messages of a server-streaming call. Transport failures are ``CallError``s; a
         message that is not a ``common.Data`` protobuf is a ``NodeError``."""
         raw = h2stream.unary_stream(self.host, self.port, method, request.SerializeToString(), self._ssl,
-                                    timeout=self.timeout, server_name=self.server_name)
+                                    timeout=self.timeout, server_name=self.server_name,
+                                    metadata=[("nodes", n) for n in self.nodes], idle_timeout=self.idle_timeout)
         try:
             for data in raw:
                 try:
@@ -183,6 +193,20 @@ class TalosClient:
                     if msg.bytes:
                         hasher.update(msg.bytes)
                         yield msg.bytes
+            except h2stream.Stalled as exc:
+                if not hasher.size:
+                    # machined's etcd client waits for etcd with no deadline (sandbox/CONFORMANCE.md "EtcdSnapshot
+                    # with etcd down"): a call that never starts streaming means etcd is not answering.
+                    raise NodeError(
+                        f"etcd snapshot from {self.node}: no data for {exc.idle:.0f}s, so it was stopped: etcd on "
+                        "the node is not answering; no snapshot was taken",
+                        "look at `talosctl service etcd` and `talosctl logs etcd` on the node; a broken etcd is "
+                        "what `python -m dr.restore` repairs (docs/RUNBOOK.md)",
+                    ) from exc
+                raise TruncatedSnapshot(
+                    f"etcd snapshot stream from {self.node} stalled after {hasher.size} bytes (no data for "
+                    f"{exc.idle:.0f}s)", "nothing was kept; check the node's load and the network, then retry",
+                ) from exc
             except h2stream.CallError as exc:
                 err = map_rpc_error(exc, self.node)
                 if hasher.size and isinstance(err, NodeUnreachable | NodeError):

@@ -12,7 +12,7 @@ import socket
 import ssl
 import time
 import unicodedata
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from urllib.parse import unquote
 
 import h2.config
@@ -47,6 +47,16 @@ class CallError(Exception):
         self.code = code
         self.details = details
         self.tls = tls
+
+
+class Stalled(CallError):
+    """Nothing arrived for ``idle`` seconds. ``messages`` says how many response messages came before (0: the node
+    accepted the call and never started answering, as machined does for EtcdSnapshot while etcd is down)."""
+
+    def __init__(self, idle: float, messages: int):
+        super().__init__("DEADLINE_EXCEEDED", f"no data for {idle:.0f}s (after {messages} messages)")
+        self.idle = idle
+        self.messages = messages
 
 
 def _pem_key_for_openssl(key_pem: bytes) -> bytes:
@@ -104,6 +114,11 @@ def _connect(host: str, port: int, context: ssl.SSLContext, connect_timeout: flo
     except ssl.SSLError as exc:
         raw.close()
         raise _tls_error(exc) from exc
+    except ConnectionResetError as exc:
+        # Reset before the server said anything: no TLS server there (a host that is going down or rebooting).
+        raw.close()
+        raise CallError("UNAVAILABLE", f"connection to {host}:{port} was reset at once: nothing serves there now "
+                        "(connection refused)") from exc
     except OSError as exc:
         raw.close()
         raise CallError("UNAVAILABLE", f"TLS handshake with {host}:{port} failed: {exc}", tls=True) from exc
@@ -118,8 +133,12 @@ def _connect(host: str, port: int, context: ssl.SSLContext, connect_timeout: flo
 class _Call:
     """One server-streaming call on its own HTTP/2 connection: the state its steps share."""
 
-    def __init__(self, tls: ssl.SSLSocket, host: str, port: int, timeout: float, deadline: float):
+    def __init__(self, tls: ssl.SSLSocket, host: str, port: int, timeout: float, deadline: float,
+                 idle_timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()):
         self.tls = tls
+        self.idle_timeout = idle_timeout
+        self.metadata = list(metadata)
+        self.yielded = 0  # response messages handed to the caller
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -142,7 +161,7 @@ class _Call:
         conn.send_headers(sid, [
             (":method", "POST"), (":scheme", "https"), (":path", path), (":authority", f"{self.host}:{self.port}"),
             ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", f"{max(int(self.timeout), 1)}S"),
-            ("user-agent", "talos-dr"),
+            ("user-agent", "talos-dr"), *self.metadata,
         ])  # fmt: skip
         conn.send_data(sid, b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
 
@@ -171,10 +190,13 @@ class _Call:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise CallError("DEADLINE_EXCEEDED", f"no complete response within {self.timeout:.0f}s")
-        self.tls.settimeout(left)
+        idle = self.idle_timeout
+        self.tls.settimeout(min(left, idle) if idle else left)
         try:
             data = self.tls.recv(1 << 16)
         except TimeoutError as exc:
+            if idle and idle < left:
+                raise Stalled(idle, self.yielded) from exc
             raise CallError("DEADLINE_EXCEEDED", f"no complete response within {self.timeout:.0f}s") from exc
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
             raise self.hung_up("closed by the node") from exc
@@ -211,6 +233,7 @@ class _Call:
                 msg = bytes(view[5 : 5 + size])
             del buf[: 5 + size]  # cheap at the front of a bytearray
             self.send()  # window updates first, so the node keeps streaming while the caller works
+            self.yielded += 1
             yield msg
 
     def handle(self, ev: h2.events.Event) -> Iterator[bytes]:
@@ -277,15 +300,22 @@ def unary_stream(
     timeout: float,
     connect_timeout: float = 10.0,
     server_name: str | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
+    idle_timeout: float | None = None,
 ) -> Generator[bytes, None, None]:
     """Call ``path`` with one request message and yield each response message's bytes.
 
+    ``metadata`` is sent as request headers (gRPC metadata: lower-case ASCII names, e.g. ``("nodes", ip)``, which
+    apid routes by). With ``idle_timeout``, a connection that brings nothing for that long raises ``Stalled``.
     Raises ``CallError`` for a non-OK status or a transport failure. Closing the generator early resets the stream
     and closes the connection.
     """
+    for name, _ in metadata:
+        if name != name.lower() or name.startswith((":", "grpc-")) or not name.isascii():
+            raise ValueError(f"not a gRPC metadata name: {name!r}")
     deadline = time.monotonic() + timeout
     tls = _connect(host, port, context, connect_timeout, server_name)
-    call = _Call(tls, host, port, timeout, deadline)
+    call = _Call(tls, host, port, timeout, deadline, idle_timeout, metadata)
     call.start(path, request)
     try:
         yield from call.run()
