@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -148,11 +149,51 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
             pass
         return int(ExitCode.OK)
     except Exception as exc:  # a bug: say so plainly
-        if debug:
-            traceback.print_exc(file=err)
-        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} — rerun with --debug and report it", file=err)
-        _json_failure(json_out, f"unexpected error: {type(exc).__name__}: {exc}", int(ExitCode.ERROR))
-        return int(ExitCode.ERROR)
+        known = user_fixable(exc)
+        if known is not None:
+            print(f"{prog}: error: {known}", file=err)
+            _json_failure(json_out, str(known), int(known.exit_code))
+            return int(known.exit_code)
+        return _bug(prog, exc, debug, err, json_out)
+
+
+def _bug(prog: str, exc: BaseException, debug: bool, err: TextIO, json_out: Tracked | None) -> int:
+    if debug:
+        traceback.print_exception(exc, file=err)
+    print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} — rerun with --debug and report it", file=err)
+    _json_failure(json_out, f"unexpected error: {type(exc).__name__}: {exc}", int(ExitCode.ERROR))
+    return int(ExitCode.ERROR)
+
+
+_FS_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "not permitted", errno.EROFS: "the disk is read-only",
+              errno.ENOENT: "does not exist (a dangling link, or a missing folder)", errno.ENOTDIR: "is not a folder",
+              errno.EISDIR: "is a folder", errno.ELOOP: "is a symbolic link loop", errno.EEXIST: "already exists",
+              errno.ENOSPC: "no space left on the device"}
+
+
+def user_fixable(exc: BaseException) -> DRError | None:
+    """The one-line error for a failure the user can fix, or None for a bug. Local paths (permissions, read-only,
+    dangling links, not a folder), a missing AWS profile, an invalid S3 endpoint URL."""
+    from dr.core.errors import ConfigError, DiskFull, LocalPathError
+
+    if isinstance(exc, OSError) and exc.errno in _FS_ERRNOS and exc.filename:
+        what = _FS_ERRNOS[exc.errno]
+        if exc.errno == errno.ENOSPC:
+            return DiskFull(f"{exc.filename}: {what}", "free disk space there and retry")
+        return LocalPathError(f"{exc.filename}: {what}", "fix the path or its permissions (or point --talos-dir / "
+                              "--tmp-dir elsewhere) and run the same command again")
+    try:
+        from botocore.exceptions import InvalidEndpointConfigurationError, ProfileNotFound
+    except ImportError:  # pragma: no cover - botocore is a dependency
+        return None
+    if isinstance(exc, ProfileNotFound):
+        return ConfigError(f"AWS profile {exc.kwargs.get('profile')!r} is not configured ({exc})",
+                           "check AWS_PROFILE against `aws configure list-profiles`, or unset it")
+    if isinstance(exc, InvalidEndpointConfigurationError) or (isinstance(exc, ValueError)
+                                                              and "Invalid endpoint" in str(exc)):
+        return ConfigError(f"the S3 endpoint is not a valid URL ({exc})",
+                           "check AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (e.g. https://s3.us-east-1.amazonaws.com)")
+    return None
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h)")

@@ -13,6 +13,7 @@ Finding no snapshot at all exits 4 (NOT_FOUND): there is nothing to restore.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -197,10 +198,20 @@ def _add_table_notes(rows: list[Row], shown: list[Row], notes: list[str]) -> Non
                      "(S3 metadata is read only for the rows shown)")
 
 
-def _local_entries(r: Resolver) -> list[Entry]:
+def _local_entries(r: Resolver, notes: list[str]) -> list[Entry]:
     entries: list[Entry] = []
     for store in (r.local_store(), r.downloads_store()):
-        entries.extend(store.describe(e) for e in store.list())
+        root = store.root
+        if root.is_symlink() and not root.exists():
+            notes.append(f"{root} is a dangling symbolic link (to {os.readlink(root)}): local snapshots not checked")
+            continue
+        if root.exists() and not root.is_dir():
+            notes.append(f"{root} is not a folder: local snapshots not checked there")
+            continue
+        try:
+            entries.extend(store.describe(e) for e in store.list())
+        except PermissionError:
+            notes.append(f"{root} cannot be read (permission denied): local snapshots not checked there")
     return entries
 
 
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             raise ConfigError(f"--limit must be 0 or more, not {args.limit}", "pass e.g. --limit 50, or 0 for all")
         r = Resolver(args)
         notes: list[str] = []
-        local = _local_entries(r)
+        local = _local_entries(r, notes)
         listing = _list_s3(r, notes)
         where_s3, s3_failure = listing.where, listing.failure
         rows = build_rows(local, listing.snapshots)

@@ -35,6 +35,7 @@ class ExitCode(IntEnum):
     VERIFY_MISMATCH = 22  # content check failed (restored data differs from what was expected)
     ENCRYPTED = 23  # age-encrypted, and no identity given (or none that can decrypt it): not damaged, just locked
     RECOVERY_KIT = 24  # the recovery kit is missing, not for this identity, damaged, or the rebuild cannot use it
+    LOCAL_PATH = 25  # a local file or folder cannot be used: permissions, read-only, missing, not a folder
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -149,6 +150,12 @@ class RecoveryKitError(DRError):
     exit_code = ExitCode.RECOVERY_KIT
 
 
+class LocalPathError(DRError):
+    """A local file or folder this command needs cannot be used (and it is the user's to fix, not a bug)."""
+
+    exit_code = ExitCode.LOCAL_PATH
+
+
 # What each code means, for the README table and `--help` epilogs.
 EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.OK: "success",
@@ -176,5 +183,6 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.VERIFY_MISMATCH: "the snapshot's content is not what was expected",
     ExitCode.ENCRYPTED: "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding its key",
     ExitCode.RECOVERY_KIT: "the recovery kit is missing, not encrypted to this age identity, or damaged (dr.rebuild)",
+    ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }

@@ -40,6 +40,7 @@ from dr.core import outputs as keys
 from dr.core import restore_plan as pl
 from dr.core.errors import (
     ConfigError,
+    CorruptSnapshot,
     DRError,
     ExitCode,
     NodeError,
@@ -64,6 +65,20 @@ def ensure_talosconfig(r: Resolver, out: TextIO) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(path, str(text), mode=0o600, overwrite=False)  # never over a talosconfig that appeared meanwhile
     print(f"wrote {path} from stack output {keys.TALOSCONFIG} (it was missing)", file=out)
+
+
+def check_bbolt_meta(fetched: source.Fetched) -> None:
+    """Refuse, before anything changes, a snapshot whose bbolt meta pages etcd could not open (dr.core.bbolt)."""
+    from dr.core import bbolt
+
+    with open(fetched.path, "rb") as f:
+        head = f.read(bbolt.HEAD_NEEDED)
+    try:
+        bbolt.check_meta(head, fetched.digest.size - 32)
+    except ValueError as exc:
+        raise CorruptSnapshot(f"{fetched.origin} passes its SHA-256 trailer check but is not a database etcd can open: "
+                              f"{exc}; nothing was changed", "use another snapshot (install etcdutl to see more with "
+                              "`etcdutl snapshot status`)") from None
 
 
 class Restore:
@@ -155,6 +170,8 @@ class Restore:
     def run(self) -> int:
         self.fetched = fetched = self.fetch()
         self.status = status = snapshot_status(fetched.path, optional=True)
+        if not status.tool:
+            check_bbolt_meta(fetched)  # no etcdutl/etcdctl here: at least what bbolt checks on open (hostile-inputs 6)
         self.say(f"snapshot {fetched.path}: {cli.human_size(fetched.digest.size)}, SHA-256 trailer verified"
                  + (f", revision {status.revision}, {status.total_keys} database entries ({status.command})"
                     if status.tool else " (revision unknown: neither etcdutl nor etcdctl is installed here)"))
