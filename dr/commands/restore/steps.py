@@ -46,7 +46,36 @@ def safety_snapshot(r: Resolver, clock: Callable[[], datetime], out: TextIO, err
               file=err)
         return None
     print(f"safety snapshot kept at {path} (restore it the same way if this restore was a mistake)", file=out)
+    upload_safety(r, path, out, err, prog)
     return path
+
+
+def upload_safety(r: Resolver, path: Path, out: TextIO, err: TextIO, prog: str) -> str | None:
+    """Best effort: the safety snapshot also goes to the bucket, under its own ``pre-restore-...`` name (compressed,
+    encrypted like any other), so it survives the laptop; it is never pinned as ``latest`` (dr.adapters.store)."""
+    from dr.adapters.store import plain_metadata
+    from dr.core import naming
+    from dr.core.integrity import iter_file
+
+    try:
+        store = r.s3_store()
+        parsed = naming.parse(path.name)
+        when = parsed.taken_at if parsed else clock_now()
+        meta = plain_metadata(taken_at=when, cluster=r.cluster, source="dr.restore")
+        with open(path, "rb") as f:
+            entry = store.put(iter_file(f), path.name, compress=True, recipients=r.recipients, metadata=meta,
+                              label=f"safety snapshot {path}")
+    except (DRError, OSError) as exc:
+        print(f"{prog}: warning: the safety snapshot stays local only: uploading it failed ({exc})", file=err)
+        return None
+    print(f"safety snapshot also stored as {entry.location}", file=out)
+    return entry.location
+
+
+def clock_now() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)
 
 
 def apply_config(t: Talosctl, talos_dir: Path, controlplane: str, out: TextIO) -> None:

@@ -120,6 +120,13 @@ def test_full_cycle_restores_the_snapshot_data(sandbox_env, source, monkeypatch)
         assert local.read_bytes() == kept and local.stat().st_mode & 0o777 == 0o600
     assert total_keys(safety) > total_keys(local)  # it has B, the restored snapshot does not
     assert safety.name in res.out
+    # Issue 15: the safety snapshot is also in the bucket under its own name, and never becomes `latest`.
+    from dr.adapters import s3 as s3_adapter
+
+    client = s3_adapter.make_client(sb.region)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=sb.bucket)["Contents"]]
+    assert f"snapshots/{safety.name}.zst" in keys, keys
+    assert "pre-restore" not in client.head_object(Bucket=sb.bucket, Key="snapshots/latest")["Metadata"]["latest-of"]
     # What the confirmation showed.
     assert "LOST" in res.out and local.name in res.out and "revision" in res.out and sb.cluster_name in res.out
 
