@@ -542,8 +542,18 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(results, mach, command)
     print(text)
     if args.results:
-        Path(args.results).write_text(text)
+        Path(args.results).write_text(text + kept_section(Path(args.results)))
     return 0
+
+
+def kept_section(results: Path) -> str:
+    """bench/verify_speed.py's section of ``results`` (its own figures, written by ``--results``), kept as it was."""
+    from bench.verify_speed import BEGIN, END
+
+    old = results.read_text() if results.exists() else ""
+    if BEGIN not in old or END not in old:
+        return ""
+    return "\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
 
 
 if __name__ == "__main__":

@@ -385,9 +385,10 @@ SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes on Linux, NUL included
 
 # Reading back: one keys-only page makes etcd read every value of the page from bbolt (v3.5.16
 # server/mvcc/kvstore_txn.go rangeKeys unmarshals whole KeyValues; keys_only only drops them from the reply), and
-# each page walks the index from its first key to the end of the range to count `total` (server/mvcc/index.go
-# Revisions: `ti.unsafeVisit(key, end, ...)` visits every key to `total++`), so n keys in pages of p cost n²/2p
-# index visits (0.7 µs each with 3.4, 0.2 µs with 3.5 here). Pages are sized by bytes instead of keys: about
+# each page walks the index from its first key to the end of the range (v3.5.16 server/mvcc/index.go Revisions:
+# `ti.visit(key, end, ...)` returns true for every key, to count `total++`; v3.4.23 mvcc/index.go Revisions collects
+# every revision of the range and the caller cuts it to the limit), so n keys in pages of p cost n²/2p index visits
+# (0.7 µs each with 3.4, 0.2 µs with 3.5 here). Pages are sized by bytes instead of keys: about
 # PAGE_VALUE_BYTES of values each (the snapshot's size over its key count is each key's share), between PAGE_MIN and
 # PAGE_MAX keys; PAGE_MAX keeps one page's reply (and so this process's memory) to a few MiB.
 PAGE_VALUE_BYTES = 64 * 1024 * 1024  # keys only: what etcd reads and holds for one page
