@@ -81,6 +81,18 @@ class _Parser(argparse.ArgumentParser):
             raise Captured(self)
         return super().parse_args(args, namespace)
 
+    def error(self, message: str):
+        """One line (not argparse's usage dump), with "did you mean" for a mistyped flag; exit 2 (USAGE)."""
+        import difflib
+
+        hint = ""
+        m = re.search(r"unrecognized arguments: (\S+)", message)
+        if m and m.group(1).startswith("-"):
+            flags = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            close = difflib.get_close_matches(m.group(1).split("=")[0], flags, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}{hint} (`{self.prog} -h` for help)\n")
+
 
 def parser(prog: str, description: str, examples: tuple[str, ...] | list[str] = ()) -> argparse.ArgumentParser:
     """A command's parser: ``-h`` is short (description, own options, examples), ``--help-all`` is everything."""

@@ -127,7 +127,7 @@ def _age(row: Row, now: datetime) -> str:
     return timefmt.human_age((now - ts).total_seconds())
 
 
-def print_table(rows: list[Row], now: datetime, out: TextIO) -> None:
+def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | None = None) -> None:
     width = max([45, *(len(r.name) for r in rows)])
     print(f"{'NAME':<{width}} {'WHERE':<6} {'FORMAT':<8} {'SIZE':>10} {'AGE':>7} {'REVISION':>9}  VERIFIED", file=out)
     for r in rows:
@@ -139,7 +139,9 @@ def print_table(rows: list[Row], now: datetime, out: TextIO) -> None:
         if r.verified_at and r.verified_keys is not None:
             ver += f" ({r.verified_keys} keys)"
         where = r.where + ("*" if r.downloaded else "")
-        print(f"{r.name:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}", file=out)
+        mark = "  <- latest" if latest_of and r.s3_name and latest_of.rsplit("/", 1)[-1] == r.s3_name else ""
+        print(f"{r.name:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}{mark}",
+              file=out)
 
 
 @dataclass
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         elif rows:
             print(f"{_plural(len(rows), 'snapshot')} ({n_local} local in {r.snapshots_dir}, {n_s3} in "
                   f"{where_s3 or 'S3 (not checked)'}), newest first:", file=out)
-            print_table(shown, clock(), out)
+            print_table(shown, clock(), out, listing.latest[0] if listing.latest else None)
             if listing.latest:
                 print(f"{where_s3}latest is a pinned copy of {listing.latest[0].rsplit('/', 1)[-1]} (an alias, not "
                       "another snapshot; it never expires)", file=out)

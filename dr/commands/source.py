@@ -182,7 +182,16 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
                           spec, info.size, info.last_modified, key=key, described=True,
                           sha256=info.metadata.get(s3.META_SHA256))
             return store, entry
-        return store, store.stat(key)
+        try:
+            return store, store.stat(key)
+        except SnapshotNotFound:
+            # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself (first-use:
+            # a missing bucket was "no such object", 4, instead of 14).
+            try:
+                store.client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+            except Exception as exc:  # noqa: BLE001 - translated to the matching DRError
+                raise s3.translate(exc, "listing", bucket) from exc
+            raise
     for store in (r.local_store(), r.downloads_store()):
         try:
             return store, store.stat(spec)

@@ -338,14 +338,14 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             print(f"{PROG}: restoring {f.origin} into a throwaway etcd under {base} ...", file=err, flush=True)
             t1 = time.monotonic()
             content = Content()
-            with ThrowawayEtcd(f.path, base_dir=base, label=f.origin) as etcd:
+            with ThrowawayEtcd(f.path, base_dir=base, label=f.origin, checked=f.digest) as etcd:
                 if etcd.tool is not None:
                     report.tools["restore"] = etcd.tool.label
                 if g is None:
                     read_back(etcd, content)
                 else:
                     base_content = Content()
-                    with ThrowawayEtcd(g.path, base_dir=base, label=g.origin) as other:
+                    with ThrowawayEtcd(g.path, base_dir=base, label=g.origin, checked=g.digest) as other:
                         content.revision, base_content.revision = etcd.revision, other.revision
                         diffs = diff_streams(etcd.iter_kvs(keys_only=False), other.iter_kvs(keys_only=False),
                                              content, base_content)

@@ -8,7 +8,7 @@ from typing import TextIO
 from dr.adapters.etcdlocal import SnapshotStatus
 from dr.commands import cli, source
 from dr.core import naming, timefmt
-from dr.core.errors import NotConfirmed
+from dr.core.errors import DRError, NotConfirmed
 
 WIPE_EPHEMERAL = ("EPHEMERAL",)
 WIPE_STATE_TOO = ("STATE", "EPHEMERAL")
@@ -23,6 +23,23 @@ def describe_content(status: SnapshotStatus) -> str:
     if status.tool:
         return f"revision {status.revision}, {status.total_keys} database entries"
     return "revision and key count unknown (no etcdutl/etcdctl here to read them)"
+
+
+def describe_verification(fetched: source.Fetched) -> str:
+    """Whether `dr.verify` proved this snapshot restores (first-use finding 6: the prompt did not say)."""
+    v = fetched.entry.verification if fetched.entry is not None else None
+    if v is None and fetched.entry is None:
+        from dr.adapters.store import LocalStore
+
+        try:
+            e = LocalStore(fetched.path.parent).stat(fetched.path.name)
+            v = e.verification
+        except DRError:
+            v = None
+    if v is None:
+        return "not yet by dr.verify (`talos-dr verify` restores it into a throwaway etcd first, if there is time)"
+    keys = f", {v.keys} keys" if v.keys is not None else ""
+    return f"yes, by dr.verify at {v.verified_at} (revision {v.revision}{keys})"
 
 
 def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, node: str, node_state: str,
@@ -41,6 +58,7 @@ def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, no
         f"  snapshot  {fetched.path.name}  ({fetched.origin})",
         f"  taken     {taken.strftime('%Y-%m-%d %H:%M:%S UTC')} ({age} ago)",
         f"  content   {describe_content(status)}; {cli.human_size(fetched.digest.size)}, SHA-256 trailer verified",
+        f"  verified  {describe_verification(fetched)}",
     ]
     if needs_reset:
         lines += [
