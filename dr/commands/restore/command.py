@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from dr.adapters import journal_file, s3
+from dr.adapters import journal_file
 from dr.adapters.etcdlocal import SnapshotStatus, snapshot_status
 from dr.adapters.fsutil import atomic_write
 from dr.adapters.lock import exclusive
@@ -46,7 +46,6 @@ from dr.core.errors import (
     NodeError,
     NodeUnreachable,
     RestoreConflict,
-    SnapshotNotFound,
     Timeout,
 )
 from dr.core.node_state import UNREACHABLE, NodeState
@@ -323,19 +322,7 @@ class Restore:
                  "from it")
 
     def fetch(self) -> source.Fetched:
-        spec = self.args.snapshot
-        try:
-            return source.fetch(spec, self.r, self.r.downloads_dir, self.err)
-        except SnapshotNotFound:
-            if not spec.startswith("s3://"):
-                raise
-            # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself.
-            bucket, _key = s3.parse_s3_uri(spec)
-            try:
-                self.r.s3_client().list_objects_v2(Bucket=bucket, MaxKeys=1)
-            except Exception as exc:  # noqa: BLE001 - translated to the matching DRError
-                raise s3.translate(exc, "listing", bucket) from exc
-            raise
+        return source.fetch(self.args.snapshot, self.r, self.r.downloads_dir, self.err)
 
     def previous_journal(self, fetched: source.Fetched) -> journal.Journal | None:
         try:
