@@ -120,6 +120,15 @@ def _verified_chunks(chunks: Iterable[bytes], hasher: TrailerHasher, expected: s
     out.append(digest)
 
 
+def _stored(plain: str, compress: bool, recipients: Sequence[Any]) -> tuple[str, naming.SnapshotName]:
+    """The stored name of ``plain`` with these layers, parsed; a plain name that is no snapshot name is refused."""
+    name = naming.stored_name(plain, compressed=compress, encrypted=bool(recipients))
+    parsed = naming.parse(name)
+    if parsed is None:
+        raise ConfigError(f"{name} is not a snapshot name", "name snapshots etcd-snapshot-<UTC>.db")
+    return name, parsed
+
+
 def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any], label: str,
               stored_hash: Any = None, overwrite: bool = False,
               before_commit: Callable[[SnapshotDigest, codec.Layers], None] | None = None,
@@ -257,10 +266,7 @@ class LocalStore:
     def put(self, chunks: Iterable[bytes], plain: str, *, compress: bool = False, recipients: Sequence[Any] = (),
             metadata: dict[str, str] | None = None, expected_sha256: str | None = None,
             progress: s3.ProgressFn | None = None, label: str | None = None) -> Entry:
-        name = naming.stored_name(plain, compressed=compress, encrypted=bool(recipients))
-        parsed = naming.parse(name)
-        if parsed is None:
-            raise ConfigError(f"{name} is not a snapshot name", "name snapshots etcd-snapshot-<UTC>.db")
+        name, parsed = _stored(plain, compress, recipients)
         dest = self.root / name
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         hasher = TrailerHasher(label or f"snapshot for {dest}")
@@ -423,10 +429,7 @@ class S3Store:
     def put(self, chunks: Iterable[bytes], plain: str, *, compress: bool = False, recipients: Sequence[Any] = (),
             metadata: dict[str, str] | None = None, expected_sha256: str | None = None,
             progress: s3.ProgressFn | None = None, label: str | None = None) -> Entry:
-        name = naming.stored_name(plain, compressed=compress, encrypted=bool(recipients))
-        parsed = naming.parse(name)
-        if parsed is None:
-            raise ConfigError(f"{name} is not a snapshot name", "name snapshots etcd-snapshot-<UTC>.db")
+        name, parsed = _stored(plain, compress, recipients)
         key = self.prefix + name
         meta = {**(metadata or {}), s3.META_FORMAT: parsed.format}
         earlier = [e.name.taken_at for e in self.list() if not e.name.safety]
