@@ -145,6 +145,7 @@ class NodeApid(SimulatedApid):
             time.sleep(delay)
         pos = 0
         first = True
+        began = time.monotonic()
         with open(path, "rb") as f:
             while pos < end:
                 data = f.read(min(CHUNK, end - pos))
@@ -163,8 +164,10 @@ class NodeApid(SimulatedApid):
                     first = False
                 pos += len(data)
                 yield msg
-                if bps:
-                    time.sleep(len(data) / bps)
+                if bps:  # on schedule, not a sleep per message (each would overshoot by the timer's slack)
+                    ahead = began + pos / bps - time.monotonic()
+                    if ahead > 0.005:
+                        time.sleep(ahead)
 
 
 def serve(root: Path) -> int:

@@ -31,7 +31,15 @@ from dr.commands import cli
 from dr.commands.settings import DOWNLOADS, Resolver, add_common_flags
 from dr.commands.source import check_local_file
 from dr.core import naming, timefmt
-from dr.core.errors import ConfigError, DiskFull, DRError, NodeError, NodeUnreachable, SnapshotNotFound
+from dr.core.errors import (
+    ConfigError,
+    DiskFull,
+    DRError,
+    NodeError,
+    NodeUnreachable,
+    S3Error,
+    SnapshotNotFound,
+)
 from dr.core.integrity import SnapshotDigest, iter_file, verify_file
 from dr.core.retention import Policy, apply_policy
 
@@ -118,6 +126,7 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
     start = time.monotonic()
     digests: list[SnapshotDigest] = []
     entry: Entry | None = None
+    s3_failed: S3Error | None = None
     recipients = r.recipients if to_s3 else []
     try:
         with fsutil.atomic_writer(final, mode=0o600, overwrite=False) as f:
@@ -133,15 +142,23 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
                 if to_s3:
                     progress = cli.Progress(f"uploading {final.name}", None, err)
                     meta = plain_metadata(taken_at=taken, cluster=r.cluster, source="dr.backup")
-                    entry = r.s3_store().put(chunks, final.name, compress=compress, recipients=recipients,
-                                             metadata=meta, label=f"etcd snapshot streamed from {client.node}",
-                                             progress=progress)
-                    progress.finish()
+                    try:
+                        entry = r.s3_store().put(chunks, final.name, compress=compress, recipients=recipients,
+                                                 metadata=meta, label=f"etcd snapshot streamed from {client.node}",
+                                                 progress=progress)
+                    except S3Error as exc:
+                        # S3 failed (the upload is aborted); the node's stream still makes a verified local
+                        # snapshot: read the rest of it, as a backup without --save-to-s3 would.
+                        s3_failed = exc
+                        for _ in chunks:
+                            pass
+                    else:
+                        progress.finish()
                 else:
                     for _ in chunks:
                         pass
             finally:
-                chunks.close()  # an S3 failure mid-stream cancels the call to the node
+                chunks.close()  # a failure mid-stream cancels the call to the node
     except OSError as exc:
         if exc.errno == 28:
             raise DiskFull(f"writing {final} failed: no space left on device",
@@ -159,6 +176,10 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
     secs = time.monotonic() - start
     print(f"saved {final} ({cli.human_size(digest.size)}, sha256 {digest.content_sha256[:16]}…, {secs:.1f}s); hash "
           "trailer verified", file=out)
+    if s3_failed is not None:
+        print(f"the upload failed, so only the local snapshot was kept; upload it later with `python -m dr.backup "
+              f"--save-to-s3 {final}`", file=out)
+        raise s3_failed
     if entry is not None:
         print_uploaded(final, entry, digest, compress, bool(recipients), out)
     return final, digest, taken, entry

@@ -68,7 +68,9 @@ class Env:
     work: Path
 
     def objects(self) -> list[str]:
-        return [v["Key"] for v in self.client.list_object_versions(Bucket=self.bucket).get("Versions", [])]
+        """Snapshot objects (every version), without the ``<prefix>latest`` alias the store pins on each put."""
+        return [v["Key"] for v in self.client.list_object_versions(Bucket=self.bucket).get("Versions", [])
+                if not v["Key"].endswith("/" + s3.LATEST_NAME)]
 
     def pending(self) -> list[str]:
         return [u["Key"] for u in self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])]

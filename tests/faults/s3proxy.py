@@ -5,6 +5,7 @@
     proxy.delay("GET", seconds=1, times=2)
     proxy.on_request = lambda method, path: ...  # e.g. kill the server when the 2nd part arrives
     proxy.cut_get_after = 1 << 20        # GET bodies: call on_cut() and drop the connection after 1 MiB
+    proxy.throttle(20_000_000)           # a slow link: at most 20 MB/s up and 20 MB/s down, all connections together
 
 Requests and headers go through unchanged (the Host header too, so signatures still match). When the upstream is
 gone, the proxy drops the client's connection without an answer, as a dead server's socket would.
@@ -32,6 +33,26 @@ class _Rule:
         self.method, self.times, self.action, self.value = method, times, action, value
 
 
+class _Link:
+    """One direction of a link: ``pass_(n)`` returns once ``n`` more bytes fit in ``rate`` bytes per second (shared by
+    every connection, as one network path is)."""
+
+    def __init__(self) -> None:
+        self.rate: float | None = None
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def pass_(self, n: int) -> None:
+        if not self.rate or n <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + n / self.rate
+            wait = self._next - now
+        time.sleep(wait)
+
+
 class FaultProxy:
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
@@ -41,6 +62,8 @@ class FaultProxy:
         self.cut_get_after: int | None = None
         self.on_cut: Callable[[], None] | None = None
         self._lock = threading.Lock()
+        self.up = _Link()  # client -> S3 (request bodies)
+        self.down = _Link()  # S3 -> client (response bodies)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,10 +81,23 @@ class FaultProxy:
                             while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                                 pass
                             return out
-                        out += self.rfile.read(size)
+                        out += self._read(size)
                         self.rfile.readline()
                 n = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(n) if n else b""
+                return self._read(n) if n else b""
+
+            def _read(self, n: int) -> bytes:
+                if not proxy.up.rate:
+                    return self.rfile.read(n)
+                parts = []
+                while n > 0:
+                    piece = self.rfile.read(min(n, 64 * 1024))
+                    if not piece:
+                        break
+                    proxy.up.pass_(len(piece))
+                    parts.append(piece)
+                    n -= len(piece)
+                return b"".join(parts)
 
             def _drop(self) -> None:
                 self.close_connection = True
@@ -136,6 +172,7 @@ class FaultProxy:
                             proxy._record(method, path, 0)
                             self._drop()
                             return
+                        proxy.down.pass_(len(chunk))
                         self.wfile.write(chunk)
                         sent += len(chunk)
                 conn.close()
@@ -171,6 +208,10 @@ class FaultProxy:
 
     def delay(self, method: str | None = None, seconds: float = 1.0, times: int = 1) -> None:
         self.rules.append(_Rule(method, times, "delay", seconds))
+
+    def throttle(self, bytes_per_second: float | None) -> None:
+        """Limit both directions to ``bytes_per_second`` (None: no limit)."""
+        self.up.rate = self.down.rate = bytes_per_second
 
     def requests(self, method: str | None = None) -> list[tuple[str, str, int]]:
         with self._lock:

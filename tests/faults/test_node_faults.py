@@ -76,10 +76,14 @@ def _clean(work: Path) -> None:
 def test_node_dies_mid_snapshot_leaves_nothing(restorable):
     sb, _, _, _, work = restorable()
     sb.set_faults(die_mid_snapshot=True)
-    res = run_cli(backup.main)
+    res = run_cli(backup.main)  # the Talos API: the connection drops mid-stream
+    assert res.code == ExitCode.TRUNCATED_SNAPSHOT, res
+    assert "was cut after" in res.err and "does not answer" in res.err
+    assert list((work / ".talos/snapshots").iterdir()) == []  # no snapshot, no .part
+    res = run_cli(backup.main, "--via-talosctl")  # talosctl reports the node's EOF
     assert res.code == ExitCode.NODE_UNREACHABLE, res
     assert "does not answer" in res.err
-    assert list((work / ".talos/snapshots").iterdir()) == []  # no snapshot, no .part
+    assert list((work / ".talos/snapshots").iterdir()) == []
 
 
 def test_node_dies_during_the_safety_snapshot_restore_goes_on(restorable):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,51 @@ def test_expired_node_certificate_is_named(os_ca, make_creds):
             c.etcd_snapshot(io.BytesIO())
     assert "certificate has expired" in ei.value.message and "expired" in ei.value.hint
     assert a.calls == []  # nothing was served
+
+
+def test_nodes_metadata_routes_the_call_as_talosctl_names_its_node(apid_server, make_creds):
+    # talosctl's WithClient sends `nodes: <node>` (pkg/machinery/client/context.go WithNodes); apid serves its own
+    # address and forwards any other, which the simulated apid reports as a failed dial.
+    with TalosClient(apid_server.host, make_creds(), port=apid_server.port, timeout=30,
+                     nodes=[apid_server.host]) as c:
+        digests: list = []
+        assert sum(len(b) for b in c.iter_etcd_snapshot(digests)) == digests[0].size
+    assert apid_server.calls[-1][1] == "ok"
+    with TalosClient(apid_server.host, make_creds(), port=apid_server.port, timeout=30, nodes=["10.9.9.9"]) as c, \
+            pytest.raises(NodeUnreachable, match="dial tcp 10.9.9.9:50000"):
+        c.etcd_snapshot(io.BytesIO())
+    assert apid_server.calls[-1][1] == "forward-failed"
+    assert c.node.startswith("10.9.9.9 (via ")
+
+
+def test_no_nodes_metadata_without_nodes(apid_server, make_creds):
+    # The Lambda dials the node itself and sends no `nodes` (served locally: director.go default branch).
+    with TalosClient(apid_server.host, make_creds(), port=apid_server.port, timeout=30) as c:
+        c.etcd_snapshot(io.BytesIO())
+    assert apid_server.calls[-1][1] == "ok" and c.node == f"{apid_server.host}:{apid_server.port}"
+
+
+def test_metadata_names_must_be_grpc_metadata():
+    from dr.adapters.talosapi import h2stream
+
+    for bad in ("Nodes", ":path", "grpc-timeout"):
+        with pytest.raises(ValueError):
+            next(h2stream.unary_stream("127.0.0.1", 1, "/x", b"", None, timeout=1,  # type: ignore[arg-type]
+                                       metadata=[(bad, "v")]))
+
+
+def test_a_stream_that_never_starts_is_reported_as_etcd_not_answering(make_creds, os_ca, tmp_path):
+    # A TLS + HTTP/2 server that accepts the call and sends nothing, as machined does while etcd is down.
+    from sandbox.apid import SimulatedApid, _Hang
+
+    class Hanging(SimulatedApid):
+        def _serve(self, roles, nodes=None):
+            raise _Hang()
+            yield  # a generator, like the real one
+
+    with Hanging("http://127.0.0.1:1", *os_ca) as hang:
+        t0 = time.monotonic()
+        with TalosClient(hang.host, make_creds(), port=hang.port, timeout=30, idle_timeout=1.0) as c, \
+                pytest.raises(NodeError, match="not answering"):
+            c.etcd_snapshot(io.BytesIO())
+        assert 0.9 < time.monotonic() - t0 < 10
