@@ -125,7 +125,7 @@ class Tracked:
         return bool(getattr(self.stream, "isatty", lambda: False)())
 
 
-def _json_failure(json_out: Tracked | None, message: str, code: int) -> None:
+def json_failure(json_out: Tracked | None, message: str, code: int) -> None:
     if json_out is not None and not json_out.written:
         import json
 
@@ -146,12 +146,12 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
         if debug:
             traceback.print_exc(file=err)
         print(f"{prog}: error: {exc}", file=err)
-        _json_failure(json_out, str(exc), int(exc.exit_code))
+        json_failure(json_out, str(exc), int(exc.exit_code))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; nothing partial was left behind. Run the same command again to start over.",
               file=err)
-        _json_failure(json_out, "interrupted", int(ExitCode.INTERRUPTED))
+        json_failure(json_out, "interrupted", int(ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (`talos-dr list | head`): nothing to report to it (first-use: was exit 1).
@@ -164,7 +164,7 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
         known = user_fixable(exc)
         if known is not None:
             print(f"{prog}: error: {known}", file=err)
-            _json_failure(json_out, str(known), int(known.exit_code))
+            json_failure(json_out, str(known), int(known.exit_code))
             return int(known.exit_code)
         return _bug(prog, exc, debug, err, json_out)
 
@@ -173,7 +173,7 @@ def _bug(prog: str, exc: BaseException, debug: bool, err: TextIO, json_out: Trac
     if debug:
         traceback.print_exception(exc, file=err)
     print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} — rerun with --debug and report it", file=err)
-    _json_failure(json_out, f"unexpected error: {type(exc).__name__}: {exc}", int(ExitCode.ERROR))
+    json_failure(json_out, f"unexpected error: {type(exc).__name__}: {exc}", int(ExitCode.ERROR))
     return int(ExitCode.ERROR)
 
 

@@ -18,6 +18,7 @@ again after Ctrl-C, a crash or a timeout continues from where it stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -351,6 +352,15 @@ class Restore:
                 f", or pass --abandon-previous to restore {fetched.origin} instead")
         return j
 
+    def summary(self) -> dict:
+        """What a --json run prints when the restore is complete."""
+        assert self.j is not None and self.fetched is not None
+        return {"ok": True, "snapshot": self.fetched.origin, "local_path": str(self.fetched.path),
+                "sha256": self.fetched.digest.content_sha256, "revision": self.status.revision,
+                "cluster": self.r.cluster, "node": self.t.node, "started_at": self.j.started_at,
+                "safety_snapshot": self.j.safety_snapshot, "kubeconfig": str(self.r.talos_dir / "kubeconfig"),
+                "seconds": round(time.monotonic() - self.start, 1), "exit_code": 0}
+
     def finish(self) -> None:
         assert self.j is not None and self.fetched is not None
         node = self.t.node
@@ -422,9 +432,13 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                    help=argparse.SUPPRESS)
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for a running backup to finish (default: fail at once)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout at the end, also on failure (progress goes to stderr)")
     add_common_flags(p)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    tracked = cli.Tracked(out) if args.json else None
+    say_to = err if args.json else out  # with --json stdout holds only the document
 
     def body() -> int:
         r = Resolver(args)
@@ -442,9 +456,12 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         with exclusive(r.talos_dir / LOCK_NAME, "a restore", wait=args.wait_lock):
             for leftover in clean_partials(r.snapshots_dir) + steps.sweep_controlplane_temps(r.talos_dir):
                 print(f"removed {leftover.name} left by an interrupted run", file=err)
-            job = Restore(args, r, t, controlplane, out, err, stdin, clock)
+            job = Restore(args, r, t, controlplane, say_to, err, stdin, clock)
             try:
-                return job.run()
+                rc = job.run()
+                if tracked is not None:
+                    print(json.dumps(job.summary(), indent=2), file=tracked)
+                return rc
             except BaseException as exc:
                 j = job.j
                 if j is not None and not j.past_point_of_no_return:
@@ -458,10 +475,14 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                         print(f"\n{PROG}: interrupted after step {j.last_step!r}: the node was reset (or its reset "
                               f"was requested) and the restore is half done. Run `{job.resume_cmd()}` again to "
                               f"continue (journal {job.jpath}).", file=err)
+                    cli.json_failure(tracked, "interrupted" + (f" after step {j.last_step!r}; run `{job.resume_cmd()}`"
+                                                               " again to continue" if j is not None else
+                                                               " before the node was reset; nothing was changed"),
+                                     int(ExitCode.INTERRUPTED))
                     return int(ExitCode.INTERRUPTED)
                 if isinstance(exc, DRError) and j is not None and "run `python -m dr.restore" not in str(exc):
                     exc.hint = (exc.hint + "; then " if exc.hint else "") + (
                         f"run `{job.resume_cmd()}` again to continue the half-done restore (journal {job.jpath})")
                 raise
 
-    return cli.run(PROG, body, debug=args.debug, err=err)
+    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)

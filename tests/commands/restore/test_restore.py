@@ -580,3 +580,19 @@ def test_a_snapshot_the_node_refuses_is_reported_not_claimed(sandbox_env, tmp_pa
     # The way out it names: another snapshot, --abandon-previous (a new reset clears the failed attempt).
     res = run_restore(str(local), "--yes", "--abandon-previous")
     assert_restored(sb, res)
+
+
+def test_json_prints_one_document_on_success_and_on_failure(sandbox_env):
+    """Issue 15: --json on restore too; progress goes to stderr, stdout holds one JSON document."""
+    sb = sandbox_env
+    local = backup_a_then_write_b(sb)
+    bad = run_restore(str(Path.cwd() / "nope.db"), "--yes", "--json")
+    doc = json.loads(bad.out)
+    assert bad.code == ExitCode.NOT_FOUND and doc["ok"] is False and doc["exit_code"] == ExitCode.NOT_FOUND
+    res = run_restore("latest", "--yes", "--json")
+    assert res.code == 0, res
+    doc = json.loads(res.out)
+    assert doc["ok"] is True and doc["snapshot"].startswith(f"s3://{sb.bucket}/snapshots/")
+    assert doc["sha256"] == local.read_bytes()[-32:].hex(), doc
+    assert "restore complete" in res.err, res.err[-500:]
+    assert_restored(sb, type(res)(res.code, res.err, res.err))  # the narrative is on stderr with --json
