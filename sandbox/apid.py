@@ -62,6 +62,35 @@ class _Cut(Exception):
     """Drop the connection here (fault=cut)."""
 
 
+class Framed(bytes):
+    """Response messages already serialized and length-prefixed (``_respond`` sends them as they are): lets a
+    subclass stream many 1 KiB messages without a protobuf object per message."""
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def frame_data(piece: bytes, suffix: bytes = b"") -> bytes:
+    """One ``common.Data{bytes: piece}`` message with its gRPC prefix (field 2, length-delimited: what protobuf
+    writes for it), followed by ``suffix`` (serialized fields appended to the message, as apid's ``AppendInfo``
+    appends the metadata to each forwarded frame)."""
+    body = b"\x12" + _varint(len(piece)) + piece + suffix
+    return b"\x00" + len(body).to_bytes(4, "big") + body
+
+
+def metadata_field(hostname: str) -> bytes:
+    """``common.Data.metadata = {hostname}`` as serialized fields (field 1 of Data, field 1 of Metadata)."""
+    md = b"\x0a" + _varint(len(hostname.encode())) + hostname.encode()
+    return b"\x0a" + _varint(len(md)) + md
+
+
 class _Hang(Exception):
     """Send nothing more and wait until the client gives up (cancels the stream or closes the connection), as
     machined's EtcdSnapshot does while etcd is down (sandbox/CONFORMANCE.md "EtcdSnapshot with etcd down")."""
@@ -429,8 +458,11 @@ class SimulatedApid:
                     if not headers_sent:
                         conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
                         headers_sent = True
-                    body = msg.SerializeToString()
-                    pending += b"\x00" + len(body).to_bytes(4, "big") + body
+                    if isinstance(msg, Framed):
+                        pending += msg
+                    else:
+                        body = msg.SerializeToString()
+                        pending += b"\x00" + len(body).to_bytes(4, "big") + body
                     if len(pending) >= FLUSH:
                         _send_all(tls, conn, sid, bytes(pending))
                         pending.clear()

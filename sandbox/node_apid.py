@@ -42,13 +42,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from dr.adapters.fsutil import atomic_write
 from dr.adapters.talosapi import messages
 from dr.core.credentials import issue_certificate, new_ca
-from sandbox.apid import CHUNK, SimulatedApid, _Abort, _Cut, _Hang
+from sandbox.apid import CHUNK, Framed, SimulatedApid, _Abort, _Cut, _Hang, frame_data, metadata_field
 from sandbox.layout import APID_PORT, Paths
 from sandbox.node import Auth, Node, NodeError, SnapshotHangs, TransportError
 from sandbox.pki import ClusterSecrets
 
 MARKER = "sandbox.node_apid"  # in the process's command line: `down` stops only a pid that carries it
 HOSTNAME = "talos-sandbox-cp"
+BLOCK = 64 * CHUNK  # bytes read from the snapshot file at a time
 
 # gRPC status numbers of the codes Node raises (grpc codes.Code names as talosctl prints them).
 _CODES = {"Canceled": 1, "Unknown": 2, "InvalidArgument": 3, "DeadlineExceeded": 4, "NotFound": 5,
@@ -128,12 +129,14 @@ class NodeApid(SimulatedApid):
                 self.calls.append((who, "hang"))
                 raise _Hang() from None
             self.calls.append((who, "ok"))
-            yield from self._stream(tmp, nodes or self.hostname)
+            yield from self._stream(tmp, nodes or self.hostname, forwarded=bool(nodes))
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _stream(self, path: Path, hostname: str) -> Iterator[messages.Data]:
-        """``path`` in CHUNK-byte messages, with the node's snapshot faults (as sandbox.talosctl._stream_chunks)."""
+    def _stream(self, path: Path, hostname: str, forwarded: bool = False) -> Iterator[messages.Data | Framed]:
+        """``path`` in CHUNK-byte messages, with the node's snapshot faults (as sandbox.talosctl._stream_chunks).
+        Read and framed 64 KiB at a time (the wire is the same 1 KiB messages): the stand-in for a Go apid should
+        not be what a benchmark of the client measures."""
         faults = self.node.faults()
         size = path.stat().st_size
         flip = size // 2 if faults.get("snapshot_corrupt") and size else None
@@ -145,25 +148,31 @@ class NodeApid(SimulatedApid):
             time.sleep(delay)
         pos = 0
         first = True
+        suffix = metadata_field(hostname) if forwarded else b""
         began = time.monotonic()
         with open(path, "rb") as f:
             while pos < end:
-                data = f.read(min(CHUNK, end - pos))
-                if not data:
+                block = f.read(min(BLOCK, end - pos))
+                if not block:
                     break
-                if die_at is not None and pos + len(data) >= die_at:
-                    if die_at > pos:
-                        yield messages.Data(bytes=data[: die_at - pos])
-                    raise _Cut()  # the node died: the connection drops
-                if flip is not None and pos <= flip < pos + len(data):
+                if flip is not None and pos <= flip < pos + len(block):
                     i = flip - pos
-                    data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
-                msg = messages.Data(bytes=data)
-                if first:  # forwarded frames carry the target as given in `nodes` (backend/apid.go:172-180)
-                    msg.metadata.hostname = hostname
-                    first = False
-                pos += len(data)
-                yield msg
+                    block = block[:i] + bytes([block[i] ^ 0xFF]) + block[i + 1 :]
+                cut = die_at is not None and pos + len(block) >= die_at
+                if cut:
+                    block = block[: max(0, die_at - pos)]  # type: ignore[operator]
+                pieces = [block[i : i + CHUNK] for i in range(0, len(block), CHUNK)]
+                if suffix:  # every forwarded frame carries the target as given in `nodes` (backend/apid.go:172-183)
+                    yield Framed(b"".join(frame_data(p, suffix) for p in pieces))
+                else:
+                    if first and pieces:  # served locally: the node's own name, once
+                        yield messages.Data(bytes=pieces.pop(0), metadata=messages.Metadata(hostname=hostname))
+                        first = False
+                    if pieces:
+                        yield Framed(b"".join(frame_data(p) for p in pieces))
+                pos += len(block)
+                if cut:
+                    raise _Cut()  # the node died: the connection drops
                 if bps:  # on schedule, not a sleep per message (each would overshoot by the timer's slack)
                     ahead = began + pos / bps - time.monotonic()
                     if ahead > 0.005:

@@ -508,6 +508,9 @@ class ObjectWriter:
 
     def _take(self, n: int) -> bytes:
         data = b"".join(self._buf)
+        if len(data) == n:  # the usual case for whole chunks: no second copy of the part
+            self._buf, self._buffered = [], 0
+            return data
         self._buf = [data[n:]] if len(data) > n else []
         self._buffered = len(data) - min(n, len(data))
         return data[:n]

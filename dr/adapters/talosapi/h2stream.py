@@ -221,6 +221,7 @@ class _Call:
     def messages(self) -> Iterator[bytes]:
         """The complete length-prefixed messages in the buffer, removed from it as they are yielded."""
         buf = self.buf
+        self.send()  # window updates first, so the node keeps streaming while the caller works
         while len(buf) >= 5:
             if buf[0] != 0:
                 raise CallError("INTERNAL", "compressed gRPC message (no compression was negotiated)")
@@ -232,7 +233,6 @@ class _Call:
             with memoryview(buf) as view:  # one copy out of the buffer (a bytearray slice would be a second)
                 msg = bytes(view[5 : 5 + size])
             del buf[: 5 + size]  # cheap at the front of a bytearray
-            self.send()  # window updates first, so the node keeps streaming while the caller works
             self.yielded += 1
             yield msg
 
