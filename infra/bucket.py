@@ -1,60 +1,195 @@
-"""Backup bucket: private, versioned, encrypted, TLS-only, and out of `pulumi destroy`'s reach."""
+"""Backup bucket: private, versioned, encrypted, TLS-only, a vault for snapshots, and out of `pulumi destroy`'s reach.
+
+The vault, in one place (AWS documents each rule; the URLs are next to the code that relies on them):
+
+* **Tiers by tag, expiry by lifecycle.** Every snapshot is tagged ``retention=<tier>`` when written
+  (``dr.core.tiers``); one lifecycle rule per tier expires it after that tier's days. No rule expires a current
+  object without a tier filter, and ``retention=latest`` (the pinned copy at ``<prefix>latest``) matches none, so
+  however long backups stop, the newest snapshot stays. Nobody needs ``s3:DeleteObject``.
+* **Write once.** New snapshot keys must be written with ``If-None-Match: *``; ``<prefix>latest`` may only be
+  written as a server-side copy of a snapshot in this bucket; a tier tag, once set, cannot be changed or removed
+  (re-tagging a monthly as hourly would be a delete in two days); SSE-C writes are refused.
+* **Named readers.** Objects can be read only by the principals the stack names (the deployer, the snapshot
+  Lambda's role, ``snapshotReaders``), and the Lambda's credential object only by the Lambda and the deployer.
+* **Immutable if asked.** ``snapshotObjectLockDays`` > 0 turns on S3 Object Lock, governance mode, with that default
+  retention.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from dr.core import tiers
+from dr.core.naming import PREFIX as SNAPSHOT_NAME_PREFIX
 from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
 
 # Multipart uploads a crashed backup left behind cost money and are invisible in listings.
 ABORT_INCOMPLETE_UPLOADS_DAYS = 1
+# How long an expired snapshot stays recoverable as a noncurrent version (S3 Console "Show versions"). Snapshot keys
+# are never overwritten (conditional writes), so a noncurrent version exists only after a tier's expiry (or a manual
+# delete) put a delete marker on top: a short grace, then it is gone.
+NONCURRENT_GRACE_DAYS = 1
+# Where the snapshot Lambda's os:etcd:backup credential lives (infra/schedule.py writes it).
+CREDENTIAL_PREFIX = "credentials/"
+CREDENTIAL_KEY = f"{CREDENTIAL_PREFIX}etcd-backup.json"
+LATEST_NAME = "latest"
+OBJECT_LOCK_MODE = "GOVERNANCE"
 
 
 @dataclass
 class BackupBucketArgs:
-    retention_days: int
+    # Retention tier (dr.core.tiers.TIERS) -> days after upload when its snapshots expire.
+    tier_days: Mapping[str, int] = field(default_factory=lambda: dict(tiers.DEFAULT_DAYS))
     bucket_name: str | None = None  # None: Pulumi auto-names it from the resource name plus a random suffix
     snapshot_prefix: str = DEFAULT_SNAPSHOT_PREFIX
+    object_lock_days: int = 0  # 0: no Object Lock
+    # IAM principal ARNs (as aws:PrincipalArn sees them: a role, not its sessions) allowed to read objects at all,
+    # and those allowed to read the Lambda's credential. Empty: reads are not restricted by the bucket policy.
+    readers: pulumi.Input[Sequence[str]] = ()
+    credential_readers: pulumi.Input[Sequence[str]] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
-def tls_only_policy(bucket_arn: str) -> str:
-    """A bucket policy denying every request that does not use TLS."""
-    return json.dumps(
+def lifecycle_rules(prefix: str, tier_days: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The bucket's lifecycle rules (pulumi-aws ``BucketLifecycleConfiguration`` rule dicts). Pure.
+
+    One rule per tier: current versions tagged ``retention=<tier>`` under ``prefix`` expire after the tier's days
+    (a delete marker goes on top, the bucket being versioned), and the noncurrent version that leaves goes
+    ``NONCURRENT_GRACE_DAYS`` later. The pinned ``<prefix>latest`` is overwritten by every run; its old versions are
+    copies of snapshots that still exist under their own keys, so they go after the same grace. Delete markers left
+    with no version under them are removed (a rule that cannot carry a tag filter, and does not expire objects:
+    https://docs.aws.amazon.com/AmazonS3/latest/API/API_LifecycleExpiration.html, ExpiredObjectDeleteMarker
+    "cannot be specified with Days or Date"). Lifecycle days count from the object's creation and are rounded up to
+    the next midnight UTC (https://docs.aws.amazon.com/AmazonS3/latest/userguide/lifecycle-expire-general-considerations.html).
+    """
+    problems = tiers.validate_days(tier_days)
+    if problems:
+        raise ValueError("; ".join(problems))
+    rules: list[dict[str, Any]] = [
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "DenyInsecureTransport",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                }
-            ],
+            "id": f"expire-{tier}-snapshots",
+            "status": "Enabled",
+            "filter": {"and_": {"prefix": prefix, "tags": {tiers.TAG_KEY: tier}}},
+            "expiration": {"days": tier_days[tier]},
+            "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_GRACE_DAYS},
         }
-    )
+        for tier in tiers.TIERS
+    ]
+    rules += [
+        {
+            "id": "expire-old-latest-copies",
+            "status": "Enabled",
+            "filter": {"prefix": f"{prefix}{LATEST_NAME}"},
+            "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_GRACE_DAYS},
+        },
+        {
+            "id": "remove-expired-delete-markers",
+            "status": "Enabled",
+            "filter": {"prefix": prefix},
+            "expiration": {"expired_object_delete_marker": True},
+        },
+        {
+            "id": "abort-incomplete-multipart-uploads",
+            "status": "Enabled",
+            "filter": {"prefix": ""},
+            "abort_incomplete_multipart_upload": {"days_after_initiation": ABORT_INCOMPLETE_UPLOADS_DAYS},
+        },
+    ]
+    return rules
+
+
+def _deny(sid: str, actions: Sequence[str], resources: Sequence[str], condition: Mapping[str, Any]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Deny", "Principal": "*", "Action": list(actions), "Resource": list(resources),
+            "Condition": dict(condition)}
+
+
+def bucket_policy(
+    bucket_arn: str,
+    prefix: str = DEFAULT_SNAPSHOT_PREFIX,
+    readers: Sequence[str] = (),
+    credential_readers: Sequence[str] = (),
+) -> str:
+    """The bucket policy: only Deny statements (access is granted by each principal's IAM policy). Pure.
+
+    ``readers`` / ``credential_readers`` empty: that restriction is left out (a bucket policy cannot name nobody).
+    """
+    bucket = bucket_arn.split(":::", 1)[-1]
+    snapshots = f"{bucket_arn}/{prefix}*{SNAPSHOT_NAME_PREFIX}*"  # etcd-snapshot-* and pre-restore-etcd-snapshot-*
+    latest = f"{bucket_arn}/{prefix}{LATEST_NAME}"
+    statements = [
+        _deny("DenyInsecureTransport", ["s3:*"], [bucket_arn, f"{bucket_arn}/*"], {"Bool": {"aws:SecureTransport": "false"}}),
+        # Conditional writes, enforced: a PutObject or CompleteMultipartUpload without If-None-Match is refused, so
+        # nothing overwrites a snapshot (an overwrite is a delete once the old version expires). CreateMultipartUpload
+        # and UploadPart take no conditional header and are exempt through s3:ObjectCreationOperation
+        # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes-enforce.html). A CopyObject onto
+        # a snapshot key is refused too: that page notes copies into an enforced prefix fail.
+        _deny("SnapshotsAreWriteOnce", ["s3:PutObject"], [snapshots],
+              {"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}}),
+        # `latest` is rewritten by every run, so it cannot be write-once; instead it may only ever be a server-side
+        # copy of a snapshot in this bucket: x-amz-copy-source is "<bucket>/<key>[?versionId=...]", sometimes with a
+        # leading slash (https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html; the condition key:
+        # https://docs.aws.amazon.com/AmazonS3/latest/userguide/amazon-s3-policy-keys.html, "copy source"). A plain
+        # upload (or a multipart one: CreateMultipartUpload carries no copy source) to `latest` is refused.
+        _deny("LatestOnlyByCopy", ["s3:PutObject"], [latest], {"Null": {"s3:x-amz-copy-source": "true"}}),
+        _deny("LatestOnlyFromASnapshot", ["s3:PutObject"], [latest],
+              {"StringNotLike": {"s3:x-amz-copy-source": [f"{bucket}/{prefix}*{SNAPSHOT_NAME_PREFIX}*",
+                                                          f"/{bucket}/{prefix}*{SNAPSHOT_NAME_PREFIX}*"]}}),
+        # SSE-C is the ransomware pattern (re-encrypt with a key only the attacker has): refuse it outright, besides
+        # the encryption configuration's BlockedEncryptionTypes.
+        _deny("DenySSEC", ["s3:PutObject"], [f"{bucket_arn}/*"],
+              {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}),
+        # A tier, once set, stays: dropping the tag or changing it would let (or make) lifecycle delete it early.
+        _deny("TierTagsCannotBeRemoved", ["s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging"], [f"{bucket_arn}/*"],
+              {"Null": {f"s3:ExistingObjectTag/{tiers.TAG_KEY}": "false"}}),
+    ]
+    for tier in (*tiers.TIERS, tiers.LATEST):
+        statements.append(_deny(
+            f"TierTagStays{tier.capitalize()}", ["s3:PutObjectTagging", "s3:PutObjectVersionTagging"], [f"{bucket_arn}/*"],
+            # A negated operator is true when the request has no such tag: replacing the tag set without it is denied.
+            {"StringEquals": {f"s3:ExistingObjectTag/{tiers.TAG_KEY}": tier},
+             "StringNotEquals": {f"s3:RequestObjectTag/{tiers.TAG_KEY}": tier}},
+        ))
+    if readers:
+        # Security review L5: without this any principal in the account with s3:GetObject on * (ReadOnlyAccess) could
+        # download every snapshot. aws:PrincipalArn is the role's ARN for its sessions
+        # (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principalarn).
+        statements.append(_deny("ReadsOnlyByNamedPrincipals", ["s3:GetObject", "s3:GetObjectVersion"], [f"{bucket_arn}/*"],
+                                {"ArnNotLike": {"aws:PrincipalArn": sorted(set(readers))}}))
+    if credential_readers:
+        statements.append(_deny("CredentialOnlyForTheLambda", ["s3:GetObject", "s3:GetObjectVersion"],
+                                [f"{bucket_arn}/{CREDENTIAL_PREFIX}*"],
+                                {"ArnNotLike": {"aws:PrincipalArn": sorted(set(credential_readers))}}))
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
+
+
+def tls_only_policy(bucket_arn: str) -> str:
+    """A bucket policy denying every request that does not use TLS (kept for callers; ``bucket_policy`` includes it)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [json.loads(bucket_policy(bucket_arn))["Statement"][0]]})
 
 
 class BackupBucket(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
+    policy: aws.s3.BucketPolicy  # what a writer of the credential object waits for
 
     def __init__(self, name: str, args: BackupBucketArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("talos-dr:bucket:BackupBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        rules = lifecycle_rules(args.snapshot_prefix, args.tier_days)  # validates before anything is created
 
         bucket = aws.s3.Bucket(
             f"{name}",
             bucket=args.bucket_name,
             force_destroy=False,  # never delete a bucket that still holds backups
             tags=dict(args.tags),
+            # object_lock_enabled is left unset on purpose: it forces a new bucket (a protected one, so the preview
+            # would fail), and BucketObjectLockConfiguration below enables Object Lock on new and existing buckets.
             # The backups are the point of this stack: `pulumi destroy` stops here (see README, "Clean up").
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
@@ -73,7 +208,7 @@ class BackupBucket(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
-        aws.s3.BucketVersioning(
+        versioning = aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=bucket.id,
             versioning_configuration={"status": "Enabled"},  # an overwritten or deleted snapshot stays recoverable
@@ -83,39 +218,43 @@ class BackupBucket(pulumi.ComponentResource):
         # key, a scheduled key deletion, a key policy mistake or a lost kms:Decrypt grant makes every backup
         # unreadable, and the restore path gains a second service that can fail. The snapshots' Kubernetes Secrets
         # are already encrypted by Talos (secretbox key in the PKI bundle); access control is the policy below.
+        # BlockedEncryptionTypes SSE-C: S3 itself refuses customer-key uploads (pulumi-aws 7.51 docs: "Valid values
+        # are SSE-C ... and NONE"; https://docs.aws.amazon.com/AmazonS3/latest/API/API_ServerSideEncryptionRule.html).
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-sse",
             bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
+                    "blocked_encryption_types": ["SSE-C"]}],
             opts=child,
         )
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only",
+        self.policy = aws.s3.BucketPolicy(
+            f"{name}-tls-only",  # the name of its first statement, kept so existing stacks update it in place
             bucket=bucket.id,
-            policy=bucket.arn.apply(tls_only_policy),
+            policy=pulumi.Output.all(bucket.arn, args.readers, args.credential_readers).apply(
+                lambda a: bucket_policy(a[0], args.snapshot_prefix, a[1] or (), a[2] or ())
+            ),
             # S3 refuses policies while the public access block is being changed; order them.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_block]),
         )
-        retention = args.retention_days
+        if args.object_lock_days:
+            # Governance mode: only a principal with s3:BypassGovernanceRetention (and the header) can delete or
+            # shorten a locked version early; compliance mode would bind the root user too, with no way back.
+            # Enabling it needs versioning first, and it can never be turned off again, nor versioning suspended
+            # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-configure.html). Lifecycle still
+            # puts delete markers on locked objects; it removes a locked version only once its retention has passed
+            # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-managing.html, lifecycle section).
+            aws.s3.BucketObjectLockConfiguration(
+                f"{name}-object-lock",
+                bucket=bucket.id,
+                object_lock_enabled="Enabled",
+                rule={"default_retention": {"mode": OBJECT_LOCK_MODE, "days": args.object_lock_days}},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+            )
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,
-            rules=[
-                {
-                    "id": "expire-snapshots",
-                    "status": "Enabled",
-                    "filter": {"prefix": args.snapshot_prefix},
-                    "expiration": {"days": retention},
-                    "noncurrent_version_expiration": {"noncurrent_days": retention},
-                },
-                {
-                    "id": "abort-incomplete-multipart-uploads",
-                    "status": "Enabled",
-                    "filter": {"prefix": ""},
-                    "abort_incomplete_multipart_upload": {"days_after_initiation": ABORT_INCOMPLETE_UPLOADS_DAYS},
-                },
-            ],
-            opts=child,
+            rules=rules,  # type: ignore[arg-type]  # plain dicts of the RuleArgsDict shape, built by a pure function
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
 
         self.bucket_name = bucket.bucket

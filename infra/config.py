@@ -40,7 +40,13 @@ DEFAULTS: dict[str, Any] = {
     "vpcCidr": "10.0.0.0/16",
     "subnetCidr": "10.0.1.0/24",
     "bucketName": None,  # Pulumi auto-names it: "<clusterName>-etcd-backups-<random>"
-    "snapshotRetentionDays": 30,
+    # Lifecycle expiry per retention tier (dr.core.tiers), days after upload; each longer than the one before.
+    "snapshotRetentionHourlyDays": 2,
+    "snapshotRetentionDailyDays": 14,
+    "snapshotRetentionWeeklyDays": 56,
+    "snapshotRetentionMonthlyDays": 365,
+    "snapshotObjectLockDays": 0,  # 0: no S3 Object Lock; N: governance-mode default retention of N days
+    "snapshotReaders": [],  # IAM role/user ARNs that may read snapshots, besides the deployer and the Lambda
     "argocdChartVersion": "9.1.4",
     "kubernetesSecrets": {},
     "snapshotSchedule": "rate(1 hour)",
@@ -52,9 +58,26 @@ DEFAULTS: dict[str, Any] = {
 # Keys in the project namespace, in README order; plus aws:region.
 PROJECT_KEYS: tuple[str, ...] = tuple(DEFAULTS)
 ALL_KEYS: tuple[str, ...] = (AWS_REGION_KEY, *PROJECT_KEYS)
+# Keys this program once read, and what replaced them: a stack that still sets one is told, not silently ignored.
+RETIRED_KEYS: dict[str, str] = {
+    "snapshotRetentionDays": "was replaced by snapshotRetentionHourlyDays, -DailyDays, -WeeklyDays and -MonthlyDays "
+                             "(one age for every snapshot let the bucket empty itself when backups stopped); "
+                             "remove it with `pulumi config rm snapshotRetentionDays` and set those if the defaults "
+                             "(2/14/56/365) do not suit",
+}
+# Tier -> config key of its expiry days.
+TIER_DAYS_KEYS: dict[str, str] = {
+    "hourly": "snapshotRetentionHourlyDays",
+    "daily": "snapshotRetentionDailyDays",
+    "weekly": "snapshotRetentionWeeklyDays",
+    "monthly": "snapshotRetentionMonthlyDays",
+}
 
 MIN_ROOT_VOLUME_GIB = 20  # the Talos AMI's root snapshot size
-WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
+# A block this broad (or a list adding up to one) is "the internet", whatever its spelling: 0.0.0.0/1 plus
+# 128.0.0.0/1 is 0.0.0.0/0 (security review L6). An IPv4 /8 is 16.7 M addresses, an IPv6 /16 a sixteenth of 2000::/3.
+WORLD_PREFIXLEN = {4: 8, 6: 16}
+_WORLD_ADDRESSES = {4: 2 ** (32 - WORLD_PREFIXLEN[4]), 6: 2 ** (128 - WORLD_PREFIXLEN[6])}
 VOLUME_TYPES = frozenset({"gp3", "gp2", "io1", "io2", "st1", "sc1"})
 # Instance families Talos documents for AWS; T2 is excluded by the Talos docs (unreliable clock, no Nitro).
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -129,13 +152,15 @@ class StackConfig:
     vpc_cidr: str
     subnet_cidr: str
     bucket_name: str | None
-    snapshot_retention_days: int
+    snapshot_tier_days: Mapping[str, int]  # retention tier (dr.core.tiers) -> lifecycle expiry days
     argocd_chart_version: str
     kubernetes_secrets: tuple[KubernetesSecret, ...]
     snapshot_schedule: str
     scheduled_snapshots: bool
     snapshot_lambda_wheel_dir: str | None
     age_recipients: tuple[str, ...] = ()
+    snapshot_object_lock_days: int = 0  # 0: Object Lock off
+    snapshot_readers: tuple[str, ...] = ()  # principal ARNs allowed to read objects, besides deployer and Lambda
     data_volume_snapshot_schedule: str = "rate(1 day)"
     data_volume_snapshot_retain: int = 7
 
@@ -332,15 +357,25 @@ def _admin_cidrs(raw: Any, allow_world: bool | None, p: _Problems) -> tuple[str,
     if cidrs is not None and not cidrs:
         p.add("adminCidrs", "is empty, so nobody could reach the node; "
                             "add your address with `pulumi config set --path 'adminCidrs[0]' 203.0.113.7/32`")
+    nets: list[_Network] = []
     for i, c in enumerate(cidrs or []):
         net = _as_network(c, f"adminCidrs[{i}]", p)
         if net is None:
             continue
-        if str(net) in WORLD_CIDRS and allow_world is not True:
-            p.add(f"adminCidrs[{i}]", f"{net} opens the Talos and Kubernetes APIs to the whole internet; "
-                                      "use your own address/32, or set allowWorldAccess to true if you mean it")
+        if net.prefixlen < WORLD_PREFIXLEN[net.version] and allow_world is not True:
+            p.add(f"adminCidrs[{i}]", f"{net} is broader than a /{WORLD_PREFIXLEN[net.version]}: it opens the Talos and "
+                                      "Kubernetes APIs to the whole internet; use your own address/32, or set "
+                                      "allowWorldAccess to true if you mean it")
             continue
+        nets.append(net)
         admin_cidrs += (str(net),)
+    for version in (4, 6):
+        same: list[Any] = [n for n in nets if n.version == version]  # collapse_addresses wants one IP version
+        total: int = sum(n.num_addresses for n in ipaddress.collapse_addresses(same))
+        if total > _WORLD_ADDRESSES[version] and allow_world is not True:
+            p.add("adminCidrs", f"the IPv{version} blocks add up to {total:,} addresses, more than a "
+                                f"/{WORLD_PREFIXLEN[version]}: that is the internet in pieces; list your own "
+                                "addresses, or set allowWorldAccess to true if you mean it")
     return admin_cidrs
 
 
@@ -409,6 +444,43 @@ def _volume_schedule(raw: Any, p: _Problems) -> str | None:
     return str(raw).strip()
 
 
+def _tier_days(get: Any, p: _Problems) -> dict[str, int]:
+    """Expiry days per retention tier, each 1 to 3650, each tier kept longer than the one before it."""
+    from dr.core.tiers import TIERS
+
+    days: dict[str, int] = {}
+    for tier in TIERS:
+        key = TIER_DAYS_KEYS[tier]
+        value = _as_int(get(key), key, 1, 3650, "days", p)
+        if value is not None:
+            days[tier] = value
+    if len(days) == len(TIERS):
+        for shorter, longer in zip(TIERS, TIERS[1:], strict=False):
+            if days[longer] <= days[shorter]:
+                p.add(TIER_DAYS_KEYS[longer], f"{days[longer]} days is not longer than {TIER_DAYS_KEYS[shorter]} "
+                                              f"({days[shorter]}); each tier must outlive the one before it, e.g. 2/14/56/365")
+    return days
+
+
+_PRINCIPAL_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:((role|user)/[\w+=,.@/-]+|root)$")
+
+
+def _readers(raw: Any, p: _Problems) -> tuple[str, ...]:
+    """IAM principal ARNs (roles, users, an account root) the bucket policy lets read objects."""
+    value = _as_json(raw, "snapshotReaders", list, p)
+    out: list[str] = []
+    for i, item in enumerate(value or []):
+        if isinstance(item, str) and ":assumed-role/" in item:
+            p.add("snapshotReaders", f"item {i} {item!r} is a session; name its role instead "
+                                     "(arn:aws:iam::<account>:role/<name>: the policy matches aws:PrincipalArn, the role)")
+        elif not (isinstance(item, str) and _PRINCIPAL_ARN.fullmatch(item)):
+            p.add("snapshotReaders", f"item {i} {item!r} is not an IAM role or user ARN such as "
+                                     "arn:aws:iam::123456789012:role/dr-operator")
+        else:
+            out.append(item)
+    return tuple(dict.fromkeys(out))
+
+
 def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Validate plain config values (``aws:region`` plus the project keys, unprefixed) into a ``StackConfig``.
 
@@ -416,7 +488,10 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     problem, each naming its key and the fix.
     """
     p = _Problems()
-    _unknown_keys(raw, p)
+    retired = {k: why for k, why in RETIRED_KEYS.items() if k in raw}
+    for key, why in retired.items():
+        p.add(key, why)
+    _unknown_keys({k: v for k, v in raw.items() if k not in retired}, p)
 
     def get(key: str) -> Any:
         value = raw.get(key)
@@ -439,7 +514,10 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     data_volumes = _data_volumes(get("dataVolumes"), p)
     vpc, subnet = _networks(get("vpcCidr"), get("subnetCidr"), p)
     bucket = _bucket(get("bucketName"), p)
-    retention = _as_int(get("snapshotRetentionDays"), "snapshotRetentionDays", 1, 3650, "days", p)
+    tier_days = _tier_days(get, p)
+    lock_days = _as_int(get("snapshotObjectLockDays"), "snapshotObjectLockDays", 0, 3650, "days", p,
+                        " (0 turns Object Lock off)")
+    readers = _readers(get("snapshotReaders"), p)
     chart = _as_str(get("argocdChartVersion"), "argocdChartVersion", _CHART_VERSION,
                     "pin an exact argo-cd chart version such as 9.1.4", p)
     kube_secrets = _kubernetes_secrets(get("kubernetesSecrets"), "kubernetesSecrets" in secret_keys, p)
@@ -468,13 +546,15 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         vpc_cidr=str(vpc),
         subnet_cidr=str(subnet),
         bucket_name=bucket,
-        snapshot_retention_days=_required(retention, "snapshotRetentionDays"),
+        snapshot_tier_days=MappingProxyType(tier_days),
         argocd_chart_version=_required(chart, "argocdChartVersion"),
         kubernetes_secrets=kube_secrets,
         snapshot_schedule=_required(schedule, "snapshotSchedule"),
         scheduled_snapshots=bool(scheduled),
         snapshot_lambda_wheel_dir=wheel_dir,
         age_recipients=age_recipients,
+        snapshot_object_lock_days=_required(lock_days, "snapshotObjectLockDays"),
+        snapshot_readers=readers,
         data_volume_snapshot_schedule=_required(volume_schedule, "dataVolumeSnapshotSchedule"),
         data_volume_snapshot_retain=_required(volume_retain, "dataVolumeSnapshotRetain"),
     )

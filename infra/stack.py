@@ -7,6 +7,7 @@ the network, node, bucket and Talos PKI, and adds its own outputs (``dr.core.out
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from infra.network import Network, NetworkArgs
 from infra.node import Node, NodeArgs
 from infra.providers.secret_file import LocalSecretFile
 from infra.recovery_kit import RecoveryKit, RecoveryKitArgs
-from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs
+from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs, lambda_subnet_cidr
 from infra.talos import TalosCluster, TalosClusterArgs
 from infra.volume_snapshots import DataVolumeSnapshots, DataVolumeSnapshotsArgs
 
@@ -90,12 +91,24 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             tags=tags,
         ),
     )
+    # Who may read objects (the bucket policy names them, security review L5): whoever runs `pulumi up` (its role,
+    # not the session: aws:PrincipalArn), the configured readers, and the snapshot Lambda's role, which exists only
+    # once the schedule below is built; a deferred output lets the bucket's policy name it without a cycle.
+    deployer = aws.iam.get_session_context_output(arn=aws.get_caller_identity_output().arn).issuer_arn
+    lambda_role: pulumi.Output[list[str]] = pulumi.Output.from_input([])
+    resolve_lambda_role: Callable[[pulumi.Output[list[str]]], None] | None = None
+    if cfg.scheduled_snapshots:
+        lambda_role, resolve_lambda_role = pulumi.deferred_output()
+    readers = pulumi.Output.all(deployer, lambda_role).apply(lambda a: [a[0], *cfg.snapshot_readers, *a[1]])
     bucket = BackupBucket(
         f"{name}-etcd-backups",
         BackupBucketArgs(
-            retention_days=cfg.snapshot_retention_days,
+            tier_days=cfg.snapshot_tier_days,
             bucket_name=cfg.bucket_name,
             snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
+            object_lock_days=cfg.snapshot_object_lock_days,
+            readers=readers,
+            credential_readers=pulumi.Output.all(deployer, lambda_role).apply(lambda a: [a[0], *a[1]]),
             tags=tags,
         ),
     )
@@ -178,29 +191,13 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
 
     schedule = None
     if cfg.scheduled_snapshots:
-        schedule = SnapshotSchedule(
-            name,
-            SnapshotScheduleArgs(
-                vpc_id=network.vpc_id,
-                subnet_id=network.subnet_id,
-                node_security_group_id=network.security_group_id,
-                route_table_id=network.route_table_id,
-                bucket_name=bucket.bucket_name,
-                bucket_arn=bucket.bucket_arn,
-                node_private_ip=node.private_ip,
-                machine_secrets=cluster.secrets.machine_secrets,
-                cluster_name=name,
-                region=cfg.aws_region,
-                schedule_expression=cfg.snapshot_schedule,
-                snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
-                wheel_dir=cfg.snapshot_lambda_wheel_dir,
-                account_id=aws.get_caller_identity_output().account_id,
-                # The proving snapshot at deploy time needs etcd running: wait for the API server (whose
-                # readiness includes etcd), not just the bootstrap call.
-                ready=[cluster.ready],
-                tags=tags,
-            ),
-        )
+        assert resolve_lambda_role is not None
+        try:
+            schedule = _schedule(name, cfg, network, node, bucket, cluster, tags)
+        except BaseException:
+            resolve_lambda_role(pulumi.Output.from_input([]))  # an unresolved output would hang the program
+            raise
+        resolve_lambda_role(schedule.role_arn.apply(lambda arn: [arn]))
         outputs |= {
             out.SNAPSHOT_FUNCTION_NAME: schedule.function_name,
             out.NEWEST_SNAPSHOT_KEY: schedule.newest_snapshot_key,
@@ -209,3 +206,32 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
         }
     return Stack(network=network, node=node, bucket=bucket, talos=cluster, addons=addons, schedule=schedule,
                  recovery_kit=recovery_kit, volume_snapshots=volume_snapshots, outputs=outputs)
+
+
+def _schedule(name: str, cfg: StackConfig, network: Network, node: Node, bucket: BackupBucket, cluster: TalosCluster,
+              tags: dict[str, str]) -> SnapshotSchedule:
+    return SnapshotSchedule(
+        name,
+        SnapshotScheduleArgs(
+            vpc_id=network.vpc_id,
+            availability_zone=network.availability_zone,
+            lambda_subnet_cidr=lambda_subnet_cidr(cfg.vpc_cidr, cfg.subnet_cidr),
+            node_security_group_id=network.security_group_id,
+            bucket_name=bucket.bucket_name,
+            bucket_arn=bucket.bucket_arn,
+            node_private_ip=node.private_ip,
+            machine_secrets=cluster.secrets.machine_secrets,
+            cluster_name=name,
+            region=cfg.aws_region,
+            schedule_expression=cfg.snapshot_schedule,
+            snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
+            age_recipients=cfg.age_recipients,
+            wheel_dir=cfg.snapshot_lambda_wheel_dir,
+            account_id=aws.get_caller_identity_output().account_id,
+            # The proving snapshot at deploy time needs etcd running: wait for the API server (whose
+            # readiness includes etcd), not just the bootstrap call.
+            ready=[cluster.ready],
+            bucket_ready=[bucket.policy],
+            tags=tags,
+        ),
+    )

@@ -14,6 +14,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -64,7 +65,11 @@ _ARN_TYPES = {
     "aws:lambda/function:Function": "lambda",
     "aws:secretsmanager/secret:Secret": "secretsmanager",
     "aws:scheduler/schedule:Schedule": "scheduler",
+    "aws:scheduler/scheduleGroup:ScheduleGroup": "scheduler",
 }
+# Who runs `pulumi up` in the mocks: a role session, as SSO or `aws sts assume-role` gives one.
+DEPLOYER_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/deployer"
+DEPLOYER_SESSION = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/deployer/alice"
 
 
 def fake_id(prefix: str, name: str) -> str:
@@ -134,6 +139,10 @@ class Mocks(pulumi.runtime.Mocks):
             outs.update(kubeconfigRaw="apiVersion: v1\nkind: Config\nusers: [{name: admin, user: {token: x}}]\n")
         elif typ == "talos:machine/configurationApply:ConfigurationApply":
             outs.update(machineConfiguration=inputs.get("machineConfigurationInput"))
+        elif typ == "aws:scheduler/scheduleGroup:ScheduleGroup":
+            outs.update(arn=f"arn:aws:scheduler:us-east-1:{ACCOUNT_ID}:schedule-group/{args.name}", name=args.name)
+        elif typ == "aws:iam/role:Role":
+            outs.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{args.name}", name=args.name)
         elif typ in _ARN_TYPES:
             outs.update(arn=f"arn:aws:{_ARN_TYPES[typ]}:us-east-1:{ACCOUNT_ID}:{args.name}", name=args.name)
         elif typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
@@ -170,8 +179,13 @@ class Mocks(pulumi.runtime.Mocks):
         if args.token == "talos:client/getConfiguration:getConfiguration":
             return {"talosConfig": f"context: {args.args.get('clusterName')}\n"}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/deployer", "id": ACCOUNT_ID,
-                    "userId": "AIDAEXAMPLEDEPLOYER"}
+            return {"accountId": ACCOUNT_ID, "arn": DEPLOYER_SESSION, "id": ACCOUNT_ID, "userId": "AROAEXAMPLE:alice"}
+        if args.token == "aws:iam/getSessionContext:getSessionContext":
+            arn = args.args.get("arn")
+            # What the data source answers: the role behind an assumed-role session, anything else as it is.
+            issuer = DEPLOYER_ROLE if arn == DEPLOYER_SESSION else arn
+            return {"arn": arn, "issuerArn": issuer, "issuerId": "AROAEXAMPLE", "issuerName": "deployer",
+                    "sessionName": "alice", "id": arn}
         return {}
 
 
@@ -307,7 +321,7 @@ def fake_lambda_wheels(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for req in LAMBDA_REQUIREMENTS:
         name, _, version = req.partition("==")
-        dist = name.replace("-", "_")
+        dist = re.sub(r"[-_.]+", "_", name)  # a wheel's file name escapes the project name (PEP 427)
         tags = "cp39-abi3-manylinux2014_x86_64" if dist == "protobuf" else "py3-none-any"
         with zipfile.ZipFile(dest / f"{dist}-{version}-{tags}.whl", "w") as z:
             z.writestr(f"{dist}/__init__.py", f"__version__ = {version!r}  # fake wheel for tests\n")
@@ -322,7 +336,7 @@ def fake_lambda_hashes(wheel_dir: Path) -> dict[str, frozenset[str]]:
     out = {}
     for req in LAMBDA_REQUIREMENTS:
         name, _, version = req.partition("==")
-        wheels = wheel_dir.glob(f"{name.replace('-', '_')}-{version}-*.whl") if wheel_dir.is_dir() else []
+        wheels = wheel_dir.glob(f"{re.sub(r'[-_.]+', '_', name)}-{version}-*.whl") if wheel_dir.is_dir() else []
         out[req] = frozenset(hashlib.sha256(w.read_bytes()).hexdigest() for w in wheels)
     return out
 

@@ -69,7 +69,7 @@ def node_security_group(run):
 
 def test_instance_in_subnet_with_node_security_group(prod):
     inst = prod.one("aws:ec2/instance:Instance")
-    subnet = prod.one("aws:ec2/subnet:Subnet")
+    subnet = prod.mocks.resources["talos-dr-public"]
     sg = node_security_group(prod)
     assert inst.inputs["subnetId"] == subnet.id
     assert inst.inputs["vpcSecurityGroupIds"] == [sg.id]
@@ -104,7 +104,7 @@ def test_data_volumes_encrypted_protected_and_attached(prod, prod_config):
     volumes = {v.name: v for v in prod.of_type("aws:ebs/volume:Volume")}
     attachments = prod.of_type("aws:ec2/volumeAttachment:VolumeAttachment")
     inst = prod.one("aws:ec2/instance:Instance")
-    subnet = prod.one("aws:ec2/subnet:Subnet")
+    subnet = prod.mocks.resources["talos-dr-public"]
     assert len(volumes) == len(wanted) == len(attachments) >= 1
     for spec in wanted:
         vol = volumes[f"talos-dr-data-{spec['name']}"]
@@ -156,11 +156,12 @@ def test_world_access_only_when_allowed():
 
 def test_vpc_subnet_route_table_wiring(prod, prod_config):
     vpc = prod.one("aws:ec2/vpc:Vpc")
-    subnet = prod.one("aws:ec2/subnet:Subnet")
+    subnet = prod.mocks.resources["talos-dr-public"]  # the snapshot Lambda has a subnet of its own
     igw = prod.one("aws:ec2/internetGateway:InternetGateway")
-    rt = prod.one("aws:ec2/routeTable:RouteTable")
-    route = prod.one("aws:ec2/route:Route")
-    assoc = prod.one("aws:ec2/routeTableAssociation:RouteTableAssociation")
+    rt = prod.mocks.resources["talos-dr-public-rt"]
+    route = prod.one("aws:ec2/route:Route")  # the only route out of the VPC: the node's, through the gateway
+    (assoc,) = [a for a in prod.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")
+                if a.inputs["subnetId"] == subnet.id]
     assert vpc.inputs["cidrBlock"] == prod_config["vpcCidr"]
     assert subnet.inputs["cidrBlock"] == prod_config["subnetCidr"] and subnet.inputs["vpcId"] == vpc.id
     assert route.inputs == {"routeTableId": rt.id, "destinationCidrBlock": "0.0.0.0/0", "gatewayId": igw.id}
@@ -191,21 +192,25 @@ def test_bucket_encrypted_private_versioned_and_protected(prod):
 def test_bucket_policy_denies_plain_http(prod):
     bucket = prod.one("aws:s3/bucket:Bucket")
     policy = json.loads(prod.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
-    (stmt,) = policy["Statement"]
+    (stmt,) = [s for s in policy["Statement"] if s["Sid"] == "DenyInsecureTransport"]
     arn = f"arn:aws:s3:::{bucket.id}"
-    assert stmt["Effect"] == "Deny" and stmt["Principal"] == "*" and stmt["Action"] == "s3:*"
+    assert stmt["Effect"] == "Deny" and stmt["Principal"] == "*" and stmt["Action"] == ["s3:*"]
     assert set(stmt["Resource"]) == {arn, f"{arn}/*"}
     assert stmt["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
 def test_lifecycle_expires_snapshots_and_old_versions(prod, prod_config):
-    days = int(prod_config["snapshotRetentionDays"])
     rules = {r["id"]: r for r in prod.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
-    snap = rules["expire-snapshots"]
-    assert snap["status"] == "Enabled"
-    assert snap["filter"] == {"prefix": out.DEFAULT_SNAPSHOT_PREFIX}
-    assert snap["expiration"]["days"] == days
-    assert snap["noncurrentVersionExpiration"]["noncurrentDays"] == days
+    for tier, key in ("hourly", "Hourly"), ("daily", "Daily"), ("weekly", "Weekly"), ("monthly", "Monthly"):
+        snap = rules[f"expire-{tier}-snapshots"]
+        assert snap["status"] == "Enabled"
+        assert snap["filter"] == {"and": {"prefix": out.DEFAULT_SNAPSHOT_PREFIX, "tags": {"retention": tier}}}
+        assert snap["expiration"]["days"] == int(prod_config[f"snapshotRetention{key}Days"])
+        assert snap["noncurrentVersionExpiration"]["noncurrentDays"] >= 1
+    # No rule expires a current object without a tier tag: `latest` (and anything untagged) stays.
+    for rule in rules.values():
+        if "days" in (rule.get("expiration") or {}):
+            assert rule["filter"]["and"]["tags"]["retention"] in ("hourly", "daily", "weekly", "monthly"), rule["id"]
     abort = rules["abort-incomplete-multipart-uploads"]
     assert abort["status"] == "Enabled" and abort["abortIncompleteMultipartUpload"]["daysAfterInitiation"] >= 1
 
@@ -392,8 +397,9 @@ COMPONENTS = {
     "talos-dr:talos:TalosCluster": ("talos:machine/secrets:Secrets", "talos:machine/bootstrap:Bootstrap"),
     "talos-dr:addons:Addons": ("kubernetes:helm.sh/v3:Release", "pulumi:providers:kubernetes"),
     "talos-dr:schedule:SnapshotSchedule": ("aws:lambda/function:Function", "aws:scheduler/schedule:Schedule",
-                                           "aws:secretsmanager/secret:Secret", "aws:ec2/vpcEndpoint:VpcEndpoint",
-                                           "aws:iam/role:Role", "aws:ec2/securityGroup:SecurityGroup"),
+                                           "aws:s3/bucketObjectv2:BucketObjectv2", "aws:ec2/vpcEndpoint:VpcEndpoint",
+                                           "aws:iam/role:Role", "aws:ec2/subnet:Subnet", "aws:ec2/securityGroup:SecurityGroup",
+                                           "aws:scheduler/scheduleGroup:ScheduleGroup"),
     "talos-dr:volumesnapshots:DataVolumeSnapshots": ("aws:dlm/lifecyclePolicy:LifecyclePolicy", "aws:iam/role:Role"),
 }
 

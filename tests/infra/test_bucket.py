@@ -1,0 +1,201 @@
+"""The backup bucket as a vault, under Pulumi mocks and as pure policy documents: tiered lifecycle, write-once
+snapshots, a `latest` that is only ever a copy of a snapshot, tier tags that stay, named readers, Object Lock."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from typing import Any
+
+import pytest
+
+from dr.core import tiers
+from infra.bucket import CREDENTIAL_KEY, bucket_policy, lifecycle_rules
+from tests.infra.mocks import DEPLOYER_ROLE, run_program, stack_file_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+ARN = "arn:aws:s3:::b"
+LAMBDA = "arn:aws:iam::123456789012:role/talos-dr-lambda-role"
+OTHER = "arn:aws:iam::123456789012:role/ReadOnly"
+
+
+@pytest.fixture(scope="module")
+def prod():
+    return run_program(stack_file_config())
+
+
+@pytest.fixture(scope="module")
+def locked():
+    return run_program({**stack_file_config(), "talos-dr:snapshotObjectLockDays": "30"})
+
+
+# --- lifecycle ----------------------------------------------------------------------------------------------------
+
+def test_each_tier_expires_after_its_own_days_and_nothing_else_expires_current_objects():
+    rules = {r["id"]: r for r in lifecycle_rules("snapshots/", {"hourly": 2, "daily": 14, "weekly": 56, "monthly": 365})}
+    for tier, days in (("hourly", 2), ("daily", 14), ("weekly", 56), ("monthly", 365)):
+        rule = rules[f"expire-{tier}-snapshots"]
+        assert rule["filter"] == {"and_": {"prefix": "snapshots/", "tags": {"retention": tier}}}
+        assert rule["expiration"] == {"days": days}
+        assert rule["noncurrent_version_expiration"]["noncurrent_days"] >= 1
+    expiring = [r for r in rules.values() if "days" in r.get("expiration", {})]
+    assert len(expiring) == 4 and all(r["filter"]["and_"]["tags"]["retention"] in tiers.TIERS for r in expiring)
+    assert not [r for r in rules.values() if "latest" in json.dumps(r.get("filter")) and "expiration" in r]
+    assert rules["expire-old-latest-copies"] == {"id": "expire-old-latest-copies", "status": "Enabled",
+                                                 "filter": {"prefix": "snapshots/latest"},
+                                                 "noncurrent_version_expiration": {"noncurrent_days": 1}}
+    assert rules["remove-expired-delete-markers"]["expiration"] == {"expired_object_delete_marker": True}
+
+
+def test_tier_days_must_increase():
+    with pytest.raises(ValueError, match="daily"):
+        lifecycle_rules("snapshots/", {"hourly": 14, "daily": 14, "weekly": 56, "monthly": 365})
+
+
+def test_the_stack_wires_the_configured_days(prod):
+    run = run_program({**stack_file_config(), "talos-dr:snapshotRetentionMonthlyDays": "730"})
+    rules = {r["id"]: r for r in run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
+    assert rules["expire-monthly-snapshots"]["expiration"]["days"] == 730
+    assert rules["expire-hourly-snapshots"]["filter"] == {"and": {"prefix": "snapshots/", "tags": {"retention": "hourly"}}}
+    lifecycle = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    assert run.urn("talos-dr-etcd-backups-versioning") in run.options(lifecycle.name)["dependencies"]
+
+
+# --- the policy, as a document ------------------------------------------------------------------------------------
+# A small model of IAM's Deny evaluation, for the operators this policy uses only (IAM User Guide, "IAM JSON policy
+# elements: Condition operators": a condition block is the AND of its operators and keys, a list of values is OR;
+# ...Not... operators match when the key is absent; Null tests presence). It is ours, not AWS's evaluator: the
+# tests below state each request the way S3 documents its context keys, and the statements are also asserted
+# literally in the mocks tests.
+
+def _match(op: str, actual: Any, wanted: Any) -> bool:
+    values = wanted if isinstance(wanted, list) else [wanted]
+    if op == "Null":
+        return (actual is None) == (str(wanted).lower() == "true")
+    if op == "Bool":
+        return actual is not None and str(actual).lower() == str(wanted).lower()
+    if op == "StringEquals":
+        return actual is not None and actual in values
+    if op == "StringNotEquals":
+        return actual is None or actual not in values
+    if op == "StringNotLike":
+        return actual is None or not any(fnmatch.fnmatchcase(actual, v) for v in values)
+    if op == "ArnNotLike":
+        return actual is None or not any(fnmatch.fnmatchcase(actual, v) for v in values)
+    raise AssertionError(f"operator {op} not modelled")
+
+
+def denied_by(policy: str, action: str, resource: str, context: dict[str, Any]) -> list[str]:
+    out = []
+    for st in json.loads(policy)["Statement"]:
+        if not any(fnmatch.fnmatchcase(action, a) for a in st["Action"]):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in st["Resource"]):
+            continue
+        if all(_match(op, context.get(k), v) for op, kv in st["Condition"].items() for k, v in kv.items()):
+            out.append(st["Sid"])
+    return out
+
+
+POLICY = bucket_policy(ARN, "snapshots/", readers=[DEPLOYER_ROLE, LAMBDA], credential_readers=[DEPLOYER_ROLE, LAMBDA])
+SNAP = f"{ARN}/snapshots/etcd-snapshot-20261124T020000Z.db.zst"
+LATEST = f"{ARN}/snapshots/latest"
+TLS = {"aws:SecureTransport": "true", "aws:PrincipalArn": LAMBDA}
+
+
+@pytest.mark.parametrize("what, action, resource, context, sids", [
+    ("a new snapshot with If-None-Match", "s3:PutObject", SNAP,
+     {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true"}, []),
+    ("an unconditional PutObject: an overwrite", "s3:PutObject", SNAP, {"s3:ObjectCreationOperation": "true"},
+     ["SnapshotsAreWriteOnce"]),
+    ("CreateMultipartUpload / UploadPart take no header", "s3:PutObject", SNAP, {"s3:ObjectCreationOperation": "false"}, []),
+    ("CopyObject onto a snapshot key", "s3:PutObject", SNAP,
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/snapshots/etcd-snapshot-20261124T010000Z.db"},
+     ["SnapshotsAreWriteOnce"]),
+    ("latest as a copy of a snapshot", "s3:PutObject", LATEST,
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/snapshots/etcd-snapshot-20261124T020000Z.db.zst"}, []),
+    ("latest as a copy of a version, leading slash", "s3:PutObject", LATEST,
+     {"s3:ObjectCreationOperation": "true",
+      "s3:x-amz-copy-source": "/b/snapshots/etcd-snapshot-20261124T020000Z.db?versionId=abc"}, []),
+    ("latest uploaded, not copied", "s3:PutObject", LATEST, {"s3:ObjectCreationOperation": "true"},
+     ["LatestOnlyByCopy", "LatestOnlyFromASnapshot"]),
+    ("latest copied from another bucket", "s3:PutObject", LATEST,
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "evil/snapshots/etcd-snapshot-20991231T235959Z.db"},
+     ["LatestOnlyFromASnapshot"]),
+    ("latest copied from a non-snapshot key", "s3:PutObject", LATEST,
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/credentials/etcd-backup.json"},
+     ["LatestOnlyFromASnapshot"]),
+    ("an SSE-C write", "s3:PutObject", SNAP,
+     {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true",
+      "s3:x-amz-server-side-encryption-customer-algorithm": "AES256"}, ["DenySSEC"]),
+    ("the first tags of a new snapshot", "s3:PutObjectTagging", SNAP, {"s3:RequestObjectTag/retention": "hourly"}, []),
+    ("more tags, the tier kept (set_tags merges)", "s3:PutObjectTagging", SNAP,
+     {"s3:ExistingObjectTag/retention": "monthly", "s3:RequestObjectTag/retention": "monthly"}, []),
+    ("a monthly re-tagged hourly: a delete in two days", "s3:PutObjectTagging", SNAP,
+     {"s3:ExistingObjectTag/retention": "monthly", "s3:RequestObjectTag/retention": "hourly"}, ["TierTagStaysMonthly"]),
+    ("a tag set without the tier", "s3:PutObjectTagging", SNAP,
+     {"s3:ExistingObjectTag/retention": "daily"}, ["TierTagStaysDaily"]),
+    ("latest re-tagged", "s3:PutObjectTagging", LATEST,
+     {"s3:ExistingObjectTag/retention": "latest", "s3:RequestObjectTag/retention": "hourly"}, ["TierTagStaysLatest"]),
+    ("the tier tag deleted", "s3:DeleteObjectTagging", SNAP, {"s3:ExistingObjectTag/retention": "weekly"},
+     ["TierTagsCannotBeRemoved"]),
+    ("the Lambda reads a snapshot (HEAD, copy source)", "s3:GetObject", SNAP, {"aws:PrincipalArn": LAMBDA}, []),
+    ("ReadOnlyAccess elsewhere in the account", "s3:GetObject", SNAP, {"aws:PrincipalArn": OTHER},
+     ["ReadsOnlyByNamedPrincipals"]),
+    ("the Lambda reads its credential", "s3:GetObject", f"{ARN}/{CREDENTIAL_KEY}", {"aws:PrincipalArn": LAMBDA}, []),
+    ("anyone else reads the credential", "s3:GetObject", f"{ARN}/{CREDENTIAL_KEY}", {"aws:PrincipalArn": OTHER},
+     ["ReadsOnlyByNamedPrincipals", "CredentialOnlyForTheLambda"]),
+    ("plain HTTP", "s3:GetObject", SNAP, {"aws:SecureTransport": "false"}, ["DenyInsecureTransport"]),
+])
+def test_policy_table(what, action, resource, context, sids):
+    ctx = {**TLS, **context}
+    assert denied_by(POLICY, action, resource, ctx) == sids, what
+
+
+def test_a_talos_backup_name_is_not_a_snapshot_key_but_the_lambda_cannot_write_it_either():
+    from infra.schedule import lambda_policy
+
+    other = f"{ARN}/snapshots/talos-2099-12-31T23:59:59Z.snap"
+    assert denied_by(POLICY, "s3:PutObject", other, {**TLS, "s3:ObjectCreationOperation": "true"}) == []
+    allowed = [r for s in json.loads(lambda_policy(ARN, "snapshots/", CREDENTIAL_KEY))["Statement"]
+               if "s3:PutObject" in s["Action"] for r in s["Resource"]]
+    assert not any(fnmatch.fnmatchcase(other, r) for r in allowed)
+
+
+def test_no_readers_no_read_restriction():
+    sids = {s["Sid"] for s in json.loads(bucket_policy(ARN))["Statement"]}
+    assert "ReadsOnlyByNamedPrincipals" not in sids and "CredentialOnlyForTheLambda" not in sids
+
+
+# --- under mocks --------------------------------------------------------------------------------------------------
+
+def test_policy_and_encryption_in_the_stack(prod):
+    bucket = prod.one("aws:s3/bucket:Bucket")
+    arn = f"arn:aws:s3:::{bucket.id}"
+    policy = prod.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"]
+    by_sid = {s["Sid"]: s for s in json.loads(policy)["Statement"]}
+    write_once = by_sid["SnapshotsAreWriteOnce"]
+    assert write_once["Action"] == ["s3:PutObject"] and write_once["Resource"] == [f"{arn}/snapshots/*etcd-snapshot-*"]
+    assert write_once["Condition"] == {"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}}
+    assert by_sid["LatestOnlyByCopy"]["Resource"] == [f"{arn}/snapshots/latest"]
+    assert by_sid["DenySSEC"]["Condition"] == {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}
+    assert all(s["Effect"] == "Deny" and s["Principal"] == "*" for s in by_sid.values())
+    assert not [s for s in by_sid.values() if any("Delete" in a for a in s["Action"]) and s["Sid"] != "TierTagsCannotBeRemoved"]
+    sse = prod.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert sse.inputs["rules"][0]["blockedEncryptionTypes"] == ["SSE-C"]
+    assert "objectLockEnabled" not in bucket.inputs, "setting it would replace the (protected) bucket"
+
+
+def test_no_object_lock_by_default(prod):
+    assert not prod.of_type("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+
+
+def test_object_lock_in_governance_mode_when_asked(locked):
+    lock = locked.one("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+    assert lock.inputs["bucket"] == locked.one("aws:s3/bucket:Bucket").id
+    assert lock.inputs["objectLockEnabled"] == "Enabled"
+    assert lock.inputs["rule"] == {"defaultRetention": {"mode": "GOVERNANCE", "days": 30}}
+    # Versioning first (S3 refuses Object Lock on an unversioned bucket); the bucket itself is not replaced.
+    assert locked.urn("talos-dr-etcd-backups-versioning") in locked.options(lock.name)["dependencies"]
+    assert "objectLockEnabled" not in locked.one("aws:s3/bucket:Bucket").inputs
