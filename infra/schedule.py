@@ -3,14 +3,19 @@ privilege Talos allows (an ``os:etcd:backup`` client certificate), and ``pulumi 
 
 Resources (children of ``SnapshotSchedule``):
 
-* the credential: a Secrets Manager secret holding a deterministic ``os:etcd:backup`` certificate minted from the
-  OS CA in the machine secrets (``dr.core.credentials``: same bytes on every ``up`` within a 180-day period, so no diff);
-* network: the Lambda's own security group; an ingress rule on the node's group admitting 50000/tcp from it; an S3
-  *gateway* endpoint on the node's route table (free, no NAT); a Secrets Manager *interface* endpoint (the subnet has
-  no NAT, and a VPC Lambda has no public address);
+* the credential: an object in the backup bucket (``infra.bucket.CREDENTIAL_KEY``, SSE-S3) holding a deterministic
+  ``os:etcd:backup`` certificate minted from the OS CA in the machine secrets (``dr.core.credentials``: same bytes on
+  every ``up`` within a 180-day period, so no diff); the bucket policy lets only the Lambda's role and the deployer
+  read it. (It was a Secrets Manager secret behind a $7.30/month interface endpoint; the bucket already holds every
+  etcd byte the credential can read, see README "What the credential can do".)
+* network: the Lambda's own subnet (no route out of the VPC) and route table with an S3 *gateway* endpoint whose
+  policy allows this bucket only (free, no NAT; the node's route table is left alone, so the node's own S3 traffic,
+  image pulls included, is not filtered); the Lambda's own security group; an ingress rule on the node's group
+  admitting 50000/tcp from it;
 * the Lambda (``snapshot_lambda.handler.handler``, python3.11 x86_64) with a role allowed to write, tag and read back
-  ``<bucket>/snapshots/*`` only, read this one secret, and manage its VPC ENIs — never delete;
-* an EventBridge Scheduler schedule (``snapshotSchedule``) whose role may only invoke this function;
+  snapshot keys, list the prefix, read its credential object, and manage its VPC ENIs — never delete;
+* an EventBridge Scheduler schedule (``snapshotSchedule``) in its own schedule group, whose role may only invoke this
+  function and may be assumed only for that group (``aws:SourceArn``);
 * ``EtcdSnapshotSchedule`` (``infra/providers/backup_check.py``): takes and verifies one snapshot through the Lambda on create, flags
   stale backups at preview, takes a catch-up snapshot on ``up``.
 
@@ -24,6 +29,7 @@ same sources give the same bytes and ``pulumi up`` shows no change.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -42,7 +48,10 @@ import pulumi_aws as aws
 
 from dr.adapters.fsutil import atomic_writer
 from dr.adapters.talosapi import APID_PORT
+from dr.core.naming import PREFIX as SNAPSHOT_NAME_PREFIX
 from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
+from dr.core.timefmt import iso_utc
+from infra.bucket import CREDENTIAL_KEY, LATEST_NAME
 from snapshot_lambda import handler as lh
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +60,9 @@ LAMBDA_HANDLER = "snapshot_lambda.handler.handler"
 # What the Lambda needs beyond the runtime's own boto3: the h2 transport (pure Python; grpcio is not used there
 # because it cannot handshake with Talos's Ed25519 apid key) and protobuf for the messages. cryptography is left
 # out on purpose: the runner only uses it for an optional local expiry check, and it would drag cffi along.
-LAMBDA_REQUIREMENTS: tuple[str, ...] = ("h2==4.3.0", "hpack==4.1.0", "hyperframe==6.1.0", "protobuf==6.33.6")
+# pyrage and backports.zstd encrypt and compress what it stores (dr.adapters.store), as dr.backup does.
+LAMBDA_REQUIREMENTS: tuple[str, ...] = ("h2==4.3.0", "hpack==4.1.0", "hyperframe==6.1.0", "protobuf==6.33.6",
+                                        "pyrage==1.4.0", "backports.zstd==1.8.0")
 # Each wheel's SHA-256 must be one this lock lists for its pinned version (pip-compile --generate-hashes records every
 # file published for a version, so the Lambda platform's manylinux/py3 wheel is among them). Whatever put a wheel in
 # the cache or wheel folder, one whose hash is not listed is refused.
@@ -72,7 +83,9 @@ class PackageError(RuntimeError):
 
 
 def _dist_name(requirement: str) -> str:
-    return requirement.split("==")[0].strip().lower().replace("-", "_")
+    # A wheel file name spells the project with runs of "-", "_" and "." as one "_" (PEP 427, binary distribution
+    # format: "escaped" names), so backports.zstd ships as backports_zstd-1.8.0-....whl.
+    return re.sub(r"[-_.]+", "_", requirement.split("==")[0].strip()).lower()
 
 
 def _canonical(name: str) -> str:
@@ -291,12 +304,16 @@ def lambda_package(
 # --- IAM policy documents (pure) ---------------------------------------------------------------------------------
 
 
-def lambda_policy(bucket_arn: str, prefix: str, secret_arn: str) -> str:
-    """The runner's inline policy: write, tag and read back objects under the snapshot prefix; read one secret.
+def lambda_policy(bucket_arn: str, prefix: str, credential_key: str) -> str:
+    """The runner's inline policy: create, tag and read back snapshot objects, copy the newest to ``<prefix>latest``,
+    list the prefix (the retention tier depends on what is there, dr.core.tiers), read its credential object.
 
-    No s3:DeleteObject, no s3:ListBucket, nothing outside ``<bucket>/<prefix>*``. GetObject is needed because a
-    HEAD after the upload (size check) is authorized as GetObject.
+    No s3:DeleteObject, nothing outside the snapshot keys, ``latest`` and the credential. GetObject on the snapshot
+    keys stays: a HEAD is authorized as s3:GetObject, and so is reading a CopyObject's source
+    (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html, API_CopyObject.html "Permissions"). It
+    gives the role nothing its credential does not: every byte of a snapshot is etcd, which os:etcd:backup reads.
     """
+    snapshots = f"{bucket_arn}/{prefix}*{SNAPSHOT_NAME_PREFIX}*"
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -304,22 +321,49 @@ def lambda_policy(bucket_arn: str, prefix: str, secret_arn: str) -> str:
                 {
                     "Sid": "WriteSnapshots",
                     "Effect": "Allow",
-                    "Action": [
-                        "s3:PutObject",
-                        "s3:AbortMultipartUpload",
-                        "s3:ListMultipartUploadParts",
-                        "s3:PutObjectTagging",
-                        "s3:GetObjectTagging",
-                        "s3:GetObject",
-                    ],
-                    "Resource": [f"{bucket_arn}/{prefix}*"],
+                    "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:PutObjectTagging"],
+                    "Resource": [snapshots, f"{bucket_arn}/{prefix}{LATEST_NAME}"],
+                },
+                {
+                    "Sid": "ReadBackSnapshots",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject", "s3:GetObjectTagging"],
+                    "Resource": [snapshots],
+                },
+                {
+                    "Sid": "ListSnapshots",
+                    "Effect": "Allow",
+                    "Action": ["s3:ListBucket"],
+                    "Resource": [bucket_arn],
+                    "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
                 },
                 {
                     "Sid": "ReadBackupCredential",
                     "Effect": "Allow",
-                    "Action": ["secretsmanager:GetSecretValue"],
-                    "Resource": [secret_arn],
+                    "Action": ["s3:GetObject"],
+                    "Resource": [f"{bucket_arn}/{credential_key}"],
                 },
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+def endpoint_policy(bucket_arn: str) -> str:
+    """The Lambda subnet's S3 gateway endpoint policy: this bucket only (security review L1), so a compromised
+    Lambda cannot copy snapshots out to a bucket of its own; the subnet has no other way out."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ThisBucketOnly",
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": ["s3:GetObject", "s3:GetObjectTagging", "s3:PutObject", "s3:PutObjectTagging",
+                               "s3:AbortMultipartUpload", "s3:ListBucket"],
+                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                }
             ],
         },
         sort_keys=True,
@@ -339,19 +383,52 @@ def invoke_policy(function_arn: str) -> str:
     )
 
 
-def assume_role_policy(service: str, account_id: str | None = None) -> str:
+def assume_role_policy(service: str, account_id: str | None = None, source_arns: Sequence[str] = ()) -> str:
     stmt: dict[str, Any] = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    condition: dict[str, Any] = {}
     if account_id:  # confused-deputy guard: only schedules in this account may assume the role
-        stmt["Condition"] = {"StringEquals": {"aws:SourceAccount": account_id}}
+        condition["StringEquals"] = {"aws:SourceAccount": account_id}
+    if source_arns:  # ... and only for this stack's schedule (security review L6)
+        condition["ArnLike"] = {"aws:SourceArn": list(source_arns)}
+    if condition:
+        stmt["Condition"] = condition
     return json.dumps({"Version": "2012-10-17", "Statement": [stmt]}, sort_keys=True)
 
 
+def schedule_source_arns(group_arn: str) -> list[str]:
+    """What aws:SourceArn may be when EventBridge Scheduler assumes the role: this stack's own schedule group, or a
+    schedule in it. The Scheduler guide's execution-role setup
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/setting-up.html, "Set up the execution role") guards the
+    trust with aws:SourceAccount and aws:SourceArn; which of the two ARNs the service sends is not quoted here
+    (not checked against AWS), so both are allowed, and both name only this stack's group."""
+    prefix, _, group = group_arn.rpartition(":schedule-group/")
+    return [group_arn, f"{prefix}:schedule/{group}/*"]
+
+
+def lambda_subnet_cidr(vpc_cidr: str, node_subnet_cidr: str, prefixlen: int = 28) -> str:
+    """The Lambda's own subnet: the last ``/prefixlen`` of the VPC that does not overlap the node's subnet."""
+    vpc = ipaddress.IPv4Network(vpc_cidr)  # the VPC and its subnets are IPv4 (infra/config.py checks it)
+    node = ipaddress.IPv4Network(node_subnet_cidr)
+    for candidate in reversed(list(vpc.subnets(new_prefix=prefixlen))):
+        if not candidate.overlaps(node):
+            return str(candidate)
+    raise ValueError(f"no /{prefixlen} in {vpc_cidr} outside the node subnet {node_subnet_cidr} for the snapshot Lambda")
+
+
 def credential_json(machine_secrets: Mapping[str, Any], cluster: str, now: datetime) -> str:
-    """The secret's value: the deterministic os:etcd:backup credential for ``now``'s rotation period."""
+    """The credential object's content: the deterministic os:etcd:backup credential for ``now``'s rotation period."""
     from dr.core.credentials import mint_backup_credential, os_ca_from_machine_secrets
 
     ca_cert, ca_key = os_ca_from_machine_secrets(machine_secrets)
     return mint_backup_credential(ca_cert, ca_key, now, cluster=cluster).to_json()
+
+
+def credential_not_after(credential: str) -> str:
+    """The certificate's end in a credential JSON, ISO 8601 UTC (what ``pulumi preview`` watches)."""
+    from dr.adapters.talosapi import TalosCredentials
+    from dr.core.cert_expiry import not_after
+
+    return iso_utc(not_after(TalosCredentials.from_json(credential).cert_pem))
 
 
 # --- the component -------------------------------------------------------------------------------------------------
@@ -360,9 +437,9 @@ def credential_json(machine_secrets: Mapping[str, Any], cluster: str, now: datet
 @dataclass
 class SnapshotScheduleArgs:
     vpc_id: pulumi.Input[str]
-    subnet_id: pulumi.Input[str]
+    availability_zone: pulumi.Input[str]  # the node's: the Lambda's subnet goes there (no cross-AZ transfer)
+    lambda_subnet_cidr: str  # the Lambda's own subnet, inside the VPC, outside the node's (lambda_subnet_cidr())
     node_security_group_id: pulumi.Input[str]
-    route_table_id: pulumi.Input[str]
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     node_private_ip: pulumi.Input[str]
@@ -371,6 +448,7 @@ class SnapshotScheduleArgs:
     region: str
     schedule_expression: str = "rate(1 hour)"
     snapshot_prefix: str = DEFAULT_SNAPSHOT_PREFIX
+    age_recipients: Sequence[str] = ()  # age public keys the Lambda encrypts to (config ageRecipients)
     code: pulumi.Archive | None = None  # default: lambda_package(wheel_dir)
     wheel_dir: str | None = None  # pre-downloaded wheels (offline machines); config snapshotLambdaWheelDir
     prove: bool = True  # create EtcdSnapshotSchedule (a snapshot at deploy time, staleness at preview)
@@ -378,13 +456,17 @@ class SnapshotScheduleArgs:
     account_id: pulumi.Input[str] | None = None  # for the scheduler role's confused-deputy condition
     # What must exist before the proving snapshot (the Talos bootstrap: etcd must be running).
     ready: Sequence[pulumi.Resource] = ()
+    # What must exist before the credential object is written and read (the bucket policy that guards it).
+    bucket_ready: Sequence[pulumi.Resource] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class SnapshotSchedule(pulumi.ComponentResource):
     function_name: pulumi.Output[str]
     function_arn: pulumi.Output[str]
-    secret_arn: pulumi.Output[str]
+    role_arn: pulumi.Output[str]  # the Lambda's role: the bucket policy names it as a reader
+    credential_key: pulumi.Output[str]
+    credential_not_after: pulumi.Output[str]
     schedule_arn: pulumi.Output[str]
     newest_snapshot_key: pulumi.Output[Any]
     newest_snapshot_time: pulumi.Output[Any]
@@ -402,35 +484,51 @@ class SnapshotSchedule(pulumi.ComponentResource):
         prefix = args.snapshot_prefix
 
         # --- the credential -------------------------------------------------------------------------------
-        secret = aws.secretsmanager.Secret(
-            f"{name}-credential",
-            description=f"Talos os:etcd:backup client certificate for {args.cluster_name}'s scheduled etcd snapshots",
-            recovery_window_in_days=7,
-            tags=tags,
-            opts=child,
-        )
         value: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.from_input(args.machine_secrets).apply(
                 lambda ms: credential_json(ms, args.cluster_name, now)
             )
         )
-        secret_version = aws.secretsmanager.SecretVersion(
-            f"{name}-credential-version", secret_id=secret.id, secret_string=value, opts=child
+        # Not secret: when the certificate ends (EtcdSnapshotSchedule warns at preview before it does).
+        not_after = pulumi.Output.unsecret(value).apply(credential_not_after)
+        credential = aws.s3.BucketObjectv2(
+            f"{name}-credential-object",
+            bucket=args.bucket_name,
+            key=CREDENTIAL_KEY,
+            content=value,
+            content_type="application/json",
+            server_side_encryption="AES256",
+            # With Object Lock on, S3 wants a checksum on every PUT
+            # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-managing.html, uploading objects).
+            checksum_algorithm="SHA256",
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.bucket_ready)),
         )
 
         # --- network ----------------------------------------------------------------------------------------
+        # The Lambda's own subnet and route table: no internet gateway, no NAT, only the VPC's local route and the S3
+        # gateway endpoint, whose policy allows this bucket alone (security review L1). The node keeps its route
+        # table to itself, so its own S3 traffic is never filtered by this endpoint.
+        subnet = aws.ec2.Subnet(
+            f"{name}-lambda-subnet",
+            vpc_id=args.vpc_id,
+            cidr_block=args.lambda_subnet_cidr,
+            availability_zone=args.availability_zone,
+            map_public_ip_on_launch=False,
+            tags={**tags, "Name": f"{name}-lambda"},
+            opts=child,
+        )
+        route_table = aws.ec2.RouteTable(
+            f"{name}-lambda-rt", vpc_id=args.vpc_id, tags={**tags, "Name": f"{name}-lambda"}, opts=child
+        )
+        association = aws.ec2.RouteTableAssociation(
+            f"{name}-lambda-rt-assoc", subnet_id=subnet.id, route_table_id=route_table.id, opts=child
+        )
         lambda_sg = aws.ec2.SecurityGroup(
             f"{name}-lambda-sg",
             vpc_id=args.vpc_id,
-            description="Scheduled etcd snapshot Lambda: out to apid, S3 and Secrets Manager only",
+            description="Scheduled etcd snapshot Lambda: out to apid and S3 only",
             tags={**tags, "Name": f"{name}-lambda-sg"},
-            opts=child,
-        )
-        endpoint_sg = aws.ec2.SecurityGroup(
-            f"{name}-endpoint-sg",
-            vpc_id=args.vpc_id,
-            description="Secrets Manager endpoint: HTTPS from the snapshot Lambda",
-            tags={**tags, "Name": f"{name}-endpoint-sg"},
             opts=child,
         )
         apid_rule = aws.vpc.SecurityGroupIngressRule(
@@ -448,28 +546,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
             vpc_id=args.vpc_id,
             service_name=f"com.amazonaws.{args.region}.s3",
             vpc_endpoint_type="Gateway",
-            route_table_ids=[args.route_table_id],
+            route_table_ids=[route_table.id],
+            policy=pulumi.Output.from_input(args.bucket_arn).apply(endpoint_policy),
             tags={**tags, "Name": f"{name}-s3"},
-            opts=child,
-        )
-        sm_endpoint = aws.ec2.VpcEndpoint(
-            f"{name}-secretsmanager",
-            vpc_id=args.vpc_id,
-            service_name=f"com.amazonaws.{args.region}.secretsmanager",
-            vpc_endpoint_type="Interface",
-            subnet_ids=[args.subnet_id],
-            security_group_ids=[endpoint_sg.id],
-            private_dns_enabled=True,
-            tags={**tags, "Name": f"{name}-secretsmanager"},
-            opts=child,
-        )
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-endpoint-from-lambda",
-            security_group_id=endpoint_sg.id,
-            referenced_security_group_id=lambda_sg.id,
-            ip_protocol="tcp",
-            from_port=443,
-            to_port=443,
             opts=child,
         )
         egress = [
@@ -486,15 +565,6 @@ class SnapshotSchedule(pulumi.ComponentResource):
                 f"{name}-lambda-to-s3",
                 security_group_id=lambda_sg.id,
                 prefix_list_id=s3_endpoint.prefix_list_id,
-                ip_protocol="tcp",
-                from_port=443,
-                to_port=443,
-                opts=child,
-            ),
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-lambda-to-secretsmanager",
-                security_group_id=lambda_sg.id,
-                referenced_security_group_id=endpoint_sg.id,
                 ip_protocol="tcp",
                 from_port=443,
                 to_port=443,
@@ -519,7 +589,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
         role_policy = aws.iam.RolePolicy(
             f"{name}-lambda-policy",
             role=role.id,
-            policy=pulumi.Output.all(args.bucket_arn, secret.arn).apply(lambda a: lambda_policy(a[0], prefix, a[1])),
+            policy=pulumi.Output.from_input(args.bucket_arn).apply(lambda arn: lambda_policy(arn, prefix, CREDENTIAL_KEY)),
             opts=child,
         )
         log_group = aws.cloudwatch.LogGroup(
@@ -535,21 +605,22 @@ class SnapshotSchedule(pulumi.ComponentResource):
             code=code,
             timeout=900,
             memory_size=512,  # CPU scales with memory; the stream holds a few 8 MiB parts at most
-            vpc_config={"subnet_ids": [args.subnet_id], "security_group_ids": [lambda_sg.id]},
+            vpc_config={"subnet_ids": [subnet.id], "security_group_ids": [lambda_sg.id]},
             logging_config={"log_format": "Text", "log_group": log_group.name},
             environment={
                 "variables": {
                     lh.ENV_BUCKET: args.bucket_name,
                     lh.ENV_NODE: args.node_private_ip,
-                    lh.ENV_SECRET_ID: secret.arn,
+                    lh.ENV_CREDENTIAL_KEY: CREDENTIAL_KEY,
                     lh.ENV_CLUSTER: args.cluster_name,
                     lh.ENV_PREFIX: prefix,
                     lh.ENV_PORT: str(APID_PORT),
+                    lh.ENV_AGE_RECIPIENTS: ",".join(args.age_recipients),
                 }
             },
             description=f"etcd snapshot of {args.cluster_name} to S3 ({args.schedule_expression})",
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[vpc_access, role_policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[vpc_access, role_policy, association]),
         )
 
         # Scheduler invokes asynchronously; without this Lambda would retry a failed run twice more on its own, on top
@@ -563,10 +634,12 @@ class SnapshotSchedule(pulumi.ComponentResource):
         )
 
         # --- the schedule ---------------------------------------------------------------------------------------
+        # Its own group, so the scheduler role's trust can name it (aws:SourceArn) before the schedule exists.
+        group = aws.scheduler.ScheduleGroup(f"{name}-schedules", tags=tags, opts=child)
         scheduler_role = aws.iam.Role(
             f"{name}-scheduler-role",
-            assume_role_policy=pulumi.Output.from_input(args.account_id).apply(
-                lambda acct: assume_role_policy("scheduler.amazonaws.com", acct)
+            assume_role_policy=pulumi.Output.all(args.account_id, group.arn).apply(
+                lambda a: assume_role_policy("scheduler.amazonaws.com", a[0], schedule_source_arns(a[1]))
             ),
             description="EventBridge Scheduler: invoke the etcd snapshot Lambda",
             tags=tags,
@@ -577,6 +650,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
         )
         schedule = aws.scheduler.Schedule(
             f"{name}-schedule",
+            group_name=group.name,
             description=f"etcd snapshots of {args.cluster_name}",
             schedule_expression=args.schedule_expression,
             schedule_expression_timezone="UTC",
@@ -604,17 +678,19 @@ class SnapshotSchedule(pulumi.ComponentResource):
                     cluster=args.cluster_name,
                     function_name=function.name,
                     log_group=log_group.name,
+                    credential_not_after=not_after,
                 ),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=[function, secret_version, apid_rule, s3_endpoint, sm_endpoint, *egress, schedule,
-                                *args.ready],
+                    depends_on=[function, credential, apid_rule, s3_endpoint, *egress, schedule, *args.ready],
                 ),
             )
 
         self.function_name = function.name
         self.function_arn = function.arn
-        self.secret_arn = secret.arn
+        self.role_arn = role.arn
+        self.credential_key = pulumi.Output.from_input(CREDENTIAL_KEY)
+        self.credential_not_after = not_after
         self.schedule_arn = schedule.arn
         self.newest_snapshot_key = watch.newest_snapshot_key if watch else pulumi.Output.from_input(None)
         self.newest_snapshot_time = watch.newest_snapshot_time if watch else pulumi.Output.from_input(None)
@@ -623,7 +699,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
             {
                 "function_name": self.function_name,
                 "function_arn": self.function_arn,
-                "secret_arn": self.secret_arn,
+                "role_arn": self.role_arn,
+                "credential_key": self.credential_key,
+                "credential_not_after": self.credential_not_after,
                 "schedule_arn": self.schedule_arn,
                 "newest_snapshot_key": self.newest_snapshot_key,
                 "newest_snapshot_time": self.newest_snapshot_time,
@@ -643,4 +721,5 @@ __all__ = [
     "invoke_policy",
     "lambda_package",
     "lambda_policy",
+    "lambda_subnet_cidr",
 ]

@@ -1,6 +1,7 @@
 """The scheduled snapshot runner: an AWS Lambda handler (and the same code path, callable in-process).
 
-Every run: read the ``os:etcd:backup`` credential from Secrets Manager, stream ``EtcdSnapshot`` from the node's
+Every run: read the ``os:etcd:backup`` credential from its object in the backup bucket (readable by this
+function's role alone; it logs how many days the certificate has left), stream ``EtcdSnapshot`` from the node's
 private address straight into a multipart upload at ``<prefix>etcd-snapshot-<UTC>.db`` (the name, checksum and
 metadata dr.backup uses), verifying the hash trailer on the way. The upload completes only when the trailer
 verifies; any failure aborts it, so no partial object is ever left. Nothing touches local disk.
@@ -10,11 +11,12 @@ Settings come from the environment (set by ``infra/schedule.py``):
 ==============================  ================================================================
 ``TALOS_DR_BUCKET``             bucket name (required)
 ``TALOS_DR_NODE``               node address apid is reached at (required; its certificate's IP SAN)
-``TALOS_DR_SECRET_ID``          Secrets Manager secret holding the credential JSON (required)
+``TALOS_DR_CREDENTIAL_KEY``     key of the credential JSON object in the bucket (required)
 ``TALOS_DR_CLUSTER``            cluster name recorded in object metadata (required)
 ``TALOS_DR_PREFIX``             key prefix, default ``snapshots/``
 ``TALOS_DR_APID_PORT``          apid port, default 50000
 ``TALOS_DR_TIMEOUT``            seconds for the whole stream, default 840 (Lambda's limit is 900)
+``TALOS_DR_AGE_RECIPIENTS``     comma-separated age public keys to encrypt to; empty: compressed only
 ==============================  ================================================================
 
 Imports here stay light (h2, protobuf, boto3; no grpcio): this module is the Lambda entry point
@@ -42,7 +44,7 @@ log = logging.getLogger("talos-dr.schedule")
 
 ENV_BUCKET = "TALOS_DR_BUCKET"
 ENV_NODE = "TALOS_DR_NODE"
-ENV_SECRET_ID = "TALOS_DR_SECRET_ID"
+ENV_CREDENTIAL_KEY = "TALOS_DR_CREDENTIAL_KEY"
 ENV_CLUSTER = "TALOS_DR_CLUSTER"
 ENV_PREFIX = "TALOS_DR_PREFIX"
 ENV_PORT = "TALOS_DR_APID_PORT"
@@ -55,7 +57,7 @@ SOURCE = "schedule"  # the object's `source` metadata; dr.backup writes "dr.back
 class RunnerSettings:
     bucket: str
     node: str
-    secret_id: str
+    credential_key: str  # the credential JSON's key in ``bucket``
     cluster: str
     prefix: str = outputs.DEFAULT_SNAPSHOT_PREFIX
     port: int = APID_PORT
@@ -64,7 +66,7 @@ class RunnerSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RunnerSettings:
         env = os.environ if env is None else env
-        missing = [k for k in (ENV_BUCKET, ENV_NODE, ENV_SECRET_ID, ENV_CLUSTER) if not env.get(k)]
+        missing = [k for k in (ENV_BUCKET, ENV_NODE, ENV_CREDENTIAL_KEY, ENV_CLUSTER) if not env.get(k)]
         if missing:
             raise ConfigError(f"the snapshot runner is missing {', '.join(missing)}", "redeploy with `pulumi up`")
         try:
@@ -75,7 +77,7 @@ class RunnerSettings:
         return cls(
             bucket=env[ENV_BUCKET],
             node=env[ENV_NODE],
-            secret_id=env[ENV_SECRET_ID],
+            credential_key=env[ENV_CREDENTIAL_KEY],
             cluster=env[ENV_CLUSTER],
             prefix=env.get(ENV_PREFIX) or outputs.DEFAULT_SNAPSHOT_PREFIX,
             port=port,
@@ -97,23 +99,53 @@ class RunResult:
         return asdict(self)
 
 
-def read_credentials(secret_id: str, client=None) -> TalosCredentials:
-    """The client credential JSON from Secrets Manager (honours ``AWS_ENDPOINT_URL_SECRETS_MANAGER``)."""
-    import boto3
+# The credential is a few KiB of JSON; anything much larger at its key is not ours.
+MAX_CREDENTIAL_BYTES = 64 * 1024
+# The Lambda warns (and `pulumi preview` does, infra/providers/backup_check.py) this long before the certificate ends.
+EXPIRY_WARNING_DAYS = 30
+
+
+def read_credentials(bucket: str, key: str, client=None) -> TalosCredentials:
+    """The client credential JSON from ``s3://bucket/key`` (the bucket policy lets only this function's role and the
+    deployer read it; see infra/bucket.py)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = client or boto3.client("secretsmanager")
+    client = client or s3.make_client()
+    where = f"s3://{bucket}/{key}"
     try:
-        value = client.get_secret_value(SecretId=secret_id)["SecretString"]
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        value = body.read(MAX_CREDENTIAL_BYTES + 1)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         raise ConfigError(
-            f"reading secret {secret_id} failed: {code}",
-            "the Lambda role must be allowed secretsmanager:GetSecretValue on it; re-run `pulumi up`",
+            f"reading the backup credential {where} failed: {code}",
+            "the Lambda role must be allowed s3:GetObject on it (and the bucket policy must name the role); "
+            "re-run `pulumi up`",
         ) from exc
     except BotoCoreError as exc:
-        raise ConfigError(f"reading secret {secret_id} failed: {exc}", "check the network path to Secrets Manager") from exc
-    return TalosCredentials.from_json(value, where=f"secret {secret_id}")
+        raise ConfigError(f"reading the backup credential {where} failed: {exc}",
+                          "check the network path to S3 (the Lambda subnet's gateway endpoint)") from exc
+    if len(value) > MAX_CREDENTIAL_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_CREDENTIAL_BYTES} bytes: not a credential",
+                          "re-run `pulumi up` to write the credential again")
+    return TalosCredentials.from_json(value.decode("utf-8", "replace"), where=where)
+
+
+def log_credential_expiry(credentials: TalosCredentials, now: datetime) -> float | None:
+    """Log the days the client certificate has left (a warning within ``EXPIRY_WARNING_DAYS``); returns them."""
+    from dr.core.cert_expiry import CertificateFormatError, days_left, not_after
+
+    try:
+        left, end = days_left(credentials.cert_pem, now), not_after(credentials.cert_pem)
+    except CertificateFormatError as exc:
+        log.warning(json.dumps({"event": "credential-expiry-unknown", "message": str(exc)}))
+        return None
+    event = {"event": "credential-expiry", "days_left": int(left), "not_after": iso_utc(end)}
+    if left < EXPIRY_WARNING_DAYS:
+        log.warning(json.dumps({**event, "message": "the os:etcd:backup certificate expires soon: run `pulumi up`"}))
+    else:
+        log.info(json.dumps(event))
+    return left
 
 
 def take_snapshot(
@@ -167,8 +199,10 @@ def recipients_from_env(env: Mapping[str, str] | None = None) -> list:
 def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None) -> RunResult:
     """One scheduled run from environment settings: read the credential, take and upload the snapshot."""
     settings = RunnerSettings.from_env(env)
-    creds = read_credentials(settings.secret_id)
-    return take_snapshot(settings, creds, now=now)
+    client = s3.make_client()
+    creds = read_credentials(settings.bucket, settings.credential_key, client)
+    log_credential_expiry(creds, now or datetime.now(UTC))
+    return take_snapshot(settings, creds, s3_client=client, now=now)
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@
 
 How the snapshot is triggered: the machine running ``pulumi up`` usually cannot reach the node's private address,
 so by default the provider invokes the schedule's Lambda (``lambda:InvokeFunction``, synchronous) — the very code
-EventBridge Scheduler runs. Given ``node`` and ``secret_id`` instead of ``function_name``, it runs the same runner
+EventBridge Scheduler runs. Given ``node`` and ``credential_key`` instead of ``function_name``, it runs the same runner
 in-process (``snapshot_lambda.handler.take_snapshot``): that is how the tests drive it against the simulated apid and moto,
 and it also works from a machine that can reach apid.
 
@@ -45,7 +45,11 @@ from dr.core.timefmt import iso_utc
 
 UNKNOWN = "unknown"
 # Inputs whose change means "reconfigure" (and so a proving snapshot); `backups` is computed by check().
-CONFIG_KEYS = ("bucket", "prefix", "region", "interval_seconds", "function_name", "node", "port", "secret_id", "cluster")
+# A new credential_not_after is a rotated certificate: proving a snapshot with it is the point.
+CONFIG_KEYS = ("bucket", "prefix", "region", "interval_seconds", "function_name", "node", "port", "credential_key",
+               "cluster", "credential_not_after")
+# `pulumi preview` warns when the deployed certificate has less than this left (the Lambda logs it on every run).
+CREDENTIAL_WARNING_DAYS = 30
 OUTPUT_KEYS = ("newest_snapshot_key", "newest_snapshot_time", "stale_since", "proof_snapshot_key")
 # The proving snapshot runs right after the cluster answers, while etcd may still be settling: retry what passes.
 PROVE_RETRY_SECONDS = 600.0
@@ -164,7 +168,7 @@ def trigger_snapshot(props: dict[str, Any]) -> dict[str, Any]:
     settings = lh.RunnerSettings(
         bucket=props["bucket"],
         node=props["node"],
-        secret_id=props["secret_id"],
+        credential_key=props["credential_key"],
         cluster=props.get("cluster") or "talos",
         prefix=props.get("prefix") or outputs.DEFAULT_SNAPSHOT_PREFIX,
         port=int(props.get("port") or lh.APID_PORT),
@@ -172,8 +176,9 @@ def trigger_snapshot(props: dict[str, Any]) -> dict[str, Any]:
     )
     from dr.adapters import s3
 
-    creds = lh.read_credentials(settings.secret_id)
-    return lh.take_snapshot(settings, creds, s3_client=s3.make_client(props.get("region") or None)).to_dict()
+    client = s3.make_client(props.get("region") or None)
+    creds = lh.read_credentials(settings.bucket, settings.credential_key, client)
+    return lh.take_snapshot(settings, creds, s3_client=client).to_dict()
 
 
 def _invoke_lambda(props: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +233,30 @@ def verify_object(props: dict[str, Any], key: str, expected_sha256: str | None) 
     return digest.size
 
 
+def credential_expiry_warning(deployed: Any, proposed: Any, now: datetime | None = None,
+                              days: int = CREDENTIAL_WARNING_DAYS) -> str | None:
+    """Warn (and return the message) when the deployed backup certificate ends within ``days``.
+
+    ``deployed`` is the notAfter in state (ISO 8601 UTC), ``proposed`` the one this `pulumi up` would write. The
+    program mints a certificate for the current 180-day period, valid 365 days (dr.core.credentials), so one that is
+    about to end is one no `pulumi up` has replaced for close to a year; the Lambda stops working when it does."""
+    if not isinstance(deployed, str) or _is_unknown(deployed):
+        return None
+    try:
+        end = datetime.strptime(deployed, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    left = (end - (now or datetime.now(UTC))).total_seconds() / 86400
+    if left >= days:
+        return None
+    state = "expired on" if left < 0 else f"expires in {int(left)} days, on"
+    rotate = (f"; `pulumi up` writes one valid until {proposed}" if isinstance(proposed, str) and proposed != deployed
+              and not _is_unknown(proposed) else "; run `pulumi up` to rotate it")
+    msg = f"the scheduled snapshots' os:etcd:backup certificate {state} {deployed}{rotate}"
+    _warn(msg)
+    return msg
+
+
 def _warn(msg: str) -> None:
     try:
         pulumi.log.warn(msg)  # with no engine attached (the provider process) this prints to stderr
@@ -247,8 +276,10 @@ class EtcdSnapshotScheduleProvider(ResourceProvider):
         interval = news.get("interval_seconds")
         if not _is_unknown(interval) and (not isinstance(interval, int | float) or interval <= 0):
             failures.append(CheckFailure("interval_seconds", "must be a positive number of seconds"))
-        if not news.get("function_name") and not (news.get("node") and news.get("secret_id")):
-            failures.append(CheckFailure("function_name", "give function_name (invoke the Lambda) or node and secret_id"))
+        if not news.get("function_name") and not (news.get("node") and news.get("credential_key")):
+            failures.append(CheckFailure("function_name", "give function_name (invoke the Lambda) or node and credential_key"))
+        if _olds:
+            credential_expiry_warning(_olds.get("credential_not_after"), news.get("credential_not_after"))
         inputs["backups"] = self._freshness(inputs) if not failures and _olds else UNKNOWN
         return CheckResult(inputs, failures)
 
@@ -321,7 +352,8 @@ class EtcdSnapshotScheduleArgs:
     function_name: pulumi.Input[str] | None = None  # invoke the Lambda (deployments)
     node: pulumi.Input[str] | None = None  # or run in-process against a reachable apid (tests)
     port: pulumi.Input[int] | None = None
-    secret_id: pulumi.Input[str] | None = None
+    credential_key: pulumi.Input[str] | None = None  # the credential object in the bucket (in-process runs)
+    credential_not_after: pulumi.Input[str] | None = None  # the deployed certificate's end (ISO 8601 UTC)
     log_group: pulumi.Input[str] | None = None  # where the Lambda logs, named in failure messages
 
 
@@ -344,7 +376,8 @@ class EtcdSnapshotSchedule(pulumi.dynamic.Resource):
             "function_name": args.function_name,
             "node": args.node,
             "port": args.port,
-            "secret_id": args.secret_id,
+            "credential_key": args.credential_key,
+            "credential_not_after": args.credential_not_after,
             "log_group": args.log_group,
             "backups": None,
             **{k: None for k in OUTPUT_KEYS},

@@ -20,6 +20,8 @@ HPACK = "hpack-4.1.0-py3-none-any.whl"
 HYPERFRAME = "hyperframe-6.1.0-py3-none-any.whl"
 GRPC = "grpcio-1.85.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 PROTO = "protobuf-6.33.6-cp39-abi3-manylinux2014_x86_64.whl"
+PYRAGE = "pyrage-1.4.0-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+ZSTD = "backports_zstd-1.8.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 MAC = "grpcio-1.85.1-cp311-cp311-macosx_11_0_universal2.whl"
 
 
@@ -38,7 +40,7 @@ def wheel_dir(tmp_path):
     _fake_wheel(d / GRPC, {"grpc/__init__.py": b"# grpc", "grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
                            "grpc/__pycache__/x.pyc": b"junk"})
     _fake_wheel(d / PROTO, {"google/protobuf/__init__.py": b"# pb"})
-    for w, pkg in ((H2, "h2"), (HPACK, "hpack"), (HYPERFRAME, "hyperframe")):
+    for w, pkg in ((H2, "h2"), (HPACK, "hpack"), (HYPERFRAME, "hyperframe"), (PYRAGE, "pyrage"), (ZSTD, "backports/zstd")):
         _fake_wheel(d / w, {f"{pkg}/__init__.py": f"# {pkg}".encode()})
     _fake_wheel(d / MAC, {"grpc/__init__.py": b"# the wrong platform"})
     return d
@@ -75,7 +77,7 @@ def source_root(tmp_path):
 def test_find_wheels_picks_the_lambda_platform(wheel_dir, hashes):
     reqs = ("grpcio==1.85.1", "protobuf==6.33.6")
     assert [p.name for p in isch.find_wheels(wheel_dir, reqs, hashes)] == [GRPC, PROTO]
-    assert [p.name for p in isch.find_wheels(wheel_dir, hashes=hashes)] == [H2, HPACK, HYPERFRAME, PROTO]
+    assert [p.name for p in isch.find_wheels(wheel_dir, hashes=hashes)] == [H2, HPACK, HYPERFRAME, PROTO, PYRAGE, ZSTD]
     assert isch.lambda_compatible(GRPC) and isch.lambda_compatible(PROTO)
     assert not isch.lambda_compatible(MAC)
     assert not isch.lambda_compatible("grpcio-1.85.1-cp312-cp312-manylinux2014_x86_64.whl")
@@ -134,7 +136,7 @@ def test_offline_cache_miss_is_a_clear_error(tmp_path):
 def _copying_download(wheel_dir, calls):
     def fake_download(dest, reqs, hashes):
         calls.append((list(reqs), hashes))
-        for w in (H2, HPACK, HYPERFRAME, PROTO):
+        for w in (H2, HPACK, HYPERFRAME, PROTO, PYRAGE, ZSTD):
             (dest / w).write_bytes((wheel_dir / w).read_bytes())
 
     return fake_download
@@ -146,7 +148,7 @@ def test_cache_is_filled_once(tmp_path, wheel_dir, hashes):
     cache = tmp_path / "cache"
     first = isch.ensure_wheels(cache_dir=cache, download=fake_download, hashes=hashes)
     second = isch.ensure_wheels(cache_dir=cache, download=fake_download, hashes=hashes)
-    assert first == second and [p.name for p in first] == [H2, HPACK, HYPERFRAME, PROTO]
+    assert first == second and [p.name for p in first] == [H2, HPACK, HYPERFRAME, PROTO, PYRAGE, ZSTD]
     assert calls == [(list(isch.LAMBDA_REQUIREMENTS), hashes)]
 
 
@@ -165,6 +167,7 @@ def test_lambda_requirements_are_the_projects_pins_and_the_locks():
     requirements, lock = _pins(isch.ROOT / "requirements.txt"), _pins(isch.LOCK_FILE)
     for req in isch.LAMBDA_REQUIREMENTS:
         name, _, version = req.partition("==")
+        name = re.sub(r"[-_.]+", "-", name).lower()
         assert requirements.get(name) == version, f"{req}: requirements.txt pins {requirements.get(name)}"
         assert lock.get(name) == version, f"{req}: requirements.lock pins {lock.get(name)}"
     hashes = isch.locked_hashes()

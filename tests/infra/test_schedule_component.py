@@ -42,8 +42,9 @@ class Mocks(pulumi.runtime.Mocks):
         outs = dict(args.inputs)
         rid = f"{args.name}-id"
         typ = args.typ
-        if typ in ("aws:iam/role:Role", "aws:lambda/function:Function", "aws:secretsmanager/secret:Secret",
-                   "aws:scheduler/schedule:Schedule"):
+        if typ == "aws:scheduler/scheduleGroup:ScheduleGroup":
+            outs.update(arn=f"arn:aws:scheduler:us-east-1:123456789012:schedule-group/{args.name}", name=args.name)
+        elif typ in ("aws:iam/role:Role", "aws:lambda/function:Function", "aws:scheduler/schedule:Schedule"):
             service = typ.split(":")[1].split("/")[0]
             outs.update(arn=f"arn:aws:{service}:us-east-1:123456789012:{args.name}", name=args.name)
         if typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
@@ -83,10 +84,12 @@ def run_component(ca, **overrides):
 
     b64 = {"cert": base64.b64encode(ca[0]).decode(), "key": base64.b64encode(ca[1]).decode()}
     args = dict(
-        vpc_id="vpc-1", subnet_id="subnet-1", node_security_group_id="sg-node", route_table_id="rtb-1",
+        vpc_id="vpc-1", availability_zone="us-east-1a", lambda_subnet_cidr="10.0.255.240/28",
+        node_security_group_id="sg-node",
         bucket_name="talos-dr-etcd-backups-a1b2c3d", bucket_arn=BUCKET_ARN, node_private_ip="10.0.1.10",
         machine_secrets=pulumi.Output.secret({"certs": {"os": b64}}), cluster_name="talos-dr", region="us-east-1",
         schedule_expression="rate(1 hour)", now=NOW, account_id="123456789012",
+        age_recipients=("age1qqqq", "age1pppp"),
         code=pulumi.AssetArchive({"snapshot_lambda/handler.py": pulumi.StringAsset("def handler(e, c): pass\n")}),
     )
     args.update(overrides)
@@ -97,7 +100,8 @@ def run_component(ca, **overrides):
         bootstrap = pulumi.CustomResource("test:index:Bootstrap", "bootstrap", {})
         comp = SnapshotSchedule("talos-dr", SnapshotScheduleArgs(**args, ready=[bootstrap]))
         holder["c"] = comp
-        return pulumi.Output.all(comp.urn, comp.function_arn, comp.secret_arn).apply(lambda a: a)
+        return pulumi.Output.all(comp.urn, comp.function_arn, comp.role_arn, comp.credential_not_after).apply(
+            lambda a: holder.__setitem__("outs", a))
 
     program()
     return mocks, holder["c"]
@@ -132,11 +136,15 @@ def test_import_creates_nothing():
     assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
 
 
+GROUP_ARN = "arn:aws:scheduler:us-east-1:123456789012:schedule-group/talos-dr-schedules"
+
+
 def test_schedule_invokes_the_function_with_its_own_role(run):
     (sched,) = of_type(run, "aws:scheduler/schedule:Schedule").values()
     fn_arn = "arn:aws:lambda:us-east-1:123456789012:talos-dr-snapshot"
     assert sched["scheduleExpression"] == "rate(1 hour)"
     assert sched["flexibleTimeWindow"] == {"mode": "OFF"}
+    assert sched["groupName"] == "talos-dr-schedules"
     assert sched["target"]["arn"] == fn_arn
     assert sched["target"]["roleArn"] == "arn:aws:iam:us-east-1:123456789012:talos-dr-scheduler-role"
     pol = json.loads(run.resources["talos-dr-scheduler-policy"][1]["policy"])
@@ -147,78 +155,97 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
     assert async_cfg["functionName"] == "talos-dr-snapshot" and async_cfg["maximumRetryAttempts"] == 0
     trust = json.loads(run.resources["talos-dr-scheduler-role"][1]["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
-    assert trust["Statement"][0]["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    # Security review L6: bound to this account and to this stack's own schedule group (or a schedule in it).
+    assert trust["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+        "ArnLike": {"aws:SourceArn": [GROUP_ARN, "arn:aws:scheduler:us-east-1:123456789012:schedule/talos-dr-schedules/*"]},
+    }
 
 
-def test_lambda_runs_in_the_vpc_with_its_own_sg_and_settings(run):
+def test_lambda_runs_in_its_own_subnet_with_its_own_sg_and_settings(run):
     (fn,) = of_type(run, "aws:lambda/function:Function").values()
     assert fn["runtime"] == "python3.11" and fn["handler"] == "snapshot_lambda.handler.handler"
     assert fn["architectures"] == ["x86_64"] and fn["timeout"] == 900
-    assert fn["vpcConfig"]["subnetIds"] == ["subnet-1"]
+    assert fn["vpcConfig"]["subnetIds"] == ["talos-dr-lambda-subnet-id"]
     assert fn["vpcConfig"]["securityGroupIds"] == ["talos-dr-lambda-sg-id"]
     env = fn["environment"]["variables"]
     assert env[lh.ENV_NODE] == "10.0.1.10" and env[lh.ENV_BUCKET] == "talos-dr-etcd-backups-a1b2c3d"
-    assert env[lh.ENV_SECRET_ID] == "arn:aws:secretsmanager:us-east-1:123456789012:talos-dr-credential"
+    assert env[lh.ENV_CREDENTIAL_KEY] == "credentials/etcd-backup.json"
+    assert env[lh.ENV_AGE_RECIPIENTS] == "age1qqqq,age1pppp"
     assert env[lh.ENV_PREFIX] == "snapshots/" and env[lh.ENV_CLUSTER] == "talos-dr"
+    assert "TALOS_DR_SECRET_ID" not in env
     assert fn["role"] == "arn:aws:iam:us-east-1:123456789012:talos-dr-lambda-role"
 
 
-def test_lambda_role_is_prefix_scoped_and_cannot_delete(run):
+def test_lambda_role_may_write_snapshot_keys_and_latest_and_read_its_credential_never_delete(run):
     pol = json.loads(run.resources["talos-dr-lambda-policy"][1]["policy"])
+    by_sid = {s["Sid"]: s for s in pol["Statement"]}
     actions = [a for s in pol["Statement"] for a in s["Action"]]
-    assert not [a for a in actions if "Delete" in a or a.endswith("*")], actions
-    assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
-            "secretsmanager:GetSecretValue"} <= set(actions)
-    for s in pol["Statement"]:
-        for r in s["Resource"]:
-            if s["Action"][0].startswith("s3:"):
-                assert r == f"{BUCKET_ARN}/snapshots/*", r
-            else:
-                assert r == "arn:aws:secretsmanager:us-east-1:123456789012:talos-dr-credential"
+    assert not [a for a in actions if "Delete" in a or a.endswith("*") or not a.startswith("s3:")], actions
+    snaps = f"{BUCKET_ARN}/snapshots/*etcd-snapshot-*"
+    assert by_sid["WriteSnapshots"]["Action"] == ["s3:PutObject", "s3:AbortMultipartUpload", "s3:PutObjectTagging"]
+    assert by_sid["WriteSnapshots"]["Resource"] == [snaps, f"{BUCKET_ARN}/snapshots/latest"]
+    assert by_sid["ReadBackSnapshots"] == {"Sid": "ReadBackSnapshots", "Effect": "Allow",
+                                           "Action": ["s3:GetObject", "s3:GetObjectTagging"], "Resource": [snaps]}
+    assert by_sid["ListSnapshots"]["Resource"] == [BUCKET_ARN]
+    assert by_sid["ListSnapshots"]["Condition"] == {"StringLike": {"s3:prefix": ["snapshots/*"]}}
+    assert by_sid["ReadBackupCredential"]["Action"] == ["s3:GetObject"]
+    assert by_sid["ReadBackupCredential"]["Resource"] == [f"{BUCKET_ARN}/credentials/etcd-backup.json"]
+    assert set(by_sid) == {"WriteSnapshots", "ReadBackSnapshots", "ListSnapshots", "ReadBackupCredential"}
     att = run.resources["talos-dr-lambda-vpc-access"][1]
     assert att["policyArn"].endswith("service-role/AWSLambdaVPCAccessExecutionRole")
     trust = json.loads(run.resources["talos-dr-lambda-role"][1]["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
 
 
-def test_secret_holds_a_backup_role_certificate_as_a_pulumi_secret(run, ca):
+def test_credential_object_holds_a_backup_role_certificate_as_a_pulumi_secret(run, ca):
     from cryptography import x509
 
-    version = run.resources["talos-dr-credential"]
-    typ_secret = [n for n, (t, _) in run.resources.items() if t == "aws:secretsmanager/secret:Secret"]
-    assert typ_secret == ["talos-dr-credential"]
-    (ver,) = of_type(run, "aws:secretsmanager/secretVersion:SecretVersion").values()
-    assert ver["secretId"] == "talos-dr-credential-id"
-    assert is_secret(ver["secretString"]), "the credential must be a Pulumi secret"
-    creds = TalosCredentials.from_json(unwrap(ver["secretString"]))
+    (obj,) = of_type(run, "aws:s3/bucketObjectv2:BucketObjectv2").values()
+    assert obj["bucket"] == "talos-dr-etcd-backups-a1b2c3d" and obj["key"] == "credentials/etcd-backup.json"
+    assert obj["serverSideEncryption"] == "AES256" and obj["contentType"] == "application/json"
+    assert is_secret(obj["content"]), "the credential must be a Pulumi secret"
+    creds = TalosCredentials.from_json(unwrap(obj["content"]))
     assert certificate_roles(creds.cert_pem) == ["os:etcd:backup"] and creds.ca_pem == ca[0]
     cert = x509.load_pem_x509_certificate(creds.cert_pem)
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca[0]))
-    assert version  # the Secret itself
+    # No Secrets Manager at all: no secret, no version, no interface endpoint (issue 14: ~$7.70 a month).
+    assert not [t for t, _ in run.resources.values() if t.startswith("aws:secretsmanager")]
+    (watch,) = of_type(run, "pulumi-python:dynamic:Resource").values()
+    assert watch["credential_not_after"] == cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_credential_is_stable_across_runs(ca, run):
     again, _ = run_component(ca)
-    (v1,) = of_type(run, "aws:secretsmanager/secretVersion:SecretVersion").values()
-    (v2,) = of_type(again, "aws:secretsmanager/secretVersion:SecretVersion").values()
-    assert unwrap(v1["secretString"]) == unwrap(v2["secretString"])  # no diff, no new version on every `up`
+    (v1,) = of_type(run, "aws:s3/bucketObjectv2:BucketObjectv2").values()
+    (v2,) = of_type(again, "aws:s3/bucketObjectv2:BucketObjectv2").values()
+    assert unwrap(v1["content"]) == unwrap(v2["content"])  # no diff, no new version on every `up`
 
 
 def test_network_wiring(run):
     ingress = run.resources["talos-dr-apid-from-lambda"][1]
     assert ingress["securityGroupId"] == "sg-node" and ingress["referencedSecurityGroupId"] == "talos-dr-lambda-sg-id"
     assert (ingress["fromPort"], ingress["toPort"], ingress["ipProtocol"]) == (50000, 50000, "tcp")
-    s3e = run.resources["talos-dr-s3"][1]
-    assert s3e["vpcEndpointType"] == "Gateway" and s3e["routeTableIds"] == ["rtb-1"]
+    subnet = run.resources["talos-dr-lambda-subnet"][1]
+    assert subnet == {"vpcId": "vpc-1", "cidrBlock": "10.0.255.240/28", "availabilityZone": "us-east-1a",
+                      "mapPublicIpOnLaunch": False, "tags": {"Name": "talos-dr-lambda"}}
+    assert run.resources["talos-dr-lambda-rt-assoc"][1] == {"subnetId": "talos-dr-lambda-subnet-id",
+                                                           "routeTableId": "talos-dr-lambda-rt-id"}
+    # The Lambda's route table has no route out of the VPC: no internet gateway, no NAT.
+    assert not of_type(run, "aws:ec2/route:Route") and not of_type(run, "aws:ec2/natGateway:NatGateway")
+    (s3e,) = of_type(run, "aws:ec2/vpcEndpoint:VpcEndpoint").values()
+    assert s3e["vpcEndpointType"] == "Gateway" and s3e["routeTableIds"] == ["talos-dr-lambda-rt-id"]
     assert s3e["serviceName"] == "com.amazonaws.us-east-1.s3"
-    sme = run.resources["talos-dr-secretsmanager"][1]
-    assert sme["vpcEndpointType"] == "Interface" and sme["privateDnsEnabled"] is True
-    assert sme["subnetIds"] == ["subnet-1"]
+    # Security review L1: the endpoint reaches this bucket only.
+    (stmt,) = json.loads(s3e["policy"])["Statement"]
+    assert stmt["Effect"] == "Allow" and stmt["Resource"] == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
+    assert not [a for a in stmt["Action"] if "Delete" in a or a.endswith("*")]
     to_s3 = run.resources["talos-dr-lambda-to-s3"][1]
     assert to_s3["prefixListId"] == "pl-63a5400a" and to_s3["fromPort"] == 443
     to_apid = run.resources["talos-dr-lambda-to-apid"][1]
     assert to_apid["referencedSecurityGroupId"] == "sg-node" and to_apid["fromPort"] == 50000
-    assert not of_type(run, "aws:ec2/natGateway:NatGateway")
+    egress = of_type(run, "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    assert set(egress) == {"talos-dr-lambda-to-apid", "talos-dr-lambda-to-s3"}
 
 
 def test_watch_resource_invokes_the_lambda(run):
@@ -229,9 +256,18 @@ def test_watch_resource_invokes_the_lambda(run):
     deps = run.monitor.deps["talos-dr-watch"]
     urn = run.monitor.urns
     # the proving snapshot waits for the cluster's bootstrap and for every path it needs
-    for name in ("bootstrap", "talos-dr-snapshot", "talos-dr-credential-version", "talos-dr-apid-from-lambda",
-                 "talos-dr-s3", "talos-dr-secretsmanager", "talos-dr-lambda-to-apid"):
+    for name in ("bootstrap", "talos-dr-snapshot", "talos-dr-credential-object", "talos-dr-apid-from-lambda",
+                 "talos-dr-s3", "talos-dr-lambda-to-apid", "talos-dr-lambda-to-s3"):
         assert urn[name] in deps, (name, urn["talos-dr-watch"])
+
+
+def test_lambda_subnet_is_the_vpcs_last_block_outside_the_nodes():
+    from infra.schedule import lambda_subnet_cidr
+
+    assert lambda_subnet_cidr("10.0.0.0/16", "10.0.1.0/24") == "10.0.255.240/28"
+    assert lambda_subnet_cidr("10.0.0.0/24", "10.0.0.240/28") == "10.0.0.224/28"
+    with pytest.raises(ValueError, match="no /28"):
+        lambda_subnet_cidr("10.0.0.0/28", "10.0.0.0/28")
 
 
 def test_prove_off_and_bad_schedule(ca):

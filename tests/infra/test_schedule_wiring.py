@@ -18,6 +18,7 @@ from infra.schedule import WHEEL_DIR_CONFIG_KEY, PackageError
 from snapshot_lambda import handler as lh
 from tests.infra.mocks import (
     ACCOUNT_ID,
+    DEPLOYER_ROLE,
     NEWEST_SNAPSHOT_KEY,
     OS_CA_CERT,
     PRIVATE_IP,
@@ -37,8 +38,8 @@ SCHEDULE_TYPES = (
     "aws:lambda/function:Function",
     "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig",
     "aws:scheduler/schedule:Schedule",
-    "aws:secretsmanager/secret:Secret",
-    "aws:secretsmanager/secretVersion:SecretVersion",
+    "aws:s3/bucketObjectv2:BucketObjectv2",
+    "aws:scheduler/scheduleGroup:ScheduleGroup",
     "aws:ec2/vpcEndpoint:VpcEndpoint",
     "aws:iam/role:Role",
     "aws:iam/rolePolicy:RolePolicy",
@@ -73,26 +74,38 @@ def test_prod_stack_file_turns_the_schedule_on(prod, prod_config):
     assert len(prod.dynamic("schedule")) == 1
 
 
-def test_lambda_runs_in_the_stacks_subnet_against_the_node_and_bucket(prod, prod_config):
+def test_lambda_runs_in_its_own_subnet_against_the_node_and_bucket(prod, prod_config):
     fn = prod.one("aws:lambda/function:Function")
     lambda_sg = prod.mocks.resources["talos-dr-lambda-sg"]
-    assert fn.inputs["vpcConfig"]["subnetIds"] == [prod.one("aws:ec2/subnet:Subnet").id], prod.urn(fn.name)
+    subnet = prod.mocks.resources["talos-dr-lambda-subnet"]
+    assert fn.inputs["vpcConfig"]["subnetIds"] == [subnet.id], prod.urn(fn.name)
+    assert subnet.inputs["vpcId"] == prod.one("aws:ec2/vpc:Vpc").id and subnet.inputs["cidrBlock"] == "10.0.255.240/28"
+    assert subnet.inputs["availabilityZone"] == prod.mocks.resources["talos-dr-public"].inputs["availabilityZone"]
     assert fn.inputs["vpcConfig"]["securityGroupIds"] == [lambda_sg.id]
     assert lambda_sg.inputs["vpcId"] == prod.one("aws:ec2/vpc:Vpc").id
     env = fn.inputs["environment"]["variables"]
     assert env[lh.ENV_BUCKET] == prod.one("aws:s3/bucket:Bucket").id
     assert env[lh.ENV_NODE] == PRIVATE_IP
-    secret = prod.one("aws:secretsmanager/secret:Secret")
-    assert env[lh.ENV_SECRET_ID] == f"arn:aws:secretsmanager:us-east-1:{ACCOUNT_ID}:{secret.name}"
+    assert env[lh.ENV_CREDENTIAL_KEY] == "credentials/etcd-backup.json"
+    assert env[lh.ENV_AGE_RECIPIENTS] == ",".join(json.loads(prod_config.get("ageRecipients", "[]")))
     assert env[lh.ENV_CLUSTER] == prod_config["clusterName"]
     assert env[lh.ENV_PREFIX] == out.DEFAULT_SNAPSHOT_PREFIX
+
+
+def test_age_recipients_reach_the_lambda():
+    import pyrage
+
+    keys = [str(pyrage.x25519.Identity.generate().to_public()) for _ in range(2)]
+    run = run_program({**stack_file_config(), "talos-dr:ageRecipients": json.dumps(keys)})
+    env = run.one("aws:lambda/function:Function").inputs["environment"]["variables"]
+    assert env[lh.ENV_AGE_RECIPIENTS] == ",".join(keys)
 
 
 def test_schedule_resources_are_its_children_named_after_the_cluster(prod):
     comp = prod.monitor.components["talos-dr:schedule:SnapshotSchedule"]
     assert comp.endswith("::talos-dr")
-    for name in ("talos-dr-lambda-sg", "talos-dr-endpoint-sg", "talos-dr-apid-from-lambda", "talos-dr-snapshot",
-                 "talos-dr-schedule", "talos-dr-credential", "talos-dr-watch"):
+    for name in ("talos-dr-lambda-sg", "talos-dr-lambda-subnet", "talos-dr-apid-from-lambda", "talos-dr-snapshot",
+                 "talos-dr-schedule", "talos-dr-credential-object", "talos-dr-watch"):
         assert prod.options(name)["parent"] == comp, name
     assert prod.options("talos-dr-node-sg")["parent"] == prod.monitor.components["talos-dr:network:Network"]
 
@@ -106,37 +119,57 @@ def test_node_admits_apid_from_the_lambda_only(prod):
     assert "cidrIpv4" not in rule.inputs and "cidrIpv6" not in rule.inputs
 
 
-def test_endpoints_on_the_stacks_route_table_and_subnet(prod, prod_config):
+def test_only_an_s3_gateway_endpoint_on_the_lambdas_own_route_table(prod, prod_config):
     region = prod_config["aws:region"]
-    endpoints = {r.inputs["serviceName"]: r for r in prod.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
-    assert set(endpoints) == {f"com.amazonaws.{region}.s3", f"com.amazonaws.{region}.secretsmanager"}
-    vpc = prod.one("aws:ec2/vpc:Vpc").id
-    s3 = endpoints[f"com.amazonaws.{region}.s3"]
-    assert s3.inputs["vpcEndpointType"] == "Gateway" and s3.inputs["vpcId"] == vpc, prod.urn(s3.name)
-    assert s3.inputs["routeTableIds"] == [prod.one("aws:ec2/routeTable:RouteTable").id]
-    sm = endpoints[f"com.amazonaws.{region}.secretsmanager"]
-    assert sm.inputs["vpcEndpointType"] == "Interface" and sm.inputs["vpcId"] == vpc, prod.urn(sm.name)
-    assert sm.inputs["subnetIds"] == [prod.one("aws:ec2/subnet:Subnet").id]
-    assert sm.inputs["privateDnsEnabled"] is True
+    (s3,) = prod.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")  # no Secrets Manager interface endpoint ($7.30/month)
+    assert s3.inputs["serviceName"] == f"com.amazonaws.{region}.s3"
+    assert s3.inputs["vpcEndpointType"] == "Gateway" and s3.inputs["vpcId"] == prod.one("aws:ec2/vpc:Vpc").id
+    lambda_rt = prod.mocks.resources["talos-dr-lambda-rt"]
+    assert s3.inputs["routeTableIds"] == [lambda_rt.id], "the node's route table stays unfiltered"
+    bucket_arn = f"arn:aws:s3:::{prod.one('aws:s3/bucket:Bucket').id}"
+    (stmt,) = json.loads(s3.inputs["policy"])["Statement"]
+    assert stmt["Resource"] == [bucket_arn, f"{bucket_arn}/*"], "the endpoint reaches this bucket only (L1)"
     to_s3 = prod.mocks.resources["talos-dr-lambda-to-s3"]
     assert to_s3.inputs["prefixListId"] == S3_PREFIX_LIST
+    assert not [r for r in prod.mocks.resources.values() if r.typ.startswith("aws:secretsmanager")]
 
 
 def test_credential_minted_from_the_clusters_os_ca(prod):
-    version = prod.one("aws:secretsmanager/secretVersion:SecretVersion")
-    assert version.inputs["secretId"] == prod.one("aws:secretsmanager/secret:Secret").id
-    assert is_secret_input(version.inputs["secretString"]), "the credential must be a Pulumi secret"
-    creds = TalosCredentials.from_json(unwrap(version.inputs["secretString"]))
+    obj = prod.one("aws:s3/bucketObjectv2:BucketObjectv2")
+    assert obj.inputs["bucket"] == prod.one("aws:s3/bucket:Bucket").id
+    assert obj.inputs["key"] == "credentials/etcd-backup.json" and obj.inputs["serverSideEncryption"] == "AES256"
+    assert is_secret_input(obj.inputs["content"]), "the credential must be a Pulumi secret"
+    creds = TalosCredentials.from_json(unwrap(obj.inputs["content"]))
     assert creds.ca_pem == OS_CA_CERT
     assert certificate_roles(creds.cert_pem) == ["os:etcd:backup"]
     x509.load_pem_x509_certificate(creds.cert_pem).verify_directly_issued_by(x509.load_pem_x509_certificate(OS_CA_CERT))
+    # Written only once the bucket policy that guards it is in place.
+    assert prod.urn("talos-dr-etcd-backups-tls-only") in prod.options(obj.name)["dependencies"]
 
 
-def test_lambda_may_write_only_under_the_stacks_bucket_prefix(prod):
+def test_bucket_policy_names_the_lambda_role_and_the_deployer_as_readers(prod):
     bucket_arn = f"arn:aws:s3:::{prod.one('aws:s3/bucket:Bucket').id}"
-    policy = json.loads(prod.mocks.resources["talos-dr-lambda-policy"].inputs["policy"])
-    (write,) = [s for s in policy["Statement"] if s["Sid"] == "WriteSnapshots"]
-    assert write["Resource"] == [f"{bucket_arn}/{out.DEFAULT_SNAPSHOT_PREFIX}*"]
+    policy = json.loads(prod.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    lambda_role = f"arn:aws:iam::{ACCOUNT_ID}:role/talos-dr-lambda-role"
+    reads = by_sid["ReadsOnlyByNamedPrincipals"]
+    assert reads["Resource"] == [f"{bucket_arn}/*"]
+    assert reads["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": sorted([DEPLOYER_ROLE, lambda_role])}}
+    cred = by_sid["CredentialOnlyForTheLambda"]
+    assert cred["Resource"] == [f"{bucket_arn}/credentials/*"]
+    assert cred["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": sorted([DEPLOYER_ROLE, lambda_role])}}
+    # The policy waits for the role it names (a deferred output, no cycle).
+    assert prod.urn("talos-dr-lambda-role") in prod.options("talos-dr-etcd-backups-tls-only")["dependencies"]
+
+
+def test_configured_readers_join_the_policy_and_nothing_else_does():
+    ops = f"arn:aws:iam::{ACCOUNT_ID}:role/dr-operator"
+    run = run_program({**stack_file_config(), "talos-dr:snapshotReaders": json.dumps([ops]),
+                       "talos-dr:scheduledSnapshots": "false"})
+    by_sid = {s["Sid"]: s for s in json.loads(run.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])["Statement"]}
+    assert by_sid["ReadsOnlyByNamedPrincipals"]["Condition"]["ArnNotLike"]["aws:PrincipalArn"] == sorted([DEPLOYER_ROLE, ops])
+    # Without the schedule the credential object does not exist, and only the deployer could read one.
+    assert by_sid["CredentialOnlyForTheLambda"]["Condition"]["ArnNotLike"]["aws:PrincipalArn"] == [DEPLOYER_ROLE]
 
 
 def test_schedule_invokes_the_function_at_the_configured_rate(prod, prod_config):
@@ -144,9 +177,14 @@ def test_schedule_invokes_the_function_at_the_configured_rate(prod, prod_config)
     fn = prod.one("aws:lambda/function:Function")
     assert sched.inputs["scheduleExpression"] == prod_config["snapshotSchedule"], prod.urn(sched.name)
     assert sched.inputs["target"]["arn"] == f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:{fn.name}"
+    group = prod.one("aws:scheduler/scheduleGroup:ScheduleGroup")
+    assert sched.inputs["groupName"] == group.name
     role = json.loads(prod.mocks.resources["talos-dr-scheduler-role"].inputs["assumeRolePolicy"])
-    assert role["Statement"][0]["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
-    assert prod.calls(CALLER_IDENTITY) == [{}], "the account id comes from the caller identity"
+    condition = role["Statement"][0]["Condition"]
+    assert condition["StringEquals"] == {"aws:SourceAccount": ACCOUNT_ID}
+    group_arn = f"arn:aws:scheduler:us-east-1:{ACCOUNT_ID}:schedule-group/{group.name}"
+    assert condition["ArnLike"]["aws:SourceArn"][0] == group_arn
+    assert prod.calls(CALLER_IDENTITY), "the account id comes from the caller identity"
 
 
 def test_proving_snapshot_waits_for_the_cluster_to_answer(prod, prod_config):
@@ -165,7 +203,7 @@ def test_proving_snapshot_waits_for_the_cluster_to_answer(prod, prod_config):
 
 
 def test_schedule_resources_carry_the_stack_tags(prod):
-    for typ in ("aws:lambda/function:Function", "aws:secretsmanager/secret:Secret", "aws:iam/role:Role"):
+    for typ in ("aws:lambda/function:Function", "aws:s3/bucketObjectv2:BucketObjectv2", "aws:iam/role:Role"):
         for res in prod.of_type(typ):
             assert res.inputs["tags"]["talos-dr/cluster"] == "talos-dr", prod.urn(res.name)
 
@@ -190,12 +228,14 @@ def test_lambda_package_built_offline_with_dr_inside(prod):
 
 def test_scheduled_snapshots_off_creates_none_of_it(off, prod):
     assert off.stack.schedule is None
+    schedule = prod.monitor.components["talos-dr:schedule:SnapshotSchedule"]
+    theirs = {r.name for r in prod.mocks.resources.values() if prod.monitor.options.get(r.name, {}).get("parent") == schedule}
     for typ in SCHEDULE_TYPES:
-        assert not off.of_type(typ), f"{typ} exists with scheduledSnapshots false"
+        assert not [r for r in off.of_type(typ) if r.name in theirs], f"{typ} exists with scheduledSnapshots false"
     assert not off.dynamic("schedule")
     assert "talos-dr-apid-from-lambda" not in off.mocks.resources
     assert not [r for r in off.of_type("aws:ec2/securityGroup:SecurityGroup") if r.name != "talos-dr-node-sg"]
-    assert not off.calls(CALLER_IDENTITY)
+    assert [r.name for r in off.of_type("aws:ec2/subnet:Subnet")] == ["talos-dr-public"]
     assert off.lambda_wheel_dirs == [], "no package is built"
     assert set(off.outputs) == set(out.ALL_OUTPUTS)
     # Everything else is the same stack.

@@ -11,6 +11,7 @@ import pytest
 from dr.adapters import s3
 from dr.adapters.store import S3Store, fetch
 from dr.core import naming
+from dr.core.credentials import certificate_roles
 from dr.core.errors import ConfigError, NodeError, NodeUnreachable, TruncatedSnapshot
 from dr.core.integrity import verify_file
 from sandbox import etcd as sandbox_etcd
@@ -84,15 +85,48 @@ def test_failures_leave_nothing_behind(runner_env, apid, s3_client, bucket, faul
     assert no_leftovers(s3_client, bucket) == ([], [])
 
 
-def test_reader_role_is_refused_and_nothing_uploaded(runner_env, sm_env, os_ca, make_creds, s3_client, bucket):
-    import boto3
-
-    boto3.client("secretsmanager", region_name="us-east-1").put_secret_value(
-        SecretId=runner_env[lh.ENV_SECRET_ID], SecretString=make_creds("os:reader").to_json())
+def test_reader_role_is_refused_and_nothing_uploaded(runner_env, os_ca, make_creds, s3_client, bucket):
+    s3_client.put_object(Bucket=bucket, Key=runner_env[lh.ENV_CREDENTIAL_KEY],
+                         Body=make_creds("os:reader").to_json().encode())
     with pytest.raises(NodeError) as ei:
         lh.handler({}, None)
     assert "os:etcd:backup" in str(ei.value)
     assert no_leftovers(s3_client, bucket) == ([], [])
+
+
+def test_the_credential_comes_from_its_object_in_the_bucket(runner_env, s3_client, bucket, os_ca):
+    creds = lh.read_credentials(bucket, runner_env[lh.ENV_CREDENTIAL_KEY], s3_client)
+    assert certificate_roles(creds.cert_pem) == ["os:etcd:backup"] and creds.ca_pem == os_ca[0]
+    assert lh.ENV_CREDENTIAL_KEY == "TALOS_DR_CREDENTIAL_KEY" and not hasattr(lh, "ENV_SECRET_ID")
+
+
+def test_every_run_logs_the_days_the_certificate_has_left(runner_env, caplog):
+    import json
+
+    caplog.set_level("INFO", logger="talos-dr.schedule")
+    lh.run()
+    (event,) = [json.loads(r.getMessage()) for r in caplog.records if "credential-expiry" in r.getMessage()]
+    assert event["event"] == "credential-expiry" and 180 <= event["days_left"] <= 365
+    assert event["not_after"].endswith("Z")
+
+
+def test_a_certificate_about_to_expire_is_a_warning(make_creds, caplog):
+    creds = make_creds()  # valid for one more day
+    caplog.set_level("INFO", logger="talos-dr.schedule")
+    left = lh.log_credential_expiry(creds, datetime.now(UTC))
+    assert left is not None and 0 < left < 2
+    (record,) = [r for r in caplog.records if "credential-expiry" in r.getMessage()]
+    assert record.levelname == "WARNING" and "pulumi up" in record.getMessage()
+
+
+def test_a_credential_object_that_is_not_one_is_refused(runner_env, s3_client, bucket):
+    key = runner_env[lh.ENV_CREDENTIAL_KEY]
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"x" * (lh.MAX_CREDENTIAL_BYTES + 1))
+    with pytest.raises(ConfigError, match="not a credential"):
+        lh.read_credentials(bucket, key, s3_client)
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"{}")
+    with pytest.raises(ConfigError, match="not a Talos client credential"):
+        lh.read_credentials(bucket, key, s3_client)
 
 
 def test_node_down(runner_env, monkeypatch, s3_client, bucket):
@@ -102,15 +136,15 @@ def test_node_down(runner_env, monkeypatch, s3_client, bucket):
     assert no_leftovers(s3_client, bucket) == ([], [])
 
 
-def test_missing_settings_and_secret(sm_env, monkeypatch):
-    for k in (lh.ENV_BUCKET, lh.ENV_NODE, lh.ENV_SECRET_ID, lh.ENV_CLUSTER):
+def test_missing_settings_and_credential(aws_env, bucket, s3_client, monkeypatch):
+    for k in (lh.ENV_BUCKET, lh.ENV_NODE, lh.ENV_CREDENTIAL_KEY, lh.ENV_CLUSTER):
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(ConfigError) as ei:
         lh.run()
-    assert lh.ENV_BUCKET in ei.value.message
+    assert lh.ENV_BUCKET in ei.value.message and lh.ENV_CREDENTIAL_KEY in ei.value.message
     with pytest.raises(ConfigError) as ei:
-        lh.read_credentials("no-such-secret")
-    assert "no-such-secret" in ei.value.message and "GetSecretValue" in ei.value.hint
+        lh.read_credentials(bucket, "credentials/none.json", s3_client)
+    assert "credentials/none.json" in ei.value.message and "s3:GetObject" in ei.value.hint
 
 
 @pytest.fixture(scope="module")

@@ -86,35 +86,34 @@ def sm_env(aws_env, monkeypatch):
     return aws_env
 
 
+CREDENTIAL_KEY = "credentials/etcd-backup.json"  # where infra/schedule.py writes it (infra.bucket.CREDENTIAL_KEY)
+
+
 @pytest.fixture
-def backup_secret(sm_env, os_ca):
-    """A Secrets Manager secret holding the deterministic os:etcd:backup credential; yields its ARN."""
-    import uuid
-
-    import boto3
-
+def backup_credential(bucket, s3_client, os_ca):
+    """The deterministic os:etcd:backup credential as the stack stores it, an object in the bucket; yields its key."""
     from dr.core.credentials import mint_backup_credential
 
     creds = mint_backup_credential(*os_ca, datetime.now(UTC), cluster="sandbox")
-    sm = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = sm.create_secret(Name=f"talos-dr-{uuid.uuid4().hex[:8]}", SecretString=creds.to_json())["ARN"]
-    return arn
+    s3_client.put_object(Bucket=bucket, Key=CREDENTIAL_KEY, Body=creds.to_json().encode(),
+                         ContentType="application/json", ServerSideEncryption="AES256")
+    return CREDENTIAL_KEY
 
 
 @pytest.fixture
-def runner_env(apid, bucket, backup_secret, monkeypatch):
-    """The Lambda's environment, pointing at the simulated apid, the moto bucket and the secret."""
+def runner_env(apid, bucket, backup_credential, monkeypatch):
+    """The Lambda's environment, pointing at the simulated apid, the moto bucket and the credential in it."""
     from snapshot_lambda import handler as lh
 
     env = {lh.ENV_BUCKET: bucket, lh.ENV_NODE: apid.host, lh.ENV_PORT: str(apid.port),
-           lh.ENV_SECRET_ID: backup_secret, lh.ENV_CLUSTER: "sandbox", lh.ENV_TIMEOUT: "60"}
+           lh.ENV_CREDENTIAL_KEY: backup_credential, lh.ENV_CLUSTER: "sandbox", lh.ENV_TIMEOUT: "60"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
 
 
 def no_leftovers(s3_client, bucket: str) -> tuple[list, list]:
-    """(objects, in-progress multipart uploads) in the bucket."""
-    objs = s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    """(objects, in-progress multipart uploads) in the bucket, the stack's credential object aside."""
+    objs = [o for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"] != CREDENTIAL_KEY]
     uploads = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return objs, uploads

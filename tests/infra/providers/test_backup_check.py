@@ -54,7 +54,7 @@ def props(runner_env, apid):
 
     return {"bucket": runner_env[lh.ENV_BUCKET], "prefix": "snapshots/", "region": "us-east-1", "cluster": "sandbox",
             "interval_seconds": 3600, "function_name": None, "node": apid.host, "port": apid.port,
-            "secret_id": runner_env[lh.ENV_SECRET_ID], "backups": None, "newest_snapshot_key": None,
+            "credential_key": runner_env[lh.ENV_CREDENTIAL_KEY], "backups": None, "newest_snapshot_key": None,
             "newest_snapshot_time": None, "stale_since": None, "proof_snapshot_key": None}
 
 
