@@ -168,11 +168,6 @@ def bucket_policy(
     return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
 
 
-def tls_only_policy(bucket_arn: str) -> str:
-    """A bucket policy denying every request that does not use TLS (kept for callers; ``bucket_policy`` includes it)."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [json.loads(bucket_policy(bucket_arn))["Statement"][0]]})
-
-
 class BackupBucket(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]

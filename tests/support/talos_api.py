@@ -78,14 +78,6 @@ def apid(apid_server):
     apid_server.fault = None
 
 
-@pytest.fixture
-def sm_env(aws_env, monkeypatch):
-    """Secrets Manager on the same moto server as S3."""
-    # botocore derives the variable from the service id "Secrets Manager" (not AWS_ENDPOINT_URL_SECRETSMANAGER)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", aws_env)
-    return aws_env
-
-
 CREDENTIAL_KEY = "credentials/etcd-backup.json"  # where infra/schedule.py writes it (infra.bucket.CREDENTIAL_KEY)
 
 
