@@ -137,7 +137,7 @@ class _Decompress:
         self._mid_frame = False
 
     def _fail(self, why: str) -> CorruptSnapshot:
-        return CorruptSnapshot(f"{self.label} is zstd-compressed but does not decompress ({why})",
+        return CorruptSnapshot(f"{self.label} is corrupt: it is zstd-compressed but does not decompress ({why})",
                                "the compressed copy is damaged or was cut short: use another snapshot")
 
     def __call__(self, data: bytes) -> None:
@@ -255,7 +255,8 @@ def _decrypt(chunks: Iterator[bytes], write: Write, identities: Sequence[Any], l
                                     "can open it", "pass the identity file whose public key is one of the stack's "
                                     "ageRecipients") from None
         if isinstance(exc, (pyrage.DecryptError, OSError, ValueError)):
-            raise CorruptSnapshot(f"{label} is {DESCRIBE[AGE]} but its ciphertext is damaged or truncated ({exc})",
+            raise CorruptSnapshot(f"{label} is corrupt: it is {DESCRIBE[AGE]} but its ciphertext is damaged or "
+                                  f"truncated ({exc})",
                                   "use another snapshot; download this one again if it came from S3") from None
         raise
 

@@ -483,7 +483,7 @@ class S3Store:
             # CopyObject (AWS S3 API reference): MetadataDirective/TaggingDirective REPLACE set the copy's own.
             self.client.copy_object(Bucket=self.bucket, Key=latest, CopySource={"Bucket": self.bucket, "Key": entry.key},
                                     MetadataDirective="REPLACE", Metadata=meta, TaggingDirective="REPLACE",
-                                    Tagging=f"{tiers.TAG_KEY}={tiers.LATEST}")
+                                    Tagging=f"{tiers.TAG_KEY}={tiers.LATEST}", ChecksumAlgorithm="SHA256")
         except (ClientError, BotoCoreError) as exc:
             self.pin_error = s3.translate(exc, "copying the newest snapshot to", self.bucket, latest)
             return False

@@ -174,16 +174,8 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
         bucket, key = s3.parse_s3_uri(spec)
         prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
         store = S3Store(r.s3_client(), bucket, prefix)
-        if naming.parse(key) is None:
-            # Not a snapshot name: read it anyway (the content decides), under the object's own facts.
-            info = s3.head_snapshot(store.client, bucket, key)
-            entry = Entry("s3", naming.SnapshotName(key.rsplit("/", 1)[-1], key.rsplit("/", 1)[-1], info.last_modified,
-                                                    "unknown"),
-                          spec, info.size, info.last_modified, key=key, described=True,
-                          sha256=info.metadata.get(s3.META_SHA256))
-            return store, entry
         try:
-            return store, store.stat(key)
+            return store, _s3_entry(store, spec, key)
         except SnapshotNotFound:
             # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself (first-use:
             # a missing bucket was "no such object", 4, instead of 14).
@@ -199,6 +191,16 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
             continue
     s3_store = r.s3_store()
     return s3_store, s3_store.stat(spec)
+
+
+def _s3_entry(store: S3Store, spec: str, key: str) -> Entry:
+    if naming.parse(key) is None:
+        # Not a snapshot name: read it anyway (the content decides), under the object's own facts.
+        info = s3.head_snapshot(store.client, store.bucket, key)
+        base = key.rsplit("/", 1)[-1]
+        return Entry("s3", naming.SnapshotName(base, base, info.last_modified, "unknown"), spec, info.size,
+                     info.last_modified, key=key, described=True, sha256=info.metadata.get(s3.META_SHA256))
+    return store.stat(key)
 
 
 def _reuse(dest: Path, entry: Entry, err: TextIO) -> SnapshotDigest | None:
@@ -272,8 +274,9 @@ def check_room(entry: Entry, dest_dir: Path, r: Resolver) -> None:
                       f"check the object; raise {ENV_MAX_BYTES} if it really is that big")
     free = shutil.disk_usage(dest_dir).free
     if size > free:
-        raise DiskFull(f"{entry.location} needs {cli.human_size(size)} but only {cli.human_size(free)} is free in "
-                       f"{dest_dir}", "free space there, or point --talos-dir / --tmp-dir elsewhere")
+        raise DiskFull(f"no space left for {entry.location}: it needs {cli.human_size(size)} but only "
+                       f"{cli.human_size(free)} is free in {dest_dir}; nothing was downloaded",
+                       "free space there, or point --talos-dir / --tmp-dir elsewhere")
 
 
 def _download(store: SnapshotStore, entry: Entry, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:

@@ -214,21 +214,31 @@ def _invoke_lambda(props: dict[str, Any]) -> dict[str, Any]:
 
 
 def verify_object(props: dict[str, Any], key: str, expected_sha256: str | None) -> int:
-    """Stream the object back (never to disk, never whole in memory) and check its hash trailer. Returns its size."""
-    from dr.adapters import s3
+    """Stream the object back (never to disk, never whole in memory), undo its zstd layer and check the hash trailer
+    of the plaintext. Returns the snapshot's size. An age-encrypted object cannot be opened here (only public keys are
+    in the stack, by design): then the SHA-256 the runner recorded with it must be the one it reported."""
+    from dr.adapters import codec, s3
+    from dr.core.errors import SnapshotEncrypted
     from dr.core.integrity import CHUNK, TrailerHasher
 
     client = s3.make_client(props.get("region") or None)
-    hasher = TrailerHasher(f"s3://{props['bucket']}/{key}")
+    where = f"s3://{props['bucket']}/{key}"
+    hasher = TrailerHasher(where)
     try:
         body = client.get_object(Bucket=props["bucket"], Key=key)["Body"]
-        for chunk in body.iter_chunks(CHUNK):
-            hasher.update(chunk)
+        codec.decode(body.iter_chunks(CHUNK), hasher.update, label=where)
+    except SnapshotEncrypted:
+        info = s3.head_snapshot(client, props["bucket"], key)
+        recorded = {**info.tags, **info.metadata}
+        if not expected_sha256 or recorded.get(s3.META_SHA256) != expected_sha256:
+            raise RuntimeError(f"{where} is encrypted and records SHA-256 {recorded.get(s3.META_SHA256)!r}, not the "
+                               f"{expected_sha256!r} the runner reported") from None
+        return int(recorded.get(s3.META_SIZE) or info.size)
     except Exception as exc:
         raise s3.translate(exc, "reading back", props["bucket"], key) from exc
     digest = hasher.finish()
     if expected_sha256 and digest.content_sha256 != expected_sha256:
-        raise RuntimeError(f"s3://{props['bucket']}/{key} holds SHA-256 {digest.content_sha256[:16]}…, "
+        raise RuntimeError(f"{where} holds SHA-256 {digest.content_sha256[:16]}…, "
                            f"the runner reported {expected_sha256[:16]}…")
     return digest.size
 

@@ -86,9 +86,10 @@ def test_demo_from_a_fresh_clone(tmp_path):
 
     # The backup, as the restore downloaded it again from S3, read back by a throwaway etcd.
     snapdir = work / ".talos" / "snapshots"
-    [backup] = [p for p in snapdir.glob("etcd-snapshot-*.db")]
+    # (issue 12/15: restores download into snapshots/downloads, and the S3 copy is zstd-compressed)
+    [backup] = [p for p in (snapdir / "downloads").glob("etcd-snapshot-*.db")]
     [before_restore] = list(snapdir.glob("pre-restore-etcd-snapshot-*.db"))
-    assert r["backup"]["object"].endswith("/" + backup.name)
+    assert r["backup"]["object"].endswith("/" + backup.name + ".zst")
     tmp = tmp_path / "t"
     tmp.mkdir()
     b = run_cli(verify.main, str(backup), "--json", "--tmp-dir", str(tmp))

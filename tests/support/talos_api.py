@@ -106,6 +106,8 @@ def runner_env(apid, bucket, backup_credential, monkeypatch):
 
 def no_leftovers(s3_client, bucket: str) -> tuple[list, list]:
     """(objects, in-progress multipart uploads) in the bucket, the stack's credential object aside."""
-    objs = [o for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"] != CREDENTIAL_KEY]
+    # ... and the pinned <prefix>latest copy, which only a completed snapshot leaves (issue 14)
+    objs = [o for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
+            if o["Key"] != CREDENTIAL_KEY and not o["Key"].endswith("/latest")]
     uploads = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return objs, uploads

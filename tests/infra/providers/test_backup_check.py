@@ -12,9 +12,11 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from dr.adapters import s3
+from dr.adapters.store import S3Store, fetch
 from dr.core import freshness
 from dr.core.integrity import verify_file
 from infra.providers import backup_check as sch
+from tests.support.talos_api import CREDENTIAL_KEY
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -67,7 +69,9 @@ def test_create_proves_a_snapshot(props, s3_client, tmp_path, apid):
     assert outs["backups"] == "fresh" and apid.calls[-1] == ("os:etcd:backup", "ok")
     taken = datetime.strptime(outs["newest_snapshot_time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert outs["stale_since"] == (taken + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    s3_client.download_file(props["bucket"], outs["proof_snapshot_key"], str(tmp_path / "p.db"))
+    # the proof is stored as the Lambda stores every snapshot (zstd; issue 12): it decodes to a whole snapshot
+    store = S3Store(s3_client, props["bucket"], "snapshots/")
+    fetch(store, store.stat(outs["proof_snapshot_key"]), tmp_path / "p.db")
     verify_file(tmp_path / "p.db")
 
 
@@ -93,7 +97,8 @@ def test_stale_newest_snapshot_shows_in_preview_and_update_catches_up(props, api
     p = sch.EtcdSnapshotScheduleProvider()
     outs = p.create(props).outs  # gives apid.last_snapshot a real file to re-upload under an old name
     for obj in s3_client.list_objects_v2(Bucket=props["bucket"])["Contents"]:
-        s3_client.delete_object(Bucket=props["bucket"], Key=obj["Key"])
+        if obj["Key"] != CREDENTIAL_KEY:  # the Lambda's credential stays
+            s3_client.delete_object(Bucket=props["bucket"], Key=obj["Key"])
     old = datetime.now(UTC) - timedelta(hours=5)
     old_key = _put_old_snapshot(props, apid, s3_client, old)
 
