@@ -289,11 +289,13 @@ class Demo:
             self.run("verify", "dr.verify", "latest")
             self.run("list", "dr.list")
             from dr.adapters import s3
+            from dr.adapters.store import S3Store
 
             client = self.s3()
-            [latest, *_] = s3.list_snapshots(client, self.sb.bucket, "snapshots/")
+            [latest, *_] = S3Store(client, self.sb.bucket, "snapshots/").list()
+            assert latest.key is not None
             tags = s3.head_snapshot(client, self.sb.bucket, latest.key).tags
-            self.report.backup = {"object": latest.uri, "size": latest.size, "keys": len(state),
+            self.report.backup = {"object": latest.location, "size": latest.size, "keys": len(state),
                                   "verified_keys": int(tags.get(s3.TAG_VERIFIED_KEYS, -1)),
                                   "verified_revision": int(tags.get(s3.TAG_VERIFIED_REVISION, -1))}
             if self.report.backup["verified_keys"] != len(state):
@@ -348,14 +350,15 @@ class Demo:
             return d
 
     def corrupt_backup(self) -> None:
-        from dr.adapters import s3
+        from dr.adapters.store import S3Store
 
         client = self.s3()
-        [latest, *_] = s3.list_snapshots(client, self.sb.bucket, "snapshots/")
+        [latest, *_] = S3Store(client, self.sb.bucket, "snapshots/").list()
+        assert latest.key is not None
         body = bytearray(client.get_object(Bucket=self.sb.bucket, Key=latest.key)["Body"].read())
         body[len(body) // 2] ^= 0xFF
         client.put_object(Bucket=self.sb.bucket, Key=latest.key, Body=bytes(body))
-        self.say(f"fault injected (--fault corrupt-backup): one byte of {latest.uri} flipped")
+        self.say(f"fault injected (--fault corrupt-backup): one byte of {latest.location} flipped")
 
     def restore(self) -> None:
         with self.phase("restore", "Restore the newest backup"):

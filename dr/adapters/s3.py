@@ -1,58 +1,37 @@
-"""Thin S3 adapter: upload, download, list and describe snapshots. Every failure becomes a ``dr.core.errors`` type.
+"""Thin S3 adapter: the client, error translation, object facts and tags, and ``ObjectWriter`` (a push-style upload
+that becomes an object only on ``commit``). Every failure becomes a ``dr.core.errors`` type.
 
-Uploads go through boto3's managed transfer (multipart above a threshold, SHA-256 checksums on every part) fed by a
-non-seekable reader that checks the etcd hash trailer as the bytes go by. The reader raises at end of stream when
-the trailer does not match, before the upload is completed, so s3transfer aborts the multipart upload: a snapshot that
-fails verification never becomes an object, and neither does an interrupted one.
+The snapshot store (``dr.adapters.store``) builds on it: it feeds ``ObjectWriter`` with bytes whose hash trailer it
+checks as they go by, and commits only when the trailer matches, so a snapshot that fails verification never becomes
+an object, and neither does an interrupted one. Reading goes through the store too.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from dr.adapters.fsutil import atomic_writer
-from dr.core import naming
 from dr.core.errors import (
     AccessDenied,
     BucketNotFound,
     ConfigError,
     DiskFull,
     DRError,
-    IntegrityError,
     S3Error,
     SnapshotNotFound,
 )
-from dr.core.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
 from dr.core.timefmt import iso_utc
 
 PART_SIZE = 8 * 1024 * 1024
-# Few parts in flight keeps peak memory bounded whatever the snapshot's size (about PART_SIZE x (concurrency + 2));
-# measured by `make bench`: under 100 MiB at 1.2 GiB, and no slower than `aws s3 cp` against a local S3 server.
-TRANSFER = TransferConfig(
-    multipart_threshold=PART_SIZE,
-    multipart_chunksize=PART_SIZE,
-    max_concurrency=2,
-    max_io_queue=2,
-    use_threads=True,
-)
-# A non-seekable upload (every snapshot upload here) buffers this many parts; s3transfer's default of 10 would hold
-# 80 MiB. Equal to the concurrency, peak memory stays near PART_SIZE x (concurrency + 2) whatever the size.
-TRANSFER.max_in_memory_upload_chunks = TRANSFER.max_concurrency
-
 # Object metadata keys (S3 stores them as x-amz-meta-<key>).
 META_SHA256 = "snapshot-sha256"
 META_REVISION = "etcd-revision"
@@ -66,33 +45,6 @@ TAG_VERIFIED_REVISION = "verified-revision"
 TAG_VERIFIED_KEYS = "verified-keys"
 
 ProgressFn = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class UploadResult:
-    bucket: str
-    key: str
-    size: int
-    sha256: str  # content SHA-256 (the trailer)
-    file_sha256: str  # whole-object SHA-256
-    version_id: str | None = None
-
-
-@dataclass(frozen=True)
-class RemoteSnapshot:
-    bucket: str
-    key: str
-    size: int
-    last_modified: datetime
-    taken_at: datetime  # from the name; the listing sorts on it
-
-    @property
-    def name(self) -> str:
-        return self.key.rsplit("/", 1)[-1]
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
 
 
 @dataclass(frozen=True)
@@ -178,137 +130,6 @@ def snapshot_metadata(
     return meta
 
 
-class _VerifyingReader:
-    """A non-seekable file-like object over ``chunks`` that hashes as it is read and raises the integrity error at
-    end of stream, which makes s3transfer abort the upload instead of completing it."""
-
-    def __init__(self, chunks: Iterable[bytes], label: str, expected_sha256: str | None):
-        self._it: Iterator[bytes] = iter(chunks)
-        self._parts: list[bytes] = []  # pending chunks, joined once per read (no quadratic re-copying)
-        self._pending = 0
-        self._eof = False
-        self.hasher = TrailerHasher(label)
-        self.digest: SnapshotDigest | None = None
-        self._expected = expected_sha256
-        self.source_error: BaseException | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def _finish(self) -> None:
-        digest = self.hasher.finish()
-        if self._expected and digest.content_sha256 != self._expected:
-            raise IntegrityError(
-                f"{self.hasher.label} changed while uploading (SHA-256 {digest.content_sha256[:16]}… "
-                f"instead of {self._expected[:16]}…)",
-                "take the snapshot again; do not modify snapshot files while they upload",
-            )
-        self.digest = digest
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._eof and (n < 0 or self._pending < n):
-            try:
-                chunk = next(self._it)
-            except StopIteration:
-                self._eof = True
-                self._finish()
-                break
-            except BaseException as exc:  # the source failed (node died mid-stream, disk read error): remember it
-                self.source_error = exc
-                raise
-            if chunk:
-                self.hasher.update(chunk)
-                self._parts.append(chunk)
-                self._pending += len(chunk)
-        data = b"".join(self._parts)
-        self._parts.clear()
-        if 0 <= n < len(data):
-            out = data[:n]
-            self._parts.append(data[n:])
-        else:
-            out = data
-        self._pending = len(data) - len(out)
-        return out
-
-
-def upload_snapshot_stream(
-    client,
-    bucket: str,
-    key: str,
-    chunks: Iterable[bytes],
-    metadata: dict[str, str],
-    *,
-    expected_sha256: str | None = None,
-    label: str | None = None,
-    progress: ProgressFn | None = None,
-) -> UploadResult:
-    """Upload a snapshot from an iterable of chunks, completing the object only if its hash trailer verifies.
-
-    On any failure (integrity, network, Ctrl-C) the multipart upload is aborted: no object, no partial object.
-    """
-    reader = _VerifyingReader(chunks, label or f"snapshot for s3://{bucket}/{key}", expected_sha256)
-    extra = {"Metadata": metadata, "ChecksumAlgorithm": "SHA256"}
-    try:
-        client.upload_fileobj(reader, bucket, key, ExtraArgs=extra, Config=TRANSFER, Callback=progress)
-    except Exception as exc:
-        # s3transfer has aborted the multipart upload by now. A failure of the source is reported as itself.
-        if reader.source_error is not None:
-            raise reader.source_error from None
-        if isinstance(exc, DRError):
-            raise
-        raise translate(exc, "upload to", bucket, key) from exc
-    digest = reader.digest
-    assert digest is not None  # the reader finished, or upload_fileobj would have raised
-    version_id = None
-    try:
-        head = client.head_object(Bucket=bucket, Key=key)
-        version_id = head.get("VersionId")
-        if head.get("ContentLength") != digest.size:
-            raise S3Error(f"upload to s3://{bucket}/{key} stored {head.get('ContentLength')} bytes, sent {digest.size}",
-                          "retry the upload")
-    except ClientError as exc:
-        raise translate(exc, "check of uploaded", bucket, key) from exc
-    return UploadResult(bucket, key, digest.size, digest.content_sha256, digest.file_sha256, version_id)
-
-
-def read_trailer(path: str | Path) -> str | None:
-    """The SHA-256 a snapshot file claims for itself (its last 32 bytes), hex; None if the file is shorter."""
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() < 32:
-            return None
-        f.seek(-32, os.SEEK_END)
-        return f.read(32).hex()
-
-
-def _iter_path(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        yield from iter_file(f)
-
-
-def upload_snapshot_file(
-    client,
-    bucket: str,
-    key: str,
-    path: str | Path,
-    *,
-    taken_at: datetime,
-    cluster: str,
-    revision: int | None = None,
-    progress: ProgressFn | None = None,
-) -> UploadResult:
-    """Upload a local snapshot file (already verified by the caller) to ``key``, checking it again as it streams."""
-    p = Path(path)
-    size = p.stat().st_size
-    trailer = read_trailer(p)
-    meta = snapshot_metadata(sha256=trailer, size=size, taken_at=taken_at, cluster=cluster, revision=revision)
-    return upload_snapshot_stream(client, bucket, key, _iter_path(p), meta, expected_sha256=trailer,
-                                  label=f"snapshot {p}", progress=progress)
-
-
 def set_tags(client, bucket: str, key: str, tags: dict[str, str]) -> None:
     """Merge ``tags`` into the object's tags (S3 allows 10 per object)."""
     try:
@@ -343,88 +164,6 @@ def head_snapshot(client, bucket: str, key: str, *, with_tags: bool = True) -> O
         checksum_sha256=head.get("ChecksumSHA256"),
         version_id=head.get("VersionId"),
     )
-
-
-def list_snapshots(client, bucket: str, prefix: str) -> list[RemoteSnapshot]:
-    """Every snapshot object under ``prefix`` (names that are not snapshot names are ignored), newest first.
-
-    Pages through the listing, so buckets with more than 1,000 objects are complete.
-    """
-    out: list[RemoteSnapshot] = []
-    try:
-        paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                parsed = naming.parse(obj["Key"])  # every scheme and format (dr.core.naming)
-                if parsed is None or obj["Key"].endswith("/"):
-                    continue
-                out.append(RemoteSnapshot(bucket, obj["Key"], obj["Size"], obj["LastModified"], parsed.taken_at))
-    except (ClientError, BotoCoreError) as exc:
-        raise translate(exc, "listing", bucket, prefix) from exc
-    out.sort(key=lambda s: (s.taken_at, s.last_modified, s.key), reverse=True)
-    return out
-
-
-def _full_object_checksum_ok(checksum: str | None, checksum_type: str | None, file_sha256_b64: str) -> bool | None:
-    """True/False when the object carries a full-object SHA-256 to compare; None when it has none or only a
-    composite one (a multipart upload's checksum of part checksums, which a whole-file hash cannot match)."""
-    if not checksum or "-" in checksum:
-        return None
-    if checksum_type is not None and checksum_type != "FULL_OBJECT":
-        return None
-    return checksum == file_sha256_b64
-
-
-def download_snapshot(
-    client,
-    bucket: str,
-    key: str,
-    dest: str | Path,
-    *,
-    progress: ProgressFn | None = None,
-) -> tuple[SnapshotDigest, ObjectInfo]:
-    """Download ``key`` to ``dest`` through ``fsutil.atomic_writer`` (a 0600 ``.part``): verify the S3 checksum when
-    it is a full-object one and the hash trailer always, fsync, then rename. Nothing is left at ``dest`` or a ``.part``
-    on failure."""
-    dest = Path(dest)
-    info = head_snapshot(client, bucket, key, with_tags=False)
-    hasher = TrailerHasher(f"s3://{bucket}/{key}")
-    file_hash = hashlib.sha256()
-    checksum = checksum_type = None
-    try:
-        with atomic_writer(dest, mode=0o600) as f:
-            try:
-                resp = client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-                checksum, checksum_type = resp.get("ChecksumSHA256"), resp.get("ChecksumType")
-                body = resp["Body"]
-                for chunk in body.iter_chunks(CHUNK):
-                    f.write(chunk)
-                    hasher.update(chunk)
-                    file_hash.update(chunk)
-                    if progress:
-                        progress(len(chunk))
-            except (ClientError, BotoCoreError) as exc:
-                raise translate(exc, "download of", bucket, key) from exc
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise DiskFull(f"download of s3://{bucket}/{key} to {dest} failed: no space left on device",
-                                   f"free at least {info.size} bytes under {dest.parent} and retry") from exc
-                raise
-            # Checked before the rename (a failed check leaves nothing behind); the fsync comes at commit.
-            if hasher.size != info.size:
-                raise S3Error(f"download of s3://{bucket}/{key} ended after {hasher.size} of {info.size} bytes",
-                              "retry the download")
-            b64 = base64.b64encode(file_hash.digest()).decode()
-            if _full_object_checksum_ok(checksum, checksum_type, b64) is False:
-                raise IntegrityError(f"s3://{bucket}/{key}: downloaded bytes do not match the S3 SHA-256 checksum",
-                                     "retry the download; if it persists the object is damaged")
-            digest = hasher.finish()
-        return digest, info
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise DiskFull(f"download of s3://{bucket}/{key} failed: no space left on device",
-                           f"free at least {info.size} bytes under {dest.parent} and retry") from exc
-        raise
 
 
 def object_facts(info: ObjectInfo) -> dict[str, Any]:

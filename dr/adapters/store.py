@@ -19,9 +19,9 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -118,6 +118,63 @@ def _verified_chunks(chunks: Iterable[bytes], hasher: TrailerHasher, expected: s
                              f"instead of {expected[:16]}…)", "take the snapshot again; do not modify snapshot files "
                              "while they are copied")
     out.append(digest)
+
+
+FUTURE_SLACK = timedelta(minutes=5)  # clock skew allowed between a name's time, S3's clock and ours
+
+
+def _effective_time(e: Entry) -> datetime:
+    """When a snapshot can have been taken at the latest: its name's time, but never after S3 stored it."""
+    return min(e.name.taken_at, e.modified) if e.store == "s3" else e.name.taken_at
+
+
+def suspicious(e: Entry, now: datetime) -> str | None:
+    """Why ``e``'s name cannot be trusted for "newest", or None: a time in the future, or after S3 stored it."""
+    if e.name.taken_at > now + FUTURE_SLACK:
+        return f"its name says {iso_utc(e.name.taken_at)}, in the future"
+    if e.store == "s3" and e.name.taken_at > e.modified + FUTURE_SLACK:
+        return f"its name says {iso_utc(e.name.taken_at)}, after S3 stored it ({iso_utc(e.modified)})"
+    return None
+
+
+def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | None = None,
+           err: TextIO | None = None, skip: int = 0, verified_only: bool = False) -> Entry:
+    """The newest snapshot by evidence, not by name alone (security M1, hostile-inputs 4): ordered by the earlier of
+    its name's time and S3's LastModified, names in the future or after their upload refused, and (when ``cluster``
+    is known) objects recorded for another cluster skipped. ``skip`` steps back that many (``latest~N``);
+    ``verified_only`` keeps only snapshots with a standing verification (``latest-verified``)."""
+    now = now or datetime.now(UTC)
+    ordered = sorted((e for e in store.list() if not e.name.safety), key=lambda e: (_effective_time(e), e.name.name),
+                     reverse=True)
+    if not ordered:
+        raise SnapshotNotFound(f"there are no snapshots in {store.where}",
+                               "take one with `python -m dr.backup --save-to-s3`, name a local file, or pass --prefix "
+                               "where they are")
+    passed = 0
+    refused: list[str] = []
+    for e in ordered:
+        why = suspicious(e, now)
+        if why is None:
+            e = store.describe(e)
+            if cluster and e.cluster and e.cluster not in (cluster, "unknown"):
+                why = f"it was recorded for cluster {e.cluster}, not {cluster}"
+            elif verified_only and e.verification is None:
+                continue
+        if why is not None:
+            refused.append(f"{e.location}: {why}")
+            continue
+        if passed == skip:
+            for line in refused:
+                if err is not None:
+                    print(f"note: not a candidate for latest: {line}", file=err)
+            return e
+        passed += 1
+    what = "verified snapshot" if verified_only else "snapshot"
+    detail = f"; refused: {'; '.join(refused)}" if refused else ""
+    raise SnapshotNotFound(f"there is no {'' if not skip else f'{skip + 1}th newest '}{what} in {store.where} "
+                           f"({len(ordered)} listed{detail})",
+                           "verify one with `python -m dr.verify`" if verified_only else
+                           "list them with `python -m dr.list`")
 
 
 def _stored(plain: str, compress: bool, recipients: Sequence[Any]) -> tuple[str, naming.SnapshotName]:

@@ -17,13 +17,13 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from dr.adapters import s3
 from dr.adapters.codec import Layers, describe_head
-from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore
+from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, newest
 from dr.adapters.store import fetch as store_fetch
 from dr.commands import cli
 from dr.commands.settings import Resolver
@@ -31,7 +31,6 @@ from dr.core import naming
 from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
 from dr.core.formats import SNIFF_BYTES
 from dr.core.integrity import SnapshotDigest, verify_file
-from dr.core.timefmt import iso_utc
 
 LATEST = "latest"
 
@@ -83,63 +82,8 @@ def _head(path: Path) -> bytes:
         return f.read(SNIFF_BYTES)
 
 
-FUTURE_SLACK = timedelta(minutes=5)  # clock skew allowed between a name's time, S3's clock and ours
 DEFAULT_MAX_BYTES = 16 * 1024**3  # no etcd database is this big (etcd's own quota tops out at 8 GiB)
 ENV_MAX_BYTES = "DR_MAX_SNAPSHOT_BYTES"
-
-
-def _effective_time(e: Entry) -> datetime:
-    """When a snapshot can have been taken at the latest: its name's time, but never after S3 stored it."""
-    return min(e.name.taken_at, e.modified) if e.store == "s3" else e.name.taken_at
-
-
-def suspicious(e: Entry, now: datetime) -> str | None:
-    """Why ``e``'s name cannot be trusted for "newest", or None: a time in the future, or after S3 stored it."""
-    if e.name.taken_at > now + FUTURE_SLACK:
-        return f"its name says {iso_utc(e.name.taken_at)}, in the future"
-    if e.store == "s3" and e.name.taken_at > e.modified + FUTURE_SLACK:
-        return f"its name says {iso_utc(e.name.taken_at)}, after S3 stored it ({iso_utc(e.modified)})"
-    return None
-
-
-def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | None = None,
-           err: TextIO | None = None, skip: int = 0, verified_only: bool = False) -> Entry:
-    """The newest snapshot by evidence, not by name alone (security M1, hostile-inputs 4): ordered by the earlier of
-    its name's time and S3's LastModified, names in the future or after their upload refused, and (when ``cluster``
-    is known) objects recorded for another cluster skipped. ``skip`` steps back that many (``latest~N``);
-    ``verified_only`` keeps only snapshots with a standing verification (``latest-verified``)."""
-    now = now or datetime.now(UTC)
-    ordered = sorted((e for e in store.list() if not e.name.safety), key=lambda e: (_effective_time(e), e.name.name),
-                     reverse=True)
-    if not ordered:
-        raise SnapshotNotFound(f"there are no snapshots in {store.where}",
-                               "take one with `python -m dr.backup --save-to-s3`, name a local file, or pass --prefix "
-                               "where they are")
-    passed = 0
-    refused: list[str] = []
-    for e in ordered:
-        why = suspicious(e, now)
-        if why is None:
-            e = store.describe(e)
-            if cluster and e.cluster and e.cluster not in (cluster, "unknown"):
-                why = f"it was recorded for cluster {e.cluster}, not {cluster}"
-            elif verified_only and e.verification is None:
-                continue
-        if why is not None:
-            refused.append(f"{e.location}: {why}")
-            continue
-        if passed == skip:
-            for line in refused:
-                if err is not None:
-                    print(f"note: not a candidate for latest: {line}", file=err)
-            return e
-        passed += 1
-    what = "verified snapshot" if verified_only else "snapshot"
-    detail = f"; refused: {'; '.join(refused)}" if refused else ""
-    raise SnapshotNotFound(f"there is no {'' if not skip else f'{skip + 1}th newest '}{what} in {store.where} "
-                           f"({len(ordered)} listed{detail})",
-                           "verify one with `python -m dr.verify`" if verified_only else
-                           "list them with `python -m dr.list`")
 
 
 _LATEST_RE = re.compile(r"^latest(?:~(\d+))?$|^latest-verified$")

@@ -39,7 +39,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from dr.core import naming, outputs
+from dr.core import outputs
 from dr.core.freshness import FRESH, freshness, stale_since
 from dr.core.timefmt import iso_utc
 
@@ -71,14 +71,27 @@ def _is_unknown(v: Any) -> bool:
     return isinstance(v, str) and v == rpc.UNKNOWN
 
 
-def newest_snapshot(props: dict[str, Any]):
-    """The newest scheduled/backup snapshot (pre-restore safety copies excluded), or None."""
-    from dr.adapters import s3
+@dataclass(frozen=True)
+class Newest:
+    key: str
+    taken_at: datetime  # by evidence: the name's time, never after S3 stored it
 
-    client = s3.make_client(props.get("region") or None)
-    snaps = [x for x in s3.list_snapshots(client, props["bucket"], props.get("prefix") or outputs.DEFAULT_SNAPSHOT_PREFIX)
-             if not naming.is_safety_snapshot(x.key)]
-    return snaps[0] if snaps else None
+
+def newest_snapshot(props: dict[str, Any]) -> Newest | None:
+    """The newest snapshot by evidence (dr.adapters.store.newest: a name in the future cannot keep `pulumi preview`
+    saying fresh, security.md M1), pre-restore safety copies excluded; None when there is none."""
+    from dr.adapters import s3
+    from dr.adapters.store import S3Store, newest
+    from dr.core.errors import SnapshotNotFound
+
+    store = S3Store(s3.make_client(props.get("region") or None), props["bucket"],
+                    props.get("prefix") or outputs.DEFAULT_SNAPSHOT_PREFIX)
+    try:
+        e = newest(store)
+    except SnapshotNotFound:
+        return None
+    assert e.key is not None
+    return Newest(e.key, min(e.name.taken_at, e.modified))
 
 
 class SnapshotTriggerError(RuntimeError):

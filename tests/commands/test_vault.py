@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from dr.adapters import s3
-from dr.adapters.store import S3Store
+from dr.adapters.store import S3Store, newest
 from dr.commands import backup, verify
 from dr.commands import list as dr_list
-from dr.commands.source import newest
 from dr.core import naming, tiers
 from dr.core.errors import ConfigError, ExitCode, SnapshotNotFound
 from dr.core.integrity import iter_file

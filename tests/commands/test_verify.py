@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from dr.adapters import etcdlocal, s3
+from dr.adapters.store import S3Store, plain_metadata
 from dr.commands import verify
 from dr.core.errors import AccessDenied, EtcdError, ExitCode
+from dr.core.integrity import iter_file
 from tests.support.tools import require_binary, run_cli, start_etcd
 
 pytestmark = pytest.mark.slow  # the module's fixture starts an etcd (~1.2 s); most tests use it and a throwaway etcd
@@ -316,10 +318,13 @@ def test_sweep_keeps_directories_of_live_runs(work):
 
 
 def _upload(client, bucket, path: Path, name: str) -> str:
-    key = f"snapshots/{name}"
-    s3.upload_snapshot_file(client, bucket, key, path, taken_at=datetime.now(UTC), cluster="test",
-                            revision=_status(path)["revision"])
-    return key
+    meta = plain_metadata(taken_at=datetime.now(UTC), cluster="test", source="dr.backup",
+                          sha256=path.read_bytes()[-32:].hex(), size=path.stat().st_size,
+                          revision=_status(path)["revision"])
+    with open(path, "rb") as f:
+        entry = S3Store(client, bucket, "snapshots/").put(iter_file(f), name, metadata=meta)
+    assert entry.key == f"snapshots/{name}"
+    return entry.key
 
 
 def test_s3_latest_is_verified_and_tagged(snaps, work, s3_client, bucket):

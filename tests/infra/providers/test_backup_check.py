@@ -11,10 +11,9 @@ import dill
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from dr.adapters import s3
 from dr.adapters.store import S3Store, fetch
 from dr.core import freshness
-from dr.core.integrity import verify_file
+from dr.core.integrity import iter_file, verify_file
 from infra.providers import backup_check as sch
 from tests.support.talos_api import CREDENTIAL_KEY
 
@@ -84,9 +83,11 @@ def test_fresh_newest_snapshot_means_no_diff(props):
 
 
 def _put_old_snapshot(props, apid, s3_client, when):
-    key = f"snapshots/etcd-snapshot-{when:%Y%m%dT%H%M%SZ}.db"
-    s3.upload_snapshot_file(s3_client, props["bucket"], key, apid.last_snapshot, taken_at=when, cluster="sandbox")
-    return key
+    with open(apid.last_snapshot, "rb") as f:
+        entry = S3Store(s3_client, props["bucket"], "snapshots/").put(
+            iter_file(f), f"etcd-snapshot-{when:%Y%m%dT%H%M%SZ}.db", compress=True)
+    assert entry.key is not None
+    return entry.key
 
 
 def test_stale_newest_snapshot_shows_in_preview_and_update_catches_up(props, apid, s3_client, monkeypatch):
