@@ -163,13 +163,13 @@ class NodeApid(SimulatedApid):
                     block = block[: max(0, die_at - pos)]  # type: ignore[operator]
                 pieces = [block[i : i + CHUNK] for i in range(0, len(block), CHUNK)]
                 if suffix:  # every forwarded frame carries the target as given in `nodes` (backend/apid.go:172-183)
-                    yield Framed(b"".join(frame_data(p, suffix) for p in pieces))
+                    yield Framed(_frames(pieces, suffix))
                 else:
                     if first and pieces:  # served locally: the node's own name, once
                         yield messages.Data(bytes=pieces.pop(0), metadata=messages.Metadata(hostname=hostname))
                         first = False
                     if pieces:
-                        yield Framed(b"".join(frame_data(p) for p in pieces))
+                        yield Framed(_frames(pieces, b""))
                 pos += len(block)
                 if cut:
                     raise _Cut()  # the node died: the connection drops
@@ -177,6 +177,18 @@ class NodeApid(SimulatedApid):
                     ahead = began + pos / bps - time.monotonic()
                     if ahead > 0.005:
                         time.sleep(ahead)
+
+
+def _frames(pieces: list[bytes], suffix: bytes) -> bytes:
+    """``frame_data(p, suffix)`` for each piece, joined; full 1 KiB pieces share one precomputed header."""
+    head = frame_data(b"\0" * CHUNK, suffix)[: -(CHUNK + len(suffix))]
+    out: list[bytes] = []
+    for p in pieces:
+        if len(p) == CHUNK:
+            out += (head, p, suffix)
+        else:
+            out.append(frame_data(p, suffix))
+    return b"".join(out)
 
 
 def serve(root: Path) -> int:

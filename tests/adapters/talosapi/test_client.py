@@ -219,3 +219,26 @@ def test_a_stream_that_never_starts_is_reported_as_etcd_not_answering(make_creds
                 pytest.raises(NodeError, match="not answering"):
             c.etcd_snapshot(io.BytesIO())
         assert 0.9 < time.monotonic() - t0 < 10
+
+
+def test_the_fast_cut_of_1k_messages_decodes_as_protobuf_does(make_creds, monkeypatch):
+    import os as _os
+
+    from dr.adapters.talosapi import h2stream
+    from sandbox.apid import frame_data, metadata_field
+
+    a, b, c = _os.urandom(1024), _os.urandom(1024), _os.urandom(100)
+    wire = [
+        m.Data(bytes=a).SerializeToString(),
+        frame_data(b, metadata_field("node-1"))[5:],  # apid's AppendInfo: metadata after the bytes
+        frame_data(b, metadata_field("node-1"))[5:],
+        frame_data(a, b"\x12\x03xyz")[5:],  # a second `bytes` field: protobuf keeps the last one
+        m.Data(bytes=c, metadata=m.Metadata(hostname="node-1")).SerializeToString(),
+    ]
+    monkeypatch.setattr(h2stream, "unary_stream", lambda *a, **k: (x for x in wire))
+    got = list(TalosClient("127.0.0.1", make_creds(), port=1)._stream("/x", m.EtcdSnapshotRequest()))
+    for raw, (data, md) in zip(wire, got, strict=True):
+        want = m.Data.FromString(raw)
+        assert data == want.bytes
+        assert (md.hostname if md is not None else None) == (want.metadata.hostname if want.HasField("metadata")
+                                                             else None)
