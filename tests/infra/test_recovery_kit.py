@@ -116,11 +116,11 @@ def test_no_recipients_no_kit_and_one_warning(monkeypatch):
 def test_readme_and_runbook_describe_both_recoveries():
     # The committed stack has no recipient (it cannot know yours); the README says what the kit needs.
     readme = (ROOT / "README.md").read_text()
-    assert "recovery/<clusterName>.kit.age" in readme and "python -m dr.rebuild --identity" in readme
+    assert "recovery/<clusterName>.kit.age" in readme and "talos-dr rebuild --identity" in readme
     runbook = (ROOT / "docs" / "RUNBOOK.md").read_text()
     for needle in ("## Scenario 5: Pulumi state lost", "## Scenario 6: a data volume is lost",
-                   "python -m dr.rebuild --identity", "python -m dr.volumes", "snapshotId",
-                   "### What must be kept offsite", "pulumi up --stack prod", "python -m dr.restore latest --stack prod"):
+                   "talos-dr rebuild --identity", "talos-dr volumes", "snapshotId",
+                   "### What must be kept offsite", "pulumi up --stack prod", "talos-dr restore latest --stack prod"):
         assert needle in runbook, needle
     offsite = runbook.split("### What must be kept offsite", 1)[1].split("\n\n", 2)[1]
     rows = [ln for ln in offsite.splitlines() if ln.startswith("| ") and not ln.startswith(("| what", "| ---"))]
