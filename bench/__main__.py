@@ -226,7 +226,7 @@ def restore_args(talos_dir: Path, uri: str) -> list[str]:
     return [uri, "--yes", "--no-safety-snapshot", "--poll-interval", "500ms", "--talos-dir", str(talos_dir)]
 
 
-PARTS = ("backup", "restore", "verify")
+PARTS = ("backup", "restore", "verify", "onepass")  # onepass: bench/backup_onepass.py, its own sandbox and section
 
 
 def bench_size(sb, env: dict, size_label: str, reps: int, out: list, parts: tuple[str, ...] = PARTS) -> dict:
@@ -493,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="backup repetitions below 1 GiB (median; 1G runs once)")
     p.add_argument("--results", help="also write the Markdown report here (e.g. bench/RESULTS.md)")
     p.add_argument("--parts", default=",".join(PARTS),
-                   help="what to measure: backup,restore,verify (default all); with --merge, the other parts' "
-                        "figures are kept from bench/out/results.json")
+                   help="what to measure: backup,restore,verify,onepass (default all); with --merge, the other "
+                        "parts' figures are kept from bench/out/results.json")
     p.add_argument("--merge", action="store_true", help="update bench/out/results.json instead of replacing it")
     args = p.parse_args(argv)
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
@@ -503,6 +503,15 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads((OUT / "results.json").read_text()) if args.merge else None
     sizes = ["10M"] if args.quick else args.sizes
     command = "python -m bench " + ("--quick" if args.quick else f"--sizes {','.join(sizes)}")
+    if "onepass" in parts:  # its own sandbox and its own section of the results file (bench/backup_onepass.py)
+        from bench import backup_onepass
+
+        slow = [s for s in sizes if s != "1G"]
+        backup_onepass.main(["--sizes", ",".join(sizes), "--slow-sizes", ",".join(slow), "--reps", str(args.reps)]
+                            + (["--results", args.results] if args.results else []))
+        parts = tuple(x for x in parts if x != "onepass")
+        if not parts:
+            return 0
 
     from sandbox.api import Sandbox
 
@@ -547,13 +556,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def kept_section(results: Path) -> str:
-    """bench/verify_speed.py's section of ``results`` (its own figures, written by ``--results``), kept as it was."""
-    from bench.verify_speed import BEGIN, END
+    """The sections of ``results`` other benches write (bench/verify_speed.py, bench/backup_onepass.py: their own
+    figures, written by their ``--results``), kept as they were."""
+    from bench import backup_onepass, verify_speed
 
     old = results.read_text() if results.exists() else ""
-    if BEGIN not in old or END not in old:
-        return ""
-    return "\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
+    out = ""
+    for begin, end in ((verify_speed.BEGIN, verify_speed.END), (backup_onepass.BEGIN, backup_onepass.END)):
+        if begin in old and end in old:
+            out += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    return out
 
 
 if __name__ == "__main__":
