@@ -14,6 +14,7 @@ the hash trailer is checked as it passes, and the upload is completed and the ``
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -317,12 +318,32 @@ def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 2
         print(f"  ... and {len(snaps) - limit} older (see `python -m dr.list`)", file=out)
 
 
+def preflight(args, r: Resolver) -> Path | None:
+    """Validate everything before touching the node or S3; the file ``--save-to-s3 FILE`` names, when it does."""
+    if args.keep_days < 0:
+        raise ConfigError(f"--keep-days must be 0 or more, not {args.keep_days:g}", "pass e.g. --keep-days 7")
+    if args.stall_timeout is not None and args.stall_timeout <= 0:
+        raise ConfigError(f"--stall-timeout must be more than 0, not {args.stall_timeout:g}",
+                          "pass e.g. --stall-timeout 30")
+    upload_file = check_local_file(Path(args.save_to_s3)) if isinstance(args.save_to_s3, str) else None
+    if args.via_talosctl:
+        r.talosctl().binary  # noqa: B018 - fails early when talosctl is missing
+    else:
+        talos_client(r, STALL_SECONDS)  # a missing or unusable credential fails before anything else
+    if args.save_to_s3:
+        _ = (r.bucket, r.prefix, r.recipients)  # a bad bucket or age recipient fails before the snapshot
+    return upload_file
+
+
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          now: Callable[[], datetime] | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     clock = now or (lambda: datetime.now(UTC))
-    p = cli.parser(PROG, "Take a verified etcd snapshot of the Talos node; prune old local ones; optionally upload.")
+    p = cli.parser(PROG, "Take a verified etcd snapshot of the Talos node; prune old local ones; optionally upload.",
+                   examples=("python -m dr.backup --save-to-s3          # one pass: node -> local .db and the bucket",
+                             "python -m dr.backup                       # local only, in .talos/snapshots",
+                             "python -m dr.backup --save-to-s3 FILE     # upload an older local snapshot too"))
     p.add_argument("--save-to-s3", nargs="?", const=True, default=None, metavar="FILE",
                    help="upload the fresh snapshot (or FILE, after taking a fresh one anyway) to the backup bucket")
     p.add_argument("--keep-days", type=float, default=7.0, help="prune local snapshots older than this (default 7)")
@@ -336,26 +357,24 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--stall-timeout", type=cli.parse_duration, default=None,
                    metavar="DURATION", help=f"stop when the node sends nothing for this long: etcd is not answering "
                                            f"(default {STALL_SECONDS:g}s; 60s with --via-talosctl)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout at the end, also on failure (progress goes to stderr)")
     add_common_flags(p)
     args = p.parse_args(argv)
+    tracked = cli.Tracked(out) if args.json else None
+    if args.json:
+        out = err  # the narrative; stdout holds only the document
+    result: dict = {}
+
+    def body_json() -> int:
+        rc = body()
+        if tracked is not None:
+            print(json.dumps({"ok": True, **result, "exit_code": rc}, indent=2), file=tracked)
+        return rc
 
     def body() -> int:
-        if args.keep_days < 0:
-            raise ConfigError(f"--keep-days must be 0 or more, not {args.keep_days:g}", "pass e.g. --keep-days 7")
-        if args.stall_timeout is not None and args.stall_timeout <= 0:
-            raise ConfigError(f"--stall-timeout must be more than 0, not {args.stall_timeout:g}",
-                              "pass e.g. --stall-timeout 30")
         r = Resolver(args)
-        # Validate everything before touching the node or S3.
-        upload_file = None
-        if isinstance(args.save_to_s3, str):
-            upload_file = check_local_file(Path(args.save_to_s3))
-        if args.via_talosctl:
-            r.talosctl().binary  # noqa: B018 - fails early when talosctl is missing
-        else:
-            talos_client(r, STALL_SECONDS)  # a missing or unusable credential fails before anything else
-        if args.save_to_s3:
-            _ = (r.bucket, r.prefix, r.recipients)  # a bad bucket or age recipient fails before the snapshot
+        upload_file = preflight(args, r)
         ensure_snapshots_dir(r.snapshots_dir)
         with exclusive(r.talos_dir / LOCK_NAME, "a backup", wait=args.wait_lock):
             for leftover in clean_partials(r.snapshots_dir):
@@ -363,8 +382,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             if not args.via_talosctl:
                 one_pass = args.save_to_s3 is True
                 stall = args.stall_timeout or STALL_SECONDS
-                path, digest, taken, _entry = stream_snapshot(r, clock, out, err, to_s3=one_pass,
-                                                              compress=not args.no_compress, stall=stall)
+                path, digest, taken, entry = stream_snapshot(r, clock, out, err, to_s3=one_pass,
+                                                             compress=not args.no_compress, stall=stall)
+                result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
+                              taken_at=timefmt.iso_utc(taken), s3=entry.location if entry is not None else None)
                 prune_local(r.snapshots_dir, args.keep_days, clock(), out)
                 if upload_file is not None:
                     digest = verify_file(upload_file)
@@ -375,6 +396,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                     print_bucket_listing(r, clock(), out)
                 return 0
             path, digest, info, taken = take_local_snapshot(r, clock, out, stall=args.stall_timeout or 60.0)
+            result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
+                          taken_at=timefmt.iso_utc(taken), revision=info.revision, s3=None)
             prune_local(r.snapshots_dir, args.keep_days, clock(), out)
             if args.save_to_s3:
                 revision = info.revision
@@ -383,8 +406,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                     path, revision = upload_file, None
                     taken = naming.parse_snapshot_name(path.name) or datetime.fromtimestamp(
                         path.stat().st_mtime, UTC)
-                upload(r, path, digest, taken, revision, out, err, compress=not args.no_compress)
+                key = upload(r, path, digest, taken, revision, out, err, compress=not args.no_compress)
+                result["s3"] = f"s3://{r.bucket}/{key}"
                 print_bucket_listing(r, clock(), out)
         return 0
 
-    return cli.run(PROG, body, debug=args.debug, err=err)
+    return cli.run(PROG, body_json, debug=args.debug, err=err, json_out=tracked)

@@ -328,3 +328,17 @@ def test_two_backups_at_once_both_complete(sandbox_env):
 def test_etcdctl_made_snapshot_is_accepted_by_integrity_check(real_snapshot):
     require_binary("etcdctl")
     assert verify_file(real_snapshot).size == real_snapshot.stat().st_size
+
+
+def test_json_prints_one_document(sandbox_env):
+    """Issue 15: --json on backup too; the narrative goes to stderr."""
+    res = run_cli(backup.main, "--save-to-s3", "--json")
+    assert res.code == 0, res
+    import json
+
+    doc = json.loads(res.out)
+    [local] = _snapshots(Path.cwd())
+    assert doc["ok"] is True and doc["snapshot"].endswith(local.name) and doc["sha256"] == local.read_bytes()[-32:].hex()
+    assert doc["s3"].startswith(f"s3://{sandbox_env.bucket}/snapshots/{local.name}")
+    bad = run_cli(backup.main, "--save-to-s3", "/nope/file.db", "--json")
+    assert bad.code == ExitCode.NOT_FOUND and json.loads(bad.out)["exit_code"] == ExitCode.NOT_FOUND
