@@ -239,11 +239,16 @@ class ObjectWriter:
     def write(self, data: bytes) -> None:
         if not data:
             return
-        self._buf.append(data)
-        self._buffered += len(data)
         self.size += len(data)
-        while self._buffered >= self.part_size:
-            self._send_part(self._take(self.part_size))
+        while data:
+            # A piece that crosses the part boundary is split there, so a part is joined once and never sliced
+            # (slicing a joined part held two copies of it).
+            room = self.part_size - self._buffered
+            piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
+            self._buf.append(piece)
+            self._buffered += len(piece)
+            if self._buffered >= self.part_size:
+                self._send_part(self._take(self.part_size))
 
     def _take(self, n: int) -> bytes:
         data = b"".join(self._buf)
