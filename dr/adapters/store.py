@@ -153,7 +153,7 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
     passed = 0
     refused: list[str] = []
     for e in ordered:
-        why = suspicious(e, now)
+        why = suspicious(e, now) or ("it is empty (0 bytes)" if e.size == 0 else None)  # hostile-inputs 16
         if why is None:
             e = store.describe(e)
             if cluster and e.cluster and e.cluster not in (cluster, "unknown"):

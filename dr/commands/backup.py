@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from dr.core.errors import (
     ConfigError,
     DiskFull,
     DRError,
+    LocalPathError,
     NodeError,
     NodeUnreachable,
     S3Error,
@@ -46,7 +48,6 @@ from dr.core.retention import Policy, apply_policy
 
 PROG = "dr.backup"
 LOCK_NAME = ".dr.lock"
-_PARTIAL_SUFFIXES = (".part",)
 STALL_SECONDS = 30.0  # no byte from the node for this long: etcd is not answering (it would hang forever)
 STREAM_TIMEOUT = 24 * 3600.0  # a whole snapshot stream; a slow link is not a hang (the stall timeout catches those)
 
@@ -55,13 +56,27 @@ def ensure_snapshots_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
+# What this tool's own partial files are called: a snapshot name, then fsutil's ".<8 hex>.part" or talosctl's ".part".
+_OURS = re.compile(r"^(?P<name>.+?)(?:\.[0-9a-f]{8})?\.part$")
+
+
+def is_our_partial(p: Path) -> bool:
+    """A regular file (never a link, FIFO or folder) whose name is a snapshot name plus our ``.part`` suffix."""
+    m = _OURS.match(p.name)
+    return m is not None and naming.parse(m.group("name")) is not None and p.is_file() and not p.is_symlink()
+
+
 def clean_partials(snapshots_dir: Path) -> list[Path]:
-    """Remove ``*.part`` files a killed run left behind. Call only while holding the lock."""
+    """Remove the ``.part`` files a killed run of this tool left behind (hostile-inputs 2 and 9: never a file it did not
+    create, never a FIFO or a link). Call only while holding the lock."""
     removed = []
-    for p in snapshots_dir.iterdir():
-        if p.name.endswith(_PARTIAL_SUFFIXES) and (p.is_file() or p.is_symlink()):
-            p.unlink()
-            removed.append(p)
+    for folder in (snapshots_dir, snapshots_dir / DOWNLOADS):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if is_our_partial(p):
+                p.unlink()
+                removed.append(p)
     return removed
 
 
@@ -194,6 +209,10 @@ def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *
     talosctl = r.talosctl()
     final, taken = fresh_name(r.snapshots_dir, now, safety=safety)
     part = final.with_name(final.name + ".part")
+    for planted in (part, part.with_name(part.name + ".part")):
+        if os.path.lexists(planted):  # not ours (clean_partials removed ours): never opened, never deleted
+            raise LocalPathError(f"{planted} exists and is not a partial snapshot this tool left (it may be a FIFO or "
+                                 "a link); nothing was taken", f"move {planted} out of {planted.parent} and retry")
     etcd_must_run(talosctl)
     print(f"taking an etcd snapshot from node {talosctl.where} ...", file=out, flush=True)
     start = time.monotonic()

@@ -177,7 +177,14 @@ def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     store, entry = resolve(spec, r, err)
     if isinstance(store, LocalStore) and entry.path is not None:
         return _local(entry.path, r, dest_dir, err)
-    return _download(store, entry, r, dest_dir, err)
+    try:
+        return _download(store, entry, r, dest_dir, err)
+    except IntegrityError as exc:
+        which = parse_latest(spec)
+        if which is not None and not which[1]:
+            # One bad newest object must not leave "take a new snapshot" as the only advice (hostile-inputs 16).
+            exc.hint = f"use the one before it: `latest~{which[0] + 1}` (`talos-dr list` shows them)"
+        raise
 
 
 def _local(path: Path, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:

@@ -150,3 +150,19 @@ def test_backup_tags_and_pins_on_the_sandbox(sandbox_env):
     assert doc["in_s3"] == 2 and doc["latest"]["copy_of"].endswith(snaps[-1])
     text = run_cli(dr_list.main)
     assert "pinned copy of" in text.out
+
+
+def test_one_bad_newest_object_points_at_the_one_before(work_s3, real_snapshot):
+    """hostile-inputs 16: an empty newest object is skipped for latest; a damaged one says to use latest~1."""
+    store, client, bucket, tmp = work_s3
+    now = datetime.now(UTC)
+    good = _put(store, real_snapshot, now - timedelta(hours=2))
+    client.put_object(Bucket=bucket, Key=f"snapshots/{naming.snapshot_name(now - timedelta(minutes=30))}", Body=b"")
+    assert newest(store, now=now).key == good.key
+    bad = bytearray(real_snapshot.read_bytes())
+    bad[len(bad) // 2] ^= 1
+    client.put_object(Bucket=bucket, Key=f"snapshots/{naming.snapshot_name(now - timedelta(minutes=10))}",
+                      Body=bytes(bad))
+    res = run_cli(verify.main, "latest", "--bucket", bucket, "--tmp-dir", str(tmp))
+    assert res.code == ExitCode.CORRUPT_SNAPSHOT and "latest~1" in res.err, res
+    assert run_cli(verify.main, "latest~1", "--bucket", bucket, "--tmp-dir", str(tmp)).code == 0

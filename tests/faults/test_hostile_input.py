@@ -145,3 +145,26 @@ def test_talosconfig_wrong_context_is_refused(node_env, tmp_path, command):
     assert res.code == ExitCode.CONFIG, res
     assert "no context 'prod-cluster-that-is-not-here'" in res.err
     _untouched(node_env, calls)
+
+
+def test_partials_this_tool_did_not_create_are_never_deleted_or_opened(tmp_path):
+    """hostile-inputs 2 and 9: clean_partials removes only our own leftovers (a snapshot name plus our .part suffix,
+    regular files), never another file, a link or a FIFO; a planted FIFO at talosctl's .part name is refused, not
+    opened (the restore hung on it)."""
+    import os as _os
+
+    from dr.commands.backup import clean_partials
+
+    snaps = tmp_path / "snapshots"
+    snaps.mkdir()
+    ours = [snaps / "etcd-snapshot-20260101T000000Z.db.part", snaps / "etcd-snapshot-20260101T000000Z.db.1a2b3c4d.part"]
+    theirs = [snaps / "notes.part", snaps / "etcd-snapshot-bad.db.part"]
+    for p in ours + theirs:
+        p.write_bytes(b"x")
+    fifo = snaps / "etcd-snapshot-20260102T000000Z.db.part"
+    _os.mkfifo(fifo)
+    link = snaps / "etcd-snapshot-20260103T000000Z.db.part"
+    link.symlink_to(tmp_path / "victim")
+    removed = clean_partials(snaps)
+    assert sorted(removed) == sorted(ours)
+    assert all(p.exists() for p in theirs) and fifo.exists() and link.is_symlink()
