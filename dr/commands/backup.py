@@ -272,8 +272,10 @@ def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO) ->
     what = "downloaded snapshots" if folder.name == DOWNLOADS else "local snapshots"
     print(f"{what} in {folder}: {len(kept)} kept, {len(removed)} pruned (older than {keep_days:g} days; "
           "the newest is always kept)", file=out)
-    for d in decisions:
-        print(f"  {'kept  ' if d.keep else 'pruned'}  {d.name}  ({d.reason})", file=out)
+    # Every pruned file is named; of the kept ones only the newest (first-use: the list of kept ones had no cap).
+    for i, d in enumerate(decisions):
+        if not d.keep or i == 0:
+            print(f"  {'kept  ' if d.keep else 'pruned'}  {d.name}  ({d.reason})", file=out)
     return removed
 
 
