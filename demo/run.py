@@ -300,9 +300,9 @@ class Demo:
                                   "verified_revision": int(tags.get(s3.TAG_VERIFIED_REVISION, -1))}
             if self.report.backup["verified_keys"] != len(state):
                 raise StepFailed("verify", int(ExitCode.VERIFY_MISMATCH),
-                                 f"dr.verify counted {tags.get(s3.TAG_VERIFIED_KEYS)} keys in {latest.uri}, "
+                                 f"dr.verify counted {tags.get(s3.TAG_VERIFIED_KEYS)} keys in {latest.location}, "
                                  f"but the cluster held {len(state)}")
-            self.say(f"the backup {latest.uri} holds the cluster's {len(state)} keys "
+            self.say(f"the backup {latest.location} holds the cluster's {len(state)} keys "
                      f"(dr.verify recorded verified-keys={tags.get(s3.TAG_VERIFIED_KEYS)} on the object)")
             return after
 
