@@ -537,6 +537,11 @@ class S3Store:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=entry.key)
             meta = {**(head.get("Metadata") or {}), s3.META_LATEST_OF: entry.key}
+            # A one-pass upload records these as tags (known only at the end), which the copy does not keep.
+            if entry.sha256:
+                meta[s3.META_SHA256] = entry.sha256
+            if entry.plain_size is not None:
+                meta[s3.META_SIZE] = str(entry.plain_size)
             # CopyObject (AWS S3 API reference): MetadataDirective/TaggingDirective REPLACE set the copy's own.
             self.client.copy_object(Bucket=self.bucket, Key=latest, CopySource={"Bucket": self.bucket, "Key": entry.key},
                                     MetadataDirective="REPLACE", Metadata=meta, TaggingDirective="REPLACE",

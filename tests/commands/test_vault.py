@@ -52,6 +52,9 @@ def test_tiers_are_tagged_with_the_object_and_latest_is_pinned(store, s3_client,
     latest = "snapshots/latest"
     head = s3_client.head_object(Bucket=bucket, Key=latest)
     assert head["Metadata"][s3.META_LATEST_OF] == entries[-1].key
+    # the plaintext's SHA-256 and size travel with the copy even when the original has them as tags
+    assert head["Metadata"][s3.META_SHA256] == entries[-1].sha256
+    assert head["Metadata"][s3.META_SIZE] == str(entries[-1].plain_size)
     assert _tags(s3_client, bucket, latest) == {tiers.TAG_KEY: tiers.LATEST}
     same = s3_client.get_object(Bucket=bucket, Key=latest)["Body"].read()
     assert same == s3_client.get_object(Bucket=bucket, Key=entries[-1].key)["Body"].read()
