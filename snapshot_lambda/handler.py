@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dr.adapters import s3
-from dr.adapters.store import S3Store, plain_metadata
+from dr.adapters.store import S3Store
 from dr.adapters.talosapi import APID_PORT, TalosClient, TalosCredentials
 from dr.core import naming, outputs
 from dr.core.errors import ConfigError, DRError
@@ -165,7 +165,7 @@ def take_snapshot(
     # The SHA-256 and size are only known once the stream ends: the store records them as tags after the upload
     # (metadata cannot change after it). Compressed always, encrypted when the stack names age recipients: the
     # Lambda holds public keys only, never an identity.
-    meta = plain_metadata(taken_at=now, cluster=settings.cluster, source=SOURCE)
+    meta = s3.snapshot_metadata(taken_at=now, cluster=settings.cluster, source=SOURCE)
     with TalosClient(settings.node, credentials, port=settings.port, timeout=settings.timeout) as talos:
         chunks = talos.iter_etcd_snapshot()
         try:

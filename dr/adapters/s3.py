@@ -108,14 +108,15 @@ def translate(exc: BaseException, action: str, bucket: str, key: str | None = No
 
 def snapshot_metadata(
     *,
-    sha256: str | None,
-    size: int | None,
     taken_at: datetime,
     cluster: str,
+    sha256: str | None = None,
+    size: int | None = None,
     revision: int | None = None,
     source: str = "dr.backup",
 ) -> dict[str, str]:
-    """Object metadata recorded with every uploaded snapshot (the same for dr.backup and the scheduled Lambda)."""
+    """Object metadata recorded with every stored snapshot (dr.backup, the Lambda, a restore's safety copy): the
+    plaintext's SHA-256 and size when known up front (a one-pass stream learns them at the end: tags)."""
     meta = {
         META_TAKEN_AT: iso_utc(taken_at),
         META_CLUSTER: cluster,

@@ -564,14 +564,3 @@ class S3Store:
 
 
 TAG_VERIFIED_SHA256 = "verified-sha256"
-
-
-def plain_metadata(*, taken_at: datetime, cluster: str, source: str, sha256: str | None = None,
-                   size: int | None = None, revision: int | None = None) -> dict[str, str]:
-    """The metadata every stored snapshot carries: the plaintext's SHA-256 and size when known up front."""
-    return s3.snapshot_metadata(sha256=sha256, size=size, taken_at=taken_at, cluster=cluster, revision=revision,
-                                source=source)
-
-
-def now_text() -> str:
-    return iso_utc(datetime.now(UTC))

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from dr.adapters import fsutil
+from dr.adapters import fsutil, s3
 from dr.adapters.lock import exclusive
-from dr.adapters.store import Entry, plain_metadata
+from dr.adapters.store import Entry
 from dr.adapters.talosapi import APID_PORT, TalosClient
 from dr.adapters.talosctl import SnapshotInfo, Talosctl, talosconfig_credentials
 from dr.commands import cli
@@ -157,7 +157,7 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
             try:
                 if to_s3:
                     progress = cli.Progress(f"uploading {final.name}", None, err)
-                    meta = plain_metadata(taken_at=taken, cluster=r.cluster, source="dr.backup")
+                    meta = s3.snapshot_metadata(taken_at=taken, cluster=r.cluster, source="dr.backup")
                     try:
                         entry = r.s3_store().put(chunks, final.name, compress=compress, recipients=recipients,
                                                  metadata=meta, label=f"etcd snapshot streamed from {client.node}",
@@ -309,7 +309,7 @@ def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, 
                           "rename the local file (or take a new snapshot) and upload again")
     # The total is known only for an uncompressed, unencrypted copy; otherwise the bytes sent so far are shown.
     progress = cli.Progress(f"uploading {path.name}", None if compress or recipients else digest.size, err)
-    meta = plain_metadata(taken_at=taken_at, cluster=r.cluster, source="dr.backup", sha256=digest.content_sha256,
+    meta = s3.snapshot_metadata(taken_at=taken_at, cluster=r.cluster, source="dr.backup", sha256=digest.content_sha256,
                           size=digest.size, revision=revision)
     with open(path, "rb") as f:
         entry = store.put(iter_file(f), plain, compress=compress, recipients=recipients, metadata=meta,

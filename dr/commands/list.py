@@ -18,11 +18,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO, cast
 
 from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV
-from dr.adapters.store import Entry, LocalStore, S3Store
+from dr.adapters.store import Entry, S3Store
 from dr.commands import cli
 from dr.commands.settings import DOWNLOADS, ENV_BUCKET, Resolver, add_common_flags
 from dr.core import naming, timefmt
@@ -60,11 +59,6 @@ def _row_json(row: Row) -> dict[str, Any]:
     d = asdict(row)
     d.pop("_s3_entry", None)
     return d
-
-
-def local_snapshots(folder: Path) -> list[tuple[Path, datetime]]:
-    """Snapshot files in ``folder`` (regular files with snapshot names; ``.part`` and other names ignored)."""
-    return [(e.path, e.name.taken_at) for e in LocalStore(folder).list() if e.path is not None]
 
 
 def build_rows(local: list[Entry], remote: list[Entry]) -> list[Row]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dr.adapters import etcdlocal, s3
-from dr.adapters.store import S3Store, plain_metadata
+from dr.adapters.store import S3Store
 from dr.commands import verify
 from dr.core.errors import AccessDenied, EtcdError, ExitCode
 from dr.core.integrity import iter_file
@@ -318,7 +318,7 @@ def test_sweep_keeps_directories_of_live_runs(work):
 
 
 def _upload(client, bucket, path: Path, name: str) -> str:
-    meta = plain_metadata(taken_at=datetime.now(UTC), cluster="test", source="dr.backup",
+    meta = s3.snapshot_metadata(taken_at=datetime.now(UTC), cluster="test", source="dr.backup",
                           sha256=path.read_bytes()[-32:].hex(), size=path.stat().st_size,
                           revision=_status(path)["revision"])
     with open(path, "rb") as f:

@@ -53,7 +53,7 @@ def safety_snapshot(r: Resolver, clock: Callable[[], datetime], out: TextIO, err
 def upload_safety(r: Resolver, path: Path, out: TextIO, err: TextIO, prog: str) -> str | None:
     """Best effort: the safety snapshot also goes to the bucket, under its own ``pre-restore-...`` name (compressed,
     encrypted like any other), so it survives the laptop; it is never pinned as ``latest`` (dr.adapters.store)."""
-    from dr.adapters.store import plain_metadata
+    from dr.adapters import s3
     from dr.core import naming
     from dr.core.integrity import iter_file
 
@@ -61,7 +61,7 @@ def upload_safety(r: Resolver, path: Path, out: TextIO, err: TextIO, prog: str) 
         store = r.s3_store()
         parsed = naming.parse(path.name)
         when = parsed.taken_at if parsed else clock_now()
-        meta = plain_metadata(taken_at=when, cluster=r.cluster, source="dr.restore")
+        meta = s3.snapshot_metadata(taken_at=when, cluster=r.cluster, source="dr.restore")
         with open(path, "rb") as f:
             entry = store.put(iter_file(f), path.name, compress=True, recipients=r.recipients, metadata=meta,
                               label=f"safety snapshot {path}")
