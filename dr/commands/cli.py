@@ -108,11 +108,13 @@ def parser(prog: str, description: str, examples: tuple[str, ...] | list[str] = 
 
 
 class Tracked:
-    """A text stream that remembers whether anything was written to it (so ``run`` knows a --json document is out)."""
+    """A text stream that remembers whether anything was written to it (so ``run`` knows a --json document is out).
+    ``extra`` gives the fields a command knows so far, for the failure document (verify's report, prune's plan)."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO, extra: Callable[[], dict] | None = None):
         self.stream = stream
         self.written = False
+        self.extra = extra
 
     def write(self, s: str) -> int:
         self.written = self.written or bool(s)
@@ -129,7 +131,8 @@ def json_failure(json_out: Tracked | None, message: str, code: int) -> None:
     if json_out is not None and not json_out.written:
         import json
 
-        print(json.dumps({"ok": False, "error": message, "exit_code": code}, indent=2), file=json_out)
+        fields = json_out.extra() if json_out.extra is not None else {}
+        print(json.dumps({**fields, "ok": False, "error": message, "exit_code": code}, indent=2), file=json_out)
 
 
 def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: TextIO | None = None,

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import TextIO, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -108,12 +108,15 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     add_common_flags(p)
     args = p.parse_args(argv)
     doc: dict = {"ok": False, "local": [], "s3": []}
+    # With --json a failure prints the plan so far with the error and its code (cli.run, json_out).
+    tracked = cli.Tracked(out, extra=lambda: doc) if args.json else None
+    text = err if args.json else out
+    out = cast(TextIO, tracked) if tracked is not None else out
 
     def body() -> int:
         if args.keep_days < 0:
             raise ConfigError(f"--keep-days must be 0 or more, not {args.keep_days:g}", "pass e.g. --keep-days 7")
         r = Resolver(args)
-        text = err if args.json else out
         if args.dry_run:
             print("dry run: nothing is deleted", file=text)
         else:
@@ -143,13 +146,4 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             print(json.dumps(doc, indent=2), file=out)
         return 0
 
-    def body_json() -> int:
-        try:
-            return body()
-        except Exception as exc:
-            if args.json:
-                code = int(getattr(exc, "exit_code", 1))
-                print(json.dumps({**doc, "ok": False, "error": str(exc), "exit_code": code}, indent=2), file=out)
-            raise
-
-    return cli.run(PROG, body_json, debug=args.debug, err=err)
+    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)

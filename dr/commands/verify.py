@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, snapshot_status
 from dr.adapters.store import CATALOG_NAME, Entry, LocalStore, Verification
@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     add_common_flags(p)
     args = p.parse_args(argv)
     report = Report(source=args.snapshot)
+    # With --json a failure still prints one document: the report as far as it got (cli.run, json_out).
+    tracked = cli.Tracked(out, extra=lambda: asdict(report)) if args.json else None
+    out = cast(TextIO, tracked) if tracked is not None else out
 
     def body() -> int:
         r = Resolver(args)
@@ -366,16 +369,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             _print_text(report, out)
         return 0
 
-    def body_json_on_failure() -> int:
-        try:
-            return body()
-        except DRError as exc:
-            if args.json:
-                print(json.dumps({**asdict(report), "ok": False, "error": str(exc),
-                                  "exit_code": int(exc.exit_code)}, indent=2), file=out)
-            raise
-
-    return cli.run(PROG, body_json_on_failure, debug=args.debug, err=err)
+    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
 
 
 def sigterm_as_interrupt() -> None:

@@ -141,3 +141,27 @@ def test_prune_s3_by_tier_only_ours_never_latest(tmp_path, monkeypatch, s3_clien
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert mine[1].key not in keys and mine[0].key in keys and mine[2].key in keys
     assert "snapshots/latest" in keys and foreign in keys
+
+
+def test_json_failures_carry_what_the_command_knew_and_the_same_code(tmp_path, monkeypatch):
+    """One mechanism (cli.run's json_out) for every --json failure: a Ctrl-C in prune or verify still prints one
+    document, with the command's own fields and the exit code the command returns."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".talos" / "snapshots").mkdir(parents=True)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prune, "prune_local", interrupted)
+    res = run_cli(prune.main, "--json", "--bucket", "unused-bucket")
+    doc = json.loads(res.out)
+    assert res.code == doc["exit_code"] == ExitCode.INTERRUPTED and doc["ok"] is False and doc["local"] == []
+
+    from dr.commands import verify
+
+    monkeypatch.setattr(verify, "fetch", interrupted)
+    snap = tmp_path / "etcd-snapshot-20260101T000000Z.db"
+    snap.write_bytes(b"x")
+    res = run_cli(verify.main, str(snap), "--json", "--tmp-dir", str(tmp_path))
+    doc = json.loads(res.out)
+    assert res.code == doc["exit_code"] == ExitCode.INTERRUPTED and doc["source"] == str(snap)
