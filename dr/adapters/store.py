@@ -433,13 +433,22 @@ class S3Store:
         self._listing = newest_first(out)
         return self._listing
 
+    def _key(self, name: str) -> str:
+        return name if name.startswith(self.prefix) and "/" in name else self.prefix + name
+
+    def head(self, name: str, parsed: naming.SnapshotName | None = None) -> Entry:
+        """The object stored under exactly ``name`` (no search by plain name, no listing), described; raises
+        ``SnapshotNotFound``. ``parsed`` names an object whose key is no snapshot name (read as it is)."""
+        key = self._key(name)
+        parsed = parsed or naming.parse(key)
+        if parsed is None:
+            raise SnapshotNotFound(f"{key} is not a snapshot name", "list snapshots with `python -m dr.list`")
+        return self._from_info(s3.head_snapshot(self.client, self.bucket, key), parsed)
+
     def stat(self, name: str) -> Entry:
-        key = name if name.startswith(self.prefix) and "/" in name else self.prefix + name
-        parsed = naming.parse(key)
-        if parsed is not None:
+        if naming.parse(self._key(name)) is not None:
             try:
-                info = s3.head_snapshot(self.client, self.bucket, key)
-                return self._from_info(info, parsed)
+                return self.head(name)
             except SnapshotNotFound:
                 pass
         e = find(self._listing, name) if self._listing is not None else None

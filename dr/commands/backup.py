@@ -298,10 +298,10 @@ def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, 
     plain = remote_key_for(path, "")
     name = naming.stored_name(plain, compressed=compress, encrypted=bool(recipients))
     try:
-        existing = store.stat(name) if naming.parse(name) else None
+        existing: Entry | None = store.head(name)  # exactly this key: one HEAD, no listing
     except SnapshotNotFound:
         existing = None
-    if existing is not None and existing.name.name == name:
+    if existing is not None:
         if existing.sha256 == digest.content_sha256:
             print(f"{existing.location} already holds this snapshot (same SHA-256); not uploaded again", file=out)
             return existing.key or name

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -139,11 +139,11 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
 
 def _s3_entry(store: S3Store, spec: str, key: str) -> Entry:
     if naming.parse(key) is None:
-        # Not a snapshot name: read it anyway (the content decides), under the object's own facts.
-        info = s3.head_snapshot(store.client, store.bucket, key)
+        # Not a snapshot name: read it anyway (the content decides), under the object's own facts; its time is when
+        # S3 stored it.
         base = key.rsplit("/", 1)[-1]
-        return Entry("s3", naming.SnapshotName(base, base, info.last_modified, "unknown"), spec, info.size,
-                     info.last_modified, key=key, described=True, sha256=info.metadata.get(s3.META_SHA256))
+        e = store.head(key, naming.SnapshotName(base, base, datetime.now(UTC), "unknown"))
+        return replace(e, name=replace(e.name, taken_at=e.modified))
     return store.stat(key)
 
 
