@@ -174,6 +174,8 @@ def take_snapshot(
         finally:
             chunks.close()  # cancels the RPC if the upload stopped early
     assert entry.key is not None and entry.sha256 is not None and entry.plain_size is not None
+    if entry.warning:
+        log.warning(json.dumps({"event": "latest-not-pinned", "key": entry.key, "warning": entry.warning}))
     return RunResult(
         bucket=settings.bucket,
         key=entry.key,

@@ -66,6 +66,7 @@ class Entry:
     key: str | None = None  # S3 key
     path: Path | None = None  # local path
     tier: str | None = None  # S3: the retention tag (dr.core.tiers)
+    warning: str | None = None  # from put: what did not happen beside the store (the `latest` copy), for the caller
     described: bool = False  # metadata and tags read (S3), or catalog consulted (local)
 
     @property
@@ -411,7 +412,6 @@ class S3Store:
     prefix: str
     kind: str = S3
     _listing: list[Entry] | None = field(default=None, repr=False)
-    pin_error: DRError | None = field(default=None, repr=False)  # why the last pin_latest failed
 
     @property
     def where(self) -> str:
@@ -520,7 +520,10 @@ class S3Store:
         entry = Entry(S3, parsed, f"s3://{self.bucket}/{key}", writer.size, datetime.now(UTC),
                       sha256=d.content_sha256, plain_size=d.size, key=key, described=True, tier=tier)
         if not parsed.safety and all(t <= parsed.taken_at for t in earlier):
-            self.pin_latest(entry)
+            failed = self.pin_latest(entry)
+            if failed is not None:
+                entry = replace(entry, warning=f"the snapshot is stored, but {failed}: `latest` still names the one "
+                                               "before it")
         return entry
 
     def latest_alias(self) -> tuple[str, datetime] | None:
@@ -536,12 +539,11 @@ class S3Store:
         of = (head.get("Metadata") or {}).get(s3.META_LATEST_OF)
         return (of, head["LastModified"]) if of else None
 
-    def pin_latest(self, entry: Entry) -> bool:
+    def pin_latest(self, entry: Entry) -> DRError | None:
         """Copy ``entry`` server-side to ``<prefix>latest`` (tag ``retention=latest``, which no lifecycle rule expires),
         its metadata naming the snapshot it copies: however long backups stop, one snapshot stays. A failure is a
-        warning the caller may print (the snapshot itself is stored); returns whether the copy was made."""
+        warning, not a failure (the snapshot itself is stored): returned, and ``put`` puts it on the entry."""
         assert entry.key is not None
-        self.pin_error = None
         latest = self.prefix + s3.LATEST_NAME
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=entry.key)
@@ -556,9 +558,8 @@ class S3Store:
                                     MetadataDirective="REPLACE", Metadata=meta, TaggingDirective="REPLACE",
                                     Tagging=f"{tiers.TAG_KEY}={tiers.LATEST}", ChecksumAlgorithm="SHA256")
         except (ClientError, BotoCoreError) as exc:
-            self.pin_error = s3.translate(exc, "copying the newest snapshot to", self.bucket, latest)
-            return False
-        return True
+            return s3.translate(exc, "copying the newest snapshot to", self.bucket, latest)
+        return None
 
     def record_verification(self, entry: Entry, v: Verification) -> None:
         assert entry.key is not None

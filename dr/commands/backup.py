@@ -197,7 +197,7 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
               f"--save-to-s3 {final}`", file=out)
         raise s3_failed
     if entry is not None:
-        print_uploaded(final, entry, digest, compress, bool(recipients), out)
+        print_uploaded(final, entry, digest, compress, bool(recipients), out, err)
     return final, digest, taken, entry
 
 
@@ -315,18 +315,20 @@ def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, 
         entry = store.put(iter_file(f), plain, compress=compress, recipients=recipients, metadata=meta,
                           expected_sha256=digest.content_sha256, label=f"snapshot {path}", progress=progress)
     progress.finish()
-    print_uploaded(path, entry, digest, compress, bool(recipients), out)
+    print_uploaded(path, entry, digest, compress, bool(recipients), out, err)
     return entry.key or name
 
 
 def print_uploaded(path: Path, entry: Entry, digest: SnapshotDigest, compress: bool, encrypted: bool,
-                   out: TextIO) -> None:
+                   out: TextIO, err: TextIO) -> None:
     layers = naming.format_name(compress, encrypted)
     how = {"plain": "", "zstd": "zstd-compressed, ", "age": "age-encrypted, ",
            "zstd+age": "zstd-compressed and age-encrypted, "}[layers]
     ratio = f", {entry.size / digest.size:.0%} of {cli.human_size(digest.size)}" if compress else ""
     print(f"uploaded {path} to {entry.location} ({how}{cli.human_size(entry.size)}{ratio}; SHA-256 recorded, "
           f"trailer verified while streaming)", file=out)
+    if entry.warning:
+        print(f"{PROG}: warning: {entry.warning}", file=err)
 
 
 def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 20) -> None:

@@ -169,3 +169,16 @@ def test_one_bad_newest_object_points_at_the_one_before(work_s3, real_snapshot):
     res = run_cli(verify.main, "latest", "--bucket", bucket, "--tmp-dir", str(tmp))
     assert res.code == ExitCode.CORRUPT_SNAPSHOT and "latest~1" in res.err, res
     assert run_cli(verify.main, "latest~1", "--bucket", bucket, "--tmp-dir", str(tmp)).code == 0
+
+
+def test_a_failed_latest_copy_is_a_warning_on_the_entry(store, s3_client, bucket, real_snapshot, monkeypatch):
+    """The snapshot is stored even when the server-side copy to `latest` fails; the caller is told, not left guessing."""
+    from botocore.exceptions import ClientError
+
+    def refuse(**kw):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "CopyObject")
+
+    monkeypatch.setattr(s3_client, "copy_object", refuse)
+    e = _put(store, real_snapshot, datetime(2026, 11, 30, 1, 0, tzinfo=UTC))
+    assert e.warning and "latest" in e.warning and "access denied" in e.warning
+    assert s3_client.head_object(Bucket=bucket, Key=e.key)["ContentLength"] == e.size
