@@ -259,6 +259,10 @@ def fetch(store: SnapshotStore, entry: Entry, dest: Path, *, identities: Sequenc
                      overwrite=overwrite, before_commit=check)
 
 
+def _verification(rec: dict[str, Any]) -> Verification:
+    return Verification(rec.get("verified_at", ""), rec.get("revision"), rec.get("keys"), rec.get("sha256"))
+
+
 # --- the local folder ------------------------------------------------------------------------------------------
 
 
@@ -304,12 +308,16 @@ class LocalStore:
             raise SnapshotNotFound(f"no snapshot named {name} in {self.root}", "list snapshots with `python -m dr.list`")
         return self.describe(e)
 
+    def verification_of(self, path: Path, file_sha256: str) -> Verification | None:
+        """The recorded verification of ``path`` when its bytes are known to hash to ``file_sha256`` (a caller that has
+        just read them all, as a restore's trailer check has): no stat shortcut, no second read."""
+        rec = self._catalog().get(path.name)
+        return _verification(rec) if rec and rec.get("sha256") == file_sha256 else None
+
     def describe(self, entry: Entry) -> Entry:
         assert entry.path is not None
         rec = self._catalog().get(entry.path.name)
-        v = None
-        if rec and self._still_same(entry.path, rec):
-            v = Verification(rec.get("verified_at", ""), rec.get("revision"), rec.get("keys"), rec.get("sha256"))
+        v = _verification(rec) if rec and self._still_same(entry.path, rec) else None
         return replace(entry, verification=v, revision=v.revision if v else None, described=True)
 
     def open(self, entry: Entry) -> Iterator[bytes]:

@@ -8,7 +8,7 @@ from typing import TextIO
 from dr.adapters.etcdlocal import SnapshotStatus
 from dr.commands import cli, source
 from dr.core import naming, timefmt
-from dr.core.errors import DRError, NotConfirmed
+from dr.core.errors import NotConfirmed
 
 WIPE_EPHEMERAL = ("EPHEMERAL",)
 WIPE_STATE_TOO = ("STATE", "EPHEMERAL")
@@ -27,15 +27,12 @@ def describe_content(status: SnapshotStatus) -> str:
 
 def describe_verification(fetched: source.Fetched) -> str:
     """Whether `dr.verify` proved this snapshot restores (first-use finding 6: the prompt did not say)."""
-    v = fetched.entry.verification if fetched.entry is not None else None
-    if v is None and fetched.entry is None:
+    if fetched.entry is not None:
+        v = fetched.entry.verification
+    else:  # a local file used in place: its bytes were just hashed, so the catalog needs no second read
         from dr.adapters.store import LocalStore
 
-        try:
-            e = LocalStore(fetched.path.parent).stat(fetched.path.name)
-            v = e.verification
-        except DRError:
-            v = None
+        v = LocalStore(fetched.path.parent).verification_of(fetched.path, fetched.digest.file_sha256)
     if v is None:
         return "not yet by dr.verify (`talos-dr verify` restores it into a throwaway etcd first, if there is time)"
     keys = f", {v.keys} keys" if v.keys is not None else ""

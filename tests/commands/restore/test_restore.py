@@ -596,3 +596,25 @@ def test_json_prints_one_document_on_success_and_on_failure(sandbox_env):
     assert doc["sha256"] == local.read_bytes()[-32:].hex(), doc
     assert "restore complete" in res.err, res.err[-500:]
     assert_restored(sb, type(res)(res.code, res.err, res.err))  # the narrative is on stderr with --json
+
+
+def test_the_prompt_says_whether_dr_verify_proved_a_local_snapshot(tmp_path, real_snapshot):
+    """first-use finding 6, for a file used in place: the catalog's record for exactly these bytes, no second read."""
+    from dr.adapters.store import Entry, LocalStore, Verification
+    from dr.commands.restore.prompt import describe_verification
+    from dr.commands.source import Fetched
+    from dr.core import naming
+    from dr.core.integrity import verify_file
+
+    snap = tmp_path / "etcd-snapshot-20260101T000000Z.db"
+    snap.write_bytes(real_snapshot.read_bytes())
+    f = Fetched(snap, str(snap), verify_file(snap))
+    assert describe_verification(f).startswith("not yet")
+    store = LocalStore(tmp_path)
+    parsed = naming.parse(snap.name)
+    assert parsed is not None
+    entry = Entry("local", parsed, str(snap), snap.stat().st_size, parsed.taken_at, path=snap)
+    store.record_verification(entry, Verification("2026-11-24T04:00:00Z", 7, 6, f.digest.file_sha256))
+    assert "2026-11-24T04:00:00Z" in describe_verification(f) and "6 keys" in describe_verification(f)
+    other = Fetched(snap, str(snap), type(f.digest)(f.digest.size, f.digest.content_sha256, "0" * 64))
+    assert describe_verification(other).startswith("not yet")  # a record for other bytes does not count
