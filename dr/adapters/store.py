@@ -288,7 +288,7 @@ class LocalStore:
     def where(self) -> str:
         return str(self.root)
 
-    def _entry(self, p: Path, parsed: naming.SnapshotName) -> Entry:
+    def entry(self, p: Path, parsed: naming.SnapshotName) -> Entry:
         st = p.stat()
         return Entry(LOCAL, parsed, str(p), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), path=p)
 
@@ -299,7 +299,7 @@ class LocalStore:
         for p in self.root.iterdir():
             parsed = naming.parse(p.name)
             if parsed is not None and not p.is_symlink() and p.is_file():
-                out.append(self._entry(p, parsed))
+                out.append(self.entry(p, parsed))
         return newest_first(out)
 
     def stat(self, name: str) -> Entry:
@@ -351,7 +351,7 @@ class LocalStore:
                 raise DiskFull(f"writing {dest} failed: no space left on device", "free disk space and retry") from exc
             raise
         d = digests[0]
-        return replace(self._entry(dest, parsed), sha256=d.content_sha256, plain_size=d.size, described=True)
+        return replace(self.entry(dest, parsed), sha256=d.content_sha256, plain_size=d.size, described=True)
 
     def record_verification(self, entry: Entry, v: Verification, *, stat_before: os.stat_result | None = None) -> None:
         """Record a pass in ``.verified.json`` (``fsutil.atomic_write``: 0600, never through a symlink), under a lock

@@ -194,12 +194,10 @@ def _local(path: Path, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
         before = os.stat(path)
         return Fetched(path, str(path), verify_file(path), stat_before=before)
     # A compressed or encrypted local file: decode it next to the downloads, under its plain name.
-    parsed = naming.parse(path.name)
-    st = path.stat()
-    name = parsed or naming.SnapshotName(path.name, local_name_for(path.name),
-                                         datetime.fromtimestamp(st.st_mtime, UTC), "unknown")
-    entry = Entry("local", name, str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), path=path)
-    return _download(LocalStore(path.parent), entry, r, dest_dir, err)
+    store = LocalStore(path.parent)
+    name = naming.parse(path.name) or naming.SnapshotName(
+        path.name, local_name_for(path.name), datetime.fromtimestamp(path.stat().st_mtime, UTC), "unknown")
+    return _download(store, store.entry(path, name), r, dest_dir, err)
 
 
 def max_bytes(r: Resolver) -> int:

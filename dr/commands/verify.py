@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, snapshot_status
-from dr.adapters.store import CATALOG_NAME, Entry, LocalStore, Verification
+from dr.adapters.store import CATALOG_NAME, LocalStore, Verification
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
@@ -246,9 +246,8 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
         elif f.entry is None:
             # A plain local file verified in place: its folder's catalog, tied to the SHA-256 of its bytes.
             local = LocalStore(f.path.parent)
-            entry = Entry("local", naming.parse(f.path.name) or naming.SnapshotName(
-                f.path.name, f.path.name, datetime.now(UTC), "unknown"), str(f.path), f.digest.size,
-                datetime.now(UTC), path=f.path)
+            entry = local.entry(f.path, naming.parse(f.path.name) or naming.SnapshotName(
+                f.path.name, f.path.name, datetime.now(UTC), "unknown"))
             local.record_verification(entry, Verification(report.verified_at, content.revision, content.total_keys,
                                                           f.digest.file_sha256, content.sorted_resources()),
                                       stat_before=f.stat_before)
