@@ -561,7 +561,9 @@ class S3Store:
                 meta[s3.META_SHA256] = entry.sha256
             if entry.plain_size is not None:
                 meta[s3.META_SIZE] = str(entry.plain_size)
-            # CopyObject (AWS S3 API reference): MetadataDirective/TaggingDirective REPLACE set the copy's own.
+            # CopyObject (AWS S3 API reference): MetadataDirective/TaggingDirective REPLACE set the copy's own. The
+            # checksum: with Object Lock on, S3 refuses writes without Content-MD5 or an x-amz-sdk-checksum-algorithm
+            # header (S3 User Guide, "Configuring S3 Object Lock"; snapshotObjectLockDays).
             self.client.copy_object(Bucket=self.bucket, Key=latest, CopySource={"Bucket": self.bucket, "Key": entry.key},
                                     MetadataDirective="REPLACE", Metadata=meta, TaggingDirective="REPLACE",
                                     Tagging=f"{tiers.TAG_KEY}={tiers.LATEST}", ChecksumAlgorithm="SHA256")
