@@ -79,6 +79,19 @@ class Sandbox:
     def load(cls, root: str | os.PathLike[str]) -> Sandbox:
         return cls(root)
 
+    @staticmethod
+    def _await_s3(paths: Paths, info: Info) -> int:
+        """The answering moto server's pid (started again on another port if its port was taken: s3.ready_or_respawn);
+        the info on disk always names the last one started, so `down` stops it."""
+        assert info.s3_pid is not None and info.s3_port is not None
+        pid, info.s3_port, answers = s3.ready_or_respawn(info.s3_pid, info.s3_port, paths.logs / "s3.log")
+        if pid != info.s3_pid:
+            info.s3_pid = pid
+            info.save(paths)
+        if not answers:
+            raise SandboxError(f"the S3 server did not start (log: {paths.logs / 's3.log'})")
+        return pid
+
     @classmethod
     def up(
         cls,
@@ -128,15 +141,13 @@ class Sandbox:
             python=sys.executable,
             created_at=time.time(),
         )
-        s3_pid = None
         etcd_pid = None
         apid_pid = None
         try:
             if with_s3:
                 info.s3_port = procs.free_port()
                 info.bucket = bucket
-                s3_pid = s3.spawn(info.s3_port, paths.logs / "s3.log", sys.executable)
-                info.s3_pid = s3_pid
+                info.s3_pid = s3.spawn(info.s3_port, paths.logs / "s3.log", sys.executable)
             info.save(paths)  # pids on disk before anything can fail, so `down` can clean up
 
             secrets = ClusterSecrets.generate(cluster_name)
@@ -171,9 +182,8 @@ class Sandbox:
             faults.save(paths.faults, {})
 
             if with_s3:
-                assert s3_pid is not None and info.s3_port is not None and info.s3_endpoint is not None
-                if not s3.wait_ready(s3_pid, info.s3_port):
-                    raise SandboxError(f"the S3 server did not start (log: {paths.logs / 's3.log'})")
+                cls._await_s3(paths, info)
+                assert info.s3_endpoint is not None
                 s3.create_bucket(info.s3_endpoint, bucket, info.region)
 
             sb = cls(root)
@@ -183,7 +193,7 @@ class Sandbox:
             return sb
         except BaseException:
             procs.stop(etcd_pid, str(paths.etcd_data))
-            procs.stop(s3_pid, s3.MARKER)
+            procs.stop(info.s3_pid, s3.MARKER)  # the last one started, also when _await_s3 started another
             procs.stop(apid_pid, node_apid.MARKER)
             raise
 

@@ -17,6 +17,20 @@ def spawn(port: int, log: Path, python: str | None = None) -> int:
     return procs.spawn([python or sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log)
 
 
+def ready_or_respawn(pid: int, port: int, log: Path, attempts: int = 3) -> tuple[int, int, bool]:
+    """(pid, port, answers) of the moto server last started (to stop it either way). ``procs.free_port()`` finds a port free *now*;
+    another process can bind it before moto does, and moto then exits ("Address already in use"): it is started
+    again on another port, up to ``attempts`` times in all."""
+    for attempt in range(attempts):
+        if wait_ready(pid, port):
+            return pid, port, True
+        if procs.alive(pid) or attempt == attempts - 1:
+            break  # alive but not listening (a timeout), or out of attempts
+        port = procs.free_port()
+        pid = spawn(port, log)
+    return pid, port, False
+
+
 def client(endpoint: str, region: str = "us-east-1"):
     import boto3
     from botocore.config import Config

@@ -137,3 +137,23 @@ def test_require_etcd_fails_in_ci_and_skips_elsewhere(monkeypatch):
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
         testing.require_etcd()
+
+
+def test_s3_starts_again_on_another_port_when_its_port_was_taken(tmp_path):
+    """procs.free_port() finds a port free only at that moment: when another process binds it first, moto exits
+    ("Address already in use") and the sandbox starts it again on another port instead of failing."""
+    import socket
+
+    from sandbox import procs, s3
+
+    taken = socket.socket()  # bound, not listening: as another program's socket holds it (CI saw this)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    log = tmp_path / "s3.log"
+    pid = s3.spawn(port, log)
+    try:
+        pid, new_port, answers = s3.ready_or_respawn(pid, port, log)
+        assert answers and new_port != port and procs.port_open(new_port)
+    finally:
+        procs.stop(pid, s3.MARKER)
+        taken.close()
