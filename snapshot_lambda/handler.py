@@ -198,9 +198,36 @@ def recipients_from_env(env: Mapping[str, str] | None = None) -> list:
         raise ConfigError(str(exc), "fix the stack's ageRecipients and run `pulumi up`") from None
 
 
+# The store sends IfNoneMatch on PutObject/CompleteMultipartUpload (dr.adapters.s3), which botocore accepts from 1.35.
+MIN_BOTOCORE = (1, 35)
+
+
+def check_sdk(version: str | None = None) -> str:
+    """The botocore version this run uses; a ``ConfigError`` when it is too old for ``IfNoneMatch``.
+
+    The package ships botocore pinned (infra/schedule.py LAMBDA_REQUIREMENTS_SDK) and Lambda imports the package's
+    copy first; this catches a package built without it, which would fall back to whatever the runtime bundles."""
+    if version is None:
+        import botocore
+
+        version = botocore.__version__
+    try:
+        have = tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        have = (0, 0)
+    if have < MIN_BOTOCORE:
+        raise ConfigError(
+            f"botocore {version} is too old for the snapshot runner (conditional writes need "
+            f"{'.'.join(map(str, MIN_BOTOCORE))} or newer)",
+            "the Lambda package must ship the pinned boto3/botocore: run `pulumi up` to rebuild it",
+        )
+    return version
+
+
 def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None) -> RunResult:
     """One scheduled run from environment settings: read the credential, take and upload the snapshot."""
     settings = RunnerSettings.from_env(env)
+    check_sdk()
     client = s3.make_client()
     creds = read_credentials(settings.bucket, settings.credential_key, client)
     log_credential_expiry(creds, now or datetime.now(UTC))

@@ -164,7 +164,7 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
 
 def test_lambda_runs_in_its_own_subnet_with_its_own_sg_and_settings(run):
     (fn,) = of_type(run, "aws:lambda/function:Function").values()
-    assert fn["runtime"] == "python3.11" and fn["handler"] == "snapshot_lambda.handler.handler"
+    assert fn["runtime"] == "python3.13" and fn["handler"] == "snapshot_lambda.handler.handler"
     assert fn["architectures"] == ["x86_64"] and fn["timeout"] == 900
     assert fn["vpcConfig"]["subnetIds"] == ["talos-dr-lambda-subnet-id"]
     assert fn["vpcConfig"]["securityGroupIds"] == ["talos-dr-lambda-sg-id"]

@@ -208,3 +208,13 @@ def verify_file_bytes(data: bytes) -> str:
     from dr.core.integrity import verify_stream
 
     return verify_stream([data]).content_sha256
+
+
+def test_an_sdk_too_old_for_conditional_writes_is_refused_before_anything_runs():
+    import botocore
+
+    assert lh.check_sdk() == botocore.__version__  # the pinned one
+    assert lh.check_sdk("1.35.0") == "1.35.0"
+    with pytest.raises(ConfigError, match=r"botocore 1\.34\.162 is too old") as ei:
+        lh.check_sdk("1.34.162")
+    assert "pulumi up" in ei.value.hint
