@@ -189,7 +189,7 @@ def _platform_loads(platform: str) -> bool:
     if platform in legacy:
         return legacy[platform] <= LAMBDA_GLIBC
     m = re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", platform)
-    return bool(m) and (int(m.group(1)), int(m.group(2))) <= LAMBDA_GLIBC
+    return m is not None and (int(m.group(1)), int(m.group(2))) <= LAMBDA_GLIBC
 
 
 def _interpreter_loads(python: str, abi: str) -> bool:
@@ -198,10 +198,10 @@ def _interpreter_loads(python: str, abi: str) -> bool:
     cp = f"cp{major}{minor}"
     if abi == "none":  # pure Python, or an interpreter-specific build with no ABI dependency
         m = re.fullmatch(r"(py|cp)(\d)(\d*)", python)
-        return bool(m) and int(m.group(2)) == major and (not m.group(3) or int(m.group(3)) <= minor)
+        return m is not None and int(m.group(2)) == major and (not m.group(3) or int(m.group(3)) <= minor)
     if abi == "abi3":  # the stable ABI of CPython 3.N works on every later 3.x
         m = re.fullmatch(r"cp(\d)(\d+)", python)
-        return bool(m) and int(m.group(1)) == major and int(m.group(2)) <= minor
+        return m is not None and int(m.group(1)) == major and int(m.group(2)) <= minor
     return python == cp and abi == cp  # cp313t (free-threaded) or another version's ABI cannot load
 
 
