@@ -48,6 +48,8 @@ import pulumi_aws as aws
 
 from dr.adapters.fsutil import atomic_writer
 from dr.adapters.talosapi import APID_PORT
+from dr.core.etcd_health import DEFAULT_QUOTA_BYTES as DEFAULT_ETCD_QUOTA_BYTES
+from dr.core.metrics import NAMESPACE as METRICS_NAMESPACE
 from dr.core.naming import PREFIX as SNAPSHOT_NAME_PREFIX
 from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
 from dr.core.timefmt import iso_utc
@@ -401,6 +403,68 @@ def lambda_package(
     return pulumi.FileArchive(str(out))
 
 
+# --- retries (pure) ---------------------------------------------------------------------------------------------
+
+# The function's own limit; the runner stops its stream earlier (snapshot_lambda.handler ENV_TIMEOUT, 840 s).
+LAMBDA_TIMEOUT = 900
+# How long EventBridge Scheduler may keep retrying the delivery (its minimum maximum_event_age_in_seconds).
+SCHEDULER_DELIVERY_WINDOW = 60
+# Lambda's bounds for MaximumEventAgeInSeconds (PutFunctionEventInvokeConfig: 60 to 21600).
+_EVENT_AGE_MIN, _EVENT_AGE_MAX = 60, 21600
+# How long a failed-run record stays in the queue (SQS's maximum, 14 days): long enough to read after a holiday.
+FAILED_RUN_RETENTION_SECONDS = 14 * 86400
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Who retries a scheduled run, and for how long. Two AWS layers exist and cover different failures:
+
+    * EventBridge Scheduler invokes the function asynchronously ("EventBridge Scheduler invokes your Lambda function
+      asynchronously", https://docs.aws.amazon.com/lambda/latest/dg/with-eventbridge-scheduler.html). Its retry
+      policy applies only when it "is unable to deliver an event successfully to a target"
+      (https://docs.aws.amazon.com/scheduler/latest/UserGuide/managing-schedule-retry-policy.html): an accepted
+      asynchronous Invoke is a delivered event, whatever the function then does. So it retries delivery only, within
+      ``scheduler_max_age`` seconds (its minimum).
+    * Lambda retries the function's own errors (timeouts included) "two more times, with a one-minute wait between
+      the first two attempts, and two minutes between the second and third", and drops an event older than
+      MaximumEventAgeInSeconds (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html,
+      invocation-async-configuring.html). This is the layer that retries a failed snapshot.
+
+    Bounds: an event delivered at most ``scheduler_max_age`` after the schedule fired is retried by Lambda at most
+    ``lambda_max_age`` after that, and a retry runs at most the function timeout; the three add up to no more than
+    the schedule's interval, so a retry never lands on (or after) the next scheduled run. When the interval is too
+    short for that, Lambda does not retry: the next scheduled run is the retry."""
+
+    lambda_attempts: int
+    lambda_max_age: int
+    scheduler_attempts: int
+    scheduler_max_age: int
+
+
+def retry_settings(interval_seconds: int, timeout_seconds: int = LAMBDA_TIMEOUT) -> RetrySettings:
+    """The retry layers for a schedule firing every ``interval_seconds`` (see ``RetrySettings``)."""
+    window = interval_seconds - timeout_seconds - SCHEDULER_DELIVERY_WINDOW
+    if window >= _EVENT_AGE_MIN:
+        return RetrySettings(2, min(window, _EVENT_AGE_MAX), 2, SCHEDULER_DELIVERY_WINDOW)
+    # Retries could overlap the next run: none from Lambda; the event age still may not pass the interval.
+    age = max(_EVENT_AGE_MIN, min(interval_seconds - SCHEDULER_DELIVERY_WINDOW, _EVENT_AGE_MAX))
+    return RetrySettings(0, age, 2, SCHEDULER_DELIVERY_WINDOW)
+
+
+def destination_policy(queue_arn: str) -> str:
+    """The runner's permission to record an exhausted run in its failed-runs queue: Lambda sends an asynchronous
+    invocation's on-failure record with the function's execution role
+    (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html, "Permissions")."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Sid": "RecordFailedRuns", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+                           "Resource": [queue_arn]}],
+        },
+        sort_keys=True,
+    )
+
+
 # --- IAM policy documents (pure) ---------------------------------------------------------------------------------
 
 
@@ -558,6 +622,8 @@ class SnapshotScheduleArgs:
     ready: Sequence[pulumi.Resource] = ()
     # What must exist before the credential object is written and read (the bucket policy that guards it).
     bucket_ready: Sequence[pulumi.Resource] = ()
+    # The node's etcd quota (--quota-backend-bytes): the runner reports its DB size against it (etcd's default 2 GiB).
+    etcd_quota_bytes: int = DEFAULT_ETCD_QUOTA_BYTES
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -568,6 +634,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
     credential_key: pulumi.Output[str]
     credential_not_after: pulumi.Output[str]
     schedule_arn: pulumi.Output[str]
+    failed_runs_queue_name: pulumi.Output[str]
+    failed_runs_queue_arn: pulumi.Output[str]
+    log_group_name: pulumi.Output[str]
     newest_snapshot_key: pulumi.Output[Any]
     newest_snapshot_time: pulumi.Output[Any]
     backups: pulumi.Output[Any]
@@ -580,6 +649,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
         interval = schedule_interval(args.schedule_expression)  # validates before anything is created
+        retries = retry_settings(int(interval.total_seconds()))
         now = args.now or datetime.now(UTC)
         prefix = args.snapshot_prefix
         runtime_warning = runtime_end_warning(now)
@@ -698,6 +768,20 @@ class SnapshotSchedule(pulumi.ComponentResource):
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=f"/talos-dr/{name}/snapshots", retention_in_days=30, tags=tags, opts=child
         )
+        # Where an exhausted run is recorded (the on-failure destination below); kept 14 days, encrypted at rest.
+        failed_runs = aws.sqs.Queue(
+            f"{name}-failed-runs",
+            message_retention_seconds=FAILED_RUN_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            tags=tags,
+            opts=child,
+        )
+        destination_access = aws.iam.RolePolicy(
+            f"{name}-lambda-destination-policy",
+            role=role.id,
+            policy=failed_runs.arn.apply(destination_policy),
+            opts=child,
+        )
         code = args.code if args.code is not None else lambda_package(args.wheel_dir)
         function = aws.lambda_.Function(
             f"{name}-snapshot",
@@ -706,7 +790,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
             handler=LAMBDA_HANDLER,
             role=role.arn,
             code=code,
-            timeout=900,
+            timeout=LAMBDA_TIMEOUT,
             memory_size=512,  # CPU scales with memory; the stream holds a few 8 MiB parts at most
             vpc_config={"subnet_ids": [subnet.id], "security_group_ids": [lambda_sg.id]},
             logging_config={"log_format": "Text", "log_group": log_group.name},
@@ -719,6 +803,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
                     lh.ENV_PREFIX: prefix,
                     lh.ENV_PORT: str(APID_PORT),
                     lh.ENV_AGE_RECIPIENTS: ",".join(args.age_recipients),
+                    lh.ENV_STALL_TIMEOUT: str(int(lh.DEFAULT_STALL_TIMEOUT)),
+                    lh.ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
+                    lh.ENV_ETCD_QUOTA: str(args.etcd_quota_bytes),
                 }
             },
             description=f"etcd snapshot of {args.cluster_name} to S3 ({args.schedule_expression})",
@@ -726,14 +813,16 @@ class SnapshotSchedule(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[vpc_access, role_policy, association]),
         )
 
-        # Scheduler invokes asynchronously; without this Lambda would retry a failed run twice more on its own, on top
-        # of the schedule's retry policy (up to 9 runs). One retry layer: the schedule's.
+        # One retry layer for the function's failures: Lambda's asynchronous retries (retry_settings says what AWS does
+        # and why they never reach the next run). A run that fails every attempt (or whose event grows too old) is
+        # recorded in the failed-runs queue, which infra/alarms.py watches.
         aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-snapshot-async",
             function_name=function.name,
-            maximum_retry_attempts=0,
-            maximum_event_age_in_seconds=3600,
-            opts=child,
+            maximum_retry_attempts=retries.lambda_attempts,
+            maximum_event_age_in_seconds=retries.lambda_max_age,
+            destination_config={"on_failure": {"destination": failed_runs.arn}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[destination_access]),
         )
 
         # --- the schedule ---------------------------------------------------------------------------------------
@@ -763,7 +852,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
                 "arn": function.arn,
                 "role_arn": scheduler_role.arn,
                 "input": json.dumps({"trigger": "schedule"}),
-                "retry_policy": {"maximum_retry_attempts": 2, "maximum_event_age_in_seconds": 3600},
+                # Delivery only (retry_settings): the function's failures are Lambda's to retry.
+                "retry_policy": {"maximum_retry_attempts": retries.scheduler_attempts,
+                                 "maximum_event_age_in_seconds": retries.scheduler_max_age},
             },
             opts=child,
         )
@@ -795,6 +886,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
         self.credential_key = pulumi.Output.from_input(CREDENTIAL_KEY)
         self.credential_not_after = not_after
         self.schedule_arn = schedule.arn
+        self.failed_runs_queue_name = failed_runs.name
+        self.failed_runs_queue_arn = failed_runs.arn
+        self.log_group_name = log_group.name
         self.newest_snapshot_key = watch.newest_snapshot_key if watch else pulumi.Output.from_input(None)
         self.newest_snapshot_time = watch.newest_snapshot_time if watch else pulumi.Output.from_input(None)
         self.backups = watch.backups if watch else pulumi.Output.from_input(None)
@@ -806,6 +900,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
                 "credential_key": self.credential_key,
                 "credential_not_after": self.credential_not_after,
                 "schedule_arn": self.schedule_arn,
+                "failed_runs_queue_name": self.failed_runs_queue_name,
+                "failed_runs_queue_arn": self.failed_runs_queue_arn,
+                "log_group_name": self.log_group_name,
                 "newest_snapshot_key": self.newest_snapshot_key,
                 "newest_snapshot_time": self.newest_snapshot_time,
                 "backups": self.backups,
