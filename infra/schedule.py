@@ -770,7 +770,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
         )
         # Where an exhausted run is recorded (the on-failure destination below); kept 14 days, encrypted at rest.
         failed_runs = aws.sqs.Queue(
-            f"{name}-failed-runs",
+            f"{name}-failed-runs-queue",
             message_retention_seconds=FAILED_RUN_RETENTION_SECONDS,
             sqs_managed_sse_enabled=True,
             tags=tags,

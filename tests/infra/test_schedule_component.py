@@ -157,7 +157,7 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
     assert async_cfg["functionName"] == "talos-dr-snapshot" and async_cfg["maximumRetryAttempts"] == 2
     # 60 s delivery + 2640 s of retries + a 900 s run = 3600 s: the last retry ends before the next hourly run
     assert async_cfg["maximumEventAgeInSeconds"] == 3600 - 900 - 60
-    queue_arn = "arn:aws:sqs:us-east-1:123456789012:talos-dr-failed-runs"
+    queue_arn = "arn:aws:sqs:us-east-1:123456789012:talos-dr-failed-runs-queue"
     assert async_cfg["destinationConfig"] == {"onFailure": {"destination": queue_arn}}
     trust = json.loads(run.resources["talos-dr-scheduler-role"][1]["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
@@ -290,7 +290,7 @@ def test_an_exhausted_run_is_recorded_in_a_queue_the_runner_may_only_send_to(run
     assert queue["messageRetentionSeconds"] == 14 * 86400 and queue["sqsManagedSseEnabled"] is True
     pol = json.loads(run.resources["talos-dr-lambda-destination-policy"][1]["policy"])
     assert pol["Statement"] == [{"Sid": "RecordFailedRuns", "Effect": "Allow", "Action": ["sqs:SendMessage"],
-                                 "Resource": ["arn:aws:sqs:us-east-1:123456789012:talos-dr-failed-runs"]}]
+                                 "Resource": ["arn:aws:sqs:us-east-1:123456789012:talos-dr-failed-runs-queue"]}]
     assert run.resources["talos-dr-lambda-destination-policy"][1]["role"] == "talos-dr-lambda-role-id"
 
 
