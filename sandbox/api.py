@@ -311,6 +311,9 @@ class Sandbox:
         }
         if self.info.s3_endpoint:
             env["AWS_ENDPOINT_URL_S3"] = self.info.s3_endpoint
+            # moto's server answers every service it models on the same port: CloudWatch too, where the stack's
+            # Lambda metrics and alarms live (read by `talos-dr status`).
+            env["AWS_ENDPOINT_URL_CLOUDWATCH"] = self.info.s3_endpoint
         return env
 
     # --- properties ----------------------------------------------------------------------------------------

@@ -295,7 +295,7 @@ def run_metrics(ok: bool, seconds: float, observed: Mapping[str, Any], result: R
     if result is not None:
         values[metrics.SNAPSHOT_BYTES.name] = float(result.size)
     if observed.get("days_left") is not None:
-        values[metrics.CREDENTIAL_DAYS_LEFT.name] = round(float(observed["days_left"]), 2)
+        values[metrics.CREDENTIAL_DAYS_LEFT.name] = round(float(observed["days_left"]), 4)
     health = observed.get("etcd")
     if isinstance(health, EtcdHealth):
         values[metrics.ETCD_DB_SIZE.name] = float(health.db_size)

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 import pytest
 
 from dr.core import metrics
-from dr.core.credentials import mint_backup_credential
 from dr.core.errors import ConfigError, NodeError, NodeUnreachable
 from dr.core.etcd_health import DEFAULT_QUOTA_BYTES
 from sandbox import etcd as sandbox_etcd
 from snapshot_lambda import handler as lh
 from tests.support import emf
+from tests.support.scheduled import lambda_env
 from tests.support.tools import free_port
 
 
@@ -105,24 +105,8 @@ def test_the_checker_refuses_what_the_specification_refuses():
 def node_runner(sandbox_factory, monkeypatch):
     """A sandbox (etcd quota 4 MiB, so etcd can be filled until it raises NOSPACE) and the runner's environment
     pointing at its node's apid, with the backup credential the stack would mint from its OS CA."""
-    import base64
-
-    from sandbox.pki import ClusterSecrets
-
     sb = sandbox_factory(etcd_quota_bytes=4 * 1024 * 1024)
-    secrets = ClusterSecrets.load(sb.node.paths.secrets)
-    creds = mint_backup_credential(base64.b64decode(secrets.os_ca_crt), base64.b64decode(secrets.os_ca_key),
-                                   datetime.now(UTC), cluster=sb.cluster_name)
-    for k, v in sb.env.items():
-        monkeypatch.setenv(k, v)
-    from dr.adapters import s3
-
-    client = s3.make_client()
-    client.put_object(Bucket=sb.bucket, Key="credentials/etcd-backup.json", Body=creds.to_json().encode())
-    env = {lh.ENV_BUCKET: sb.bucket, lh.ENV_NODE: sb.public_ip, lh.ENV_PORT: str(sb.node.info.apid_port),
-           lh.ENV_CREDENTIAL_KEY: "credentials/etcd-backup.json", lh.ENV_CLUSTER: sb.cluster_name,
-           lh.ENV_TIMEOUT: "60", lh.ENV_STALL_TIMEOUT: "3", lh.ENV_ETCD_QUOTA: str(4 * 1024 * 1024)}
-    for k, v in env.items():
+    for k, v in {**sb.env, **lambda_env(sb, stall=3, quota=4 * 1024 * 1024)}.items():
         monkeypatch.setenv(k, v)
     return sb
 

@@ -108,3 +108,23 @@ def metrics_of(line: str) -> dict[str, tuple[float, str]]:
 def emf_lines(text: str) -> list[str]:
     """The lines of captured stdout that are EMF documents (a JSON object with ``_aws``)."""
     return [ln for ln in text.splitlines() if ln.startswith("{") and '"_aws"' in ln]
+
+
+def publish(line: str, client) -> int:
+    """Do what CloudWatch Logs does with an EMF event (the specification: each MetricDirective's metrics, with the
+    root's values, under each DimensionSet, at ``_aws.Timestamp``) as PutMetricData calls to ``client`` (moto's
+    CloudWatch): the stand-in for the extraction AWS runs on the Lambda's log group. Returns the datapoints put."""
+    from datetime import UTC, datetime
+
+    assert problems(line) == [], problems(line)
+    root = json.loads(line)
+    at = datetime.fromtimestamp(root["_aws"]["Timestamp"] / 1000, UTC)
+    n = 0
+    for d in root["_aws"]["CloudWatchMetrics"]:
+        for dset in d["Dimensions"] or [[]]:
+            data = [{"MetricName": m["Name"], "Value": float(root[m["Name"]]), "Unit": m.get("Unit", "None"),
+                     "Timestamp": at, "Dimensions": [{"Name": k, "Value": root[k]} for k in dset]}
+                    for m in d["Metrics"]]
+            client.put_metric_data(Namespace=d["Namespace"], MetricData=data)
+            n += len(data)
+    return n
