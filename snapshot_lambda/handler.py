@@ -289,7 +289,6 @@ def run_metrics(ok: bool, seconds: float, observed: Mapping[str, Any], result: R
     """The metric values of one run (names from ``dr.core.metrics``); what is unknown is left out."""
     values: dict[str, float] = {
         metrics.SNAPSHOT_SUCCESS.name: 1.0 if ok else 0.0,
-        metrics.SNAPSHOT_FAILURE.name: 0.0 if ok else 1.0,
         metrics.SNAPSHOT_SECONDS.name: round(seconds, 3),
     }
     if result is not None:

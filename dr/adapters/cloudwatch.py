@@ -84,19 +84,24 @@ class Runs:
 
 def runs(client, cluster: str, now: datetime, window: timedelta, namespace: str = metrics.NAMESPACE) -> Runs:
     start = now - window
-    ok = [p for p in datapoints(client, cluster, metrics.SNAPSHOT_SUCCESS.name, "Sum", start, now, namespace)
+    # The period holding `now` is still open; ask up to a minute past it so the newest run's datapoint is in the answer
+    # (a range ending mid-period can leave that period out).
+    end = now + timedelta(minutes=1)
+    # SnapshotSuccess is 1 or 0 per run: a period whose Maximum is 1 saw a success, one whose Minimum is 0 a failure.
+    ok = [p for p in datapoints(client, cluster, metrics.SNAPSHOT_SUCCESS.name, "Maximum", start, end, namespace)
           if p.value > 0]
-    bad = [p for p in datapoints(client, cluster, metrics.SNAPSHOT_FAILURE.name, "Sum", start, now, namespace)
-           if p.value > 0]
+    bad = [p for p in datapoints(client, cluster, metrics.SNAPSHOT_SUCCESS.name, "Minimum", start, end, namespace)
+           if p.value == 0]
     last_ok, last_bad = (ok[-1].at if ok else None), (bad[-1].at if bad else None)
     if last_ok is None and last_bad is None:
         last_at, outcome = None, None
-    elif last_bad is None or (last_ok is not None and last_ok >= last_bad):
+    # Within one period the order is unknown: a failure there is shown (Lambda's retries are a minute or more apart).
+    elif last_bad is None or (last_ok is not None and last_ok > last_bad):
         last_at, outcome = last_ok, True
     else:
         last_at, outcome = last_bad, False
-    days = datapoints(client, cluster, metrics.CREDENTIAL_DAYS_LEFT.name, "Minimum", start, now, namespace)
-    quota = datapoints(client, cluster, metrics.ETCD_QUOTA.name, "Maximum", start, now, namespace)
+    days = datapoints(client, cluster, metrics.CREDENTIAL_DAYS_LEFT.name, "Minimum", start, end, namespace)
+    quota = datapoints(client, cluster, metrics.ETCD_QUOTA.name, "Maximum", start, end, namespace)
     return Runs(last_at=last_at, last_ok=outcome, last_success=last_ok, credential_days=days[-1] if days else None,
                 etcd_quota=quota[-1].value if quota else None)
 

@@ -12,7 +12,7 @@ import pytest
 
 from dr import main as talos_dr
 from dr.commands import status, verify
-from dr.core.errors import ExitCode
+from dr.core.errors import ExitCode, NodeUnreachable
 from infra.alarms import alarm_specs, failed_runs_spec
 from snapshot_lambda import handler as lh
 from tests.support import emf
@@ -66,7 +66,6 @@ def test_status_ok_after_a_backup_then_warn_fail_and_unchecked(stack, capsys):
     assert run_cli(verify.main, "latest", "--tmp-dir", str(sb.dir / "v")).code == 0  # marks it verified
 
     res = run_cli(status.main)
-    print(res.out)
     assert res.code == ExitCode.OK == 0, res.out + res.err
     lines = res.out.splitlines()
     assert lines[0].startswith(f"talos-dr status of {sb.cluster_name} at ") and "losing the node now loses" in lines[0]
@@ -91,6 +90,16 @@ def test_status_ok_after_a_backup_then_warn_fail_and_unchecked(stack, capsys):
     assert res.code == ExitCode.STATUS_WARN, res.out
     (etcd_line,) = [ln for ln in res.out.splitlines() if "etcd on the node" in ln]
     assert etcd_line.startswith("UNCHECKED") and "could not check: the node did not answer" in etcd_line
+    # ... and the scheduled run that hits it fails, reports it, and status says so with the command to look
+    with pytest.raises(NodeUnreachable):
+        scheduled_run(cw, capsys)
+    (line,) = emf.emf_lines(capsys.readouterr().out)
+    emf.publish(line, cw)
+    res = run_cli(status.main, "--json")
+    checks = by_name(res)
+    assert res.code == ExitCode.STATUS_FAIL, res.out
+    assert checks["last scheduled run"]["state"] == "FAIL" and "aws logs tail" in checks["last scheduled run"]["fix"]
+    assert checks["etcd on the node"]["state"] == "UNCHECKED"
     sb.clear_faults()
 
     # etcd fills its quota and raises NOSPACE itself: FAIL, with the commands that fix it.

@@ -276,8 +276,9 @@ class TalosClient:
         """One response message of a unary call, decoded as ``response_cls``. With etcd down, machined's etcd client
         waits with no deadline (as for EtcdSnapshot), so the call is bounded by ``timeout`` and reported as etcd not
         answering when it brings nothing."""
+        # The stall timer, not the deadline, ends a call nothing answers: that is what says "etcd is not answering".
         raw = h2stream.unary_stream(self.host, self.port, method, messages.EMPTY_REQUEST, self._ssl,
-                                    timeout=timeout, server_name=self.server_name,
+                                    timeout=2 * timeout + 5, server_name=self.server_name,
                                     metadata=[("nodes", n) for n in self.nodes], idle_timeout=timeout)
         try:
             got = list(raw)
