@@ -318,3 +318,15 @@ def test_the_runner_gets_its_stall_timeout_quota_and_namespace(run):
     env = fn["environment"]["variables"]
     assert env[lh.ENV_STALL_TIMEOUT] == "45" and float(env[lh.ENV_STALL_TIMEOUT]) < 60
     assert env[lh.ENV_ETCD_QUOTA] == str(2 * 1024**3) and env[lh.ENV_METRICS_NAMESPACE] == "TalosDR"
+
+
+def test_preview_warns_when_the_runtime_nears_its_end(ca, monkeypatch):
+    """The program (run by `pulumi preview` and `pulumi up`) warns from 180 days before AWS deprecates the runtime,
+    as it does for the credential."""
+    said: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda msg, *a, **k: said.append(msg))
+    run_component(ca)
+    assert not [m for m in said if "runtime" in m]
+    run_component(ca, now=datetime(2029, 3, 1, tzinfo=UTC))
+    (msg,) = [m for m in said if "runtime" in m]
+    assert "python3.13 is deprecated by AWS on 2029-06-30" in msg and "`pulumi up`" in msg
