@@ -16,6 +16,9 @@ Resources (children of ``SnapshotSchedule``):
   snapshot keys, list the prefix, read its credential object, and manage its VPC ENIs — never delete;
 * an EventBridge Scheduler schedule (``snapshotSchedule``) in its own schedule group, whose role may only invoke this
   function and may be assumed only for that group (``aws:SourceArn``);
+* retries: Lambda's asynchronous retries, bounded so none reaches the next scheduled run (``retry_settings``), and a
+  failed-runs SQS queue as the on-failure destination (the Lambda role may send to it, nothing else), which
+  ``infra/alarms.py`` watches; each run prints its metrics as CloudWatch Embedded Metric Format (``dr.core.metrics``);
 * ``EtcdSnapshotSchedule`` (``infra/providers/backup_check.py``): takes and verifies one snapshot through the Lambda on create, flags
   stale backups at preview, takes a catch-up snapshot on ``up``.
 
