@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("dr.commands.prune", "apply the retention policy now (local; --s3 for the bucket)"),
     "volumes": ("dr.commands.volumes", "the newest EBS snapshots of the data volumes"),
     "rebuild": ("dr.commands.rebuild", "a lost Pulumi stack back from the recovery kit"),
+    "status": ("dr.commands.status", "what would be lost now and what will break, OK/WARN/FAIL per line"),
 }
 EXTRA = {
     "completion": "print a shell completion script: completion bash|zsh|tcsh",

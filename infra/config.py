@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "scheduledSnapshots": True,
     "snapshotLambdaWheelDir": None,  # pip download into ~/.cache/talos-dr/lambda on first use
     "ageRecipients": [],  # age X25519 public keys snapshots are encrypted to; empty: compressed, not encrypted
+    "alertEmails": [],  # addresses the backup alarms mail (infra/alarms.py); the alertTopicArn output takes others
 }
 
 # Keys in the project namespace, in README order; plus aws:region.
@@ -163,6 +164,7 @@ class StackConfig:
     snapshot_readers: tuple[str, ...] = ()  # principal ARNs allowed to read objects, besides deployer and Lambda
     data_volume_snapshot_schedule: str = "rate(1 day)"
     data_volume_snapshot_retain: int = 7
+    alert_emails: tuple[str, ...] = ()  # email subscriptions to the backup alarms' topic
 
 
 class _Problems:
@@ -481,6 +483,27 @@ def _readers(raw: Any, p: _Problems) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+_EMAIL = re.compile(r"^[^@\s\"'<>,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+MAX_ALERT_EMAILS = 10
+
+
+def _alert_emails(raw: Any, p: _Problems) -> tuple[str, ...]:
+    """Email addresses subscribed to the alarms' SNS topic (each gets a confirmation mail from AWS first)."""
+    value = _as_json(raw, "alertEmails", list, p)
+    out: list[str] = []
+    for i, item in enumerate(value or []):
+        if not (isinstance(item, str) and len(item) <= 254 and _EMAIL.fullmatch(item.strip())):
+            p.add("alertEmails", f"item {i} {item!r} is not an email address such as ops@example.com")
+        else:
+            out.append(item.strip())
+    if len({e.lower() for e in out}) != len(out):
+        p.add("alertEmails", "lists the same address twice; list each once")
+    if len(out) > MAX_ALERT_EMAILS:
+        p.add("alertEmails", f"lists {len(out)} addresses; at most {MAX_ALERT_EMAILS} (subscribe a mailing list, "
+                             "or anything else to the alertTopicArn output)")
+    return tuple(out)
+
+
 def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Validate plain config values (``aws:region`` plus the project keys, unprefixed) into a ``StackConfig``.
 
@@ -526,6 +549,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     scheduled = _as_bool(get("scheduledSnapshots"), "scheduledSnapshots", p)
     wheel_dir = _wheel_dir(get("snapshotLambdaWheelDir"), p)
     age_recipients = _age_recipients(get("ageRecipients"), p)
+    alert_emails = _alert_emails(get("alertEmails"), p)
     volume_schedule = _volume_schedule(get("dataVolumeSnapshotSchedule"), p)
     volume_retain = _as_int(get("dataVolumeSnapshotRetain"), "dataVolumeSnapshotRetain", 1, 1000, "snapshots", p,
                             " (Data Lifecycle Manager keeps at most 1000 per schedule)")
@@ -557,6 +581,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         snapshot_readers=readers,
         data_volume_snapshot_schedule=_required(volume_schedule, "dataVolumeSnapshotSchedule"),
         data_volume_snapshot_retain=_required(volume_retain, "dataVolumeSnapshotRetain"),
+        alert_emails=alert_emails,
     )
 
 

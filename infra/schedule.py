@@ -12,10 +12,13 @@ Resources (children of ``SnapshotSchedule``):
   policy allows this bucket only (free, no NAT; the node's route table is left alone, so the node's own S3 traffic,
   image pulls included, is not filtered); the Lambda's own security group; an ingress rule on the node's group
   admitting 50000/tcp from it;
-* the Lambda (``snapshot_lambda.handler.handler``, python3.11 x86_64) with a role allowed to write, tag and read back
+* the Lambda (``snapshot_lambda.handler.handler``, python3.13 x86_64: ``LAMBDA_RUNTIME``) with a role allowed to write, tag and read back
   snapshot keys, list the prefix, read its credential object, and manage its VPC ENIs — never delete;
 * an EventBridge Scheduler schedule (``snapshotSchedule``) in its own schedule group, whose role may only invoke this
   function and may be assumed only for that group (``aws:SourceArn``);
+* retries: Lambda's asynchronous retries, bounded so none reaches the next scheduled run (``retry_settings``), and a
+  failed-runs SQS queue as the on-failure destination (the Lambda role may send to it, nothing else), which
+  ``infra/alarms.py`` watches; each run prints its metrics as CloudWatch Embedded Metric Format (``dr.core.metrics``);
 * ``EtcdSnapshotSchedule`` (``infra/providers/backup_check.py``): takes and verifies one snapshot through the Lambda on create, flags
   stale backups at preview, takes a catch-up snapshot on ``up``.
 
@@ -39,7 +42,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,8 @@ import pulumi_aws as aws
 
 from dr.adapters.fsutil import atomic_writer
 from dr.adapters.talosapi import APID_PORT
+from dr.core.etcd_health import DEFAULT_QUOTA_BYTES as DEFAULT_ETCD_QUOTA_BYTES
+from dr.core.metrics import NAMESPACE as METRICS_NAMESPACE
 from dr.core.naming import PREFIX as SNAPSHOT_NAME_PREFIX
 from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
 from dr.core.timefmt import iso_utc
@@ -55,20 +60,42 @@ from infra.bucket import CREDENTIAL_KEY, LATEST_NAME
 from snapshot_lambda import handler as lh
 
 ROOT = Path(__file__).resolve().parent.parent
-LAMBDA_RUNTIME = "python3.11"
+# The runtime and its end, from AWS Lambda's runtime table ("Building Lambda functions with Python",
+# https://docs.aws.amazon.com/lambda/latest/dg/lambda-python.html): python3.13 on Amazon Linux 2023, deprecated
+# 2029-06-30, creating functions blocked from 2029-07-31, updating them from 2029-08-31. (python3.11 was blocked
+# for creation on 2026-07-31 and for updates on 2026-08-31: round-3 review pulumi-aws.md B1.) `pulumi preview` warns
+# from RUNTIME_WARNING_DAYS before the deprecation (runtime_end_warning), as it does for the credential.
+LAMBDA_RUNTIME = "python3.13"
+LAMBDA_PYTHON = "3.13"
+RUNTIME_DEPRECATED = date(2029, 6, 30)
+RUNTIME_CREATE_BLOCKED = date(2029, 7, 31)
+RUNTIME_UPDATE_BLOCKED = date(2029, 8, 31)
+RUNTIME_WARNING_DAYS = 180
+# Amazon Linux 2023's glibc: a manylinux wheel needing a newer one cannot load there (PEP 600 manylinux_X_Y).
+LAMBDA_GLIBC = (2, 34)
 LAMBDA_HANDLER = "snapshot_lambda.handler.handler"
-# What the Lambda needs beyond the runtime's own boto3: the h2 transport (pure Python; grpcio is not used there
-# because it cannot handshake with Talos's Ed25519 apid key) and protobuf for the messages. cryptography is left
-# out on purpose: the runner only uses it for an optional local expiry check, and it would drag cffi along.
-# pyrage and backports.zstd encrypt and compress what it stores (dr.adapters.store), as dr.backup does.
-LAMBDA_REQUIREMENTS: tuple[str, ...] = ("h2==4.3.0", "hpack==4.1.0", "hyperframe==6.1.0", "protobuf==6.33.6",
-                                        "pyrage==1.4.0", "backports.zstd==1.8.0")
+# What the Lambda needs: the h2 transport (pure Python; grpcio is not used there because it cannot handshake with
+# Talos's Ed25519 apid key) and protobuf for the messages. cryptography is left out on purpose: the runner only uses
+# it for an optional local expiry check, and it would drag cffi along. pyrage and backports.zstd encrypt and compress
+# what it stores (dr.adapters.store), as dr.backup does.
+LAMBDA_REQUIREMENTS_DIRECT: tuple[str, ...] = ("h2==4.3.0", "hpack==4.1.0", "hyperframe==6.1.0", "protobuf==6.33.6",
+                                               "pyrage==1.4.0", "backports.zstd==1.8.0")
+# The AWS SDK ships in the package, pinned as the project tests it (requirements.lock), with its pure-Python
+# dependencies: the runtime's bundled boto3 "depends on the runtime version and your Region" and the store passes
+# IfNoneMatch to PutObject/CompleteMultipartUpload, which botocore only accepts from 1.35 (round-3 review
+# pulumi-aws.md minor 3). The package's copy wins: Lambda searches $LAMBDA_TASK_ROOT (/var/task, the zip) first, and
+# "your version will take precedence over the version that's included in the runtime"
+# (https://docs.aws.amazon.com/lambda/latest/dg/python-image.html, "Dependency search path"); the handler also
+# checks at run time that botocore came from the package (snapshot_lambda.handler.check_sdk).
+LAMBDA_REQUIREMENTS_SDK: tuple[str, ...] = ("boto3==1.44.5", "botocore==1.44.8", "s3transfer==0.19.3",
+                                            "jmespath==1.1.0", "python-dateutil==2.9.0.post0", "six==1.17.0",
+                                            "urllib3==2.8.0")
+LAMBDA_REQUIREMENTS: tuple[str, ...] = LAMBDA_REQUIREMENTS_DIRECT + LAMBDA_REQUIREMENTS_SDK
 # Each wheel's SHA-256 must be one this lock lists for its pinned version (pip-compile --generate-hashes records every
 # file published for a version, so the Lambda platform's manylinux/py3 wheel is among them). Whatever put a wheel in
 # the cache or wheel folder, one whose hash is not listed is refused.
 LOCK_FILE = ROOT / "requirements.lock"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
-LAMBDA_PYTHON = "3.11"
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "talos-dr" / "lambda"
 WHEEL_DIR_ENV = "TALOS_DR_LAMBDA_WHEELS"
 WHEEL_DIR_CONFIG_KEY = "snapshotLambdaWheelDir"
@@ -157,16 +184,90 @@ def find_wheels(
     return found
 
 
-def lambda_compatible(wheel_name: str) -> bool:
-    """Whether a wheel (by its file name tags) runs on the Lambda: CPython 3.11 on manylinux x86_64, or pure Python."""
-    parts = wheel_name[: -len(".whl")].split("-")
-    if len(parts) < 5:
-        return False
-    python, abi, platform = parts[-3], parts[-2], parts[-1]
+def _platform_loads(platform: str) -> bool:
+    """One platform tag the Lambda (x86_64, Amazon Linux 2023, glibc 2.34) can load: ``any``, or a manylinux tag for
+    x86_64 whose glibc is not newer than the runtime's (PEP 600 manylinux_X_Y; the legacy aliases of PEP 513/571/599
+    are glibc 2.5/2.12/2.17)."""
     if platform == "any":
         return True
-    linux = any(t.startswith("manylinux") and t.endswith("_x86_64") for t in platform.split("."))
-    return linux and (python in ("cp311", "py3") or (abi == "abi3" and python.startswith("cp3")))
+    legacy = {"manylinux1_x86_64": (2, 5), "manylinux2010_x86_64": (2, 12), "manylinux2014_x86_64": (2, 17)}
+    if platform in legacy:
+        return legacy[platform] <= LAMBDA_GLIBC
+    m = re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", platform)
+    return m is not None and (int(m.group(1)), int(m.group(2))) <= LAMBDA_GLIBC
+
+
+def _interpreter_loads(python: str, abi: str) -> bool:
+    """One (python tag, abi tag) pair CPython 3.13 (the GIL build Lambda runs) can load (PEP 425/PEP 384)."""
+    major, minor = (int(x) for x in LAMBDA_PYTHON.split("."))
+    cp = f"cp{major}{minor}"
+    if abi == "none":  # pure Python, or an interpreter-specific build with no ABI dependency
+        m = re.fullmatch(r"(py|cp)(\d)(\d*)", python)
+        return m is not None and int(m.group(2)) == major and (not m.group(3) or int(m.group(3)) <= minor)
+    if abi == "abi3":  # the stable ABI of CPython 3.N works on every later 3.x
+        m = re.fullmatch(r"cp(\d)(\d+)", python)
+        return m is not None and int(m.group(1)) == major and int(m.group(2)) <= minor
+    return python == cp and abi == cp  # cp313t (free-threaded) or another version's ABI cannot load
+
+
+def tag_loads(tag: str) -> bool:
+    """Whether one wheel tag ``python-abi-platform`` (as in a wheel's WHEEL file) loads on the Lambda runtime."""
+    parts = tag.split("-")
+    if len(parts) != 3:
+        return False
+    return _interpreter_loads(parts[0], parts[1]) and _platform_loads(parts[2])
+
+
+def wheel_tags(wheel_name: str) -> list[str]:
+    """The tags a wheel file name carries, its compressed tag sets expanded (PEP 425 "Compressed Tag Sets")."""
+    parts = wheel_name[: -len(".whl")].split("-") if wheel_name.endswith(".whl") else []
+    if len(parts) < 5:
+        return []
+    pythons, abis, platforms = (p.split(".") for p in parts[-3:])
+    return [f"{py}-{abi}-{plat}" for py in pythons for abi in abis for plat in platforms]
+
+
+def lambda_compatible(wheel_name: str) -> bool:
+    """Whether a wheel (by its file name tags) loads on the Lambda runtime (LAMBDA_RUNTIME, x86_64): one of its tags
+    must be CPython 3.13's own ABI or the stable ABI of 3.13 or older, or pure Python 3, on manylinux x86_64 up to
+    glibc 2.34 or ``any``. Nothing else: no other CPython version, no musl, macOS, Windows or aarch64."""
+    return any(tag_loads(t) for t in wheel_tags(wheel_name))
+
+
+_EXT_SUFFIX = re.compile(r"\.(cpython-(\d+)([a-z]*)-[^./]+|abi3)\.so$")
+
+
+def package_problems(files: Mapping[str, bytes]) -> list[str]:
+    """What in a package's files (path -> bytes) the Lambda runtime cannot load: a wheel whose ``*.dist-info/WHEEL``
+    names no tag the runtime loads, or an extension module built for another CPython (``*.cpython-311-...so``)."""
+    problems = []
+    for name, data in sorted(files.items()):
+        if name.endswith(".dist-info/WHEEL"):
+            tags = [line.split(":", 1)[1].strip() for line in data.decode("utf-8", "replace").splitlines()
+                    if line.lower().startswith("tag:")]
+            if not any(tag_loads(t) for t in tags):
+                problems.append(f"{name.split('/')[0]} is built for {', '.join(tags) or 'no tag'}")
+        m = _EXT_SUFFIX.search(name)
+        if m and m.group(2) is not None and (m.group(2) != LAMBDA_PYTHON.replace(".", "") or m.group(3)):
+            problems.append(f"{name} is an extension module for another CPython ({m.group(1)})")
+    return problems
+
+
+def runtime_end_warning(now: datetime, days: int = RUNTIME_WARNING_DAYS) -> str | None:
+    """The warning `pulumi preview` shows from ``days`` before the runtime's deprecation (None before that)."""
+    today = now.astimezone(UTC).date()
+    if (RUNTIME_DEPRECATED - today).days > days:
+        return None
+    if today >= RUNTIME_UPDATE_BLOCKED:
+        state = f"has been blocked for updates since {RUNTIME_UPDATE_BLOCKED}: `pulumi up` cannot change the function"
+    elif today >= RUNTIME_CREATE_BLOCKED:
+        state = (f"cannot be used for new functions since {RUNTIME_CREATE_BLOCKED} and is blocked for updates from "
+                 f"{RUNTIME_UPDATE_BLOCKED}")
+    else:
+        state = (f"is deprecated by AWS on {RUNTIME_DEPRECATED}, blocked for new functions from "
+                 f"{RUNTIME_CREATE_BLOCKED} and for updates from {RUNTIME_UPDATE_BLOCKED}")
+    return (f"the snapshot Lambda's runtime {LAMBDA_RUNTIME} {state}; move LAMBDA_RUNTIME in infra/schedule.py to a "
+            "newer Python (https://docs.aws.amazon.com/lambda/latest/dg/lambda-python.html) and run `pulumi up`")
 
 
 def pip_download(dest: Path, requirements: Sequence[str], hashes: WheelHashes) -> None:
@@ -277,6 +378,10 @@ def build_package(
     for wheel in sorted(wheels):
         files.update(_wheel_files(wheel))
     files.update(_source_files(source_root, entry))  # our code wins over anything a wheel ships at the same path
+    problems = package_problems(files)
+    if problems:  # a wheel the runtime cannot import fails every run: refuse the package instead
+        raise PackageError(f"the snapshot Lambda package would hold what {LAMBDA_RUNTIME} cannot load: "
+                           f"{'; '.join(problems)}; delete those wheels from the wheel folder and run `pulumi up` again")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(out_path, mode=0o644) as f, \
             zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
@@ -299,6 +404,68 @@ def lambda_package(
     out = cache_dir / "package" / "talos-dr-snapshot-lambda.zip"
     build_package(out, wheels)
     return pulumi.FileArchive(str(out))
+
+
+# --- retries (pure) ---------------------------------------------------------------------------------------------
+
+# The function's own limit; the runner stops its stream earlier (snapshot_lambda.handler ENV_TIMEOUT, 840 s).
+LAMBDA_TIMEOUT = 900
+# How long EventBridge Scheduler may keep retrying the delivery (its minimum maximum_event_age_in_seconds).
+SCHEDULER_DELIVERY_WINDOW = 60
+# Lambda's bounds for MaximumEventAgeInSeconds (PutFunctionEventInvokeConfig: 60 to 21600).
+_EVENT_AGE_MIN, _EVENT_AGE_MAX = 60, 21600
+# How long a failed-run record stays in the queue (SQS's maximum, 14 days): long enough to read after a holiday.
+FAILED_RUN_RETENTION_SECONDS = 14 * 86400
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Who retries a scheduled run, and for how long. Two AWS layers exist and cover different failures:
+
+    * EventBridge Scheduler invokes the function asynchronously ("EventBridge Scheduler invokes your Lambda function
+      asynchronously", https://docs.aws.amazon.com/lambda/latest/dg/with-eventbridge-scheduler.html). Its retry
+      policy applies only when it "is unable to deliver an event successfully to a target"
+      (https://docs.aws.amazon.com/scheduler/latest/UserGuide/managing-schedule-retry-policy.html): an accepted
+      asynchronous Invoke is a delivered event, whatever the function then does. So it retries delivery only, within
+      ``scheduler_max_age`` seconds (its minimum).
+    * Lambda retries the function's own errors (timeouts included) "two more times, with a one-minute wait between
+      the first two attempts, and two minutes between the second and third", and drops an event older than
+      MaximumEventAgeInSeconds (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html,
+      invocation-async-configuring.html). This is the layer that retries a failed snapshot.
+
+    Bounds: an event delivered at most ``scheduler_max_age`` after the schedule fired is retried by Lambda at most
+    ``lambda_max_age`` after that, and a retry runs at most the function timeout; the three add up to no more than
+    the schedule's interval, so a retry never lands on (or after) the next scheduled run. When the interval is too
+    short for that, Lambda does not retry: the next scheduled run is the retry."""
+
+    lambda_attempts: int
+    lambda_max_age: int
+    scheduler_attempts: int
+    scheduler_max_age: int
+
+
+def retry_settings(interval_seconds: int, timeout_seconds: int = LAMBDA_TIMEOUT) -> RetrySettings:
+    """The retry layers for a schedule firing every ``interval_seconds`` (see ``RetrySettings``)."""
+    window = interval_seconds - timeout_seconds - SCHEDULER_DELIVERY_WINDOW
+    if window >= _EVENT_AGE_MIN:
+        return RetrySettings(2, min(window, _EVENT_AGE_MAX), 2, SCHEDULER_DELIVERY_WINDOW)
+    # Retries could overlap the next run: none from Lambda; the event age still may not pass the interval.
+    age = max(_EVENT_AGE_MIN, min(interval_seconds - SCHEDULER_DELIVERY_WINDOW, _EVENT_AGE_MAX))
+    return RetrySettings(0, age, 2, SCHEDULER_DELIVERY_WINDOW)
+
+
+def destination_policy(queue_arn: str) -> str:
+    """The runner's permission to record an exhausted run in its failed-runs queue: Lambda sends an asynchronous
+    invocation's on-failure record with the function's execution role
+    (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html, "Permissions")."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Sid": "RecordFailedRuns", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+                           "Resource": [queue_arn]}],
+        },
+        sort_keys=True,
+    )
 
 
 # --- IAM policy documents (pure) ---------------------------------------------------------------------------------
@@ -458,6 +625,8 @@ class SnapshotScheduleArgs:
     ready: Sequence[pulumi.Resource] = ()
     # What must exist before the credential object is written and read (the bucket policy that guards it).
     bucket_ready: Sequence[pulumi.Resource] = ()
+    # The node's etcd quota (--quota-backend-bytes): the runner reports its DB size against it (etcd's default 2 GiB).
+    etcd_quota_bytes: int = DEFAULT_ETCD_QUOTA_BYTES
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -468,6 +637,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
     credential_key: pulumi.Output[str]
     credential_not_after: pulumi.Output[str]
     schedule_arn: pulumi.Output[str]
+    failed_runs_queue_name: pulumi.Output[str]
+    failed_runs_queue_arn: pulumi.Output[str]
+    log_group_name: pulumi.Output[str]
     newest_snapshot_key: pulumi.Output[Any]
     newest_snapshot_time: pulumi.Output[Any]
     backups: pulumi.Output[Any]
@@ -480,8 +652,12 @@ class SnapshotSchedule(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
         interval = schedule_interval(args.schedule_expression)  # validates before anything is created
+        retries = retry_settings(int(interval.total_seconds()))
         now = args.now or datetime.now(UTC)
         prefix = args.snapshot_prefix
+        runtime_warning = runtime_end_warning(now)
+        if runtime_warning:
+            pulumi.log.warn(runtime_warning, resource=self)
 
         # --- the credential -------------------------------------------------------------------------------
         value: pulumi.Output[str] = pulumi.Output.secret(
@@ -595,6 +771,20 @@ class SnapshotSchedule(pulumi.ComponentResource):
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=f"/talos-dr/{name}/snapshots", retention_in_days=30, tags=tags, opts=child
         )
+        # Where an exhausted run is recorded (the on-failure destination below); kept 14 days, encrypted at rest.
+        failed_runs = aws.sqs.Queue(
+            f"{name}-failed-runs-queue",
+            message_retention_seconds=FAILED_RUN_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            tags=tags,
+            opts=child,
+        )
+        destination_access = aws.iam.RolePolicy(
+            f"{name}-lambda-destination-policy",
+            role=role.id,
+            policy=failed_runs.arn.apply(destination_policy),
+            opts=child,
+        )
         code = args.code if args.code is not None else lambda_package(args.wheel_dir)
         function = aws.lambda_.Function(
             f"{name}-snapshot",
@@ -603,7 +793,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
             handler=LAMBDA_HANDLER,
             role=role.arn,
             code=code,
-            timeout=900,
+            timeout=LAMBDA_TIMEOUT,
             memory_size=512,  # CPU scales with memory; the stream holds a few 8 MiB parts at most
             vpc_config={"subnet_ids": [subnet.id], "security_group_ids": [lambda_sg.id]},
             logging_config={"log_format": "Text", "log_group": log_group.name},
@@ -616,6 +806,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
                     lh.ENV_PREFIX: prefix,
                     lh.ENV_PORT: str(APID_PORT),
                     lh.ENV_AGE_RECIPIENTS: ",".join(args.age_recipients),
+                    lh.ENV_STALL_TIMEOUT: str(int(lh.DEFAULT_STALL_TIMEOUT)),
+                    lh.ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
+                    lh.ENV_ETCD_QUOTA: str(args.etcd_quota_bytes),
                 }
             },
             description=f"etcd snapshot of {args.cluster_name} to S3 ({args.schedule_expression})",
@@ -623,14 +816,16 @@ class SnapshotSchedule(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[vpc_access, role_policy, association]),
         )
 
-        # Scheduler invokes asynchronously; without this Lambda would retry a failed run twice more on its own, on top
-        # of the schedule's retry policy (up to 9 runs). One retry layer: the schedule's.
+        # One retry layer for the function's failures: Lambda's asynchronous retries (retry_settings says what AWS does
+        # and why they never reach the next run). A run that fails every attempt (or whose event grows too old) is
+        # recorded in the failed-runs queue, which infra/alarms.py watches.
         aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-snapshot-async",
             function_name=function.name,
-            maximum_retry_attempts=0,
-            maximum_event_age_in_seconds=3600,
-            opts=child,
+            maximum_retry_attempts=retries.lambda_attempts,
+            maximum_event_age_in_seconds=retries.lambda_max_age,
+            destination_config={"on_failure": {"destination": failed_runs.arn}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[destination_access]),
         )
 
         # --- the schedule ---------------------------------------------------------------------------------------
@@ -660,7 +855,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
                 "arn": function.arn,
                 "role_arn": scheduler_role.arn,
                 "input": json.dumps({"trigger": "schedule"}),
-                "retry_policy": {"maximum_retry_attempts": 2, "maximum_event_age_in_seconds": 3600},
+                # Delivery only (retry_settings): the function's failures are Lambda's to retry.
+                "retry_policy": {"maximum_retry_attempts": retries.scheduler_attempts,
+                                 "maximum_event_age_in_seconds": retries.scheduler_max_age},
             },
             opts=child,
         )
@@ -692,6 +889,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
         self.credential_key = pulumi.Output.from_input(CREDENTIAL_KEY)
         self.credential_not_after = not_after
         self.schedule_arn = schedule.arn
+        self.failed_runs_queue_name = failed_runs.name
+        self.failed_runs_queue_arn = failed_runs.arn
+        self.log_group_name = log_group.name
         self.newest_snapshot_key = watch.newest_snapshot_key if watch else pulumi.Output.from_input(None)
         self.newest_snapshot_time = watch.newest_snapshot_time if watch else pulumi.Output.from_input(None)
         self.backups = watch.backups if watch else pulumi.Output.from_input(None)
@@ -703,6 +903,9 @@ class SnapshotSchedule(pulumi.ComponentResource):
                 "credential_key": self.credential_key,
                 "credential_not_after": self.credential_not_after,
                 "schedule_arn": self.schedule_arn,
+                "failed_runs_queue_name": self.failed_runs_queue_name,
+                "failed_runs_queue_arn": self.failed_runs_queue_arn,
+                "log_group_name": self.log_group_name,
                 "newest_snapshot_key": self.newest_snapshot_key,
                 "newest_snapshot_time": self.newest_snapshot_time,
                 "backups": self.backups,

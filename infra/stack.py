@@ -17,6 +17,7 @@ import pulumi_aws as aws
 from dr.core import outputs as out
 from dr.core.recovery_kit import KIT_OUTPUTS
 from infra.addons import Addons, AddonsArgs
+from infra.alarms import BackupAlarms, BackupAlarmsArgs
 from infra.bucket import BackupBucket, BackupBucketArgs
 from infra.config import StackConfig
 from infra.network import Network, NetworkArgs
@@ -45,6 +46,7 @@ class Stack:
     talos: TalosCluster
     addons: Addons
     schedule: SnapshotSchedule | None = None  # None when scheduledSnapshots is off
+    alarms: BackupAlarms | None = None  # the schedule's alarms; None when scheduledSnapshots is off
     recovery_kit: RecoveryKit | None = None  # None without ageRecipients
     volume_snapshots: DataVolumeSnapshots | None = None  # None without dataVolumes
     outputs: dict[str, pulumi.Output] = field(default_factory=dict)
@@ -190,6 +192,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
         )
 
     schedule = None
+    alarms = None
     if cfg.scheduled_snapshots:
         assert resolve_lambda_role is not None
         try:
@@ -198,14 +201,36 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             resolve_lambda_role(pulumi.Output.from_input([]))  # an unresolved output would hang the program
             raise
         resolve_lambda_role(schedule.role_arn.apply(lambda arn: [arn]))
+        alarms = _alarms(name, cfg, schedule, tags)
         outputs |= {
             out.SNAPSHOT_FUNCTION_NAME: schedule.function_name,
             out.NEWEST_SNAPSHOT_KEY: schedule.newest_snapshot_key,
             out.NEWEST_SNAPSHOT_TIME: schedule.newest_snapshot_time,
             out.BACKUPS_STATUS: schedule.backups,
+            out.ALERT_TOPIC_ARN: alarms.topic_arn,
         }
     return Stack(network=network, node=node, bucket=bucket, talos=cluster, addons=addons, schedule=schedule,
-                 recovery_kit=recovery_kit, volume_snapshots=volume_snapshots, outputs=outputs)
+                 alarms=alarms, recovery_kit=recovery_kit, volume_snapshots=volume_snapshots, outputs=outputs)
+
+
+def _alarms(name: str, cfg: StackConfig, schedule: SnapshotSchedule, tags: dict[str, str]) -> BackupAlarms:
+    from dr.core.freshness import schedule_interval
+
+    if not cfg.alert_emails:
+        pulumi.log.warn("no alertEmails: the backup alarms notify the alertTopicArn topic, which nobody reads yet; "
+                        "add an address with `pulumi config set --path 'alertEmails[0]' ops@example.com` "
+                        "(see docs/MONITORING.md)")
+    return BackupAlarms(
+        name,
+        BackupAlarmsArgs(
+            cluster_name=name,
+            interval_seconds=int(schedule_interval(cfg.snapshot_schedule).total_seconds()),
+            failed_runs_queue_name=schedule.failed_runs_queue_name,
+            alert_emails=cfg.alert_emails,
+            log_group=f"/talos-dr/{name}/snapshots",
+            tags=tags,
+        ),
+    )
 
 
 def _schedule(name: str, cfg: StackConfig, network: Network, node: Node, bucket: BackupBucket, cluster: TalosCluster,

@@ -103,6 +103,7 @@ class Sandbox:
         bucket: str = DEFAULT_BUCKET,
         with_s3: bool = True,
         seed: bool = True,
+        etcd_quota_bytes: int = 0,
     ) -> Sandbox:
         """Start a sandbox in ``root``: etcd (seeded), the S3 server (unless ``with_s3=False``), the node files."""
         paths = Paths(root)
@@ -140,6 +141,7 @@ class Sandbox:
             bootstrap_not_ready_seconds=bootstrap_not_ready_seconds,
             python=sys.executable,
             created_at=time.time(),
+            etcd_quota_bytes=etcd_quota_bytes,
         )
         etcd_pid = None
         apid_pid = None
@@ -168,7 +170,8 @@ class Sandbox:
             write_private(paths.machine_config, controlplane)
 
             etcd_pid = etcd.start(
-                paths.etcd_data, info.etcd_name, info.etcd_client_port, info.etcd_peer_port, paths.logs / "etcd.log"
+                paths.etcd_data, info.etcd_name, info.etcd_client_port, info.etcd_peer_port, paths.logs / "etcd.log",
+                quota_bytes=etcd_quota_bytes,
             )
             booted = time.time() - 3600
             State(stage="running", configured=True, etcd_pid=etcd_pid, up_since=booted,
@@ -308,6 +311,9 @@ class Sandbox:
         }
         if self.info.s3_endpoint:
             env["AWS_ENDPOINT_URL_S3"] = self.info.s3_endpoint
+            # moto's server answers every service it models on the same port: CloudWatch too, where the stack's
+            # Lambda metrics and alarms live (read by `talos-dr status`).
+            env["AWS_ENDPOINT_URL_CLOUDWATCH"] = self.info.s3_endpoint
         return env
 
     # --- properties ----------------------------------------------------------------------------------------
@@ -425,6 +431,15 @@ class Sandbox:
         current = {k: v for k, v in current.items() if v is not None}
         faults.save(self.paths.faults, current)
         return current
+
+    def raise_nospace_alarm(self) -> int:
+        """Fill the node's etcd until etcd itself raises NOSPACE (start the sandbox with a small
+        ``etcd_quota_bytes``); returns how many values went in. The alarm stays, as on a real node, until disarmed."""
+        return etcd.fill_until_nospace(self.etcd_endpoint)
+
+    def etcd_alarms(self) -> list[str]:
+        """The alarms the node's etcd lists now."""
+        return etcd.alarms(self.etcd_endpoint)
 
     def clear_faults(self) -> None:
         faults.save(self.paths.faults, {})

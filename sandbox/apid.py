@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -44,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from dr.adapters.talosapi import SNAPSHOT_ROLES, messages
 from dr.core.credentials import certificate_roles, issue_certificate
+from sandbox import etcd
 from sandbox.layout import NODE_PRIVATE_IP
 
 CHUNK = 1024  # machined's EtcdSnapshot message size
@@ -158,6 +160,54 @@ def _drain(tls, timeout: float) -> None:
             pass
     except (OSError, ssl.SSLError):
         pass
+
+
+# What machined answers besides EtcdSnapshot (sandbox/CONFORMANCE.md rows "EtcdStatus" and "EtcdAlarmList").
+SERVED_METHODS = (messages.ETCD_SNAPSHOT_METHOD, messages.ETCD_STATUS_METHOD, messages.ETCD_ALARM_LIST_METHOD)
+# Roles allowed EtcdStatus and EtcdAlarmList (internal/app/machined/pkg/system/services/machined.go:69,78 at v1.13.9:
+# Admin, Operator, Reader, EtcdBackup).
+ETCD_INFO_ROLES = {"os:admin", "os:operator", "os:reader", "os:etcd:backup"}
+_ALARM_NUMBERS = {name: number for number, name in messages.ALARM_TYPES.items()}
+
+
+def etcd_info(path: str, endpoint: str, *, hostname: str | None = None) -> Any:
+    """The response machined builds for EtcdStatus / EtcdAlarmList (v1alpha1_server.go at v1.13.9), from the real
+    etcd at ``endpoint`` (its JSON gateway: the same Maintenance.Status / Maintenance.Alarm(GET) machined's clientv3
+    calls). One message, no metadata when served locally; a call apid proxied (``nodes``) carries the node's name, as
+    apid's backend appends it. Raises ``etcd.EtcdFailure`` when etcd does not answer."""
+    md = messages.Metadata(hostname=hostname) if hostname else None
+    if path == messages.ETCD_STATUS_METHOD:
+        st = etcd._call(endpoint, "maintenance/status", {})
+        version = str(st.get("version", ""))
+        # machined fills storage_version from the version's major.minor when etcd (< 3.6) leaves it empty
+        storage = str(st.get("storageVersion") or ".".join(version.split(".")[:2]) + ".0" if version else "unknown")
+        status = messages.EtcdMemberStatus(
+            member_id=int(st.get("header", {}).get("member_id", 0)),
+            protocol_version=version,
+            db_size=int(st.get("dbSize", 0)),
+            db_size_in_use=int(st.get("dbSizeInUse", 0)),
+            leader=int(st.get("leader", 0)),
+            raft_index=int(st.get("raftIndex", 0)),
+            raft_term=int(st.get("raftTerm", 0)),
+            raft_applied_index=int(st.get("raftAppliedIndex", 0)),
+            storage_version=storage,
+            errors=[str(e) for e in st.get("errors", [])],
+            is_learner=bool(st.get("isLearner", False)),
+        )
+        one = messages.EtcdStatus(member_status=status)
+        if md is not None:
+            one.metadata.CopyFrom(md)
+        return messages.EtcdStatusResponse(messages=[one])
+    if path == messages.ETCD_ALARM_LIST_METHOD:
+        res = etcd._call(endpoint, "maintenance/alarm", {"action": "GET"})
+        alarms = [messages.EtcdMemberAlarm(member_id=int(a.get("memberID", 0)),
+                                           alarm=_ALARM_NUMBERS.get(str(a.get("alarm", "NONE")), 0))
+                  for a in res.get("alarms", [])]
+        one = messages.EtcdAlarm(member_alarms=alarms)
+        if md is not None:
+            one.metadata.CopyFrom(md)
+        return messages.EtcdAlarmListResponse(messages=[one])
+    raise ValueError(f"not an etcd info method: {path}")
 
 
 class SimulatedApid:
@@ -305,6 +355,24 @@ class SimulatedApid:
                     sent += len(data)
                     yield msg
 
+    def _serve_etcd_info(self, path: str, roles: list[str], nodes: str | None = None) -> Iterator[Any]:
+        """EtcdStatus / EtcdAlarmList: the one response message, from the real etcd. Raises ``_Abort`` / ``_Hang``."""
+        who = ",".join(roles)
+        if nodes and nodes != self.host:
+            self.calls.append((who, "forward-failed"))
+            raise _Abort(14, f'connection error: desc = "transport: Error while dialing: dial tcp {nodes}:50000: '
+                             'i/o timeout"')
+        if not set(roles) & ETCD_INFO_ROLES:
+            self.calls.append((who, "denied"))
+            raise _Abort(7, f"not authorized: roles {roles or ['none']} may not call {path.rsplit('/', 1)[-1]}")
+        try:
+            msg = etcd_info(path, self.etcd_endpoint, hostname=nodes)
+        except etcd.EtcdFailure:
+            self.calls.append((who, "hang"))
+            raise _Hang() from None  # machined's etcd client waits for etcd with no deadline
+        self.calls.append((who, path.rsplit("/", 1)[-1]))
+        yield msg
+
     @staticmethod
     def _roles_of(cert_pem: bytes | None) -> list[str]:
         return certificate_roles(cert_pem) if cert_pem else []
@@ -412,14 +480,14 @@ class SimulatedApid:
                         headers = _header_dict(ev.headers)
                         path = headers.get(":path")
                         nodes = headers.get("nodes")
-                        if path != messages.ETCD_SNAPSHOT_METHOD:
+                        if path not in SERVED_METHODS:
                             conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/grpc"),
                                                              ("grpc-status", "12"), ("grpc-message", f"unknown method {path}")],
                                               end_stream=True)
                         else:
                             sid = ev.stream_id
                 tls.sendall(conn.data_to_send())
-            self._respond(tls, conn, sid, self._roles_of(cert_pem), nodes)
+            self._respond(tls, conn, sid, self._roles_of(cert_pem), nodes, path or messages.ETCD_SNAPSHOT_METHOD)
         except (OSError, ssl.SSLError):
             pass  # the client went away
         except Exception as exc:  # a bug here must show in tests, not as a silent hang-up
@@ -449,12 +517,15 @@ class SimulatedApid:
             return f"certificate {cert.subject.rfc4514_string()!r} is missing the client auth extended key usage"
         return None
 
-    def _respond(self, tls, conn, sid: int, roles: list[str], nodes: str | None = None) -> None:
+    def _respond(self, tls, conn, sid: int, roles: list[str], nodes: str | None = None,
+                 path: str = messages.ETCD_SNAPSHOT_METHOD) -> None:
         headers_sent = False
         pending = bytearray()
+        serve = self._serve(roles, nodes) if path == messages.ETCD_SNAPSHOT_METHOD else self._serve_etcd_info(
+            path, roles, nodes)
         try:
             try:
-                for msg in self._serve(roles, nodes):
+                for msg in serve:
                     if not headers_sent:
                         conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
                         headers_sent = True

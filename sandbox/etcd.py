@@ -84,8 +84,10 @@ def peer_url(peer_port: int) -> str:
     return f"http://127.0.0.1:{peer_port}"
 
 
-def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path) -> int:
-    """Start etcd on ``client_port`` (the same port after every restore) and wait until it answers."""
+def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path, *, quota_bytes: int = 0) -> int:
+    """Start etcd on ``client_port`` (the same port after every restore) and wait until it answers. ``quota_bytes``
+    > 0 sets ``--quota-backend-bytes`` (what Talos's ``cluster.etcd.extraArgs`` can set; etcd's default is 2 GiB):
+    a small one lets a test fill the DB until etcd raises its own NOSPACE alarm (``fill_until_nospace``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     client = f"http://127.0.0.1:{client_port}"
@@ -103,6 +105,8 @@ def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path
         "--log-level", "warn",
         "--logger", "zap",
     ]  # fmt: skip
+    if quota_bytes > 0:
+        argv += ["--quota-backend-bytes", str(quota_bytes)]
     pid = procs.spawn(argv, log)
     if not procs.wait_for(lambda: healthy(client_port) or not procs.alive(pid), timeout=20):
         procs.stop(pid)
@@ -229,3 +233,27 @@ def count_prefix(endpoint: str, prefix: str | bytes = b"/") -> int:
     p = prefix.encode() if isinstance(prefix, str) else prefix
     res = _call(endpoint, "kv/range", {"key": _b64(p), "range_end": _b64(_prefix_end(p)), "count_only": True})
     return int(res.get("count", 0))
+
+
+NOSPACE_ERROR = "database space exceeded"  # etcd's ErrNoSpace ("etcdserver: mvcc: database space exceeded")
+
+
+def fill_until_nospace(endpoint: str, *, value_bytes: int = 512 * 1024, limit: int = 4096) -> int:
+    """Put ``value_bytes`` values under ``/talos-dr-sandbox/fill/`` until etcd refuses one for lack of space (its
+    quota reached: etcd raises the NOSPACE alarm itself); returns how many went in. Meant for a sandbox started with a
+    small quota; ``limit`` bounds the loop when the quota is large."""
+    value = b"\0" * value_bytes
+    for i in range(limit):
+        try:
+            put(endpoint, f"/talos-dr-sandbox/fill/{i:06d}", value)
+        except EtcdFailure as exc:
+            if NOSPACE_ERROR in str(exc):
+                return i
+            raise
+    raise EtcdFailure(f"etcd at {endpoint} took {limit} values of {value_bytes} bytes without reaching its quota")
+
+
+def alarms(endpoint: str) -> list[str]:
+    """The active alarms etcd lists (``etcdctl alarm list``): e.g. ["NOSPACE"]."""
+    res = _call(endpoint, "maintenance/alarm", {"action": "GET"})
+    return [str(a.get("alarm")) for a in res.get("alarms", [])]

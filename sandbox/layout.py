@@ -135,6 +135,7 @@ class Info:
     bootstrap_not_ready_seconds: float = 0.3
     python: str = ""
     created_at: float = 0.0
+    etcd_quota_bytes: int = 0  # the node's etcd --quota-backend-bytes; 0: etcd's default (2 GiB)
     age_recipients: list[str] = field(default_factory=list)  # `sandbox up --age-recipient`: the stack's ageRecipients
     extra: dict = field(default_factory=dict)
 

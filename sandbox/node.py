@@ -41,6 +41,8 @@ from sandbox.pki import ClusterSecrets
 ROLES_SNAPSHOT = {"os:admin", "os:operator", "os:etcd:backup"}
 ROLES_ADMIN = {"os:admin"}
 ROLES_READ = {"os:admin", "os:operator", "os:reader"}
+# EtcdStatus and EtcdAlarmList: readers and the backup role too (machined.go:69,78 at v1.13.9).
+ROLES_ETCD_INFO = {"os:admin", "os:operator", "os:reader", "os:etcd:backup"}
 
 SYSTEM_LABELS = ("STATE", "EPHEMERAL", "META")
 REACHABLE_PHASES = ("resetting", "rebooting", "shutting down", "booting")
@@ -340,6 +342,7 @@ class Node:
             self.info.etcd_client_port,
             self.info.etcd_peer_port,
             self.paths.logs / "etcd.log",
+            quota_bytes=self.info.etcd_quota_bytes,
         )
 
     def _stop_etcd(self, st: State) -> None:
@@ -419,6 +422,12 @@ class Node:
         with self.locked() as st:
             self._check_access(st, addr, auth, ROLES_ADMIN, node=node)
             return self.paths.kubeconfig.read_text()
+
+    def etcd_info_access(self, addr: str, auth: Auth, *, node: str | None = None) -> bool:
+        """Check access for EtcdStatus / EtcdAlarmList (roles: machined.go:69,78 at v1.13.9); whether etcd runs."""
+        with self.locked() as st:
+            v = self._check_access(st, addr, auth, ROLES_ETCD_INFO, node=node)
+            return bool(v.etcd_running)
 
     def prepare_snapshot(self, addr: str, auth: Auth, dest: Path, *, node: str | None = None) -> None:
         """Check access, then take a real etcd snapshot into ``dest`` (the server side of EtcdSnapshot: machined's

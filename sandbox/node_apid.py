@@ -36,13 +36,15 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dr.adapters.fsutil import atomic_write
 from dr.adapters.talosapi import messages
 from dr.core.credentials import issue_certificate, new_ca
-from sandbox.apid import CHUNK, Framed, SimulatedApid, _Abort, _Cut, _Hang, frame_data, metadata_field
+from sandbox import etcd
+from sandbox.apid import CHUNK, Framed, SimulatedApid, _Abort, _Cut, _Hang, etcd_info, frame_data, metadata_field
 from sandbox.layout import APID_PORT, Paths
 from sandbox.node import Auth, Node, NodeError, SnapshotHangs, TransportError
 from sandbox.pki import ClusterSecrets
@@ -132,6 +134,31 @@ class NodeApid(SimulatedApid):
             yield from self._stream(tmp, nodes or self.hostname, forwarded=bool(nodes))
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _serve_etcd_info(self, path: str, roles: list[str], nodes: str | None = None) -> Iterator[Any]:
+        """EtcdStatus / EtcdAlarmList as the node answers at this moment: access and routing as for EtcdSnapshot
+        (``Node.etcd_info_access``), then the real etcd's answer; with etcd not running, nothing until the client
+        gives up (machined's clientv3 waits for etcd with no deadline, as for EtcdSnapshot)."""
+        who = ",".join(roles)
+        auth = Auth(insecure=False, ca=self.secrets.os_ca_crt, roles=roles)
+        try:
+            running = self.node.etcd_info_access(self.host, auth, node=nodes)
+        except NodeError as exc:
+            self.calls.append((who, f"error:{exc.code}"))
+            raise _Abort(_CODES.get(exc.code, 2), exc.desc) from None
+        except TransportError:
+            self.calls.append((who, "down"))
+            raise _Cut() from None
+        if not running:
+            self.calls.append((who, "hang"))
+            raise _Hang()
+        try:
+            msg = etcd_info(path, self.node.info.etcd_endpoint, hostname=nodes)
+        except etcd.EtcdFailure:
+            self.calls.append((who, "hang"))
+            raise _Hang() from None
+        self.calls.append((who, path.rsplit("/", 1)[-1]))
+        yield msg
 
     def _stream(self, path: Path, hostname: str, forwarded: bool = False) -> Iterator[messages.Data | Framed]:
         """``path`` in CHUNK-byte messages, with the node's snapshot faults (as sandbox.talosctl._stream_chunks).

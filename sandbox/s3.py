@@ -53,3 +53,14 @@ def create_bucket(endpoint: str, bucket: str, region: str = "us-east-1") -> None
     c = client(endpoint, region)
     c.create_bucket(Bucket=bucket)
     c.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    c.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules()})
+
+
+def lifecycle_rules(prefix: str = "snapshots/") -> list[dict]:
+    """The stack's tier rules (infra/bucket.py lifecycle_rules: one rule per retention tier, on the tier tag, expiring
+    after the tier's default days), in the S3 API's shape, so the sandbox bucket looks like the stack's."""
+    from dr.core import tiers
+
+    return [{"ID": f"expire-{tier}-snapshots", "Status": "Enabled",
+             "Filter": {"And": {"Prefix": prefix, "Tags": [{"Key": tiers.TAG_KEY, "Value": tier}]}},
+             "Expiration": {"Days": tiers.DEFAULT_DAYS[tier]}} for tier in tiers.TIERS]

@@ -17,7 +17,15 @@ Settings come from the environment (set by ``infra/schedule.py``):
 ``TALOS_DR_APID_PORT``          apid port, default 50000
 ``TALOS_DR_TIMEOUT``            seconds for the whole stream, default 840 (Lambda's limit is 900)
 ``TALOS_DR_AGE_RECIPIENTS``     comma-separated age public keys to encrypt to; empty: compressed only
+``TALOS_DR_STALL_TIMEOUT``      seconds without a byte before the stream is stopped, default 45
+``TALOS_DR_ETCD_QUOTA_BYTES``   the node's etcd quota (--quota-backend-bytes), default 2 GiB
+``TALOS_DR_METRICS_NAMESPACE``  CloudWatch namespace of the run's metrics, default ``TalosDR``
 ==============================  ================================================================
+
+Every run, success or failure, prints one CloudWatch Embedded Metric Format line (``dr.core.metrics``): the outcome,
+its seconds and bytes, the credential's days left, and the node's etcd DB size, quota and active alarms
+(``EtcdStatus``/``EtcdAlarmList``, asked after a successful snapshot). CloudWatch Logs turns it into metrics, which
+the stack's alarms watch (``infra/alarms.py``).
 
 Imports here stay light (h2, protobuf, boto3; no grpcio): this module is the Lambda entry point
 ``snapshot_lambda.handler.handler``.
@@ -36,8 +44,9 @@ from typing import Any
 from dr.adapters import s3
 from dr.adapters.store import S3Store
 from dr.adapters.talosapi import APID_PORT, TalosClient, TalosCredentials
-from dr.core import naming, outputs
+from dr.core import metrics, naming, outputs
 from dr.core.errors import ConfigError, DRError
+from dr.core.etcd_health import DEFAULT_QUOTA_BYTES, EtcdHealth
 from dr.core.timefmt import iso_utc
 
 log = logging.getLogger("talos-dr.schedule")
@@ -50,6 +59,13 @@ ENV_PREFIX = "TALOS_DR_PREFIX"
 ENV_PORT = "TALOS_DR_APID_PORT"
 ENV_TIMEOUT = "TALOS_DR_TIMEOUT"
 ENV_AGE_RECIPIENTS = "TALOS_DR_AGE_RECIPIENTS"
+ENV_STALL_TIMEOUT = "TALOS_DR_STALL_TIMEOUT"
+ENV_ETCD_QUOTA = "TALOS_DR_ETCD_QUOTA_BYTES"
+ENV_METRICS_NAMESPACE = "TALOS_DR_METRICS_NAMESPACE"
+# A stream that brings nothing for this long is stopped (talosapi's Stalled): with etcd down, machined accepts
+# EtcdSnapshot and sends nothing (its etcd client waits with no deadline; talos-fidelity.md F3), so without it a run
+# would hang until the Lambda's own timeout and blame the network. Under a minute, as the issue asks; dr.backup's is 30.
+DEFAULT_STALL_TIMEOUT = 45.0
 SOURCE = "schedule"  # the object's `source` metadata; dr.backup writes "dr.backup"
 
 
@@ -62,6 +78,9 @@ class RunnerSettings:
     prefix: str = outputs.DEFAULT_SNAPSHOT_PREFIX
     port: int = APID_PORT
     timeout: float = 840.0
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    etcd_quota: int = DEFAULT_QUOTA_BYTES
+    namespace: str = metrics.NAMESPACE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RunnerSettings:
@@ -72,8 +91,14 @@ class RunnerSettings:
         try:
             port = int(env.get(ENV_PORT) or APID_PORT)
             timeout = float(env.get(ENV_TIMEOUT) or 840)
+            stall = float(env.get(ENV_STALL_TIMEOUT) or DEFAULT_STALL_TIMEOUT)
+            quota = int(env.get(ENV_ETCD_QUOTA) or DEFAULT_QUOTA_BYTES)
         except ValueError as exc:
-            raise ConfigError(f"{ENV_PORT}/{ENV_TIMEOUT} must be numbers: {exc}") from exc
+            raise ConfigError(f"{ENV_PORT}/{ENV_TIMEOUT}/{ENV_STALL_TIMEOUT}/{ENV_ETCD_QUOTA} must be numbers: {exc}",
+                              "redeploy with `pulumi up`") from exc
+        if not 0 < stall <= timeout or quota <= 0:
+            raise ConfigError(f"{ENV_STALL_TIMEOUT} must be in (0, {ENV_TIMEOUT}] and {ENV_ETCD_QUOTA} positive",
+                              "redeploy with `pulumi up`")
         return cls(
             bucket=env[ENV_BUCKET],
             node=env[ENV_NODE],
@@ -82,6 +107,9 @@ class RunnerSettings:
             prefix=env.get(ENV_PREFIX) or outputs.DEFAULT_SNAPSHOT_PREFIX,
             port=port,
             timeout=timeout,
+            stall_timeout=stall,
+            etcd_quota=quota,
+            namespace=env.get(ENV_METRICS_NAMESPACE) or metrics.NAMESPACE,
         )
 
 
@@ -166,7 +194,8 @@ def take_snapshot(
     # (metadata cannot change after it). Compressed always, encrypted when the stack names age recipients: the
     # Lambda holds public keys only, never an identity.
     meta = s3.snapshot_metadata(taken_at=now, cluster=settings.cluster, source=SOURCE)
-    with TalosClient(settings.node, credentials, port=settings.port, timeout=settings.timeout) as talos:
+    with TalosClient(settings.node, credentials, port=settings.port, timeout=settings.timeout,
+                     idle_timeout=settings.stall_timeout) as talos:
         chunks = talos.iter_etcd_snapshot()
         try:
             entry = store.put(chunks, naming.snapshot_name(now), compress=True, recipients=recipients, metadata=meta,
@@ -198,24 +227,121 @@ def recipients_from_env(env: Mapping[str, str] | None = None) -> list:
         raise ConfigError(str(exc), "fix the stack's ageRecipients and run `pulumi up`") from None
 
 
-def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None) -> RunResult:
-    """One scheduled run from environment settings: read the credential, take and upload the snapshot."""
+# The store sends IfNoneMatch on PutObject/CompleteMultipartUpload (dr.adapters.s3), which botocore accepts from 1.35.
+MIN_BOTOCORE = (1, 35)
+
+
+def check_sdk(version: str | None = None) -> str:
+    """The botocore version this run uses; a ``ConfigError`` when it is too old for ``IfNoneMatch``.
+
+    The package ships botocore pinned (infra/schedule.py LAMBDA_REQUIREMENTS_SDK) and Lambda imports the package's
+    copy first; this catches a package built without it, which would fall back to whatever the runtime bundles."""
+    if version is None:
+        import botocore
+
+        version = botocore.__version__
+    try:
+        have = tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        have = (0, 0)
+    if have < MIN_BOTOCORE:
+        raise ConfigError(
+            f"botocore {version} is too old for the snapshot runner (conditional writes need "
+            f"{'.'.join(map(str, MIN_BOTOCORE))} or newer)",
+            "the Lambda package must ship the pinned boto3/botocore: run `pulumi up` to rebuild it",
+        )
+    return version
+
+
+def etcd_health(settings: RunnerSettings, credentials: TalosCredentials) -> EtcdHealth | None:
+    """The node's etcd DB size, quota and alarms (EtcdStatus, EtcdAlarmList); None, with a warning logged, when the
+    node does not say: these are for the metrics, and must not fail a run whose snapshot is already stored."""
+    try:
+        with TalosClient(settings.node, credentials, port=settings.port, timeout=settings.stall_timeout) as talos:
+            health = talos.etcd_health(settings.etcd_quota, timeout=min(settings.stall_timeout, 20.0))
+    except DRError as exc:
+        log.warning(json.dumps({"event": "etcd-status-unknown", "message": str(exc)}))
+        return None
+    if health.alarms or health.percent >= 80:
+        log.warning(json.dumps({"event": "etcd-needs-attention", "alarms": list(health.alarms),
+                                "db_size": health.db_size, "quota": health.quota,
+                                "message": "etcd's DB is near its quota or has an alarm: see docs/MONITORING.md"}))
+    return health
+
+
+def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None,
+        observed: dict[str, Any] | None = None) -> RunResult:
+    """One scheduled run from environment settings: read the credential, take and upload the snapshot, then ask the
+    node about its etcd. ``observed`` (when given) receives what the metrics report: ``days_left``, ``etcd``."""
+    observed = {} if observed is None else observed
     settings = RunnerSettings.from_env(env)
+    observed["settings"] = settings
+    check_sdk()
     client = s3.make_client()
     creds = read_credentials(settings.bucket, settings.credential_key, client)
-    log_credential_expiry(creds, now or datetime.now(UTC))
-    return take_snapshot(settings, creds, s3_client=client, now=now)
+    observed["days_left"] = log_credential_expiry(creds, now or datetime.now(UTC))
+    result = take_snapshot(settings, creds, s3_client=client, now=now)
+    observed["etcd"] = etcd_health(settings, creds)
+    return result
+
+
+def run_metrics(ok: bool, seconds: float, observed: Mapping[str, Any], result: RunResult | None) -> dict[str, float]:
+    """The metric values of one run (names from ``dr.core.metrics``); what is unknown is left out."""
+    values: dict[str, float] = {
+        metrics.SNAPSHOT_SUCCESS.name: 1.0 if ok else 0.0,
+        metrics.SNAPSHOT_SECONDS.name: round(seconds, 3),
+    }
+    if result is not None:
+        values[metrics.SNAPSHOT_BYTES.name] = float(result.size)
+    if observed.get("days_left") is not None:
+        values[metrics.CREDENTIAL_DAYS_LEFT.name] = round(float(observed["days_left"]), 4)
+    health = observed.get("etcd")
+    if isinstance(health, EtcdHealth):
+        values[metrics.ETCD_DB_SIZE.name] = float(health.db_size)
+        values[metrics.ETCD_QUOTA.name] = float(health.quota)
+        values[metrics.ETCD_DB_PERCENT.name] = round(health.percent, 2)
+        values[metrics.ETCD_ALARMS.name] = float(len(health.alarms))
+    return values
+
+
+def emit_metrics(line: str) -> None:
+    """Print the EMF line on its own: Lambda sends each stdout line to the log group as one event, unchanged (the
+    function's log format is Text), which is what CloudWatch Logs needs to extract the metrics."""
+    print(line, flush=True)
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """AWS Lambda entry point. Success returns the object's facts; failure raises, which marks the invocation
-    failed (EventBridge Scheduler retries it per its retry policy, and CloudWatch shows the one-line error)."""
+    failed: Lambda retries it (its asynchronous retries, infra/schedule.py retry_settings), and records a run whose
+    every attempt failed in the failed-runs queue. Every attempt prints its metrics first."""
+    import time
+
     logging.getLogger().setLevel(logging.INFO)
+    began, now = time.monotonic(), datetime.now(UTC)
+    observed: dict[str, Any] = {}
+    result: RunResult | None = None
     try:
-        result = run()
-    except DRError as exc:
-        log.error(json.dumps({"event": "snapshot-failed", "error": type(exc).__name__, "message": str(exc),
-                              "exit_code": int(exc.exit_code)}))
+        result = run(observed=observed)
+    except Exception as exc:
+        settings = observed.get("settings")
+        _emit(False, time.monotonic() - began, observed, None, settings, now,
+              {"event": "snapshot-failed", "error": type(exc).__name__})
+        if isinstance(exc, DRError):
+            log.error(json.dumps({"event": "snapshot-failed", "error": type(exc).__name__, "message": str(exc),
+                                  "exit_code": int(exc.exit_code)}))
         raise
+    _emit(True, time.monotonic() - began, observed, result, observed.get("settings"), now,
+          {"event": "snapshot-uploaded", "key": result.key})
     log.info(json.dumps({"event": "snapshot-uploaded", **result.to_dict()}))
     return result.to_dict()
+
+
+def _emit(ok: bool, seconds: float, observed: Mapping[str, Any], result: RunResult | None,
+          settings: RunnerSettings | None, now: datetime, properties: Mapping[str, Any]) -> None:
+    cluster = settings.cluster if settings else os.environ.get(ENV_CLUSTER, "") or "unknown"
+    namespace = settings.namespace if settings else metrics.NAMESPACE
+    try:
+        emit_metrics(metrics.emf_line(run_metrics(ok, seconds, observed, result), cluster=cluster, now=now,
+                                      namespace=namespace, properties=properties))
+    except Exception as exc:  # pragma: no cover - a metrics bug must not hide the run's own outcome
+        log.error(json.dumps({"event": "metrics-failed", "message": str(exc)}))

@@ -36,6 +36,8 @@ class ExitCode(IntEnum):
     ENCRYPTED = 23  # age-encrypted, and no identity given (or none that can decrypt it): not damaged, just locked
     RECOVERY_KIT = 24  # the recovery kit is missing, not for this identity, damaged, or the rebuild cannot use it
     LOCAL_PATH = 25  # a local file or folder cannot be used: permissions, read-only, missing, not a folder
+    STATUS_WARN = 26  # `talos-dr status`: nothing is failing, but something needs attention (or could not be checked)
+    STATUS_FAIL = 27  # `talos-dr status`: something is failing (stale or missing backups, an etcd alarm, ...)
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -184,5 +186,7 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.ENCRYPTED: "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding its key",
     ExitCode.RECOVERY_KIT: "the recovery kit is missing, not encrypted to this age identity, or damaged (dr.rebuild)",
     ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
+    ExitCode.STATUS_WARN: "talos-dr status: warnings only (something needs attention soon, or could not be checked)",
+    ExitCode.STATUS_FAIL: "talos-dr status: something is failing; each FAIL line names the command that fixes it",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }

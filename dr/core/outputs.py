@@ -43,7 +43,9 @@ SNAPSHOT_FUNCTION_NAME = "snapshotFunctionName"
 NEWEST_SNAPSHOT_KEY = "newestSnapshotKey"
 NEWEST_SNAPSHOT_TIME = "newestSnapshotTime"
 BACKUPS_STATUS = "backupsStatus"
-SCHEDULE_OUTPUTS = (SNAPSHOT_FUNCTION_NAME, NEWEST_SNAPSHOT_KEY, NEWEST_SNAPSHOT_TIME, BACKUPS_STATUS)
+# The SNS topic the backup alarms notify (infra/alarms.py): subscribe anything else to it.
+ALERT_TOPIC_ARN = "alertTopicArn"
+SCHEDULE_OUTPUTS = (SNAPSHOT_FUNCTION_NAME, NEWEST_SNAPSHOT_KEY, NEWEST_SNAPSHOT_TIME, BACKUPS_STATUS, ALERT_TOPIC_ARN)
 
 # The prefix under which snapshots live in the bucket (value of the snapshotPrefix output).
 DEFAULT_SNAPSHOT_PREFIX = "snapshots/"

@@ -66,6 +66,8 @@ _ARN_TYPES = {
     "aws:secretsmanager/secret:Secret": "secretsmanager",
     "aws:scheduler/schedule:Schedule": "scheduler",
     "aws:scheduler/scheduleGroup:ScheduleGroup": "scheduler",
+    "aws:sqs/queue:Queue": "sqs",
+    "aws:sns/topic:Topic": "sns",
 }
 # Who runs `pulumi up` in the mocks: a role session, as SSO or `aws sts assume-role` gives one.
 DEPLOYER_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/deployer"

@@ -18,11 +18,16 @@ from infra import schedule as isch
 H2 = "h2-4.3.0-py3-none-any.whl"
 HPACK = "hpack-4.1.0-py3-none-any.whl"
 HYPERFRAME = "hyperframe-6.1.0-py3-none-any.whl"
-GRPC = "grpcio-1.85.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+GRPC = "grpcio-1.85.1-cp313-cp313-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 PROTO = "protobuf-6.33.6-cp39-abi3-manylinux2014_x86_64.whl"
 PYRAGE = "pyrage-1.4.0-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
-ZSTD = "backports_zstd-1.8.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
-MAC = "grpcio-1.85.1-cp311-cp311-macosx_11_0_universal2.whl"
+ZSTD = "backports_zstd-1.8.0-cp313-cp313-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl"
+MAC = "grpcio-1.85.1-cp313-cp313-macosx_11_0_universal2.whl"
+# The SDK the package ships (LAMBDA_REQUIREMENTS_SDK), as PyPI names its wheels.
+SDK = ("boto3-1.44.5-py3-none-any.whl", "botocore-1.44.8-py3-none-any.whl", "s3transfer-0.19.3-py3-none-any.whl",
+       "jmespath-1.1.0-py3-none-any.whl", "python_dateutil-2.9.0.post0-py2.py3-none-any.whl",
+       "six-1.17.0-py2.py3-none-any.whl", "urllib3-2.8.0-py3-none-any.whl")
+LAMBDA_WHEELS = [H2, HPACK, HYPERFRAME, PROTO, PYRAGE, ZSTD, *SDK]
 
 
 def _fake_wheel(path: Path, files: dict[str, bytes]) -> Path:
@@ -37,11 +42,13 @@ def _fake_wheel(path: Path, files: dict[str, bytes]) -> Path:
 def wheel_dir(tmp_path):
     d = tmp_path / "wheels"
     d.mkdir()
-    _fake_wheel(d / GRPC, {"grpc/__init__.py": b"# grpc", "grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
+    _fake_wheel(d / GRPC, {"grpc/__init__.py": b"# grpc", "grpc/_cython/cygrpc.cpython-313-x86_64-linux-gnu.so": b"\x7fELF",
                            "grpc/__pycache__/x.pyc": b"junk"})
     _fake_wheel(d / PROTO, {"google/protobuf/__init__.py": b"# pb"})
     for w, pkg in ((H2, "h2"), (HPACK, "hpack"), (HYPERFRAME, "hyperframe"), (PYRAGE, "pyrage"), (ZSTD, "backports/zstd")):
         _fake_wheel(d / w, {f"{pkg}/__init__.py": f"# {pkg}".encode()})
+    for w in SDK:
+        _fake_wheel(d / w, {f"{w.split('-')[0]}/__init__.py": b"# sdk"})
     _fake_wheel(d / MAC, {"grpc/__init__.py": b"# the wrong platform"})
     return d
 
@@ -77,11 +84,11 @@ def source_root(tmp_path):
 def test_find_wheels_picks_the_lambda_platform(wheel_dir, hashes):
     reqs = ("grpcio==1.85.1", "protobuf==6.33.6")
     assert [p.name for p in isch.find_wheels(wheel_dir, reqs, hashes)] == [GRPC, PROTO]
-    assert [p.name for p in isch.find_wheels(wheel_dir, hashes=hashes)] == [H2, HPACK, HYPERFRAME, PROTO, PYRAGE, ZSTD]
+    assert [p.name for p in isch.find_wheels(wheel_dir, hashes=hashes)] == LAMBDA_WHEELS
     assert isch.lambda_compatible(GRPC) and isch.lambda_compatible(PROTO)
     assert not isch.lambda_compatible(MAC)
     assert not isch.lambda_compatible("grpcio-1.85.1-cp312-cp312-manylinux2014_x86_64.whl")
-    assert not isch.lambda_compatible("grpcio-1.85.1-cp311-cp311-manylinux2014_aarch64.whl")
+    assert not isch.lambda_compatible("grpcio-1.85.1-cp313-cp313-manylinux2014_aarch64.whl")
 
 
 def test_package_is_deterministic(wheel_dir, hashes, source_root, tmp_path):
@@ -98,7 +105,7 @@ def test_package_is_deterministic(wheel_dir, hashes, source_root, tmp_path):
         assert {"snapshot_lambda/handler.py", "grpc/__init__.py", "google/protobuf/__init__.py"} <= set(names)
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
         assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-        so = z.getinfo("grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so")
+        so = z.getinfo("grpc/_cython/cygrpc.cpython-313-x86_64-linux-gnu.so")
         assert (so.external_attr >> 16) & 0o777 == 0o755
         assert z.read("grpc/__init__.py") == b"# grpc"  # not the macOS wheel's
 
@@ -136,7 +143,7 @@ def test_offline_cache_miss_is_a_clear_error(tmp_path):
 def _copying_download(wheel_dir, calls):
     def fake_download(dest, reqs, hashes):
         calls.append((list(reqs), hashes))
-        for w in (H2, HPACK, HYPERFRAME, PROTO, PYRAGE, ZSTD):
+        for w in LAMBDA_WHEELS:
             (dest / w).write_bytes((wheel_dir / w).read_bytes())
 
     return fake_download
@@ -148,7 +155,7 @@ def test_cache_is_filled_once(tmp_path, wheel_dir, hashes):
     cache = tmp_path / "cache"
     first = isch.ensure_wheels(cache_dir=cache, download=fake_download, hashes=hashes)
     second = isch.ensure_wheels(cache_dir=cache, download=fake_download, hashes=hashes)
-    assert first == second and [p.name for p in first] == [H2, HPACK, HYPERFRAME, PROTO, PYRAGE, ZSTD]
+    assert first == second and [p.name for p in first] == LAMBDA_WHEELS
     assert calls == [(list(isch.LAMBDA_REQUIREMENTS), hashes)]
 
 
@@ -168,8 +175,17 @@ def test_lambda_requirements_are_the_projects_pins_and_the_locks():
     for req in isch.LAMBDA_REQUIREMENTS:
         name, _, version = req.partition("==")
         name = re.sub(r"[-_.]+", "-", name).lower()
-        assert requirements.get(name) == version, f"{req}: requirements.txt pins {requirements.get(name)}"
+        if req in isch.LAMBDA_REQUIREMENTS_DIRECT or name == "boto3":  # the SDK's own dependencies: the lock's
+            assert requirements.get(name) == version, f"{req}: requirements.txt pins {requirements.get(name)}"
         assert lock.get(name) == version, f"{req}: requirements.lock pins {lock.get(name)}"
+    # boto3's own dependencies all ship: nothing the lock lists as "via boto3/botocore/s3transfer" is left out
+    text = isch.LOCK_FILE.read_text()
+    shipped = {re.sub(r"[-_.]+", "-", r.partition("==")[0]).lower() for r in isch.LAMBDA_REQUIREMENTS}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        m = re.match(r"([A-Za-z0-9._-]+)==", block)
+        via = set(re.findall(r"#\s+(?:via\s+)?(boto3|botocore|s3transfer|python-dateutil)\s*$", block, re.M))
+        if m and via:
+            assert re.sub(r"[-_.]+", "-", m.group(1)).lower() in shipped, f"{m.group(1)} (needed by {via}) is not shipped"
     hashes = isch.locked_hashes()
     assert set(hashes) == set(isch.LAMBDA_REQUIREMENTS) and all(hashes.values())
     assert all(re.fullmatch(r"[0-9a-f]{64}", h) for hs in hashes.values() for h in hs)
@@ -221,3 +237,63 @@ def test_pip_download_checks_hashes_and_takes_no_dependencies(tmp_path, monkeypa
     assert [line.split()[0] for line in lines] == list(isch.LAMBDA_REQUIREMENTS)
     proto = next(line for line in lines if line.startswith("protobuf=="))
     assert all(f"--hash=sha256:{h}" in proto for h in hashes["protobuf==6.33.6"])
+
+
+# --- the runtime: python3.13, its tags and nothing else ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, loads", [
+    (PROTO, True),  # stable ABI of 3.9: loads on 3.13
+    ("pyrage-1.4.0-cp310-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
+    (ZSTD, True),
+    ("six-1.17.0-py2.py3-none-any.whl", True),  # compressed tag set (PEP 425)
+    ("x-1-cp313-cp313-manylinux_2_34_x86_64.whl", True),  # Amazon Linux 2023's glibc exactly
+    ("x-1-cp311-cp311-manylinux2014_x86_64.whl", False),  # the old runtime's ABI
+    ("x-1-cp314-cp314-manylinux2014_x86_64.whl", False),
+    ("x-1-cp314-abi3-manylinux2014_x86_64.whl", False),  # stable ABI of a newer CPython
+    ("x-1-cp313-cp313t-manylinux2014_x86_64.whl", False),  # free-threaded build
+    ("x-1-cp313-cp313-manylinux_2_39_x86_64.whl", False),  # needs a newer glibc than AL2023's 2.34
+    ("x-1-cp313-cp313-musllinux_1_2_x86_64.whl", False),
+    ("x-1-cp313-cp313-manylinux2014_aarch64.whl", False),
+    ("x-1-cp313-cp313-win_amd64.whl", False),
+    ("x-1-py2-none-any.whl", False),
+])
+def test_the_wheel_filter_takes_the_runtimes_tags_and_nothing_else(name, loads):
+    assert isch.LAMBDA_RUNTIME == "python3.13" and isch.LAMBDA_PYTHON == "3.13"
+    assert isch.lambda_compatible(name) is loads
+
+
+def test_a_package_holding_a_wheel_the_runtime_cannot_load_is_refused(tmp_path, source_root):
+    """Whatever picked the wheels, the package's own WHEEL tags and extension names are checked again."""
+    old = _fake_wheel(tmp_path / "pyrage-1.4.0-cp313-abi3-manylinux2014_x86_64.whl",  # a renamed 3.11 wheel
+                      {"pyrage/__init__.py": b"", "pyrage-1.4.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nTag: cp311-cp311-manylinux2014_x86_64\n"})
+    with pytest.raises(isch.PackageError, match=r"python3\.13 cannot load: pyrage-1\.4\.0\.dist-info is built for cp311"):
+        isch.build_package(tmp_path / "p.zip", [old], source_root=source_root)
+    so = _fake_wheel(tmp_path / "z-1-cp313-cp313-manylinux2014_x86_64.whl",
+                     {"z/_z.cpython-311-x86_64-linux-gnu.so": b"\x7fELF"})
+    with pytest.raises(isch.PackageError, match=r"extension module for another CPython \(cpython-311"):
+        isch.build_package(tmp_path / "p.zip", [so], source_root=source_root)
+    assert not (tmp_path / "p.zip").exists()
+    good = _fake_wheel(tmp_path / "y-1-cp313-cp313-manylinux2014_x86_64.whl",
+                       {"y/_y.cpython-313-x86_64-linux-gnu.so": b"\x7fELF", "y/_z.abi3.so": b"\x7fELF",
+                        "y-1.dist-info/WHEEL": b"Tag: cp313-cp313-manylinux_2_17_x86_64\nTag: cp313-cp313-manylinux2014_x86_64\n"})
+    isch.build_package(tmp_path / "p.zip", [good], source_root=source_root)
+
+
+def test_the_sdk_ships_in_the_package():
+    """boto3/botocore come from the lock, not from the runtime (IfNoneMatch needs botocore >= 1.35)."""
+    names = {r.partition("==")[0] for r in isch.LAMBDA_REQUIREMENTS}
+    assert {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3"} <= names
+    botocore = next(r for r in isch.LAMBDA_REQUIREMENTS if r.startswith("botocore=="))
+    assert tuple(int(x) for x in botocore.partition("==")[2].split(".")[:2]) >= (1, 35)
+
+
+def test_preview_warns_before_the_runtime_ends():
+    from datetime import UTC, datetime
+
+    assert isch.runtime_end_warning(datetime(2026, 12, 6, tzinfo=UTC)) is None
+    soon = isch.runtime_end_warning(datetime(2029, 3, 1, tzinfo=UTC))
+    assert soon and "python3.13 is deprecated by AWS on 2029-06-30" in soon and "2029-07-31" in soon
+    assert "`pulumi up`" in soon and "infra/schedule.py" in soon
+    late = isch.runtime_end_warning(datetime(2029, 9, 1, tzinfo=UTC))
+    assert late and "blocked for updates since 2029-08-31" in late

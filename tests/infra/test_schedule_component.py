@@ -44,7 +44,8 @@ class Mocks(pulumi.runtime.Mocks):
         typ = args.typ
         if typ == "aws:scheduler/scheduleGroup:ScheduleGroup":
             outs.update(arn=f"arn:aws:scheduler:us-east-1:123456789012:schedule-group/{args.name}", name=args.name)
-        elif typ in ("aws:iam/role:Role", "aws:lambda/function:Function", "aws:scheduler/schedule:Schedule"):
+        elif typ in ("aws:iam/role:Role", "aws:lambda/function:Function", "aws:scheduler/schedule:Schedule",
+                     "aws:sqs/queue:Queue"):
             service = typ.split(":")[1].split("/")[0]
             outs.update(arn=f"arn:aws:{service}:us-east-1:123456789012:{args.name}", name=args.name)
         if typ == "aws:ec2/vpcEndpoint:VpcEndpoint":
@@ -150,9 +151,14 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
     pol = json.loads(run.resources["talos-dr-scheduler-policy"][1]["policy"])
     (stmt,) = pol["Statement"]
     assert stmt["Action"] == ["lambda:InvokeFunction"] and stmt["Resource"] == [fn_arn, f"{fn_arn}:*"]
-    assert sched["target"]["retryPolicy"] == {"maximumRetryAttempts": 2, "maximumEventAgeInSeconds": 3600}
+    # Scheduler retries delivery only, for a minute; Lambda retries the function's failures (issue 20, M1)
+    assert sched["target"]["retryPolicy"] == {"maximumRetryAttempts": 2, "maximumEventAgeInSeconds": 60}
     (async_cfg,) = of_type(run, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").values()
-    assert async_cfg["functionName"] == "talos-dr-snapshot" and async_cfg["maximumRetryAttempts"] == 0
+    assert async_cfg["functionName"] == "talos-dr-snapshot" and async_cfg["maximumRetryAttempts"] == 2
+    # 60 s delivery + 2640 s of retries + a 900 s run = 3600 s: the last retry ends before the next hourly run
+    assert async_cfg["maximumEventAgeInSeconds"] == 3600 - 900 - 60
+    queue_arn = "arn:aws:sqs:us-east-1:123456789012:talos-dr-failed-runs-queue"
+    assert async_cfg["destinationConfig"] == {"onFailure": {"destination": queue_arn}}
     trust = json.loads(run.resources["talos-dr-scheduler-role"][1]["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
     # Security review L6: bound to this account and to this stack's own schedule group (or a schedule in it).
@@ -164,7 +170,7 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
 
 def test_lambda_runs_in_its_own_subnet_with_its_own_sg_and_settings(run):
     (fn,) = of_type(run, "aws:lambda/function:Function").values()
-    assert fn["runtime"] == "python3.11" and fn["handler"] == "snapshot_lambda.handler.handler"
+    assert fn["runtime"] == "python3.13" and fn["handler"] == "snapshot_lambda.handler.handler"
     assert fn["architectures"] == ["x86_64"] and fn["timeout"] == 900
     assert fn["vpcConfig"]["subnetIds"] == ["talos-dr-lambda-subnet-id"]
     assert fn["vpcConfig"]["securityGroupIds"] == ["talos-dr-lambda-sg-id"]
@@ -277,3 +283,50 @@ def test_prove_off_and_bad_schedule(ca):
     assert sched["scheduleExpression"] == "cron(0 */6 * * ? *)"
     with pytest.raises(Exception, match="rate"):
         run_component(ca, schedule_expression="every hour")
+
+
+def test_an_exhausted_run_is_recorded_in_a_queue_the_runner_may_only_send_to(run):
+    (queue,) = of_type(run, "aws:sqs/queue:Queue").values()
+    assert queue["messageRetentionSeconds"] == 14 * 86400 and queue["sqsManagedSseEnabled"] is True
+    pol = json.loads(run.resources["talos-dr-lambda-destination-policy"][1]["policy"])
+    assert pol["Statement"] == [{"Sid": "RecordFailedRuns", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+                                 "Resource": ["arn:aws:sqs:us-east-1:123456789012:talos-dr-failed-runs-queue"]}]
+    assert run.resources["talos-dr-lambda-destination-policy"][1]["role"] == "talos-dr-lambda-role-id"
+
+
+@pytest.mark.parametrize("interval, attempts, age", [
+    (3600, 2, 2640),  # hourly: both retries fit before the next run
+    (86400, 2, 21600),  # daily: Lambda's 6-hour maximum
+    (1800, 2, 840),
+    (1020, 2, 60),  # retries only while the event is a minute old: a failure that took the whole run is not retried
+    (1019, 0, 959),  # too short for any retry window: the next run is the retry
+    (300, 0, 240),
+    (60, 0, 60),
+])
+def test_retries_never_reach_the_next_scheduled_run(interval, attempts, age):
+    from infra.schedule import LAMBDA_TIMEOUT, SCHEDULER_DELIVERY_WINDOW, retry_settings
+
+    r = retry_settings(interval)
+    assert (r.lambda_attempts, r.lambda_max_age) == (attempts, age)
+    assert 60 <= r.lambda_max_age <= 21600 and r.scheduler_max_age == SCHEDULER_DELIVERY_WINDOW == 60
+    if r.lambda_attempts:
+        assert r.scheduler_max_age + r.lambda_max_age + LAMBDA_TIMEOUT <= interval
+
+
+def test_the_runner_gets_its_stall_timeout_quota_and_namespace(run):
+    (fn,) = of_type(run, "aws:lambda/function:Function").values()
+    env = fn["environment"]["variables"]
+    assert env[lh.ENV_STALL_TIMEOUT] == "45" and float(env[lh.ENV_STALL_TIMEOUT]) < 60
+    assert env[lh.ENV_ETCD_QUOTA] == str(2 * 1024**3) and env[lh.ENV_METRICS_NAMESPACE] == "TalosDR"
+
+
+def test_preview_warns_when_the_runtime_nears_its_end(ca, monkeypatch):
+    """The program (run by `pulumi preview` and `pulumi up`) warns from 180 days before AWS deprecates the runtime,
+    as it does for the credential."""
+    said: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda msg, *a, **k: said.append(msg))
+    run_component(ca)
+    assert not [m for m in said if "runtime" in m]
+    run_component(ca, now=datetime(2029, 3, 1, tzinfo=UTC))
+    (msg,) = [m for m in said if "runtime" in m]
+    assert "python3.13 is deprecated by AWS on 2029-06-30" in msg and "`pulumi up`" in msg

@@ -41,7 +41,7 @@ def test_handler_uploads_a_verified_snapshot_that_restores(runner_env, s3_client
     assert info.metadata[s3.META_FORMAT] == "zstd"
     facts = s3.object_facts(s3.head_snapshot(s3_client, bucket, key))
     assert facts[s3.META_SHA256] == out["sha256"]
-    assert apid.calls[-1] == ("os:etcd:backup", "ok")  # the least-privilege role did it
+    assert apid.calls[-3] == ("os:etcd:backup", "ok")  # the least-privilege role did it (then EtcdStatus, AlarmList)
     data = tmp_path / "restored"
     subprocess.run(["etcdctl", "snapshot", "restore", str(dest), "--data-dir", str(data)], check=True,
                    capture_output=True, env={**os.environ, "ETCDCTL_API": "3"})
@@ -208,3 +208,13 @@ def verify_file_bytes(data: bytes) -> str:
     from dr.core.integrity import verify_stream
 
     return verify_stream([data]).content_sha256
+
+
+def test_an_sdk_too_old_for_conditional_writes_is_refused_before_anything_runs():
+    import botocore
+
+    assert lh.check_sdk() == botocore.__version__  # the pinned one
+    assert lh.check_sdk("1.35.0") == "1.35.0"
+    with pytest.raises(ConfigError, match=r"botocore 1\.34\.162 is too old") as ei:
+        lh.check_sdk("1.34.162")
+    assert "pulumi up" in ei.value.hint

@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 
 from dr.adapters.talosapi import h2stream, messages
 from dr.core.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
+from dr.core.etcd_health import DEFAULT_QUOTA_BYTES, EtcdHealth
 from dr.core.integrity import SnapshotDigest, TrailerHasher
 from dr.core.talos_credentials import TalosCredentials
 
@@ -30,6 +31,7 @@ _DATA_1K = b"\x12\x80\x08"  # common.Data field 2 (bytes), length 1024 as a vari
 _DATA_1K_END = 3 + 1024
 COALESCE = 64 * 1024  # bytes per chunk handed to the caller (the stream's messages are 1 KiB)
 DEFAULT_TIMEOUT = 900.0  # a whole snapshot stream; Lambda's own limit is 15 minutes
+UNARY_TIMEOUT = 20.0  # EtcdStatus / EtcdAlarmList: one small answer; machined waits for etcd with no deadline
 
 
 def check_client_certificate(cert_pem: bytes, now: datetime | None = None) -> None:
@@ -267,3 +269,60 @@ class TalosClient:
         for chunk in self.iter_etcd_snapshot(digests):
             write(chunk)
         return SnapshotResult(digest=digests[0], hostname=self.hostname)
+
+    # --- unary calls: etcd's state ----------------------------------------------------------------------------
+
+    def _unary(self, method: str, response_cls: Any, what: str, timeout: float) -> Any:
+        """One response message of a unary call, decoded as ``response_cls``. With etcd down, machined's etcd client
+        waits with no deadline (as for EtcdSnapshot), so the call is bounded by ``timeout`` and reported as etcd not
+        answering when it brings nothing."""
+        # The stall timer, not the deadline, ends a call nothing answers: that is what says "etcd is not answering".
+        raw = h2stream.unary_stream(self.host, self.port, method, messages.EMPTY_REQUEST, self._ssl,
+                                    timeout=2 * timeout + 5, server_name=self.server_name,
+                                    metadata=[("nodes", n) for n in self.nodes], idle_timeout=timeout)
+        try:
+            got = list(raw)
+        except h2stream.Stalled as exc:
+            raise NodeError(
+                f"{what} from {self.node}: no answer for {exc.idle:.0f}s: etcd on the node is not answering",
+                "look at `talosctl service etcd` and `talosctl logs etcd` on the node",
+            ) from exc
+        except h2stream.CallError as exc:
+            raise map_rpc_error(exc, self.node, what) from exc
+        finally:
+            raw.close()
+        if len(got) != 1:
+            raise NodeError(f"{what} from {self.node}: expected one answer, got {len(got)}")
+        try:
+            return response_cls.FromString(got[0])
+        except DecodeError as exc:
+            raise NodeError(f"{self.node} sent an answer to {what} that is not a Talos {response_cls.DESCRIPTOR.name}: "
+                            f"{h2stream.printable(str(exc))}") from exc
+
+    def _one(self, response: Any, what: str) -> Any:
+        """The single per-node message of a Talos response (``messages[0]``); its metadata error raises."""
+        if len(response.messages) != 1:
+            raise NodeError(f"{what} from {self.node}: expected one node's answer, got {len(response.messages)}")
+        msg = response.messages[0]
+        md = msg.metadata
+        if msg.HasField("metadata") and (md.error or md.status.code):
+            raise NodeError(f"{what} from {self.node} failed: {h2stream.printable(md.error or md.status.message)}")
+        return msg
+
+    def etcd_health(self, quota: int = DEFAULT_QUOTA_BYTES, *, timeout: float = UNARY_TIMEOUT) -> EtcdHealth:
+        """``EtcdStatus`` and ``EtcdAlarmList`` of the node (both allowed to os:etcd:backup), as one ``EtcdHealth``.
+        ``quota`` is the stack's --quota-backend-bytes (the node does not report it)."""
+        status = self._one(self._unary(messages.ETCD_STATUS_METHOD, messages.EtcdStatusResponse, "etcd status",
+                                       timeout), "etcd status").member_status
+        alarm_msg = self._one(self._unary(messages.ETCD_ALARM_LIST_METHOD, messages.EtcdAlarmListResponse,
+                                          "etcd alarm list", timeout), "etcd alarm list")
+        alarms = tuple(sorted({messages.ALARM_TYPES.get(a.alarm, f"ALARM_{a.alarm}") for a in alarm_msg.member_alarms
+                               if a.alarm != 0}))
+        return EtcdHealth(
+            db_size=int(status.db_size),
+            db_size_in_use=int(status.db_size_in_use),
+            quota=quota,
+            alarms=alarms,
+            member_id=int(status.member_id),
+            errors=tuple(h2stream.printable(e, 200) for e in status.errors),
+        )

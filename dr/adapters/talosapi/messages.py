@@ -11,6 +11,14 @@ from __future__ import annotations
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 ETCD_SNAPSHOT_METHOD = "/machine.MachineService/EtcdSnapshot"
+# Unary calls taking google.protobuf.Empty (machine.proto v1.13.9: `rpc EtcdStatus(google.protobuf.Empty) returns
+# (EtcdStatusResponse)`, `rpc EtcdAlarmList(google.protobuf.Empty) returns (EtcdAlarmListResponse)`). Both are allowed
+# to os:etcd:backup (internal/app/machined/pkg/system/services/machined.go:69,78 at v1.13.9), as EtcdSnapshot is.
+ETCD_STATUS_METHOD = "/machine.MachineService/EtcdStatus"
+ETCD_ALARM_LIST_METHOD = "/machine.MachineService/EtcdAlarmList"
+EMPTY_REQUEST = b""  # google.protobuf.Empty has no fields: its encoding is zero bytes
+# machine.EtcdMemberAlarm.AlarmType (machine.proto v1.13.9)
+ALARM_TYPES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -58,8 +66,55 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     )
     pool.Add(common)
 
-    machine = descriptor_pb2.FileDescriptorProto(name="talosdr/machine.proto", package="machine", syntax="proto3")
+    machine = descriptor_pb2.FileDescriptorProto(
+        name="talosdr/machine.proto", package="machine", syntax="proto3", dependency=["talosdr/common.proto"]
+    )
     machine.message_type.add(name="EtcdSnapshotRequest")
+    # Field numbers from siderolabs/talos v1.13.9 api/machine/machine.proto (EtcdMemberStatus numbers its fields out
+    # of order upstream: storage_version = 11, member_id = 10).
+    machine.message_type.add(
+        name="EtcdMemberStatus",
+        field=[
+            _field("protocol_version", 1, _F.TYPE_STRING),
+            _field("db_size", 2, _F.TYPE_INT64),
+            _field("db_size_in_use", 3, _F.TYPE_INT64),
+            _field("leader", 4, _F.TYPE_UINT64),
+            _field("raft_index", 5, _F.TYPE_UINT64),
+            _field("raft_term", 6, _F.TYPE_UINT64),
+            _field("raft_applied_index", 7, _F.TYPE_UINT64),
+            _field("errors", 8, _F.TYPE_STRING, label=_F.LABEL_REPEATED),
+            _field("is_learner", 9, _F.TYPE_BOOL),
+            _field("member_id", 10, _F.TYPE_UINT64),
+            _field("storage_version", 11, _F.TYPE_STRING),
+        ],
+    )
+    machine.message_type.add(
+        name="EtcdStatus",
+        field=[
+            _field("metadata", 1, _F.TYPE_MESSAGE, type_name=".common.Metadata"),
+            _field("member_status", 2, _F.TYPE_MESSAGE, type_name=".machine.EtcdMemberStatus"),
+        ],
+    )
+    machine.message_type.add(
+        name="EtcdStatusResponse",
+        field=[_field("messages", 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".machine.EtcdStatus")],
+    )
+    # AlarmType is an enum upstream; an int32 has the same wire encoding (varint) and keeps unknown values readable.
+    machine.message_type.add(
+        name="EtcdMemberAlarm",
+        field=[_field("member_id", 1, _F.TYPE_UINT64), _field("alarm", 2, _F.TYPE_INT32)],
+    )
+    machine.message_type.add(
+        name="EtcdAlarm",
+        field=[
+            _field("metadata", 1, _F.TYPE_MESSAGE, type_name=".common.Metadata"),
+            _field("member_alarms", 2, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".machine.EtcdMemberAlarm"),
+        ],
+    )
+    machine.message_type.add(
+        name="EtcdAlarmListResponse",
+        field=[_field("messages", 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".machine.EtcdAlarm")],
+    )
     pool.Add(machine)
     return pool
 
@@ -70,3 +125,9 @@ Status = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("google.rpc
 Metadata = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("common.Metadata"))
 Data = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("common.Data"))
 EtcdSnapshotRequest = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdSnapshotRequest"))
+EtcdMemberStatus = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdMemberStatus"))
+EtcdStatus = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdStatus"))
+EtcdStatusResponse = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdStatusResponse"))
+EtcdMemberAlarm = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdMemberAlarm"))
+EtcdAlarm = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdAlarm"))
+EtcdAlarmListResponse = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdAlarmListResponse"))
