@@ -458,6 +458,7 @@ class SnapshotScheduleArgs:
     ready: Sequence[pulumi.Resource] = ()
     # What must exist before the credential object is written and read (the bucket policy that guards it).
     bucket_ready: Sequence[pulumi.Resource] = ()
+    object_lock: bool = False  # snapshotObjectLockDays > 0: the credential object is deleted with the governance bypass
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -501,6 +502,14 @@ class SnapshotSchedule(pulumi.ComponentResource):
             # With Object Lock on, S3 wants a checksum on every PUT
             # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-managing.html, uploading objects).
             checksum_algorithm="SHA256",
+            # `pulumi destroy` removes every version of it (terraform-provider-aws internal/service/s3
+            # deleteAllObjectVersions): it holds a certificate that reads all of etcd, and the bucket policy lets the
+            # deployer alone delete it. Under Object Lock (governance) each version is locked; force_destroy makes the
+            # provider send x-amz-bypass-governance-retention (deleteObjectVersion: `BypassGovernanceRetention =
+            # force`), which S3 honours only for a caller with s3:BypassGovernanceRetention
+            # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-managing.html, bypassing governance
+            # mode). docs/VAULT.md, "Destroy".
+            force_destroy=args.object_lock,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.bucket_ready)),
         )

@@ -179,6 +179,8 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
                 outputs={k: v for k, v in outputs.items() if k in KIT_OUTPUTS},
                 volume_ids=node.volume_ids,
                 tags=tags,
+                writer=deployer,
+                bucket_ready=[bucket.policy],
             ),
         )
     else:
@@ -242,6 +244,7 @@ def _schedule(name: str, cfg: StackConfig, network: Network, node: Node, bucket:
             # readiness includes etcd), not just the bootstrap call.
             ready=[cluster.ready],
             bucket_ready=[bucket.policy],
+            object_lock=cfg.snapshot_object_lock_days > 0,
             tags=tags,
         ),
     )

@@ -29,6 +29,10 @@ from pyrage import x25519
 from dr.core import outputs as out
 
 KIT_PREFIX = "recovery/"
+# Object metadata (x-amz-meta-written-by) naming the principal whose `pulumi up` wrote a kit version. S3 itself does
+# not record who wrote an object (only CloudTrail data events do); this is what the writer said, and the bucket policy
+# lets only the deployers write under recovery/ (docs/VAULT.md).
+WRITTEN_BY = "written-by"
 KIT_SUFFIX = ".kit.age"
 KIT_FORMAT = "talos-dr-recovery-kit"
 KIT_VERSION = 1
