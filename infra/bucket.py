@@ -34,6 +34,7 @@ import pulumi_aws as aws
 from dr.core import tiers
 from dr.core.naming import PREFIX as SNAPSHOT_NAME_PREFIX
 from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
+from dr.core.recovery_kit import KIT_PREFIX  # where the recovery kit lives (kit_key)
 
 # Multipart uploads a crashed backup left behind cost money and are invisible in listings.
 ABORT_INCOMPLETE_UPLOADS_DAYS = 1
@@ -46,6 +47,11 @@ CREDENTIAL_PREFIX = "credentials/"
 CREDENTIAL_KEY = f"{CREDENTIAL_PREFIX}etcd-backup.json"
 LATEST_NAME = "latest"
 OBJECT_LOCK_MODE = "GOVERNANCE"
+# Old versions of the Lambda's credential (each a certificate that reads etcd until it ends) and of the recovery kit
+# (old settings, secret ones too) are removed this long after a newer one replaced them (security review round 3,
+# L5). The kit keeps a quarter of history: enough for `talos-dr rebuild` to show who wrote what, and to go back.
+OLD_CREDENTIAL_DAYS = 30
+OLD_KIT_DAYS = 90
 
 
 @dataclass
@@ -100,6 +106,18 @@ def lifecycle_rules(prefix: str, tier_days: Mapping[str, int]) -> list[dict[str,
             "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_GRACE_DAYS},
         },
         {
+            "id": "expire-old-credentials",
+            "status": "Enabled",
+            "filter": {"prefix": CREDENTIAL_PREFIX},
+            "noncurrent_version_expiration": {"noncurrent_days": OLD_CREDENTIAL_DAYS},
+        },
+        {
+            "id": "expire-old-recovery-kits",
+            "status": "Enabled",
+            "filter": {"prefix": KIT_PREFIX},
+            "noncurrent_version_expiration": {"noncurrent_days": OLD_KIT_DAYS},
+        },
+        {
             "id": "remove-expired-delete-markers",
             "status": "Enabled",
             "filter": {"prefix": prefix},
@@ -148,8 +166,6 @@ BUCKET_CONFIG_ACTIONS = ("s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:PutL
                          "s3:PutBucketNotification", "s3:DeleteBucket")
 # Tag keys a verification writes (dr.adapters.s3 / dr.adapters.store); only the named readers may set them.
 VERIFIED_TAG_PATTERN = "verified-*"
-# Where the recovery kit lives (dr.core.recovery_kit.kit_key).
-KIT_PREFIX = "recovery/"
 
 
 @dataclass(frozen=True)

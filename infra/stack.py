@@ -167,6 +167,8 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     }
 
     recovery_kit = None
+    # What the lifecycle rules keep, for `talos-dr prune --s3` (after the kit's outputs: the kit does not carry it).
+    outputs[out.SNAPSHOT_RETENTION_DAYS] = pulumi.Output.from_input(dict(cfg.snapshot_tier_days))
     if cfg.age_recipients:
         recovery_kit = RecoveryKit(
             name,

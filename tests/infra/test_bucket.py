@@ -178,3 +178,12 @@ def test_object_lock_in_governance_mode_when_asked(locked):
     # Versioning first (S3 refuses Object Lock on an unversioned bucket); the bucket itself is not replaced.
     assert locked.urn("talos-dr-etcd-backups-versioning") in locked.options(lock.name)["dependencies"]
     assert "objectLockEnabled" not in locked.one("aws:s3/bucket:Bucket").inputs
+
+
+def test_old_credentials_and_kits_expire_but_current_ones_never_do():
+    rules = {r["id"]: r for r in lifecycle_rules("snapshots/", tiers.DEFAULT_DAYS)}
+    assert rules["expire-old-credentials"] == {"id": "expire-old-credentials", "status": "Enabled",
+                                               "filter": {"prefix": "credentials/"},
+                                               "noncurrent_version_expiration": {"noncurrent_days": 30}}
+    assert rules["expire-old-recovery-kits"]["filter"] == {"prefix": "recovery/"}
+    assert "expiration" not in rules["expire-old-recovery-kits"] and "expiration" not in rules["expire-old-credentials"]

@@ -54,7 +54,7 @@ def test_config_table_defaults_match_the_code():
 
 def test_outputs_table_matches_the_contract():
     rows = {row[0].strip("`"): row[1] for row in table_rows(section("outputs-table"))}
-    assert list(rows) == list(out.ALL_OUTPUTS + out.SCHEDULE_OUTPUTS)
+    assert list(rows) == list(out.ALL_OUTPUTS + out.VAULT_OUTPUTS + out.SCHEDULE_OUTPUTS)
     for key, secret in rows.items():
         assert secret == ("yes" if key in out.SECRET_OUTPUTS else "no"), key
 
