@@ -313,7 +313,10 @@ class BackupBucket(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BackupBucketArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("talos-dr:bucket:BackupBucket", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        # The bucket's rules stay on it when `pulumi destroy --exclude-protected` removes them from the state: the
+        # vault keeps holding (policy, versioning, lifecycle, encryption, public access, Object Lock) after the stack
+        # is gone. Deleting them would suspend versioning and drop the Deny statements on a bucket full of backups.
+        child = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         rules = lifecycle_rules(args.snapshot_prefix, args.tier_days)  # validates before anything is created
 
         bucket = aws.s3.Bucket(
@@ -370,7 +373,7 @@ class BackupBucket(pulumi.ComponentResource):
                                                    verifiers=a[5] or (), deleters=tuple(args.deleters)))
             ),
             # S3 refuses policies while the public access block is being changed; order them.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_block]),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, depends_on=[public_block]),
         )
         if args.object_lock_days:
             # Governance mode: only a principal with s3:BypassGovernanceRetention (and the header) can delete or
@@ -384,13 +387,13 @@ class BackupBucket(pulumi.ComponentResource):
                 bucket=bucket.id,
                 object_lock_enabled="Enabled",
                 rule={"default_retention": {"mode": OBJECT_LOCK_MODE, "days": args.object_lock_days}},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, depends_on=[versioning]),
             )
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,
             rules=rules,  # type: ignore[arg-type]  # plain dicts of the RuleArgsDict shape, built by a pure function
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, depends_on=[versioning]),
         )
 
         self.bucket_name = bucket.bucket

@@ -158,6 +158,9 @@ def test_destroy_exclude_protected_leaves_every_version_of_the_kit(with_kit):
     # The credential object does go (it holds a certificate that reads etcd); the bucket, with the snapshots, stays.
     assert "talos-dr-credential-object" in deleted
     assert "talos-dr-etcd-backups" not in deleted
+    # ... and keeps its rules: versioning is not suspended, the Deny statements and lifecycle stay on it
+    for rule in ("tls-only", "versioning", "lifecycle", "sse", "public-access", "ownership"):
+        assert f"talos-dr-etcd-backups-{rule}" not in deleted, rule
     # written after the policy that lets only the deployer write it; who wrote it is in its metadata
     assert with_kit.urn("talos-dr-etcd-backups-tls-only") in opts["dependencies"]
     assert obj.inputs["metadata"] == {kit.WRITTEN_BY: "arn:aws:iam::123456789012:role/deployer"}
