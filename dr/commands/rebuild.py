@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from dr.adapters import ec2, kit_store, pulumi_stack, s3
+from dr.adapters import ec2, kit_store, logs, pulumi_stack, s3
 from dr.adapters.fsutil import atomic_write
 from dr.adapters.stack_outputs import PROJECT_DIR
 from dr.commands import cli
@@ -224,7 +224,8 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> i
             _say(out, f"   {'Created' if handle.created else 'Selected the existing'} stack {stack}; it holds "
                       f"{len(state_urns)} resource(s).")
         p = rebuild_plan.plan(kit, bucket=args.bucket, secrets_file=str(secrets_file), volumes=volumes,
-                              newest_snapshots=newest, stack=stack, state_urns=state_urns)
+                              newest_snapshots=newest, stack=stack, state_urns=state_urns,
+                              log_group=logs.log_group_exists(region, rebuild_plan.log_group_name(kit.cluster_name)))
         _print_plan(out, p, work_dir)
         if args.dry_run or handle is None:
             _say(out, "\n--dry-run: nothing was created or changed.")

@@ -36,6 +36,7 @@ SECRET_VALUE = '{"argocd/repo-creds": {"password": "hunter2-not-on-argv"}}'
 def world(aws_env, monkeypatch, tmp_path, s3_client, bucket):
     """A bucket with a kit, one surviving data volume and one lost one (with a DLM snapshot), a checkout, a key."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", aws_env)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", aws_env)
     cluster = f"c{uuid.uuid4().hex[:8]}"
     ec2 = ec2_adapter.make_client("us-east-1")
     tag = f"prod/{cluster}"
@@ -289,3 +290,21 @@ def test_project_and_kit_settings_agree():
     from infra.config import PROJECT_KEYS
 
     assert set(kits.PROJECT_SETTINGS) == set(PROJECT_KEYS)
+
+
+def test_the_old_snapshot_log_group_is_imported_not_collided_with(world, s3_client):
+    """pulumi-aws review round 3, minor 2: the log group's name is fixed, so after a lost state `pulumi up` would fail
+    creating it. The rebuild imports it into the new stack (each import names its provider version, minor 7)."""
+    import boto3
+
+    w = world
+    name = f"/talos-dr/{w['cluster']}/snapshots"
+    boto3.client("logs", region_name="us-east-1").create_log_group(logGroupName=name)
+    res = rebuild_cli(w)
+    assert res.code == 0, res
+    assert f"the snapshot Lambda's log group {name}" in res.out
+    state = w["fake"].state("prod")
+    urns = {r["urn"]: r for r in state["resources"]}
+    urn = (f"urn:pulumi:prod::talos-dr::talos-dr:schedule:SnapshotSchedule$aws:cloudwatch/logGroup:LogGroup::"
+           f"{w['cluster']}-logs")
+    assert urns[urn]["id"] == name
