@@ -63,10 +63,11 @@ class ObjectInfo:
     version_id: str | None = None
 
 
-def make_client(region: str | None = None, endpoint_url: str | None = None):
+def make_client(region: str | None = None, endpoint_url: str | None = None, profile: str | None = None):
     """An S3 client with bounded retries (standard mode: backoff with jitter) and timeouts that fail in seconds.
 
-    boto3 honours ``AWS_ENDPOINT_URL_S3`` and the usual credential chain by itself.
+    boto3 honours ``AWS_ENDPOINT_URL_S3`` and the usual credential chain by itself; ``profile`` names a shared-config
+    profile (the stack's ``aws:profile``, for the Pulumi program's own providers).
     """
     cfg = Config(
         retries={"max_attempts": 5, "mode": "standard"},
@@ -74,7 +75,8 @@ def make_client(region: str | None = None, endpoint_url: str | None = None):
         read_timeout=30,
         s3={"addressing_style": "path"} if (endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")) else None,
     )
-    return boto3.client("s3", region_name=region or None, endpoint_url=endpoint_url, config=cfg)
+    factory = boto3.Session(profile_name=profile) if profile else boto3
+    return factory.client("s3", region_name=region or None, endpoint_url=endpoint_url, config=cfg)
 
 
 def translate(exc: BaseException, action: str, bucket: str, key: str | None = None) -> DRError:
