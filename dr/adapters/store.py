@@ -29,6 +29,7 @@ from dr.adapters import codec, s3
 from dr.adapters.fsutil import atomic_write, atomic_writer
 from dr.core import naming, tiers
 from dr.core.errors import (
+    AccessDenied,
     ConfigError,
     DiskFull,
     DRError,
@@ -597,6 +598,12 @@ class S3Store:
             codec.encode(_verified_chunks(chunks, hasher, expected_sha256, digests), writer.write, compress=compress,
                          recipients=recipients)
             writer.commit()
+        except AccessDenied as exc:
+            writer.abort()
+            raise AccessDenied(exc.message, "the bucket policy lets only the snapshot Lambda and the roles in "
+                               "snapshotWriters write snapshots (docs/VAULT.md): add yours with `pulumi config set "
+                               "--path 'snapshotWriters[0]' <your role ARN>` and `pulumi up`, or check your "
+                               "credentials") from exc
         except BaseException:
             writer.abort()
             raise

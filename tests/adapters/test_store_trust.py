@@ -117,3 +117,20 @@ def test_a_verification_counts_only_for_the_bytes_s3_recorded(s3_client, bucket,
     left = s3.head_snapshot(s3_client, bucket, entry.key).tags
     assert not [k for k in left if k.startswith("verified-")]
     assert left["retention"] and left[s3.META_SHA256] == entry.sha256
+
+
+def test_a_write_the_vault_denies_names_snapshot_writers(s3_client, bucket, real_snapshot):
+    """What S3 answers a principal outside snapshotWriters (SnapshotsOnlyByNamedWriters; moto does not evaluate the
+    policy, so the 403 is injected): one line naming the setting."""
+    from botocore.exceptions import ClientError
+
+    from dr.core.errors import AccessDenied
+
+    def denied(params, **kw):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "explicit deny"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")
+
+    s3_client.meta.events.register("before-call.s3.PutObject", denied)
+    with pytest.raises(AccessDenied) as e:
+        _put(s3_client, bucket, real_snapshot)
+    assert "snapshotWriters" in (e.value.hint or "") and e.value.exit_code == 13
