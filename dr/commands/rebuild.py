@@ -188,6 +188,13 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> i
     if not identity_file:
         raise ConfigError("no age identity given", f"pass --identity FILE (or set {IDENTITY_ENV})")
     identities = _identities(identity_file)
+    try:
+        mode = os.stat(identity_file).st_mode & 0o777
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        # security review round 3, L6: the identity decrypts every kit and snapshot
+        _say(out, f"warning: {identity_file} is readable by others (mode {mode:o}); `chmod 600 {identity_file}`")
 
     _say(out, f"1. Looking for the recovery kit in s3://{args.bucket}/{kits.KIT_PREFIX} ...")
     client = s3.make_client(args.region)

@@ -308,3 +308,13 @@ def test_the_old_snapshot_log_group_is_imported_not_collided_with(world, s3_clie
     urn = (f"urn:pulumi:prod::talos-dr::talos-dr:schedule:SnapshotSchedule$aws:cloudwatch/logGroup:LogGroup::"
            f"{w['cluster']}-logs")
     assert urns[urn]["id"] == name
+
+
+def test_an_identity_file_others_can_read_is_warned_about(world, s3_client):
+    w = world
+    w["key"].identity_file.chmod(0o644)
+    res = rebuild_cli(w, "--dry-run")
+    assert res.code == 0, res
+    assert "is readable by others (mode 644)" in res.out
+    w["key"].identity_file.chmod(0o600)
+    assert "readable by others" not in rebuild_cli(w, "--dry-run").out
