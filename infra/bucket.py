@@ -242,8 +242,12 @@ def bucket_policy(
         # Security review L5: without this any principal in the account with s3:GetObject on * (ReadOnlyAccess) could
         # download every snapshot. aws:PrincipalArn is the role's ARN for its sessions
         # (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principalarn).
-        statements.append(_deny("ReadsOnlyByNamedPrincipals", ["s3:GetObject", "s3:GetObjectVersion"], [f"{bucket_arn}/*"],
-                                _not(readers)))
+        # Tags and attributes too (security review round 3, I5): the SHA-256s, the cluster name, the verifications.
+        # Listing stays open to the account (key names, sizes and times only).
+        statements.append(_deny("ReadsOnlyByNamedPrincipals", ["s3:GetObject", "s3:GetObjectVersion",
+                                                               "s3:GetObjectTagging", "s3:GetObjectVersionTagging",
+                                                               "s3:GetObjectAttributes", "s3:GetObjectVersionAttributes"],
+                                [f"{bucket_arn}/*"], _not(readers)))
     if credential_readers:
         statements.append(_deny("CredentialOnlyForTheLambda", ["s3:GetObject", "s3:GetObjectVersion"],
                                 [f"{bucket_arn}/{CREDENTIAL_PREFIX}*"], _not(credential_readers)))

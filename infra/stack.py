@@ -103,9 +103,11 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     if cfg.scheduled_snapshots:
         lambda_role, resolve_lambda_role = pulumi.deferred_output()
     deployers = deployer.apply(lambda arn: [arn, *cfg.deployers])
-    # Writers read too: the copy to `latest` reads its source, and a HEAD is a GetObject.
+    # Writers read too: the copy to `latest` reads its source, and a HEAD is a GetObject; so does the break-glass
+    # deleter (`talos-dr prune --s3` reads each snapshot's tier and source before it deletes).
+    deleter = [cfg.snapshot_deleter] if cfg.snapshot_deleter else []
     readers = pulumi.Output.all(deployers, lambda_role).apply(
-        lambda a: [*a[0], *cfg.snapshot_readers, *cfg.snapshot_writers, *a[1]])
+        lambda a: [*a[0], *cfg.snapshot_readers, *cfg.snapshot_writers, *deleter, *a[1]])
     bucket = BackupBucket(
         f"{name}-etcd-backups",
         BackupBucketArgs(

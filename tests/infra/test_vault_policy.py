@@ -209,6 +209,14 @@ def test_a_configured_break_glass_role_is_the_only_deleter():
     run = run_program({**stack_file_config(), "talos-dr:snapshotDeleter": DELETER})
     st = _statements(run)
     assert st["NoDeletesButLifecycle"]["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [DELETER]}}
+    # it reads what it prunes (tier, source: a HEAD and GetObjectTagging)
+    assert DELETER in st["ReadsOnlyByNamedPrincipals"]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+
+
+def test_tags_are_read_only_by_the_named_readers():
+    assert denied_by(POLICY, "s3:GetObjectTagging", SNAP, request(ADMIN)) == ["ReadsOnlyByNamedPrincipals"]
+    assert denied_by(POLICY, "s3:GetObjectTagging", SNAP, request(LAMBDA)) == []
+    assert denied_by(POLICY, "s3:ListBucket", ARN, request(ADMIN)) == []  # listing stays open (names and sizes)
 
 
 def test_writer_and_deleter_config_is_validated():
