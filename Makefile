@@ -22,17 +22,10 @@ $(STAMP): $(LOCKS) pyproject.toml
 
 venv: $(STAMP)
 
-# After editing requirements*.txt: regenerate both locks with pip-tools, run from a throwaway venv (not the project's).
-# Existing pins are kept unless a requirement changed (pip-compile prefers them); requirements.lock is seeded from the
-# dev lock so the runtime lock pins the same versions (tests/infra/test_lock.py checks both against the .txt files).
-LOCK_TOOL_VENV := $(or $(TMPDIR),/tmp)/talos-dr-pip-tools
-PIP_COMPILE := $(LOCK_TOOL_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
-	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
+# After editing requirements*.txt: regenerate both locks with pip-tools, pinned and hash-checked
+# (requirements-lock-tool.lock), installed into a private `mktemp -d` folder made for this run (scripts/lock.sh).
 lock:
-	test -x $(LOCK_TOOL_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOL_VENV) && $(LOCK_TOOL_VENV)/bin/pip install -q pip-tools; }
-	$(PIP_COMPILE) -o requirements-dev.lock requirements-dev.txt
-	cp requirements-dev.lock requirements.lock
-	$(PIP_COMPILE) -o requirements.lock requirements.txt
+	PYTHON=$(PYTHON) bash scripts/lock.sh
 
 etcd:
 	@bash scripts/ensure-etcd.sh

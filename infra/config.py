@@ -47,6 +47,14 @@ DEFAULTS: dict[str, Any] = {
     "snapshotRetentionMonthlyDays": 365,
     "snapshotObjectLockDays": 0,  # 0: no S3 Object Lock; N: governance-mode default retention of N days
     "snapshotReaders": [],  # IAM role/user ARNs that may read snapshots, besides the deployer and the Lambda
+    # IAM role/user ARNs that may write snapshots (`talos-dr backup --save-to-s3`), besides the snapshot Lambda.
+    "snapshotWriters": [],
+    # One IAM role/user ARN that may delete snapshots and kits (break glass, `talos-dr prune --s3`); unset: nobody,
+    # only the lifecycle rules delete (docs/VAULT.md).
+    "snapshotDeleter": None,
+    # IAM role/user ARNs that may also run `pulumi up`/`refresh`/`destroy` (write the kit and credential, change the
+    # bucket's rules), besides whoever runs it now (docs/VAULT.md).
+    "deployers": [],
     "argocdChartVersion": "9.1.4",
     "kubernetesSecrets": {},
     "snapshotSchedule": "rate(1 hour)",
@@ -162,6 +170,9 @@ class StackConfig:
     age_recipients: tuple[str, ...] = ()
     snapshot_object_lock_days: int = 0  # 0: Object Lock off
     snapshot_readers: tuple[str, ...] = ()  # principal ARNs allowed to read objects, besides deployer and Lambda
+    snapshot_writers: tuple[str, ...] = ()  # principal ARNs allowed to write snapshots, besides the Lambda
+    snapshot_deleter: str | None = None  # the break-glass deleter, or None: only lifecycle deletes
+    deployers: tuple[str, ...] = ()  # principal ARNs that count as deployers, besides whoever runs `pulumi up`
     data_volume_snapshot_schedule: str = "rate(1 day)"
     data_volume_snapshot_retain: int = 7
     alert_emails: tuple[str, ...] = ()  # email subscriptions to the backup alarms' topic
@@ -467,17 +478,14 @@ def _tier_days(get: Any, p: _Problems) -> dict[str, int]:
 _PRINCIPAL_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:((role|user)/[\w+=,.@/-]+|root)$")
 
 
-def _readers(raw: Any, p: _Problems) -> tuple[str, ...]:
-    """IAM principal ARNs (roles, users, an account root) the bucket policy lets read objects."""
-    value = _as_json(raw, "snapshotReaders", list, p)
+def _readers(raw: Any, p: _Problems, key: str = "snapshotReaders") -> tuple[str, ...]:
+    """IAM principal ARNs (roles, users, an account root) the bucket policy names under ``key``."""
+    value = _as_json(raw, key, list, p)
     out: list[str] = []
     for i, item in enumerate(value or []):
-        if isinstance(item, str) and ":assumed-role/" in item:
-            p.add("snapshotReaders", f"item {i} {item!r} is a session; name its role instead "
-                                     "(arn:aws:iam::<account>:role/<name>: the policy matches aws:PrincipalArn, the role)")
-        elif not (isinstance(item, str) and _PRINCIPAL_ARN.fullmatch(item)):
-            p.add("snapshotReaders", f"item {i} {item!r} is not an IAM role or user ARN such as "
-                                     "arn:aws:iam::123456789012:role/dr-operator")
+        problem = _principal_problem(item)
+        if problem:
+            p.add(key, f"item {i} {problem}")
         else:
             out.append(item)
     return tuple(dict.fromkeys(out))
@@ -502,6 +510,23 @@ def _alert_emails(raw: Any, p: _Problems) -> tuple[str, ...]:
         p.add("alertEmails", f"lists {len(out)} addresses; at most {MAX_ALERT_EMAILS} (subscribe a mailing list, "
                              "or anything else to the alertTopicArn output)")
     return tuple(out)
+def _principal_problem(item: Any) -> str | None:
+    if isinstance(item, str) and ":assumed-role/" in item:
+        return (f"{item!r} is a session; name its role instead "
+                "(arn:aws:iam::<account>:role/<name>: the policy matches aws:PrincipalArn, the role)")
+    if not (isinstance(item, str) and _PRINCIPAL_ARN.fullmatch(item)):
+        return f"{item!r} is not an IAM role or user ARN such as arn:aws:iam::123456789012:role/dr-operator"
+    return None
+
+
+def _deleter(raw: Any, p: _Problems) -> str | None:
+    if raw is None or raw == "":
+        return None
+    problem = _principal_problem(raw)
+    if problem:
+        p.add("snapshotDeleter", problem)
+        return None
+    return str(raw)
 
 
 def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackConfig:
@@ -541,6 +566,9 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     lock_days = _as_int(get("snapshotObjectLockDays"), "snapshotObjectLockDays", 0, 3650, "days", p,
                         " (0 turns Object Lock off)")
     readers = _readers(get("snapshotReaders"), p)
+    writers = _readers(get("snapshotWriters"), p, "snapshotWriters")
+    deleter = _deleter(get("snapshotDeleter"), p)
+    deployers = _readers(get("deployers"), p, "deployers")
     chart = _as_str(get("argocdChartVersion"), "argocdChartVersion", _CHART_VERSION,
                     "pin an exact argo-cd chart version such as 9.1.4", p)
     kube_secrets = _kubernetes_secrets(get("kubernetesSecrets"), "kubernetesSecrets" in secret_keys, p)
@@ -579,6 +607,9 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         age_recipients=age_recipients,
         snapshot_object_lock_days=_required(lock_days, "snapshotObjectLockDays"),
         snapshot_readers=readers,
+        snapshot_writers=writers,
+        snapshot_deleter=deleter,
+        deployers=deployers,
         data_volume_snapshot_schedule=_required(volume_schedule, "dataVolumeSnapshotSchedule"),
         data_volume_snapshot_retain=_required(volume_retain, "dataVolumeSnapshotRetain"),
         alert_emails=alert_emails,

@@ -24,6 +24,8 @@ import pulumi_aws as aws
 from dr.core import recovery_kit as kit
 from dr.core.age_keys import recipients as parse_recipients
 
+# Object metadata naming the principal that wrote a kit version (x-amz-meta-written-by).
+WRITTEN_BY = kit.WRITTEN_BY
 # Namespaces of the settings the kit keeps: the AWS provider's (aws:region) and the project's own.
 KIT_CONFIG_NAMESPACES = ("aws:", "talos-dr:")
 
@@ -55,6 +57,10 @@ class RecoveryKitArgs:
     volume_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # data volume name -> vol-...
     config: tuple[Mapping[str, str], Mapping[str, str]] | None = None  # (plain, secret); default: stack_config()
     tags: Mapping[str, str] = field(default_factory=dict)
+    # The deployer's ARN (aws:PrincipalArn), recorded as the object's `written-by` metadata: the bucket policy lets
+    # only the deployers write under recovery/, and `talos-dr rebuild` shows who wrote each version.
+    writer: pulumi.Input[str] | None = None
+    bucket_ready: Sequence[pulumi.Resource] = ()  # the bucket policy: the kit is written (and read back) after it
 
 
 def sealed_kit(args: RecoveryKitArgs, stack: str, project: str, bundle: Mapping[str, Any], bucket: str,
@@ -98,8 +104,19 @@ class RecoveryKit(pulumi.ComponentResource):
             key=key,
             content_base64=sealed,
             content_type="application/octet-stream",
+            # S3 records this SHA-256 at upload and nobody can change it afterwards; `talos-dr rebuild` checks the kit
+            # it downloads against it. With Object Lock on, S3 also refuses a PUT without a checksum
+            # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-managing.html, pulumi-aws review
+            # minor 4).
+            checksum_algorithm="SHA256",
+            metadata={WRITTEN_BY: args.writer} if args.writer is not None else None,
             tags=dict(args.tags),
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["contentBase64"]),
+            # `pulumi destroy` (with or without --exclude-protected) leaves every version of the kit in the bucket:
+            # the provider would otherwise delete all of them (terraform-provider-aws internal/service/s3
+            # resourceObjectDelete -> deleteAllObjectVersions, pulumi-aws review B2), and the bucket policy denies the
+            # delete anyway (NoDeletesButLifecycle). retain_on_delete drops it from the state without a delete call.
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["contentBase64"], retain_on_delete=True,
+                                        depends_on=list(args.bucket_ready)),
         )
         self.key = obj.key
         self.register_outputs({"key": self.key})

@@ -627,6 +627,7 @@ class SnapshotScheduleArgs:
     bucket_ready: Sequence[pulumi.Resource] = ()
     # The node's etcd quota (--quota-backend-bytes): the runner reports its DB size against it (etcd's default 2 GiB).
     etcd_quota_bytes: int = DEFAULT_ETCD_QUOTA_BYTES
+    object_lock: bool = False  # snapshotObjectLockDays > 0: the credential object is deleted with the governance bypass
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -677,6 +678,14 @@ class SnapshotSchedule(pulumi.ComponentResource):
             # With Object Lock on, S3 wants a checksum on every PUT
             # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-managing.html, uploading objects).
             checksum_algorithm="SHA256",
+            # `pulumi destroy` removes every version of it (terraform-provider-aws internal/service/s3
+            # deleteAllObjectVersions): it holds a certificate that reads all of etcd, and the bucket policy lets the
+            # deployer alone delete it. Under Object Lock (governance) each version is locked; force_destroy makes the
+            # provider send x-amz-bypass-governance-retention (deleteObjectVersion: `BypassGovernanceRetention =
+            # force`), which S3 honours only for a caller with s3:BypassGovernanceRetention
+            # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-managing.html, bypassing governance
+            # mode). docs/VAULT.md, "Destroy".
+            force_destroy=args.object_lock,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.bucket_ready)),
         )

@@ -96,12 +96,20 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     # Who may read objects (the bucket policy names them, security review L5): whoever runs `pulumi up` (its role,
     # not the session: aws:PrincipalArn), the configured readers, and the snapshot Lambda's role, which exists only
     # once the schedule below is built; a deferred output lets the bucket's policy name it without a cycle.
+    # Who may write (security review round 3, M1/M2; docs/VAULT.md): snapshots, the Lambda's role and
+    # `snapshotWriters`; the kit, the credential and the bucket's own rules, the deployers (whoever runs `pulumi up`
+    # plus config `deployers`); deletes, nobody but lifecycle and the break-glass `snapshotDeleter`.
     deployer = aws.iam.get_session_context_output(arn=aws.get_caller_identity_output().arn).issuer_arn
     lambda_role: pulumi.Output[list[str]] = pulumi.Output.from_input([])
     resolve_lambda_role: Callable[[pulumi.Output[list[str]]], None] | None = None
     if cfg.scheduled_snapshots:
         lambda_role, resolve_lambda_role = pulumi.deferred_output()
-    readers = pulumi.Output.all(deployer, lambda_role).apply(lambda a: [a[0], *cfg.snapshot_readers, *a[1]])
+    deployers = deployer.apply(lambda arn: [arn, *cfg.deployers])
+    # Writers read too: the copy to `latest` reads its source, and a HEAD is a GetObject; so does the break-glass
+    # deleter (`talos-dr prune --s3` reads each snapshot's tier and source before it deletes).
+    deleter = [cfg.snapshot_deleter] if cfg.snapshot_deleter else []
+    readers = pulumi.Output.all(deployers, lambda_role).apply(
+        lambda a: [*a[0], *cfg.snapshot_readers, *cfg.snapshot_writers, *deleter, *a[1]])
     bucket = BackupBucket(
         f"{name}-etcd-backups",
         BackupBucketArgs(
@@ -110,7 +118,11 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
             object_lock_days=cfg.snapshot_object_lock_days,
             readers=readers,
-            credential_readers=pulumi.Output.all(deployer, lambda_role).apply(lambda a: [a[0], *a[1]]),
+            credential_readers=pulumi.Output.all(deployers, lambda_role).apply(lambda a: [*a[0], *a[1]]),
+            deployers=deployers,
+            snapshot_writers=lambda_role.apply(lambda role: [*role, *cfg.snapshot_writers]),
+            verifiers=deployers.apply(lambda d: [*d, *cfg.snapshot_readers]),
+            deleters=(cfg.snapshot_deleter,) if cfg.snapshot_deleter else (),
             tags=tags,
         ),
     )
@@ -159,6 +171,8 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     }
 
     recovery_kit = None
+    # What the lifecycle rules keep, for `talos-dr prune --s3` (after the kit's outputs: the kit does not carry it).
+    outputs[out.SNAPSHOT_RETENTION_DAYS] = pulumi.Output.from_input(dict(cfg.snapshot_tier_days))
     if cfg.age_recipients:
         recovery_kit = RecoveryKit(
             name,
@@ -171,6 +185,8 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
                 outputs={k: v for k, v in outputs.items() if k in KIT_OUTPUTS},
                 volume_ids=node.volume_ids,
                 tags=tags,
+                writer=deployer,
+                bucket_ready=[bucket.policy],
             ),
         )
     else:
@@ -257,6 +273,7 @@ def _schedule(name: str, cfg: StackConfig, network: Network, node: Node, bucket:
             # readiness includes etcd), not just the bootstrap call.
             ready=[cluster.ready],
             bucket_ready=[bucket.policy],
+            object_lock=cfg.snapshot_object_lock_days > 0,
             tags=tags,
         ),
     )

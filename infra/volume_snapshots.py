@@ -32,15 +32,19 @@ class DataVolumeSnapshotsArgs:
 
 
 def assume_role_policy(account_id: str) -> str:
-    """Only DLM, acting for this account, may assume the role (the confused-deputy guard AWS documents for service
-    roles: ``aws:SourceAccount``)."""
+    """Only Data Lifecycle Manager may assume the role. No ``aws:SourceAccount`` / ``aws:SourceArn`` condition: the
+    DLM service-role page shows its default roles trusting ``dlm.amazonaws.com`` with no condition
+    (https://docs.aws.amazon.com/ebs/latest/userguide/service-role.html, "Default service roles"), and no DLM page
+    says DLM sends those keys when it assumes a role. A ``StringEquals`` on a key the request lacks is false, so the
+    condition could keep DLM out altogether (pulumi-aws review round 3, M3). ``account_id`` is kept in the signature
+    for the day AWS documents one."""
+    del account_id
     return json.dumps({
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
             "Principal": {"Service": "dlm.amazonaws.com"},
             "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
         }],
     })
 

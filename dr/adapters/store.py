@@ -28,7 +28,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dr.adapters import codec, s3
 from dr.adapters.fsutil import atomic_write, atomic_writer
 from dr.core import naming, tiers
-from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
+from dr.core.errors import (
+    AccessDenied,
+    ConfigError,
+    DiskFull,
+    DRError,
+    IntegrityError,
+    S3Error,
+    SnapshotNotFound,
+    UntrustedSnapshot,
+)
 from dr.core.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
 from dr.core.timefmt import iso_utc
 
@@ -68,6 +77,11 @@ class Entry:
     tier: str | None = None  # S3: the retention tag (dr.core.tiers)
     warning: str | None = None  # from put: what did not happen beside the store (the `latest` copy), for the caller
     described: bool = False  # metadata and tags read (S3), or catalog consulted (local)
+    # S3: the SHA-256 S3 recorded for the stored bytes at upload (base64, "-N" for a multipart's composite), which
+    # nobody can change afterwards; and whether ``sha256``/``plain_size`` came from tags (changeable after upload by
+    # a principal allowed to tag) rather than metadata (fixed at upload).
+    s3_checksum: str | None = None
+    facts_from_tags: bool = False
 
     @property
     def format(self) -> str:
@@ -227,17 +241,58 @@ def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any],
     return digest, layers
 
 
+def provenance_warnings(entry: Entry) -> list[str]:
+    """What about an S3 object says talos-dr's writers did not write it (they always ask S3 for a SHA-256 and record
+    their ``source``): one line each, for the operator to weigh before a restore. Pure."""
+    if entry.store != S3:
+        return []
+    out = []
+    if not entry.s3_checksum:
+        out.append(f"S3 recorded no checksum for {entry.location}: talos-dr's writers always ask for one, so something "
+                   "else wrote it; make sure you know what (the bucket policy names who may write there)")
+    if entry.described and entry.source is None and naming.parse(entry.location.rsplit("/", 1)[-1]) is not None \
+            and entry.name.name.startswith(naming.PREFIX):
+        out.append(f"{entry.location} does not say which talos-dr writer made it (no source metadata)")
+    return out
+
+
+def _vouched_by_s3(entry: Entry, stored: s3.StoredChecksum | None, warn: Callable[[str], None] | None) -> bool:
+    """True when the bytes read are the ones S3 recorded a SHA-256 of at upload; ``UntrustedSnapshot`` when they are
+    not; False when there is no checksum to compare, or it cannot be told (a composite of other part sizes)."""
+    if stored is None or not entry.s3_checksum:
+        return False
+    same = stored.check(entry.s3_checksum)
+    if same is False:
+        raise UntrustedSnapshot(f"{entry.location} is not what was uploaded: its bytes do not match the SHA-256 S3 "
+                                f"recorded at upload ({entry.s3_checksum})",
+                                "use another snapshot, and find out what replaced this one")
+    if same is None and warn is not None:
+        warn(f"{entry.location} was uploaded in parts of another size than talos-dr's; its bytes could not be checked "
+             f"against the composite SHA-256 S3 recorded ({entry.s3_checksum})")
+    return same is True
+
+
 def fetch(store: SnapshotStore, entry: Entry, dest: Path, *, identities: Sequence[Any] = (),
-          progress: s3.ProgressFn | None = None, overwrite: bool = False) -> tuple[SnapshotDigest, codec.Layers]:
+          progress: s3.ProgressFn | None = None, overwrite: bool = False,
+          warn: Callable[[str], None] | None = None) -> tuple[SnapshotDigest, codec.Layers]:
     """``entry``'s plaintext, decoded and verified, at ``dest`` (nothing there, and no ``.part``, on failure).
 
-    Beyond the trailer: every stored byte must arrive (a short read is an S3 error to retry, not damage), and the
-    SHA-256 and size recorded at upload must be the plaintext's."""
+    Beyond the trailer: every stored byte must arrive (a short read is an S3 error to retry, not damage), the stored
+    bytes must be the ones S3 recorded a SHA-256 of at upload (``UntrustedSnapshot`` otherwise), and the SHA-256 and
+    size recorded at upload must be the plaintext's. Facts that came from tags (which a tagger can change after
+    upload) are believed only against those bytes: when the S3 checksum vouches for the bytes and the trailer passes,
+    a tag that disagrees was rewritten, and ``warn`` is told instead of the snapshot being refused."""
     seen = [0]
+    stored = s3.StoredChecksum() if entry.s3_checksum else None
+    for line in provenance_warnings(entry):
+        if warn is not None:
+            warn(line)
 
     def counted(it: Iterable[bytes]) -> Iterator[bytes]:
         for c in it:
             seen[0] += len(c)
+            if stored is not None:
+                stored.update(c)
             if progress:
                 progress(len(c))
             yield c
@@ -247,11 +302,17 @@ def fetch(store: SnapshotStore, entry: Entry, dest: Path, *, identities: Sequenc
 
         if seen[0] != entry.size:
             raise S3Error(f"reading {entry.location} ended after {seen[0]} of {entry.size} bytes", "retry the download")
-        if entry.sha256 and entry.sha256 != digest.content_sha256:
+        vouched = _vouched_by_s3(entry, stored, warn)
+        tag_only = entry.facts_from_tags and vouched
+        if entry.sha256 and entry.sha256 != digest.content_sha256 and tag_only:
+            if warn is not None:
+                warn(f"the snapshot-sha256 tag of {entry.location} was changed after upload ({entry.sha256[:16]}…); "
+                     "its bytes are the ones S3 recorded at upload and its trailer checks, so the tag is ignored")
+        elif entry.sha256 and entry.sha256 != digest.content_sha256:
             raise CorruptSnapshot(f"{entry.location} is not the snapshot that was stored: its SHA-256 "
                                   f"{digest.content_sha256[:16]}… differs from the {entry.sha256[:16]}… recorded at "
                                   "upload", "use another snapshot; this object was replaced or damaged")
-        if entry.plain_size is not None and entry.plain_size != digest.size:
+        if entry.plain_size is not None and entry.plain_size != digest.size and not tag_only:
             raise CorruptSnapshot(f"{entry.location} decodes to {digest.size} bytes, not the {entry.plain_size} "
                                   "recorded at upload", "use another snapshot; this object was replaced or damaged")
 
@@ -378,6 +439,23 @@ class LocalStore:
         finally:
             os.close(fd)
 
+    def clear_verification(self, entry: Entry) -> Sequence[str]:
+        """Forget ``entry``'s recorded pass (``.verified.json``, under the folder's lock): a verification that failed
+        takes it back. Returns the names forgotten."""
+        assert entry.path is not None
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            snaps = self._catalog()
+            if entry.path.name not in snaps:
+                return []
+            del snaps[entry.path.name]
+            atomic_write(self.root / CATALOG_NAME,
+                         json.dumps({"version": 2, "snapshots": dict(sorted(snaps.items()))}, indent=2) + "\n")
+            return [entry.path.name]
+        finally:
+            os.close(fd)
+
     def record_details(self, name: str) -> dict[str, Any]:
         """The raw catalog entry (per-type counts and all), for callers that show more than ``Verification``."""
         return dict(self._catalog().get(name) or {})
@@ -483,12 +561,17 @@ class S3Store:
             recorded = merged.get(s3.META_SHA256)
             if v.sha256 and recorded and v.sha256 != recorded:
                 v = None  # a verification of other bytes than the object holds does not count
+            # ... nor one of other stored bytes than S3 recorded at upload (the checksum nobody can change)
+            checked = info.tags.get(s3.TAG_VERIFIED_CHECKSUM)
+            if checked and checked != info.checksum_sha256:
+                v = None
         size = merged.get(s3.META_SIZE)
         return Entry(S3, parsed, f"s3://{self.bucket}/{info.key}", info.size, info.last_modified,
                      tier=info.tags.get(tiers.TAG_KEY), sha256=merged.get(s3.META_SHA256), plain_size=int(size) if size and size.isdigit() else None,
                      revision=facts.get("revision"), cluster=merged.get(s3.META_CLUSTER),
                      recorded_taken_at=merged.get(s3.META_TAKEN_AT), source=merged.get(s3.META_SOURCE),
-                     verification=v, key=info.key, described=True)
+                     verification=v, key=info.key, described=True, s3_checksum=info.checksum_sha256,
+                     facts_from_tags=s3.META_SHA256 not in info.metadata and s3.META_SHA256 in info.tags)
 
     def open(self, entry: Entry) -> Iterator[bytes]:
         assert entry.key is not None
@@ -515,6 +598,12 @@ class S3Store:
             codec.encode(_verified_chunks(chunks, hasher, expected_sha256, digests), writer.write, compress=compress,
                          recipients=recipients)
             writer.commit()
+        except AccessDenied as exc:
+            writer.abort()
+            raise AccessDenied(exc.message, "the bucket policy lets only the snapshot Lambda and the roles in "
+                               "snapshotWriters write snapshots (docs/VAULT.md): add yours with `pulumi config set "
+                               "--path 'snapshotWriters[0]' <your role ARN>` and `pulumi up`, or check your "
+                               "credentials") from exc
         except BaseException:
             writer.abort()
             raise
@@ -580,7 +669,15 @@ class S3Store:
             tags[s3.TAG_VERIFIED_KEYS] = str(v.keys)
         if v.sha256:
             tags[TAG_VERIFIED_SHA256] = v.sha256
+        if entry.s3_checksum:
+            tags[s3.TAG_VERIFIED_CHECKSUM] = entry.s3_checksum
         s3.set_tags(self.client, self.bucket, entry.key, tags)
+
+    def clear_verification(self, entry: Entry) -> Sequence[str]:
+        """A verification that failed takes back what claimed the object was good: its ``verified-*`` tags go (the
+        tier and the upload's facts stay). Returns the tag keys removed."""
+        assert entry.key is not None
+        return s3.drop_tags(self.client, self.bucket, entry.key, s3.VERIFIED_TAG_PREFIX)
 
 
 TAG_VERIFIED_SHA256 = "verified-sha256"

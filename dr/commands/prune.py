@@ -6,11 +6,15 @@
 
 Local files follow dr.backup's rule (``--keep-days``; the newest in each folder always stays; ``pre-restore-*``
 safety snapshots and files with other names are never touched). In S3 each snapshot goes when it is older than its
-tier's days (the ``retention`` tag dr.backup and the Lambda set: hourly 2, daily 14, weekly 56, monthly 365 by
-default, as the bucket's lifecycle rules do) or, untagged, older than ``--keep-days``. Never deleted: the newest
-snapshot, the pinned ``latest`` copy, safety snapshots, and any object this tool did not write (no ``source``
-metadata of ours: e.g. talos-backup's). The bucket's lifecycle rules do this on their own; ``prune --s3`` is for a
-principal with ``s3:DeleteObject`` who wants it now (the backup roles have no delete rights).
+tier's days (the ``retention`` tag dr.backup and the Lambda set) or, untagged, older than ``--keep-days``. The tier
+days are the stack's (output ``snapshotRetentionDays``), or else what the bucket's lifecycle rules say; with neither,
+``--s3`` refuses to guess (security review round 3, L3). Never deleted: the newest snapshot (by evidence, as
+``restore latest`` picks it: ``dr.adapters.store.newest``), the pinned ``latest`` copy, safety snapshots, and any
+object this tool did not write (no ``source`` metadata of ours: e.g. talos-backup's).
+
+Who may delete: the bucket policy denies deletes to everyone but the break-glass ``snapshotDeleter`` (docs/VAULT.md);
+the lifecycle rules expire each tier on their own, and the dry run says roughly when. Run ``prune --s3`` without
+``--dry-run`` as that role, when it is configured and something must go now.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from typing import TextIO, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dr.adapters import s3
-from dr.adapters.store import Entry
+from dr.adapters.store import Entry, newest
 from dr.commands import cli
 from dr.commands.backup import prune_local
 from dr.commands.settings import Resolver, add_common_flags
+from dr.core import outputs as keys
 from dr.core import tiers
-from dr.core.errors import ConfigError, NotConfirmed
+from dr.core.errors import AccessDenied, ConfigError, NotConfirmed, SnapshotNotFound
 
 PROG = "dr.prune"
 OURS = ("dr.backup", "schedule", "dr.restore")  # the `source` metadata our writers set
@@ -46,18 +51,21 @@ class S3Decision:
 
 
 def decide_s3(entries: list[Entry], keep_days: float, now: datetime,
-              days: dict[str, int] | None = None) -> list[S3Decision]:
-    """Pure: which described S3 entries to delete, newest first (see the module docstring for the rules)."""
+              days: dict[str, int] | None = None, newest_key: str | None = None) -> list[S3Decision]:
+    """Pure: which described S3 entries to delete, newest first (see the module docstring for the rules).
+    ``newest_key`` is the snapshot ``restore latest`` would pick (kept); None: the newest of ours by name."""
     days = dict(days or tiers.DEFAULT_DAYS)
     ordered = sorted(entries, key=lambda e: (e.name.taken_at, e.name.name), reverse=True)
     out: list[S3Decision] = []
-    newest_done = False
+    newest_done = newest_key is not None
     for e in ordered:
         assert e.key is not None
         when = e.name.taken_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         keep: str | None = None
         if e.name.safety:
             keep = "safety snapshot (never pruned)"
+        elif e.key == newest_key:
+            keep = "newest snapshot (always kept)"
         elif e.source not in OURS:
             keep = "not written by talos-dr (never deleted)"
         elif not newest_done:
@@ -68,12 +76,64 @@ def decide_s3(entries: list[Entry], keep_days: float, now: datetime,
             limit = days.get(e.tier or "", keep_days)
             if e.name.taken_at > now - timedelta(days=limit):
                 keep = f"younger than {limit:g} days ({e.tier or 'untagged'})"
+                if e.tier in days:
+                    keep += f"; lifecycle expires it about {lifecycle_expiry(e.modified, days[e.tier]):%Y-%m-%d}"
         if keep is not None:
             out.append(S3Decision(e.key, when, e.tier, False, keep))
         else:
             limit = days.get(e.tier or "", keep_days)
             out.append(S3Decision(e.key, when, e.tier, True, f"older than {limit:g} days ({e.tier or 'untagged'})"))
     return out
+
+
+def lifecycle_expiry(stored: datetime, days: int) -> datetime:
+    """When a lifecycle Expiration of ``days`` acts on an object S3 stored at ``stored``: days after creation, rounded
+    up to the next midnight UTC (S3 User Guide, lifecycle-expire-general-considerations)."""
+    t = stored.astimezone(UTC) + timedelta(days=days)
+    midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight if midnight == t else midnight + timedelta(days=1)
+
+
+def tier_days_from_lifecycle(rules: list[dict]) -> dict[str, int]:
+    """Pure: tier -> Expiration days from a GetBucketLifecycleConfiguration answer's Rules (enabled rules whose filter
+    names one ``retention`` tag, infra/bucket.py lifecycle_rules)."""
+    days: dict[str, int] = {}
+    for rule in rules:
+        if rule.get("Status") != "Enabled" or "Days" not in (rule.get("Expiration") or {}):
+            continue
+        f = rule.get("Filter") or {}
+        tags = (f.get("And") or {}).get("Tags") or ([f["Tag"]] if "Tag" in f else [])
+        for tag in tags:
+            if tag.get("Key") == tiers.TAG_KEY and tag.get("Value") in tiers.TIERS:
+                days[tag["Value"]] = int(rule["Expiration"]["Days"])
+    return days
+
+
+def stack_tier_days(r: Resolver, client, bucket: str, text: TextIO) -> dict[str, int]:
+    """The tier days the bucket really applies: the stack's output, else its lifecycle rules; else refuse."""
+    try:
+        recorded = r.outputs.get(keys.SNAPSHOT_RETENTION_DAYS)
+    except ConfigError:
+        recorded = None
+    if isinstance(recorded, dict) and set(recorded) >= set(tiers.TIERS):
+        print(f"tier days from the stack (output {keys.SNAPSHOT_RETENTION_DAYS}): "
+              + ", ".join(f"{t} {recorded[t]}" for t in tiers.TIERS), file=text)
+        return {t: int(recorded[t]) for t in tiers.TIERS}
+    try:
+        rules = client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+    except (ClientError, BotoCoreError) as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code != "NoSuchLifecycleConfiguration":
+            raise s3.translate(exc, "reading the lifecycle rules of", bucket) from exc
+        rules = []
+    days = tier_days_from_lifecycle(rules)
+    if set(days) >= set(tiers.TIERS):
+        print("tier days from the bucket's lifecycle rules: " + ", ".join(f"{t} {days[t]}" for t in tiers.TIERS),
+              file=text)
+        return days
+    raise ConfigError(f"the retention days of s3://{bucket} are unknown: no stack output {keys.SNAPSHOT_RETENTION_DAYS} "
+                      "and no lifecycle rule per tier", "run it with the stack's outputs (--stack, or `pulumi up` "
+                      "first); prune never guesses what a bucket keeps")
 
 
 def _confirm(n: int, where: str, yes: bool, stdin: TextIO, out: TextIO) -> None:
@@ -95,7 +155,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     stdin = stdin or sys.stdin
     clock = now or (lambda: datetime.now(UTC))
     p = cli.parser(PROG, "Apply the retention policy now: local snapshots, and with --s3 the bucket's (typed "
-                         "confirmation; needs s3:DeleteObject).", examples=(
+                         "confirmation; only the break-glass snapshotDeleter may delete there).", examples=(
                              "python -m dr.prune                   # local snapshots older than 7 days",
                              "python -m dr.prune --s3 --dry-run    # what would be deleted from the bucket, and why",
                          ))
@@ -124,8 +184,13 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             doc["local"] = [str(x) for x in removed]
         if args.s3:
             store = r.s3_store()
+            days = stack_tier_days(r, store.client, store.bucket, text)
             entries = [store.describe(e) for e in store.list()]
-            decisions = decide_s3(entries, args.keep_days, clock())
+            try:
+                keep = newest(store, now=clock()).key
+            except SnapshotNotFound:
+                keep = None
+            decisions = decide_s3(entries, args.keep_days, clock(), days, newest_key=keep)
             doc["s3"] = [asdict(d) for d in decisions]
             doomed = [d for d in decisions if d.delete]
             for d in decisions:
@@ -136,7 +201,13 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                     try:
                         store.client.delete_object(Bucket=store.bucket, Key=d.key)
                     except (ClientError, BotoCoreError) as exc:
-                        raise s3.translate(exc, "deleting", store.bucket, d.key) from exc
+                        err_ = s3.translate(exc, "deleting", store.bucket, d.key)
+                        if isinstance(err_, AccessDenied):
+                            raise AccessDenied(f"{err_.message}: the bucket policy lets only the break-glass "
+                                               "snapshotDeleter delete", "the lifecycle rules expire these on their "
+                                               "own (the dry run says when); to delete now, run it as the role in "
+                                               "`pulumi config get snapshotDeleter` (docs/VAULT.md)") from exc
+                        raise err_ from exc
                 print(f"deleted {len(doomed)} objects from {store.where} (a versioned bucket keeps them as "
                       "noncurrent versions until its lifecycle rule expires them)", file=text)
             elif not doomed:

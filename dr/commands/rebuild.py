@@ -3,8 +3,10 @@
 For an operator who still has the backup bucket and their age identity, and nothing else. In order, each step said
 before it runs:
 
-1. find ``recovery/<cluster>.kit.age`` in the bucket and decrypt it with the identity (``--cluster`` picks one when
-   the bucket holds several);
+1. find ``recovery/<cluster>.kit.age`` in the bucket (``--cluster`` picks one when the bucket holds several), show its
+   version history and who wrote each version, ask before using a kit newer than the last one this machine saw,
+   download it checked against the SHA-256 S3 recorded at upload, decrypt it with the identity, and refuse settings
+   this talos-dr does not know;
 2. ask EC2 which of the kit's data volumes still exist (and whether something still has them attached), and for
    each lost one the newest snapshot of it;
 3. create the stack (the kit's, or ``--stack``) in this checkout through the Automation API, or continue one an
@@ -16,6 +18,12 @@ before it runs:
 
 Nothing is deleted, stopped or detached: what is in the way is said, with the command that would clear it.
 ``--dry-run`` stops after step 2 and prints the plan.
+
+Who wrote a kit: age encrypts to public keys, so a kit that decrypts proves nothing about its author (security review
+round 3, M1). The bucket policy lets only the deployers write under ``recovery/`` (docs/VAULT.md), and ``pulumi up``
+records the deployer's ARN in each version's ``written-by`` metadata, which is what the history shows. S3 itself does
+not record who wrote an object; CloudTrail data events do, when they are turned on. This machine remembers the last
+kit version it saw in ``.talos/recovery-kits-seen.json`` (0600).
 """
 
 from __future__ import annotations
@@ -24,21 +32,24 @@ import argparse
 import os
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from dr.adapters import ec2, kit_store, pulumi_stack, s3
+from dr.adapters import ec2, kit_store, logs, pulumi_stack, s3
 from dr.adapters.fsutil import atomic_write
 from dr.adapters.stack_outputs import PROJECT_DIR
 from dr.commands import cli
 from dr.core import rebuild_plan
 from dr.core import recovery_kit as kits
 from dr.core.age_keys import AgeKeyError, parse_identities
-from dr.core.errors import ConfigError, RecoveryKitError
+from dr.core.errors import ConfigError, RecoveryKitError, UntrustedKit
+from dr.core.timefmt import iso_utc
 from dr.core.volume_snapshots import data_volume_tag_value, newest_completed
 
 PROG = "dr.rebuild"
 IDENTITY_ENV = "DR_AGE_IDENTITY_FILE"
+TALOS_DIR_ENV = "DR_TALOS_DIR"
 
 
 def _say(out: TextIO, text: str) -> None:
@@ -101,23 +112,93 @@ def _finish(out: TextIO, p: rebuild_plan.Plan) -> None:
         _say(out, f"  {cmd}")
 
 
-def run(args: argparse.Namespace, out: TextIO) -> int:
+def _choose_version(history: list[kits.KitVersion], wanted: str | None, where: str) -> kits.KitVersion:
+    if not history:
+        raise RecoveryKitError(f"{where} has no stored version", "check --bucket and --cluster")
+    if wanted is None:
+        current = [v for v in history if v.latest]
+        return current[0] if current else history[0]
+    for v in history:
+        if v.version_id == wanted:
+            return v
+    raise RecoveryKitError(f"{where} has no version {wanted}", "pick one from the history above (--kit-version ID)")
+
+
+def _confirm_newer(where: str, version: kits.KitVersion, seen: dict, accept: bool, stdin: TextIO, out: TextIO) -> None:
+    """Ask before using a kit newer than the one this machine last saw: a new version is what a forger would write."""
+    _say(out, f"   This machine last saw version {seen.get('versionId')} of {where} (stored {seen.get('lastModified')}); "
+              f"version {version.version_id} (stored {iso_utc(version.last_modified)}, written by "
+              f"{version.written_by or 'not recorded'}) is newer.")
+    if accept:
+        _say(out, "   --accept-newer-kit: using it.")
+        return
+    hint = ("if a `pulumi up` since then explains it, run again with --accept-newer-kit; otherwise pass "
+            f"--kit-version {seen.get('versionId')} and find out who wrote the new one (CloudTrail)")
+    if not getattr(stdin, "isatty", lambda: False)():
+        raise UntrustedKit(f"{where} is newer than the kit this machine last saw, and there is no terminal to "
+                           "confirm it", hint)
+    print("   Use this newer kit? Type `yes` (anything else stops): ", end="", file=out, flush=True)
+    if stdin.readline().strip() != "yes":
+        raise UntrustedKit(f"the newer kit {where} was not accepted; nothing was changed", hint)
+
+
+def _read_kit(args: argparse.Namespace, client, identities, identity_file: str, talos_dir: Path, out: TextIO,
+              stdin: TextIO) -> kits.Kit:
+    key = _pick_kit(client, args.bucket, args.cluster)
+    where = f"s3://{args.bucket}/{key}"
+    history = kit_store.versions(client, args.bucket, key)
+    version = _choose_version(history, args.kit_version, where)
+    _say(out, f"   {where}: {len(history)} version(s), newest first (`written by` is the ARN `pulumi up` recorded in "
+              "the object's metadata; S3 itself does not record the writer, CloudTrail data events do):")
+    for line in kits.history_lines(history[:kit_store.HISTORY], version.version_id):
+        _say(out, f"     {line}")
+    odd = kits.unlike_the_others(history[:kit_store.HISTORY])
+    if odd:
+        _say(out, f"   warning: {odd}; make sure that was one of your deployers before going on.")
+    seen = kit_store.load_seen(talos_dir).get(where)
+    if seen is None:
+        _say(out, f"   This machine has not seen a kit of {where} before ({talos_dir / kit_store.SEEN_FILE}).")
+    elif kits.newer_than_seen(version, seen, history):
+        _confirm_newer(where, version, seen, args.accept_newer_kit, stdin, out)
+    _say(out, f"   Downloading version {version.version_id} and decrypting it with {identity_file} ...")
+    data = kit_store.get_kit(client, args.bucket, key, version)
+    if version.checksum_sha256:
+        _say(out, "   Its bytes match the SHA-256 S3 recorded when it was uploaded.")
+    else:
+        _say(out, "   note: S3 recorded no SHA-256 for this version (written before talos-dr asked for one).")
+    try:
+        kit = kits.unseal(data, identities, where=where)
+    except kits.KitError as exc:
+        raise RecoveryKitError(str(exc), "use the age identity whose public key is in ageRecipients, or an older "
+                                         "version of the kit (--kit-version; the bucket is versioned)") from exc
+    unknown = kits.unknown_settings(kit)
+    if unknown:
+        raise UntrustedKit(f"{where} carries settings this talos-dr does not know: {', '.join(unknown)}",
+                           "rebuild with the talos-dr checkout that wrote it, or an older version of the kit "
+                           "(--kit-version); a kit anyone can encrypt to your key is not imported on trust")
+    kit_store.record_seen(talos_dir, where, version, iso_utc(datetime.now(UTC)))
+    return kit
+
+
+def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> int:
+    stdin = stdin or sys.stdin
     work_dir = Path(args.project_dir or PROJECT_DIR).resolve()
+    talos_dir = Path(args.talos_dir or os.environ.get(TALOS_DIR_ENV) or work_dir / ".talos")
     identity_file = args.identity or os.environ.get(IDENTITY_ENV)
     if not identity_file:
         raise ConfigError("no age identity given", f"pass --identity FILE (or set {IDENTITY_ENV})")
     identities = _identities(identity_file)
+    try:
+        mode = os.stat(identity_file).st_mode & 0o777
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        # security review round 3, L6: the identity decrypts every kit and snapshot
+        _say(out, f"warning: {identity_file} is readable by others (mode {mode:o}); `chmod 600 {identity_file}`")
 
     _say(out, f"1. Looking for the recovery kit in s3://{args.bucket}/{kits.KIT_PREFIX} ...")
     client = s3.make_client(args.region)
-    key = _pick_kit(client, args.bucket, args.cluster)
-    _say(out, f"   Downloading s3://{args.bucket}/{key} and decrypting it with {identity_file} ...")
-    try:
-        kit = kits.unseal(kit_store.get_kit(client, args.bucket, key), identities,
-                          where=f"s3://{args.bucket}/{key}")
-    except kits.KitError as exc:
-        raise RecoveryKitError(str(exc), "use the age identity whose public key is in ageRecipients, or an older "
-                                         "version of the kit (the bucket is versioned)") from exc
+    kit = _read_kit(args, client, identities, identity_file, talos_dir, out, stdin)
     _say(out, f"   Kit of cluster {kit.cluster_name}, stack {kit.stack}, region {kit.region}, "
               f"bucket {kit.bucket}, {len(kit.data_volumes)} data volume(s).")
     if kit.bucket != args.bucket:
@@ -150,7 +231,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             _say(out, f"   {'Created' if handle.created else 'Selected the existing'} stack {stack}; it holds "
                       f"{len(state_urns)} resource(s).")
         p = rebuild_plan.plan(kit, bucket=args.bucket, secrets_file=str(secrets_file), volumes=volumes,
-                              newest_snapshots=newest, stack=stack, state_urns=state_urns)
+                              newest_snapshots=newest, stack=stack, state_urns=state_urns,
+                              log_group=logs.log_group_exists(region, rebuild_plan.log_group_name(kit.cluster_name)))
         _print_plan(out, p, work_dir)
         if args.dry_run or handle is None:
             _say(out, "\n--dry-run: nothing was created or changed.")
@@ -176,7 +258,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         stdin: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     p = cli.parser(PROG, "Rebuild a lost Pulumi stack from the recovery kit in the backup bucket: decrypt it, create "
@@ -190,5 +273,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                                     "kit's for EC2)")
     p.add_argument("--project-dir", help="the talos-dr checkout holding Pulumi.yaml (default: this one)")
     p.add_argument("--dry-run", action="store_true", help="read the kit and AWS, print the plan, change nothing")
+    p.add_argument("--kit-version", help="use this version of the kit (an S3 version id from the history it prints)")
+    p.add_argument("--accept-newer-kit", action="store_true",
+                   help="use a kit newer than the one this machine last saw without asking")
+    p.add_argument("--talos-dir", help=f"local state folder holding the record of kits seen (env {TALOS_DIR_ENV}; "
+                                       "default: .talos in the project folder)")
     args = p.parse_args(argv)
-    return cli.run(PROG, lambda: run(args, out), debug=args.debug, err=err)
+    return cli.run(PROG, lambda: run(args, out, stdin), debug=args.debug, err=err)

@@ -42,7 +42,7 @@ from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
 from dr.core import naming
-from dr.core.errors import CorruptSnapshot, DRError, VerifyMismatch
+from dr.core.errors import CorruptSnapshot, DRError, IntegrityError, VerifyMismatch
 from dr.core.timefmt import iso_utc
 
 PROG = "dr.verify"
@@ -186,6 +186,10 @@ def check_integrity(f: Fetched, report: Report) -> None:
     if f.entry is None:
         return
     recorded = f.entry.sha256
+    if f.entry.s3_checksum:
+        report.checks.append("stored bytes checked against the SHA-256 S3 recorded at upload")
+    if recorded and recorded != f.digest.content_sha256 and f.entry.facts_from_tags and f.entry.s3_checksum:
+        return  # a tag rewritten after upload: store.fetch checked the bytes against S3's checksum and warned
     if recorded and recorded != f.digest.content_sha256:  # store.fetch refuses this already; kept as a guard
         raise CorruptSnapshot(f"{f.origin} is not the snapshot that was uploaded: its SHA-256 "
                               f"{f.digest.content_sha256[:16]}… differs from the {recorded[:16]}… recorded at upload",
@@ -261,6 +265,33 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
               "(`python -m dr.list` will not show it as verified)", file=err)
 
 
+def take_back(spec: str, f: Fetched | None, r: Resolver, err: TextIO) -> None:
+    """A verification that failed clears what claimed the snapshot was good (security review round 3, L1): the
+    object's ``verified-*`` tags, or the local catalog's record, so `latest-verified` and `list` stop vouching for
+    it. Best effort: the failure itself is what the command reports."""
+    from dr.commands.source import resolve
+
+    try:
+        if f is not None and f.entry is not None and f.store is not None:
+            store, entry = f.store, f.entry
+        elif f is not None:
+            store = LocalStore(f.path.parent)
+            entry = store.entry(f.path, naming.parse(f.path.name) or naming.SnapshotName(
+                f.path.name, f.path.name, datetime.now(UTC), "unknown"))
+        elif Path(spec).is_file():
+            path = Path(spec)
+            store = LocalStore(path.parent)
+            entry = store.entry(path, naming.parse(path.name) or naming.SnapshotName(
+                path.name, path.name, datetime.now(UTC), "unknown"))
+        else:
+            store, entry = resolve(spec, r, None)
+        cleared = store.clear_verification(entry)  # type: ignore[attr-defined]
+    except (DRError, OSError, AttributeError):
+        return
+    if cleared:
+        print(f"{PROG}: the earlier pass recorded for {entry.location} was cleared ({', '.join(cleared)})", file=err)
+
+
 def _print_text(report: Report, out: TextIO) -> None:
     print(f"verifying {report.source}", file=out)
     for c in report.checks:
@@ -326,6 +357,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         base = Path(args.tmp_dir) if args.tmp_dir else Path(tempfile.gettempdir())
         base.mkdir(parents=True, exist_ok=True)
         downloads = Path(tempfile.mkdtemp(prefix="dr-verify-download-", dir=base))
+        f: Fetched | None = None
+        reading_against = [False]  # True while the --against snapshot is being read: its failure takes nothing back
         try:
             t0 = time.monotonic()
             f = fetch(args.snapshot, r, downloads, err)
@@ -333,9 +366,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             check_integrity(f, report)
             status = check_database(f, report)
             # Its own folder: two objects with the same name in different buckets or prefixes must not collide.
+            reading_against[0] = True
             g = fetch(args.against, r, downloads / "against", err) if args.against else None
             if g is not None:
                 check_database(g, Report(source=g.origin))
+            reading_against[0] = False
             report.seconds["integrity"] = round(time.monotonic() - t0, 3)
             print(f"{PROG}: restoring {f.origin} into a throwaway etcd under {base} ...", file=err, flush=True)
             t1 = time.monotonic()
@@ -360,6 +395,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             check_content(f, status, content, report)
             record(f, r, report, content, err)
             report.ok = True
+        except (IntegrityError, VerifyMismatch):
+            if not reading_against[0]:
+                take_back(args.snapshot, f, r, err)
+            raise
         finally:
             shutil.rmtree(downloads, ignore_errors=True)
         if args.json:

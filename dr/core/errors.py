@@ -38,6 +38,8 @@ class ExitCode(IntEnum):
     LOCAL_PATH = 25  # a local file or folder cannot be used: permissions, read-only, missing, not a folder
     STATUS_WARN = 26  # `talos-dr status`: nothing is failing, but something needs attention (or could not be checked)
     STATUS_FAIL = 27  # `talos-dr status`: something is failing (stale or missing backups, an etcd alarm, ...)
+    UNTRUSTED_KIT = 37  # the recovery kit fails a trust check: unknown settings, bytes S3 did not record, or refused
+    UNTRUSTED_SNAPSHOT = 38  # a stored snapshot's bytes differ from the checksum S3 recorded when it was uploaded
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -152,6 +154,21 @@ class RecoveryKitError(DRError):
     exit_code = ExitCode.RECOVERY_KIT
 
 
+class UntrustedKit(RecoveryKitError):
+    """The recovery kit decrypts, but is not one to import: settings this talos-dr does not know, bytes that differ
+    from the checksum S3 recorded at upload, or a kit newer than this machine last saw that the operator did not
+    accept."""
+
+    exit_code = ExitCode.UNTRUSTED_KIT
+
+
+class UntrustedSnapshot(IntegrityError):
+    """A stored snapshot's bytes differ from the checksum S3 recorded when it was uploaded (which nobody can change
+    afterwards): the object is not what was written."""
+
+    exit_code = ExitCode.UNTRUSTED_SNAPSHOT
+
+
 class LocalPathError(DRError):
     """A local file or folder this command needs cannot be used (and it is the user's to fix, not a bug)."""
 
@@ -188,5 +205,8 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
     ExitCode.STATUS_WARN: "talos-dr status: warnings only (something needs attention soon, or could not be checked)",
     ExitCode.STATUS_FAIL: "talos-dr status: something is failing; each FAIL line names the command that fixes it",
+    ExitCode.UNTRUSTED_KIT: "the recovery kit is not one to import: unknown settings, bytes S3 did not record at "
+                            "upload, or newer than this machine last saw and not accepted (dr.rebuild)",
+    ExitCode.UNTRUSTED_SNAPSHOT: "the snapshot's bytes differ from the checksum S3 recorded at upload",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }

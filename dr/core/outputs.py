@@ -37,6 +37,12 @@ PLAIN_OUTPUTS = (
 SECRET_OUTPUTS = (TALOSCONFIG, KUBECONFIG, CONTROLPLANE_CONFIG, TALOS_MACHINE_SECRETS)
 ALL_OUTPUTS = PLAIN_OUTPUTS + SECRET_OUTPUTS
 
+# The lifecycle expiry days of each retention tier ({"hourly": 2, ...}), as the bucket's lifecycle rules apply them;
+# `talos-dr prune --s3` reads it (a stack from before it existed lacks it: prune then reads the bucket's lifecycle).
+SNAPSHOT_RETENTION_DAYS = "snapshotRetentionDays"
+# Outputs of the vault, exported by every stack but kept out of ALL_OUTPUTS (the sandbox does not produce them).
+VAULT_OUTPUTS = (SNAPSHOT_RETENTION_DAYS,)
+
 # Outputs of the snapshot schedule, exported only when scheduledSnapshots is on. Kept out of ALL_OUTPUTS: that is
 # what the DR commands rely on (and what the sandbox produces); these are for people and dashboards.
 SNAPSHOT_FUNCTION_NAME = "snapshotFunctionName"

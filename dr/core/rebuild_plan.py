@@ -32,6 +32,12 @@ from dr.core.recovery_kit import Kit
 BUCKET_TYPE = "aws:s3/bucket:Bucket"
 VOLUME_TYPE = "aws:ebs/volume:Volume"
 SECRETS_TYPE = "talos:machine/secrets:Secrets"
+LOG_GROUP_TYPE = "aws:cloudwatch/logGroup:LogGroup"
+# The provider plugin versions the program's SDKs pin (requirements.txt: pulumi-aws, pulumiverse-talos; a test keeps
+# them equal). Each import names its version, so `pulumi import` does not pick whichever plugin happens to be
+# installed and the next `up` does not switch default providers (pulumi-aws review round 3, minor 7; the import
+# file's per-resource "version", https://www.pulumi.com/docs/iac/cli/commands/pulumi_import/).
+PROVIDER_VERSIONS = {"aws": "7.51.1", "talos": "0.8.1"}
 ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 PROVIDER_TYPE_PREFIX = "pulumi:providers:"
 PROJECT_NS = "talos-dr:"
@@ -43,7 +49,18 @@ def components(cluster: str) -> dict[str, tuple[str, str]]:
         "node": ("talos-dr:node:Node", cluster),
         "bucket": ("talos-dr:bucket:BackupBucket", f"{cluster}-etcd-backups"),
         "talos": ("talos-dr:talos:TalosCluster", cluster),
+        "schedule": ("talos-dr:schedule:SnapshotSchedule", cluster),
     }
+
+
+def log_group_name(cluster: str) -> str:
+    """The snapshot Lambda's log group (infra/schedule.py names it so; a fixed name survives the lost stack)."""
+    return f"/talos-dr/{cluster}/snapshots"
+
+
+def _scheduled(kit: Kit) -> bool:
+    raw = kit.config.get(f"{PROJECT_NS}scheduledSnapshots", "true")
+    return str(raw).strip().lower() not in ("false", "0", "no")
 
 
 @dataclass(frozen=True)
@@ -123,11 +140,12 @@ def stack_config(kit: Kit, bucket: str, restored_from: Mapping[str, str]) -> tup
 
 def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, VolumeFacts | None],
          newest_snapshots: Mapping[str, str], stack: str | None = None,
-         state_urns: Sequence[str] = ()) -> Plan:
+         state_urns: Sequence[str] = (), log_group: bool | None = False) -> Plan:
     """The rebuild of ``kit``'s stack (or ``stack``) from what still exists.
 
     ``volumes``: the kit's volume ids -> what EC2 says (None: gone); ``newest_snapshots``: volume name -> the newest
-    completed snapshot of it; ``state_urns``: what the stack already holds (a re-run after an interruption).
+    completed snapshot of it; ``state_urns``: what the stack already holds (a re-run after an interruption);
+    ``log_group``: whether the old stack's snapshot log group still exists (None: not known).
     """
     stack = stack or kit.stack
     cluster = kit.cluster_name
@@ -157,6 +175,17 @@ def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, Volu
                             "attaches to one instance, so `pulumi up` cannot attach it to the new node. If that is "
                             "the old node, stop or terminate it yourself (this command deletes nothing): "
                             f"`aws ec2 terminate-instances --instance-ids {' '.join(facts.attached_to)}`")
+    if _scheduled(kit):
+        name = log_group_name(cluster)
+        if log_group:
+            # Its name is fixed: left in place, `pulumi up` would fail creating it ("already exists", pulumi-aws
+            # review round 3, minor 2). Imported, the new stack takes it over with its logs.
+            imports.append(Import("snapshot-logs", LOG_GROUP_TYPE, f"{cluster}-logs", name, "schedule",
+                                  f"the snapshot Lambda's log group {name}"))
+        elif log_group is None:
+            notes.append(f"could not ask CloudWatch Logs whether {name} still exists; if it does, `pulumi up` fails "
+                         f"creating it: import it (`pulumi import {LOG_GROUP_TYPE} {cluster}-logs {name}`) or delete "
+                         f"it (`aws logs delete-log-group --log-group-name {name}`) first")
     config, changes = stack_config(kit, bucket, restored_from)
     notes = changes + notes
 
@@ -190,6 +219,7 @@ def import_file(p: Plan) -> dict[str, Any]:
         {"type": typ, "name": ref, "logicalName": logical, "component": True}
         for ref, (typ, logical) in components(p.cluster).items() if ref in needed and ref not in name_table
     ]
-    resources += [{"type": i.type, "name": i.ref, "logicalName": i.logical_name, "id": i.id, "parent": i.parent}
+    resources += [{"type": i.type, "name": i.ref, "logicalName": i.logical_name, "id": i.id, "parent": i.parent,
+                   "version": PROVIDER_VERSIONS[i.type.split(":", 1)[0]]}
                   for i in p.imports]
     return {"nameTable": name_table, "resources": resources} if name_table else {"resources": resources}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pyrage
@@ -29,6 +30,10 @@ from pyrage import x25519
 from dr.core import outputs as out
 
 KIT_PREFIX = "recovery/"
+# Object metadata (x-amz-meta-written-by) naming the principal whose `pulumi up` wrote a kit version. S3 itself does
+# not record who wrote an object (only CloudTrail data events do); this is what the writer said, and the bucket policy
+# lets only the deployers write under recovery/ (docs/VAULT.md).
+WRITTEN_BY = "written-by"
 KIT_SUFFIX = ".kit.age"
 KIT_FORMAT = "talos-dr-recovery-kit"
 KIT_VERSION = 1
@@ -38,6 +43,30 @@ BUNDLE_SECTIONS = ("cluster", "secrets", "trustdinfo", "certs")
 # recipients new snapshots are encrypted to.
 KIT_OUTPUTS = (out.BUCKET, out.SNAPSHOT_PREFIX, out.AWS_REGION, out.CLUSTER_NAME, out.CLUSTER_ENDPOINT,
                out.NODE_PUBLIC_IP, out.TALOS_VERSION, out.SNAPSHOT_AGE_RECIPIENTS)
+
+
+# The settings a kit may carry, and so the only ones `talos-dr rebuild` sets on a new stack (security review round 3,
+# M1: a kit is encrypted to public recipients, so decrypting proves nothing about its author). The project's keys are
+# infra.config.PROJECT_KEYS (dr may not import infra; tests/core/test_recovery_kit_trust.py keeps the two equal); the
+# AWS provider's are its configuration variables (pulumi-aws 7.51.1 pulumi_aws/config/vars.py).
+PROJECT_NS = "talos-dr:"
+PROJECT_SETTINGS = (
+    "clusterName", "availabilityZone", "instanceType", "talosVersion", "kubernetesVersion", "adminCidrs",
+    "allowWorldAccess", "rootVolumeSize", "dataVolumes", "dataVolumeSnapshotSchedule", "dataVolumeSnapshotRetain",
+    "vpcCidr", "subnetCidr", "bucketName", "snapshotRetentionHourlyDays", "snapshotRetentionDailyDays",
+    "snapshotRetentionWeeklyDays", "snapshotRetentionMonthlyDays", "snapshotObjectLockDays", "snapshotReaders",
+    "snapshotWriters", "snapshotDeleter", "deployers", "argocdChartVersion", "kubernetesSecrets", "snapshotSchedule",
+    "scheduledSnapshots", "snapshotLambdaWheelDir", "ageRecipients", "alertEmails",
+)
+AWS_SETTINGS = (
+    "accessKey", "allowedAccountIds", "assumeRoleWithWebIdentity", "assumeRoles", "customCaBundle", "defaultTags",
+    "ec2MetadataServiceEndpoint", "ec2MetadataServiceEndpointMode", "endpoints", "forbiddenAccountIds", "httpProxy",
+    "httpsProxy", "ignoreTags", "insecure", "maxRetries", "noProxy", "profile", "region", "retryMode", "s3UsEast1RegionalEndpoint",
+    "s3UsePathStyle", "secretKey", "sharedConfigFiles", "sharedCredentialsFiles", "skipCredentialsValidation",
+    "skipMetadataApiCheck", "skipRegionValidation", "skipRequestingAccountId", "stsRegion", "tagPolicyCompliance",
+    "token", "tokenBucketRateLimiterCapacity", "useDualstackEndpoint", "useFipsEndpoint", "userAgents",
+)
+KNOWN_SETTINGS = frozenset({*(PROJECT_NS + k for k in PROJECT_SETTINGS), *("aws:" + k for k in AWS_SETTINGS)})
 
 
 class KitError(ValueError):
@@ -190,3 +219,65 @@ def unseal(ciphertext: bytes, identities: Sequence[x25519.Identity], *, where: s
                            "is in the stack's ageRecipients (`age-keygen -y FILE` prints it)") from exc
         raise KitError(f"{where} cannot be decrypted ({exc}); it may be damaged") from exc
     return decode(plaintext)
+
+
+def unknown_settings(kit: Kit) -> list[str]:
+    """The kit's settings this talos-dr does not know (plain and secret), sorted: a kit carrying any is not imported."""
+    return sorted(k for k in {*kit.config, *kit.secret_config} if k not in KNOWN_SETTINGS)
+
+
+@dataclass(frozen=True)
+class KitVersion:
+    """One stored version of a kit object, as S3 lists it. ``written_by`` is the object's ``written-by`` metadata:
+    what the writer said (infra/recovery_kit.py records the deployer's ARN); S3 does not record who wrote an object
+    (CloudTrail data events do). ``checksum_sha256`` is the SHA-256 S3 recorded at upload (base64), which nobody can
+    change afterwards."""
+
+    version_id: str
+    last_modified: datetime
+    size: int
+    latest: bool
+    written_by: str | None = None
+    checksum_sha256: str | None = None
+
+
+def history_lines(versions: Sequence[KitVersion], chosen: str | None = None) -> list[str]:
+    """One line per version, newest first, the chosen one marked."""
+    out = []
+    for v in versions:
+        mark = "*" if v.version_id == chosen else " "
+        who = v.written_by or "not recorded"
+        out.append(f"{mark} {v.last_modified.strftime('%Y-%m-%dT%H:%M:%SZ')}  version {v.version_id}  {v.size} bytes  "
+                   f"written by {who}{'  (current)' if v.latest else ''}")
+    return out
+
+
+def unlike_the_others(versions: Sequence[KitVersion]) -> str | None:
+    """Why the newest version deserves a second look, or None: written by a principal none of the older versions
+    name (a kit is rewritten by every `pulumi up`, so its history normally shows the same deployers)."""
+    if len(versions) < 2:
+        return None
+    newest, older = versions[0], versions[1:]
+    writers = {v.written_by for v in older if v.written_by}
+    if newest.written_by and writers and newest.written_by not in writers:
+        return (f"the newest version was written by {newest.written_by}, and none of the {len(older)} older ones "
+                f"were (they name {', '.join(sorted(writers))})")
+    if not newest.written_by and writers:
+        return "the newest version does not say who wrote it, and the older ones do"
+    return None
+
+
+def newer_than_seen(version: KitVersion, seen: Mapping[str, Any] | None, history: Sequence[KitVersion] = ()) -> bool:
+    """True when this machine last saw another, older version of the kit (``seen``: the local record). ``history``
+    (newest first, as S3 lists it) orders versions stored within the same second; without the seen version in it,
+    the stored times decide, a tie counting as newer."""
+    if not seen or seen.get("versionId") == version.version_id:
+        return False
+    ids = [v.version_id for v in history]
+    if seen.get("versionId") in ids and version.version_id in ids:
+        return ids.index(version.version_id) < ids.index(str(seen.get("versionId")))
+    try:
+        when = datetime.fromisoformat(str(seen.get("lastModified")))
+    except ValueError:
+        return True
+    return version.last_modified >= when

@@ -84,7 +84,7 @@ def newest_snapshot(props: dict[str, Any]) -> Newest | None:
     from dr.adapters.store import S3Store, newest
     from dr.core.errors import SnapshotNotFound
 
-    store = S3Store(s3.make_client(props.get("region") or None), props["bucket"],
+    store = S3Store(s3.make_client(props.get("region") or None, profile=props.get("profile") or None), props["bucket"],
                     props.get("prefix") or outputs.DEFAULT_SNAPSHOT_PREFIX)
     try:
         e = newest(store)
@@ -189,7 +189,7 @@ def trigger_snapshot(props: dict[str, Any]) -> dict[str, Any]:
     )
     from dr.adapters import s3
 
-    client = s3.make_client(props.get("region") or None)
+    client = s3.make_client(props.get("region") or None, profile=props.get("profile") or None)
     creds = lh.read_credentials(settings.bucket, settings.credential_key, client)
     return lh.take_snapshot(settings, creds, s3_client=client).to_dict()
 
@@ -201,7 +201,8 @@ def _invoke_lambda(props: dict[str, Any]) -> dict[str, Any]:
 
     fn = props["function_name"]
     # The run streams a whole snapshot; don't let botocore's 60 s read timeout (and its retries) re-run it.
-    client = boto3.client("lambda", region_name=props.get("region") or None,
+    factory = boto3.Session(profile_name=props["profile"]) if props.get("profile") else boto3
+    client = factory.client("lambda", region_name=props.get("region") or None,
                           config=Config(read_timeout=900, connect_timeout=10, retries={"max_attempts": 1}))
     try:
         resp = client.invoke(FunctionName=fn, InvocationType="RequestResponse",
@@ -234,7 +235,7 @@ def verify_object(props: dict[str, Any], key: str, expected_sha256: str | None) 
     from dr.core.errors import SnapshotEncrypted
     from dr.core.integrity import CHUNK, TrailerHasher
 
-    client = s3.make_client(props.get("region") or None)
+    client = s3.make_client(props.get("region") or None, profile=props.get("profile") or None)
     where = f"s3://{props['bucket']}/{key}"
     hasher = TrailerHasher(where)
     try:
@@ -378,6 +379,10 @@ class EtcdSnapshotScheduleArgs:
     credential_key: pulumi.Input[str] | None = None  # the credential object in the bucket (in-process runs)
     credential_not_after: pulumi.Input[str] | None = None  # the deployed certificate's end (ISO 8601 UTC)
     log_group: pulumi.Input[str] | None = None  # where the Lambda logs, named in failure messages
+    # The shared-config profile the program's AWS provider uses (`pulumi config set aws:profile`); None: read from the
+    # stack's config. The clients this provider makes use it, so preview and up talk to the stack's account, not
+    # whatever AWS_PROFILE says (pulumi-aws review round 3, minor 6). Static keys in the stack config are not passed.
+    profile: pulumi.Input[str] | None = None
 
 
 class EtcdSnapshotSchedule(pulumi.dynamic.Resource):
@@ -402,6 +407,7 @@ class EtcdSnapshotSchedule(pulumi.dynamic.Resource):
             "credential_key": args.credential_key,
             "credential_not_after": args.credential_not_after,
             "log_group": args.log_group,
+            "profile": args.profile if args.profile is not None else pulumi.Config("aws").get("profile"),
             "backups": None,
             **{k: None for k in OUTPUT_KEYS},
         }

@@ -36,6 +36,7 @@ SECRET_VALUE = '{"argocd/repo-creds": {"password": "hunter2-not-on-argv"}}'
 def world(aws_env, monkeypatch, tmp_path, s3_client, bucket):
     """A bucket with a kit, one surviving data volume and one lost one (with a DLM snapshot), a checkout, a key."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", aws_env)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", aws_env)
     cluster = f"c{uuid.uuid4().hex[:8]}"
     ec2 = ec2_adapter.make_client("us-east-1")
     tag = f"prod/{cluster}"
@@ -181,3 +182,139 @@ def test_dry_run_changes_nothing(world):
     assert res.code == 0, res
     assert "Plan for stack prod" in res.out and "--dry-run: nothing was created or changed" in res.out
     assert world["fake"].argv() == []
+
+
+# --- who wrote the kit, and whether this machine has seen it (security review round 3, M1) -------------------------
+
+DEPLOYER = "arn:aws:iam::123456789012:role/deployer"
+
+
+def _put_kit(w, s3_client, kit, writer: str | None = DEPLOYER) -> str:
+    sealed = kits.seal(kit, [x25519.Recipient.from_str(w["key"].recipient)])
+    meta = {kits.WRITTEN_BY: writer} if writer else {}
+    return s3_client.put_object(Bucket=w["bucket"], Key=kits.kit_key(w["cluster"]), Body=sealed, Metadata=meta,
+                                ChecksumAlgorithm="SHA256")["VersionId"]
+
+
+def test_rebuild_shows_the_history_and_who_wrote_each_version_and_remembers_the_one_it_used(world, s3_client):
+    w = world
+    first = _put_kit(w, s3_client, w["kit"])
+    res = rebuild_cli(w, "--dry-run")
+    assert res.code == 0, res
+    assert "2 version(s)" in res.out
+    assert f"version {first}" in res.out and f"written by {DEPLOYER}  (current)" in res.out
+    assert "written by not recorded" in res.out  # the fixture's first version has no metadata
+    assert "S3 itself does not record the writer" in res.out
+    assert "match the SHA-256 S3 recorded" in res.out
+    assert "has not seen a kit" in res.out
+    seen = w["project"] / ".talos" / "recovery-kits-seen.json"
+    assert oct(seen.stat().st_mode & 0o777) == "0o600"
+    record = json.loads(seen.read_text())["kits"][f"s3://{w['bucket']}/{kits.kit_key(w['cluster'])}"]
+    assert record["versionId"] == first and record["checksumSHA256"]
+
+
+def test_a_kit_newer_than_this_machine_saw_is_refused_without_a_yes_and_flagged_when_its_writer_is_new(world, s3_client):
+    w = world
+    _put_kit(w, s3_client, w["kit"])
+    _put_kit(w, s3_client, w["kit"])
+    assert rebuild_cli(w, "--dry-run").code == 0  # seen: the deployer's newest
+    forged_config = {**w["kit"].config, "talos-dr:adminCidrs": '["0.0.0.0/0"]'}
+    forged = _put_kit(w, s3_client, kits.Kit(**{**w["kit"].__dict__, "config": forged_config}),
+                      writer="arn:aws:iam::123456789012:role/intruder")
+    res = rebuild_cli(w, "--dry-run")
+    assert res.code == ExitCode.UNTRUSTED_KIT == 37, res
+    assert "newer than the kit this machine last saw" in res.err and "--accept-newer-kit" in res.err
+    assert "warning: the newest version was written by arn:aws:iam::123456789012:role/intruder" in res.out
+    assert w["fake"].argv() == [] or all(a[:1] != ["import"] for a in w["fake"].argv())
+    # a typed "no" stops too; "yes" (or the flag) goes on, and the newer one becomes the one seen
+    assert run_cli(rebuild.main, "--identity", str(w["key"].identity_file), "--bucket", w["bucket"],
+                   "--project-dir", str(w["project"]), "--dry-run", stdin=_Tty("no\n")).code == 37
+    res = run_cli(rebuild.main, "--identity", str(w["key"].identity_file), "--bucket", w["bucket"],
+                  "--project-dir", str(w["project"]), "--dry-run", stdin=_Tty("yes\n"))
+    assert res.code == 0, res
+    assert rebuild_cli(w, "--dry-run").code == 0, "accepted once, not asked again"
+    seen = json.loads((w["project"] / ".talos" / "recovery-kits-seen.json").read_text())["kits"]
+    assert next(iter(seen.values()))["versionId"] == forged
+
+
+def test_an_older_version_can_be_chosen(world, s3_client):
+    w = world
+    good = _put_kit(w, s3_client, w["kit"])
+    _put_kit(w, s3_client, w["kit"], writer="arn:aws:iam::123456789012:role/intruder")
+    res = rebuild_cli(w, "--dry-run", "--kit-version", good)
+    assert res.code == 0, res
+    assert f"Downloading version {good}" in res.out
+    assert rebuild_cli(w, "--dry-run", "--kit-version", "nope").code == ExitCode.RECOVERY_KIT
+
+
+@pytest.mark.parametrize("key", ["talos-dr:snapshotReadersX", "aws:notAProviderSetting", "-Cevil", "other:thing"])
+def test_a_kit_with_settings_this_talos_dr_does_not_know_is_refused(world, s3_client, key):
+    w = world
+    _put_kit(w, s3_client, kits.Kit(**{**w["kit"].__dict__, "secret_config": {**w["kit"].secret_config, key: "x"}}))
+    res = rebuild_cli(w, "--dry-run")
+    assert res.code == ExitCode.UNTRUSTED_KIT, res
+    assert f"does not know: {key}" in res.err
+    assert not (w["project"] / ".talos" / "recovery-kits-seen.json").exists(), "a refused kit is not remembered"
+
+
+def test_a_kit_whose_bytes_differ_from_what_s3_recorded_is_refused(world, s3_client):
+    from dataclasses import replace
+
+    from dr.adapters import kit_store
+    from dr.core.errors import UntrustedKit
+
+    w = world
+    _put_kit(w, s3_client, w["kit"])
+    key = kits.kit_key(w["cluster"])
+    (newest, *_rest) = kit_store.versions(s3_client, w["bucket"], key)
+    assert newest.checksum_sha256 and newest.written_by == DEPLOYER
+    assert kit_store.get_kit(s3_client, w["bucket"], key, newest).startswith(b"age-encryption.org/v1\n")
+    with pytest.raises(UntrustedKit, match="not what S3 recorded at upload"):
+        kit_store.get_kit(s3_client, w["bucket"], key, replace(newest, checksum_sha256=base64.b64encode(b"x" * 32).decode()))
+
+
+class _Tty:
+    def __init__(self, text: str) -> None:
+        import io
+
+        self._buf = io.StringIO(text)
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self._buf.readline()
+
+
+def test_project_and_kit_settings_agree():
+    from infra.config import PROJECT_KEYS
+
+    assert set(kits.PROJECT_SETTINGS) == set(PROJECT_KEYS)
+
+
+def test_the_old_snapshot_log_group_is_imported_not_collided_with(world, s3_client):
+    """pulumi-aws review round 3, minor 2: the log group's name is fixed, so after a lost state `pulumi up` would fail
+    creating it. The rebuild imports it into the new stack (each import names its provider version, minor 7)."""
+    import boto3
+
+    w = world
+    name = f"/talos-dr/{w['cluster']}/snapshots"
+    boto3.client("logs", region_name="us-east-1").create_log_group(logGroupName=name)
+    res = rebuild_cli(w)
+    assert res.code == 0, res
+    assert f"the snapshot Lambda's log group {name}" in res.out
+    state = w["fake"].state("prod")
+    urns = {r["urn"]: r for r in state["resources"]}
+    urn = (f"urn:pulumi:prod::talos-dr::talos-dr:schedule:SnapshotSchedule$aws:cloudwatch/logGroup:LogGroup::"
+           f"{w['cluster']}-logs")
+    assert urns[urn]["id"] == name
+
+
+def test_an_identity_file_others_can_read_is_warned_about(world, s3_client):
+    w = world
+    w["key"].identity_file.chmod(0o644)
+    res = rebuild_cli(w, "--dry-run")
+    assert res.code == 0, res
+    assert "is readable by others (mode 644)" in res.out
+    w["key"].identity_file.chmod(0o600)
+    assert "readable by others" not in rebuild_cli(w, "--dry-run").out

@@ -16,7 +16,7 @@ from dr import main as talos_dr
 from dr.adapters import s3
 from dr.adapters.store import S3Store
 from dr.commands import prune
-from dr.core import naming
+from dr.core import naming, tiers
 from dr.core.errors import ExitCode
 from dr.core.integrity import iter_file
 from tests.support.tools import ROOT, run_cli
@@ -119,6 +119,7 @@ def test_prune_s3_by_tier_only_ours_never_latest(tmp_path, monkeypatch, s3_clien
                                   metadata={s3.META_SOURCE: "dr.backup"}))
     foreign = "snapshots/talos-sandbox-2020-01-01T00:00:00Z.snap"
     s3_client.put_object(Bucket=bucket, Key=foreign, Body=real_snapshot.read_bytes())
+    put_tier_lifecycle(s3_client, bucket, tiers.DEFAULT_DAYS)
     dry = run_cli(prune.main, "--s3", "--bucket", bucket, "--dry-run", "--json")
     assert dry.code == 0, dry
     plan = {d["key"]: d for d in json.loads(dry.out)["s3"]}
@@ -141,6 +142,88 @@ def test_prune_s3_by_tier_only_ours_never_latest(tmp_path, monkeypatch, s3_clien
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert mine[1].key not in keys and mine[0].key in keys and mine[2].key in keys
     assert "snapshots/latest" in keys and foreign in keys
+
+
+def put_tier_lifecycle(s3_client, bucket, days):
+    """The bucket's lifecycle rules as infra/bucket.py writes them (one per tier), in the S3 API's shape."""
+    s3_client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": f"expire-{t}-snapshots", "Status": "Enabled", "Expiration": {"Days": d},
+         "Filter": {"And": {"Prefix": "snapshots/", "Tags": [{"Key": "retention", "Value": t}]}}}
+        for t, d in days.items()]})
+
+
+def test_prune_s3_uses_the_stacks_tier_days_not_the_defaults(tmp_path, monkeypatch, s3_client, bucket):
+    monkeypatch.chdir(tmp_path)
+    now = datetime.now(UTC)
+    keys_ = []
+    for days in (400, 1):
+        key = f"snapshots/{naming.snapshot_name(now - timedelta(days=days))}"
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"x", Metadata={s3.META_SOURCE: "schedule"},
+                             Tagging="retention=monthly")
+        keys_.append(key)
+    # neither stack output nor lifecycle rules: refuse to guess
+    res = run_cli(prune.main, "--s3", "--bucket", bucket, "--dry-run")
+    assert res.code == ExitCode.CONFIG and "retention days" in res.err, res
+    # the stack says monthlies stay 730 days: the 400-day-old one stays (the default 365 would delete it)
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"etcdBackupBucketName": bucket, "snapshotPrefix": "snapshots/",
+                                   "snapshotRetentionDays": {"hourly": 2, "daily": 14, "weekly": 56, "monthly": 730}}))
+    outputs.chmod(0o600)
+    res = run_cli(prune.main, "--s3", "--outputs-file", str(outputs), "--dry-run", "--json")
+    assert res.code == 0, res
+    plan = {d["key"]: d for d in json.loads(res.out)["s3"]}
+    assert not plan[keys_[0]]["delete"] and "younger than 730 days" in plan[keys_[0]]["reason"]
+    assert "lifecycle expires it about" in plan[keys_[0]]["reason"]
+    assert "tier days from the stack" in res.err
+    # the bucket's lifecycle rules are the fallback
+    put_tier_lifecycle(s3_client, bucket, {"hourly": 2, "daily": 14, "weekly": 56, "monthly": 300})
+    res = run_cli(prune.main, "--s3", "--bucket", bucket, "--dry-run", "--json")
+    assert res.code == 0, res
+    plan = {d["key"]: d for d in json.loads(res.out)["s3"]}
+    assert plan[keys_[0]]["delete"] and "older than 300 days" in plan[keys_[0]]["reason"]
+
+
+def test_prune_s3_denied_by_the_vault_says_who_may_delete(tmp_path, monkeypatch, s3_client, bucket):
+    from botocore.exceptions import ClientError
+
+    monkeypatch.chdir(tmp_path)
+    now = datetime.now(UTC)
+    for days in (30, 0):
+        s3_client.put_object(Bucket=bucket, Key=f"snapshots/{naming.snapshot_name(now - timedelta(days=days))}",
+                             Body=b"x", Metadata={s3.META_SOURCE: "schedule"}, Tagging="retention=hourly")
+    put_tier_lifecycle(s3_client, bucket, tiers.DEFAULT_DAYS)
+    calls = []
+
+    def denied(params, **kw):  # what S3 answers under NoDeletesButLifecycle (moto does not evaluate it)
+        calls.append(params)
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "explicit deny"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "DeleteObject")
+
+    real = s3.make_client
+
+    def client(*a, **k):
+        c = real(*a, **k)
+        c.meta.events.register("before-call.s3.DeleteObject", denied)
+        return c
+
+    monkeypatch.setattr(s3, "make_client", client)
+    res = run_cli(prune.main, "--s3", "--bucket", bucket, "--yes")
+    assert res.code == ExitCode.ACCESS_DENIED, res
+    assert "snapshotDeleter" in res.err and "lifecycle rules expire these" in res.err
+    assert len(calls) == 1, "the first refusal stops it"
+
+
+def test_lifecycle_expiry_rounds_up_to_midnight_utc():
+    from dr.commands.prune import lifecycle_expiry, tier_days_from_lifecycle
+
+    assert lifecycle_expiry(datetime(2026, 12, 1, 10, 30, tzinfo=UTC), 2) == datetime(2026, 12, 4, tzinfo=UTC)
+    assert lifecycle_expiry(datetime(2026, 12, 1, tzinfo=UTC), 2) == datetime(2026, 12, 3, tzinfo=UTC)
+    rules = [{"Status": "Enabled", "Expiration": {"Days": 9},
+              "Filter": {"And": {"Prefix": "snapshots/", "Tags": [{"Key": "retention", "Value": "daily"}]}}},
+             {"Status": "Disabled", "Expiration": {"Days": 1},
+              "Filter": {"And": {"Prefix": "snapshots/", "Tags": [{"Key": "retention", "Value": "hourly"}]}}},
+             {"Status": "Enabled", "Expiration": {"ExpiredObjectDeleteMarker": True}, "Filter": {"Prefix": "snapshots/"}}]
+    assert tier_days_from_lifecycle(rules) == {"daily": 9}
 
 
 def test_json_failures_carry_what_the_command_knew_and_the_same_code(tmp_path, monkeypatch):

@@ -443,3 +443,38 @@ def test_sigterm_cleans_up_like_ctrl_c(snaps, work, tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid), 0)
     assert not Path(folder).exists() and list(work.iterdir()) == []
+
+
+# --- a failed verification takes back what claimed the snapshot was good (security review round 3, L1) ------------
+
+def test_a_failed_verification_clears_forged_verified_tags(snaps, work, s3_client, bucket):
+    key = "snapshots/etcd-snapshot-20260101T000000Z.db"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=_corrupt(snaps["before"].read_bytes()),
+                         Tagging="retention=hourly&verified-at=2026-12-06T00%3A00%3A00Z&verified-keys=9")
+    res = run_cli(verify.main, f"s3://{bucket}/{key}", "--tmp-dir", str(work))
+    assert res.code == ExitCode.CORRUPT_SNAPSHOT, res
+    assert "earlier pass recorded" in res.err and "verified-at" in res.err
+    tags = s3.head_snapshot(s3_client, bucket, key).tags
+    assert tags == {"retention": "hourly"}, "the tier stays; every verified-* tag is gone"
+
+
+def test_a_failed_verification_forgets_the_local_record(snaps, work, tmp_path):
+    path = _copy(snaps["before"], tmp_path / "etcd-snapshot-20260101T000000Z.db")
+    assert run_cli(verify.main, str(path), "--tmp-dir", str(work)).code == 0
+    catalog = tmp_path / verify.CATALOG_NAME
+    assert path.name in json.loads(catalog.read_text())["snapshots"]
+    path.write_bytes(_corrupt(path.read_bytes()))
+    res = run_cli(verify.main, str(path), "--tmp-dir", str(work))
+    assert res.code == ExitCode.CORRUPT_SNAPSHOT, res
+    assert path.name not in json.loads(catalog.read_text())["snapshots"]
+
+
+def test_a_rewritten_sha256_tag_is_a_warning_and_the_snapshot_still_verifies(snaps, work, s3_client, bucket):
+    with open(snaps["after"], "rb") as f:
+        entry = S3Store(s3_client, bucket, "snapshots/").put(
+            iter_file(f), "etcd-snapshot-20260102T000000Z.db",
+            metadata=s3.snapshot_metadata(taken_at=datetime.now(UTC), cluster="test", source="dr.backup"))
+    s3.set_tags(s3_client, bucket, entry.key, {s3.META_SHA256: "0" * 64})
+    res = run_cli(verify.main, "latest", "--bucket", bucket, "--tmp-dir", str(work))
+    assert res.code == 0, res
+    assert "was changed after upload" in res.err

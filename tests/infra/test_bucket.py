@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from typing import Any
 
 import pytest
 
 from dr.core import tiers
 from infra.bucket import CREDENTIAL_KEY, bucket_policy, lifecycle_rules
 from tests.infra.mocks import DEPLOYER_ROLE, run_program, stack_file_config
+from tests.infra.policy_eval import denied_by
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -63,40 +63,9 @@ def test_the_stack_wires_the_configured_days(prod):
 
 
 # --- the policy, as a document ------------------------------------------------------------------------------------
-# A small model of IAM's Deny evaluation, for the operators this policy uses only (IAM User Guide, "IAM JSON policy
-# elements: Condition operators": a condition block is the AND of its operators and keys, a list of values is OR;
-# ...Not... operators match when the key is absent; Null tests presence). It is ours, not AWS's evaluator: the
-# tests below state each request the way S3 documents its context keys, and the statements are also asserted
+# The evaluator (tests/infra/policy_eval.py) is a model of IAM's Deny evaluation for the operators this policy uses;
+# the tests below state each request the way S3 documents its context keys, and the statements are also asserted
 # literally in the mocks tests.
-
-def _match(op: str, actual: Any, wanted: Any) -> bool:
-    values = wanted if isinstance(wanted, list) else [wanted]
-    if op == "Null":
-        return (actual is None) == (str(wanted).lower() == "true")
-    if op == "Bool":
-        return actual is not None and str(actual).lower() == str(wanted).lower()
-    if op == "StringEquals":
-        return actual is not None and actual in values
-    if op == "StringNotEquals":
-        return actual is None or actual not in values
-    if op == "StringNotLike":
-        return actual is None or not any(fnmatch.fnmatchcase(actual, v) for v in values)
-    if op == "ArnNotLike":
-        return actual is None or not any(fnmatch.fnmatchcase(actual, v) for v in values)
-    raise AssertionError(f"operator {op} not modelled")
-
-
-def denied_by(policy: str, action: str, resource: str, context: dict[str, Any]) -> list[str]:
-    out = []
-    for st in json.loads(policy)["Statement"]:
-        if not any(fnmatch.fnmatchcase(action, a) for a in st["Action"]):
-            continue
-        if not any(fnmatch.fnmatchcase(resource, r) for r in st["Resource"]):
-            continue
-        if all(_match(op, context.get(k), v) for op, kv in st["Condition"].items() for k, v in kv.items()):
-            out.append(st["Sid"])
-    return out
-
 
 POLICY = bucket_policy(ARN, "snapshots/", readers=[DEPLOYER_ROLE, LAMBDA], credential_readers=[DEPLOYER_ROLE, LAMBDA])
 SNAP = f"{ARN}/snapshots/etcd-snapshot-20261124T020000Z.db.zst"
@@ -114,17 +83,26 @@ TLS = {"aws:SecureTransport": "true", "aws:PrincipalArn": LAMBDA}
      {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/snapshots/etcd-snapshot-20261124T010000Z.db"},
      ["SnapshotsAreWriteOnce"]),
     ("latest as a copy of a snapshot", "s3:PutObject", LATEST,
-     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/snapshots/etcd-snapshot-20261124T020000Z.db.zst"}, []),
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/snapshots/etcd-snapshot-20261124T020000Z.db.zst",
+      "s3:RequestObjectTag/retention": "latest"}, []),
     ("latest as a copy of a version, leading slash", "s3:PutObject", LATEST,
-     {"s3:ObjectCreationOperation": "true",
+     {"s3:ObjectCreationOperation": "true", "s3:RequestObjectTag/retention": "latest",
       "s3:x-amz-copy-source": "/b/snapshots/etcd-snapshot-20261124T020000Z.db?versionId=abc"}, []),
+    ("latest copied with the source's tags (TaggingDirective COPY): an hourly, gone in 2 days", "s3:PutObject", LATEST,
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/snapshots/etcd-snapshot-20261124T020000Z.db"},
+     ["LatestKeepsItsTier"]),
+    ("latest copied and tagged hourly", "s3:PutObject", LATEST,
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/snapshots/etcd-snapshot-20261124T020000Z.db",
+      "s3:RequestObjectTag/retention": "hourly"}, ["LatestKeepsItsTier"]),
     ("latest uploaded, not copied", "s3:PutObject", LATEST, {"s3:ObjectCreationOperation": "true"},
-     ["LatestOnlyByCopy", "LatestOnlyFromASnapshot"]),
+     ["LatestOnlyByCopy", "LatestOnlyFromASnapshot", "LatestKeepsItsTier"]),
     ("latest copied from another bucket", "s3:PutObject", LATEST,
-     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "evil/snapshots/etcd-snapshot-20991231T235959Z.db"},
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "evil/snapshots/etcd-snapshot-20991231T235959Z.db",
+      "s3:RequestObjectTag/retention": "latest"},
      ["LatestOnlyFromASnapshot"]),
     ("latest copied from a non-snapshot key", "s3:PutObject", LATEST,
-     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/credentials/etcd-backup.json"},
+     {"s3:ObjectCreationOperation": "true", "s3:x-amz-copy-source": "b/credentials/etcd-backup.json",
+      "s3:RequestObjectTag/retention": "latest"},
      ["LatestOnlyFromASnapshot"]),
     ("an SSE-C write", "s3:PutObject", SNAP,
      {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true",
@@ -181,7 +159,8 @@ def test_policy_and_encryption_in_the_stack(prod):
     assert by_sid["LatestOnlyByCopy"]["Resource"] == [f"{arn}/snapshots/latest"]
     assert by_sid["DenySSEC"]["Condition"] == {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}
     assert all(s["Effect"] == "Deny" and s["Principal"] == "*" for s in by_sid.values())
-    assert not [s for s in by_sid.values() if any("Delete" in a for a in s["Action"]) and s["Sid"] != "TierTagsCannotBeRemoved"]
+    deletes = {s["Sid"] for s in by_sid.values() if "s3:DeleteObjectVersion" in s["Action"]}
+    assert deletes == {"NoDeletesButLifecycle", "CredentialDeletedOnlyByTheDeployer", "NoWritesByOthers"}
     sse = prod.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
     assert sse.inputs["rules"][0]["blockedEncryptionTypes"] == ["SSE-C"]
     assert "objectLockEnabled" not in bucket.inputs, "setting it would replace the (protected) bucket"
@@ -199,3 +178,12 @@ def test_object_lock_in_governance_mode_when_asked(locked):
     # Versioning first (S3 refuses Object Lock on an unversioned bucket); the bucket itself is not replaced.
     assert locked.urn("talos-dr-etcd-backups-versioning") in locked.options(lock.name)["dependencies"]
     assert "objectLockEnabled" not in locked.one("aws:s3/bucket:Bucket").inputs
+
+
+def test_old_credentials_and_kits_expire_but_current_ones_never_do():
+    rules = {r["id"]: r for r in lifecycle_rules("snapshots/", tiers.DEFAULT_DAYS)}
+    assert rules["expire-old-credentials"] == {"id": "expire-old-credentials", "status": "Enabled",
+                                               "filter": {"prefix": "credentials/"},
+                                               "noncurrent_version_expiration": {"noncurrent_days": 30}}
+    assert rules["expire-old-recovery-kits"]["filter"] == {"prefix": "recovery/"}
+    assert "expiration" not in rules["expire-old-recovery-kits"] and "expiration" not in rules["expire-old-credentials"]

@@ -49,3 +49,27 @@ def test_imported_urns_are_the_programs(prod):
         assert prod.options(res.name)["protect"] is True
     doc = import_file(p)
     assert [r["name"] for r in doc["resources"] if r.get("component")] == ["node", "bucket", "talos"]
+
+
+def test_the_log_group_import_is_the_programs_and_every_import_names_its_provider_version(prod):
+    from dr.core.rebuild_plan import LOG_GROUP_TYPE, PROVIDER_VERSIONS, log_group_name
+    from tests.test_requirements_lock import _pins
+
+    group = prod.one(LOG_GROUP_TYPE)
+    assert group.inputs["name"] == log_group_name("talos-dr")
+    bucket = prod.one("aws:s3/bucket:Bucket")
+    kit = kits.Kit(project="talos-dr", stack="prod", cluster_name="talos-dr", region="us-east-1", bucket=bucket.id,
+                   secrets_bundle="")
+    p = plan(kit, bucket=bucket.id, secrets_file="/tmp/secrets.yaml", volumes={}, newest_snapshots={}, log_group=True)
+    (imp,) = [i for i in p.imports if i.type == LOG_GROUP_TYPE]
+    assert imp.urn(p.stack, p.project, p.cluster) == engine_urn(prod.urn(group.name))
+    assert imp.id == log_group_name("talos-dr")
+    doc = import_file(p)
+    assert {r["type"]: r["version"] for r in doc["resources"] if not r.get("component")} == {
+        "aws:s3/bucket:Bucket": "7.51.1", "talos:machine/secrets:Secrets": "0.8.1", LOG_GROUP_TYPE: "7.51.1"}
+    pins = _pins(__import__("pathlib").Path(__file__).resolve().parents[2] / "requirements.txt")
+    assert PROVIDER_VERSIONS == {"aws": pins["pulumi-aws"], "talos": pins["pulumiverse-talos"]}
+    # unknown: a note with the two commands, no import
+    q = plan(kit, bucket=bucket.id, secrets_file="/tmp/s.yaml", volumes={}, newest_snapshots={}, log_group=None)
+    assert not [i for i in q.imports if i.type == LOG_GROUP_TYPE]
+    assert any("aws logs delete-log-group" in n for n in q.notes)

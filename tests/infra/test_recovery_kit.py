@@ -125,3 +125,50 @@ def test_readme_and_runbook_describe_both_recoveries():
     offsite = runbook.split("### What must be kept offsite", 1)[1].split("\n\n", 2)[1]
     rows = [ln for ln in offsite.splitlines() if ln.startswith("| ") and not ln.startswith(("| what", "| ---"))]
     assert len(rows) == 1 and "age identity" in rows[0], "the only thing kept offsite is the age identity"
+
+
+# --- pulumi destroy keeps the kit (pulumi-aws review B2) ------------------------------------------------------------
+
+def _destroy_exclude_protected(run) -> tuple[set[str], set[str]]:
+    """(names whose cloud object `pulumi destroy --exclude-protected` deletes, names it keeps), from the options the
+    mocks recorded. A model of pulumi/pulumi pkg/cmd/pulumi/destroy.go ``separateProtected`` (protected resources
+    and everything they transitively depend on stay) plus the engine's retainOnDelete (the resource leaves the state
+    without a delete call)."""
+    opts = run.monitor.options
+    by_urn = {run.urn(name): name for name in opts}
+    kept = {name for name, o in opts.items() if o["protect"]}
+    todo = list(kept)
+    while todo:
+        for dep in opts[todo.pop()]["dependencies"]:
+            name = by_urn.get(dep)
+            if name is not None and name not in kept:
+                kept.add(name)
+                todo.append(name)
+    deleted = {name for name in opts if name not in kept and not opts[name]["retain_on_delete"]}
+    return deleted, kept
+
+
+def test_destroy_exclude_protected_leaves_every_version_of_the_kit(with_kit):
+    (obj,) = kit_objects(with_kit)
+    opts = with_kit.options(obj.name)
+    assert opts["retain_on_delete"] is True
+    assert obj.inputs["checksumAlgorithm"] == "SHA256"  # S3 records it at upload; Object Lock wants one
+    deleted, _kept = _destroy_exclude_protected(with_kit)
+    assert obj.name not in deleted
+    # The credential object does go (it holds a certificate that reads etcd); the bucket, with the snapshots, stays.
+    assert "talos-dr-credential-object" in deleted
+    assert "talos-dr-etcd-backups" not in deleted
+    # ... and keeps its rules: versioning is not suspended, the Deny statements and lifecycle stay on it
+    for rule in ("tls-only", "versioning", "lifecycle", "sse", "public-access", "ownership"):
+        assert f"talos-dr-etcd-backups-{rule}" not in deleted, rule
+    # written after the policy that lets only the deployer write it; who wrote it is in its metadata
+    assert with_kit.urn("talos-dr-etcd-backups-tls-only") in opts["dependencies"]
+    assert obj.inputs["metadata"] == {kit.WRITTEN_BY: "arn:aws:iam::123456789012:role/deployer"}
+
+
+def test_credential_object_is_deleted_with_the_governance_bypass_only_under_object_lock(with_kit, identity):
+    cred = with_kit.mocks.resources["talos-dr-credential-object"]
+    assert not cred.inputs.get("forceDestroy")
+    locked = run_program({**kit_config(identity), "talos-dr:snapshotObjectLockDays": "7"},
+                         secret_keys=["talos-dr:kubernetesSecrets"])
+    assert locked.mocks.resources["talos-dr-credential-object"].inputs["forceDestroy"] is True

@@ -237,7 +237,7 @@ def test_scheduled_snapshots_off_creates_none_of_it(off, prod):
     assert not [r for r in off.of_type("aws:ec2/securityGroup:SecurityGroup") if r.name != "talos-dr-node-sg"]
     assert [r.name for r in off.of_type("aws:ec2/subnet:Subnet")] == ["talos-dr-public"]
     assert off.lambda_wheel_dirs == [], "no package is built"
-    assert set(off.outputs) == set(out.ALL_OUTPUTS)
+    assert set(off.outputs) == set(out.ALL_OUTPUTS + out.VAULT_OUTPUTS)
     # Everything else is the same stack.
     assert {r.name for r in off.mocks.resources.values()} < {r.name for r in prod.mocks.resources.values()}
 
@@ -260,4 +260,4 @@ def test_wheel_dir_is_ignored_when_the_schedule_is_off(tmp_path):
     missing = Path(tmp_path / "nowhere")
     run = run_program({**stack_file_config(), "talos-dr:scheduledSnapshots": "false",
                        f"talos-dr:{WHEEL_DIR_CONFIG_KEY}": str(missing)})
-    assert run.lambda_wheel_dirs == [] and set(run.outputs) == set(out.ALL_OUTPUTS)
+    assert run.lambda_wheel_dirs == [] and set(run.outputs) == set(out.ALL_OUTPUTS + out.VAULT_OUTPUTS)

@@ -372,11 +372,11 @@ def test_plain_text_kubernetes_secrets_fail_the_program():
 # --- program, outputs, components -------------------------------------------------------------------------------
 
 def test_every_output_present_and_secret_ones_secret(prod, prod_config):
-    assert set(prod.outputs) == set(out.ALL_OUTPUTS + out.SCHEDULE_OUTPUTS)  # scheduledSnapshots is on in prod
+    assert set(prod.outputs) == set(out.ALL_OUTPUTS + out.VAULT_OUTPUTS + out.SCHEDULE_OUTPUTS)  # scheduledSnapshots is on in prod
     for key in out.SECRET_OUTPUTS:
         assert prod.secret[key] is True, f"{key} must be a secret output"
         assert prod.outputs[key]
-    for key in out.PLAIN_OUTPUTS + out.SCHEDULE_OUTPUTS:
+    for key in out.PLAIN_OUTPUTS + out.VAULT_OUTPUTS + out.SCHEDULE_OUTPUTS:
         assert prod.secret[key] is False, f"{key} should be readable without --show-secrets"
     assert prod.outputs[out.SNAPSHOT_PREFIX] == out.DEFAULT_SNAPSHOT_PREFIX
     assert prod.outputs[out.AWS_REGION] == prod_config["aws:region"]
@@ -429,7 +429,7 @@ def test_main_exports_exactly_the_contract(monkeypatch):
         return dict(exported)
 
     run = run_program(stack_file_config(), entry=main)
-    assert list(run.outputs) == list(out.ALL_OUTPUTS + out.SCHEDULE_OUTPUTS)
+    assert list(run.outputs) == list(out.ALL_OUTPUTS + out.VAULT_OUTPUTS + out.SCHEDULE_OUTPUTS)
     assert all(run.secret[k] for k in out.SECRET_OUTPUTS)
     files = [unwrap(r.inputs["path"]) for r in run.dynamic("file")]
     assert sorted(files) == [str(ROOT / ".talos" / "kubeconfig"), str(ROOT / ".talos" / "talosconfig")]

@@ -300,3 +300,29 @@ def test_create_proves_a_snapshot_after_the_node_answered_late(props, apid, monk
     outs = sch.EtcdSnapshotScheduleProvider().create(props).outs
     assert outs["backups"] == "fresh" and outs["proof_snapshot_key"] == outs["newest_snapshot_key"]
     assert fake.calls == 2 and apid.calls[-1] == ("os:etcd:backup", "ok")
+
+
+def test_clients_use_the_stacks_aws_profile_not_the_environment(tmp_path, monkeypatch):
+    """pulumi-aws review round 3, minor 6: a stack authenticating with `aws:profile` must not have its deploy-time
+    checks talk to whatever account the shell's credentials name."""
+    from dr.adapters import s3
+
+    creds = tmp_path / "credentials"
+    creds.write_text("[stackprof]\naws_access_key_id = AKIASTACKPROFILE\naws_secret_access_key = x\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAENVIRONMENT")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    client = s3.make_client("us-east-1", profile="stackprof")
+    assert client._request_signer._credentials.access_key == "AKIASTACKPROFILE"
+    assert s3.make_client("us-east-1")._request_signer._credentials.access_key != "AKIASTACKPROFILE"
+
+
+def test_the_stacks_aws_profile_reaches_the_provider():
+    from tests.infra.mocks import run_program, stack_file_config
+
+    run = run_program({**stack_file_config(), "aws:profile": "stackprof"})
+    (watch,) = run.dynamic("schedule")
+    assert watch.inputs["profile"] == "stackprof"
+    (plain,) = run_program(stack_file_config()).dynamic("schedule")
+    assert not plain.inputs.get("profile")
