@@ -249,6 +249,8 @@ def diff(older: Iterable[tuple[bytes, bytes]], newer: Iterable[tuple[bytes, byte
             if a[1] != b[1]:
                 note(CHANGED, a[0])
             else:
-                out.unchanged += 1
+                ref = parse_key(a[0])
+                if ref.type != OUTSIDE and matches(ref, namespaces, types):
+                    out.unchanged += 1
             a, b = next(a_it, None), next(b_it, None)
     return out
