@@ -36,6 +36,10 @@ class ExitCode(IntEnum):
     ENCRYPTED = 23  # age-encrypted, and no identity given (or none that can decrypt it): not damaged, just locked
     RECOVERY_KIT = 24  # the recovery kit is missing, not for this identity, damaged, or the rebuild cannot use it
     LOCAL_PATH = 25  # a local file or folder cannot be used: permissions, read-only, missing, not a folder
+    NO_SECRETS_KEY = 43  # extract: no secretbox key (stack output talosMachineSecrets, or --secrets-file)
+    WRONG_SECRETS_KEY = 44  # extract: the key does not open the snapshot's Secrets (another cluster's, or rotated)
+    UNDECODABLE = 45  # extract: a Secret or ConfigMap is not stored in a form it can decode
+    NOTHING_MATCHED = 46  # extract: no Secret or ConfigMap matches --namespace/--type/--name
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -150,6 +154,22 @@ class RecoveryKitError(DRError):
     exit_code = ExitCode.RECOVERY_KIT
 
 
+class NoSecretsKey(DRError):
+    exit_code = ExitCode.NO_SECRETS_KEY
+
+
+class WrongSecretsKey(DRError):
+    exit_code = ExitCode.WRONG_SECRETS_KEY
+
+
+class Undecodable(DRError):
+    exit_code = ExitCode.UNDECODABLE
+
+
+class NothingMatched(DRError):
+    exit_code = ExitCode.NOTHING_MATCHED
+
+
 class LocalPathError(DRError):
     """A local file or folder this command needs cannot be used (and it is the user's to fix, not a bug)."""
 
@@ -184,5 +204,10 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.ENCRYPTED: "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding its key",
     ExitCode.RECOVERY_KIT: "the recovery kit is missing, not encrypted to this age identity, or damaged (dr.rebuild)",
     ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
+    ExitCode.NO_SECRETS_KEY: "extract: no secretbox key to decrypt Secrets (stack output talosMachineSecrets, or "
+                             "--secrets-file with a talosctl secrets bundle)",
+    ExitCode.WRONG_SECRETS_KEY: "extract: the secretbox key does not open the snapshot's Secrets (another cluster's key?)",
+    ExitCode.UNDECODABLE: "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode",
+    ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }

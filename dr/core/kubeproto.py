@@ -97,6 +97,31 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
+def _owner(r) -> dict:
+    ref = {"apiVersion": r.apiVersion, "kind": r.kind, "name": r.name, "uid": r.uid}
+    if r.HasField("controller"):
+        ref["controller"] = r.controller
+    if r.HasField("blockOwnerDeletion"):
+        ref["blockOwnerDeletion"] = r.blockOwnerDeletion
+    return ref
+
+
+def _managed(e) -> dict:
+    entry: dict = {}
+    for f in ("manager", "operation", "apiVersion"):
+        if getattr(e, f):
+            entry[f] = getattr(e, f)
+    if e.HasField("time"):
+        entry["time"] = _time(e.time)
+    if e.fieldsType:
+        entry["fieldsType"] = e.fieldsType
+    if e.HasField("fieldsV1"):
+        entry["fieldsV1"] = json.loads(e.fieldsV1.Raw or b"{}")
+    if e.subresource:
+        entry["subresource"] = e.subresource
+    return entry
+
+
 def _meta(m) -> dict:
     out: dict = {}
     for f in ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion"):
@@ -117,34 +142,11 @@ def _meta(m) -> dict:
     if m.annotations:
         out["annotations"] = dict(m.annotations)
     if m.ownerReferences:
-        refs = []
-        for r in m.ownerReferences:
-            ref = {"apiVersion": r.apiVersion, "kind": r.kind, "name": r.name, "uid": r.uid}
-            if r.HasField("controller"):
-                ref["controller"] = r.controller
-            if r.HasField("blockOwnerDeletion"):
-                ref["blockOwnerDeletion"] = r.blockOwnerDeletion
-            refs.append(ref)
-        out["ownerReferences"] = refs
+        out["ownerReferences"] = [_owner(r) for r in m.ownerReferences]
     if m.finalizers:
         out["finalizers"] = list(m.finalizers)
     if m.managedFields:
-        entries = []
-        for e in m.managedFields:
-            entry: dict = {}
-            for f in ("manager", "operation", "apiVersion"):
-                if getattr(e, f):
-                    entry[f] = getattr(e, f)
-            if e.HasField("time"):
-                entry["time"] = _time(e.time)
-            if e.fieldsType:
-                entry["fieldsType"] = e.fieldsType
-            if e.HasField("fieldsV1"):
-                entry["fieldsV1"] = json.loads(e.fieldsV1.Raw or b"{}")
-            if e.subresource:
-                entry["subresource"] = e.subresource
-            entries.append(entry)
-        out["managedFields"] = entries
+        out["managedFields"] = [_managed(e) for e in m.managedFields]
     return out
 
 
@@ -212,3 +214,18 @@ def encode(obj: dict) -> bytes:
     u.typeMeta.kind = kind
     u.raw = msg.SerializeToString(deterministic=True)
     return PROTOBUF_MAGIC + u.SerializeToString(deterministic=True)
+
+
+def encode_metadata_only(api_version: str, kind: str, meta: dict) -> bytes:
+    """The ``k8s\\0`` value of any top-level object with its metadata only: field 1 is ``metadata`` in every
+    kubernetes/api type, so a ConfigMap message holding only metadata is byte for byte that object's message."""
+    raw = kubeproto_raw(encode({"kind": "ConfigMap", "apiVersion": "v1", "metadata": meta}))
+    u = Unknown()
+    u.typeMeta.apiVersion = api_version
+    u.typeMeta.kind = kind
+    u.raw = raw
+    return PROTOBUF_MAGIC + u.SerializeToString(deterministic=True)
+
+
+def kubeproto_raw(value: bytes) -> bytes:
+    return unwrap(value)[2]
