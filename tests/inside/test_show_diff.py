@@ -118,3 +118,32 @@ def test_restore_prompt_says_what_it_undoes(sandbox_env):
              and ln.split()[0] in ("demo", "team-b")}
     assert lines == {"demo": ["1", "1", "1"], "team-b": ["1", "0", "0"]}
     assert GONE_SECRET in sb.get_prefix("/registry/secrets/demo/") and NEW_CM not in sb.get_prefix(NEW_CM)
+
+
+def test_prompt_says_so_when_the_node_cannot_give_a_snapshot(monkeypatch, tmp_path):
+    from dr.commands import show as show_mod
+    from dr.commands.restore import undo
+    from dr.core.errors import NodeUnreachable
+    from dr.core.node_state import ETCD_RUNNING, ETCD_STOPPED
+
+    [line] = undo.what_it_undoes(None, None, io.StringIO(), ETCD_STOPPED)  # type: ignore[arg-type]
+    assert "unknown" in line and "not running" in line
+
+    def refuse(*a, **kw):
+        raise NodeUnreachable("node 10.0.0.1 does not answer")
+
+    monkeypatch.setattr(show_mod, "take_live", refuse)
+    [line] = undo.what_it_undoes(None, None, io.StringIO(), ETCD_RUNNING, base=tmp_path)  # type: ignore[arg-type]
+    assert "unknown" in line and "does not answer" in line
+    assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
+
+
+def test_summary_lines_by_namespace():
+    from dr.commands.restore import undo
+    from dr.core import inventory
+
+    d = inventory.diff([(b"/registry/secrets/a/x", b"1")], [(b"/registry/configmaps/b/y", b"1")])
+    lines = undo.summary_lines(d)
+    assert "1 objects created since the snapshot are LOST, 1 deleted since come BACK, 0 changed" in lines[0]
+    assert [ln.split() for ln in lines[2:]] == [["a", "0", "1", "0"], ["b", "1", "0", "0"]]
+    assert "nothing" in undo.summary_lines(inventory.Diff())[0]

@@ -275,7 +275,7 @@ class Restore:
             self.say("the journal records a reset by this restore, but the node's state does not show one: "
                      "asking again")
         # What it undoes: a diff against a fresh snapshot of the node's data (issue 25); an empty etcd loses nothing.
-        undoes = undo.what_it_undoes(self.r, self.fetched, self.err) if step.needs_reset else None
+        undoes = undo.what_it_undoes(self.r, self.fetched, self.err, st.kind) if step.needs_reset else None
         prompt.confirm(fetched=self.fetched, status=self.status, cluster=self.r.cluster, node=self.t.where,
                        node_state=st.describe(), needs_reset=step.needs_reset, safety=step.safety,
                        wipe_state=self.args.wipe_state, snapshots_dir=str(self.r.snapshots_dir), yes=self.args.yes,

@@ -19,8 +19,10 @@ from dr.commands import source
 from dr.commands.settings import Resolver
 from dr.core import inventory
 from dr.core.errors import DRError
+from dr.core.node_state import ETCD_RUNNING
 
 NAMESPACES_SHOWN = 8
+LIVE_STALL = 10.0  # no byte from the node for this long: say "unknown" rather than keep a 3 a.m. prompt waiting
 
 
 def summary_lines(d: inventory.Diff) -> list[str]:
@@ -40,13 +42,18 @@ def summary_lines(d: inventory.Diff) -> list[str]:
     return lines
 
 
-def what_it_undoes(r: Resolver, fetched: source.Fetched, err: TextIO, base: Path | None = None) -> list[str]:
-    """The prompt's "undoes" lines; a line saying why not when the node's current data cannot be read."""
+def what_it_undoes(r: Resolver, fetched: source.Fetched, err: TextIO, node_kind: str = ETCD_RUNNING,
+                   base: Path | None = None) -> list[str]:
+    """The prompt's "undoes" lines; a line saying why not when the node's current data cannot be read (etcd not
+    running there: no snapshot can be taken, so none is asked for)."""
     from dr.commands.show import take_live
 
+    if node_kind != ETCD_RUNNING:
+        return [f"  undoes    unknown: etcd on the node is not running ({node_kind}), so its current data cannot be "
+                "read to compare; whatever was written since the snapshot is lost"]
     folder = Path(tempfile.mkdtemp(prefix="dr-restore-undo-", dir=base))
     try:
-        live_path, _digest = take_live(r, folder, err)
+        live_path, _digest = take_live(r, folder, err, stall=LIVE_STALL)
         with SnapshotReader(fetched.path, label=fetched.origin) as snap, \
                 SnapshotReader(live_path, label=f"the live snapshot of node {r.node}") as live:
             from dr.commands.show import digests
