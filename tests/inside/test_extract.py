@@ -117,3 +117,30 @@ def test_wrong_or_missing_key_writes_nothing(sandbox_env, tmp_path):
     assert res.code == 0, res
     res = run_cli(extract.main, str(snap), "-n", "demo", "-o", str(tmp_path / "s"), "--secrets-file", str(empty))
     assert res.code == ExitCode.NO_SECRETS_KEY and not (tmp_path / "s").exists()
+
+
+def test_key_from_the_recovery_kit(sandbox_env, tmp_path):
+    import pyrage.x25519 as x25519
+
+    from dr.adapters import s3 as s3_adapter
+    from dr.core import recovery_kit as kits
+    from tests.support.snapshots import age_keygen
+
+    sb = sandbox_env
+    _write_secret(sb)
+    snap = _snapshot()
+    bundle = json.loads(json.loads(Path(sb.outputs_file).read_text())["talosMachineSecrets"])
+    age = age_keygen(tmp_path)
+    kit = kits.Kit(project="talos-dr", stack="prod", cluster_name=sb.cluster_name, region=sb.region, bucket=sb.bucket,
+                   secrets_bundle=kits.bundle_yaml(bundle))
+    s3_adapter.make_client(sb.region).put_object(Bucket=sb.bucket, Key=kits.kit_key(sb.cluster_name),
+                                                 Body=kits.seal(kit, [x25519.Recipient.from_str(age.recipient)]))
+    res = run_cli(extract.main, str(snap), "-n", "demo", "--type", "secrets", "--name", "db-credentials",
+                  "-o", str(tmp_path / "k"), "--from-kit", "--identity", str(age.identity_file))
+    assert res.code == 0, res
+    assert "recovery kit" in res.out
+    doc = yaml.safe_load((tmp_path / "k" / "demo" / "secret-db-credentials.yaml").read_text())
+    assert {k: base64.b64decode(v) for k, v in doc["data"].items()} == WRITTEN
+    res = run_cli(extract.main, str(snap), "-n", "demo", "--type", "secrets", "-o", str(tmp_path / "no-id"),
+                  "--from-kit")
+    assert res.code == ExitCode.NO_SECRETS_KEY and "--identity" in res.err
