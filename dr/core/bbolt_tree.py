@@ -67,7 +67,12 @@ class Tree:
             raise ValueError(f"{what} runs past the end of the file ({overflow} overflow pages)")
         return flags, count, end
 
-    def _walk(self, offset: int, what: str, depth: int) -> Iterator[Item]:
+    def _walk(self, offset: int, what: str, depth: int, seen: set[int]) -> Iterator[Item]:
+        # Every page of a B+tree has one parent: a page reached twice is a damaged (or crafted) file, and walking it
+        # again could take time exponential in the depth.
+        if offset in seen:
+            raise ValueError(f"{what} is referenced twice in one tree (damaged pages)")
+        seen.add(offset)
         if depth > MAX_DEPTH:
             raise ValueError(f"{what}: the tree is deeper than {MAX_DEPTH} levels (a loop in damaged pages)")
         flags, count, end = self._page_at(offset, what)
@@ -80,7 +85,7 @@ class Tree:
                 _pos, _ksize, pgid = _BRANCH.unpack_from(self.buf, el)
                 if pgid < 2 or pgid >= self.meta.pgid:
                     raise ValueError(f"{what}: branch element {i} points at page {pgid}, outside 2..{self.meta.pgid}")
-                yield from self._walk(pgid * self.meta.page_size, f"page {pgid}", depth + 1)
+                yield from self._walk(pgid * self.meta.page_size, f"page {pgid}", depth + 1, seen)
         elif flags == LEAF:
             for i in range(count):
                 el = base + i * ELEMENT
@@ -102,7 +107,7 @@ class Tree:
             return
         if root < 2 or root >= self.meta.pgid:
             raise ValueError(f"{what}'s root page {root} is outside 2..{self.meta.pgid}")
-        yield from self._walk(root * self.meta.page_size, what, 0)
+        yield from self._walk(root * self.meta.page_size, what, 0, set())
 
     def _walk_inline(self, offset: int, what: str) -> Iterator[Item]:
         if offset + PAGE_HEADER > self.size:

@@ -91,3 +91,25 @@ def test_damaged_page_is_a_clear_error(etcd, tmp_path):
     snap.write_bytes(bytes(data))
     with pytest.raises(CorruptSnapshot, match="neither a branch nor a leaf"):
         SnapshotReader(snap)
+
+
+def test_a_page_referenced_twice_is_refused_not_walked_again(etcd, tmp_path):
+    import struct
+
+    lines = [f"put /registry/configmaps/loop/cm{i:04d} {'z' * 200}" for i in range(600)]
+    for start in range(0, len(lines), 100):
+        etcd.ctl("txn", input=("\n" + "\n".join(lines[start:start + 100]) + "\n\n\n").encode())
+    snap = etcd.snapshot(tmp_path / "loop.db")
+    with SnapshotReader(snap) as r:
+        key_bucket = r.tree.buckets()[b"key"]
+        root, _ = struct.unpack_from("<QQ", r.tree.buf, key_bucket.offset)
+        page = r.page_size
+    data = bytearray(snap.read_bytes())
+    base = root * page
+    flags, count = struct.unpack_from("<HH", data, base + 8)
+    assert flags == 0x01 and count >= 2  # the key bucket's root is a branch page
+    first_child = struct.unpack_from("<Q", data, base + 16 + 8)[0]
+    struct.pack_into("<Q", data, base + 16 + 16 + 8, first_child)  # the second element points at the first's page
+    snap.write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshot, match="referenced twice"):
+        SnapshotReader(snap)
