@@ -35,6 +35,8 @@ def _change(sb) -> None:
 
 def test_show_counts_what_etcd_holds(sandbox_env):
     sb = sandbox_env
+    # A JSON-encoded object next to the protobuf ones (a hand-made cluster, or a Node another tool wrote): counted.
+    sb.put("/registry/minions/worker-json", '{"kind":"Node","apiVersion":"v1","metadata":{"name":"worker-json"}}')
     snap = _snapshot()
     res = run_cli(show.main, str(snap), "--json")
     assert res.code == 0, res
@@ -47,6 +49,9 @@ def test_show_counts_what_etcd_holds(sandbox_env):
     assert doc["revision"] == int(json.loads(sb.etcdctl("snapshot", "status", str(snap), "-w", "json").stdout)
                                   ["revision"])
     assert doc["size"] == snap.stat().st_size and doc["quota_bytes"] == 2 * 1024**3
+    assert doc["encodings"]["json"] == 1 and doc["encodings"]["encrypted:secretbox"] == \
+        doc["by_type"]["secrets"]["count"]
+    assert doc["encodings"]["protobuf"] == doc["objects"] - 1 - doc["by_type"]["secrets"]["count"]
     biggest = doc["biggest"]
     assert biggest == sorted(biggest, key=lambda b: -b["bytes"]) and len(biggest) == 10
     # Filters.
