@@ -57,7 +57,8 @@ def taken_at(f: Fetched) -> datetime:
     return parsed.taken_at if parsed else datetime.fromtimestamp(f.path.stat().st_mtime, UTC)
 
 
-def take_live(r: Resolver, folder: Path, err: TextIO, stall: float = LIVE_STALL) -> tuple[Path, SnapshotDigest]:
+def take_live(r: Resolver, folder: Path, err: TextIO, stall: float = LIVE_STALL, prog: str = PROG
+              ) -> tuple[Path, SnapshotDigest]:
     """A fresh snapshot from the node through the Talos API (as `talos-dr backup` takes one), into ``folder``
     (0600 from the first byte; the hash trailer checked as the stream ends)."""
     from dr.commands.backup import talos_client
@@ -65,7 +66,7 @@ def take_live(r: Resolver, folder: Path, err: TextIO, stall: float = LIVE_STALL)
     client = talos_client(r, stall)
     path = folder / "live-etcd-snapshot.db"
     digests: list[SnapshotDigest] = []
-    print(f"{PROG}: taking a fresh snapshot from node {client.node} to compare with (removed when done) ...",
+    print(f"{prog}: taking a fresh snapshot from node {client.node} to compare with (removed when done) ...",
           file=err, flush=True)
     with fsutil.atomic_writer(path, mode=0o600, overwrite=False, fsync_dir=False) as f:
         for chunk in client.iter_etcd_snapshot(digests):
@@ -85,7 +86,7 @@ def opened(spec: str, r: Resolver, err: TextIO, base: Path | None = None) -> Ite
             path, digest = take_live(r, folder, err)
             now = datetime.now(UTC)
             with SnapshotReader(path, label=f"the live snapshot of node {r.node}") as reader:
-                yield Opened(spec, f"node {r.node} (live, taken now)", now, digest.size, digest.content_sha256, reader)
+                yield Opened(spec, f"node {r.node} (live)", now, digest.size, digest.content_sha256, reader)
             return
         f = fetch(spec, r, folder, err)
         with SnapshotReader(f.path, label=f.origin) as reader:

@@ -152,3 +152,18 @@ def test_summary_lines_by_namespace():
     assert "1 objects created since the snapshot are LOST, 1 deleted since come BACK, 0 changed" in lines[0]
     assert [ln.split() for ln in lines[2:]] == [["a", "0", "1", "0"], ["b", "1", "0", "0"]]
     assert "nothing" in undo.summary_lines(inventory.Diff())[0]
+
+
+def test_show_and_diff_resolve_latest_from_the_bucket(sandbox_env, tmp_path):
+    sb = sandbox_env
+    assert run_cli(backup.main, "--save-to-s3").code == 0
+    sb.put(NEW_CM, b"k8s\x00new")
+    assert run_cli(backup.main, "--save-to-s3").code == 0
+    res = run_cli(show.main, "latest", "--json", "--tmp-dir", str(tmp_path / "t"))
+    assert res.code == 0, res
+    doc = json.loads(res.out)
+    assert doc["snapshot"].startswith(f"s3://{sb.bucket}/") and doc["objects"] == len(sb.get_prefix("/registry/"))
+    res = run_cli(diff.main, "latest~1", "latest", "--json", "--details", "--tmp-dir", str(tmp_path / "t"))
+    assert res.code == 0, res
+    assert [(o["change"], o["key"]) for o in json.loads(res.out)["objects"]] == [("created", NEW_CM)]
+    assert list((tmp_path / "t").iterdir()) == []  # downloads removed

@@ -53,7 +53,7 @@ def what_it_undoes(r: Resolver, fetched: source.Fetched, err: TextIO, node_kind:
                 "read to compare; whatever was written since the snapshot is lost"]
     folder = Path(tempfile.mkdtemp(prefix="dr-restore-undo-", dir=base))
     try:
-        live_path, _digest = take_live(r, folder, err, stall=LIVE_STALL)
+        live_path, _digest = take_live(r, folder, err, stall=LIVE_STALL, prog="dr.restore")
         with SnapshotReader(fetched.path, label=fetched.origin) as snap, \
                 SnapshotReader(live_path, label=f"the live snapshot of node {r.node}") as live:
             from dr.commands.show import digests
