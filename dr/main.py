@@ -28,6 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "volumes": ("dr.commands.volumes", "the newest EBS snapshots of the data volumes"),
     "rebuild": ("dr.commands.rebuild", "a lost Pulumi stack back from the recovery kit"),
     "status": ("dr.commands.status", "what would be lost now and what will break, OK/WARN/FAIL per line"),
+    "show": ("dr.commands.show", "what a snapshot holds, by resource type and namespace"),
+    "diff": ("dr.commands.diff", "objects created, deleted and changed between two snapshots (or `live`)"),
+    "extract": ("dr.commands.extract", "Secrets and ConfigMaps from a snapshot, as YAML for kubectl apply"),
 }
 EXTRA = {
     "completion": "print a shell completion script: completion bash|zsh|tcsh",

@@ -1,18 +1,24 @@
-"""Deterministic Kubernetes-shaped keys the sandbox's etcd starts with.
+"""Deterministic Kubernetes objects the sandbox's etcd starts with, stored as kube-apiserver stores them.
 
 Keys follow the API server's layout: ``/registry/<resource>/<namespace>/<name>``, cluster-scoped
-``/registry/<resource>/<name>``. Values are JSON (the real API server writes protobuf, which nothing here reads);
-Secrets carry the ``k8s:enc:secretbox:v1:key1:`` prefix Talos' encryption gives them, followed by bytes
-derived from the cluster's secretbox key, so they look encrypted and differ between clusters.
+``/registry/<resource>/<name>`` (dr/core/inventory.py cites it). Values are what kube-apiserver writes: the
+``k8s\0`` protobuf envelope around the object (dr/core/kubeproto.py cites the format). Secrets and ConfigMaps are
+whole (metadata, type, data); other types carry their metadata only (every top-level type's field 1 is its
+ObjectMeta, so a metadata-only message is valid for each; spec and status are left out, nothing here reads them).
+Secrets are then encrypted as Talos configures kube-apiserver to (dr/core/secretbox.py cites it): secretbox under
+key name ``key2`` with the cluster's ``secretboxencryptionsecret``. kube-apiserver draws a random nonce; here the nonce
+is derived from the key and the etcd key, so the seed is the same for the same cluster and tests can compare with it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
-import json
 
-SECRETBOX_PREFIX = b"k8s:enc:secretbox:v1:key1:"
+from dr.core import kubeproto, secretbox
+
+SECRETBOX_PREFIX = secretbox.PREFIX + secretbox.TALOS_KEY_NAME.encode() + b":"
 
 _NAMESPACES = ["default", "kube-system", "kube-public", "kube-node-lease", "demo"]
 _NAMESPACED = {
@@ -71,6 +77,8 @@ def _object(resource: str, name: str, namespace: str | None, key: str) -> dict:
     obj: dict = {"apiVersion": _API.get(resource, "v1"), "kind": _KIND[resource], "metadata": meta}
     if resource == "configmaps":
         obj["data"] = {"config": f"# {namespace}/{name}\nkey: value\n"}
+    elif resource == "secrets":
+        obj.update(_secret_content(name, key))
     elif resource == "deployments":
         obj["spec"] = {"replicas": 2 if namespace == "demo" else 1, "selector": {"matchLabels": {"app": name}}}
     elif resource == "services/specs":
@@ -78,22 +86,57 @@ def _object(resource: str, name: str, namespace: str | None, key: str) -> dict:
     return obj
 
 
-def seed_data(secretbox_key: bytes = b"sandbox") -> dict[str, bytes]:
-    """Every seed key and its value, in key order."""
+def _secret_content(name: str, key: str) -> dict:
+    """A Secret's type and data: deterministic bytes per key, like the tokens and keys a cluster holds."""
+    def value(field: str) -> str:
+        return base64.b64encode(hashlib.sha256(f"{key}#{field}".encode()).digest()).decode()
+
+    if name.startswith("bootstrap-token-"):
+        return {"type": "bootstrap.kubernetes.io/token",
+                "data": {"token-id": base64.b64encode(name.rsplit("-", 1)[1].encode()).decode(),
+                         "token-secret": value("token-secret")}}
+    if name.endswith("-tls"):
+        return {"type": "kubernetes.io/tls", "data": {"tls.crt": value("tls.crt"), "tls.key": value("tls.key")}}
+    return {"type": "Opaque", "data": {"token": value("token")}}
+
+
+def secretbox_key(secret: bytes | str) -> bytes:
+    """The 32-byte key from the bundle's base64 ``secretboxencryptionsecret``; anything else (a test's word) is
+    stretched into a key with SHA-256, so the seed still encrypts."""
+    text = secret.decode() if isinstance(secret, bytes) else secret
+    try:
+        return secretbox.key_from_secret(text)
+    except secretbox.BadKey:
+        return hashlib.sha256(text.encode()).digest()
+
+
+def encode(obj: dict, key: str, box_key: bytes) -> bytes:
+    """``obj`` as kube-apiserver would store it under ``key`` (see the module docstring)."""
+    if obj["kind"] in ("Secret", "ConfigMap"):
+        value = kubeproto.encode(obj)
+    else:
+        value = kubeproto.encode_metadata_only(obj.get("apiVersion", "v1"), obj["kind"], obj["metadata"])
+    if obj["kind"] == "Secret":
+        nonce = hmac.new(box_key, key.encode(), hashlib.sha256).digest()[:secretbox.NONCE]
+        value = secretbox.seal(value, box_key, nonce)
+    return value
+
+
+def seed_data(secretbox_key_text: bytes | str = b"sandbox") -> dict[str, bytes]:
+    """Every seed key and its value, in key order; ``secretbox_key_text`` is the cluster's base64
+    ``secretboxencryptionsecret``."""
+    box_key = secretbox_key(secretbox_key_text)
     out: dict[str, bytes] = {}
     for ns in _NAMESPACES:
         key = f"/registry/namespaces/{ns}"
-        out[key] = json.dumps(_object("namespaces", ns, None, key), sort_keys=True).encode()
+        out[key] = encode(_object("namespaces", ns, None, key), key, box_key)
     for resource, items in _NAMESPACED.items():
         for item in items:
             ns, name = item.split("/", 1)
             key = f"/registry/{resource}/{ns}/{name}"
-            body = json.dumps(_object(resource, name, ns, key), sort_keys=True).encode()
-            if resource == "secrets":
-                body = SECRETBOX_PREFIX + hmac.new(secretbox_key, body, hashlib.sha256).digest() + body[::-1]
-            out[key] = body
+            out[key] = encode(_object(resource, name, ns, key), key, box_key)
     for resource, names in _CLUSTER_SCOPED.items():
         for name in names:
             key = f"/registry/{resource}/{name}"
-            out[key] = json.dumps(_object(resource, name, None, key), sort_keys=True).encode()
+            out[key] = encode(_object(resource, name, None, key), key, box_key)
     return dict(sorted(out.items()))

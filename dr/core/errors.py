@@ -40,6 +40,10 @@ class ExitCode(IntEnum):
     STATUS_FAIL = 27  # `talos-dr status`: something is failing (stale or missing backups, an etcd alarm, ...)
     UNTRUSTED_KIT = 37  # the recovery kit fails a trust check: unknown settings, bytes S3 did not record, or refused
     UNTRUSTED_SNAPSHOT = 38  # a stored snapshot's bytes differ from the checksum S3 recorded when it was uploaded
+    NO_SECRETS_KEY = 43  # extract: no secretbox key (stack output talosMachineSecrets, or --secrets-file)
+    WRONG_SECRETS_KEY = 44  # extract: the key does not open the snapshot's Secrets (another cluster's, or rotated)
+    UNDECODABLE = 45  # extract: a Secret or ConfigMap is not stored in a form it can decode
+    NOTHING_MATCHED = 46  # extract: no Secret or ConfigMap matches --namespace/--type/--name
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -167,6 +171,20 @@ class UntrustedSnapshot(IntegrityError):
     afterwards): the object is not what was written."""
 
     exit_code = ExitCode.UNTRUSTED_SNAPSHOT
+class NoSecretsKey(DRError):
+    exit_code = ExitCode.NO_SECRETS_KEY
+
+
+class WrongSecretsKey(DRError):
+    exit_code = ExitCode.WRONG_SECRETS_KEY
+
+
+class Undecodable(DRError):
+    exit_code = ExitCode.UNDECODABLE
+
+
+class NothingMatched(DRError):
+    exit_code = ExitCode.NOTHING_MATCHED
 
 
 class LocalPathError(DRError):
@@ -208,5 +226,10 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.UNTRUSTED_KIT: "the recovery kit is not one to import: unknown settings, bytes S3 did not record at "
                             "upload, or newer than this machine last saw and not accepted (dr.rebuild)",
     ExitCode.UNTRUSTED_SNAPSHOT: "the snapshot's bytes differ from the checksum S3 recorded at upload",
+    ExitCode.NO_SECRETS_KEY: "extract: no secretbox key to decrypt Secrets (stack output talosMachineSecrets, or "
+                             "--secrets-file with a talosctl secrets bundle)",
+    ExitCode.WRONG_SECRETS_KEY: "extract: the secretbox key does not open the snapshot's Secrets (another cluster's key?)",
+    ExitCode.UNDECODABLE: "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode",
+    ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }

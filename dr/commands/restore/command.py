@@ -33,7 +33,7 @@ from dr.adapters.lock import exclusive
 from dr.adapters.talosctl import Talosctl
 from dr.commands import cli, source
 from dr.commands.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir
-from dr.commands.restore import prompt, steps
+from dr.commands.restore import prompt, steps, undo
 from dr.commands.restore.probe import probe
 from dr.commands.settings import Resolver, add_common_flags
 from dr.core import journal, timefmt
@@ -274,10 +274,12 @@ class Restore:
         if self.j is not None and self.j.past_point_of_no_return:
             self.say("the journal records a reset by this restore, but the node's state does not show one: "
                      "asking again")
+        # What it undoes: a diff against a fresh snapshot of the node's data (issue 25); an empty etcd loses nothing.
+        undoes = undo.what_it_undoes(self.r, self.fetched, self.err, st.kind) if step.needs_reset else None
         prompt.confirm(fetched=self.fetched, status=self.status, cluster=self.r.cluster, node=self.t.where,
                        node_state=st.describe(), needs_reset=step.needs_reset, safety=step.safety,
                        wipe_state=self.args.wipe_state, snapshots_dir=str(self.r.snapshots_dir), yes=self.args.yes,
-                       now=self.clock(), out=self.out, stdin=self.stdin)
+                       now=self.clock(), out=self.out, stdin=self.stdin, undoes=undoes)
         self.confirmed = True
         if self.j is None:
             f = self.fetched

@@ -41,7 +41,7 @@ def describe_verification(fetched: source.Fetched) -> str:
 
 def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, node: str, node_state: str,
             needs_reset: bool, safety: bool, wipe_state: bool, snapshots_dir: str, yes: bool,
-            now: datetime, out: TextIO, stdin: TextIO) -> None:
+            now: datetime, out: TextIO, stdin: TextIO, undoes: list[str] | None = None) -> None:
     """Show what the restore will do and lose; return only on ``--yes`` or a typed ``yes`` (exactly)."""
     # When it was taken is what its name says (dr's and talos-backup's names carry the time); a file named otherwise
     # shows its modification time.
@@ -61,6 +61,7 @@ def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, no
         lines += [
             "Everything written to the cluster after that snapshot was taken is LOST: Kubernetes objects and",
             "Secrets created, changed or deleted since then go back to the snapshot's state.",
+            *(undoes or []),
             f"The node is reset (wiping {' and '.join(wipe_labels(wipe_state))}) and reboots; the cluster is down until "
             "the restore finishes.",
             (f"A safety snapshot of the current etcd is saved in {snapshots_dir} first." if safety
