@@ -5,10 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from sandbox.api import Sandbox, SandboxError
 
 DEFAULT_DIR = ".sandbox"
+
+
+def python() -> str:
+    """The interpreter running this, as the user can type it back (``.venv/bin/python`` from the checkout): a bare
+    ``python`` is often not the virtualenv's, and then ``-m sandbox`` fails with ModuleNotFoundError."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  apid      {s['apid']['endpoint']} (pid {s['apid']['pid']}): the Talos API on the Elastic IP")
             print(f"  outputs   {sb.outputs_file}")
             print(f"use it:     . {sb.env_file}")
-            print(f"stop it:    python -m sandbox down --dir {args.dir}")
+            print(f"stop it:    {python()} -m sandbox down --dir {args.dir}")
             return 0
         if args.command == "status":
             s = Sandbox.load(args.dir).status()

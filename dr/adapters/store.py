@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dr.adapters import codec, s3
 from dr.adapters.fsutil import atomic_write, atomic_writer
-from dr.core import naming, tiers
+from dr.core import naming, spelling, tiers
 from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
 from dr.core.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
 from dr.core.timefmt import iso_utc
@@ -149,8 +149,8 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
                      reverse=True)
     if not ordered:
         raise SnapshotNotFound(f"there are no snapshots in {store.where}",
-                               "take one with `python -m dr.backup --save-to-s3`, name a local file, or pass --prefix "
-                               "where they are")
+                               f"take one with `{spelling.command('backup', '--save-to-s3')}`, name a local file, or "
+                               "pass --prefix where they are")
     passed = 0
     refused: list[str] = []
     for e in ordered:
@@ -174,8 +174,8 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
     detail = f"; refused: {'; '.join(refused)}" if refused else ""
     raise SnapshotNotFound(f"there is no {'' if not skip else f'{skip + 1}th newest '}{what} in {store.where} "
                            f"({len(ordered)} listed{detail})",
-                           "verify one with `python -m dr.verify`" if verified_only else
-                           "list them with `python -m dr.list`")
+                           f"verify one with `{spelling.command('verify')}`" if verified_only else
+                           f"list them with `{spelling.command('list')}`")
 
 
 def _stored(plain: str, compress: bool, recipients: Sequence[Any]) -> tuple[str, naming.SnapshotName]:
@@ -305,7 +305,8 @@ class LocalStore:
     def stat(self, name: str) -> Entry:
         e = find(self.list(), name)
         if e is None:
-            raise SnapshotNotFound(f"no snapshot named {name} in {self.root}", "list snapshots with `python -m dr.list`")
+            raise SnapshotNotFound(f"no snapshot named {name} in {self.root}",
+                                   f"list snapshots with `{spelling.command('list')}`")
         return self.describe(e)
 
     def verification_of(self, path: Path, file_sha256: str) -> Verification | None:
@@ -325,7 +326,8 @@ class LocalStore:
         try:
             f = open(entry.path, "rb")
         except FileNotFoundError:
-            raise SnapshotNotFound(f"{entry.path} no longer exists", "list snapshots with `python -m dr.list`") from None
+            raise SnapshotNotFound(f"{entry.path} no longer exists",
+                                   f"list snapshots with `{spelling.command('list')}`") from None
         with f:
             yield from iter_file(f)
 
@@ -450,7 +452,7 @@ class S3Store:
         key = self._key(name)
         parsed = parsed or naming.parse(key)
         if parsed is None:
-            raise SnapshotNotFound(f"{key} is not a snapshot name", "list snapshots with `python -m dr.list`")
+            raise SnapshotNotFound(f"{key} is not a snapshot name", f"list snapshots with `{spelling.command('list')}`")
         return self._from_info(s3.head_snapshot(self.client, self.bucket, key), parsed)
 
     def stat(self, name: str) -> Entry:
@@ -464,7 +466,7 @@ class S3Store:
             e = find(self.list(), name)
         if e is None:
             raise SnapshotNotFound(f"no snapshot named {name} in {self.where}",
-                                   "list snapshots with `python -m dr.list`")
+                                   f"list snapshots with `{spelling.command('list')}`")
         return self.describe(e)
 
     def describe(self, entry: Entry) -> Entry:

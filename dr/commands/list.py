@@ -24,10 +24,10 @@ from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV
 from dr.adapters.store import Entry, S3Store
 from dr.commands import cli
 from dr.commands.settings import DOWNLOADS, ENV_BUCKET, Resolver, add_common_flags
-from dr.core import naming, timefmt
+from dr.core import naming, spelling, timefmt
 from dr.core.errors import ConfigError, DRError, SnapshotNotFound
 
-PROG = "dr.list"
+PROG = spelling.command("list")
 DEFAULT_LIMIT = 20
 
 
@@ -182,7 +182,7 @@ def _add_s3_metadata(shown: list[Row], listing: _S3Listing, notes: list[str]) ->
 def _add_table_notes(rows: list[Row], shown: list[Row], notes: list[str]) -> None:
     if any(_sizes_differ(x) for x in shown):
         notes.append("a size marked ! differs between the local file and the S3 object: they are not the same "
-                     "snapshot; verify both with `python -m dr.verify`")
+                     f"snapshot; verify both with `{spelling.command('verify')}`")
     if any(x.downloaded for x in shown):
         notes.append("local* marks copies a restore downloaded (in <snapshots>/downloads); dr.backup prunes them "
                      "with the others")
@@ -217,9 +217,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     err = err or sys.stderr
     clock = now or (lambda: datetime.now(UTC))
     p = cli.parser(PROG, "List local and S3 etcd snapshots in one table, newest first.", examples=(
-        "python -m dr.list                       # the newest 20, local and in the stack's bucket",
-        "python -m dr.list --limit 0 --json      # all of them, for scripts",
-        "python -m dr.list --prefix my-cluster/  # talos-backup objects under their prefix",
+        f"{PROG}                       # the newest 20, local and in the stack's bucket",
+        f"{PROG} --limit 0 --json      # all of them, for scripts",
+        f"{PROG} --prefix my-cluster/  # talos-backup objects under their prefix",
     ))
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
                    help=f"show the newest N (default {DEFAULT_LIMIT}; 0 = all); S3 metadata and tags are read for "
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                                     "known; then list again")
             else:
                 final = SnapshotNotFound(f"no snapshots in {sources}",
-                                         "take one now with `python -m dr.backup --save-to-s3`")
+                                         f"take one now with `{spelling.command('backup')} --save-to-s3`")
         if args.json:
             print(json.dumps({"ok": final is None, "local_dir": str(r.snapshots_dir), "s3": where_s3,
                               "total": len(rows), "local": n_local, "in_s3": n_s3, "shown": len(shown),

@@ -27,7 +27,7 @@ from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, newest
 from dr.adapters.store import fetch as store_fetch
 from dr.commands import cli
 from dr.commands.settings import Resolver
-from dr.core import naming
+from dr.core import naming, spelling
 from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
 from dr.core.formats import SNIFF_BYTES
 from dr.core.integrity import SnapshotDigest, verify_file
@@ -60,7 +60,8 @@ def check_local_file(path: Path) -> Path:
     if path.is_symlink():
         raise ConfigError(f"{path} is a symbolic link", "name the snapshot file itself, not a link to it")
     if not path.exists():
-        raise SnapshotNotFound(f"snapshot file {path} does not exist", "list snapshots with `python -m dr.list`")
+        raise SnapshotNotFound(f"snapshot file {path} does not exist",
+                               f"list snapshots with `{spelling.command('list')}`")
     if not path.is_file():
         raise ConfigError(f"{path} is not a regular file", "name a snapshot file (etcd-snapshot-*.db)")
     return path

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dr.core import spelling
 from dr.core.recovery_kit import Kit
 
 BUCKET_TYPE = "aws:s3/bucket:Bucket"
@@ -84,7 +85,7 @@ class Plan:
     @property
     def finish(self) -> list[str]:
         """The two commands that finish the job."""
-        return [f"pulumi up --stack {self.stack}", f"python -m dr.restore latest --stack {self.stack}"]
+        return [f"pulumi up --stack {self.stack}", f"{spelling.command('restore')} latest --stack {self.stack}"]
 
 
 def _data_volumes(kit: Kit) -> list[dict[str, Any]]:

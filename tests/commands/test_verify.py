@@ -92,6 +92,7 @@ def work(tmp_path, monkeypatch):
     require_binary("etcd")
     require_binary("etcdctl")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     for k in ("DR_BUCKET", "DR_STACK_OUTPUTS_FILE", "DR_TALOS_DIR"):
         monkeypatch.delenv(k, raising=False)
     t = tmp_path / "tmp"
