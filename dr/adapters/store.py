@@ -13,6 +13,7 @@ Names: every entry is listed under its stored name (``etcd-snapshot-<ts>.db.zst.
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import hashlib
 import json
@@ -105,6 +106,15 @@ def find(entries: Iterable[Entry], name: str) -> Entry | None:
     return newest_first(plain)[0] if plain else None
 
 
+def not_found(name: str, where: str, entries: Iterable[Entry]) -> SnapshotNotFound:
+    """"No snapshot named X", with the closest names there (a digit wrong in a 33-character name at 3 a.m.)."""
+    base = name.rsplit("/", 1)[-1]  # `where` already ends with the prefix: say it once
+    close = difflib.get_close_matches(base, sorted({e.name.name for e in entries}), n=3, cutoff=0.8)
+    maybe = f"did you mean {' or '.join(close)}? " if close else ""
+    return SnapshotNotFound(f"no snapshot named {base} in {where}",
+                            f"{maybe}list snapshots with `{spelling.command('list')}`")
+
+
 def _verified_chunks(chunks: Iterable[bytes], hasher: TrailerHasher, expected: str | None,
                      out: list[SnapshotDigest]) -> Iterator[bytes]:
     for c in chunks:
@@ -138,6 +148,19 @@ def suspicious(e: Entry, now: datetime) -> str | None:
     return None
 
 
+def candidates(entries: Iterable[Entry]) -> list[Entry]:
+    """What ``latest~N`` counts, newest first by evidence: every snapshot but the safety ones."""
+    return sorted((e for e in entries if not e.name.safety), key=lambda e: (_effective_time(e), e.name.name),
+                  reverse=True)
+
+
+def latest_steps(entries: Iterable[Entry], now: datetime, n: int = 3) -> dict[str, str]:
+    """Which names ``latest``, ``latest~1``, ... pick (the first ``n``), for `list` to mark: the order ``newest``
+    uses, names it refuses skipped (a cluster recorded in an object's metadata is checked only by ``newest``)."""
+    fine = [e for e in candidates(entries) if suspicious(e, now) is None and e.size != 0]
+    return {e.name.name: "latest" + (f"~{i}" if i else "") for i, e in enumerate(fine[:n])}
+
+
 def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | None = None,
            err: TextIO | None = None, skip: int = 0, verified_only: bool = False) -> Entry:
     """The newest snapshot by evidence, not by name alone (security M1, hostile-inputs 4): ordered by the earlier of
@@ -145,8 +168,7 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
     is known) objects recorded for another cluster skipped. ``skip`` steps back that many (``latest~N``);
     ``verified_only`` keeps only snapshots with a standing verification (``latest-verified``)."""
     now = now or datetime.now(UTC)
-    ordered = sorted((e for e in store.list() if not e.name.safety), key=lambda e: (_effective_time(e), e.name.name),
-                     reverse=True)
+    ordered = candidates(store.list())
     if not ordered:
         raise SnapshotNotFound(f"there are no snapshots in {store.where}",
                                f"take one with `{spelling.command('backup', '--save-to-s3')}`, name a local file, or "
@@ -303,10 +325,10 @@ class LocalStore:
         return newest_first(out)
 
     def stat(self, name: str) -> Entry:
-        e = find(self.list(), name)
+        listing = self.list()
+        e = find(listing, name)
         if e is None:
-            raise SnapshotNotFound(f"no snapshot named {name} in {self.root}",
-                                   f"list snapshots with `{spelling.command('list')}`")
+            raise not_found(name, str(self.root), listing)
         return self.describe(e)
 
     def verification_of(self, path: Path, file_sha256: str) -> Verification | None:
@@ -463,10 +485,10 @@ class S3Store:
                 pass
         e = find(self._listing, name) if self._listing is not None else None
         if e is None:  # the cached listing may predate the object (a put since): list again before "not found"
-            e = find(self.list(), name)
-        if e is None:
-            raise SnapshotNotFound(f"no snapshot named {name} in {self.where}",
-                                   f"list snapshots with `{spelling.command('list')}`")
+            listing = self.list()
+            e = find(listing, name)
+            if e is None:
+                raise not_found(name, self.where, listing)
         return self.describe(e)
 
     def describe(self, entry: Entry) -> Entry:

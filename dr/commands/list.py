@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
 from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV
-from dr.adapters.store import Entry, S3Store
+from dr.adapters.store import Entry, S3Store, latest_steps
 from dr.commands import cli
 from dr.commands.settings import DOWNLOADS, ENV_BUCKET, Resolver, add_common_flags
 from dr.core import naming, spelling, timefmt
@@ -121,7 +121,9 @@ def _age(row: Row, now: datetime) -> str:
     return timefmt.human_age((now - ts).total_seconds())
 
 
-def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | None = None) -> None:
+def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | None = None,
+                steps: dict[str, str] | None = None) -> None:
+    """``steps``: S3 name -> ``latest~N`` (store.latest_steps), marked so the row `restore latest~1` takes is seen."""
     width = max([45, *(len(r.name) for r in rows)])
     print(f"{'NAME':<{width}} {'WHERE':<6} {'FORMAT':<8} {'SIZE':>10} {'AGE':>7} {'REVISION':>9}  VERIFIED", file=out)
     for r in rows:
@@ -134,6 +136,9 @@ def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | No
             ver += f" ({r.verified_keys} keys)"
         where = r.where + ("*" if r.downloaded else "")
         mark = "  <- latest" if latest_of and r.s3_name and latest_of.rsplit("/", 1)[-1] == r.s3_name else ""
+        step = (steps or {}).get(r.s3_name or "")
+        if step and (step != "latest" or not latest_of):
+            mark = f"  <- {step}"
         print(f"{r.name:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}{mark}",
               file=out)
 
@@ -268,7 +273,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         elif rows:
             print(f"{_plural(len(rows), 'snapshot')} ({n_local} local in {r.snapshots_dir}, {n_s3} in "
                   f"{where_s3 or 'S3 (not checked)'}), newest first:", file=out)
-            print_table(shown, clock(), out, listing.latest[0] if listing.latest else None)
+            print_table(shown, clock(), out, listing.latest[0] if listing.latest else None,
+                        latest_steps(listing.snapshots, clock()))
             if listing.latest:
                 print(f"{where_s3}latest is a pinned copy of {listing.latest[0].rsplit('/', 1)[-1]} (an alias, not "
                       "another snapshot; it never expires)", file=out)

@@ -23,7 +23,7 @@ from typing import TextIO
 
 from dr.adapters import s3
 from dr.adapters.codec import Layers, describe_head
-from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, newest
+from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, candidates, newest
 from dr.adapters.store import fetch as store_fetch
 from dr.commands import cli
 from dr.commands.settings import Resolver
@@ -184,7 +184,10 @@ def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
         which = parse_latest(spec)
         if which is not None and not which[1]:
             # One bad newest object must not leave "take a new snapshot" as the only advice (hostile-inputs 16).
-            exc.hint = f"use the one before it: `latest~{which[0] + 1}` (`talos-dr list` shows them)"
+            older = len(candidates(store.list())) > which[0] + 1
+            exc.hint = (f"use the one before it: `latest~{which[0] + 1}` (`{spelling.command('list')}` marks it)"
+                        if older else f"there is no older one in {store.where}: restore a local copy by name "
+                        f"(`{spelling.command('list')}`), or take a new backup if the cluster is healthy")
         raise
 
 

@@ -1,0 +1,55 @@
+"""First-use review F7, F8 and C9: a mistyped snapshot name gets the closest names, `list` marks the rows
+`latest~1` and `latest~2` pick (safety snapshots are skipped, as `latest~N` skips them), and "use the one before it"
+is offered only when there is one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dr import main as talos_dr
+from dr.core import naming
+from dr.core.errors import ExitCode
+from tests.support.tools import run_cli
+
+T0 = datetime(2026, 12, 6, 20, 14, 2, tzinfo=UTC)
+
+
+@pytest.fixture
+def snaps(aws_env, s3_client, bucket, tmp_path, monkeypatch):
+    """Three snapshots and a newer safety snapshot in the bucket; an empty project folder as cwd."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DR_TALOS_DIR", str(tmp_path / ".talos"))
+    for k in ("DR_STACK_OUTPUTS_FILE", "DR_SNAPSHOT_PREFIX", "DR_AGE_RECIPIENTS"):
+        monkeypatch.delenv(k, raising=False)
+    names = [naming.snapshot_name(T0 + timedelta(seconds=20 * i)) for i in range(3)]
+    for n in [*names, naming.snapshot_name(T0 + timedelta(minutes=5), safety=True)]:
+        s3_client.put_object(Bucket=bucket, Key=f"snapshots/{n}", Body=b"not really etcd")
+    return bucket, names  # oldest first
+
+
+def test_a_near_miss_name_suggests_the_closest(snaps):
+    bucket, names = snaps
+    typo = names[1].replace("T2014", "T2041")  # two digits swapped, as at 3 a.m.
+    res = run_cli(talos_dr.main, "verify", typo, "--bucket", bucket)
+    assert res.code == ExitCode.NOT_FOUND, res
+    line = res.err.strip()
+    assert line.count("\n") == 0 and f"did you mean {names[1]}" in line and "`talos-dr list`" in line
+    assert f"no snapshot named {typo} in s3://{bucket}/snapshots/" in line
+
+
+def test_a_name_like_none_gets_no_guess(snaps):
+    bucket, _ = snaps
+    res = run_cli(talos_dr.main, "verify", "etcd-snapshot-19990101T000000Z.db", "--bucket", bucket)
+    assert res.code == ExitCode.NOT_FOUND and "did you mean" not in res.err, res
+
+
+def test_list_marks_what_latest_tilde_n_picks(snaps):
+    bucket, names = snaps
+    res = run_cli(talos_dr.main, "list", "--bucket", bucket)
+    assert res.code == 0, res
+    rows = {line.split()[0]: line for line in res.out.splitlines() if line.startswith(("etcd-", "pre-restore"))}
+    assert rows[names[2]].endswith("<- latest")
+    assert rows[names[1]].endswith("<- latest~1") and rows[names[0]].endswith("<- latest~2")
+    assert not any(v.endswith(("latest", "~1", "~2")) for k, v in rows.items() if k.startswith("pre-restore"))
