@@ -12,6 +12,8 @@ STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) pyproject.toml | cksum | cut -d
 # the source irrelevant (a file whose SHA-256 is not in the lock is refused, wherever it came from). The venv's own
 # pip is not upgraded, as that would be the one unhashed download.
 $(STAMP): $(LOCKS) pyproject.toml
+	@echo "make venv: installing the Python packages into $(VENV) (the hash-pinned lock: pulumi, boto3, moto, pytest, ..."
+	@echo "  about 800 MB). The first time this takes 2-3 minutes and prints little; later runs skip it."
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.lock
 	# The project itself, editable, so `talos-dr` is on the venv's PATH: no dependencies (the lock has them) and no
@@ -19,6 +21,7 @@ $(STAMP): $(LOCKS) pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation --no-index -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
+	@echo "make venv: done; $(VENV)/bin/talos-dr is installed"
 
 venv: $(STAMP)
 
