@@ -304,10 +304,12 @@ class Demo:
                                   "verified_revision": int(tags.get(s3.TAG_VERIFIED_REVISION, -1))}
             if self.report.backup["verified_keys"] != len(state):
                 raise StepFailed("verify", int(ExitCode.VERIFY_MISMATCH),
-                                 f"dr.verify counted {tags.get(s3.TAG_VERIFIED_KEYS)} keys in {latest.location}, "
+                                 f"`{spelling.command('verify')}` counted {tags.get(s3.TAG_VERIFIED_KEYS)} keys in "
+                                 f"{latest.location}, "
                                  f"but the cluster held {len(state)}")
             self.say(f"the backup {latest.location} holds the cluster's {len(state)} keys "
-                     f"(dr.verify recorded verified-keys={tags.get(s3.TAG_VERIFIED_KEYS)} on the object)")
+                     f"({spelling.command('verify')} recorded verified-keys={tags.get(s3.TAG_VERIFIED_KEYS)} "
+                     "on the object)")
             return after
 
     def disaster(self, state: KV) -> Disaster:
@@ -415,7 +417,8 @@ class Demo:
         if r.cluster:
             self.say(f"cluster:   {r.cluster['keys']} keys, {len(r.cluster['resources'])} resource types")
         if r.backup:
-            self.say(f"backup:    {r.backup['object']} ({r.backup['keys']} keys, verified by dr.verify)")
+            self.say(f"backup:    {r.backup['object']} ({r.backup['keys']} keys, verified by "
+                     f"{spelling.command('verify')})")
         if r.disaster:
             self.say(f"disaster:  {r.disaster['deleted_count']} keys deleted, {r.disaster['corrupted_count']} "
                      f"overwritten with garbage, {r.disaster['added_count']} added")

@@ -189,7 +189,8 @@ def _add_table_notes(rows: list[Row], shown: list[Row], notes: list[str]) -> Non
         notes.append("a size marked ! differs between the local file and the S3 object: they are not the same "
                      f"snapshot; verify both with `{spelling.command('verify')}`")
     if any(x.downloaded for x in shown):
-        notes.append("local* marks copies a restore downloaded (in <snapshots>/downloads); dr.backup prunes them "
+        notes.append("local* marks copies a restore downloaded (in <snapshots>/downloads); "
+                     f"`{spelling.command('backup')}` prunes them "
                      "with the others")
     if any(x.format not in ("plain", "zstd") for x in shown):
         notes.append("age-encrypted snapshots need their identity to verify or restore: --identity FILE "

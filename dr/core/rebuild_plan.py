@@ -167,7 +167,7 @@ def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, Volu
     foreign = sorted(u for u in state_urns if u not in ours and not _bookkeeping(u))
     if foreign:
         blockers.append(f"stack {stack} already holds {len(foreign)} other resource(s) (first: {foreign[0]}): "
-                        "dr.rebuild only fills a new stack; pass --stack NEW-NAME")
+                        f"`{spelling.command('rebuild')}` only fills a new stack; pass --stack NEW-NAME")
     done = set(state_urns)
     skipped = [i.what for i in imports if i.urn(stack, project, cluster) in done]
     todo = [i for i in imports if i.urn(stack, project, cluster) not in done]
