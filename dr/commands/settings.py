@@ -47,7 +47,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                                     f"'<cluster>/' (env {ENV_PREFIX}; default stack output {keys.SNAPSHOT_PREFIX}, "
                                     f"{keys.DEFAULT_SNAPSHOT_PREFIX})")
     g.add_argument("--identity", metavar="FILE", help=f"age identity file that decrypts encrypted snapshots (env "
-                                                      f"{ENV_IDENTITY}); keep it offline (README: Encrypted snapshots)")
+                                                      f"{ENV_IDENTITY}); keep it offline (docs/REFERENCE.md: "
+                                                      "Encrypted snapshots)")
     g.add_argument("--stack", help=f"Pulumi stack (env {STACK_ENV}; default {keys.DEFAULT_STACK})")
     g.add_argument("--outputs-file", help=f"`pulumi stack output --json --show-secrets` file instead of the "
                                           f"Automation API (env {OUTPUTS_FILE_ENV})")

@@ -53,3 +53,30 @@ def test_list_marks_what_latest_tilde_n_picks(snaps):
     assert rows[names[2]].endswith("<- latest")
     assert rows[names[1]].endswith("<- latest~1") and rows[names[0]].endswith("<- latest~2")
     assert not any(v.endswith(("latest", "~1", "~2")) for k, v in rows.items() if k.startswith("pre-restore"))
+
+
+def test_one_slash_short_is_called_what_it_is(snaps):
+    """C2: `s3:/bucket/key` was read as a local file ("does not exist"); it is a mistyped URI."""
+    bucket, names = snaps
+    res = run_cli(talos_dr.main, "verify", f"s3:/{bucket}/snapshots/{names[0]}")
+    assert res.code == ExitCode.CONFIG, res
+    assert f"did you mean s3://{bucket}/snapshots/{names[0]}?" in res.err
+
+
+def test_a_wrong_bucket_names_the_configured_one(snaps):
+    """C3: the bucket typed does not exist; the one the settings name is shown next to it."""
+    bucket, names = snaps
+    res = run_cli(talos_dr.main, "verify", f"s3://{bucket}-typo/snapshots/{names[0]}", "--bucket", bucket)
+    assert res.code == ExitCode.BUCKET_NOT_FOUND, res
+    assert f"bucket {bucket}-typo does not exist" in res.err and f"the stack's bucket is {bucket};" in res.err
+
+
+def test_no_older_snapshot_is_not_offered(aws_env, s3_client, bucket, tmp_path, monkeypatch):
+    """C9: a corrupt newest snapshot with nothing before it: no "use latest~1"."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DR_TALOS_DIR", str(tmp_path / ".talos"))
+    for k in ("DR_STACK_OUTPUTS_FILE", "DR_SNAPSHOT_PREFIX", "DR_AGE_RECIPIENTS"):
+        monkeypatch.delenv(k, raising=False)
+    s3_client.put_object(Bucket=bucket, Key=f"snapshots/{naming.snapshot_name(T0)}", Body=b"x" * 100)
+    res = run_cli(talos_dr.main, "verify", "latest", "--bucket", bucket)
+    assert res.code != 0 and "latest~1" not in res.err, res
