@@ -156,9 +156,11 @@ class Restore:
     def refuse(self, st: NodeState) -> DRError:
         node = self.t.where
         if st.kind == UNREACHABLE:
+            why = st.error.message if st.error else "no answer"
+            said = why if "does not answer on port 50000" in why else \
+                f"node {node} does not answer on port 50000 ({why})"  # say it once (first-use C4)
             return NodeUnreachable(
-                f"node {node} does not answer on port 50000 ({st.error.message if st.error else 'no answer'}); "
-                "nothing was changed",
+                f"{said}; nothing was changed",
                 "check the instance is running and the security group admits your IP; if the node and its disk are "
                 "gone, `pulumi up --refresh` rebuilds it first (docs/RUNBOOK.md)")
         assert st.error is not None

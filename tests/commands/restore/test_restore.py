@@ -232,6 +232,7 @@ def test_unreachable_node_refuses(sandbox_env):
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.NODE_UNREACHABLE, res
     assert "does not answer" in res.err and "nothing was changed" in res.err
+    assert res.err.count("does not answer on port 50000") == 1, res.err  # said once, not nested (first-use C4)
     sb.clear_faults()
     assert_untouched(sb)
 
