@@ -277,6 +277,8 @@ def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO) ->
     for i, d in enumerate(decisions):
         if not d.keep or i == 0:
             print(f"  {'kept  ' if d.keep else 'pruned'}  {d.name}  ({d.reason})", file=out)
+    if len(kept) > 1:  # say the rest exist, so the count and the lines agree (first-use C7)
+        print(f"  ... and {len(kept) - 1} more kept", file=out)
     return removed
 
 
@@ -335,9 +337,10 @@ def print_uploaded(path: Path, entry: Entry, digest: SnapshotDigest, compress: b
 def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 20) -> None:
     snaps = r.s3_store().list()
     print(f"snapshots in s3://{r.bucket}/{r.prefix} ({len(snaps)}), newest first:", file=out)
+    width = max((len(s.name.name) for s in snaps[:limit]), default=0)  # pre-restore-... names are longer
     for s in snaps[:limit]:
         age = timefmt.human_age((now - s.name.taken_at).total_seconds())
-        print(f"  {s.name.name}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
+        print(f"  {s.name.name:<{width}}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
     if len(snaps) > limit:
         print(f"  ... and {len(snaps) - limit} older (see `{spelling.command('list')}`)", file=out)
 

@@ -80,3 +80,22 @@ def test_no_older_snapshot_is_not_offered(aws_env, s3_client, bucket, tmp_path, 
     s3_client.put_object(Bucket=bucket, Key=f"snapshots/{naming.snapshot_name(T0)}", Body=b"x" * 100)
     res = run_cli(talos_dr.main, "verify", "latest", "--bucket", bucket)
     assert res.code != 0 and "latest~1" not in res.err, res
+
+
+def test_backup_says_how_many_more_it_kept_and_aligns_the_bucket_listing(sandbox_env):
+    """C7: "2 kept" listed only the newest; the bucket listing's columns slipped on the longer pre-restore names."""
+    import time
+
+    import boto3
+
+    sb = sandbox_env
+    assert run_cli(talos_dr.main, "backup", "--save-to-s3").code == 0
+    time.sleep(1.1)  # names have one-second resolution
+    s3c = boto3.client("s3", endpoint_url=sb.s3_endpoint)
+    s3c.put_object(Bucket=sb.bucket, Key=f"snapshots/{naming.snapshot_name(T0, safety=True)}.zst", Body=b"x")
+    res = run_cli(talos_dr.main, "backup", "--save-to-s3")
+    assert res.code == 0, res
+    assert "2 kept" in res.out and "  ... and 1 more kept" in res.out
+    listing = res.out.split("newest first:\n", 1)[1].splitlines()
+    rows = [line for line in listing if line.endswith(" old")]
+    assert len(rows) == 3 and len({len(line) for line in rows}) == 1, rows
