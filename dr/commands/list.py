@@ -55,9 +55,12 @@ class Row:
     _s3_entry: Entry | None = field(default=None, repr=False)
 
 
-def _row_json(row: Row) -> dict[str, Any]:
+def _row_json(row: Row, now: datetime | None = None) -> dict[str, Any]:
     d = asdict(row)
     d.pop("_s3_entry", None)
+    if now is not None:  # the AGE column, for scripts: no date arithmetic needed (first-use task 1)
+        taken = datetime.strptime(row.taken_at, timefmt.ISO_UTC_FORMAT).replace(tzinfo=UTC)
+        d["age_seconds"] = int((now - taken).total_seconds())
     return d
 
 
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if args.json:
             print(json.dumps({"ok": final is None, "local_dir": str(r.snapshots_dir), "s3": where_s3,
                               "total": len(rows), "local": n_local, "in_s3": n_s3, "shown": len(shown),
-                              "snapshots": [_row_json(x) for x in shown], "notes": notes,
+                              "snapshots": [_row_json(x, clock()) for x in shown], "notes": notes,
                               "latest": ({"copy_of": f"s3://{listing.store.bucket}/{listing.latest[0]}",
                                           "uri": f"{where_s3}latest", "copied_at": timefmt.iso_utc(listing.latest[1])}
                                          if listing.latest and listing.store else None),

@@ -99,3 +99,14 @@ def test_backup_says_how_many_more_it_kept_and_aligns_the_bucket_listing(sandbox
     listing = res.out.split("newest first:\n", 1)[1].splitlines()
     rows = [line for line in listing if line.endswith(" old")]
     assert len(rows) == 3 and len({len(line) for line in rows}) == 1, rows
+
+
+def test_list_json_gives_each_snapshots_age(snaps):
+    import json
+
+    from dr.commands import list as list_cmd
+
+    bucket, names = snaps
+    res = run_cli(list_cmd.main, "--bucket", bucket, "--json", now=lambda: T0 + timedelta(hours=1))
+    rows = {r["name"]: r for r in json.loads(res.out)["snapshots"]}
+    assert rows[names[0]]["age_seconds"] == 3600 and rows[names[2]]["age_seconds"] == 3600 - 40
