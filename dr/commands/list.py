@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if final is None and not rows:
             if listing.unchecked is not None:
                 # Nothing here, and S3 was not looked in: that is not "nothing to restore" (hostile-inputs 17).
-                final = ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: {listing.unchecked}",
+                final = ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: no bucket configured "
+                                    f"({listing.unchecked})",
                                     "pass --bucket NAME (or DR_BUCKET), or --outputs-file / --stack so the bucket is "
                                     "known; then list again")
             else:
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         else:
             print("no snapshots", file=out)
         for note in notes:
+            if final is not None and listing.unchecked is not None and note.startswith("S3 not checked"):
+                continue  # the error line says it (first-use C5: it was said three times)
             print(f"note: {note}", file=err)
         if final is not None:
             raise final
