@@ -34,9 +34,9 @@ def test_the_hand_run_sandbox_flow_leaves_the_real_talos_dir_alone(sandbox):
 command -v talos-dr
 talos-dr backup --save-to-s3
 talos-dr list
-etcdctl --endpoints "$SANDBOX_ETCD_ENDPOINT" del /registry/namespaces/kube-system
+python -m sandbox delete /registry/namespaces/kube-system
 talos-dr restore latest --yes
-etcdctl --endpoints "$SANDBOX_ETCD_ENDPOINT" get --print-value-only=false --keys-only /registry/namespaces/kube-system
+python -m sandbox keys /registry/namespaces/kube-system --list
 """
     res = subprocess.run(["sh", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
