@@ -12,6 +12,8 @@ STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) pyproject.toml | cksum | cut -d
 # the source irrelevant (a file whose SHA-256 is not in the lock is refused, wherever it came from). The venv's own
 # pip is not upgraded, as that would be the one unhashed download.
 $(STAMP): $(LOCKS) pyproject.toml
+	@echo "make venv: installing the Python packages into $(VENV) (the hash-pinned lock: pulumi, boto3, moto, pytest, ..."
+	@echo "  about 800 MB). The first time this takes 2-3 minutes and prints little; later runs skip it."
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.lock
 	# The project itself, editable, so `talos-dr` is on the venv's PATH: no dependencies (the lock has them) and no
@@ -19,6 +21,7 @@ $(STAMP): $(LOCKS) pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation --no-index -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
+	@echo "make venv: done; $(VENV)/bin/talos-dr is installed"
 
 venv: $(STAMP)
 
@@ -36,6 +39,9 @@ tools:
 
 # Lint and types first: a test run that passes on code ruff or mypy rejects is not a pass (.ci/run runs this target).
 test: venv etcd tools lint
+	@echo "make test: about 1200 tests, 10-15 minutes on 2 cores. The slow ones (tests/commands/restore, tests/demo,"
+	@echo "  tests/faults: a real sandbox each) sit on one line for minutes; that is work, not a hang."
+	@echo "  make test-fast runs the fast ones in under a minute."
 	$(PY) -m pytest
 
 # The quick loop: everything but the tests marked slow (real etcd, S3, sandbox, Pulumi runs; `pytest -m slow`).

@@ -4,7 +4,7 @@
     python -m demo --dir /tmp/d --keep   # keep the folder (snapshots, logs) afterwards
     python -m demo --report report.json  # also write the figures as JSON
 
-Every DR step runs as the command a user would type (shown as ``$ python -m ...``), in a subprocess with the
+Every DR step runs as the command a user would type (shown as ``$ talos-dr ...``), in a subprocess with the
 sandbox's environment, in a folder of its own: your ``.talos/``, stack and AWS account are never used. The sandbox
 is taken down at the end whatever happens (failure, Ctrl-C). Exit 0 only when every backed-up key came back with its
 exact value and nothing else remains.
@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 from dr.adapters.etcdlocal import iter_kvs
 from dr.commands.verify import resource_type
+from dr.core import spelling
 from dr.core.errors import ExitCode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,9 +220,12 @@ class Demo:
         return env
 
     def run(self, step: str, *args: str) -> int:
-        """Run ``python -m <args>`` as a user would, showing the command and its output; raise on failure."""
-        self.say(f"$ python -m {shlex.join(args)}")
-        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=self.base, env=self.env(), text=True,
+        """Run ``talos-dr <command> ...`` or ``python -m sandbox ...`` as a user would, showing the command and its
+        output; raise on failure. ``talos-dr`` runs as ``python -m dr.main`` with this interpreter (same code)."""
+        shown = shlex.join(args) if args[0] == spelling.PROG else f"python -m {shlex.join(args)}"
+        argv = ["dr.main", *args[1:]] if args[0] == spelling.PROG else list(args)
+        self.say(f"$ {shown}")
+        proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=self.base, env=self.env(), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
         last = ""
@@ -244,7 +248,7 @@ class Demo:
                     proc.wait()
             raise
         if code != 0:
-            raise StepFailed(step, code, f"`python -m {shlex.join(args)}` failed with exit code {code}: {last}")
+            raise StepFailed(step, code, f"`{shown}` failed with exit code {code}: {last}")
         return code
 
     def table(self, rows: dict[str, Any], header: tuple[str, ...]) -> None:
@@ -281,13 +285,13 @@ class Demo:
 
     def backup(self, state: KV) -> KV:
         with self.phase("backup", "Back up to S3, and prove the backup restores"):
-            self.run("backup", "dr.backup", "--save-to-s3")
+            self.run("backup", spelling.PROG, "backup", "--save-to-s3")
             after = read_all(self.sb.etcd_endpoint)
             if after != state:
                 raise StepFailed("backup", int(ExitCode.VERIFY_MISMATCH),
                                  "the cluster changed while the demo was backing it up; run the demo again")
-            self.run("verify", "dr.verify", "latest")
-            self.run("list", "dr.list")
+            self.run("verify", spelling.PROG, "verify", "latest")
+            self.run("list", spelling.PROG, "list")
             from dr.adapters import s3
             from dr.adapters.store import S3Store
 
@@ -300,10 +304,12 @@ class Demo:
                                   "verified_revision": int(tags.get(s3.TAG_VERIFIED_REVISION, -1))}
             if self.report.backup["verified_keys"] != len(state):
                 raise StepFailed("verify", int(ExitCode.VERIFY_MISMATCH),
-                                 f"dr.verify counted {tags.get(s3.TAG_VERIFIED_KEYS)} keys in {latest.location}, "
+                                 f"`{spelling.command('verify')}` counted {tags.get(s3.TAG_VERIFIED_KEYS)} keys in "
+                                 f"{latest.location}, "
                                  f"but the cluster held {len(state)}")
             self.say(f"the backup {latest.location} holds the cluster's {len(state)} keys "
-                     f"(dr.verify recorded verified-keys={tags.get(s3.TAG_VERIFIED_KEYS)} on the object)")
+                     f"({spelling.command('verify')} recorded verified-keys={tags.get(s3.TAG_VERIFIED_KEYS)} "
+                     "on the object)")
             return after
 
     def disaster(self, state: KV) -> Disaster:
@@ -362,7 +368,7 @@ class Demo:
 
     def restore(self) -> None:
         with self.phase("restore", "Restore the newest backup"):
-            self.run("restore", "dr.restore", "latest", "--yes")
+            self.run("restore", spelling.PROG, "restore", "latest", "--yes")
             self.report.restore = {"snapshot": self.report.backup.get("object")}
 
     def check(self, expected: KV, d: Disaster) -> Check:
@@ -411,7 +417,8 @@ class Demo:
         if r.cluster:
             self.say(f"cluster:   {r.cluster['keys']} keys, {len(r.cluster['resources'])} resource types")
         if r.backup:
-            self.say(f"backup:    {r.backup['object']} ({r.backup['keys']} keys, verified by dr.verify)")
+            self.say(f"backup:    {r.backup['object']} ({r.backup['keys']} keys, verified by "
+                     f"{spelling.command('verify')})")
         if r.disaster:
             self.say(f"disaster:  {r.disaster['deleted_count']} keys deleted, {r.disaster['corrupted_count']} "
                      f"overwritten with garbage, {r.disaster['added_count']} added")
@@ -451,7 +458,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     demo = Demo(base, out, args.fault)
     demo.say("talos-dr demo: back up a cluster to S3, break it, restore it, and prove nothing was lost.\n"
-             "It runs the same commands you would (each shown as `$ python -m ...`, its output indented below):\n"
+             "It runs the same commands you would (each shown as `$ talos-dr ...`, its output indented below):\n"
              "  1 start a local sandbox cluster   2 show what it holds    3 back it up to S3 and verify the backup\n"
              "  4 break it (delete, corrupt, add) 5 restore the backup    6 compare every key with the backup\n"
              "  7 take the sandbox down (always, also when something fails)")

@@ -1,5 +1,6 @@
 """``talos-dr``: one installed command for every DR job (``[project.scripts]`` in pyproject.toml; `make venv`
-installs it). ``python -m dr.<command>`` keeps working: both run the same ``main``.
+installs it). ``python -m dr.<command>`` keeps working (both run the same ``main``), but every message names
+the command as ``talos-dr <command>`` (dr/core/spelling.py).
 
     talos-dr list                     # every snapshot, local and in S3
     talos-dr restore latest           # the 3 a.m. command
@@ -16,6 +17,7 @@ import sys
 from typing import TextIO
 
 from dr.commands import cli
+from dr.core import spelling
 from dr.core.errors import EXIT_CODE_MEANING, ExitCode
 
 # name -> (module, one line)
@@ -36,7 +38,7 @@ EXTRA = {
     "completion": "print a shell completion script: completion bash|zsh|tcsh",
     "exit-codes": "what each exit code means",
 }
-PROG = "talos-dr"
+PROG = spelling.PROG
 
 
 def usage() -> str:
@@ -113,7 +115,6 @@ def _main(argv: list[str] | None = None, *, out: TextIO | None = None, err: Text
         hint = f"; did you mean `{PROG} {close[0]}`?" if close else f"; `{PROG} --help` lists them"
         print(f"{PROG}: unknown command {name!r}{hint}", file=err)
         return int(ExitCode.USAGE)
-    cli.INVOKED_AS = PROG
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest, out=out, err=err))
 

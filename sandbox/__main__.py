@@ -1,14 +1,28 @@
-"""``python -m sandbox up|down|status [--dir DIR]``: the local stand-in for the cluster."""
+"""``python -m sandbox up|down|status [--dir DIR]``: the local stand-in for the cluster; ``keys``, ``put``,
+``delete``, ``break`` and ``mend`` make a disaster by hand (docs/SANDBOX.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from sandbox.api import Sandbox, SandboxError
 
 DEFAULT_DIR = ".sandbox"
+
+
+def python() -> str:
+    """The interpreter running this, as the user can type it back (``.venv/bin/python`` from the checkout): a bare
+    ``python`` is often not the virtualenv's, and then ``-m sandbox`` fails with ModuleNotFoundError."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,11 +35,27 @@ def main(argv: list[str] | None = None) -> int:
                     help="how long bootstrap answers FailedPrecondition after the node comes back")
     up.add_argument("--cluster-name", default="talos-sandbox")
     up.add_argument("--no-s3", action="store_true", help="do not start the S3 server")
+    here = os.environ.get("TALOS_SANDBOX_DIR") or DEFAULT_DIR  # after `. <dir>/env`, that sandbox
     st = sub.add_parser("status", help="what runs, pids, ports, node stage, key count")
-    st.add_argument("--dir", default=DEFAULT_DIR)
+    st.add_argument("--dir", default=here)
     st.add_argument("--json", action="store_true")
     dn = sub.add_parser("down", help="stop everything the sandbox started (idempotent)")
-    dn.add_argument("--dir", default=DEFAULT_DIR)
+    dn.add_argument("--dir", default=here)
+    # Making a disaster by hand: the sandbox's own etcd and fault switches, no etcdctl needed.
+    ks = sub.add_parser("keys", help="count (and with --list, print) the keys under a prefix")
+    ks.add_argument("prefix", nargs="?", default="/registry/")
+    ks.add_argument("--list", action="store_true")
+    pt = sub.add_parser("put", help="write a key (a new object, or garbage over an existing one)")
+    pt.add_argument("key")
+    pt.add_argument("value")
+    de = sub.add_parser("delete", help="delete every key under a prefix (e.g. a namespace's objects)")
+    de.add_argument("prefix")
+    br = sub.add_parser("break", help="etcd: crash-loops as if its data were corrupt (the node still runs); "
+                                      "node: stops answering, as if powered off or terminated")
+    br.add_argument("what", choices=BREAKS)
+    mn = sub.add_parser("mend", help="clear every fault `break` set (a restore also clears a broken etcd)")
+    for sp in (ks, pt, de, br, mn):
+        sp.add_argument("--dir", default=here, help=f"the sandbox folder (default $TALOS_SANDBOX_DIR, else {DEFAULT_DIR})")
     args = p.parse_args(argv)
 
     try:
@@ -46,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  apid      {s['apid']['endpoint']} (pid {s['apid']['pid']}): the Talos API on the Elastic IP")
             print(f"  outputs   {sb.outputs_file}")
             print(f"use it:     . {sb.env_file}")
-            print(f"stop it:    python -m sandbox down --dir {args.dir}")
+            print(f"stop it:    {python()} -m sandbox down --dir {args.dir}")
             return 0
         if args.command == "status":
             s = Sandbox.load(args.dir).status()
@@ -73,10 +103,41 @@ def main(argv: list[str] | None = None) -> int:
             stopped = sb.down()
             print("stopped " + ", ".join(stopped) if stopped else f"sandbox in {sb.dir} was not running")
             return 0
+        return by_hand(args)
     except SandboxError as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 1
     return 2
+
+
+BREAKS: dict[str, dict[str, Any]] = {"etcd": {"etcd_fails": "panic: freepages: failed to get all reachable pages (data corrupt, by hand)"},
+          "node": {"unreachable": True}}
+
+
+def by_hand(args: argparse.Namespace) -> int:
+    """keys, put, delete, break, mend: change the running sandbox the way a disaster would."""
+    sb = Sandbox.load(args.dir)
+    if not sb.running():
+        raise SandboxError(f"the sandbox in {sb.dir} is not running; start it with "
+                           f"`{python()} -m sandbox up --dir {args.dir}`")
+    if args.command == "keys":
+        keys = sb.keys(args.prefix)
+        print(f"{len(keys)} keys under {args.prefix}")
+        for k in keys if args.list else ():
+            print(f"  {k}")
+    elif args.command == "put":
+        sb.put(args.key, args.value)
+        print(f"wrote {args.key}")
+    elif args.command == "delete":
+        print(f"deleted {sb.delete_prefix(args.prefix)} keys under {args.prefix}")
+    elif args.command == "break":
+        sb.set_faults(**BREAKS[args.what])
+        print(f"broke the {args.what}: " + ("etcd crash-loops on the running node (docs/RUNBOOK.md scenario 2)"
+                                            if args.what == "etcd" else "the node does not answer (scenario 1)"))
+    else:
+        sb.clear_faults()
+        print("mended: no faults set")
+    return 0
 
 
 if __name__ == "__main__":

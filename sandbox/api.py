@@ -39,7 +39,7 @@ CLUSTER_ENDPOINT = f"https://{NODE_PUBLIC_IP}:6443"
 
 # What `up` writes at the top of the directory (a fresh `up` replaces exactly these).
 _OWNED = ("sandbox.json", "node", "pki", "bin", "logs", "talosconfig", "kubeconfig", "outputs.json", "env",
-          "controlplane.yaml", "secrets.json")
+          "controlplane.yaml", "secrets.json", "talos")
 
 
 def with_addresses(talosconfig: str, endpoint: str, node: str) -> str:
@@ -50,6 +50,12 @@ def with_addresses(talosconfig: str, endpoint: str, node: str) -> str:
     for ctx in (doc.get("contexts") or {}).values():
         ctx["endpoints"], ctx["nodes"] = [endpoint], [node]
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+def venv_bin() -> Path | None:
+    """The bin folder of the virtualenv running this (where `make venv` put `talos-dr`), if there is one."""
+    here = Path(sys.executable).parent
+    return here if (here / "talos-dr").exists() else None
 
 
 class SandboxError(RuntimeError):
@@ -293,7 +299,9 @@ class Sandbox:
         write_private(self.paths.outputs, json.dumps(self.stack_outputs(secrets, controlplane), indent=2) + "\n")
 
     def _write_env(self) -> None:
-        lines = [f"# Source this file: . {self.paths.env}", 'export PATH="' + str(self.paths.bin) + ':$PATH"']
+        # <dir>/bin (the simulated talosctl) first, then the virtualenv `up` ran from, so `talos-dr` is found too.
+        path = [str(self.paths.bin), *([str(venv_bin())] if venv_bin() else [])]
+        lines = [f"# Source this file: . {self.paths.env}", 'export PATH="' + ":".join(path) + ':$PATH"']
         for k, v in self._env_vars().items():
             lines.append(f"export {k}='{v}'")
         write_private(self.paths.env, "\n".join(lines) + "\n")
@@ -305,6 +313,8 @@ class Sandbox:
             "AWS_SECRET_ACCESS_KEY": s3.SECRET_KEY,
             "AWS_DEFAULT_REGION": self.info.region,
             "DR_STACK_OUTPUTS_FILE": str(self.paths.outputs),
+            # Every path the DR commands write (snapshots, journal, lock, kubeconfig) is under this folder.
+            "DR_TALOS_DIR": str(self.paths.talos_dir),
             "SANDBOX_ETCD_ENDPOINT": self.info.etcd_endpoint,
             "ETCDCTL_API": "3",
             "TALOS_SANDBOX_DIR": str(self.paths.root),

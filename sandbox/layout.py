@@ -101,6 +101,12 @@ class Paths:
         return self.root / "outputs.json"
 
     @property
+    def talos_dir(self) -> Path:
+        """The DR commands' state folder for this sandbox (DR_TALOS_DIR in ``env``): snapshots, the journal, the lock
+        and the kubeconfig a restore writes stay here, never in the checkout's own ``.talos/``."""
+        return self.root / "talos"
+
+    @property
     def env(self) -> Path:
         return self.root / "env"
 

@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null 2>&1 || { echo "${missing[*]} missing and I am not root: install them (apt-get install ${missing[*]}), then rerun" >&2; exit 1; }
   SUDO="sudo"
 fi
-echo "installing ${missing[*]} from Debian's packages..."
+echo "make tools: installing ${missing[*]} from Debian's packages (under a minute, once)..."
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 command -v age >/dev/null && command -v age-keygen >/dev/null && command -v zstd >/dev/null

@@ -9,7 +9,7 @@ if ! { command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; };
     command -v sudo >/dev/null 2>&1 || { echo "etcd is missing and I am not root: install etcd-server and etcd-client, then rerun" >&2; exit 1; }
     SUDO="sudo"
   fi
-  echo "installing etcd-server and etcd-client from Debian's packages..."
+  echo "make etcd: installing etcd-server and etcd-client from Debian's packages (about a minute, once)..."
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null
   # The package may start a system etcd on 2379; the project never uses it (every etcd here is on a free port).

@@ -58,7 +58,7 @@ if [ "$URI" = "-" ]; then
   exit 1
 fi
 
-echo "etcd 3.5: downloading etcd-server and etcd-client from Debian $SUITE into $BIN ..."
+echo "etcd 3.5: downloading etcd-server and etcd-client from Debian $SUITE into $BIN (about 30 s, once) ..."
 mkdir -p "$(dirname "$BIN")"
 WORK="$BIN.tmp.$$"
 trap 'rm -rf "$WORK"' EXIT

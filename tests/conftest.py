@@ -94,6 +94,7 @@ def sandbox_env(sandbox, monkeypatch, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    monkeypatch.setenv("DR_TALOS_DIR", ".talos")  # the sandbox's env names its own; these tests read the cwd's
     return sandbox
 
 

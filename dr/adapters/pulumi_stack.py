@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dr.core import spelling
 from dr.core.errors import ConfigError, RecoveryKitError
 
 _HINT_CLI = ("install the Pulumi CLI (https://www.pulumi.com/docs/install/) and log in to the backend the new stack "
@@ -66,7 +67,8 @@ class StackHandle:
             if done.returncode != 0:
                 raise ConfigError(f"`pulumi config set {key}` on stack {self.name} failed (exit {done.returncode}): "
                                   f"{_last_line(done.stderr)}",
-                                  "fix that, then run the same dr.rebuild again: it continues where it stopped")
+                                  f"fix that, then run the same `{spelling.command('rebuild')}` again: it continues where "
+                                  "it stopped")
 
     def import_resources(self, resources: Sequence[Mapping[str, Any]],
                          name_table: Mapping[str, str] | None = None) -> str:
@@ -90,7 +92,8 @@ def open_stack(name: str, work_dir: str | Path) -> StackHandle:
         raise ConfigError("the pulumi Python package is not installed", "run `make venv`") from exc
     work = Path(work_dir)
     if not (work / "Pulumi.yaml").is_file():
-        raise RecoveryKitError(f"{work} has no Pulumi.yaml", "run dr.rebuild from the talos-dr checkout, or pass "
+        raise RecoveryKitError(f"{work} has no Pulumi.yaml", f"run `{spelling.command('rebuild')}` from the talos-dr "
+                               "checkout, or pass "
                                                              "--project-dir to it")
     try:
         ws = auto.LocalWorkspace(work_dir=str(work))

@@ -20,6 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from dr.core import spelling
 from dr.core.errors import (
     AccessDenied,
     BucketNotFound,
@@ -97,7 +98,7 @@ def translate(exc: BaseException, action: str, bucket: str, key: str | None = No
                                   "check the bucket name (stack output etcdBackupBucketName) and region")
         if code in ("NoSuchKey", "NotFound", "404") or status == 404:
             return SnapshotNotFound(f"{action} {where} failed: no such object",
-                                    "list what exists with `python -m dr.list`")
+                                    f"list what exists with `{spelling.command('list')}`")
         if code in ("AccessDenied", "Forbidden", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                     "ExpiredToken", "InvalidToken") or status == 403:
             return AccessDenied(f"{action} {where} failed: access denied ({code})",

@@ -13,6 +13,7 @@ Names: every entry is listed under its stored name (``etcd-snapshot-<ts>.db.zst.
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import hashlib
 import json
@@ -27,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dr.adapters import codec, s3
 from dr.adapters.fsutil import atomic_write, atomic_writer
-from dr.core import naming, tiers
+from dr.core import naming, spelling, tiers
 from dr.core.errors import (
     AccessDenied,
     ConfigError,
@@ -119,6 +120,15 @@ def find(entries: Iterable[Entry], name: str) -> Entry | None:
     return newest_first(plain)[0] if plain else None
 
 
+def not_found(name: str, where: str, entries: Iterable[Entry]) -> SnapshotNotFound:
+    """"No snapshot named X", with the closest names there (a digit wrong in a 33-character name at 3 a.m.)."""
+    base = name.rsplit("/", 1)[-1]  # `where` already ends with the prefix: say it once
+    close = difflib.get_close_matches(base, sorted({e.name.name for e in entries}), n=3, cutoff=0.8)
+    maybe = f"did you mean {' or '.join(close)}? " if close else ""
+    return SnapshotNotFound(f"no snapshot named {base} in {where}",
+                            f"{maybe}list snapshots with `{spelling.command('list')}`")
+
+
 def _verified_chunks(chunks: Iterable[bytes], hasher: TrailerHasher, expected: str | None,
                      out: list[SnapshotDigest]) -> Iterator[bytes]:
     for c in chunks:
@@ -152,6 +162,19 @@ def suspicious(e: Entry, now: datetime) -> str | None:
     return None
 
 
+def candidates(entries: Iterable[Entry]) -> list[Entry]:
+    """What ``latest~N`` counts, newest first by evidence: every snapshot but the safety ones."""
+    return sorted((e for e in entries if not e.name.safety), key=lambda e: (_effective_time(e), e.name.name),
+                  reverse=True)
+
+
+def latest_steps(entries: Iterable[Entry], now: datetime, n: int = 3) -> dict[str, str]:
+    """Which names ``latest``, ``latest~1``, ... pick (the first ``n``), for `list` to mark: the order ``newest``
+    uses, names it refuses skipped (a cluster recorded in an object's metadata is checked only by ``newest``)."""
+    fine = [e for e in candidates(entries) if suspicious(e, now) is None and e.size != 0]
+    return {e.name.name: "latest" + (f"~{i}" if i else "") for i, e in enumerate(fine[:n])}
+
+
 def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | None = None,
            err: TextIO | None = None, skip: int = 0, verified_only: bool = False) -> Entry:
     """The newest snapshot by evidence, not by name alone (security M1, hostile-inputs 4): ordered by the earlier of
@@ -159,12 +182,11 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
     is known) objects recorded for another cluster skipped. ``skip`` steps back that many (``latest~N``);
     ``verified_only`` keeps only snapshots with a standing verification (``latest-verified``)."""
     now = now or datetime.now(UTC)
-    ordered = sorted((e for e in store.list() if not e.name.safety), key=lambda e: (_effective_time(e), e.name.name),
-                     reverse=True)
+    ordered = candidates(store.list())
     if not ordered:
         raise SnapshotNotFound(f"there are no snapshots in {store.where}",
-                               "take one with `python -m dr.backup --save-to-s3`, name a local file, or pass --prefix "
-                               "where they are")
+                               f"take one with `{spelling.command('backup', '--save-to-s3')}`, name a local file, or "
+                               "pass --prefix where they are")
     passed = 0
     refused: list[str] = []
     for e in ordered:
@@ -188,8 +210,8 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
     detail = f"; refused: {'; '.join(refused)}" if refused else ""
     raise SnapshotNotFound(f"there is no {'' if not skip else f'{skip + 1}th newest '}{what} in {store.where} "
                            f"({len(ordered)} listed{detail})",
-                           "verify one with `python -m dr.verify`" if verified_only else
-                           "list them with `python -m dr.list`")
+                           f"verify one with `{spelling.command('verify')}`" if verified_only else
+                           f"list them with `{spelling.command('list')}`")
 
 
 def _stored(plain: str, compress: bool, recipients: Sequence[Any]) -> tuple[str, naming.SnapshotName]:
@@ -364,9 +386,10 @@ class LocalStore:
         return newest_first(out)
 
     def stat(self, name: str) -> Entry:
-        e = find(self.list(), name)
+        listing = self.list()
+        e = find(listing, name)
         if e is None:
-            raise SnapshotNotFound(f"no snapshot named {name} in {self.root}", "list snapshots with `python -m dr.list`")
+            raise not_found(name, str(self.root), listing)
         return self.describe(e)
 
     def verification_of(self, path: Path, file_sha256: str) -> Verification | None:
@@ -386,7 +409,8 @@ class LocalStore:
         try:
             f = open(entry.path, "rb")
         except FileNotFoundError:
-            raise SnapshotNotFound(f"{entry.path} no longer exists", "list snapshots with `python -m dr.list`") from None
+            raise SnapshotNotFound(f"{entry.path} no longer exists",
+                                   f"list snapshots with `{spelling.command('list')}`") from None
         with f:
             yield from iter_file(f)
 
@@ -528,7 +552,7 @@ class S3Store:
         key = self._key(name)
         parsed = parsed or naming.parse(key)
         if parsed is None:
-            raise SnapshotNotFound(f"{key} is not a snapshot name", "list snapshots with `python -m dr.list`")
+            raise SnapshotNotFound(f"{key} is not a snapshot name", f"list snapshots with `{spelling.command('list')}`")
         return self._from_info(s3.head_snapshot(self.client, self.bucket, key), parsed)
 
     def stat(self, name: str) -> Entry:
@@ -539,10 +563,10 @@ class S3Store:
                 pass
         e = find(self._listing, name) if self._listing is not None else None
         if e is None:  # the cached listing may predate the object (a put since): list again before "not found"
-            e = find(self.list(), name)
-        if e is None:
-            raise SnapshotNotFound(f"no snapshot named {name} in {self.where}",
-                                   "list snapshots with `python -m dr.list`")
+            listing = self.list()
+            e = find(listing, name)
+            if e is None:
+                raise not_found(name, self.where, listing)
         return self.describe(e)
 
     def describe(self, entry: Entry) -> Entry:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from dr.core import spelling
 from dr.core.errors import (
     ConfigError,
     DiskFull,
@@ -267,7 +268,7 @@ class Talosctl:
         if "etcd data directory is not empty" in low:
             return RestoreConflict(f"{what} on node {self.node} refused: etcd data directory is not empty",
                                    "etcd was not wiped; reset the node with --system-labels-to-wipe=EPHEMERAL "
-                                   "(`python -m dr.restore` does this) and retry")
+                                   f"(`{spelling.command('restore')}` does this) and retry")
         if "sha256 checksum not found" in low:
             return TruncatedSnapshot(f"{what} from node {self.node} was cut short: {line}",
                                      "the stream from the node ended early; retry, and check the node's health")
@@ -292,7 +293,8 @@ class Talosctl:
         if _ETCD_DOWN.search(output):  # only the node itself talks about its etcd client on :2379
             return NodeError(f"{what}: etcd on node {self.node} does not answer ({line})",
                              f"the node answers but its etcd is down: look at `talosctl -n {self.node} -e "
-                             f"{self.endpoint} service etcd` and `logs etcd`; `python -m dr.restore` can restore it")
+                             f"{self.endpoint} service etcd` and `logs etcd`; `{spelling.command('restore')}` can "
+                             "restore it")
         if _UNREACHABLE.search(output):
             hint = "check the node is running, its address, and that the security group admits your IP"
             if self.node == self.endpoint:
@@ -346,7 +348,7 @@ class Talosctl:
             raise NodeError(f"etcd snapshot from node {self.where}: no data for {stall:.0f}s, so it was stopped: "
                             "etcd on the node is not answering",
                             f"look at `talosctl -n {self.node} -e {self.endpoint} service etcd` and `logs etcd`; if "
-                            "etcd is down, `python -m dr.restore` can restore it from a snapshot")
+                            f"etcd is down, `{spelling.command('restore')}` can restore it from a snapshot")
         if proc.returncode != 0 and time.monotonic() - begin >= timeout:
             raise Timeout(f"etcd snapshot on node {self.where}: talosctl did not finish within {timeout:.0f}s",
                           f"check the node is reachable on {self.endpoint}:50000, then retry")

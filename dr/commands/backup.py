@@ -32,7 +32,7 @@ from dr.adapters.talosctl import SnapshotInfo, Talosctl, talosconfig_credentials
 from dr.commands import cli
 from dr.commands.settings import DOWNLOADS, Resolver, add_common_flags
 from dr.commands.source import check_local_file
-from dr.core import naming, timefmt
+from dr.core import naming, spelling, timefmt
 from dr.core.errors import (
     ConfigError,
     DiskFull,
@@ -46,7 +46,7 @@ from dr.core.errors import (
 from dr.core.integrity import SnapshotDigest, iter_file, verify_file
 from dr.core.retention import Policy, apply_policy
 
-PROG = "dr.backup"
+PROG = spelling.command("backup")
 LOCK_NAME = ".dr.lock"
 STALL_SECONDS = 30.0  # no byte from the node for this long: etcd is not answering (it would hang forever)
 STREAM_TIMEOUT = 24 * 3600.0  # a whole snapshot stream; a slow link is not a hang (the stall timeout catches those)
@@ -94,7 +94,8 @@ def etcd_must_run(talosctl: Talosctl) -> None:
         detail = f": {svc.last_message}" if svc.last_message else ""
         raise NodeError(f"etcd on node {talosctl.where} is not running (service etcd: {svc.state}{detail}); no "
                         "snapshot was taken",
-                        "a broken etcd is what `python -m dr.restore` repairs (docs/RUNBOOK.md: etcd corrupt); "
+                        f"a broken etcd is what `{spelling.command('restore')}` repairs (docs/RUNBOOK.md: etcd "
+                        "corrupt); "
                         f"look at `talosctl -n {talosctl.node} -e {talosctl.endpoint} logs etcd`")
 
 
@@ -193,7 +194,7 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
     print(f"saved {final} ({cli.human_size(digest.size)}, sha256 {digest.content_sha256[:16]}…, {secs:.1f}s); hash "
           "trailer verified", file=out)
     if s3_failed is not None:
-        print(f"the upload failed, so only the local snapshot was kept; upload it later with `python -m dr.backup "
+        print(f"the upload failed, so only the local snapshot was kept; upload it later with `{PROG} "
               f"--save-to-s3 {final}`", file=out)
         raise s3_failed
     if entry is not None:
@@ -276,6 +277,8 @@ def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO) ->
     for i, d in enumerate(decisions):
         if not d.keep or i == 0:
             print(f"  {'kept  ' if d.keep else 'pruned'}  {d.name}  ({d.reason})", file=out)
+    if len(kept) > 1:  # say the rest exist, so the count and the lines agree (first-use C7)
+        print(f"  ... and {len(kept) - 1} more kept", file=out)
     return removed
 
 
@@ -334,11 +337,12 @@ def print_uploaded(path: Path, entry: Entry, digest: SnapshotDigest, compress: b
 def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 20) -> None:
     snaps = r.s3_store().list()
     print(f"snapshots in s3://{r.bucket}/{r.prefix} ({len(snaps)}), newest first:", file=out)
+    width = max((len(s.name.name) for s in snaps[:limit]), default=0)  # pre-restore-... names are longer
     for s in snaps[:limit]:
         age = timefmt.human_age((now - s.name.taken_at).total_seconds())
-        print(f"  {s.name.name}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
+        print(f"  {s.name.name:<{width}}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
     if len(snaps) > limit:
-        print(f"  ... and {len(snaps) - limit} older (see `python -m dr.list`)", file=out)
+        print(f"  ... and {len(snaps) - limit} older (see `{spelling.command('list')}`)", file=out)
 
 
 def preflight(args, r: Resolver) -> Path | None:
@@ -364,9 +368,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     err = err or sys.stderr
     clock = now or (lambda: datetime.now(UTC))
     p = cli.parser(PROG, "Take a verified etcd snapshot of the Talos node; prune old local ones; optionally upload.",
-                   examples=("python -m dr.backup --save-to-s3          # one pass: node -> local .db and the bucket",
-                             "python -m dr.backup                       # local only, in .talos/snapshots",
-                             "python -m dr.backup --save-to-s3 FILE     # upload an older local snapshot too"))
+                   examples=(f"{PROG} --save-to-s3          # one pass: node -> local .db and the bucket",
+                             f"{PROG}                       # local only, in .talos/snapshots",
+                             f"{PROG} --save-to-s3 FILE     # upload an older local snapshot too"))
     p.add_argument("--save-to-s3", nargs="?", const=True, default=None, metavar="FILE",
                    help="upload the fresh snapshot (or FILE, after taking a fresh one anyway) to the backup bucket")
     p.add_argument("--keep-days", type=float, default=7.0, help="prune local snapshots older than this (default 7)")

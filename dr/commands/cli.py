@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from dr.core.errors import EXIT_CODE_MEANING, DRError, ExitCode
+from dr.core.spelling import command as command  # noqa: PLC0414 - re-exported: commands spell hints with cli.command
 
 
 def epilog() -> str:
@@ -20,8 +21,6 @@ def epilog() -> str:
     return f"exit codes:\n{rows}"
 
 
-# Set by the ``talos-dr`` entry point (dr/main.py): usage lines then read ``talos-dr <command>``.
-INVOKED_AS: str | None = None
 COMMON_GROUP = "where the cluster is (flag > environment > stack output > default)"
 
 
@@ -96,11 +95,9 @@ class _Parser(argparse.ArgumentParser):
 
 def parser(prog: str, description: str, examples: tuple[str, ...] | list[str] = ()) -> argparse.ArgumentParser:
     """A command's parser: ``-h`` is short (description, own options, examples), ``--help-all`` is everything."""
-    shown = f"{INVOKED_AS} {prog.split('.', 1)[-1]}" if INVOKED_AS else prog
-    p = _Parser(prog=shown, description=description, epilog=epilog(), add_help=False,
+    p = _Parser(prog=prog, description=description, epilog=epilog(), add_help=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.examples = tuple(e.replace("python -m dr.", f"{INVOKED_AS} ") if INVOKED_AS else e  # type: ignore[attr-defined]
-                       for e in examples)
+    p.examples = tuple(examples)  # type: ignore[attr-defined]  # written with spelling.command: `talos-dr <cmd> ...`
     p.add_argument("-h", "--help", action=_ShortHelp, help="show a short help with examples and exit")
     p.add_argument("--help-all", action=_FullHelp, help="show every option and the exit codes, and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks on failure")

@@ -21,11 +21,11 @@ from typing import TextIO
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.show import Opened, add_filters, digests, opened, split_list
-from dr.core import inventory
+from dr.core import inventory, spelling
 from dr.core.errors import ConfigError
 from dr.core.timefmt import iso_utc
 
-PROG = "dr.diff"
+PROG = spelling.command("diff")
 SIGNS = {inventory.CREATED: "+", inventory.DELETED: "-", inventory.CHANGED: "~"}
 
 
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     err = err or sys.stderr
     p = cli.parser(PROG, "Kubernetes objects created, deleted and changed from snapshot A to snapshot B (or `live`: "
                          "a fresh snapshot from the node), by type and namespace; --details lists them.", examples=(
-                             "python -m dr.diff latest~1 latest",
-                             "python -m dr.diff latest live --details",
-                             "python -m dr.diff latest live --namespace demo --type secrets --json",
+                             f"{PROG} latest~1 latest",
+                             f"{PROG} latest live --details",
+                             f"{PROG} latest live --namespace demo --type secrets --json",
                          ))
     p.add_argument("a", metavar="A", help="the older snapshot: a name `list` prints, a file, s3://, latest, latest~N, "
                                           "or `live`")

@@ -31,7 +31,7 @@ from dr.adapters import fsutil
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.show import opened, split_list
-from dr.core import inventory, kubeproto, secretbox
+from dr.core import inventory, kubeproto, secretbox, spelling
 from dr.core import outputs as keys
 from dr.core.errors import (
     ConfigError,
@@ -42,7 +42,7 @@ from dr.core.errors import (
     WrongSecretsKey,
 )
 
-PROG = "dr.extract"
+PROG = spelling.command("extract")
 EXTRACTABLE = {"secrets": "Secret", "configmaps": "ConfigMap"}
 WHY_NOT = ("only Secrets and ConfigMaps are extracted: other objects carry state the cluster manages (status, owners, "
            "controllers' fields); re-create them from their manifests, or restore the whole snapshot")
@@ -196,9 +196,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     err = err or sys.stderr
     p = cli.parser(PROG, "Write a namespace's Secrets and ConfigMaps from a snapshot as YAML for `kubectl apply` "
                          "(Secrets decrypted with the cluster's secretbox key; values never printed).", examples=(
-                             "python -m dr.extract latest --namespace demo -o ./restored",
-                             "python -m dr.extract latest~1 -n demo --type secrets --name api-token -o ./restored",
-                             "python -m dr.extract latest -n demo -o ./restored --secrets-file secrets.yaml",
+                             f"{PROG} latest --namespace demo -o ./restored",
+                             f"{PROG} latest~1 -n demo --type secrets --name api-token -o ./restored",
+                             f"{PROG} latest -n demo -o ./restored --secrets-file secrets.yaml",
                          ))
     p.add_argument("snapshot", help="a name `list` prints, a local file, s3://bucket/key, `latest`, `latest~N`")
     p.add_argument("--namespace", "-n", required=True, metavar="NS", help="the namespace to extract from")

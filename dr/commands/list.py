@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
 from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV
-from dr.adapters.store import Entry, S3Store
+from dr.adapters.store import Entry, S3Store, latest_steps
 from dr.commands import cli
 from dr.commands.settings import DOWNLOADS, ENV_BUCKET, Resolver, add_common_flags
-from dr.core import naming, timefmt
+from dr.core import naming, spelling, timefmt
 from dr.core.errors import ConfigError, DRError, SnapshotNotFound
 
-PROG = "dr.list"
+PROG = spelling.command("list")
 DEFAULT_LIMIT = 20
 
 
@@ -55,9 +55,12 @@ class Row:
     _s3_entry: Entry | None = field(default=None, repr=False)
 
 
-def _row_json(row: Row) -> dict[str, Any]:
+def _row_json(row: Row, now: datetime | None = None) -> dict[str, Any]:
     d = asdict(row)
     d.pop("_s3_entry", None)
+    if now is not None:  # the AGE column, for scripts: no date arithmetic needed (first-use task 1)
+        taken = datetime.strptime(row.taken_at, timefmt.ISO_UTC_FORMAT).replace(tzinfo=UTC)
+        d["age_seconds"] = int((now - taken).total_seconds())
     return d
 
 
@@ -121,7 +124,9 @@ def _age(row: Row, now: datetime) -> str:
     return timefmt.human_age((now - ts).total_seconds())
 
 
-def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | None = None) -> None:
+def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | None = None,
+                steps: dict[str, str] | None = None) -> None:
+    """``steps``: S3 name -> ``latest~N`` (store.latest_steps), marked so the row `restore latest~1` takes is seen."""
     width = max([45, *(len(r.name) for r in rows)])
     print(f"{'NAME':<{width}} {'WHERE':<6} {'FORMAT':<8} {'SIZE':>10} {'AGE':>7} {'REVISION':>9}  VERIFIED", file=out)
     for r in rows:
@@ -134,6 +139,9 @@ def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | No
             ver += f" ({r.verified_keys} keys)"
         where = r.where + ("*" if r.downloaded else "")
         mark = "  <- latest" if latest_of and r.s3_name and latest_of.rsplit("/", 1)[-1] == r.s3_name else ""
+        step = (steps or {}).get(r.s3_name or "")
+        if step and (step != "latest" or not latest_of):
+            mark = f"  <- {step}"
         print(f"{r.name:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}{mark}",
               file=out)
 
@@ -182,9 +190,10 @@ def _add_s3_metadata(shown: list[Row], listing: _S3Listing, notes: list[str]) ->
 def _add_table_notes(rows: list[Row], shown: list[Row], notes: list[str]) -> None:
     if any(_sizes_differ(x) for x in shown):
         notes.append("a size marked ! differs between the local file and the S3 object: they are not the same "
-                     "snapshot; verify both with `python -m dr.verify`")
+                     f"snapshot; verify both with `{spelling.command('verify')}`")
     if any(x.downloaded for x in shown):
-        notes.append("local* marks copies a restore downloaded (in <snapshots>/downloads); dr.backup prunes them "
+        notes.append("local* marks copies a restore downloaded (in <snapshots>/downloads); "
+                     f"`{spelling.command('backup')}` prunes them "
                      "with the others")
     if any(x.format not in ("plain", "zstd") for x in shown):
         notes.append("age-encrypted snapshots need their identity to verify or restore: --identity FILE "
@@ -217,9 +226,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     err = err or sys.stderr
     clock = now or (lambda: datetime.now(UTC))
     p = cli.parser(PROG, "List local and S3 etcd snapshots in one table, newest first.", examples=(
-        "python -m dr.list                       # the newest 20, local and in the stack's bucket",
-        "python -m dr.list --limit 0 --json      # all of them, for scripts",
-        "python -m dr.list --prefix my-cluster/  # talos-backup objects under their prefix",
+        f"{PROG}                       # the newest 20, local and in the stack's bucket",
+        f"{PROG} --limit 0 --json      # all of them, for scripts",
+        f"{PROG} --prefix my-cluster/  # talos-backup objects under their prefix",
     ))
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
                    help=f"show the newest N (default {DEFAULT_LIMIT}; 0 = all); S3 metadata and tags are read for "
@@ -249,16 +258,17 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if final is None and not rows:
             if listing.unchecked is not None:
                 # Nothing here, and S3 was not looked in: that is not "nothing to restore" (hostile-inputs 17).
-                final = ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: {listing.unchecked}",
+                final = ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: no bucket configured "
+                                    f"({listing.unchecked})",
                                     "pass --bucket NAME (or DR_BUCKET), or --outputs-file / --stack so the bucket is "
                                     "known; then list again")
             else:
                 final = SnapshotNotFound(f"no snapshots in {sources}",
-                                         "take one now with `python -m dr.backup --save-to-s3`")
+                                         f"take one now with `{spelling.command('backup')} --save-to-s3`")
         if args.json:
             print(json.dumps({"ok": final is None, "local_dir": str(r.snapshots_dir), "s3": where_s3,
                               "total": len(rows), "local": n_local, "in_s3": n_s3, "shown": len(shown),
-                              "snapshots": [_row_json(x) for x in shown], "notes": notes,
+                              "snapshots": [_row_json(x, clock()) for x in shown], "notes": notes,
                               "latest": ({"copy_of": f"s3://{listing.store.bucket}/{listing.latest[0]}",
                                           "uri": f"{where_s3}latest", "copied_at": timefmt.iso_utc(listing.latest[1])}
                                          if listing.latest and listing.store else None),
@@ -268,7 +278,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         elif rows:
             print(f"{_plural(len(rows), 'snapshot')} ({n_local} local in {r.snapshots_dir}, {n_s3} in "
                   f"{where_s3 or 'S3 (not checked)'}), newest first:", file=out)
-            print_table(shown, clock(), out, listing.latest[0] if listing.latest else None)
+            print_table(shown, clock(), out, listing.latest[0] if listing.latest else None,
+                        latest_steps(listing.snapshots, clock()))
             if listing.latest:
                 print(f"{where_s3}latest is a pinned copy of {listing.latest[0].rsplit('/', 1)[-1]} (an alias, not "
                       "another snapshot; it never expires)", file=out)
@@ -277,6 +288,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         else:
             print("no snapshots", file=out)
         for note in notes:
+            if final is not None and listing.unchecked is not None and note.startswith("S3 not checked"):
+                continue  # the error line says it (first-use C5: it was said three times)
             print(f"note: {note}", file=err)
         if final is not None:
             raise final

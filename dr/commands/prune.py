@@ -34,10 +34,10 @@ from dr.commands import cli
 from dr.commands.backup import prune_local
 from dr.commands.settings import Resolver, add_common_flags
 from dr.core import outputs as keys
-from dr.core import tiers
+from dr.core import spelling, tiers
 from dr.core.errors import AccessDenied, ConfigError, NotConfirmed, SnapshotNotFound
 
-PROG = "dr.prune"
+PROG = spelling.command("prune")
 OURS = ("dr.backup", "schedule", "dr.restore")  # the `source` metadata our writers set
 
 
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     clock = now or (lambda: datetime.now(UTC))
     p = cli.parser(PROG, "Apply the retention policy now: local snapshots, and with --s3 the bucket's (typed "
                          "confirmation; only the break-glass snapshotDeleter may delete there).", examples=(
-                             "python -m dr.prune                   # local snapshots older than 7 days",
-                             "python -m dr.prune --s3 --dry-run    # what would be deleted from the bucket, and why",
+                             f"{PROG}                   # local snapshots older than 7 days",
+                             f"{PROG} --s3 --dry-run    # what would be deleted from the bucket, and why",
                          ))
     p.add_argument("--keep-days", type=float, default=7.0, help="local (and untagged S3) snapshots older than this "
                                                                 "go (default 7); the newest always stays")

@@ -40,14 +40,14 @@ from dr.adapters import ec2, kit_store, logs, pulumi_stack, s3
 from dr.adapters.fsutil import atomic_write
 from dr.adapters.stack_outputs import PROJECT_DIR
 from dr.commands import cli
-from dr.core import rebuild_plan
+from dr.core import rebuild_plan, spelling
 from dr.core import recovery_kit as kits
 from dr.core.age_keys import AgeKeyError, parse_identities
 from dr.core.errors import ConfigError, RecoveryKitError, UntrustedKit
 from dr.core.timefmt import iso_utc
 from dr.core.volume_snapshots import data_volume_tag_value, newest_completed
 
-PROG = "dr.rebuild"
+PROG = spelling.command("rebuild")
 IDENTITY_ENV = "DR_AGE_IDENTITY_FILE"
 TALOS_DIR_ENV = "DR_TALOS_DIR"
 

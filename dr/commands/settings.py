@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV, STACK_ENV, StackOutputs, resolve_outputs
+from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV, PROJECT_DIR, STACK_ENV, StackOutputs, resolve_outputs
 from dr.adapters.talosctl import Talosconfig, Talosctl, load_talosconfig
 from dr.core import outputs as keys
 from dr.core.errors import ConfigError
@@ -24,6 +24,7 @@ ENV_ENDPOINT = "DR_ENDPOINT"
 ENV_BUCKET = "DR_BUCKET"
 ENV_TALOSCONFIG = "TALOSCONFIG"
 DEFAULT_TALOS_DIR = ".talos"
+PROJECT_FILE = "Pulumi.yaml"  # marks the checkout: `pulumi up` writes .talos/ next to it (__main__.py)
 ENV_PREFIX = "DR_SNAPSHOT_PREFIX"
 ENV_IDENTITY = "DR_AGE_IDENTITY_FILE"
 ENV_RECIPIENTS = "DR_AGE_RECIPIENTS"
@@ -33,7 +34,8 @@ DOWNLOADS = "downloads"  # <snapshots>/downloads: what restores fetched from S3 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by backup, restore, verify and list."""
     g = p.add_argument_group("where the cluster is (flag > environment > stack output > default)")
-    g.add_argument("--talos-dir", help=f"local state folder (env {ENV_TALOS_DIR}; default {DEFAULT_TALOS_DIR})")
+    g.add_argument("--talos-dir", help=f"local state folder (env {ENV_TALOS_DIR}; default the {DEFAULT_TALOS_DIR}/ "
+                                                      f"next to the nearest {PROJECT_FILE}, here or above)")
     g.add_argument("--talosconfig", help=f"talosconfig path (env {ENV_TALOSCONFIG}; default <talos-dir>/talosconfig)")
     g.add_argument("--talos-context", help="talosconfig context (default: the file's current context)")
     g.add_argument("--node", help=f"the node's own (private) IP, named in every call (env {ENV_NODE}; default "
@@ -45,7 +47,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                                     f"'<cluster>/' (env {ENV_PREFIX}; default stack output {keys.SNAPSHOT_PREFIX}, "
                                     f"{keys.DEFAULT_SNAPSHOT_PREFIX})")
     g.add_argument("--identity", metavar="FILE", help=f"age identity file that decrypts encrypted snapshots (env "
-                                                      f"{ENV_IDENTITY}); keep it offline (README: Encrypted snapshots)")
+                                                      f"{ENV_IDENTITY}); keep it offline (docs/REFERENCE.md: "
+                                                      "Encrypted snapshots)")
     g.add_argument("--stack", help=f"Pulumi stack (env {STACK_ENV}; default {keys.DEFAULT_STACK})")
     g.add_argument("--outputs-file", help=f"`pulumi stack output --json --show-secrets` file instead of the "
                                           f"Automation API (env {OUTPUTS_FILE_ENV})")
@@ -68,7 +71,12 @@ class Resolver:
 
     @cached_property
     def talos_dir(self) -> Path:
-        return Path(self._flag("talos_dir") or self.env.get(ENV_TALOS_DIR) or DEFAULT_TALOS_DIR)
+        """--talos-dir, else DR_TALOS_DIR, else the .talos/ of the project this folder is in (found, not assumed:
+        from another folder the commands say so instead of scattering .talos/ folders or blaming the stack)."""
+        given = self._flag("talos_dir") or self.env.get(ENV_TALOS_DIR)
+        if given:
+            return Path(given)
+        return find_talos_dir()
 
     @cached_property
     def snapshots_dir(self) -> Path:
@@ -220,6 +228,33 @@ class Resolver:
         from dr.adapters import s3
 
         return s3.make_client(self.region)
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` that holds the Pulumi project file, or None."""
+    for d in (start, *start.parents):
+        if (d / PROJECT_FILE).is_file():
+            return d
+    return None
+
+
+def find_talos_dir() -> Path:
+    """``.talos`` next to the nearest Pulumi.yaml at or above the current folder (relative when that is the current
+    folder, so messages read as before); a ConfigError in one line when there is none."""
+    try:
+        here = Path.cwd()
+    except FileNotFoundError:
+        raise ConfigError("the current folder no longer exists", f"cd to the repository root (where {PROJECT_FILE} "
+                          f"is), or pass --talos-dir DIR / set {ENV_TALOS_DIR}") from None
+    root = find_project(here)
+    if root is None:
+        # The checkout this code runs from (an editable install) is the likely one to cd to.
+        checkout = find_project(PROJECT_DIR)
+        where = f"`cd {checkout}`" if checkout else f"cd to the repository root (where {PROJECT_FILE} is)"
+        raise ConfigError(f"no {DEFAULT_TALOS_DIR}/ here: {here} is not inside the talos-dr checkout (no "
+                          f"{PROJECT_FILE} in it or any folder above)",
+                          f"{where} and run it again, or pass --talos-dir DIR / set {ENV_TALOS_DIR}")
+    return Path(DEFAULT_TALOS_DIR) if root == here else root / DEFAULT_TALOS_DIR
 
 
 def normalise_prefix(p: str) -> str:

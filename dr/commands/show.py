@@ -30,11 +30,11 @@ from dr.adapters.snapshot_reader import SnapshotReader
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
-from dr.core import inventory, naming
+from dr.core import inventory, naming, spelling
 from dr.core.integrity import SnapshotDigest
 from dr.core.timefmt import iso_utc
 
-PROG = "dr.show"
+PROG = spelling.command("show")
 LIVE = "live"
 LIVE_STALL = 30.0
 TOP = 10
@@ -170,9 +170,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p = cli.parser(PROG, "What a snapshot holds: when and where it was taken, its revision, its size against etcd's "
                          "quota, and its Kubernetes objects by type and namespace (counts, sizes, the biggest). "
                          "Read from the file itself; no etcd is started.", examples=(
-                             "python -m dr.show latest",
-                             "python -m dr.show latest --namespace demo --type secrets,configmaps",
-                             "python -m dr.show etcd-snapshot-20260101T000000Z.db --json",
+                             f"{PROG} latest",
+                             f"{PROG} latest --namespace demo --type secrets,configmaps",
+                             f"{PROG} etcd-snapshot-20260101T000000Z.db --json",
                          ))
     p.add_argument("snapshot", help="a name `list` prints, a local file, s3://bucket/key, `latest`, `latest~N`, "
                                     "`latest-verified`, or `live` (a fresh snapshot from the node)")

@@ -23,12 +23,20 @@ from typing import TextIO
 
 from dr.adapters import s3
 from dr.adapters.codec import Layers, describe_head
-from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, newest
+from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, candidates, newest
 from dr.adapters.store import fetch as store_fetch
 from dr.commands import cli
 from dr.commands.settings import Resolver
-from dr.core import naming
-from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
+from dr.core import naming, spelling
+from dr.core.errors import (
+    BucketNotFound,
+    ConfigError,
+    DiskFull,
+    DRError,
+    IntegrityError,
+    S3Error,
+    SnapshotNotFound,
+)
 from dr.core.formats import SNIFF_BYTES
 from dr.core.integrity import SnapshotDigest, verify_file
 
@@ -60,7 +68,8 @@ def check_local_file(path: Path) -> Path:
     if path.is_symlink():
         raise ConfigError(f"{path} is a symbolic link", "name the snapshot file itself, not a link to it")
     if not path.exists():
-        raise SnapshotNotFound(f"snapshot file {path} does not exist", "list snapshots with `python -m dr.list`")
+        raise SnapshotNotFound(f"snapshot file {path} does not exist",
+                               f"list snapshots with `{spelling.command('list')}`")
     if not path.is_file():
         raise ConfigError(f"{path} is not a regular file", "name a snapshot file (etcd-snapshot-*.db)")
     return path
@@ -120,13 +129,15 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
         store = S3Store(r.s3_client(), bucket, prefix)
         try:
             return store, _s3_entry(store, spec, key)
+        except BucketNotFound as exc:
+            raise _with_configured_bucket(exc, bucket, r) from None
         except SnapshotNotFound:
             # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself (first-use:
             # a missing bucket was "no such object", 4, instead of 14).
             try:
                 store.client.list_objects_v2(Bucket=bucket, MaxKeys=1)
             except Exception as exc:  # noqa: BLE001 - translated to the matching DRError
-                raise s3.translate(exc, "listing", bucket) from exc
+                raise _with_configured_bucket(s3.translate(exc, "listing", bucket), bucket, r) from exc
             raise
     for store in (r.local_store(), r.downloads_store()):
         try:
@@ -135,6 +146,19 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
             continue
     s3_store = r.s3_store()
     return s3_store, s3_store.stat(spec)
+
+
+def _with_configured_bucket(exc: DRError, typed: str, r: Resolver) -> DRError:
+    """A missing bucket's error names the configured one too, when it is known and differs (a typo is the usual
+    cause)."""
+    if isinstance(exc, BucketNotFound):
+        try:
+            configured = r.bucket
+        except DRError:
+            return exc
+        if configured != typed:
+            exc.hint = f"the stack's bucket is {configured}; " + (exc.hint or "")
+    return exc
 
 
 def _s3_entry(store: S3Store, spec: str, key: str) -> Entry:
@@ -171,6 +195,9 @@ def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     if parse_latest(spec) is None and not spec.startswith("s3://"):
         if "://" in spec:
             raise ConfigError(f"unsupported snapshot location {spec!r}", "use a local path, s3://bucket/key or latest")
+        if spec.lower().startswith("s3:/") and not Path(spec).exists():  # one slash short: not a local file
+            raise ConfigError(f"{spec!r} is not an S3 URI (one slash after s3:)",
+                              f"did you mean s3://{spec[4:].lstrip('/')}?")
         path = Path(spec)
         if path.exists() or path.is_symlink() or "/" in spec or naming.parse(spec) is None:
             return _local(check_local_file(path), r, dest_dir, err)
@@ -183,7 +210,10 @@ def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
         which = parse_latest(spec)
         if which is not None and not which[1]:
             # One bad newest object must not leave "take a new snapshot" as the only advice (hostile-inputs 16).
-            exc.hint = f"use the one before it: `latest~{which[0] + 1}` (`talos-dr list` shows them)"
+            older = len(candidates(store.list())) > which[0] + 1
+            exc.hint = (f"use the one before it: `latest~{which[0] + 1}` (`{spelling.command('list')}` marks it)"
+                        if older else f"there is no older one in {store.where}: restore a local copy by name "
+                        f"(`{spelling.command('list')}`), or take a new backup if the cluster is healthy")
         raise
 
 

@@ -26,13 +26,13 @@ from typing import TextIO, cast
 from dr.adapters import cloudwatch
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
+from dr.core import spelling, tiers, timefmt
 from dr.core import status as st
-from dr.core import tiers, timefmt
 from dr.core.errors import ConfigError, DRError
 from dr.core.etcd_health import DEFAULT_QUOTA_BYTES
 from dr.core.freshness import STALE_FACTOR, schedule_interval
 
-PROG = "dr.status"
+PROG = spelling.command("status")
 ENV_SCHEDULE = "DR_SNAPSHOT_SCHEDULE"
 DEFAULT_SCHEDULE = "rate(1 hour)"  # infra/config.py snapshotSchedule's default
 NODE_TIMEOUT = 10.0  # etcd status from the node: a small answer, or etcd is not answering
@@ -203,9 +203,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     clock = now or (lambda: datetime.now(UTC))
     p = cli.parser(PROG, "What would be lost now and what will break: one line per check, OK / WARN / FAIL, and the "
                          "command that fixes each one that is not OK.", examples=(
-        "python -m dr.status                    # the stack's bucket, CloudWatch and node",
-        "python -m dr.status --json             # for scripts and monitoring",
-        "python -m dr.status --schedule 'rate(30 minutes)'",
+        f"{PROG}                    # the stack's bucket, CloudWatch and node",
+        f"{PROG} --json             # for scripts and monitoring",
+        f"{PROG} --schedule 'rate(30 minutes)'",
     ))
     p.add_argument("--schedule", metavar="EXPR", default=None,
                    help=f"the stack's snapshotSchedule, for what counts as stale (default: {ENV_SCHEDULE}, else "

@@ -41,11 +41,11 @@ from dr.adapters.store import CATALOG_NAME, LocalStore, Verification
 from dr.commands import cli
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
-from dr.core import naming
+from dr.core import naming, spelling
 from dr.core.errors import CorruptSnapshot, DRError, IntegrityError, VerifyMismatch
 from dr.core.timefmt import iso_utc
 
-PROG = "dr.verify"
+PROG = spelling.command("verify")
 OUTSIDE = "(outside /registry)"
 REGISTRY = b"/registry/"
 # The API server stores these under names that are not the resource's name.
@@ -262,7 +262,7 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
     except (DRError, OSError) as exc:
         report.recorded = ""
         print(f"{PROG}: warning: the snapshot verified, but recording the result failed: {exc} "
-              "(`python -m dr.list` will not show it as verified)", file=err)
+              f"(`{spelling.command('list')}` will not show it as verified)", file=err)
 
 
 def take_back(spec: str, f: Fetched | None, r: Resolver, err: TextIO) -> None:
@@ -333,9 +333,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     err = err or sys.stderr
     p = cli.parser(PROG, "Prove a snapshot restores: check its hash, restore it into a throwaway etcd, count what "
                          "it holds per Kubernetes resource type, and record the result.", examples=(
-                             "python -m dr.verify latest                      # the newest snapshot in the bucket",
-                             "python -m dr.verify latest~1 --against latest   # what changed in the newest one",
-                             "python -m dr.verify etcd-snapshot-20260101T000000Z.db --identity ~/talos-dr-age.key",
+                             f"{PROG} latest                      # the newest snapshot in the bucket",
+                             f"{PROG} latest~1 --against latest   # what changed in the newest one",
+                             f"{PROG} etcd-snapshot-20260101T000000Z.db --identity ~/talos-dr-age.key",
                          ))
     p.add_argument("snapshot", help="a name `list` prints, a local file, s3://bucket/key, `latest`, `latest~N` or "
                                     "`latest-verified`")

@@ -24,11 +24,11 @@ from dr.adapters import ec2
 from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV, STACK_ENV, resolve_outputs
 from dr.commands import cli
 from dr.core import outputs as keys
-from dr.core import timefmt
+from dr.core import spelling, timefmt
 from dr.core.errors import ConfigError, SnapshotNotFound
 from dr.core.volume_snapshots import VolumeSnapshot, data_volume_tag_value, newest_per_volume
 
-PROG = "dr.volumes"
+PROG = spelling.command("volumes")
 
 
 def volume_snapshot_rows(client, stack: str, cluster: str, per_volume: int = 1) -> list[VolumeSnapshot]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from dr.core import spelling
 from dr.core.errors import CorruptSnapshot, EmptySnapshot, NotASnapshot, TruncatedSnapshot
 
 TRAILER_SIZE = 32
@@ -78,7 +79,8 @@ class TrailerHasher:
         if not self._has_bolt_magic():
             raise NotASnapshot(
                 f"{what} is not an etcd snapshot (no bbolt header)",
-                "point at a file made by `talosctl etcd snapshot`, `etcdctl snapshot save` or dr.backup",
+                "point at a file made by `talosctl etcd snapshot`, `etcdctl snapshot save` or "
+                f"`{spelling.command('backup')}`",
             )
         if self.size % PAGE_ALIGN != TRAILER_SIZE:
             raise TruncatedSnapshot(

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dr.core import spelling
 from dr.core.recovery_kit import Kit
 
 BUCKET_TYPE = "aws:s3/bucket:Bucket"
@@ -101,7 +102,7 @@ class Plan:
     @property
     def finish(self) -> list[str]:
         """The two commands that finish the job."""
-        return [f"pulumi up --stack {self.stack}", f"python -m dr.restore latest --stack {self.stack}"]
+        return [f"pulumi up --stack {self.stack}", f"{spelling.command('restore')} latest --stack {self.stack}"]
 
 
 def _data_volumes(kit: Kit) -> list[dict[str, Any]]:
@@ -195,7 +196,7 @@ def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, Volu
     foreign = sorted(u for u in state_urns if u not in ours and not _bookkeeping(u))
     if foreign:
         blockers.append(f"stack {stack} already holds {len(foreign)} other resource(s) (first: {foreign[0]}): "
-                        "dr.rebuild only fills a new stack; pass --stack NEW-NAME")
+                        f"`{spelling.command('rebuild')}` only fills a new stack; pass --stack NEW-NAME")
     done = set(state_urns)
     skipped = [i.what for i in imports if i.urn(stack, project, cluster) in done]
     todo = [i for i in imports if i.urn(stack, project, cluster) not in done]

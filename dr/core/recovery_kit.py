@@ -28,6 +28,7 @@ import yaml
 from pyrage import x25519
 
 from dr.core import outputs as out
+from dr.core import spelling
 
 KIT_PREFIX = "recovery/"
 # Object metadata (x-amz-meta-written-by) naming the principal whose `pulumi up` wrote a kit version. S3 itself does
@@ -177,7 +178,8 @@ def decode(plaintext: bytes) -> Kit:
     if not isinstance(doc, dict) or doc.get("format") != KIT_FORMAT:
         raise KitError(f"the decrypted file is not a {KIT_FORMAT} document")
     if doc.get("version") != KIT_VERSION:
-        raise KitError(f"kit version {doc.get('version')!r} is not one this dr.rebuild reads ({KIT_VERSION}); "
+        raise KitError(f"kit version {doc.get('version')!r} is not one this `{spelling.command('rebuild')}` reads "
+                       f"({KIT_VERSION}); "
                        "use the talos-dr checkout that wrote it")
     for key in ("project", "stack", "clusterName", "awsRegion", "bucket", "secretsBundle"):
         if not isinstance(doc.get(key), str) or not doc[key]:

@@ -111,6 +111,7 @@ def tools(tmp_path, monkeypatch):
     (the 3.5 bin dir first), "3.6+etcdutl" / "3.6" (the 3.6-like etcdctl, with or without 3.5's etcd and etcdutl)."""
     require_binary("etcd")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     for k in ("DR_BUCKET", "DR_STACK_OUTPUTS_FILE", "DR_TALOS_DIR"):
         monkeypatch.delenv(k, raising=False)
     base_path = os.environ["PATH"]

@@ -113,6 +113,7 @@ def test_missing_pulumi_cli_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.delenv(stack.OUTPUTS_FILE_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     res = run_cli(restore.main, "latest", "--yes", stdin=io.StringIO(""))
     assert res.code == ExitCode.CONFIG, res
     assert "Pulumi CLI was not found" in res.err and "--outputs-file" in res.err
@@ -123,6 +124,7 @@ def test_missing_stack_is_a_config_error(fake_pulumi, tmp_path, monkeypatch):
     outputs, _log = fake_pulumi
     outputs.write_text("{}")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     res = run_cli(restore.main, "latest", "--yes", "--stack", "staging", stdin=io.StringIO(""))
     assert res.code == ExitCode.CONFIG, res
     assert "'staging' was not found" in res.err and "pulumi stack ls" in res.err
@@ -132,6 +134,7 @@ def test_missing_stack_is_a_config_error(fake_pulumi, tmp_path, monkeypatch):
 
 def test_outputs_file_problems_are_config_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     monkeypatch.delenv(stack.OUTPUTS_FILE_ENV, raising=False)
     res = run_cli(restore.main, "latest", "--yes", "--outputs-file", str(tmp_path / "nope.json"),
                   stdin=io.StringIO(""))
@@ -150,6 +153,7 @@ def test_outputs_file_problems_are_config_errors(tmp_path, monkeypatch):
 def test_an_outputs_file_others_can_read_is_refused(tmp_path, monkeypatch, mode):
     """Security M5: the outputs file holds every secret output; like the talosconfig it must be private."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     monkeypatch.delenv(stack.OUTPUTS_FILE_ENV, raising=False)
     f = tmp_path / "outputs.json"
     f.write_text(json.dumps({keys.BUCKET: "b", keys.CLUSTER_NAME: "c"}))
@@ -179,6 +183,7 @@ def test_unusable_cli_version_is_a_config_error(fake_pulumi, tmp_path, monkeypat
     assert words in str(info.value) and "cannot be used" in str(info.value)
     assert "--outputs-file" in str(info.value) and "pulumi.com/docs/install" in str(info.value)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     res = run_cli(restore.main, "latest", "--yes", stdin=io.StringIO(""))
     assert res.code == ExitCode.CONFIG, res
     assert words in res.err and "Traceback" not in res.err

@@ -55,6 +55,7 @@ def talos_backup_bytes(plain: bytes, name: str, recipient: str) -> bytes:
 def work(tmp_path, monkeypatch):
     require_binary("etcd")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     for k in ("DR_BUCKET", "DR_STACK_OUTPUTS_FILE", "DR_TALOS_DIR", "DR_SNAPSHOT_PREFIX", "DR_AGE_IDENTITY_FILE",
               "DR_AGE_RECIPIENTS"):
         monkeypatch.delenv(k, raising=False)

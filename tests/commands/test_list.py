@@ -25,6 +25,7 @@ def _name(hours_ago: float, safety: bool = False) -> str:
 @pytest.fixture
 def cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     for k in ("DR_BUCKET", "DR_TALOS_DIR"):
         monkeypatch.delenv(k, raising=False)
     # a stack outputs file without a bucket: "no bucket configured", without asking Pulumi
@@ -51,7 +52,7 @@ def test_nothing_here_and_s3_not_checked_is_not_called_nothing_to_restore(cwd):
 def test_nothing_anywhere_is_not_found(cwd, s3_client, bucket):
     res = _list("--bucket", bucket)
     assert res.code == ExitCode.NOT_FOUND, res
-    assert "no snapshots" in res.out and "dr.backup" in res.err
+    assert "no snapshots" in res.out and "talos-dr backup" in res.err
 
 
 def test_an_unreadable_outputs_file_is_an_error_not_an_empty_list(cwd, monkeypatch, tmp_path):

@@ -123,7 +123,7 @@ def test_rebuild_creates_the_stack_sets_config_and_imports(world):
     steps = [out.index(f"{n}. ") for n in range(1, 6)]
     assert steps == sorted(steps), out
     assert f"data volume logs ({w['gone']}) is gone: `pulumi up` creates it from its newest snapshot {w['snap']}" in out
-    assert out.rstrip().endswith("pulumi up --stack prod\n  python -m dr.restore latest --stack prod".rstrip())
+    assert out.rstrip().endswith("pulumi up --stack prod\n  talos-dr restore latest --stack prod".rstrip())
     assert "BLOCKER" not in out
 
 

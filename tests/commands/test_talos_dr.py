@@ -73,6 +73,7 @@ def test_completion_scripts_know_the_commands_and_flags():
 
 def test_json_failures_are_json(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     monkeypatch.setenv("DR_STACK_OUTPUTS_FILE", str(tmp_path / "missing.json"))
     res = run_cli(talos_dr.main, "list", "--json")
     doc = json.loads(res.out)
@@ -93,6 +94,7 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
 
 def test_prune_local_keeps_the_newest_and_safety_snapshots(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     snaps = tmp_path / ".talos" / "snapshots"
     (snaps / "downloads").mkdir(parents=True)
     old = [snaps / naming.snapshot_name(NOW - timedelta(days=d)) for d in (1, 10, 20)]
@@ -110,6 +112,7 @@ def test_prune_local_keeps_the_newest_and_safety_snapshots(tmp_path, monkeypatch
 @pytest.mark.slow
 def test_prune_s3_by_tier_only_ours_never_latest(tmp_path, monkeypatch, s3_client, bucket, real_snapshot):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     store = S3Store(s3_client, bucket, "snapshots/")
     now = datetime.now(UTC)
     mine = []
@@ -230,6 +233,7 @@ def test_json_failures_carry_what_the_command_knew_and_the_same_code(tmp_path, m
     """One mechanism (cli.run's json_out) for every --json failure: a Ctrl-C in prune or verify still prints one
     document, with the command's own fields and the exit code the command returns."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     (tmp_path / ".talos" / "snapshots").mkdir(parents=True)
 
     def interrupted(*a, **k):

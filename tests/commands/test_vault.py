@@ -129,6 +129,7 @@ def test_a_download_bigger_than_any_snapshot_is_refused_before_it_starts(work_s3
 def work_s3(store, s3_client, bucket, tmp_path, monkeypatch):
     require_binary("etcd")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     for k in ("DR_BUCKET", "DR_STACK_OUTPUTS_FILE", "DR_TALOS_DIR", "DR_SNAPSHOT_PREFIX", "DR_AGE_IDENTITY_FILE",
               "DR_AGE_RECIPIENTS", "DR_MAX_SNAPSHOT_BYTES"):
         monkeypatch.delenv(k, raising=False)

@@ -92,6 +92,7 @@ def work(tmp_path, monkeypatch):
     require_binary("etcd")
     require_binary("etcdctl")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     for k in ("DR_BUCKET", "DR_STACK_OUTPUTS_FILE", "DR_TALOS_DIR"):
         monkeypatch.delenv(k, raising=False)
     t = tmp_path / "tmp"
@@ -366,7 +367,7 @@ def test_s3_object_replaced_by_another_snapshot_is_caught(snaps, work, s3_client
 def test_s3_missing_object_is_not_found(work, s3_client, bucket):
     res = run_cli(verify.main, "latest", "--bucket", bucket, "--tmp-dir", str(work))
     assert res.code == ExitCode.NOT_FOUND, res
-    assert "dr.backup --save-to-s3" in res.err
+    assert "talos-dr backup --save-to-s3" in res.err
 
 
 def test_reading_in_small_pages_sees_every_key_once(snaps, work):

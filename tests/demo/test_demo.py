@@ -69,8 +69,8 @@ def test_demo_from_a_fresh_clone(tmp_path):
     wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     out = proc.stdout
-    for cmd in ("$ python -m sandbox up", "$ python -m dr.backup --save-to-s3", "$ python -m dr.verify latest",
-                "$ python -m dr.list", "$ python -m dr.restore latest --yes", "$ python -m sandbox down"):
+    for cmd in ("$ python -m sandbox up", "$ talos-dr backup --save-to-s3", "$ talos-dr verify latest",
+                "$ talos-dr list", "$ talos-dr restore latest --yes", "$ python -m sandbox down"):
         assert cmd in out
     assert "result: PASS" in out
     assert not (clone / ".talos").exists()  # the demo never writes the user's own .talos/

@@ -98,7 +98,8 @@ def dr_env(node, moto_server, proxy, monkeypatch, tmp_path) -> Env:
     direct.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     env = dict(node.env)
     env.update(S3_ENV)
-    env.update({"AWS_ENDPOINT_URL_S3": proxy.endpoint, "DR_BUCKET": bucket, "PYTHONPATH": str(ROOT)})
+    env.update({"AWS_ENDPOINT_URL_S3": proxy.endpoint, "DR_BUCKET": bucket, "PYTHONPATH": str(ROOT),
+                "DR_TALOS_DIR": ".talos"})  # the cwd's own .talos/ (the sandbox's env names the sandbox's)
     env.pop("AWS_PROFILE", None)
     for k, v in env.items():
         monkeypatch.setenv(k, v)

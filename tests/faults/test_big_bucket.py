@@ -58,6 +58,7 @@ def big_env(big_bucket, monkeypatch, tmp_path):
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     return endpoint, bucket, client
 
 

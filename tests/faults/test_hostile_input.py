@@ -28,6 +28,7 @@ def node_env(sandbox_factory, monkeypatch, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    monkeypatch.setenv("DR_TALOS_DIR", ".talos")  # the cwd's own .talos/ (the sandbox's env names its own)
     sb.put(MARKER, "x")
     (work / "x.db").write_text("sentinel")  # what `rm -rf x.db` would remove
     return sb

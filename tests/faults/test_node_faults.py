@@ -40,13 +40,14 @@ def restorable(sandbox_factory, monkeypatch, tmp_path):
         work = tmp_path / "work"
         work.mkdir()
         monkeypatch.chdir(work)
+        monkeypatch.setenv("DR_TALOS_DIR", ".talos")  # the cwd's own .talos/ (the sandbox's env names its own)
         assert run_cli(backup.main).code == 0
         [local] = Path(".talos/snapshots").glob("etcd-snapshot-*.db")
         snap = tmp_path / "snap.db"
         shutil.move(local, snap)
         expected = sb.get_prefix("/registry/")
         sb.put(MARKER, "must disappear")
-        env = {**sb.env, "PYTHONPATH": str(ROOT)}
+        env = {**sb.env, "PYTHONPATH": str(ROOT), "DR_TALOS_DIR": ".talos"}
         return sb, snap, expected, env, work
 
     return make

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from google.protobuf.message import DecodeError
 
 from dr.adapters.talosapi import h2stream, messages
+from dr.core import spelling
 from dr.core.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
 from dr.core.etcd_health import DEFAULT_QUOTA_BYTES, EtcdHealth
 from dr.core.integrity import SnapshotDigest, TrailerHasher
@@ -239,7 +240,7 @@ class TalosClient:
                         f"etcd snapshot from {self.node}: no data for {exc.idle:.0f}s, so it was stopped: etcd on "
                         "the node is not answering; no snapshot was taken",
                         "look at `talosctl service etcd` and `talosctl logs etcd` on the node; a broken etcd is "
-                        "what `python -m dr.restore` repairs (docs/RUNBOOK.md)",
+                        f"what `{spelling.command('restore')}` repairs (docs/RUNBOOK.md)",
                     ) from exc
                 raise TruncatedSnapshot(
                     f"etcd snapshot stream from {self.node} stalled after {received} bytes (no data for "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from dr.commands.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir
 from dr.commands.restore import prompt, steps, undo
 from dr.commands.restore.probe import probe
 from dr.commands.settings import Resolver, add_common_flags
-from dr.core import journal, timefmt
+from dr.core import journal, spelling, timefmt
 from dr.core import outputs as keys
 from dr.core import restore_plan as pl
 from dr.core.errors import (
@@ -51,7 +50,7 @@ from dr.core.errors import (
 )
 from dr.core.node_state import UNREACHABLE, NodeState
 
-PROG = "dr.restore"
+PROG = spelling.command("restore")
 
 
 def ensure_talosconfig(r: Resolver, out: TextIO) -> None:
@@ -110,7 +109,7 @@ class Restore:
         else:
             spec = self.fetched.origin if self.fetched is not None else self.args.snapshot
             flags = self.flags
-        return " ".join(["python -m dr.restore", shlex.quote(spec), *map(shlex.quote, flags)])
+        return spelling.command("restore", spec, *flags)
 
     def mark(self, step: str) -> None:
         assert self.j is not None
@@ -157,9 +156,11 @@ class Restore:
     def refuse(self, st: NodeState) -> DRError:
         node = self.t.where
         if st.kind == UNREACHABLE:
+            why = st.error.message if st.error else "no answer"
+            said = why if "does not answer on port 50000" in why else \
+                f"node {node} does not answer on port 50000 ({why})"  # say it once (first-use C4)
             return NodeUnreachable(
-                f"node {node} does not answer on port 50000 ({st.error.message if st.error else 'no answer'}); "
-                "nothing was changed",
+                f"{said}; nothing was changed",
                 "check the instance is running and the security group admits your IP; if the node and its disk are "
                 "gone, `pulumi up --refresh` rebuilds it first (docs/RUNBOOK.md)")
         assert st.error is not None
@@ -350,7 +351,7 @@ class Restore:
             raise RestoreConflict(
                 f"a different restore is half done: {j.snapshot_origin} to node {j.node}, started {j.started_at}, "
                 f"last step {j.last_step} (journal {self.jpath})",
-                f"finish it with `{' '.join(['python -m dr.restore', shlex.quote(j.spec), *map(shlex.quote, j.flags)])}`"
+                f"finish it with `{spelling.command('restore', j.spec, *j.flags)}`"
                 f", or pass --abandon-previous to restore {fetched.origin} instead")
         return j
 
@@ -385,7 +386,7 @@ class Restore:
             "  kubectl get pods -A",
             f"  talosctl --talosconfig {talosconfig} -e {self.t.endpoint} -n {node} health "
             f"--control-plane-nodes {node}",
-            "then take a fresh backup: python -m dr.backup --save-to-s3",
+            f"then take a fresh backup: {spelling.command('backup')} --save-to-s3",
         ]
         self.say("\n".join(lines))
         journal_file.remove(self.jpath)
@@ -400,10 +401,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p = cli.parser(PROG, "Restore the node's etcd from a snapshot: a local file, s3://bucket/key, or latest "
                          "(the newest in the stack's bucket). Checks everything first, asks you to type yes, "
                          "and continues where it stopped when run again.", examples=(
-                             "python -m dr.restore latest                 # the newest snapshot; asks you to type yes",
-                             "python -m dr.restore latest~1               # the one before it",
-                             "python -m dr.restore etcd-snapshot-20260101T000000Z.db   # a name `list` prints",
-                             "python -m dr.restore latest --identity ~/talos-dr-age.key  # encrypted snapshots",
+                             f"{PROG} latest                 # the newest snapshot; asks you to type yes",
+                             f"{PROG} latest~1               # the one before it",
+                             f"{PROG} etcd-snapshot-20260101T000000Z.db   # a name `list` prints",
+                             f"{PROG} latest --identity ~/talos-dr-age.key  # encrypted snapshots",
                          ))
     p.add_argument("snapshot", metavar="SNAPSHOT", help="a name `list` prints, a local file, s3://bucket/key, "
                                                        "`latest`, `latest~N` or `latest-verified`")
@@ -482,7 +483,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                                                                " before the node was reset; nothing was changed"),
                                      int(ExitCode.INTERRUPTED))
                     return int(ExitCode.INTERRUPTED)
-                if isinstance(exc, DRError) and j is not None and "run `python -m dr.restore" not in str(exc):
+                if isinstance(exc, DRError) and j is not None and f"run `{PROG}" not in str(exc):
                     exc.hint = (exc.hint + "; then " if exc.hint else "") + (
                         f"run `{job.resume_cmd()}` again to continue the half-done restore (journal {job.jpath})")
                 raise

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from dr.adapters.etcdlocal import SnapshotStatus
 from dr.commands import cli, source
-from dr.core import naming, timefmt
+from dr.core import naming, spelling, timefmt
 from dr.core.errors import NotConfirmed
 
 WIPE_EPHEMERAL = ("EPHEMERAL",)
@@ -34,9 +34,9 @@ def describe_verification(fetched: source.Fetched) -> str:
 
         v = LocalStore(fetched.path.parent).verification_of(fetched.path, fetched.digest.file_sha256)
     if v is None:
-        return "not yet by dr.verify (`talos-dr verify` restores it into a throwaway etcd first, if there is time)"
+        return f"not yet (`{spelling.command('verify')}` restores it into a throwaway etcd first, if there is time)"
     keys = f", {v.keys} keys" if v.keys is not None else ""
-    return f"yes, by dr.verify at {v.verified_at} (revision {v.revision}{keys})"
+    return f"yes, by `{spelling.command('verify')}` at {v.verified_at} (revision {v.revision}{keys})"
 
 
 def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, node: str, node_state: str,

@@ -20,7 +20,7 @@ from dr.adapters.talosctl import NOT_READY, Talosctl
 from dr.commands import cli
 from dr.commands.backup import take_local_snapshot
 from dr.commands.settings import Resolver
-from dr.core import journal, timefmt
+from dr.core import journal, spelling, timefmt
 from dr.core import outputs as keys
 from dr.core.errors import DiskFull, DRError, NodeError, NodeUnreachable, RestoreConflict, Timeout
 
@@ -171,8 +171,8 @@ def recovery_failed(t: Talosctl, message: str, j: journal.Journal | None, resume
         f"etcd on node {t.where} failed to start from the snapshot after `bootstrap --recover-from` was accepted "
         f"(service etcd: {message}); the node checked the snapshot and refused it, or etcd cannot run it",
         f"look at `talosctl -n {t.node} -e {t.endpoint} logs etcd`; restore another snapshot{safety} with "
-        f"`python -m dr.restore SNAPSHOT --abandon-previous` (it resets the node again); re-running `{resume}` "
-        "only repeats this answer")
+        f"`{spelling.command('restore', 'SNAPSHOT', '--abandon-previous')}` (it resets the node again); re-running "
+        f"`{resume}` only repeats this answer")
 
 
 def health(t: Talosctl, timeout: float, out: TextIO, resume: str) -> None:

@@ -17,7 +17,7 @@ from typing import TextIO
 from dr.adapters.snapshot_reader import SnapshotReader
 from dr.commands import source
 from dr.commands.settings import Resolver
-from dr.core import inventory
+from dr.core import inventory, spelling
 from dr.core.errors import DRError
 from dr.core.node_state import ETCD_RUNNING
 
@@ -53,7 +53,7 @@ def what_it_undoes(r: Resolver, fetched: source.Fetched, err: TextIO, node_kind:
                 "read to compare; whatever was written since the snapshot is lost"]
     folder = Path(tempfile.mkdtemp(prefix="dr-restore-undo-", dir=base))
     try:
-        live_path, _digest = take_live(r, folder, err, stall=LIVE_STALL, prog="dr.restore")
+        live_path, _digest = take_live(r, folder, err, stall=LIVE_STALL, prog=spelling.command("restore"))
         with SnapshotReader(fetched.path, label=fetched.origin) as snap, \
                 SnapshotReader(live_path, label=f"the live snapshot of node {r.node}") as live:
             from dr.commands.show import digests

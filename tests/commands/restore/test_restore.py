@@ -175,7 +175,7 @@ def test_bad_snapshot_files_are_refused_before_the_node_is_touched(sandbox_env, 
     res = run_restore(make(local, tmp_path), "--yes")
     assert res.code == code, res
     assert text in res.err
-    assert "dr.restore: error:" in res.err
+    assert "talos-dr restore: error:" in res.err
     assert_untouched(sb)
 
 
@@ -232,6 +232,7 @@ def test_unreachable_node_refuses(sandbox_env):
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.NODE_UNREACHABLE, res
     assert "does not answer" in res.err and "nothing was changed" in res.err
+    assert res.err.count("does not answer on port 50000") == 1, res.err  # said once, not nested (first-use C4)
     sb.clear_faults()
     assert_untouched(sb)
 
@@ -269,8 +270,8 @@ def test_interrupted_after_reset_resumes_without_asking_again(sandbox_env, monke
     assert res.code == ExitCode.INTERRUPTED, res
     # Issue 15 / hostile-inputs 3, 18: the hint names the snapshot `latest` resolved to (a newer one may land before
     # the re-run) and repeats every flag that was given.
-    assert "half done" in res.err and f"python -m dr.restore s3://{sb.bucket}/snapshots/etcd-snapshot-" in res.err
-    assert "python -m dr.restore latest" not in res.err and "--yes" in res.err.split("python -m dr.restore", 1)[1]
+    assert "half done" in res.err and f"talos-dr restore s3://{sb.bucket}/snapshots/etcd-snapshot-" in res.err
+    assert "talos-dr restore latest" not in res.err and "--yes" in res.err.split("talos-dr restore", 1)[1]
     j = journal_file.load(journal.path_for(talos_dir()))
     assert j is not None and j.done(journal.RESET) and not j.done(journal.BOOTSTRAP_STARTED)
     assert oct(journal.path_for(talos_dir()).stat().st_mode & 0o777) == "0o600"
@@ -317,7 +318,7 @@ def test_node_that_never_returns_times_out_resumably(sandbox_env):
     sb.set_faults(never_returns=True)
     res = run_cli(restore.main, "latest", "--yes", "--poll-interval", "0.1", "--reboot-timeout", "2s")
     assert res.code == ExitCode.TIMEOUT, res
-    assert "did not come back" in res.err and f"python -m dr.restore s3://{sb.bucket}/snapshots/" in res.err
+    assert "did not come back" in res.err and f"talos-dr restore s3://{sb.bucket}/snapshots/" in res.err
     assert "node is " in res.out  # progress lines while waiting
     j = journal_file.load(journal.path_for(talos_dir()))
     assert j is not None and j.done(journal.RESET)
@@ -378,7 +379,7 @@ def test_bootstrap_failure_stops_and_resumes(sandbox_env):
     sb.set_faults(bootstrap_fails="injected: disk I/O error")
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.NODE_ERROR, res
-    assert "injected: disk I/O error" in res.err and f"python -m dr.restore s3://{sb.bucket}/snapshots/" in res.err
+    assert "injected: disk I/O error" in res.err and f"talos-dr restore s3://{sb.bucket}/snapshots/" in res.err
     sb.clear_faults()
     res = run_restore("latest")
     assert_restored(sb, res)

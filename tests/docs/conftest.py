@@ -1,0 +1,1 @@
+from sandbox.testing import sandbox, sandbox_factory  # noqa: F401  (pytest fixtures)
