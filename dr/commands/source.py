@@ -107,6 +107,9 @@ def _known_cluster(r: Resolver) -> str | None:
     return None if c == "unknown" else c
 
 
+known_cluster = _known_cluster  # the stack's cluster when it is known (dr.commands.verify.prove checks against it)
+
+
 def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[SnapshotStore, Entry]:
     """The store and entry ``spec`` names (``latest``, ``s3://``, or a listed name); local paths are not resolved here."""
     which = parse_latest(spec)

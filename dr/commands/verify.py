@@ -30,19 +30,19 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, snapshot_status
+from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, missing_hint, snapshot_status
 from dr.adapters.store import CATALOG_NAME, LocalStore, Verification
-from dr.commands import cli
+from dr.commands import cli, source
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
 from dr.core import naming
-from dr.core.errors import CorruptSnapshot, DRError, VerifyMismatch
+from dr.core.errors import CorruptSnapshot, DRError, EtcdMissing, VerifyMismatch
 from dr.core.timefmt import iso_utc
 
 PROG = "dr.verify"
@@ -234,6 +234,90 @@ def read_back(etcd: ThrowawayEtcd, content: Content) -> None:
         content.add(kv.key)
 
 
+def check_cluster(f: Fetched, cluster: str | None, report: Report) -> None:
+    """A stored snapshot recorded (at upload, in its metadata) for another cluster than this stack's is refused: it
+    would bring back someone else's cluster."""
+    recorded = f.entry.cluster if f.entry is not None else None
+    if not cluster or cluster == "unknown" or not recorded or recorded == "unknown":
+        return
+    if recorded != cluster:
+        raise VerifyMismatch(f"{f.origin} was recorded for cluster {recorded}, not this stack's cluster {cluster}",
+                             "use a snapshot of this cluster (`talos-dr list` shows them), or point --cluster / "
+                             "--bucket at the stack it belongs to")
+    report.checks.append(f"recorded for this cluster ({cluster})")
+
+
+def check_bbolt_meta(f: Fetched) -> None:
+    """Refuse a snapshot whose bbolt meta pages etcd could not open (dr.core.bbolt): the structure check that needs no
+    etcd tool."""
+    from dr.core import bbolt
+
+    with open(f.path, "rb") as fh:
+        head = fh.read(bbolt.HEAD_NEEDED)
+    try:
+        bbolt.check_meta(head, f.digest.size - 32)
+    except ValueError as exc:
+        raise CorruptSnapshot(f"{f.origin} passes its SHA-256 trailer check but is not a database etcd can open: "
+                              f"{exc}; nothing was changed", "use another snapshot (install etcdutl to see more with "
+                              "`etcdutl snapshot status`)") from None
+
+
+# What a restore may skip, by name, when this machine has no etcd to prove the snapshot in (hostile-inputs 12).
+SKIP_ETCD_FLAG = "--skip-etcd-proof"
+SKIPPED_WITHOUT_ETCD = ("the throwaway restore (etcd's full consistency check of every page, the key count, the "
+                        "Kubernetes content and the revision): only the SHA-256 trailer and the bbolt meta pages were "
+                        "checked, so a snapshot with damaged pages is found by the node only AFTER its reset")
+
+
+@dataclass
+class Proof:
+    """What ``prove`` established. ``skipped`` names what was not proved (empty for a full proof)."""
+
+    status: SnapshotStatus
+    content: Content | None
+    skipped: list[str] = field(default_factory=list)
+
+
+def prove(f: Fetched, report: Report, *, base: Path, cluster: str | None, err: TextIO, prog: str = PROG,
+          skip_etcd: bool = False, inside: Callable[[ThrowawayEtcd, Content], None] | None = None) -> Proof:
+    """The one proof `talos-dr verify` and `talos-dr restore` (before anything on the node changes) run on a fetched
+    snapshot, so what one refuses the other refuses: integrity (trailer, recorded SHA-256), the recorded cluster,
+    structure (bbolt meta pages, then `snapshot status`), then a restore into a throwaway etcd under ``base`` whose
+    content is read back (``inside``, default: count every key) and checked (``check_content``).
+
+    Without etcd and a restore tool here the proof cannot be made: ``EtcdMissing`` naming how to install them, unless
+    ``skip_etcd`` (restore's --skip-etcd-proof), which proves structure with what is here and says what was skipped."""
+    check_integrity(f, report)
+    check_cluster(f, cluster, report)
+    check_bbolt_meta(f)
+    try:
+        binaries()
+    except EtcdMissing as exc:
+        if not skip_etcd:
+            raise EtcdMissing(f"{f.origin} cannot be proved on this machine: {exc.message}",
+                              missing_hint() + f"; or, for a restore, pass {SKIP_ETCD_FLAG} to go on without "
+                              "that proof") from None
+        status = snapshot_status(f.path, optional=True)
+        if status.tool:
+            report.db_entries = status.total_keys or 0
+            report.checks.append(f"bbolt consistency check passed ({status.command}: revision {status.revision})")
+        else:
+            report.checks.append("bbolt meta pages valid (no etcdutl/etcdctl here for the full check)")
+        print(f"{prog}: warning: {SKIP_ETCD_FLAG}: not proved: {SKIPPED_WITHOUT_ETCD}", file=err)
+        return Proof(status, None, [SKIPPED_WITHOUT_ETCD])
+    status = check_database(f, report)
+    print(f"{prog}: restoring {f.origin} into a throwaway etcd under {base} to prove it ...", file=err, flush=True)
+    t1 = time.monotonic()
+    content = Content()
+    with ThrowawayEtcd(f.path, base_dir=base, label=f.origin, checked=f.digest) as etcd:
+        if etcd.tool is not None:
+            report.tools["restore"] = etcd.tool.label
+        (inside or read_back)(etcd, content)
+    report.seconds["restore"] = round(time.monotonic() - t1, 3)
+    check_content(f, status, content, report)
+    return Proof(status, content)
+
+
 def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextIO) -> None:
     """Tags on the S3 object, or the catalog next to a local file. A failure to record is a warning: the
     snapshot did verify."""
@@ -322,7 +406,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
 
     def body() -> int:
         r = Resolver(args)
-        binaries()  # a missing etcd is a clear error before any download, never a pass
+        binaries()  # a missing etcd is a clear error before any download, never a pass (prove() checks it again)
         base = Path(args.tmp_dir) if args.tmp_dir else Path(tempfile.gettempdir())
         base.mkdir(parents=True, exist_ok=True)
         downloads = Path(tempfile.mkdtemp(prefix="dr-verify-download-", dir=base))
@@ -330,34 +414,30 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             t0 = time.monotonic()
             f = fetch(args.snapshot, r, downloads, err)
             report.source = f.origin
-            check_integrity(f, report)
-            status = check_database(f, report)
             # Its own folder: two objects with the same name in different buckets or prefixes must not collide.
             g = fetch(args.against, r, downloads / "against", err) if args.against else None
             if g is not None:
+                check_integrity(g, Report(source=g.origin))
                 check_database(g, Report(source=g.origin))
             report.seconds["integrity"] = round(time.monotonic() - t0, 3)
-            print(f"{PROG}: restoring {f.origin} into a throwaway etcd under {base} ...", file=err, flush=True)
-            t1 = time.monotonic()
-            content = Content()
-            with ThrowawayEtcd(f.path, base_dir=base, label=f.origin, checked=f.digest) as etcd:
-                if etcd.tool is not None:
-                    report.tools["restore"] = etcd.tool.label
-                if g is None:
-                    read_back(etcd, content)
-                else:
-                    base_content = Content()
-                    with ThrowawayEtcd(g.path, base_dir=base, label=g.origin, checked=g.digest) as other:
-                        content.revision, base_content.revision = etcd.revision, other.revision
-                        diffs = diff_streams(etcd.iter_kvs(keys_only=False), other.iter_kvs(keys_only=False),
-                                             content, base_content)
-                    report.against = {
-                        "source": g.origin, "revision": base_content.revision, "total_keys": base_content.total_keys,
-                        "resources_count": base_content.sorted_resources(),
-                        "resources": {k: {**asdict(v)} for k, v in diffs.items()},
-                    }
-            report.seconds["restore"] = round(time.monotonic() - t1, 3)
-            check_content(f, status, content, report)
+
+            def compare(etcd: ThrowawayEtcd, content: Content) -> None:
+                assert g is not None
+                base_content = Content()
+                with ThrowawayEtcd(g.path, base_dir=base, label=g.origin, checked=g.digest) as other:
+                    content.revision, base_content.revision = etcd.revision, other.revision
+                    diffs = diff_streams(etcd.iter_kvs(keys_only=False), other.iter_kvs(keys_only=False),
+                                         content, base_content)
+                report.against = {
+                    "source": g.origin, "revision": base_content.revision, "total_keys": base_content.total_keys,
+                    "resources_count": base_content.sorted_resources(),
+                    "resources": {k: {**asdict(v)} for k, v in diffs.items()},
+                }
+
+            proof = prove(f, report, base=base, cluster=source.known_cluster(r), err=err,
+                          inside=compare if g is not None else None)
+            content = proof.content
+            assert content is not None  # verify never skips the etcd proof
             record(f, r, report, content, err)
             report.ok = True
         finally:

@@ -21,17 +21,19 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 from dr.adapters import journal_file
-from dr.adapters.etcdlocal import SnapshotStatus, snapshot_status
+from dr.adapters.etcdlocal import SnapshotStatus
 from dr.adapters.fsutil import atomic_write
 from dr.adapters.lock import exclusive
 from dr.adapters.talosctl import Talosctl
-from dr.commands import cli, source
+from dr.commands import cli, source, verify
 from dr.commands.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir
 from dr.commands.restore import prompt, steps
 from dr.commands.restore.probe import probe
@@ -41,7 +43,6 @@ from dr.core import outputs as keys
 from dr.core import restore_plan as pl
 from dr.core.errors import (
     ConfigError,
-    CorruptSnapshot,
     DRError,
     ExitCode,
     NodeError,
@@ -67,18 +68,8 @@ def ensure_talosconfig(r: Resolver, out: TextIO) -> None:
     print(f"wrote {path} from stack output {keys.TALOSCONFIG} (it was missing)", file=out)
 
 
-def check_bbolt_meta(fetched: source.Fetched) -> None:
-    """Refuse, before anything changes, a snapshot whose bbolt meta pages etcd could not open (dr.core.bbolt)."""
-    from dr.core import bbolt
-
-    with open(fetched.path, "rb") as f:
-        head = f.read(bbolt.HEAD_NEEDED)
-    try:
-        bbolt.check_meta(head, fetched.digest.size - 32)
-    except ValueError as exc:
-        raise CorruptSnapshot(f"{fetched.origin} passes its SHA-256 trailer check but is not a database etcd can open: "
-                              f"{exc}; nothing was changed", "use another snapshot (install etcdutl to see more with "
-                              "`etcdutl snapshot status`)") from None
+# The structure check without etcd's tools; kept importable here (it now lives with the one proof in dr.commands.verify).
+check_bbolt_meta = verify.check_bbolt_meta
 
 
 class Restore:
@@ -96,6 +87,7 @@ class Restore:
         self.start = time.monotonic()
         self.fetched: source.Fetched | None = None
         self.status = SnapshotStatus(None, None)
+        self.proof: verify.Proof | None = None
         self.flags: list[str] = journal.resume_flags(list(getattr(args, "argv", None) or []), args.snapshot)
 
     # --- helpers ------------------------------------------------------------------------------------------
@@ -169,12 +161,8 @@ class Restore:
 
     def run(self) -> int:
         self.fetched = fetched = self.fetch()
-        self.status = status = snapshot_status(fetched.path, optional=True)
-        if not status.tool:
-            check_bbolt_meta(fetched)  # no etcdutl/etcdctl here: at least what bbolt checks on open (hostile-inputs 6)
-        self.say(f"snapshot {fetched.path}: {cli.human_size(fetched.digest.size)}, SHA-256 trailer verified"
-                 + (f", revision {status.revision}, {status.total_keys} database entries ({status.command})"
-                    if status.tool else " (revision unknown: neither etcdutl nor etcdctl is installed here)"))
+        self.proof = self.prove(fetched)
+        self.status = self.proof.status
         self.j = self.previous_journal(fetched)
         if self.j is not None:
             self.say(f"continuing the restore of {self.j.snapshot_origin} started at {self.j.started_at} "
@@ -274,7 +262,8 @@ class Restore:
         if self.j is not None and self.j.past_point_of_no_return:
             self.say("the journal records a reset by this restore, but the node's state does not show one: "
                      "asking again")
-        prompt.confirm(fetched=self.fetched, status=self.status, cluster=self.r.cluster, node=self.t.where,
+        prompt.confirm(fetched=self.fetched, status=self.status, proof=self.proof, cluster=self.r.cluster,
+                       node=self.t.where,
                        node_state=st.describe(), needs_reset=step.needs_reset, safety=step.safety,
                        wipe_state=self.args.wipe_state, snapshots_dir=str(self.r.snapshots_dir), yes=self.args.yes,
                        now=self.clock(), out=self.out, stdin=self.stdin)
@@ -322,6 +311,27 @@ class Restore:
         self.say(f"bootstrap accepted by node {self.t.where}; the node now checks the snapshot and starts etcd "
                  "from it")
 
+    def prove(self, fetched: source.Fetched) -> verify.Proof:
+        """The proof `talos-dr verify` makes (dr.commands.verify.prove), before the journal is read and before
+        anything on the node changes: a snapshot verify refuses is refused here, with the node untouched."""
+        report = verify.Report(source=fetched.origin)
+        proof = verify.prove(fetched, report, base=self.tmp_base(), cluster=source.known_cluster(self.r),
+                             err=self.err, prog=PROG, skip_etcd=self.args.skip_etcd_proof)
+        size = cli.human_size(fetched.digest.size)
+        if proof.content is not None:
+            c = proof.content
+            self.say(f"snapshot {fetched.path}: {size}, proved: SHA-256 trailer, {proof.status.command or 'bbolt'} "
+                     f"check, restored in a throwaway etcd at revision {c.revision} with {c.total_keys} keys "
+                     f"({c.registry_keys} Kubernetes objects)")
+        else:
+            self.say(f"snapshot {fetched.path}: {size}, SHA-256 trailer and bbolt meta pages checked; NOT proved "
+                     f"({verify.SKIP_ETCD_FLAG}): {'; '.join(proof.skipped)}")
+        return proof
+
+    def tmp_base(self) -> Path:
+        """Where the throwaway etcd goes: $TMPDIR or /tmp (as for `talos-dr verify`)."""
+        return Path(tempfile.gettempdir())
+
     def fetch(self) -> source.Fetched:
         return source.fetch(self.args.snapshot, self.r, self.r.downloads_dir, self.err)
 
@@ -356,7 +366,8 @@ class Restore:
         """What a --json run prints when the restore is complete."""
         assert self.j is not None and self.fetched is not None
         return {"ok": True, "snapshot": self.fetched.origin, "local_path": str(self.fetched.path),
-                "sha256": self.fetched.digest.content_sha256, "revision": self.status.revision,
+                "sha256": self.fetched.digest.content_sha256, "revision": (self.proof.content.revision if self.proof is not None and self.proof.content is not None
+                             else self.status.revision),
                 "cluster": self.r.cluster, "node": self.t.node, "started_at": self.j.started_at,
                 "safety_snapshot": self.j.safety_snapshot, "kubeconfig": str(self.r.talos_dir / "kubeconfig"),
                 "seconds": round(time.monotonic() - self.start, 1), "exit_code": 0}
@@ -366,7 +377,9 @@ class Restore:
         node = self.t.node
         took = timefmt.human_duration(time.monotonic() - self.start)
         status = self.status
-        rev = f" (revision {status.revision}, {status.total_keys} database entries)" if status.tool else ""
+        content = self.proof.content if self.proof is not None else None
+        rev = (f" (revision {content.revision}, {content.total_keys} keys)" if content is not None else
+               f" (revision {status.revision}, {status.total_keys} database entries)" if status.tool else "")
         talosconfig = self.r.talosconfig_path
         kubeconfig = self.r.talos_dir / "kubeconfig"
         lines = [
@@ -430,6 +443,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                    # A test knob: how long etcd in Preparing means "waiting for a bootstrap" when this restore did not
                    # reset the node itself (on a real node the pre-start is brief on boot; the join loop is long).
                    help=argparse.SUPPRESS)
+    p.add_argument(verify.SKIP_ETCD_FLAG, dest="skip_etcd_proof", action="store_true",
+                   help="when this machine has no etcd and etcdutl (or an etcdctl before 3.6) to prove the snapshot "
+                        "in a throwaway etcd first, as `talos-dr verify` does, restore anyway on the SHA-256 "
+                        "trailer and bbolt meta-page checks alone: damaged pages are then found by the node only "
+                        "after its reset. Ignored when the tools are there")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for a running backup to finish (default: fail at once)")
     p.add_argument("--json", action="store_true",
