@@ -125,8 +125,14 @@ FUTURE_SLACK = timedelta(minutes=5)  # clock skew allowed between a name's time,
 
 
 def _effective_time(e: Entry) -> datetime:
-    """When a snapshot can have been taken at the latest: its name's time, but never after S3 stored it."""
-    return min(e.name.taken_at, e.modified) if e.store == "s3" else e.name.taken_at
+    """Where a snapshot stands in "newest": for S3, when S3 stored it (LastModified, S3's clock: what was uploaded
+    last), not the time in its name, which a wrong clock wrote (hostile-inputs 39-40); locally, its name's time."""
+    return e.modified if e.store == "s3" else e.name.taken_at
+
+
+def named_after_upload(e: Entry) -> bool:
+    """The name's time is after S3 stored the object: the clock that named it was ahead."""
+    return e.store == "s3" and e.name.taken_at > e.modified + FUTURE_SLACK
 
 
 def suspicious(e: Entry, now: datetime) -> str | None:
@@ -168,6 +174,12 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
             for line in refused:
                 if err is not None:
                     print(f"note: not a candidate for latest: {line}", file=err)
+            later = [o for o in ordered if o.name.taken_at > e.name.taken_at + FUTURE_SLACK
+                     and suspicious(o, now) is None and _effective_time(o) <= _effective_time(e) and not o.name.safety]
+            if later and err is not None and e.store == "s3":
+                print(f"note: {e.location} is chosen as uploaded last (S3 stored it at {iso_utc(e.modified)}), though "
+                      f"{later[0].location}'s name says a later time: a clock was wrong, or an older snapshot was "
+                      "uploaded late; name the one you mean if that is not it", file=err)
             return e
         passed += 1
     what = "verified snapshot" if verified_only else "snapshot"
@@ -441,6 +453,18 @@ class S3Store:
         self._listing = newest_first(out)
         return self._listing
 
+    def server_time(self) -> datetime | None:
+        """S3's own clock: the ``Date`` header of a one-key listing (RFC 9110 §6.6.1: the origin server's time when
+        it made the response). None when it cannot be read. What a wrong local clock is measured against."""
+        from email.utils import parsedate_to_datetime
+
+        try:
+            res = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+            date = res.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+            return parsedate_to_datetime(date).astimezone(UTC) if date else None
+        except (ClientError, BotoCoreError, TypeError, ValueError):
+            return None
+
     def _key(self, name: str) -> str:
         return name if name.startswith(self.prefix) and "/" in name else self.prefix + name
 
@@ -506,7 +530,10 @@ class S3Store:
         name, parsed = _stored(plain, compress, recipients)
         key = self.prefix + name
         meta = {**(metadata or {}), s3.META_FORMAT: parsed.format}
-        earlier = [e.name.taken_at for e in self.list() if not e.name.safety]
+        listing = [e for e in self.list() if not e.name.safety]
+        earlier = [e.name.taken_at for e in listing]
+        # What `latest` may be measured against: names a clock wrote ahead of S3's own are not (hostile-inputs 40).
+        trusted = [e for e in listing if not named_after_upload(e)]
         tier = tiers.tier_for(parsed.taken_at, earlier)
         writer = s3.ObjectWriter(self.client, self.bucket, key, meta, progress=progress, tags={tiers.TAG_KEY: tier})
         hasher = TrailerHasher(label or f"snapshot for s3://{self.bucket}/{key}")
@@ -527,11 +554,20 @@ class S3Store:
                 pass  # the object is whole and verified; missing tags only hide facts from dr.list
         entry = Entry(S3, parsed, f"s3://{self.bucket}/{key}", writer.size, datetime.now(UTC),
                       sha256=d.content_sha256, plain_size=d.size, key=key, described=True, tier=tier)
-        if not parsed.safety and all(t <= parsed.taken_at for t in earlier):
+        if not parsed.safety:
+            # `latest` follows what was uploaded last (this object: S3's LastModified), as ``newest`` does, unless
+            # its name is ahead of S3's clock (pin_latest refuses that).
             failed = self.pin_latest(entry)
+            later = [e for e in trusted if e.name.taken_at > parsed.taken_at + FUTURE_SLACK]
             if failed is not None:
                 entry = replace(entry, warning=f"the snapshot is stored, but {failed}: `latest` still names the one "
                                                "before it")
+            elif later:
+                newest_named = max(later, key=lambda e: e.name.taken_at)
+                entry = replace(entry, warning=f"{s3.LATEST_NAME} now copies it, the snapshot uploaded last, though "
+                                               f"{newest_named.location} has a later time in its name "
+                                               f"({iso_utc(newest_named.name.taken_at)}): this machine's clock is "
+                                               "behind (fix it: `date -u`, NTP), or an older snapshot was uploaded")
         return entry
 
     def latest_alias(self) -> tuple[str, datetime] | None:
@@ -555,6 +591,13 @@ class S3Store:
         latest = self.prefix + s3.LATEST_NAME
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=entry.key)
+            stored = head.get("LastModified")
+            if stored is not None and entry.name.taken_at > stored + FUTURE_SLACK:
+                # Its name comes from this machine's clock, which is ahead of S3's: a future-dated `latest` would
+                # stay there after the clock is fixed.
+                return ConfigError(f"its name's time {iso_utc(entry.name.taken_at)} is after S3 stored it "
+                                   f"({iso_utc(stored)}): this machine's clock is ahead, so it was not pinned as "
+                                   f"{s3.LATEST_NAME}", "fix the clock (`date -u`, NTP)")
             meta = {**(head.get("Metadata") or {}), s3.META_LATEST_OF: entry.key}
             # A one-pass upload records these as tags (known only at the end), which the copy does not keep.
             if entry.sha256:

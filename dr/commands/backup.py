@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -44,7 +44,7 @@ from dr.core.errors import (
     SnapshotNotFound,
 )
 from dr.core.integrity import SnapshotDigest, iter_file, verify_file
-from dr.core.retention import Policy, apply_policy
+from dr.core.retention import FUTURE_SLACK, KEEP_NEWEST, Policy, apply_policy, future_dated, suspended
 
 PROG = "dr.backup"
 LOCK_NAME = ".dr.lock"
@@ -245,24 +245,48 @@ def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *
     return final, digest, info, taken
 
 
-def prune_local(snapdir: Path, keep_days: float, now: datetime, out: TextIO) -> list[Path]:
-    """Apply the age policy to the snapshots this tool wrote in ``snapdir`` and in its ``downloads`` folder (each
-    folder keeps its newest). Safety snapshots and files with other names are never touched."""
+def prune_local(snapdir: Path, keep_days: float, now: datetime, out: TextIO, *,
+                protect: tuple[str, ...] = ()) -> list[Path]:
+    """Apply the retention policy (dr.core.retention: the newest few always stay, future-dated ones are reported,
+    age pruning waits out a clock jump) to the snapshots this tool wrote in ``snapdir`` and in its ``downloads``
+    folder. Safety snapshots, files with other names and ``protect`` (this run's snapshot) are never touched."""
     removed: list[Path] = []
     for folder in (snapdir, snapdir / DOWNLOADS):
         if not folder.is_dir():
             continue
-        removed += _prune_folder(folder, keep_days, now, out)
+        removed += _prune_folder(folder, keep_days, now, out, protect)
     return removed
 
 
-def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO) -> list[Path]:
+def pruning_clock(r: Resolver, local_now: datetime, out: TextIO, *, ask_s3: bool) -> datetime:
+    """The time pruning measures ages against: S3's clock when it is at hand (``ask_s3``) and ours is off by more than
+    the allowed skew (said out loud, hostile-inputs 39), else ours."""
+    if not ask_s3:
+        return local_now
+    try:
+        theirs = r.s3_store().server_time()
+    except DRError:
+        theirs = None
+    if theirs is None:
+        return local_now
+    skew = local_now - theirs
+    if abs(skew) > FUTURE_SLACK:
+        ahead = "ahead of" if skew > timedelta(0) else "behind"
+        print(f"warning: this machine's clock ({timefmt.iso_utc(local_now)}) is {timefmt.human_duration(abs(skew).total_seconds())} "
+              f"{ahead} S3's ({timefmt.iso_utc(theirs)}): ages are measured against S3's clock; fix the clock "
+              "(`timedatectl`, NTP)", file=out)
+        return theirs
+    return local_now
+
+
+def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO, protect: tuple[str, ...] = ()
+                  ) -> list[Path]:
     snaps = []
     for p in folder.iterdir():
         parsed = naming.parse(p.name)
         if parsed is not None and not parsed.safety and p.is_file() and not p.is_symlink():
             snaps.append((p.name, parsed.taken_at))
-    decisions = apply_policy(snaps, Policy(keep_days), now)
+    decisions = apply_policy(snaps, Policy(keep_days), now, protect=protect)
     removed = []
     for d in decisions:
         if not d.keep:
@@ -271,11 +295,15 @@ def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO) ->
     kept = [d for d in decisions if d.keep]
     what = "downloaded snapshots" if folder.name == DOWNLOADS else "local snapshots"
     print(f"{what} in {folder}: {len(kept)} kept, {len(removed)} pruned (older than {keep_days:g} days; "
-          "the newest is always kept)", file=out)
-    # Every pruned file is named; of the kept ones only the newest (first-use: the list of kept ones had no cap).
+          f"the newest {KEEP_NEWEST} are always kept)", file=out)
+    # Every pruned file is named; of the kept ones only the newest (first-use: the list of kept ones had no cap), and
+    # every one kept for a reason a person should look at (a future date, a suspended prune).
     for i, d in enumerate(decisions):
-        if not d.keep or i == 0:
-            print(f"  {'kept  ' if d.keep else 'pruned'}  {d.name}  ({d.reason})", file=out)
+        if not d.keep or i == 0 or d in future_dated(decisions):
+            print(f"  {'kept  ' if d.keep else 'pruned'}  {cli.printable(d.name)}  ({d.reason})", file=out)
+    if suspended(decisions):
+        print(f"  note: nothing in {folder} was pruned by age: the snapshot before the newest is older than "
+              f"{keep_days:g} days (a clock that jumped forward, or backups that stopped); check `date -u`", file=out)
     return removed
 
 
@@ -409,7 +437,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                                                              compress=not args.no_compress, stall=stall)
                 result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
                               taken_at=timefmt.iso_utc(taken), s3=entry.location if entry is not None else None)
-                prune_local(r.snapshots_dir, args.keep_days, clock(), out)
+                prune_local(r.snapshots_dir, args.keep_days,
+                            pruning_clock(r, clock(), out, ask_s3=bool(args.save_to_s3)), out, protect=(path.name,))
                 if upload_file is not None:
                     digest = verify_file(upload_file)
                     taken = naming.parse_snapshot_name(upload_file.name) or datetime.fromtimestamp(
@@ -421,7 +450,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             path, digest, info, taken = take_local_snapshot(r, clock, out, stall=args.stall_timeout or 60.0)
             result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
                           taken_at=timefmt.iso_utc(taken), revision=info.revision, s3=None)
-            prune_local(r.snapshots_dir, args.keep_days, clock(), out)
+            prune_local(r.snapshots_dir, args.keep_days,
+                        pruning_clock(r, clock(), out, ask_s3=bool(args.save_to_s3)), out, protect=(path.name,))
             if args.save_to_s3:
                 revision = info.revision
                 if upload_file is not None:

@@ -127,6 +127,15 @@ class Tracked:
         return bool(getattr(self.stream, "isatty", lambda: False)())
 
 
+def printable(text: str, limit: int = 400) -> str:
+    """``text`` (a name from S3, argv or a file system) made safe to print: control and format characters (newline,
+    ESC, bidi overrides such as U+202E) shown as escapes, at most ``limit`` characters (hostile-inputs 27, 29). The
+    one helper every printed name goes through; dr.adapters.talosapi.h2stream.printable does the escaping."""
+    from dr.adapters.talosapi.h2stream import printable as escape
+
+    return escape(str(text), limit)
+
+
 def json_failure(json_out: Tracked | None, message: str, code: int) -> None:
     if json_out is not None and not json_out.written:
         import json
@@ -148,7 +157,7 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
     except DRError as exc:
         if debug:
             traceback.print_exc(file=err)
-        print(f"{prog}: error: {exc}", file=err)
+        print(f"{prog}: error: {printable(str(exc), limit=4000)}", file=err)
         json_failure(json_out, str(exc), int(exc.exit_code))
         return int(exc.exit_code)
     except KeyboardInterrupt:
@@ -166,7 +175,7 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
     except Exception as exc:  # a bug: say so plainly
         known = user_fixable(exc)
         if known is not None:
-            print(f"{prog}: error: {known}", file=err)
+            print(f"{prog}: error: {printable(str(known), limit=4000)}", file=err)
             json_failure(json_out, str(known), int(known.exit_code))
             return int(known.exit_code)
         return _bug(prog, exc, debug, err, json_out)
@@ -175,7 +184,8 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
 def _bug(prog: str, exc: BaseException, debug: bool, err: TextIO, json_out: Tracked | None) -> int:
     if debug:
         traceback.print_exception(exc, file=err)
-    print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} — rerun with --debug and report it", file=err)
+    print(f"{prog}: unexpected error: {type(exc).__name__}: {printable(str(exc), limit=4000)} — rerun with --debug "
+          "and report it", file=err)
     json_failure(json_out, f"unexpected error: {type(exc).__name__}: {exc}", int(ExitCode.ERROR))
     return int(ExitCode.ERROR)
 

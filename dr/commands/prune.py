@@ -19,7 +19,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TextIO, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,10 +27,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dr.adapters import s3
 from dr.adapters.store import Entry
 from dr.commands import cli
-from dr.commands.backup import prune_local
+from dr.commands.backup import prune_local, pruning_clock
 from dr.commands.settings import Resolver, add_common_flags
 from dr.core import tiers
 from dr.core.errors import ConfigError, NotConfirmed
+from dr.core.retention import Policy, apply_policy
 
 PROG = "dr.prune"
 OURS = ("dr.backup", "schedule", "dr.restore")  # the `source` metadata our writers set
@@ -47,32 +48,27 @@ class S3Decision:
 
 def decide_s3(entries: list[Entry], keep_days: float, now: datetime,
               days: dict[str, int] | None = None) -> list[S3Decision]:
-    """Pure: which described S3 entries to delete, newest first (see the module docstring for the rules)."""
+    """Pure: which described S3 entries to delete, newest first (see the module docstring for the rules). Our own
+    snapshots go through dr.core.retention's policy, ordered by S3's LastModified (what S3 says was uploaded last,
+    not what a possibly wrong clock named it): the newest few always stay, future-dated ones are kept and reported."""
     days = dict(days or tiers.DEFAULT_DAYS)
-    ordered = sorted(entries, key=lambda e: (e.name.taken_at, e.name.name), reverse=True)
+    by_upload = sorted(entries, key=lambda e: (e.modified, e.name.name), reverse=True)
+    ours = [e for e in by_upload if not e.name.safety and e.source in OURS]
+    limits = {e.name.name: float(days.get(e.tier or "", keep_days)) for e in ours}
+    policy = {d.name: d for d in apply_policy([(e.name.name, e.name.taken_at) for e in ours], Policy(keep_days), now,
+                                              order=[e.name.name for e in ours], limits=limits)}
     out: list[S3Decision] = []
-    newest_done = False
-    for e in ordered:
+    for e in by_upload:
         assert e.key is not None
         when = e.name.taken_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        keep: str | None = None
         if e.name.safety:
-            keep = "safety snapshot (never pruned)"
+            out.append(S3Decision(e.key, when, e.tier, False, "safety snapshot (never pruned)"))
         elif e.source not in OURS:
-            keep = "not written by talos-dr (never deleted)"
-        elif not newest_done:
-            keep = "newest snapshot (always kept)"
-        if not e.name.safety and e.source in OURS:
-            newest_done = True
-        if keep is None:
-            limit = days.get(e.tier or "", keep_days)
-            if e.name.taken_at > now - timedelta(days=limit):
-                keep = f"younger than {limit:g} days ({e.tier or 'untagged'})"
-        if keep is not None:
-            out.append(S3Decision(e.key, when, e.tier, False, keep))
+            out.append(S3Decision(e.key, when, e.tier, False, "not written by talos-dr (never deleted)"))
         else:
-            limit = days.get(e.tier or "", keep_days)
-            out.append(S3Decision(e.key, when, e.tier, True, f"older than {limit:g} days ({e.tier or 'untagged'})"))
+            d = policy[e.name.name]
+            tier = f" ({e.tier or 'untagged'})" if d.reason.startswith(("younger", "older")) else ""
+            out.append(S3Decision(e.key, when, e.tier, not d.keep, d.reason + tier))
     return out
 
 
@@ -120,16 +116,17 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if args.dry_run:
             print("dry run: nothing is deleted", file=text)
         else:
-            removed = prune_local(r.snapshots_dir, args.keep_days, clock(), text) if r.snapshots_dir.is_dir() else []
+            now = pruning_clock(r, clock(), text, ask_s3=args.s3)
+            removed = prune_local(r.snapshots_dir, args.keep_days, now, text) if r.snapshots_dir.is_dir() else []
             doc["local"] = [str(x) for x in removed]
         if args.s3:
             store = r.s3_store()
             entries = [store.describe(e) for e in store.list()]
-            decisions = decide_s3(entries, args.keep_days, clock())
+            decisions = decide_s3(entries, args.keep_days, pruning_clock(r, clock(), text, ask_s3=True))
             doc["s3"] = [asdict(d) for d in decisions]
             doomed = [d for d in decisions if d.delete]
             for d in decisions:
-                print(f"  {'delete' if d.delete else 'keep  '}  {d.key}  ({d.reason})", file=text)
+                print(f"  {'delete' if d.delete else 'keep  '}  {cli.printable(d.key)}  ({d.reason})", file=text)
             if doomed and not args.dry_run:
                 _confirm(len(doomed), store.where, args.yes, stdin, text)
                 for d in doomed:
