@@ -26,7 +26,8 @@ from typing import Any, Protocol, TextIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dr.adapters import codec, s3
-from dr.adapters.fsutil import atomic_write, atomic_writer
+from dr.adapters.fsutil import atomic_write, atomic_writer, read_state_file
+from dr.adapters.talosapi.h2stream import printable
 from dr.core import naming, tiers
 from dr.core.errors import ConfigError, DiskFull, DRError, IntegrityError, S3Error, SnapshotNotFound
 from dr.core.integrity import CHUNK, SnapshotDigest, TrailerHasher, iter_file
@@ -173,7 +174,7 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
         if passed == skip:
             for line in refused:
                 if err is not None:
-                    print(f"note: not a candidate for latest: {line}", file=err)
+                    print(f"note: not a candidate for latest: {printable(line)}", file=err)
             later = [o for o in ordered if o.name.taken_at > e.name.taken_at + FUTURE_SLACK
                      and suspicious(o, now) is None and _effective_time(o) <= _effective_time(e) and not o.name.safety]
             if later and err is not None and e.store == "s3":
@@ -202,10 +203,12 @@ def _stored(plain: str, compress: bool, recipients: Sequence[Any]) -> tuple[str,
 def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any], label: str,
               stored_hash: Any = None, overwrite: bool = False,
               before_commit: Callable[[SnapshotDigest, codec.Layers], None] | None = None,
+              max_plain: int | None = None, recorded_plain: int | None = None,
               ) -> tuple[SnapshotDigest, codec.Layers]:
     """Decode ``chunks`` (any layers) into ``dest`` through a 0600 ``.part``, checking the plaintext's trailer; the
     ``.part`` is renamed only when it and ``before_commit`` pass. ``stored_hash`` (a hashlib object) sees the stored
-    bytes."""
+    bytes. Decoding stops the moment the plaintext passes ``recorded_plain`` (the size recorded at upload) or
+    ``max_plain`` (the cap on any snapshot), so a small compressed bomb never fills a disk (hostile-inputs 15-16)."""
     hasher = TrailerHasher(label)
 
     def counted(it: Iterable[bytes]) -> Iterator[bytes]:
@@ -217,6 +220,20 @@ def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any],
     try:
         with atomic_writer(dest, mode=0o600, overwrite=overwrite) as f:
             def sink(data: bytes) -> None:
+                if recorded_plain is not None and hasher.size + len(data) > recorded_plain:
+                    from dr.core.errors import CorruptSnapshot
+
+                    raise CorruptSnapshot(f"{label} decodes to more than the {recorded_plain} bytes recorded at "
+                                          "upload; decoding was stopped there and nothing was kept",
+                                          "use another snapshot; this object was replaced or damaged")
+                if max_plain is not None and hasher.size + len(data) > max_plain:
+                    from dr.core.errors import SnapshotTooBig
+
+                    raise SnapshotTooBig(f"{label} decodes to more than {max_plain} bytes, more than any etcd "
+                                         "snapshot: a decompression bomb or not a snapshot; decoding was stopped "
+                                         "there and nothing was kept",
+                                         "use another snapshot; raise DR_MAX_SNAPSHOT_BYTES only if a real etcd "
+                                         "database is that big")
                 hasher.update(data)
                 f.write(data)
 
@@ -233,14 +250,16 @@ def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any],
                 before_commit(digest, layers)
     except OSError as exc:
         if exc.errno == 28:
-            raise DiskFull(f"writing {dest} failed: no space left on device",
-                           f"free space under {dest.parent} and retry") from exc
+            raise DiskFull(f"writing {dest} failed: no space left on device after {hasher.size} decoded bytes",
+                           f"free space under {dest.parent} and retry; if that is far more than your cluster's etcd "
+                           "holds, it is not a snapshot (a decompression bomb): use another one") from exc
         raise
     return digest, layers
 
 
 def fetch(store: SnapshotStore, entry: Entry, dest: Path, *, identities: Sequence[Any] = (),
-          progress: s3.ProgressFn | None = None, overwrite: bool = False) -> tuple[SnapshotDigest, codec.Layers]:
+          progress: s3.ProgressFn | None = None, overwrite: bool = False,
+          max_plain: int | None = None) -> tuple[SnapshotDigest, codec.Layers]:
     """``entry``'s plaintext, decoded and verified, at ``dest`` (nothing there, and no ``.part``, on failure).
 
     Beyond the trailer: every stored byte must arrive (a short read is an S3 error to retry, not damage), and the
@@ -268,7 +287,7 @@ def fetch(store: SnapshotStore, entry: Entry, dest: Path, *, identities: Sequenc
                                   "recorded at upload", "use another snapshot; this object was replaced or damaged")
 
     return decode_to(counted(store.open(entry)), dest, identities=identities, label=entry.location,
-                     overwrite=overwrite, before_commit=check)
+                     overwrite=overwrite, before_commit=check, max_plain=max_plain, recorded_plain=entry.plain_size)
 
 
 def _verification(rec: dict[str, Any]) -> Verification:
@@ -396,7 +415,11 @@ class LocalStore:
 
     def _catalog(self) -> dict[str, dict[str, Any]]:
         try:
-            data = json.loads((self.root / CATALOG_NAME).read_text())
+            # Never blocks on a FIFO planted there (hostile-inputs 33): a regular file or nothing.
+            text = read_state_file(self.root / CATALOG_NAME, "the verification catalog")
+            if text is None:
+                return {}
+            data = json.loads(text)
             snaps = data.get("snapshots", {})
             return snaps if isinstance(snaps, dict) and data.get("version") == 2 else {}
         except (OSError, ValueError, AttributeError):

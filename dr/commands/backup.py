@@ -364,7 +364,7 @@ def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 2
     print(f"snapshots in s3://{r.bucket}/{r.prefix} ({len(snaps)}), newest first:", file=out)
     for s in snaps[:limit]:
         age = timefmt.human_age((now - s.name.taken_at).total_seconds())
-        print(f"  {s.name.name}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
+        print(f"  {cli.printable(s.name.name)}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
     if len(snaps) > limit:
         print(f"  ... and {len(snaps) - limit} older (see `python -m dr.list`)", file=out)
 

@@ -201,6 +201,14 @@ def user_fixable(exc: BaseException) -> DRError | None:
     dangling links, not a folder), a missing AWS profile, an invalid S3 endpoint URL."""
     from dr.core.errors import ConfigError, DiskFull, LocalPathError
 
+    if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
+        from dr.core.errors import NameRefused
+
+        name = printable(os.fsdecode(exc.filename) if exc.filename else "a name", limit=120)
+        why = "is too long for the file system" if exc.errno == errno.ENAMETOOLONG else "cannot be stored there"
+        return NameRefused(f"{name} {why} ({os.strerror(exc.errno)}); nothing was changed",
+                           "use a shorter name: the file's own name is at most 255 bytes, a path 4096 (rename or "
+                           "move it, or name it by `talos-dr list`'s short name)")
     if isinstance(exc, OSError) and exc.errno in _FS_ERRNOS and exc.filename:
         what = _FS_ERRNOS[exc.errno]
         if exc.errno == errno.ENOSPC:

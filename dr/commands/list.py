@@ -122,7 +122,8 @@ def _age(row: Row, now: datetime) -> str:
 
 
 def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | None = None) -> None:
-    width = max([45, *(len(r.name) for r in rows)])
+    names = {id(r): cli.printable(r.name) for r in rows}  # S3 keys may carry ESC or bidi overrides (hostile 27)
+    width = max([45, *(len(n) for n in names.values())])
     print(f"{'NAME':<{width}} {'WHERE':<6} {'FORMAT':<8} {'SIZE':>10} {'AGE':>7} {'REVISION':>9}  VERIFIED", file=out)
     for r in rows:
         size = cli.human_size(r.size)
@@ -134,7 +135,7 @@ def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | No
             ver += f" ({r.verified_keys} keys)"
         where = r.where + ("*" if r.downloaded else "")
         mark = "  <- latest" if latest_of and r.s3_name and latest_of.rsplit("/", 1)[-1] == r.s3_name else ""
-        print(f"{r.name:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}{mark}",
+        print(f"{names[id(r)]:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}{mark}",
               file=out)
 
 

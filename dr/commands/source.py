@@ -240,7 +240,8 @@ def _download(store: SnapshotStore, entry: Entry, r: Resolver, dest_dir: Path, e
     check_room(entry, dest_dir, r)
     verb = "downloading" if store.kind == "s3" else "decoding"
     progress = cli.Progress(f"{verb} {entry.location}", entry.size, err)
-    digest, layers = store_fetch(store, entry, dest, identities=r.identities, progress=progress, overwrite=True)
+    digest, layers = store_fetch(store, entry, dest, identities=r.identities, progress=progress, overwrite=True,
+                                 max_plain=max_bytes(r))
     progress.finish()
     if layers.encrypted or layers.compressed:
         print(f"{entry.location} was {layers.format}; decoded and verified into {dest}", file=err)

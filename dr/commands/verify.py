@@ -346,7 +346,7 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
 
 
 def _print_text(report: Report, out: TextIO) -> None:
-    print(f"verifying {report.source}", file=out)
+    print(f"verifying {cli.printable(report.source)}", file=out)
     for c in report.checks:
         print(f"  ok  {c}", file=out)
     t = report.seconds
@@ -377,7 +377,7 @@ def _print_text(report: Report, out: TextIO) -> None:
                     if d[kind] > EXAMPLES:
                         print(f"    {sign} ... and {d[kind] - EXAMPLES} more {kind} {name}", file=out)
     where = f"; recorded as {report.recorded}" if report.recorded else ""
-    print(f"\nverified: {report.source} restores (revision {report.revision}, {report.total_keys} keys, "
+    print(f"\nverified: {cli.printable(report.source)} restores (revision {report.revision}, {report.total_keys} keys, "
           f"{len([r for r in report.resources if r != OUTSIDE])} resource types){where}", file=out)
 
 

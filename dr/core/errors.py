@@ -36,6 +36,8 @@ class ExitCode(IntEnum):
     ENCRYPTED = 23  # age-encrypted, and no identity given (or none that can decrypt it): not damaged, just locked
     RECOVERY_KIT = 24  # the recovery kit is missing, not for this identity, damaged, or the rebuild cannot use it
     LOCAL_PATH = 25  # a local file or folder cannot be used: permissions, read-only, missing, not a folder
+    NAME_REFUSED = 33  # the file system refuses a name (too long: ENAMETOOLONG; bytes it cannot store: EILSEQ)
+    TOO_BIG = 34  # decodes (or streams) to more bytes than any etcd snapshot: a decompression bomb, not a snapshot
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -150,6 +152,19 @@ class RecoveryKitError(DRError):
     exit_code = ExitCode.RECOVERY_KIT
 
 
+class NameRefused(DRError):
+    """A name (from argv or S3) the local file system will not take: too long, or bytes it cannot store."""
+
+    exit_code = ExitCode.NAME_REFUSED
+
+
+class SnapshotTooBig(DRError):
+    """The data decodes or streams past the byte cap (DR_MAX_SNAPSHOT_BYTES, or the size recorded at upload): stopped
+    there, nothing kept. Not "disk full": more disk would not help."""
+
+    exit_code = ExitCode.TOO_BIG
+
+
 class LocalPathError(DRError):
     """A local file or folder this command needs cannot be used (and it is the user's to fix, not a bug)."""
 
@@ -184,5 +199,8 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.ENCRYPTED: "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding its key",
     ExitCode.RECOVERY_KIT: "the recovery kit is missing, not encrypted to this age identity, or damaged (dr.rebuild)",
     ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
+    ExitCode.NAME_REFUSED: "the file system refuses a name: too long (ENAMETOOLONG) or not storable; use a shorter name",
+    ExitCode.TOO_BIG: "the data decodes or streams to more bytes than any etcd snapshot (a decompression bomb?); "
+                      "stopped, nothing kept",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }

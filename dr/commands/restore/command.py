@@ -93,7 +93,8 @@ class Restore:
     # --- helpers ------------------------------------------------------------------------------------------
 
     def say(self, msg: str) -> None:
-        print(msg, file=self.out, flush=True)
+        # Names from S3 or argv are in these lines: no control characters reach the terminal (hostile 27, 29).
+        print("\n".join(cli.printable(line, limit=4000) for line in msg.split("\n")), file=self.out, flush=True)
 
     def resume_cmd(self) -> str:
         """The command that continues this restore: the resolved snapshot (never ``latest``) and every flag given."""
