@@ -172,9 +172,14 @@ def _now_text() -> str:
     return iso_utc(datetime.now(UTC))
 
 
-def check_integrity(f: Fetched, report: Report) -> None:
+def check_integrity(f: Fetched, report: Report, raw: bool = False) -> None:
     """What dr.commands.source and dr.adapters.store already proved, said out loud."""
     report.size, report.sha256 = f.digest.size, f.digest.content_sha256
+    if raw:
+        report.format = "data-dir copy"
+        report.checks.append(f"a raw member/snap/db copy: NO hash trailer vouches for it (SHA-256 of the file "
+                             f"{f.digest.content_sha256[:16]}…, {cli.human_size(f.digest.size)})")
+        return
     report.format = f.layers.format if f.entry is not None else "plain"
     if f.layers.encrypted:
         report.checks.append("decrypted with the age identity (age's authenticated encryption: every 64 KiB chunk "
@@ -247,15 +252,15 @@ def check_cluster(f: Fetched, cluster: str | None, report: Report) -> None:
     report.checks.append(f"recorded for this cluster ({cluster})")
 
 
-def check_bbolt_meta(f: Fetched) -> None:
+def check_bbolt_meta(f: Fetched, raw: bool = False) -> None:
     """Refuse a snapshot whose bbolt meta pages etcd could not open (dr.core.bbolt): the structure check that needs no
-    etcd tool."""
+    etcd tool. ``raw``: a database file without the 32-byte trailer."""
     from dr.core import bbolt
 
     with open(f.path, "rb") as fh:
         head = fh.read(bbolt.HEAD_NEEDED)
     try:
-        bbolt.check_meta(head, f.digest.size - 32)
+        bbolt.check_meta(head, f.digest.size - (0 if raw else 32))
     except ValueError as exc:
         raise CorruptSnapshot(f"{f.origin} passes its SHA-256 trailer check but is not a database etcd can open: "
                               f"{exc}; nothing was changed", "use another snapshot (install etcdutl to see more with "
@@ -269,6 +274,46 @@ SKIPPED_WITHOUT_ETCD = ("the throwaway restore (etcd's full consistency check of
                         "checked, so a snapshot with damaged pages is found by the node only AFTER its reset")
 
 
+DATA_DIR_FLAG = "--from-data-dir-copy"
+DATA_DIR_CONSEQUENCES = (
+    "no SHA-256 trailer vouches for this file, so the node is told --recover-skip-hash-check: only etcd's bbolt check "
+    "and this machine's throwaway restore (every key read back) proved it",
+    "it holds what etcd had written to its database file when the copy was made: writes then only in etcd's WAL "
+    "(the last seconds before the volume snapshot) are not in it",
+    "a copy of a running member's disk is crash-consistent at best: take a real snapshot (`talos-dr backup`) as soon "
+    "as the cluster runs again",
+)
+
+
+def fetch_data_dir_copy(spec: str) -> Fetched:
+    """A raw ``member/snap/db`` (e.g. copied out of an EBS snapshot of the node's disk: the last copy when the bucket
+    is gone, talos-fidelity F10) as a Fetched: a regular local file with bbolt's magic and no hash trailer. A file
+    with a trailer is refused (etcd would strip and check it: restore it without the flag)."""
+    from dr.core.errors import ConfigError, EmptySnapshot, NotASnapshot
+    from dr.core.integrity import BOLT_MAGIC, BOLT_MAGIC_OFFSET, PAGE_ALIGN, TRAILER_SIZE, SnapshotDigest
+
+    path = source.check_local_file(Path(spec))
+    before = path.stat()
+    if before.st_size == 0:
+        raise EmptySnapshot(f"{path} is empty (0 bytes)", "copy member/snap/db again from the volume snapshot")
+    if before.st_size % PAGE_ALIGN == TRAILER_SIZE:
+        # etcdutl's hasChecksum (v3.6.12 etcdutl/snapshot/v3_snapshot.go): this size means "a hash is appended".
+        raise ConfigError(f"{path} ends in a snapshot hash trailer (size % 512 == 32): it is a snapshot, not a "
+                          "data-dir copy", f"restore it without {DATA_DIR_FLAG}")
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        h.update(head)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    if len(head) < BOLT_MAGIC_OFFSET + 4 or int.from_bytes(head[BOLT_MAGIC_OFFSET:BOLT_MAGIC_OFFSET + 4],
+                                                             "little") != BOLT_MAGIC:
+        raise NotASnapshot(f"{path} is not an etcd database (no bbolt header)",
+                           "copy <etcd data dir>/member/snap/db itself (on Talos: /var/lib/etcd/member/snap/db)")
+    digest = h.hexdigest()
+    return Fetched(path, str(path), SnapshotDigest(before.st_size, digest, digest), stat_before=before)
+
+
 @dataclass
 class Proof:
     """What ``prove`` established. ``skipped`` names what was not proved (empty for a full proof)."""
@@ -279,17 +324,19 @@ class Proof:
 
 
 def prove(f: Fetched, report: Report, *, base: Path, cluster: str | None, err: TextIO, prog: str = PROG,
-          skip_etcd: bool = False, inside: Callable[[ThrowawayEtcd, Content], None] | None = None) -> Proof:
+          skip_etcd: bool = False, inside: Callable[[ThrowawayEtcd, Content], None] | None = None,
+          raw: bool = False) -> Proof:
     """The one proof `talos-dr verify` and `talos-dr restore` (before anything on the node changes) run on a fetched
     snapshot, so what one refuses the other refuses: integrity (trailer, recorded SHA-256), the recorded cluster,
     structure (bbolt meta pages, then `snapshot status`), then a restore into a throwaway etcd under ``base`` whose
     content is read back (``inside``, default: count every key) and checked (``check_content``).
 
     Without etcd and a restore tool here the proof cannot be made: ``EtcdMissing`` naming how to install them, unless
-    ``skip_etcd`` (restore's --skip-etcd-proof), which proves structure with what is here and says what was skipped."""
-    check_integrity(f, report)
+    ``skip_etcd`` (restore's --skip-etcd-proof), which proves structure with what is here and says what was skipped.
+    ``raw``: ``f`` is a data-dir copy (``fetch_data_dir_copy``); the throwaway restore skips the hash check it lacks."""
+    check_integrity(f, report, raw)
     check_cluster(f, cluster, report)
-    check_bbolt_meta(f)
+    check_bbolt_meta(f, raw)
     try:
         binaries()
     except EtcdMissing as exc:
@@ -309,7 +356,7 @@ def prove(f: Fetched, report: Report, *, base: Path, cluster: str | None, err: T
     print(f"{prog}: restoring {f.origin} into a throwaway etcd under {base} to prove it ...", file=err, flush=True)
     t1 = time.monotonic()
     content = Content()
-    with ThrowawayEtcd(f.path, base_dir=base, label=f.origin, checked=f.digest) as etcd:
+    with ThrowawayEtcd(f.path, base_dir=base, label=f.origin, checked=None if raw else f.digest, raw=raw) as etcd:
         if etcd.tool is not None:
             report.tools["restore"] = etcd.tool.label
         (inside or read_back)(etcd, content)

@@ -264,7 +264,7 @@ class Restore:
             self.say("the journal records a reset by this restore, but the node's state does not show one: "
                      "asking again")
         prompt.confirm(fetched=self.fetched, status=self.status, proof=self.proof, cluster=self.r.cluster,
-                       node=self.t.where,
+                       data_dir_copy=self.args.from_data_dir_copy, node=self.t.where,
                        node_state=st.describe(), needs_reset=step.needs_reset, safety=step.safety,
                        wipe_state=self.args.wipe_state, snapshots_dir=str(self.r.snapshots_dir), yes=self.args.yes,
                        now=self.clock(), out=self.out, stdin=self.stdin)
@@ -316,12 +316,17 @@ class Restore:
         """The proof `talos-dr verify` makes (dr.commands.verify.prove), before the journal is read and before
         anything on the node changes: a snapshot verify refuses is refused here, with the node untouched."""
         report = verify.Report(source=fetched.origin)
+        raw = self.args.from_data_dir_copy
         proof = verify.prove(fetched, report, base=self.tmp_base(), cluster=source.known_cluster(self.r),
-                             err=self.err, prog=PROG, skip_etcd=self.args.skip_etcd_proof)
+                             err=self.err, prog=PROG, skip_etcd=self.args.skip_etcd_proof and not raw, raw=raw)
+        if raw:
+            self.t.recover_skip_hash_check = True
         size = cli.human_size(fetched.digest.size)
         if proof.content is not None:
             c = proof.content
-            self.say(f"snapshot {fetched.path}: {size}, proved: SHA-256 trailer, {proof.status.command or 'bbolt'} "
+            self.say(f"snapshot {fetched.path}: {size}, proved: "
+                     f"{'bbolt meta pages (NO hash: a data-dir copy)' if raw else 'SHA-256 trailer'}, "
+                     f"{proof.status.command or 'bbolt'} "
                      f"check, restored in a throwaway etcd at revision {c.revision} with {c.total_keys} keys "
                      f"({c.registry_keys} Kubernetes objects)")
         else:
@@ -334,6 +339,8 @@ class Restore:
         return Path(tempfile.gettempdir())
 
     def fetch(self) -> source.Fetched:
+        if self.args.from_data_dir_copy:
+            return verify.fetch_data_dir_copy(self.args.snapshot)
         return source.fetch(self.args.snapshot, self.r, self.r.downloads_dir, self.err)
 
     def previous_journal(self, fetched: source.Fetched) -> journal.Journal | None:
@@ -449,6 +456,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                         "in a throwaway etcd first, as `talos-dr verify` does, restore anyway on the SHA-256 "
                         "trailer and bbolt meta-page checks alone: damaged pages are then found by the node only "
                         "after its reset. Ignored when the tools are there")
+    p.add_argument(verify.DATA_DIR_FLAG, dest="from_data_dir_copy", action="store_true",
+                   help="SNAPSHOT is a raw member/snap/db copied from etcd's data directory (e.g. out of an EBS "
+                        "snapshot of the node's disk, when no snapshot is left): it has no hash trailer, so after "
+                        "the bbolt check and the throwaway-etcd proof the node is told --recover-skip-hash-check; "
+                        "writes only in etcd's WAL at copy time are not in it (the prompt says so)")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for a running backup to finish (default: fail at once)")
     p.add_argument("--json", action="store_true",

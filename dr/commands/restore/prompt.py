@@ -48,7 +48,8 @@ def describe_verification(fetched: source.Fetched) -> str:
 
 def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, node: str, node_state: str,
             needs_reset: bool, safety: bool, wipe_state: bool, snapshots_dir: str, yes: bool,
-            now: datetime, out: TextIO, stdin: TextIO, proof: Proof | None = None) -> None:
+            now: datetime, out: TextIO, stdin: TextIO, proof: Proof | None = None,
+            data_dir_copy: bool = False) -> None:
     """Show what the restore will do and lose; return only on ``--yes`` or a typed ``yes`` (exactly)."""
     # When it was taken is what its name says (dr's and talos-backup's names carry the time); a file named otherwise
     # shows its modification time.
@@ -61,10 +62,15 @@ def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, no
         f"About to restore etcd of cluster {cluster} on node {node} (now {node_state}) from:",
         f"  snapshot  {fetched.path.name}  ({fetched.origin})",
         f"  taken     {taken.strftime('%Y-%m-%d %H:%M:%S UTC')} ({age} ago)",
-        f"  content   {describe_content(status, proof)}; {cli.human_size(fetched.digest.size)}, SHA-256 trailer "
-        "verified",
+        f"  content   {describe_content(status, proof)}; {cli.human_size(fetched.digest.size)}"
+        + (", no hash trailer (a data-dir copy)" if data_dir_copy else ", SHA-256 trailer verified"),
         f"  verified  {describe_verification(fetched)}",
     ]
+    if data_dir_copy:
+        from dr.commands.verify import DATA_DIR_CONSEQUENCES, DATA_DIR_FLAG
+
+        lines.append(f"  FROM A DATA-DIR COPY ({DATA_DIR_FLAG}):")
+        lines += [f"    - {c}" for c in DATA_DIR_CONSEQUENCES]
     for what in (proof.skipped if proof is not None else ()):
         lines.append(f"  NOT PROVED (you passed it over): {what}")
     if needs_reset:
