@@ -208,8 +208,8 @@ def check_database(f: Fetched, report: Report) -> SnapshotStatus:
     return status
 
 
-def check_content(f: Fetched, status: SnapshotStatus, content: Content, report: Report) -> None:
-    expected_rev = status.revision or 0
+def check_content(f: Fetched, status: SnapshotStatus, content: Content, report: Report, bumped: int = 0) -> None:
+    expected_rev = (status.revision or 0) + bumped
     if content.total_keys == 0:
         # An empty etcd: `snapshot status` says revision 0 while the restored etcd starts at 1; the real news is
         # that there is nothing in it (hostile-inputs finding 15).
@@ -220,7 +220,7 @@ def check_content(f: Fetched, status: SnapshotStatus, content: Content, report: 
         raise VerifyMismatch(f"{f.origin} restored at revision {content.revision}, but the file says {expected_rev}",
                              "use another snapshot and report this (etcd version mismatch?)")
     meta_rev = f.entry.revision if f.entry is not None and f.entry.verification is None else None
-    if meta_rev is not None and meta_rev != content.revision:
+    if meta_rev is not None and meta_rev + bumped != content.revision:
         raise VerifyMismatch(f"{f.origin} holds revision {content.revision}, but the object's metadata says {meta_rev}",
                              "use another snapshot; this object is not the one that was uploaded")
     if content.registry_keys == 0:
@@ -314,18 +314,28 @@ def fetch_data_dir_copy(spec: str) -> Fetched:
     return Fetched(path, str(path), SnapshotDigest(before.st_size, digest, digest), stat_before=before)
 
 
+# The revision bump a restore applies (etcd's disaster-recovery guide, v3.6 op-guide/recovery.md "Restoring with
+# revision bump": 1'000'000'000 covers a week-old snapshot at under 1500 writes per second; a one-node Talos cluster
+# writes far less). int64 revisions leave room for billions of such restores.
+BUMP_REVISION = 1_000_000_000
+
+
 @dataclass
 class Proof:
-    """What ``prove`` established. ``skipped`` names what was not proved (empty for a full proof)."""
+    """What ``prove`` established. ``skipped`` names what was not proved (empty for a full proof). ``bumped``: the
+    snapshot the throwaway etcd saved after ``--bump-revision bumped --mark-compacted`` (what a restore uploads)."""
 
     status: SnapshotStatus
     content: Content | None
     skipped: list[str] = field(default_factory=list)
+    bumped: Path | None = None
+    bump: int = 0
+    not_bumped: str = ""  # why a requested bump was not made
 
 
 def prove(f: Fetched, report: Report, *, base: Path, cluster: str | None, err: TextIO, prog: str = PROG,
           skip_etcd: bool = False, inside: Callable[[ThrowawayEtcd, Content], None] | None = None,
-          raw: bool = False) -> Proof:
+          raw: bool = False, bump_into: Path | None = None) -> Proof:
     """The one proof `talos-dr verify` and `talos-dr restore` (before anything on the node changes) run on a fetched
     snapshot, so what one refuses the other refuses: integrity (trailer, recorded SHA-256), the recorded cluster,
     structure (bbolt meta pages, then `snapshot status`), then a restore into a throwaway etcd under ``base`` whose
@@ -333,7 +343,10 @@ def prove(f: Fetched, report: Report, *, base: Path, cluster: str | None, err: T
 
     Without etcd and a restore tool here the proof cannot be made: ``EtcdMissing`` naming how to install them, unless
     ``skip_etcd`` (restore's --skip-etcd-proof), which proves structure with what is here and says what was skipped.
-    ``raw``: ``f`` is a data-dir copy (``fetch_data_dir_copy``); the throwaway restore skips the hash check it lacks."""
+    ``raw``: ``f`` is a data-dir copy (``fetch_data_dir_copy``); the throwaway restore skips the hash check it lacks.
+    ``bump_into``: restore into the throwaway etcd with ``--bump-revision BUMP_REVISION --mark-compacted`` (when an
+    etcdutl here has them) and save a fresh snapshot of it, with its SHA-256 trailer, at that path (restore's
+    upload: the revision moves forward, see docs/adr or the module doc of dr.commands.restore.command)."""
     check_integrity(f, report, raw)
     check_cluster(f, cluster, report)
     check_bbolt_meta(f, raw)
@@ -353,16 +366,31 @@ def prove(f: Fetched, report: Report, *, base: Path, cluster: str | None, err: T
         print(f"{prog}: warning: {SKIP_ETCD_FLAG}: not proved: {SKIPPED_WITHOUT_ETCD}", file=err)
         return Proof(status, None, [SKIPPED_WITHOUT_ETCD])
     status = check_database(f, report)
-    print(f"{prog}: restoring {f.origin} into a throwaway etcd under {base} to prove it ...", file=err, flush=True)
+    bump, not_bumped = 0, ""
+    if bump_into is not None:
+        from dr.adapters.etcdlocal import bump_tool
+
+        if bump_tool() is not None:
+            bump = BUMP_REVISION
+        else:
+            not_bumped = ("no etcdutl with --bump-revision/--mark-compacted here (etcd 3.5.10 or later; `make etcd` "
+                          "unpacks 3.5.16)")
+    print(f"{prog}: restoring {f.origin} into a throwaway etcd under {base} to prove it"
+          + (f" (revision bumped by {bump}, marked compacted)" if bump else "") + " ...", file=err, flush=True)
     t1 = time.monotonic()
     content = Content()
-    with ThrowawayEtcd(f.path, base_dir=base, label=f.origin, checked=None if raw else f.digest, raw=raw) as etcd:
+    saved: Path | None = None
+    with ThrowawayEtcd(f.path, base_dir=base, label=f.origin, checked=None if raw else f.digest, raw=raw,
+                       bump_revision=bump) as etcd:
         if etcd.tool is not None:
             report.tools["restore"] = etcd.tool.label
         (inside or read_back)(etcd, content)
+        check_content(f, status, content, report, bumped=bump)
+        if bump and bump_into is not None:
+            etcd.save_snapshot(bump_into)
+            saved = bump_into
     report.seconds["restore"] = round(time.monotonic() - t1, 3)
-    check_content(f, status, content, report)
-    return Proof(status, content)
+    return Proof(status, content, bumped=saved, bump=bump, not_bumped=not_bumped)
 
 
 def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextIO) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -88,6 +89,8 @@ class Restore:
         self.fetched: source.Fetched | None = None
         self.status = SnapshotStatus(None, None)
         self.proof: verify.Proof | None = None
+        self.bump_dir = r.talos_dir
+        self.upload_path: Path | None = None
         self.flags: list[str] = journal.resume_flags(list(getattr(args, "argv", None) or []), args.snapshot)
 
     # --- helpers ------------------------------------------------------------------------------------------
@@ -162,6 +165,13 @@ class Restore:
 
     def run(self) -> int:
         self.fetched = fetched = self.fetch()
+        self.bump_dir = Path(tempfile.mkdtemp(prefix=".restore-bump-", dir=self.r.talos_dir))
+        try:
+            return self._run(fetched)
+        finally:
+            shutil.rmtree(self.bump_dir, ignore_errors=True)
+
+    def _run(self, fetched: source.Fetched) -> int:
         self.proof = self.prove(fetched)
         self.status = self.proof.status
         self.j = self.previous_journal(fetched)
@@ -304,7 +314,7 @@ class Restore:
         assert self.j is not None and self.fetched is not None
         self.mark(journal.BOOTSTRAP_STARTED)
         try:
-            steps.bootstrap(self.t, self.fetched.path, self.args.bootstrap_timeout, self.args.poll_interval,
+            steps.bootstrap(self.t, self.upload_path or self.fetched.path, self.args.bootstrap_timeout, self.args.poll_interval,
                             self.out, self.resume_cmd())
         except steps.NotStarted as refused:
             self.unmark(journal.BOOTSTRAP_STARTED)  # refused before it began: this restore's data is not in etcd
@@ -317,10 +327,21 @@ class Restore:
         anything on the node changes: a snapshot verify refuses is refused here, with the node untouched."""
         report = verify.Report(source=fetched.origin)
         raw = self.args.from_data_dir_copy
+        bump_into = None if self.args.no_revision_bump else self.bump_dir / "bumped-snapshot.db"
         proof = verify.prove(fetched, report, base=self.tmp_base(), cluster=source.known_cluster(self.r),
-                             err=self.err, prog=PROG, skip_etcd=self.args.skip_etcd_proof and not raw, raw=raw)
-        if raw:
-            self.t.recover_skip_hash_check = True
+                             err=self.err, prog=PROG, skip_etcd=self.args.skip_etcd_proof and not raw, raw=raw,
+                             bump_into=bump_into)
+        # What the node gets: the bumped snapshot (with a SHA-256 trailer, which the node checks), else the file.
+        self.upload_path = proof.bumped or fetched.path
+        if raw and proof.bumped is None:
+            self.t.recover_skip_hash_check = True  # the raw file itself goes up: it has no hash for the node to check
+        if proof.bumped is not None:
+            self.say(f"the node gets a copy whose revision is moved forward by {proof.bump} and marked compacted "
+                     "(etcdutl snapshot restore --bump-revision --mark-compacted, then a fresh snapshot): clients "
+                     "that watched the old cluster start over instead of seeing revisions go back")
+        elif bump_into is not None:
+            self.say(f"warning: the revision is NOT moved forward: {proof.not_bumped or 'etcd was not run here'}; "
+                     "clients that cached resourceVersions of the lost cluster may see them go back")
         size = cli.human_size(fetched.digest.size)
         if proof.content is not None:
             c = proof.content
@@ -461,6 +482,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                         "snapshot of the node's disk, when no snapshot is left): it has no hash trailer, so after "
                         "the bbolt check and the throwaway-etcd proof the node is told --recover-skip-hash-check; "
                         "writes only in etcd's WAL at copy time are not in it (the prompt says so)")
+    p.add_argument("--no-revision-bump", action="store_true",
+                   help="give the node the snapshot as it is, without moving its revision forward (by default the "
+                        f"throwaway etcd restores it with --bump-revision {verify.BUMP_REVISION} --mark-compacted, as "
+                        "etcd's disaster-recovery guide recommends for Kubernetes, and that copy is uploaded)")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for a running backup to finish (default: fail at once)")
     p.add_argument("--json", action="store_true",

@@ -66,6 +66,12 @@ def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, no
         + (", no hash trailer (a data-dir copy)" if data_dir_copy else ", SHA-256 trailer verified"),
         f"  verified  {describe_verification(fetched)}",
     ]
+    if proof is not None and proof.bumped is not None:
+        lines.append(f"  revision  moved forward by {proof.bump} and marked compacted in the copy the node gets "
+                     "(etcd's recommended restore): watchers of the old cluster must start over")
+    elif proof is not None and proof.not_bumped:
+        lines.append(f"  revision  NOT moved forward ({proof.not_bumped}): the cluster's revision goes back to the "
+                     "snapshot's")
     if data_dir_copy:
         from dr.commands.verify import DATA_DIR_CONSEQUENCES, DATA_DIR_FLAG
 
