@@ -99,10 +99,17 @@ def find(entries: Iterable[Entry], name: str) -> Entry | None:
     """The entry whose stored or plain name is ``name`` (the stored name wins; among plain-name matches the newest)."""
     base = name.rsplit("/", 1)[-1]
     candidates = list(entries)
-    for e in candidates:
-        if e.name.name == base:
-            return e
     plain = [e for e in candidates if e.name.plain == base]
+    exact = [e for e in candidates if e.name.name == base]
+    if exact and any(e.name.name != base for e in plain):
+        # `X.db` stored as it is and `X.db.zst` beside it: `list` shows one row for the name, and which object the
+        # name meant was a guess (hostile-inputs 22). Refused: the caller names one by its stored name or URI.
+        others = ", ".join(printable(e.location) for e in [*exact, *plain] if e.name.name != base or e is exact[0])
+        raise ConfigError(f"{printable(base)} names more than one stored snapshot ({others})",
+                          "name the one you mean by its full stored name or s3:// URI (`talos-dr list --json` "
+                          "shows both)")
+    if exact:
+        return exact[0]
     return newest_first(plain)[0] if plain else None
 
 

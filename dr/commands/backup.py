@@ -42,6 +42,7 @@ from dr.core.errors import (
     NodeUnreachable,
     S3Error,
     SnapshotNotFound,
+    SnapshotTooBig,
 )
 from dr.core.integrity import SnapshotDigest, iter_file, verify_file
 from dr.core.retention import FUTURE_SLACK, KEEP_NEWEST, Policy, apply_policy, future_dated, suspended
@@ -130,6 +131,14 @@ def talos_client(r: Resolver, stall: float) -> TalosClient:
     return TalosClient(host, creds, port=port, nodes=[r.node], timeout=STREAM_TIMEOUT, idle_timeout=stall)
 
 
+def max_stream_bytes(r: Resolver) -> int:
+    """The byte cap on a snapshot streamed from the node: the same cap as on a stored one (DR_MAX_SNAPSHOT_BYTES,
+    default 16 GiB: etcd's own quota tops out at 8 GiB)."""
+    from dr.commands.source import max_bytes
+
+    return max_bytes(r)
+
+
 def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: TextIO, *, to_s3: bool = False,
                     compress: bool = True, stall: float = STALL_SECONDS
                     ) -> tuple[Path, SnapshotDigest, datetime, Entry | None]:
@@ -146,8 +155,18 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
     recipients = r.recipients if to_s3 else []
     try:
         with fsutil.atomic_writer(final, mode=0o600, overwrite=False) as f:
+            cap = max_stream_bytes(r)
+
             def tee():
+                seen = 0
                 for chunk in client.iter_etcd_snapshot(digests):
+                    seen += len(chunk)
+                    if seen > cap:
+                        # A node that never ends its stream would fill the disk (hostile-inputs 43-44).
+                        raise SnapshotTooBig(f"node {client.node} sent more than {cli.human_size(cap)} without ending "
+                                             "its snapshot, more than any etcd database; stopped, nothing kept",
+                                             f"check etcd on the node (`talosctl -n {r.node} service etcd`); raise "
+                                             "DR_MAX_SNAPSHOT_BYTES only if its database really is that big")
                     f.write(chunk)
                     yield chunk
                 f.flush()
@@ -287,6 +306,11 @@ def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO, pr
         if parsed is not None and not parsed.safety and p.is_file() and not p.is_symlink():
             snaps.append((p.name, parsed.taken_at))
     decisions = apply_policy(snaps, Policy(keep_days), now, protect=protect)
+    if folder.is_symlink():
+        # Hostile-inputs 37: a link to an archive folder was pruned like our own; it still is (the user pointed it
+        # there), but said first.
+        print(f"note: {folder} is a symbolic link to {os.path.realpath(folder)}: snapshots there are pruned by the "
+              f"same {keep_days:g}-day rule", file=out)
     removed = []
     for d in decisions:
         if not d.keep:

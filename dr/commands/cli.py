@@ -136,6 +136,18 @@ def printable(text: str, limit: int = 400) -> str:
     return escape(str(text), limit)
 
 
+def sigterm_as_interrupt() -> None:
+    """Treat SIGTERM (`timeout`, systemd, a CI runner cancelling) like Ctrl-C in backup, restore and verify: the same
+    ``finally`` blocks clean up (a backup's ``.part``, a throwaway etcd), and a restore stopped before the reset drops
+    its journal instead of blocking the next restore with "a different restore is half done" (hostile-inputs 50-51)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def json_failure(json_out: Tracked | None, message: str, code: int) -> None:
     if json_out is not None and not json_out.written:
         import json

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -526,11 +525,4 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
 
 
-def sigterm_as_interrupt() -> None:
-    """Treat SIGTERM (`timeout`, systemd, a CI runner cancelling) like Ctrl-C, so the throwaway etcd and its folder
-    are cleaned up by the same ``finally`` blocks instead of waiting for the next run's sweep."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+sigterm_as_interrupt = cli.sigterm_as_interrupt  # kept importable here (dr/verify.py)

@@ -150,3 +150,38 @@ def test_a_name_the_file_system_refuses_has_its_own_exit_code(tmp_path, monkeypa
         assert res.code == ExitCode.NAME_REFUSED, res
         assert "too long" in res.err and "unexpected" not in res.err
     assert errno.ENAMETOOLONG  # the errno this maps
+
+
+@pytest.mark.slow
+def test_a_backup_stream_past_the_cap_stops_and_leaves_nothing(sandbox_factory, monkeypatch, tmp_path):
+    """Hostile 43-44: a node that never ends its stream filled the disk at 100 MB/s. The same cap as a stored
+    snapshot's (DR_MAX_SNAPSHOT_BYTES) applies to the stream: here a real snapshot over a 16 KiB cap."""
+    from dr.commands import backup
+
+    sb = sandbox_factory(with_s3=False)
+    for k, v in sb.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    for i in range(20):
+        sb.put(f"/registry/configmaps/default/c{i}", "x" * 1000)
+    monkeypatch.setenv("DR_MAX_SNAPSHOT_BYTES", str(16 * 1024))
+    res = run_cli(backup.main)
+    assert res.code == ExitCode.TOO_BIG, res
+    assert "without ending its snapshot" in res.err
+    left = list((tmp_path / ".talos" / "snapshots").iterdir()) if (tmp_path / ".talos" / "snapshots").exists() else []
+    assert [p for p in left if p.is_file()] == [], left
+
+
+def test_a_name_two_stored_snapshots_answer_to_is_refused(tmp_path):
+    """Hostile 22: `X.db` and `X.db.zst` side by side; `list` shows one row, and `restore X.db` took the other one."""
+    from dr.adapters.store import find
+    from dr.core.errors import ConfigError
+
+    name = "etcd-snapshot-20261205T100000Z.db"
+    (tmp_path / name).write_bytes(synthetic_snapshot(2, seed=1))
+    (tmp_path / (name + ".zst")).write_bytes(zstd.compress(synthetic_snapshot(2, seed=2)))
+    entries = LocalStore(tmp_path).list()
+    with pytest.raises(ConfigError) as info:
+        find(entries, name)
+    assert "more than one stored snapshot" in info.value.message
+    assert find(entries, name + ".zst").name.name == name + ".zst"  # the full stored name is unambiguous

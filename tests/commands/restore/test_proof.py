@@ -160,3 +160,31 @@ def test_skip_etcd_proof_is_named_in_the_prompt(node_env, tmp_path, monkeypatch)
     assert "NOT PROVED" in r.out and "AFTER its reset" in r.out, r.out
     assert "NOT proved" in r.out  # the line before the prompt says it too
     _node_untouched(sb, calls)
+
+
+def test_sigterm_before_the_reset_leaves_no_journal(node_env, tmp_path):
+    """Hostile-inputs 51: SIGTERM during the safety snapshot left a journal with only `confirmed`, and the next restore
+    of another snapshot was refused with exit 19 although the node was never touched."""
+    import signal
+    import subprocess
+    import time as _time
+
+    sb, good = node_env
+    snap = tmp_path / "etcd-snapshot-20261206T000000Z.db"
+    snap.write_bytes(good)
+    sb.set_faults(snapshot_delay_seconds=30)  # the safety snapshot waits: that is where the signal comes
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    proc = subprocess.Popen([sys.executable, "-m", "dr.restore", str(snap), "--yes", *FAST], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    journal = Path(".talos") / "restore-journal.json"
+    deadline = _time.monotonic() + 60
+    while not journal.exists() and _time.monotonic() < deadline and proc.poll() is None:
+        _time.sleep(0.1)
+    assert journal.exists(), proc.communicate(timeout=30)[0]
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, out
+    assert "nothing was changed" in out
+    assert not journal.exists()
+    sb.set_faults(snapshot_delay_seconds=None)
+    assert MARKER in sb.keys()
