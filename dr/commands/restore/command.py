@@ -506,6 +506,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if not cfg.has_credentials:
             raise ConfigError(f"talosconfig {cfg.path} (context {cfg.context}) has no client certificate",
                               f"a restore needs the admin talosconfig: stack output {keys.TALOSCONFIG}")
+        # An expired client certificate reads as a bare "bad certificate" from the node (hostile-inputs 46): say so.
+        from dr.adapters.talosapi import check_client_certificate
+        from dr.adapters.talosctl import talosconfig_credentials
+
+        check_client_certificate(talosconfig_credentials(cfg).cert_pem, now=clock())
         t = r.talosctl()
         t.binary  # noqa: B018 - fails early when talosctl is missing
         ensure_snapshots_dir(r.snapshots_dir)

@@ -188,3 +188,18 @@ def test_sigterm_before_the_reset_leaves_no_journal(node_env, tmp_path):
     assert not journal.exists()
     sb.set_faults(snapshot_delay_seconds=None)
     assert MARKER in sb.keys()
+
+
+def test_an_expired_client_certificate_is_named_before_anything(node_env, tmp_path):
+    """Hostile-inputs 46: restore said "TLS/certificate error ... bad certificate", never "expired"."""
+    from datetime import UTC, datetime, timedelta
+
+    sb, good = node_env
+    snap = tmp_path / "etcd-snapshot-20261206T000000Z.db"
+    snap.write_bytes(good)
+    calls = len(sb.calls())
+    later = datetime.now(UTC) + timedelta(days=3650)
+    r = run_cli(restore.main, str(snap), "--yes", *FAST, stdin=io.StringIO(""), now=lambda: later)
+    assert r.code == ExitCode.CONFIG, r
+    assert "expired on" in r.err and "pulumi up" in r.err
+    assert len(sb.calls()) == calls
