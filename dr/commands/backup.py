@@ -197,7 +197,8 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
     except OSError as exc:
         if exc.errno == 28:
             raise DiskFull(f"writing {final} failed: no space left on device",
-                           f"free space under {final.parent} and retry") from exc
+                           f"free space under {final.parent} and retry; if the node sent far more than its etcd "
+                           "holds (`talosctl etcd status`), it is not ending its stream: check etcd on the node") from exc
         raise
     except NodeUnreachable as exc:
         if f"dial tcp {r.node}:" in exc.message and client.host != r.node:

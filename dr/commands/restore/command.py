@@ -10,6 +10,16 @@ wipes EPHEMERAL only (the docs' DR flow: STATE keeps the machine config), wait f
 config if the node came back in maintenance, `bootstrap --recover-from`, wait for etcd to start from it (the node
 checks the snapshot then, not during the call), wait for health, regenerate the kubeconfig.
 
+Before any of that, the snapshot is proved exactly as `talos-dr verify` proves it (dr.commands.verify.prove), and the
+revision moves forward: the proof's throwaway etcd restores the snapshot with `--bump-revision 1000000000
+--mark-compacted` and the node gets a fresh snapshot of it. Why here and not on the node: Talos v1.13.9's recovery
+(internal/app/machined/pkg/system/services/etcd.go recoverFromSnapshot) calls etcdutl's snapshot.Restore with name,
+data dir, peer URLs and SkipHashCheck only, no RevisionBump/MarkCompacted; etcd's guide (v3.6 op-guide/recovery.md
+"Restoring with revision bump", etcd-io/etcd#16028) recommends both for Kubernetes, whose informers otherwise see
+revisions go back. The bump and the compaction mark live in the database file (the key bucket's latest revision and
+the meta bucket's scheduledCompactRev, etcd v3.6.12 etcdutl/snapshot/v3_snapshot.go modifyLatestRevision), so a plain
+restore of the saved copy on the node keeps them. 1e9 is the guide's figure (a week at 1500 writes/s).
+
 The loop here probes the node, asks ``dr.core.restore_plan.plan`` what to do next, and does it; the plan is a pure
 function of the node's state, the journal (``.talos/restore-journal.json``) and the flags. Running the same command
 again after Ctrl-C, a crash or a timeout continues from where it stopped.
