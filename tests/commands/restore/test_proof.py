@@ -203,3 +203,32 @@ def test_an_expired_client_certificate_is_named_before_anything(node_env, tmp_pa
     assert r.code == ExitCode.CONFIG, r
     assert "expired on" in r.err and "pulumi up" in r.err
     assert len(sb.calls()) == calls
+
+
+def test_skip_etcd_proof_still_walks_the_pages(node_env, tmp_path, monkeypatch):
+    """Hostile-inputs 12 with the explicit skip: the page tree is walked in Python (dr.core.bbolt.walk_pages), so the
+    page-3 damage is refused before the reset even without etcd."""
+    sb, good = node_env
+    bad = tmp_path / "etcd-snapshot-20261206T000000Z.db"
+    bad.write_bytes(_page3_garbage(good))
+    monkeypatch.setenv("PATH", _path_without_etcd(tmp_path, sb))
+    calls = len(sb.calls())
+    r = run_cli(restore.main, str(bad), "--yes", verify.SKIP_ETCD_FLAG, *FAST, stdin=io.StringIO(""))
+    assert r.code == ExitCode.CORRUPT_SNAPSHOT, r
+    assert "page 3 has unexpected type/flags 0xffff" in r.err
+    _node_untouched(sb, calls)
+
+
+def test_the_page_walk_accepts_real_databases_and_names_damage(node_env):
+    from dr.core import bbolt
+
+    _, good = node_env
+    data = good[:-32]
+    meta = bbolt.check_meta(data[: bbolt.HEAD_NEEDED], len(data))
+    assert bbolt.walk_pages(data, meta) >= 1
+    with pytest.raises(ValueError, match="page 3"):
+        bbolt.walk_pages(_page3_garbage(good)[:-32], meta)
+    cut = bytearray(data)
+    cut[3 * 4096:3 * 4096 + 8] = (99).to_bytes(8, "little")  # page 3 says it is page 99
+    with pytest.raises(ValueError, match="says it is page 99"):
+        bbolt.walk_pages(bytes(cut), meta)
