@@ -489,6 +489,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                                     "`latest-verified`")
     p.add_argument("--against", metavar="SNAPSHOT",
                    help="another snapshot (same forms) to compare with: keys added/removed/changed per type since it")
+    p.add_argument(DATA_DIR_FLAG, dest="from_data_dir_copy", action="store_true",
+                   help="SNAPSHOT is a raw member/snap/db copied from etcd's data directory (no hash trailer): "
+                        "prove it as `talos-dr restore --from-data-dir-copy` would")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (also on failure)")
     p.add_argument("--tmp-dir", help="where the throwaway etcd and downloads go (default: $TMPDIR or /tmp); "
                                      "needs the snapshot's size plus 80 MiB free")
@@ -507,7 +510,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         downloads = Path(tempfile.mkdtemp(prefix="dr-verify-download-", dir=base))
         try:
             t0 = time.monotonic()
-            f = fetch(args.snapshot, r, downloads, err)
+            f = (fetch_data_dir_copy(args.snapshot) if args.from_data_dir_copy
+                 else fetch(args.snapshot, r, downloads, err))
             report.source = f.origin
             # Its own folder: two objects with the same name in different buckets or prefixes must not collide.
             g = fetch(args.against, r, downloads / "against", err) if args.against else None
@@ -530,7 +534,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                 }
 
             proof = prove(f, report, base=base, cluster=source.known_cluster(r), err=err,
-                          inside=compare if g is not None else None)
+                          inside=compare if g is not None else None, raw=args.from_data_dir_copy)
             content = proof.content
             assert content is not None  # verify never skips the etcd proof
             record(f, r, report, content, err)

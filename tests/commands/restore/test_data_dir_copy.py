@@ -53,6 +53,11 @@ def test_restore_from_a_data_dir_copy(node_env, tmp_path):
     sb.put(A, "a")
     raw = _data_dir_copy(sb, tmp_path)
     sb.put(B, "b")
+    # verify proves it the same way (one proof), and refuses it without the flag as restore does.
+    v = run_cli(verify.main, str(raw), verify.DATA_DIR_FLAG, "--tmp-dir", str(tmp_path / "v"))
+    assert v.code == 0, v
+    assert "NO hash trailer" in v.out
+    assert run_cli(verify.main, str(raw), "--tmp-dir", str(tmp_path / "v")).code == ExitCode.TRUNCATED_SNAPSHOT
     calls = len(sb.calls())
     # Without the flag it is what it looks like: a file without a snapshot's trailer, refused before the node.
     res = run_cli(restore.main, str(raw), "--yes", *FAST, stdin=io.StringIO(""))
