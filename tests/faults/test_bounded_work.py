@@ -185,3 +185,16 @@ def test_a_name_two_stored_snapshots_answer_to_is_refused(tmp_path):
         find(entries, name)
     assert "more than one stored snapshot" in info.value.message
     assert find(entries, name + ".zst").name.name == name + ".zst"  # the full stored name is unambiguous
+
+
+def test_list_prints_hostile_s3_names_escaped():
+    """Hostile 27: an S3 key with ANSI escapes and U+202E (talos-backup's name pattern accepts them)."""
+    import io
+    from datetime import UTC, datetime
+
+    hostile = "\x1b[31mEVIL\x1b[0m\u202e-2026-12-06T21:00:00Z.snap"
+    out = io.StringIO()
+    list_cmd.print_table([list_cmd.Row(hostile, "2026-12-06T21:00:00Z", "s3", 100)], datetime.now(UTC), out)
+    text = out.getvalue()
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "\\x1b[31mEVIL" in text and "\\u202e" in text
