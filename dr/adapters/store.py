@@ -133,9 +133,9 @@ FUTURE_SLACK = timedelta(minutes=5)  # clock skew allowed between a name's time,
 
 
 def _effective_time(e: Entry) -> datetime:
-    """Where a snapshot stands in "newest": for S3, when S3 stored it (LastModified, S3's clock: what was uploaded
-    last), not the time in its name, which a wrong clock wrote (hostile-inputs 39-40); locally, its name's time."""
-    return e.modified if e.store == "s3" else e.name.taken_at
+    """When a snapshot can have been taken at the latest: its name's time, but never after S3 stored it (S3's clock,
+    LastModified, bounds what a wrong clock wrote into the name: hostile-inputs 39-40)."""
+    return min(e.name.taken_at, e.modified) if e.store == "s3" else e.name.taken_at
 
 
 def named_after_upload(e: Entry) -> bool:
@@ -182,12 +182,13 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
             for line in refused:
                 if err is not None:
                     print(f"note: not a candidate for latest: {printable(line)}", file=err)
-            later = [o for o in ordered if o.name.taken_at > e.name.taken_at + FUTURE_SLACK
-                     and suspicious(o, now) is None and _effective_time(o) <= _effective_time(e) and not o.name.safety]
-            if later and err is not None and e.store == "s3":
-                print(f"note: {e.location} is chosen as uploaded last (S3 stored it at {iso_utc(e.modified)}), though "
-                      f"{later[0].location}'s name says a later time: a clock was wrong, or an older snapshot was "
-                      "uploaded late; name the one you mean if that is not it", file=err)
+            uploaded_later = [o for o in ordered if o.modified > e.modified and not o.name.safety
+                              and o.name.taken_at < e.name.taken_at - FUTURE_SLACK and suspicious(o, now) is None]
+            if uploaded_later and err is not None and e.store == "s3" and skip == 0:
+                o = max(uploaded_later, key=lambda x: x.modified)
+                print(f"note: {o.location} was uploaded after it (S3 stored it at {iso_utc(o.modified)}) but its name "
+                      f"says an earlier time ({iso_utc(o.name.taken_at)}): an older snapshot uploaded late, or a clock "
+                      "that was behind; name it if that is the one you mean", file=err)
             return e
         passed += 1
     what = "verified snapshot" if verified_only else "snapshot"
@@ -584,20 +585,20 @@ class S3Store:
                 pass  # the object is whole and verified; missing tags only hide facts from dr.list
         entry = Entry(S3, parsed, f"s3://{self.bucket}/{key}", writer.size, datetime.now(UTC),
                       sha256=d.content_sha256, plain_size=d.size, key=key, described=True, tier=tier)
-        if not parsed.safety:
-            # `latest` follows what was uploaded last (this object: S3's LastModified), as ``newest`` does, unless
-            # its name is ahead of S3's clock (pin_latest refuses that).
+        # `latest` moves to it unless a snapshot whose name S3's clock vouches for (not named after its upload) says
+        # a later time; the same order ``newest`` picks by. A name ahead of S3's clock is refused by pin_latest.
+        later = [e for e in trusted if e.name.taken_at > parsed.taken_at]
+        if not parsed.safety and not later:
             failed = self.pin_latest(entry)
-            later = [e for e in trusted if e.name.taken_at > parsed.taken_at + FUTURE_SLACK]
             if failed is not None:
                 entry = replace(entry, warning=f"the snapshot is stored, but {failed}: `latest` still names the one "
                                                "before it")
-            elif later:
-                newest_named = max(later, key=lambda e: e.name.taken_at)
-                entry = replace(entry, warning=f"{s3.LATEST_NAME} now copies it, the snapshot uploaded last, though "
-                                               f"{newest_named.location} has a later time in its name "
-                                               f"({iso_utc(newest_named.name.taken_at)}): this machine's clock is "
-                                               "behind (fix it: `date -u`, NTP), or an older snapshot was uploaded")
+        elif not parsed.safety:
+            newest_named = max(later, key=lambda e: e.name.taken_at)
+            entry = replace(entry, warning=f"the snapshot is stored, but {s3.LATEST_NAME} was not moved to it: "
+                                           f"{newest_named.location} has a later time in its name "
+                                           f"({iso_utc(newest_named.name.taken_at)}); if this machine's clock is "
+                                           "behind, fix it (`date -u`, NTP) and take a backup again")
         return entry
 
     def latest_alias(self) -> tuple[str, datetime] | None:

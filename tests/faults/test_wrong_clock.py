@@ -70,11 +70,12 @@ def test_clock_thirty_days_ahead_prunes_nothing_and_pins_nothing_then_recovers(d
     assert "dated in the future" in res.out and all(p.exists() for p in real)
 
 
-def test_clock_thirty_days_behind_keeps_its_own_snapshot_and_latest_follows_the_upload(dr_env):
+def test_clock_thirty_days_behind_keeps_its_own_snapshot_and_says_latest_did_not_move(dr_env):
     env = dr_env
     env.sb.put("/registry/configmaps/default/a", "a")
     real = _real_local_snapshots(env, (1, 2, 3, 4))
     assert run_cli(backup.main, "--save-to-s3").code == 0  # a right-clock upload first
+    [right] = env.objects()
     time.sleep(1.1)  # S3's LastModified has one-second resolution
     behind = datetime.now(UTC) - timedelta(days=30)
     res = run_cli(backup.main, "--save-to-s3", now=lambda: behind)
@@ -82,10 +83,11 @@ def test_clock_thirty_days_behind_keeps_its_own_snapshot_and_latest_follows_the_
     assert "behind S3's" in res.out
     local = sorted((env.work / ".talos" / "snapshots").glob("etcd-snapshot-*"))
     assert all(p.exists() for p in real) and len(local) == len(real) + 2  # its own 30-day-old-named one stays
-    [old_named] = [k for k in env.objects() if naming.parse(k).taken_at < datetime.now(UTC) - timedelta(days=20)]
-    assert _latest_of(env) == old_named  # latest = uploaded last (S3's LastModified), with a warning
-    assert "clock is" in res.err and "behind" in res.err
+    [old_named] = [k for k in env.objects() if k != right]
+    # Its name says 30 days ago: latest stays on the snapshot whose name S3's clock vouches for, and it says so.
+    assert _latest_of(env) == right
+    assert "was not moved to it" in res.err and "clock is behind" in res.err
     store = S3Store(env.client, env.bucket, "snapshots/")
     note = io.StringIO()
-    assert newest(store, err=note).key == old_named
-    assert "uploaded last" in note.getvalue()
+    assert newest(store, err=note).key == right
+    assert "uploaded after it" in note.getvalue() and old_named.rsplit("/", 1)[-1] in note.getvalue()
