@@ -3,6 +3,8 @@
 import sys
 
 from dr.commands.backup import main
+from dr.commands.cli import sigterm_as_interrupt
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     sys.exit(main())

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
 
 
 def _main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    from_shell = argv is None  # the console script, not a test calling main([...])
     argv = list(sys.argv[1:] if argv is None else argv)
     out = out or sys.stdout
     err = err or sys.stderr
@@ -115,6 +116,8 @@ def _main(argv: list[str] | None = None, *, out: TextIO | None = None, err: Text
         hint = f"; did you mean `{PROG} {close[0]}`?" if close else f"; `{PROG} --help` lists them"
         print(f"{PROG}: unknown command {name!r}{hint}", file=err)
         return int(ExitCode.USAGE)
+    if from_shell and name in ("backup", "restore", "verify"):
+        cli.sigterm_as_interrupt()
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest, out=out, err=err))
 

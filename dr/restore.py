@@ -2,7 +2,9 @@
 
 import sys
 
+from dr.commands.cli import sigterm_as_interrupt
 from dr.commands.restore import main
 
 if __name__ == "__main__":
+    sigterm_as_interrupt()
     sys.exit(main())

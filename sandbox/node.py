@@ -279,6 +279,16 @@ class Node:
         if recover:
             snapshot = Path(recover)
             ok, expected, actual = etcd.trailer_ok(snapshot)
+            # etcd v3.6.12 etcdutl/snapshot/v3_snapshot.go copyAndVerifyDB: a file has a hash only when its size is
+            # 32 past a 512-byte boundary (hasChecksum); without one and without --skip-hash-check (Talos passes
+            # `--recover-skip-hash-check` through as SkipHashCheck) the restore fails before anything is written.
+            if not job.get("skip_hash") and snapshot.stat().st_size % 512 != 32:
+                db = self.paths.etcd_data / "member" / "snap" / "db"  # copied before the check, as upstream does
+                db.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(snapshot, db)
+                st.etcd_event("Failed", "Failed to run pre stage: error recovering from the snapshot: snapshot missing "
+                                        "hash but --skip-hash-check=false")
+                return
             if not job.get("skip_hash") and not ok:
                 db = self.paths.etcd_data / "member" / "snap" / "db"
                 db.parent.mkdir(parents=True, exist_ok=True)

@@ -240,7 +240,54 @@ def decode(chunks: Iterable[bytes], write: Write, *, identities: Sequence[Any] =
     return Layers(encrypted=found["encrypted"], compressed=found["compressed"])
 
 
+# Caps on the age header, checked before pyrage sees a byte (hostile-inputs 21: 200,000 unknown stanzas kept rage busy
+# for more than 10 minutes; 10,000 recipient stanzas for 47 s). age's own parser (FiloSottile/age v1.3.1
+# internal/format/format.go: Parse, StanzaReader.ReadStanza) reads the intro line "age-encryption.org/v1", then stanzas
+# ("-> type args...", body lines of base64 at most ColumnsPerLine = 64 columns, ended by a shorter line) until the
+# "--- <mac>" footer; it limits each body line (BytesPerLine) but neither the number of stanzas nor the header's size.
+# Those two caps are ours: a snapshot of this project is encrypted to the stack's few ageRecipients (one X25519 stanza
+# each, about 100 bytes), so 64 stanzas in 64 KiB is far more than any file we or talos-backup write.
+AGE_MAX_STANZAS = 64
+AGE_MAX_HEADER = 64 * 1024
+AGE_INTRO = b"age-encryption.org/v1"
+AGE_COLUMNS = 64
+
+
+def _age_header_checked(chunks: Iterator[bytes], label: str) -> Iterator[bytes]:
+    """``chunks`` unchanged, after their age header was read (at most AGE_MAX_HEADER bytes) and found within the caps;
+    else CorruptSnapshot before any decryption. Armored (PEM) files are passed through: their header is base64."""
+    buf = b""
+    for c in chunks:
+        buf += c
+        if b"\n---" in buf[:AGE_MAX_HEADER] or len(buf) > AGE_MAX_HEADER:
+            break
+    if buf.startswith(b"-----BEGIN"):
+        yield buf
+        yield from chunks
+        return
+
+    def refuse(why: str) -> CorruptSnapshot:
+        return CorruptSnapshot(f"{label} is not a snapshot this tool can open: its age header {why}; refused before "
+                               "decryption", "use another snapshot; no file this project writes looks like that")
+
+    end = buf.find(b"\n---", 0, AGE_MAX_HEADER)
+    if end < 0:
+        raise refuse(f"has no end within its first {AGE_MAX_HEADER} bytes (an age header of our snapshots is a few "
+                     "hundred bytes)")
+    lines = buf[:end].split(b"\n")
+    if lines[0] != AGE_INTRO:
+        raise refuse("does not start with age-encryption.org/v1")
+    stanzas = sum(1 for ln in lines[1:] if ln.startswith(b"-> "))
+    if stanzas > AGE_MAX_STANZAS:
+        raise refuse(f"has {stanzas} recipient stanzas (at most {AGE_MAX_STANZAS} are read)")
+    if any(len(ln) > AGE_COLUMNS for ln in lines[1:] if not ln.startswith(b"-> ")):
+        raise refuse(f"has a body line longer than age's {AGE_COLUMNS} columns")
+    yield buf
+    yield from chunks
+
+
 def _decrypt(chunks: Iterator[bytes], write: Write, identities: Sequence[Any], label: str) -> None:
+    chunks = _age_header_checked(chunks, label)
     reader, writer = _PullReader(chunks), _PushWriter(write)
     try:
         pyrage.decrypt_io(reader, writer, list(identities))  # type: ignore[arg-type]

@@ -241,8 +241,30 @@ def snapshot_status(path: Path, *, optional: bool = False, search_path: str | No
     raise _missing("status", refused)
 
 
+def bump_tool(search_path: str | None = None) -> Tool | None:
+    """The etcdutl that can `snapshot restore --bump-revision N --mark-compacted` (etcd-io/etcd#16029, in etcdutl
+    3.5.16 and 3.6.12: etcdutl/etcdutl/snapshot_command.go), or None. etcdctl never has these flags."""
+    tools, _ = snapshot_tools(search_path)
+    for tool in tools:
+        if tool.name != "etcdutl":
+            continue
+        key = (tool.path + "#bump", 0)
+        if key not in _version_cache:
+            try:
+                r = subprocess.run([tool.path, "snapshot", "restore", "--help"], capture_output=True, text=True,
+                                   env=_ctl_env(), timeout=30)
+                _version_cache[key] = "yes" if "--bump-revision" in r.stdout + r.stderr and "--mark-compacted" in (
+                    r.stdout + r.stderr) else None
+            except (OSError, subprocess.TimeoutExpired):
+                _version_cache[key] = None
+        if _version_cache[key]:
+            return tool
+    return None
+
+
 def restore_snapshot(snapshot: Path, data_dir: Path, name: str, peer_url: str, *, skip_hash_check: bool = False,
-                     search_path: str | None = None, timeout: float = 600, label: str | None = None) -> Tool:
+                     search_path: str | None = None, timeout: float = 600, label: str | None = None,
+                     bump_revision: int = 0) -> Tool:
     """``snapshot restore`` of ``snapshot`` into ``data_dir`` (which must not exist) as a one-member cluster, with
     the best local tool (etcdutl, else an etcdctl older than 3.6); returns the tool used.
 
@@ -250,11 +272,17 @@ def restore_snapshot(snapshot: Path, data_dir: Path, name: str, peer_url: str, *
     ``EtcdError``. ``data_dir`` is removed again after a failure."""
     label = label or str(snapshot)
     tools, refused = snapshot_tools(search_path)
+    if bump_revision:
+        bumper = bump_tool(search_path)
+        tools = [bumper] if bumper is not None else []
+        refused = ["no etcdutl with `snapshot restore --bump-revision --mark-compacted` (etcd 3.5.10 or later)"]
     for tool in tools:
         argv = [tool.path, "snapshot", "restore", str(snapshot), "--data-dir", str(data_dir), "--name", name,
                 "--initial-cluster", f"{name}={peer_url}", "--initial-advertise-peer-urls", peer_url]
         if skip_hash_check:
             argv.append("--skip-hash-check")
+        if bump_revision:
+            argv += ["--bump-revision", str(bump_revision), "--mark-compacted"]
         try:
             r = subprocess.run(argv, capture_output=True, text=True, env=_ctl_env(), timeout=timeout)
         except OSError as exc:
@@ -405,11 +433,13 @@ class ThrowawayEtcd:
     SHA-256 trailer: with it, the restore skips etcd's own identical check (see ``_restore``)."""
 
     def __init__(self, snapshot: Path, *, base_dir: Path | None = None, label: str | None = None,
-                 checked: SnapshotDigest | None = None):
+                 checked: SnapshotDigest | None = None, raw: bool = False, bump_revision: int = 0):
         self.snapshot = Path(snapshot)
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.gettempdir())
         self.label = label or str(snapshot)
         self.checked = checked
+        self.raw = raw  # a data-dir copy (member/snap/db): no hash to check (`--skip-hash-check`, as etcd requires)
+        self.bump_revision = bump_revision  # restored with --bump-revision N --mark-compacted (see save_snapshot)
         self.dir: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.endpoint = ""
@@ -478,9 +508,9 @@ class ThrowawayEtcd:
         # caller passes its result and the file still ends in that trailer with that size, etcd's second pass is
         # skipped: 1.2 s (3.5) to 3.2 s (3.4) per GiB here. Without ``checked`` etcd checks, as before.
         assert self.dir is not None
-        self.skipped_hash_check = self._trailer_unchanged()
+        self.skipped_hash_check = self.raw or self._trailer_unchanged()
         self.tool = restore_snapshot(self.snapshot, self.data_dir, "verify", PEER_URL, label=self.label,
-                                     skip_hash_check=self.skipped_hash_check)
+                                     skip_hash_check=self.skipped_hash_check, bump_revision=self.bump_revision)
 
     def _socket_path(self) -> str:
         """The client socket's path for connect(): absolute when it fits in sun_path, else through an O_PATH
@@ -559,6 +589,43 @@ class ThrowawayEtcd:
 
     def _range(self, key: bytes, end: bytes, **kw) -> tuple[int, dict]:
         return range_request(self.endpoint, key, end, **kw)
+
+    def save_snapshot(self, dest: Path) -> SnapshotDigest:
+        """A snapshot of this etcd at ``dest`` (0600, atomic), taken as `etcdctl snapshot save` takes one: etcd's
+        Maintenance.Snapshot stream, here through the gRPC gateway (``POST /v3/maintenance/snapshot``, one JSON
+        message per line), which ends with the SHA-256 of the database (etcd v3.5.16 server/etcdserver/api/v3rpc/
+        maintenance.go Snapshot: "send sha256 checksum at the end"); the trailer is checked before ``dest`` exists."""
+        from dr.adapters.fsutil import atomic_writer
+        from dr.core.integrity import TrailerHasher
+
+        hasher = TrailerHasher(f"the snapshot of the throwaway etcd restored from {self.label}")
+        gw = _Gateway(self.endpoint, timeout=600)
+        try:
+            gw.conn.request("POST", "/v3/maintenance/snapshot", body=b"{}",
+                            headers={"Content-Type": "application/json"})
+            r = gw.conn.getresponse()
+            if r.status != 200:
+                raise EtcdError(f"etcd at {self.endpoint} refused a snapshot: {r.status} {r.read(200)!r}",
+                                "run with --debug and report it")
+            with atomic_writer(dest, mode=0o600, overwrite=False) as f:
+                while True:
+                    line = r.readline()
+                    if not line:
+                        break
+                    try:
+                        msg = json.loads(line)
+                    except ValueError as exc:
+                        raise EtcdError(f"etcd's snapshot stream sent no JSON: {line[:200]!r}",
+                                        "run with --debug and report it") from exc
+                    if "error" in msg:
+                        raise EtcdError(f"etcd's snapshot stream failed: {msg['error']}", "run with --debug")
+                    blob = base64.b64decode(msg.get("result", {}).get("blob", ""))
+                    hasher.update(blob)
+                    f.write(blob)
+                digest = hasher.finish()
+        finally:
+            gw.close()
+        return digest
 
     def page_size(self, keys_only: bool) -> int:
         """Keys per page for this snapshot: about PAGE_VALUE_BYTES (or PAGE_VALUE_BYTES_WITH_VALUES) of values."""

@@ -43,6 +43,47 @@ def open_private(path: Path, flags: int, what: str, hint: str) -> int:
         raise ConfigError(f"{what} {path} is a symbolic link; refusing to open it", hint) from None
 
 
+STATE_FILE_LIMIT = 16 * 1024 * 1024  # no journal or catalog of ours comes near this
+
+
+def read_state_file(path: Path, what: str, limit: int = STATE_FILE_LIMIT) -> str | None:
+    """The text of a state file of ours (``.verified.json``, the restore journal), or None when there is none.
+
+    Opened ``O_NOFOLLOW|O_NONBLOCK`` and checked with fstat to be a regular file before a byte is read: a FIFO would
+    block the open (or the read) for ever, a device would read for ever, a link would lead elsewhere (hostile-inputs
+    33-34). Any of those, or a file over ``limit`` bytes, is a ``LocalPathError`` saying what to remove."""
+    import errno
+    import stat
+
+    from dr.core.errors import LocalPathError
+
+    hint = f"it is not a file this program wrote: look at it, then move it away (`mv {path} {path}.bad`) and retry"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LocalPathError(f"{what} {path} is a symbolic link", hint) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode)
+                    else "a device or socket")
+            raise LocalPathError(f"{what} {path} is {kind}, not a regular file", hint)
+        if st.st_size > limit:
+            raise LocalPathError(f"{what} {path} is {st.st_size} bytes, more than any such file of ours ({limit})",
+                                 hint)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise LocalPathError(f"{what} {path} grew past {limit} bytes while read", hint)
+    return data.decode("utf-8", errors="replace")
+
+
 def sync_folder(folder: Path) -> None:
     """Make a rename (or unlink) in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dr.adapters.fsutil import atomic_write
+from dr.adapters.fsutil import atomic_write, read_state_file
 from dr.core import journal
 from dr.core.journal import Journal
 
 
 def load(path: Path) -> Journal | None:
-    """The journal at ``path``, or None when there is none."""
-    try:
-        raw = path.read_text()
-    except FileNotFoundError:
+    """The journal at ``path``, or None when there is none. A FIFO, device or link there is refused, never waited on
+    (``read_state_file``)."""
+    raw = read_state_file(path, "the restore journal")
+    if raw is None:
         return None
     return journal.parse(raw, path)
 

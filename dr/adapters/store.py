@@ -27,7 +27,8 @@ from typing import Any, Protocol, TextIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dr.adapters import codec, s3
-from dr.adapters.fsutil import atomic_write, atomic_writer
+from dr.adapters.fsutil import atomic_write, atomic_writer, read_state_file
+from dr.adapters.talosapi.h2stream import printable
 from dr.core import naming, spelling, tiers
 from dr.core.errors import (
     AccessDenied,
@@ -113,10 +114,17 @@ def find(entries: Iterable[Entry], name: str) -> Entry | None:
     """The entry whose stored or plain name is ``name`` (the stored name wins; among plain-name matches the newest)."""
     base = name.rsplit("/", 1)[-1]
     candidates = list(entries)
-    for e in candidates:
-        if e.name.name == base:
-            return e
     plain = [e for e in candidates if e.name.plain == base]
+    exact = [e for e in candidates if e.name.name == base]
+    if exact and any(e.name.name != base for e in plain):
+        # `X.db` stored as it is and `X.db.zst` beside it: `list` shows one row for the name, and which object the
+        # name meant was a guess (hostile-inputs 22). Refused: the caller names one by its stored name or URI.
+        others = ", ".join(printable(e.location) for e in [*exact, *plain] if e.name.name != base or e is exact[0])
+        raise ConfigError(f"{printable(base)} names more than one stored snapshot ({others})",
+                          "name the one you mean by its full stored name or s3:// URI (`talos-dr list --json` "
+                          "shows both)")
+    if exact:
+        return exact[0]
     return newest_first(plain)[0] if plain else None
 
 
@@ -149,8 +157,14 @@ FUTURE_SLACK = timedelta(minutes=5)  # clock skew allowed between a name's time,
 
 
 def _effective_time(e: Entry) -> datetime:
-    """When a snapshot can have been taken at the latest: its name's time, but never after S3 stored it."""
+    """When a snapshot can have been taken at the latest: its name's time, but never after S3 stored it (S3's clock,
+    LastModified, bounds what a wrong clock wrote into the name: hostile-inputs 39-40)."""
     return min(e.name.taken_at, e.modified) if e.store == "s3" else e.name.taken_at
+
+
+def named_after_upload(e: Entry) -> bool:
+    """The name's time is after S3 stored the object: the clock that named it was ahead."""
+    return e.store == "s3" and e.name.taken_at > e.modified + FUTURE_SLACK
 
 
 def suspicious(e: Entry, now: datetime) -> str | None:
@@ -203,7 +217,14 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
         if passed == skip:
             for line in refused:
                 if err is not None:
-                    print(f"note: not a candidate for latest: {line}", file=err)
+                    print(f"note: not a candidate for latest: {printable(line)}", file=err)
+            uploaded_later = [o for o in ordered if o.modified > e.modified and not o.name.safety
+                              and o.name.taken_at < e.name.taken_at - FUTURE_SLACK and suspicious(o, now) is None]
+            if uploaded_later and err is not None and e.store == "s3" and skip == 0:
+                o = max(uploaded_later, key=lambda x: x.modified)
+                print(f"note: {o.location} was uploaded after it (S3 stored it at {iso_utc(o.modified)}) but its name "
+                      f"says an earlier time ({iso_utc(o.name.taken_at)}): an older snapshot uploaded late, or a clock "
+                      "that was behind; name it if that is the one you mean", file=err)
             return e
         passed += 1
     what = "verified snapshot" if verified_only else "snapshot"
@@ -226,10 +247,12 @@ def _stored(plain: str, compress: bool, recipients: Sequence[Any]) -> tuple[str,
 def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any], label: str,
               stored_hash: Any = None, overwrite: bool = False,
               before_commit: Callable[[SnapshotDigest, codec.Layers], None] | None = None,
+              max_plain: int | None = None, recorded_plain: int | None = None,
               ) -> tuple[SnapshotDigest, codec.Layers]:
     """Decode ``chunks`` (any layers) into ``dest`` through a 0600 ``.part``, checking the plaintext's trailer; the
     ``.part`` is renamed only when it and ``before_commit`` pass. ``stored_hash`` (a hashlib object) sees the stored
-    bytes."""
+    bytes. Decoding stops the moment the plaintext passes ``recorded_plain`` (the size recorded at upload) or
+    ``max_plain`` (the cap on any snapshot), so a small compressed bomb never fills a disk (hostile-inputs 15-16)."""
     hasher = TrailerHasher(label)
 
     def counted(it: Iterable[bytes]) -> Iterator[bytes]:
@@ -241,6 +264,20 @@ def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any],
     try:
         with atomic_writer(dest, mode=0o600, overwrite=overwrite) as f:
             def sink(data: bytes) -> None:
+                if recorded_plain is not None and hasher.size + len(data) > recorded_plain:
+                    from dr.core.errors import CorruptSnapshot
+
+                    raise CorruptSnapshot(f"{label} decodes to more than the {recorded_plain} bytes recorded at "
+                                          "upload; decoding was stopped there and nothing was kept",
+                                          "use another snapshot; this object was replaced or damaged")
+                if max_plain is not None and hasher.size + len(data) > max_plain:
+                    from dr.core.errors import SnapshotTooBig
+
+                    raise SnapshotTooBig(f"{label} decodes to more than {max_plain} bytes, more than any etcd "
+                                         "snapshot: a decompression bomb or not a snapshot; decoding was stopped "
+                                         "there and nothing was kept",
+                                         "use another snapshot; raise DR_MAX_SNAPSHOT_BYTES only if a real etcd "
+                                         "database is that big")
                 hasher.update(data)
                 f.write(data)
 
@@ -257,8 +294,9 @@ def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any],
                 before_commit(digest, layers)
     except OSError as exc:
         if exc.errno == 28:
-            raise DiskFull(f"writing {dest} failed: no space left on device",
-                           f"free space under {dest.parent} and retry") from exc
+            raise DiskFull(f"writing {dest} failed: no space left on device after {hasher.size} decoded bytes",
+                           f"free space under {dest.parent} and retry; if that is far more than your cluster's etcd "
+                           "holds, it is not a snapshot (a decompression bomb): use another one") from exc
         raise
     return digest, layers
 
@@ -296,7 +334,8 @@ def _vouched_by_s3(entry: Entry, stored: s3.StoredChecksum | None, warn: Callabl
 
 def fetch(store: SnapshotStore, entry: Entry, dest: Path, *, identities: Sequence[Any] = (),
           progress: s3.ProgressFn | None = None, overwrite: bool = False,
-          warn: Callable[[str], None] | None = None) -> tuple[SnapshotDigest, codec.Layers]:
+          warn: Callable[[str], None] | None = None, max_plain: int | None = None,
+          ) -> tuple[SnapshotDigest, codec.Layers]:
     """``entry``'s plaintext, decoded and verified, at ``dest`` (nothing there, and no ``.part``, on failure).
 
     Beyond the trailer: every stored byte must arrive (a short read is an S3 error to retry, not damage), the stored
@@ -339,7 +378,7 @@ def fetch(store: SnapshotStore, entry: Entry, dest: Path, *, identities: Sequenc
                                   "recorded at upload", "use another snapshot; this object was replaced or damaged")
 
     return decode_to(counted(store.open(entry)), dest, identities=identities, label=entry.location,
-                     overwrite=overwrite, before_commit=check)
+                     overwrite=overwrite, before_commit=check, max_plain=max_plain, recorded_plain=entry.plain_size)
 
 
 def _verification(rec: dict[str, Any]) -> Verification:
@@ -486,7 +525,11 @@ class LocalStore:
 
     def _catalog(self) -> dict[str, dict[str, Any]]:
         try:
-            data = json.loads((self.root / CATALOG_NAME).read_text())
+            # Never blocks on a FIFO planted there (hostile-inputs 33): a regular file or nothing.
+            text = read_state_file(self.root / CATALOG_NAME, "the verification catalog")
+            if text is None:
+                return {}
+            data = json.loads(text)
             snaps = data.get("snapshots", {})
             return snaps if isinstance(snaps, dict) and data.get("version") == 2 else {}
         except (OSError, ValueError, AttributeError):
@@ -542,6 +585,18 @@ class S3Store:
             raise s3.translate(exc, "listing", self.bucket, self.prefix) from exc
         self._listing = newest_first(out)
         return self._listing
+
+    def server_time(self) -> datetime | None:
+        """S3's own clock: the ``Date`` header of a one-key listing (RFC 9110 §6.6.1: the origin server's time when
+        it made the response). None when it cannot be read. What a wrong local clock is measured against."""
+        from email.utils import parsedate_to_datetime
+
+        try:
+            res = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+            date = res.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+            return parsedate_to_datetime(date).astimezone(UTC) if date else None
+        except (ClientError, BotoCoreError, TypeError, ValueError):
+            return None
 
     def _key(self, name: str) -> str:
         return name if name.startswith(self.prefix) and "/" in name else self.prefix + name
@@ -613,7 +668,10 @@ class S3Store:
         name, parsed = _stored(plain, compress, recipients)
         key = self.prefix + name
         meta = {**(metadata or {}), s3.META_FORMAT: parsed.format}
-        earlier = [e.name.taken_at for e in self.list() if not e.name.safety]
+        listing = [e for e in self.list() if not e.name.safety]
+        earlier = [e.name.taken_at for e in listing]
+        # What `latest` may be measured against: names a clock wrote ahead of S3's own are not (hostile-inputs 40).
+        trusted = [e for e in listing if not named_after_upload(e)]
         tier = tiers.tier_for(parsed.taken_at, earlier)
         writer = s3.ObjectWriter(self.client, self.bucket, key, meta, progress=progress, tags={tiers.TAG_KEY: tier})
         hasher = TrailerHasher(label or f"snapshot for s3://{self.bucket}/{key}")
@@ -640,11 +698,20 @@ class S3Store:
                 pass  # the object is whole and verified; missing tags only hide facts from dr.list
         entry = Entry(S3, parsed, f"s3://{self.bucket}/{key}", writer.size, datetime.now(UTC),
                       sha256=d.content_sha256, plain_size=d.size, key=key, described=True, tier=tier)
-        if not parsed.safety and all(t <= parsed.taken_at for t in earlier):
+        # `latest` moves to it unless a snapshot whose name S3's clock vouches for (not named after its upload) says
+        # a later time; the same order ``newest`` picks by. A name ahead of S3's clock is refused by pin_latest.
+        later = [e for e in trusted if e.name.taken_at > parsed.taken_at]
+        if not parsed.safety and not later:
             failed = self.pin_latest(entry)
             if failed is not None:
                 entry = replace(entry, warning=f"the snapshot is stored, but {failed}: `latest` still names the one "
                                                "before it")
+        elif not parsed.safety:
+            newest_named = max(later, key=lambda e: e.name.taken_at)
+            entry = replace(entry, warning=f"the snapshot is stored, but {s3.LATEST_NAME} was not moved to it: "
+                                           f"{newest_named.location} has a later time in its name "
+                                           f"({iso_utc(newest_named.name.taken_at)}); if this machine's clock is "
+                                           "behind, fix it (`date -u`, NTP) and take a backup again")
         return entry
 
     def latest_alias(self) -> tuple[str, datetime] | None:
@@ -668,6 +735,13 @@ class S3Store:
         latest = self.prefix + s3.LATEST_NAME
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=entry.key)
+            stored = head.get("LastModified")
+            if stored is not None and entry.name.taken_at > stored + FUTURE_SLACK:
+                # Its name comes from this machine's clock, which is ahead of S3's: a future-dated `latest` would
+                # stay there after the clock is fixed.
+                return ConfigError(f"its name's time {iso_utc(entry.name.taken_at)} is after S3 stored it "
+                                   f"({iso_utc(stored)}): this machine's clock is ahead, so it was not pinned as "
+                                   f"{s3.LATEST_NAME}", "fix the clock (`date -u`, NTP)")
             meta = {**(head.get("Metadata") or {}), s3.META_LATEST_OF: entry.key}
             # A one-pass upload records these as tags (known only at the end), which the copy does not keep.
             if entry.sha256:

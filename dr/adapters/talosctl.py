@@ -388,10 +388,17 @@ class Talosctl:
         args += [f"--cert-fingerprint={fp}" for fp in self.cert_fingerprints]
         self.run(args, what="apply-config --insecure", insecure=True, timeout=timeout)
 
+    # Set by a restore from a raw member/snap/db (dr.restore --from-data-dir-copy): the file has no hash, and etcdutl
+    # refuses it unless told to skip the check ("snapshot missing hash but --skip-hash-check=false", etcd v3.6.12
+    # etcdutl/snapshot/v3_snapshot.go copyAndVerifyDB); talosctl's flag for it is --recover-skip-hash-check.
+    recover_skip_hash_check = False
+
     def bootstrap_recover(self, snapshot: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """One attempt; the caller retries the NOT_READY errors."""
-        return self.run(["bootstrap", f"--recover-from={snapshot}"], what="bootstrap --recover-from",
-                        timeout=timeout, check=False)
+        args = ["bootstrap", f"--recover-from={snapshot}"]
+        if self.recover_skip_hash_check:
+            args.append("--recover-skip-hash-check")
+        return self.run(args, what="bootstrap --recover-from", timeout=timeout, check=False)
 
     def health(self, wait_timeout: str = "10m", timeout: float = 900) -> None:
         # The private IP: etcd advertises routed addresses only (controllers/etcd/spec.go), and the check wants

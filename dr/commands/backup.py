@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -42,9 +42,10 @@ from dr.core.errors import (
     NodeUnreachable,
     S3Error,
     SnapshotNotFound,
+    SnapshotTooBig,
 )
 from dr.core.integrity import SnapshotDigest, iter_file, verify_file
-from dr.core.retention import Policy, apply_policy
+from dr.core.retention import FUTURE_SLACK, KEEP_NEWEST, Policy, apply_policy, future_dated, suspended
 
 PROG = spelling.command("backup")
 LOCK_NAME = ".dr.lock"
@@ -131,6 +132,14 @@ def talos_client(r: Resolver, stall: float) -> TalosClient:
     return TalosClient(host, creds, port=port, nodes=[r.node], timeout=STREAM_TIMEOUT, idle_timeout=stall)
 
 
+def max_stream_bytes(r: Resolver) -> int:
+    """The byte cap on a snapshot streamed from the node: the same cap as on a stored one (DR_MAX_SNAPSHOT_BYTES,
+    default 16 GiB: etcd's own quota tops out at 8 GiB)."""
+    from dr.commands.source import max_bytes
+
+    return max_bytes(r)
+
+
 def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: TextIO, *, to_s3: bool = False,
                     compress: bool = True, stall: float = STALL_SECONDS
                     ) -> tuple[Path, SnapshotDigest, datetime, Entry | None]:
@@ -147,8 +156,18 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
     recipients = r.recipients if to_s3 else []
     try:
         with fsutil.atomic_writer(final, mode=0o600, overwrite=False) as f:
+            cap = max_stream_bytes(r)
+
             def tee():
+                seen = 0
                 for chunk in client.iter_etcd_snapshot(digests):
+                    seen += len(chunk)
+                    if seen > cap:
+                        # A node that never ends its stream would fill the disk (hostile-inputs 43-44).
+                        raise SnapshotTooBig(f"node {client.node} sent more than {cli.human_size(cap)} without ending "
+                                             "its snapshot, more than any etcd database; stopped, nothing kept",
+                                             f"check etcd on the node (`talosctl -n {r.node} service etcd`); raise "
+                                             "DR_MAX_SNAPSHOT_BYTES only if its database really is that big")
                     f.write(chunk)
                     yield chunk
                 f.flush()
@@ -179,7 +198,8 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
     except OSError as exc:
         if exc.errno == 28:
             raise DiskFull(f"writing {final} failed: no space left on device",
-                           f"free space under {final.parent} and retry") from exc
+                           f"free space under {final.parent} and retry; if the node sent far more than its etcd "
+                           "holds (`talosctl etcd status`), it is not ending its stream: check etcd on the node") from exc
         raise
     except NodeUnreachable as exc:
         if f"dial tcp {r.node}:" in exc.message and client.host != r.node:
@@ -246,24 +266,53 @@ def take_local_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, *
     return final, digest, info, taken
 
 
-def prune_local(snapdir: Path, keep_days: float, now: datetime, out: TextIO) -> list[Path]:
-    """Apply the age policy to the snapshots this tool wrote in ``snapdir`` and in its ``downloads`` folder (each
-    folder keeps its newest). Safety snapshots and files with other names are never touched."""
+def prune_local(snapdir: Path, keep_days: float, now: datetime, out: TextIO, *,
+                protect: tuple[str, ...] = ()) -> list[Path]:
+    """Apply the retention policy (dr.core.retention: the newest few always stay, future-dated ones are reported,
+    age pruning waits out a clock jump) to the snapshots this tool wrote in ``snapdir`` and in its ``downloads``
+    folder. Safety snapshots, files with other names and ``protect`` (this run's snapshot) are never touched."""
     removed: list[Path] = []
     for folder in (snapdir, snapdir / DOWNLOADS):
         if not folder.is_dir():
             continue
-        removed += _prune_folder(folder, keep_days, now, out)
+        removed += _prune_folder(folder, keep_days, now, out, protect)
     return removed
 
 
-def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO) -> list[Path]:
+def pruning_clock(r: Resolver, local_now: datetime, out: TextIO, *, ask_s3: bool) -> datetime:
+    """The time pruning measures ages against: S3's clock when it is at hand (``ask_s3``) and ours is off by more than
+    the allowed skew (said out loud, hostile-inputs 39), else ours."""
+    if not ask_s3:
+        return local_now
+    try:
+        theirs = r.s3_store().server_time()
+    except DRError:
+        theirs = None
+    if theirs is None:
+        return local_now
+    skew = local_now - theirs
+    if abs(skew) > FUTURE_SLACK:
+        ahead = "ahead of" if skew > timedelta(0) else "behind"
+        print(f"warning: this machine's clock ({timefmt.iso_utc(local_now)}) is {timefmt.human_duration(abs(skew).total_seconds())} "
+              f"{ahead} S3's ({timefmt.iso_utc(theirs)}): ages are measured against S3's clock; fix the clock "
+              "(`timedatectl`, NTP)", file=out)
+        return theirs
+    return local_now
+
+
+def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO, protect: tuple[str, ...] = ()
+                  ) -> list[Path]:
     snaps = []
     for p in folder.iterdir():
         parsed = naming.parse(p.name)
         if parsed is not None and not parsed.safety and p.is_file() and not p.is_symlink():
             snaps.append((p.name, parsed.taken_at))
-    decisions = apply_policy(snaps, Policy(keep_days), now)
+    decisions = apply_policy(snaps, Policy(keep_days), now, protect=protect)
+    if folder.is_symlink():
+        # Hostile-inputs 37: a link to an archive folder was pruned like our own; it still is (the user pointed it
+        # there), but said first.
+        print(f"note: {folder} is a symbolic link to {os.path.realpath(folder)}: snapshots there are pruned by the "
+              f"same {keep_days:g}-day rule", file=out)
     removed = []
     for d in decisions:
         if not d.keep:
@@ -272,13 +321,18 @@ def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO) ->
     kept = [d for d in decisions if d.keep]
     what = "downloaded snapshots" if folder.name == DOWNLOADS else "local snapshots"
     print(f"{what} in {folder}: {len(kept)} kept, {len(removed)} pruned (older than {keep_days:g} days; "
-          "the newest is always kept)", file=out)
-    # Every pruned file is named; of the kept ones only the newest (first-use: the list of kept ones had no cap).
+          f"the newest {KEEP_NEWEST} are always kept)", file=out)
+    # Every pruned file is named; of the kept ones only the newest (first-use: the list of kept ones had no cap), and
+    # every one kept for a reason a person should look at (a future date, a suspended prune).
     for i, d in enumerate(decisions):
-        if not d.keep or i == 0:
-            print(f"  {'kept  ' if d.keep else 'pruned'}  {d.name}  ({d.reason})", file=out)
-    if len(kept) > 1:  # say the rest exist, so the count and the lines agree (first-use C7)
-        print(f"  ... and {len(kept) - 1} more kept", file=out)
+        if not d.keep or i == 0 or d in future_dated(decisions):
+            print(f"  {'kept  ' if d.keep else 'pruned'}  {cli.printable(d.name)}  ({d.reason})", file=out)
+    shown = sum(1 for i, d in enumerate(decisions) if d.keep and (i == 0 or d in future_dated(decisions)))
+    if len(kept) > shown:  # say the rest exist, so the count and the lines agree
+        print(f"  ... and {len(kept) - shown} more kept", file=out)
+    if suspended(decisions):
+        print(f"  note: nothing in {folder} was pruned by age: the snapshot before the newest is older than "
+              f"{keep_days:g} days (a clock that jumped forward, or backups that stopped); check `date -u`", file=out)
     return removed
 
 
@@ -340,7 +394,7 @@ def print_bucket_listing(r: Resolver, now: datetime, out: TextIO, limit: int = 2
     width = max((len(s.name.name) for s in snaps[:limit]), default=0)  # pre-restore-... names are longer
     for s in snaps[:limit]:
         age = timefmt.human_age((now - s.name.taken_at).total_seconds())
-        print(f"  {s.name.name:<{width}}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
+        print(f"  {cli.printable(s.name.name):<{width}}  {cli.human_size(s.size):>10}  {age:>8} old", file=out)
     if len(snaps) > limit:
         print(f"  ... and {len(snaps) - limit} older (see `{spelling.command('list')}`)", file=out)
 
@@ -413,7 +467,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                                                              compress=not args.no_compress, stall=stall)
                 result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
                               taken_at=timefmt.iso_utc(taken), s3=entry.location if entry is not None else None)
-                prune_local(r.snapshots_dir, args.keep_days, clock(), out)
+                prune_local(r.snapshots_dir, args.keep_days,
+                            pruning_clock(r, clock(), out, ask_s3=bool(args.save_to_s3)), out, protect=(path.name,))
                 if upload_file is not None:
                     digest = verify_file(upload_file)
                     taken = naming.parse_snapshot_name(upload_file.name) or datetime.fromtimestamp(
@@ -425,7 +480,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             path, digest, info, taken = take_local_snapshot(r, clock, out, stall=args.stall_timeout or 60.0)
             result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
                           taken_at=timefmt.iso_utc(taken), revision=info.revision, s3=None)
-            prune_local(r.snapshots_dir, args.keep_days, clock(), out)
+            prune_local(r.snapshots_dir, args.keep_days,
+                        pruning_clock(r, clock(), out, ask_s3=bool(args.save_to_s3)), out, protect=(path.name,))
             if args.save_to_s3:
                 revision = info.revision
                 if upload_file is not None:

@@ -124,6 +124,27 @@ class Tracked:
         return bool(getattr(self.stream, "isatty", lambda: False)())
 
 
+def printable(text: str, limit: int = 400) -> str:
+    """``text`` (a name from S3, argv or a file system) made safe to print: control and format characters (newline,
+    ESC, bidi overrides such as U+202E) shown as escapes, at most ``limit`` characters (hostile-inputs 27, 29). The
+    one helper every printed name goes through; dr.adapters.talosapi.h2stream.printable does the escaping."""
+    from dr.adapters.talosapi.h2stream import printable as escape
+
+    return escape(str(text), limit)
+
+
+def sigterm_as_interrupt() -> None:
+    """Treat SIGTERM (`timeout`, systemd, a CI runner cancelling) like Ctrl-C in backup, restore and verify: the same
+    ``finally`` blocks clean up (a backup's ``.part``, a throwaway etcd), and a restore stopped before the reset drops
+    its journal instead of blocking the next restore with "a different restore is half done" (hostile-inputs 50-51)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def json_failure(json_out: Tracked | None, message: str, code: int) -> None:
     if json_out is not None and not json_out.written:
         import json
@@ -145,7 +166,7 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
     except DRError as exc:
         if debug:
             traceback.print_exc(file=err)
-        print(f"{prog}: error: {exc}", file=err)
+        print(f"{prog}: error: {printable(str(exc), limit=4000)}", file=err)
         json_failure(json_out, str(exc), int(exc.exit_code))
         return int(exc.exit_code)
     except KeyboardInterrupt:
@@ -163,7 +184,7 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
     except Exception as exc:  # a bug: say so plainly
         known = user_fixable(exc)
         if known is not None:
-            print(f"{prog}: error: {known}", file=err)
+            print(f"{prog}: error: {printable(str(known), limit=4000)}", file=err)
             json_failure(json_out, str(known), int(known.exit_code))
             return int(known.exit_code)
         return _bug(prog, exc, debug, err, json_out)
@@ -172,7 +193,8 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
 def _bug(prog: str, exc: BaseException, debug: bool, err: TextIO, json_out: Tracked | None) -> int:
     if debug:
         traceback.print_exception(exc, file=err)
-    print(f"{prog}: unexpected error: {type(exc).__name__}: {exc} — rerun with --debug and report it", file=err)
+    print(f"{prog}: unexpected error: {type(exc).__name__}: {printable(str(exc), limit=4000)} — rerun with --debug "
+          "and report it", file=err)
     json_failure(json_out, f"unexpected error: {type(exc).__name__}: {exc}", int(ExitCode.ERROR))
     return int(ExitCode.ERROR)
 
@@ -188,6 +210,14 @@ def user_fixable(exc: BaseException) -> DRError | None:
     dangling links, not a folder), a missing AWS profile, an invalid S3 endpoint URL."""
     from dr.core.errors import ConfigError, DiskFull, LocalPathError
 
+    if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
+        from dr.core.errors import NameRefused
+
+        name = printable(os.fsdecode(exc.filename) if exc.filename else "a name", limit=120)
+        why = "is too long for the file system" if exc.errno == errno.ENAMETOOLONG else "cannot be stored there"
+        return NameRefused(f"{name} {why} ({os.strerror(exc.errno)}); nothing was changed",
+                           "use a shorter name: the file's own name is at most 255 bytes, a path 4096 (rename or "
+                           "move it, or name it by `talos-dr list`'s short name)")
     if isinstance(exc, OSError) and exc.errno in _FS_ERRNOS and exc.filename:
         what = _FS_ERRNOS[exc.errno]
         if exc.errno == errno.ENOSPC:

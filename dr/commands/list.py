@@ -127,7 +127,8 @@ def _age(row: Row, now: datetime) -> str:
 def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | None = None,
                 steps: dict[str, str] | None = None) -> None:
     """``steps``: S3 name -> ``latest~N`` (store.latest_steps), marked so the row `restore latest~1` takes is seen."""
-    width = max([45, *(len(r.name) for r in rows)])
+    names = {id(r): cli.printable(r.name) for r in rows}  # S3 keys may carry ESC or bidi overrides
+    width = max([45, *(len(n) for n in names.values())])
     print(f"{'NAME':<{width}} {'WHERE':<6} {'FORMAT':<8} {'SIZE':>10} {'AGE':>7} {'REVISION':>9}  VERIFIED", file=out)
     for r in rows:
         size = cli.human_size(r.size)
@@ -142,7 +143,7 @@ def print_table(rows: list[Row], now: datetime, out: TextIO, latest_of: str | No
         step = (steps or {}).get(r.s3_name or "")
         if step and (step != "latest" or not latest_of):
             mark = f"  <- {step}"
-        print(f"{r.name:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}{mark}",
+        print(f"{names[id(r)]:<{width}} {where:<6} {r.format:<8} {size:>10} {_age(r, now):>7} {rev:>9}  {ver}{mark}",
               file=out)
 
 

@@ -31,11 +31,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dr.adapters import s3
 from dr.adapters.store import Entry, newest
 from dr.commands import cli
-from dr.commands.backup import prune_local
+from dr.commands.backup import prune_local, pruning_clock
 from dr.commands.settings import Resolver, add_common_flags
 from dr.core import outputs as keys
 from dr.core import spelling, tiers
 from dr.core.errors import AccessDenied, ConfigError, NotConfirmed, SnapshotNotFound
+from dr.core.retention import Policy, apply_policy
 
 PROG = spelling.command("prune")
 OURS = ("dr.backup", "schedule", "dr.restore")  # the `source` metadata our writers set
@@ -52,37 +53,33 @@ class S3Decision:
 
 def decide_s3(entries: list[Entry], keep_days: float, now: datetime,
               days: dict[str, int] | None = None, newest_key: str | None = None) -> list[S3Decision]:
-    """Pure: which described S3 entries to delete, newest first (see the module docstring for the rules).
-    ``newest_key`` is the snapshot ``restore latest`` would pick (kept); None: the newest of ours by name."""
+    """Pure: which described S3 entries to delete, newest first (see the module docstring for the rules). Our own
+    snapshots go through dr.core.retention's policy, ordered by S3's LastModified (what S3 says was uploaded last,
+    not what a possibly wrong clock named it): the newest few always stay, future-dated ones are kept and reported.
+    ``newest_key`` is the snapshot ``restore latest`` would pick: always kept too."""
     days = dict(days or tiers.DEFAULT_DAYS)
-    ordered = sorted(entries, key=lambda e: (e.name.taken_at, e.name.name), reverse=True)
+    by_upload = sorted(entries, key=lambda e: (e.modified, e.name.name), reverse=True)
+    ours = [e for e in by_upload if not e.name.safety and e.source in OURS]
+    limits = {e.name.name: float(days.get(e.tier or "", keep_days)) for e in ours}
+    policy = {d.name: d for d in apply_policy([(e.name.name, e.name.taken_at) for e in ours], Policy(keep_days), now,
+                                              order=[e.name.name for e in ours], limits=limits)}
     out: list[S3Decision] = []
-    newest_done = newest_key is not None
-    for e in ordered:
+    for e in by_upload:
         assert e.key is not None
         when = e.name.taken_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        keep: str | None = None
         if e.name.safety:
-            keep = "safety snapshot (never pruned)"
+            out.append(S3Decision(e.key, when, e.tier, False, "safety snapshot (never pruned)"))
         elif e.key == newest_key:
-            keep = "newest snapshot (always kept)"
+            out.append(S3Decision(e.key, when, e.tier, False, "newest snapshot (always kept)"))
         elif e.source not in OURS:
-            keep = "not written by talos-dr (never deleted)"
-        elif not newest_done:
-            keep = "newest snapshot (always kept)"
-        if not e.name.safety and e.source in OURS:
-            newest_done = True
-        if keep is None:
-            limit = days.get(e.tier or "", keep_days)
-            if e.name.taken_at > now - timedelta(days=limit):
-                keep = f"younger than {limit:g} days ({e.tier or 'untagged'})"
-                if e.tier in days:
-                    keep += f"; lifecycle expires it about {lifecycle_expiry(e.modified, days[e.tier]):%Y-%m-%d}"
-        if keep is not None:
-            out.append(S3Decision(e.key, when, e.tier, False, keep))
+            out.append(S3Decision(e.key, when, e.tier, False, "not written by talos-dr (never deleted)"))
         else:
-            limit = days.get(e.tier or "", keep_days)
-            out.append(S3Decision(e.key, when, e.tier, True, f"older than {limit:g} days ({e.tier or 'untagged'})"))
+            d = policy[e.name.name]
+            tier = f" ({e.tier or 'untagged'})" if d.reason.startswith(("younger", "older")) else ""
+            reason = d.reason + tier
+            if d.keep and e.tier in days:
+                reason += f"; lifecycle expires it about {lifecycle_expiry(e.modified, days[e.tier]):%Y-%m-%d}"
+            out.append(S3Decision(e.key, when, e.tier, not d.keep, reason))
     return out
 
 
@@ -180,21 +177,23 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if args.dry_run:
             print("dry run: nothing is deleted", file=text)
         else:
-            removed = prune_local(r.snapshots_dir, args.keep_days, clock(), text) if r.snapshots_dir.is_dir() else []
+            now = pruning_clock(r, clock(), text, ask_s3=args.s3)
+            removed = prune_local(r.snapshots_dir, args.keep_days, now, text) if r.snapshots_dir.is_dir() else []
             doc["local"] = [str(x) for x in removed]
         if args.s3:
             store = r.s3_store()
             days = stack_tier_days(r, store.client, store.bucket, text)
             entries = [store.describe(e) for e in store.list()]
+            now_s3 = pruning_clock(r, clock(), text, ask_s3=True)
             try:
-                keep = newest(store, now=clock()).key
+                keep = newest(store, now=now_s3).key
             except SnapshotNotFound:
                 keep = None
-            decisions = decide_s3(entries, args.keep_days, clock(), days, newest_key=keep)
+            decisions = decide_s3(entries, args.keep_days, now_s3, days, newest_key=keep)
             doc["s3"] = [asdict(d) for d in decisions]
             doomed = [d for d in decisions if d.delete]
             for d in decisions:
-                print(f"  {'delete' if d.delete else 'keep  '}  {d.key}  ({d.reason})", file=text)
+                print(f"  {'delete' if d.delete else 'keep  '}  {cli.printable(d.key)}  ({d.reason})", file=text)
             if doomed and not args.dry_run:
                 _confirm(len(doomed), store.where, args.yes, stdin, text)
                 for d in doomed:

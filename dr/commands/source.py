@@ -116,6 +116,9 @@ def _known_cluster(r: Resolver) -> str | None:
     return None if c == "unknown" else c
 
 
+known_cluster = _known_cluster  # the stack's cluster when it is known (dr.commands.verify.prove checks against it)
+
+
 def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[SnapshotStore, Entry]:
     """The store and entry ``spec`` names (``latest``, ``s3://``, or a listed name); local paths are not resolved here."""
     which = parse_latest(spec)
@@ -268,7 +271,8 @@ def _download(store: SnapshotStore, entry: Entry, r: Resolver, dest_dir: Path, e
     verb = "downloading" if store.kind == "s3" else "decoding"
     progress = cli.Progress(f"{verb} {entry.location}", entry.size, err)
     digest, layers = store_fetch(store, entry, dest, identities=r.identities, progress=progress, overwrite=True,
-                                 warn=lambda line: print(f"warning: {line}", file=err))
+                                 warn=lambda line: print(f"warning: {line}", file=err),
+                                 max_plain=max_bytes(r))
     progress.finish()
     if layers.encrypted or layers.compressed:
         print(f"{entry.location} was {layers.format}; decoded and verified into {dest}", file=err)

@@ -85,3 +85,92 @@ def check_meta(head: bytes, data_size: int) -> Meta:
         raise ValueError(f"bbolt would not open it: its meta page says {meta.pgid} pages of {meta.page_size} bytes, "
                          f"but the database is {data_size} bytes")
     return meta
+
+
+# --- the page tree, walked without etcd's tools -------------------------------------------------------------------
+#
+# From etcd-io/bbolt (internal/common/page.go, bucket.go; the format etcd 3.5/3.6 use): page flags branch 0x01, leaf
+# 0x02, meta 0x04, freelist 0x10; a branch element is {pos uint32, ksize uint32, pgid uint64}, a leaf element
+# {flags uint32, pos uint32, ksize uint32, vsize uint32}, both 16 bytes, ``pos`` counted from the element itself. A
+# leaf element with flag 0x01 is a bucket: its value starts with {root pgid uint64, sequence uint64}; root 0 means an
+# inline bucket, whose page follows that header inside the value. Every page a tree reaches must carry its own id, a
+# branch or leaf flag, and lie (with its overflow pages) below the meta's high-water mark; bbolt panics on anything
+# else when it reads it ("page N: has unexpected type/flags", freelist.go / page.go). This is what `etcdutl snapshot
+# status` finds on a damaged page, checked here when no etcd tool is at hand (hostile-inputs 12).
+
+BRANCH, LEAF, META_FLAG, FREELIST = 0x01, 0x02, 0x04, 0x10
+BUCKET_LEAF = 0x01
+ELEMENT = 16
+_PAGE_HEADER_FORMAT = "<QHHI"
+
+
+class _Walker:
+    def __init__(self, data: bytes | memoryview, meta: Meta):
+        self.data, self.size = data, meta.page_size
+        self.limit = min(meta.pgid, len(data) // meta.page_size)
+        self.stack: list[tuple[int, str]] = []
+
+    def header(self, pgid: int) -> tuple[int, int, int]:
+        """(flags, count, overflow) of page ``pgid``, checked: inside the database, carrying its own id."""
+        if pgid < 2 or pgid >= self.limit:
+            raise ValueError(f"page {pgid} is outside the database (pages 2..{self.limit - 1})")
+        pid, flags, count, overflow = struct.unpack_from(_PAGE_HEADER_FORMAT, self.data, pgid * self.size)
+        if pid != pgid:
+            raise ValueError(f"page {pgid} says it is page {pid}")
+        if pgid + overflow >= self.limit:
+            raise ValueError(f"page {pgid} runs past the database ({overflow} overflow pages)")
+        return flags, count, overflow
+
+    def node(self, base: int, end: int, flags: int, count: int, where: str) -> None:
+        """Check one page's elements at ``data[base:end]`` (a page, or an inline bucket's page)."""
+        if flags not in (BRANCH, LEAF):
+            raise ValueError(f"{where} has unexpected type/flags {flags:#x}")
+        first = base + PAGE_HEADER
+        if first + count * ELEMENT > end:
+            raise ValueError(f"{where} has {count} elements, more than fit in it")
+        for i in range(count):
+            off = first + i * ELEMENT
+            if flags == BRANCH:
+                pos, ksize, child = struct.unpack_from("<IIQ", self.data, off)
+                if off + pos + ksize > end:
+                    raise ValueError(f"{where}: branch element {i} points past the page")
+                self.stack.append((child, f"page {child}"))
+            else:
+                self.leaf(off, end, where, i)
+
+    def leaf(self, off: int, end: int, where: str, i: int) -> None:
+        eflags, pos, ksize, vsize = struct.unpack_from("<IIII", self.data, off)
+        if off + pos + ksize + vsize > end:
+            raise ValueError(f"{where}: leaf element {i} points past the page")
+        if not eflags & BUCKET_LEAF:
+            return
+        if vsize < 16:
+            raise ValueError(f"{where}: bucket element {i} is too short")
+        vstart = off + pos + ksize
+        (root,) = struct.unpack_from("<Q", self.data, vstart)
+        if root != 0:
+            self.stack.append((root, f"page {root}"))
+            return
+        ibase = vstart + 16  # an inline bucket: its page is in the value
+        _pid, iflags, icount, _ov = struct.unpack_from(_PAGE_HEADER_FORMAT, self.data, ibase)
+        self.node(ibase, vstart + vsize, iflags, icount, f"{where}: inline bucket {i}")
+
+
+def walk_pages(data: bytes | memoryview, meta: Meta) -> int:
+    """Walk every page the database's buckets reach from ``meta``; the number of pages seen. Raises ``ValueError``
+    naming the first page bbolt would refuse. ``data`` is the database (without a snapshot's trailer)."""
+    w = _Walker(data, meta)
+    seen: set[int] = set()
+    w.stack.append((meta.root, f"page {meta.root} (the root bucket)"))
+    while w.stack:
+        pgid, where = w.stack.pop()
+        if pgid in seen:
+            raise ValueError(f"{where} is reached twice (a cycle or a shared page)")
+        seen.add(pgid)
+        flags, count, overflow = w.header(pgid)
+        w.node(pgid * w.size, (pgid + overflow + 1) * w.size, flags, count, where)
+    if meta.freelist != NO_FREELIST:
+        flags, _count, _overflow = w.header(meta.freelist)
+        if flags != FREELIST:
+            raise ValueError(f"page {meta.freelist} (the freelist) has unexpected type/flags {flags:#x}")
+    return len(seen)

@@ -38,6 +38,8 @@ class ExitCode(IntEnum):
     LOCAL_PATH = 25  # a local file or folder cannot be used: permissions, read-only, missing, not a folder
     STATUS_WARN = 26  # `talos-dr status`: nothing is failing, but something needs attention (or could not be checked)
     STATUS_FAIL = 27  # `talos-dr status`: something is failing (stale or missing backups, an etcd alarm, ...)
+    NAME_REFUSED = 33  # the file system refuses a name (too long: ENAMETOOLONG; bytes it cannot store: EILSEQ)
+    TOO_BIG = 34  # decodes (or streams) to more bytes than any etcd snapshot: a decompression bomb, not a snapshot
     UNTRUSTED_KIT = 37  # the recovery kit fails a trust check: unknown settings, bytes S3 did not record, or refused
     UNTRUSTED_SNAPSHOT = 38  # a stored snapshot's bytes differ from the checksum S3 recorded when it was uploaded
     NO_SECRETS_KEY = 43  # extract: no secretbox key (stack output talosMachineSecrets, or --secrets-file)
@@ -185,6 +187,17 @@ class Undecodable(DRError):
 
 class NothingMatched(DRError):
     exit_code = ExitCode.NOTHING_MATCHED
+class NameRefused(DRError):
+    """A name (from argv or S3) the local file system will not take: too long, or bytes it cannot store."""
+
+    exit_code = ExitCode.NAME_REFUSED
+
+
+class SnapshotTooBig(DRError):
+    """The data decodes or streams past the byte cap (DR_MAX_SNAPSHOT_BYTES, or the size recorded at upload): stopped
+    there, nothing kept. Not "disk full": more disk would not help."""
+
+    exit_code = ExitCode.TOO_BIG
 
 
 class LocalPathError(DRError):
@@ -223,6 +236,9 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
     ExitCode.STATUS_WARN: "talos-dr status: warnings only (something needs attention soon, or could not be checked)",
     ExitCode.STATUS_FAIL: "talos-dr status: something is failing; each FAIL line names the command that fixes it",
+    ExitCode.NAME_REFUSED: "the file system refuses a name: too long (ENAMETOOLONG) or not storable; use a shorter name",
+    ExitCode.TOO_BIG: "the data decodes or streams to more bytes than any etcd snapshot (a decompression bomb?); "
+                      "stopped, nothing kept",
     ExitCode.UNTRUSTED_KIT: "the recovery kit is not one to import: unknown settings, bytes S3 did not record at "
                             "upload, or newer than this machine last saw and not accepted (dr.rebuild)",
     ExitCode.UNTRUSTED_SNAPSHOT: "the snapshot's bytes differ from the checksum S3 recorded at upload",

@@ -92,7 +92,8 @@ class TrailerHasher:
         if actual != expected:
             raise CorruptSnapshot(
                 f"{what} is corrupt: SHA-256 of its content {actual[:16]}… does not match its trailer {expected[:16]}…",
-                "use another snapshot; this one was damaged after it was taken",
+                "use another snapshot; this one was damaged after it was taken (a backup that just failed this way: "
+                "take it again, and if it repeats, the node sends damaged data)",
             )
         # SHA-256 is a running hash: the whole file's digest is the content's state continued over the trailer,
         # so one pass gives both.

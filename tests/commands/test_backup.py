@@ -111,7 +111,9 @@ def test_prunes_old_local_snapshots_but_never_the_newest(sandbox_env):
     snapdir.mkdir(parents=True)
     now = datetime.now(UTC)
     old = [snapdir / naming.snapshot_name(now - timedelta(days=d)) for d in (8, 30)]
+    # The new one, this recent one and a third are the newest three (always kept, dr.core.retention.KEEP_NEWEST).
     recent = snapdir / naming.snapshot_name(now - timedelta(days=2))
+    (snapdir / naming.snapshot_name(now - timedelta(days=3))).write_bytes(b"x")
     safety = snapdir / naming.snapshot_name(now - timedelta(days=40), safety=True)
     other = snapdir / "notes.txt"
     for p in old + [recent, safety, other]:
@@ -124,11 +126,16 @@ def test_prunes_old_local_snapshots_but_never_the_newest(sandbox_env):
     assert res.out.count("pruned  ") == 2
 
 
-def test_keep_days_zero_keeps_only_the_newest(sandbox_env):
-    assert run_cli(backup.main).code == 0
+def test_keep_days_zero_keeps_only_the_newest_few(sandbox_env):
+    """--keep-days 0: only the newest three (dr.core.retention.KEEP_NEWEST; a wrong clock must never leave fewer)."""
+    snapdir = Path(".talos/snapshots")
+    snapdir.mkdir(parents=True)
+    now = datetime.now(UTC)
+    for d in (1, 2, 3):
+        (snapdir / naming.snapshot_name(now - timedelta(hours=d))).write_bytes(b"x")
     res = run_cli(backup.main, "--keep-days", "0")
     assert res.code == 0, res
-    assert len(_snapshots(Path.cwd())) == 1
+    assert len(_snapshots(Path.cwd())) == 3
 
 
 def test_save_named_older_file(sandbox_env, tmp_path):

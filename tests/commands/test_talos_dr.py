@@ -97,7 +97,7 @@ def test_prune_local_keeps_the_newest_and_safety_snapshots(tmp_path, monkeypatch
     (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     snaps = tmp_path / ".talos" / "snapshots"
     (snaps / "downloads").mkdir(parents=True)
-    old = [snaps / naming.snapshot_name(NOW - timedelta(days=d)) for d in (1, 10, 20)]
+    old = [snaps / naming.snapshot_name(NOW - timedelta(days=d)) for d in (1, 10, 20, 2, 30)]
     safety = snaps / naming.snapshot_name(NOW - timedelta(days=30), safety=True)
     foreign = snaps / "notes.txt"
     dl = snaps / "downloads" / naming.snapshot_name(NOW - timedelta(days=40))
@@ -105,7 +105,8 @@ def test_prune_local_keeps_the_newest_and_safety_snapshots(tmp_path, monkeypatch
         p.write_bytes(b"x")
     res = run_cli(prune.main, "--bucket", "unused-bucket", now=lambda: NOW)
     assert res.code == 0, res
-    assert old[0].exists() and not old[1].exists() and not old[2].exists()
+    # The newest three always stay (dr.core.retention.KEEP_NEWEST), the older ones past 7 days go.
+    assert old[0].exists() and old[3].exists() and old[1].exists() and not old[2].exists() and not old[4].exists()
     assert safety.exists() and foreign.exists() and dl.exists()  # the newest download in its folder stays
 
 
@@ -116,7 +117,7 @@ def test_prune_s3_by_tier_only_ours_never_latest(tmp_path, monkeypatch, s3_clien
     store = S3Store(s3_client, bucket, "snapshots/")
     now = datetime.now(UTC)
     mine = []
-    for days in (30, 3, 0.1):
+    for days in (30, 40, 3, 1, 0.1):  # uploaded in this order; the last three uploaded always stay
         with open(real_snapshot, "rb") as f:
             mine.append(store.put(iter_file(f), naming.snapshot_name(now - timedelta(days=days)), compress=True,
                                   metadata={s3.META_SOURCE: "dr.backup"}))
@@ -143,7 +144,7 @@ def test_prune_s3_by_tier_only_ours_never_latest(tmp_path, monkeypatch, s3_clien
     res = run_cli(prune.main, "--s3", "--bucket", bucket, "--yes")
     assert res.code == 0, res
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert mine[1].key not in keys and mine[0].key in keys and mine[2].key in keys
+    assert mine[1].key not in keys and mine[0].key in keys and all(e.key in keys for e in mine[2:])
     assert "snapshots/latest" in keys and foreign in keys
 
 

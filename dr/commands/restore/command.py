@@ -10,6 +10,16 @@ wipes EPHEMERAL only (the docs' DR flow: STATE keeps the machine config), wait f
 config if the node came back in maintenance, `bootstrap --recover-from`, wait for etcd to start from it (the node
 checks the snapshot then, not during the call), wait for health, regenerate the kubeconfig.
 
+Before any of that, the snapshot is proved exactly as `talos-dr verify` proves it (dr.commands.verify.prove), and the
+revision moves forward: the proof's throwaway etcd restores the snapshot with `--bump-revision 1000000000
+--mark-compacted` and the node gets a fresh snapshot of it. Why here and not on the node: Talos v1.13.9's recovery
+(internal/app/machined/pkg/system/services/etcd.go recoverFromSnapshot) calls etcdutl's snapshot.Restore with name,
+data dir, peer URLs and SkipHashCheck only, no RevisionBump/MarkCompacted; etcd's guide (v3.6 op-guide/recovery.md
+"Restoring with revision bump", etcd-io/etcd#16028) recommends both for Kubernetes, whose informers otherwise see
+revisions go back. The bump and the compaction mark live in the database file (the key bucket's latest revision and
+the meta bucket's scheduledCompactRev, etcd v3.6.12 etcdutl/snapshot/v3_snapshot.go modifyLatestRevision), so a plain
+restore of the saved copy on the node keeps them. 1e9 is the guide's figure (a week at 1500 writes/s).
+
 The loop here probes the node, asks ``dr.core.restore_plan.plan`` what to do next, and does it; the plan is a pure
 function of the node's state, the journal (``.talos/restore-journal.json``) and the flags. Running the same command
 again after Ctrl-C, a crash or a timeout continues from where it stopped.
@@ -19,18 +29,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 from dr.adapters import journal_file
-from dr.adapters.etcdlocal import SnapshotStatus, snapshot_status
+from dr.adapters.etcdlocal import SnapshotStatus
 from dr.adapters.fsutil import atomic_write
 from dr.adapters.lock import exclusive
 from dr.adapters.talosctl import Talosctl
-from dr.commands import cli, source
+from dr.commands import cli, source, verify
 from dr.commands.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir
 from dr.commands.restore import prompt, steps, undo
 from dr.commands.restore.probe import probe
@@ -40,7 +53,6 @@ from dr.core import outputs as keys
 from dr.core import restore_plan as pl
 from dr.core.errors import (
     ConfigError,
-    CorruptSnapshot,
     DRError,
     ExitCode,
     NodeError,
@@ -66,18 +78,8 @@ def ensure_talosconfig(r: Resolver, out: TextIO) -> None:
     print(f"wrote {path} from stack output {keys.TALOSCONFIG} (it was missing)", file=out)
 
 
-def check_bbolt_meta(fetched: source.Fetched) -> None:
-    """Refuse, before anything changes, a snapshot whose bbolt meta pages etcd could not open (dr.core.bbolt)."""
-    from dr.core import bbolt
-
-    with open(fetched.path, "rb") as f:
-        head = f.read(bbolt.HEAD_NEEDED)
-    try:
-        bbolt.check_meta(head, fetched.digest.size - 32)
-    except ValueError as exc:
-        raise CorruptSnapshot(f"{fetched.origin} passes its SHA-256 trailer check but is not a database etcd can open: "
-                              f"{exc}; nothing was changed", "use another snapshot (install etcdutl to see more with "
-                              "`etcdutl snapshot status`)") from None
+# The structure check without etcd's tools; kept importable here (it now lives with the one proof in dr.commands.verify).
+check_bbolt_meta = verify.check_bbolt_meta
 
 
 class Restore:
@@ -95,12 +97,16 @@ class Restore:
         self.start = time.monotonic()
         self.fetched: source.Fetched | None = None
         self.status = SnapshotStatus(None, None)
+        self.proof: verify.Proof | None = None
+        self.bump_dir = r.talos_dir
+        self.upload_path: Path | None = None
         self.flags: list[str] = journal.resume_flags(list(getattr(args, "argv", None) or []), args.snapshot)
 
     # --- helpers ------------------------------------------------------------------------------------------
 
     def say(self, msg: str) -> None:
-        print(msg, file=self.out, flush=True)
+        # Names from S3 or argv are in these lines: no control characters reach the terminal (hostile 27, 29).
+        print("\n".join(cli.printable(line, limit=4000) for line in msg.split("\n")), file=self.out, flush=True)
 
     def resume_cmd(self) -> str:
         """The command that continues this restore: the resolved snapshot (never ``latest``) and every flag given."""
@@ -170,12 +176,15 @@ class Restore:
 
     def run(self) -> int:
         self.fetched = fetched = self.fetch()
-        self.status = status = snapshot_status(fetched.path, optional=True)
-        if not status.tool:
-            check_bbolt_meta(fetched)  # no etcdutl/etcdctl here: at least what bbolt checks on open (hostile-inputs 6)
-        self.say(f"snapshot {fetched.path}: {cli.human_size(fetched.digest.size)}, SHA-256 trailer verified"
-                 + (f", revision {status.revision}, {status.total_keys} database entries ({status.command})"
-                    if status.tool else " (revision unknown: neither etcdutl nor etcdctl is installed here)"))
+        self.bump_dir = Path(tempfile.mkdtemp(prefix=".restore-bump-", dir=self.r.talos_dir))
+        try:
+            return self._run(fetched)
+        finally:
+            shutil.rmtree(self.bump_dir, ignore_errors=True)
+
+    def _run(self, fetched: source.Fetched) -> int:
+        self.proof = self.prove(fetched)
+        self.status = self.proof.status
         self.j = self.previous_journal(fetched)
         if self.j is not None:
             self.say(f"continuing the restore of {self.j.snapshot_origin} started at {self.j.started_at} "
@@ -277,7 +286,8 @@ class Restore:
                      "asking again")
         # What it undoes: a diff against a fresh snapshot of the node's data (issue 25); an empty etcd loses nothing.
         undoes = undo.what_it_undoes(self.r, self.fetched, self.err, st.kind) if step.needs_reset else None
-        prompt.confirm(fetched=self.fetched, status=self.status, cluster=self.r.cluster, node=self.t.where,
+        prompt.confirm(fetched=self.fetched, status=self.status, proof=self.proof, cluster=self.r.cluster,
+                       data_dir_copy=self.args.from_data_dir_copy, node=self.t.where,
                        node_state=st.describe(), needs_reset=step.needs_reset, safety=step.safety,
                        wipe_state=self.args.wipe_state, snapshots_dir=str(self.r.snapshots_dir), yes=self.args.yes,
                        now=self.clock(), out=self.out, stdin=self.stdin, undoes=undoes)
@@ -317,7 +327,7 @@ class Restore:
         assert self.j is not None and self.fetched is not None
         self.mark(journal.BOOTSTRAP_STARTED)
         try:
-            steps.bootstrap(self.t, self.fetched.path, self.args.bootstrap_timeout, self.args.poll_interval,
+            steps.bootstrap(self.t, self.upload_path or self.fetched.path, self.args.bootstrap_timeout, self.args.poll_interval,
                             self.out, self.resume_cmd())
         except steps.NotStarted as refused:
             self.unmark(journal.BOOTSTRAP_STARTED)  # refused before it began: this restore's data is not in etcd
@@ -325,7 +335,46 @@ class Restore:
         self.say(f"bootstrap accepted by node {self.t.where}; the node now checks the snapshot and starts etcd "
                  "from it")
 
+    def prove(self, fetched: source.Fetched) -> verify.Proof:
+        """The proof `talos-dr verify` makes (dr.commands.verify.prove), before the journal is read and before
+        anything on the node changes: a snapshot verify refuses is refused here, with the node untouched."""
+        report = verify.Report(source=fetched.origin)
+        raw = self.args.from_data_dir_copy
+        bump_into = None if self.args.no_revision_bump else self.bump_dir / "bumped-snapshot.db"
+        proof = verify.prove(fetched, report, base=self.tmp_base(), cluster=source.known_cluster(self.r),
+                             err=self.err, prog=PROG, skip_etcd=self.args.skip_etcd_proof and not raw, raw=raw,
+                             bump_into=bump_into)
+        # What the node gets: the bumped snapshot (with a SHA-256 trailer, which the node checks), else the file.
+        self.upload_path = proof.bumped or fetched.path
+        if raw and proof.bumped is None:
+            self.t.recover_skip_hash_check = True  # the raw file itself goes up: it has no hash for the node to check
+        if proof.bumped is not None:
+            self.say(f"the node gets a copy whose revision is moved forward by {proof.bump} and marked compacted "
+                     "(etcdutl snapshot restore --bump-revision --mark-compacted, then a fresh snapshot): clients "
+                     "that watched the old cluster start over instead of seeing revisions go back")
+        elif bump_into is not None:
+            self.say(f"warning: the revision is NOT moved forward: {proof.not_bumped or 'etcd was not run here'}; "
+                     "clients that cached resourceVersions of the lost cluster may see them go back")
+        size = cli.human_size(fetched.digest.size)
+        if proof.content is not None:
+            c = proof.content
+            self.say(f"snapshot {fetched.path}: {size}, proved: "
+                     f"{'bbolt meta pages (NO hash: a data-dir copy)' if raw else 'SHA-256 trailer'}, "
+                     f"{proof.status.command or 'bbolt'} "
+                     f"check, restored in a throwaway etcd at revision {c.revision} with {c.total_keys} keys "
+                     f"({c.registry_keys} Kubernetes objects)")
+        else:
+            self.say(f"snapshot {fetched.path}: {size}, SHA-256 trailer and bbolt meta pages checked; NOT proved "
+                     f"({verify.SKIP_ETCD_FLAG}): {'; '.join(proof.skipped)}")
+        return proof
+
+    def tmp_base(self) -> Path:
+        """Where the throwaway etcd goes: $TMPDIR or /tmp (as for `talos-dr verify`)."""
+        return Path(tempfile.gettempdir())
+
     def fetch(self) -> source.Fetched:
+        if self.args.from_data_dir_copy:
+            return verify.fetch_data_dir_copy(self.args.snapshot)
         return source.fetch(self.args.snapshot, self.r, self.r.downloads_dir, self.err)
 
     def previous_journal(self, fetched: source.Fetched) -> journal.Journal | None:
@@ -359,7 +408,8 @@ class Restore:
         """What a --json run prints when the restore is complete."""
         assert self.j is not None and self.fetched is not None
         return {"ok": True, "snapshot": self.fetched.origin, "local_path": str(self.fetched.path),
-                "sha256": self.fetched.digest.content_sha256, "revision": self.status.revision,
+                "sha256": self.fetched.digest.content_sha256, "revision": (self.proof.content.revision if self.proof is not None and self.proof.content is not None
+                             else self.status.revision),
                 "cluster": self.r.cluster, "node": self.t.node, "started_at": self.j.started_at,
                 "safety_snapshot": self.j.safety_snapshot, "kubeconfig": str(self.r.talos_dir / "kubeconfig"),
                 "seconds": round(time.monotonic() - self.start, 1), "exit_code": 0}
@@ -369,7 +419,9 @@ class Restore:
         node = self.t.node
         took = timefmt.human_duration(time.monotonic() - self.start)
         status = self.status
-        rev = f" (revision {status.revision}, {status.total_keys} database entries)" if status.tool else ""
+        content = self.proof.content if self.proof is not None else None
+        rev = (f" (revision {content.revision}, {content.total_keys} keys)" if content is not None else
+               f" (revision {status.revision}, {status.total_keys} database entries)" if status.tool else "")
         talosconfig = self.r.talosconfig_path
         kubeconfig = self.r.talos_dir / "kubeconfig"
         lines = [
@@ -433,6 +485,20 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                    # A test knob: how long etcd in Preparing means "waiting for a bootstrap" when this restore did not
                    # reset the node itself (on a real node the pre-start is brief on boot; the join loop is long).
                    help=argparse.SUPPRESS)
+    p.add_argument(verify.SKIP_ETCD_FLAG, dest="skip_etcd_proof", action="store_true",
+                   help="when this machine has no etcd and etcdutl (or an etcdctl before 3.6) to prove the snapshot "
+                        "in a throwaway etcd first, as `talos-dr verify` does, restore anyway on the SHA-256 "
+                        "trailer and bbolt meta-page checks alone: damaged pages are then found by the node only "
+                        "after its reset. Ignored when the tools are there")
+    p.add_argument(verify.DATA_DIR_FLAG, dest="from_data_dir_copy", action="store_true",
+                   help="SNAPSHOT is a raw member/snap/db copied from etcd's data directory (e.g. out of an EBS "
+                        "snapshot of the node's disk, when no snapshot is left): it has no hash trailer, so after "
+                        "the bbolt check and the throwaway-etcd proof the node is told --recover-skip-hash-check; "
+                        "writes only in etcd's WAL at copy time are not in it (the prompt says so)")
+    p.add_argument("--no-revision-bump", action="store_true",
+                   help="give the node the snapshot as it is, without moving its revision forward (by default the "
+                        f"throwaway etcd restores it with --bump-revision {verify.BUMP_REVISION} --mark-compacted, as "
+                        "etcd's disaster-recovery guide recommends for Kubernetes, and that copy is uploaded)")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for a running backup to finish (default: fail at once)")
     p.add_argument("--json", action="store_true",
@@ -453,6 +519,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         if not cfg.has_credentials:
             raise ConfigError(f"talosconfig {cfg.path} (context {cfg.context}) has no client certificate",
                               f"a restore needs the admin talosconfig: stack output {keys.TALOSCONFIG}")
+        # An expired client certificate reads as a bare "bad certificate" from the node (hostile-inputs 46): say so.
+        from dr.adapters.talosapi import check_client_certificate
+        from dr.adapters.talosctl import talosconfig_credentials
+
+        check_client_certificate(talosconfig_credentials(cfg).cert_pem, now=clock())
         t = r.talosctl()
         t.binary  # noqa: B018 - fails early when talosctl is missing
         ensure_snapshots_dir(r.snapshots_dir)

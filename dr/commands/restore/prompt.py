@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from dr.adapters.etcdlocal import SnapshotStatus
 from dr.commands import cli, source
 from dr.core import naming, spelling, timefmt
 from dr.core.errors import NotConfirmed
+
+if TYPE_CHECKING:
+    from dr.commands.verify import Proof
 
 WIPE_EPHEMERAL = ("EPHEMERAL",)
 WIPE_STATE_TOO = ("STATE", "EPHEMERAL")
@@ -19,7 +22,11 @@ def wipe_labels(wipe_state: bool) -> tuple[str, ...]:
     return WIPE_STATE_TOO if wipe_state else WIPE_EPHEMERAL
 
 
-def describe_content(status: SnapshotStatus) -> str:
+def describe_content(status: SnapshotStatus, proof: Proof | None = None) -> str:
+    if proof is not None and proof.content is not None:
+        c = proof.content
+        return (f"revision {c.revision}, {c.total_keys} keys ({c.registry_keys} Kubernetes objects), proved by a "
+                "restore into a throwaway etcd just now")
     if status.tool:
         return f"revision {status.revision}, {status.total_keys} database entries"
     return "revision and key count unknown (no etcdutl/etcdctl here to read them)"
@@ -41,7 +48,8 @@ def describe_verification(fetched: source.Fetched) -> str:
 
 def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, node: str, node_state: str,
             needs_reset: bool, safety: bool, wipe_state: bool, snapshots_dir: str, yes: bool,
-            now: datetime, out: TextIO, stdin: TextIO, undoes: list[str] | None = None) -> None:
+            now: datetime, out: TextIO, stdin: TextIO, undoes: list[str] | None = None, proof: Proof | None = None,
+            data_dir_copy: bool = False) -> None:
     """Show what the restore will do and lose; return only on ``--yes`` or a typed ``yes`` (exactly)."""
     # When it was taken is what its name says (dr's and talos-backup's names carry the time); a file named otherwise
     # shows its modification time.
@@ -54,9 +62,23 @@ def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, no
         f"About to restore etcd of cluster {cluster} on node {node} (now {node_state}) from:",
         f"  snapshot  {fetched.path.name}  ({fetched.origin})",
         f"  taken     {taken.strftime('%Y-%m-%d %H:%M:%S UTC')} ({age} ago)",
-        f"  content   {describe_content(status)}; {cli.human_size(fetched.digest.size)}, SHA-256 trailer verified",
+        f"  content   {describe_content(status, proof)}; {cli.human_size(fetched.digest.size)}"
+        + (", no hash trailer (a data-dir copy)" if data_dir_copy else ", SHA-256 trailer verified"),
         f"  verified  {describe_verification(fetched)}",
     ]
+    if proof is not None and proof.bumped is not None:
+        lines.append(f"  revision  moved forward by {proof.bump} and marked compacted in the copy the node gets "
+                     "(etcd's recommended restore): watchers of the old cluster must start over")
+    elif proof is not None and proof.not_bumped:
+        lines.append(f"  revision  NOT moved forward ({proof.not_bumped}): the cluster's revision goes back to the "
+                     "snapshot's")
+    if data_dir_copy:
+        from dr.commands.verify import DATA_DIR_CONSEQUENCES, DATA_DIR_FLAG
+
+        lines.append(f"  FROM A DATA-DIR COPY ({DATA_DIR_FLAG}):")
+        lines += [f"    - {c}" for c in DATA_DIR_CONSEQUENCES]
+    for what in (proof.skipped if proof is not None else ()):
+        lines.append(f"  NOT PROVED (you passed it over): {what}")
     if needs_reset:
         lines += [
             "Everything written to the cluster after that snapshot was taken is LOST: Kubernetes objects and",
