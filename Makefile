@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LOCKS := requirements.lock requirements-dev.lock
 STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test test-fast demo bench lint etcd tools venv lock clean
+.PHONY: test test-fast demo bench lint etcd tools goapid venv lock clean
 
 # The venv installs the hash-pinned lock (every transitive dependency, every file's SHA-256), nothing else: pip uses
 # whatever index it is configured with, and no index URL is named here or in the locks, because --require-hashes makes
@@ -41,12 +41,16 @@ etcd:
 tools:
 	@bash scripts/ensure-age-zstd.sh
 
+# The grpc-go apid stand-in (sandbox/goapid/): built offline from Debian's golang-go and grpc-go packages.
+goapid:
+	@bash scripts/ensure-go-grpc.sh
+
 # Lint and types first: a test run that passes on code ruff or mypy rejects is not a pass (.ci/run runs this target).
-test: venv etcd tools lint
+test: venv etcd tools goapid lint
 	$(PY) -m pytest
 
 # The quick loop: everything but the tests marked slow (real etcd, S3, sandbox, Pulumi runs; `pytest -m slow`).
-test-fast: venv etcd tools
+test-fast: venv etcd tools goapid
 	$(PY) -m pytest -m "not slow" -q
 
 demo: venv etcd
@@ -59,7 +63,7 @@ $(BENCH_VENV)/.installed: requirements-bench.txt
 	$(BENCH_VENV)/bin/pip install -q -r requirements-bench.txt && touch $@ || \
 		echo "awscli did not install: the bench uses boto3's upload_file as the baseline's stand-in (and says so)"
 
-bench: venv etcd tools $(BENCH_VENV)/.installed
+bench: venv etcd tools goapid $(BENCH_VENV)/.installed
 	$(PY) -m bench --results bench/RESULTS.md
 
 lint: venv
