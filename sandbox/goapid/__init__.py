@@ -152,3 +152,46 @@ class GoApid:
                 d = m.groupdict()
                 out.append({**d, "bytes": int(d["bytes"]), "frames": int(d["frames"]), "err": json.loads(d["err"])})
         return out
+
+
+def spawn_for_sandbox(paths, info, label: str) -> int:
+    """Start the stand-in as the sandbox node's apid (``python -m sandbox up --apid go``): on the Elastic IP, port
+    50000 (another free port when that is taken, as sandbox/node_apid.py does), the OS-CA-signed Ed25519 server
+    certificate naming both addresses, the node's etcd behind it, the private IP served as a forwarded target. Writes
+    ``<dir>/node/apid.json`` ({pid, port}) once listening. ``label`` goes in its command line (what ``down`` checks).
+
+    Unlike sandbox/node_apid.py it does not follow the simulated node's state (reboots, maintenance, faults): it is
+    the configured node's apid with etcd up, for interop tests and the bench."""
+    import base64
+    import socket
+
+    from sandbox.layout import APID_PORT
+    from sandbox.pki import ClusterSecrets
+
+    exe = binary()
+    secrets = ClusterSecrets.load(paths.secrets)
+    ca, ca_key = base64.b64decode(secrets.os_ca_crt), base64.b64decode(secrets.os_ca_key)
+    now = datetime.now(UTC)
+    cert, key = issue_certificate(ca, ca_key, organization=None, common_name="talos-sandbox-cp",
+                                  not_before=now - timedelta(hours=1), not_after=now + timedelta(days=365),
+                                  key=ed25519.Ed25519PrivateKey.generate(),
+                                  server_ips=(info.public_ip, info.private_ip), client=False)
+    d = paths.node / "goapid"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ca.crt").write_bytes(ca)
+    (d / "server.crt").write_bytes(cert)
+    (d / "server.key").unlink(missing_ok=True)
+    fd = os.open(d / "server.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    port = APID_PORT
+    with socket.socket() as s:
+        try:
+            s.bind((info.public_ip, APID_PORT))
+        except OSError:
+            port = 0
+    argv = [str(exe), f"-label={label}", f"-listen={info.public_ip}:{port}", f"-ca={d / 'ca.crt'}",
+            f"-cert={d / 'server.crt'}", f"-key={d / 'server.key'}", f"-ready={paths.node / 'apid.json'}",
+            f"-endpoints={info.etcd_endpoint}", f"-etcdctl={shutil.which('etcdctl') or 'etcdctl'}",
+            f"-local={info.private_ip}"]
+    return procs.spawn(argv, paths.logs / "apid.log")
