@@ -89,19 +89,25 @@ def _wait_calls(g: GoApid, n: int = 1, timeout: float = 10.0) -> list[dict]:
 
 
 class _FrameCounter:
-    """Counts the HTTP/2 DATA frames (h2 DataReceived events) the client receives."""
+    """Counts the HTTP/2 DATA frames the client receives: those it cuts itself (``_Call.take``) and any h2 parses
+    (``DataReceived`` events)."""
 
     def __init__(self, monkeypatch):
         self.frames = 0
-        original = h2stream._Call.handle
+        take, handle = h2stream._Call.take, h2stream._Call.handle
         counter = self
 
-        def handle(call, ev):
+        def counted_take(call, data, start, end):
+            counter.frames += 1
+            return take(call, data, start, end)
+
+        def counted_handle(call, ev):
             if isinstance(ev, h2stream.h2.events.DataReceived):
                 counter.frames += 1
-            return original(call, ev)
+            return handle(call, ev)
 
-        monkeypatch.setattr(h2stream._Call, "handle", handle)
+        monkeypatch.setattr(h2stream._Call, "take", counted_take)
+        monkeypatch.setattr(h2stream._Call, "handle", counted_handle)
 
 
 @pytest.mark.parametrize("size", [544, 2080, 1024 * 1024 + 32, 9 * 1024 * 1024 + 32],
