@@ -2,10 +2,11 @@
 //
 // Why it exists: the sandbox's other apid (sandbox/apid.py, sandbox/node_apid.py) is Python h2, which packs many
 // 1 KiB messages into each DATA frame. A real apid is grpc-go, whose loopy writer puts each message in a DATA frame of
-// its own (grpc-go v1.33.3 internal/transport/controlbuf.go:830-935 processData: one dataFrame item per message, cut
-// at http2MaxFrameLen = 16384, internal/transport/http_util.go:47; http2_server.go:910-947 Write queues one item per
-// SendMsg). Talos's client and this project's client are measured and interop-tested against this server
-// (tests/adapters/talosapi/test_goapid_interop.py, bench/).
+// its own (grpc-go v1.33.3, Debian bookworm's: internal/transport/controlbuf.go:830-935 processData takes one queued
+// dataFrame per message and cuts it at http2MaxFrameLen = 16384, internal/transport/http_util.go:47; http2_server.go
+// :910-947 Write queues one dataFrame per SendMsg; the same at v1.82.1, the version Talos v1.13.9 pins,
+// controlbuf.go:933-1016). This project's client is interop-tested and measured against this server
+// (tests/adapters/talosapi/test_goapid_interop.py, bench/client_cpu.py).
 //
 // Built offline from Debian's packages (golang-go, golang-google-grpc-dev, golang-google-protobuf-dev) in GOPATH mode
 // over /usr/share/gocode with modules off: scripts/ensure-go-grpc.sh. No protoc: a grpc.ServiceDesc with a hand-written

@@ -160,6 +160,7 @@ class _Call:
         self.responded = False  # response HEADERS seen: from then on our stream's DATA frames skip h2
         self.pending = b""  # the start of a frame that the last read cut
         self.unacked = 0  # DATA bytes taken without h2 that no WINDOW_UPDATE of ours has returned yet
+        self.deferred: CallError | None = None  # an error that came after messages still to be handed on
 
     def start(self, path: str, request: bytes) -> None:
         conn = self.conn
@@ -280,17 +281,18 @@ class _Call:
             if not self.finished:
                 raise CallError("UNAVAILABLE", f"the node closed the connection (HTTP/2 GOAWAY {ev.error_code})")
 
-    def feed(self, frames: bytes) -> Iterator[bytes]:
-        """Whole frames for h2: act on the events they make."""
+    def feed(self, frames: bytes, out: list[bytes]) -> None:
+        """Whole frames for h2: act on the events they make; the messages they complete go to ``out``."""
         try:
             events = self.conn.receive_data(frames)
         except h2.exceptions.ProtocolError as exc:
             raise CallError("INTERNAL", f"HTTP/2 protocol error from {self.host}:{self.port}: {exc}") from exc
         for ev in events:
-            yield from self.handle(ev)
+            out.extend(self.handle(ev))
 
-    def receive(self, data: bytes) -> Iterator[bytes]:
-        """The bytes of one read: yield the messages they complete.
+    def receive(self, data: bytes) -> list[bytes]:
+        """The bytes of one read: the messages they complete, in order. An error after some messages is kept in
+        ``deferred`` (raised once those are handed on), so a caller sees every byte that came before it.
 
         A real apid (grpc-go) sends each 1 KiB message in a DATA frame of its own, about a million frames per GiB
         (grpc-go internal/transport/controlbuf.go processData: one queued message per frame). Through h2, each frame
@@ -302,6 +304,16 @@ class _Call:
         The window for the bytes taken here is returned by our own WINDOW_UPDATEs, for bytes already read: as with
         h2's acknowledgements before, a node that ignores the window gains nothing, as nothing is read ahead of the
         caller (one read, at most a TLS record, is held at a time)."""
+        out: list[bytes] = []
+        try:
+            self._receive(data, out)
+        except CallError as exc:
+            if not out:
+                raise
+            self.deferred = exc
+        return out
+
+    def _receive(self, data: bytes, out: list[bytes]) -> None:
         if self.pending:
             data = self.pending + data
         end_of_data = len(data)
@@ -316,39 +328,48 @@ class _Call:
                 break
             if ftype == _DATA and stream == sid and not flags & _END_STREAM_OR_PADDED and end - pos - 9 <= _MAX_FRAME:
                 if h2_from >= 0:
-                    yield from self.feed(data[h2_from:pos])
+                    self.feed(data[h2_from:pos], out)
                     h2_from = -1
                 if self.responded and not self.finished:
-                    yield from self.take(data, pos + 9, end)
+                    self.take(data, pos + 9, end, out)
                     pos = end
                     continue
             if h2_from < 0:
                 h2_from = pos
             pos = end
         if h2_from >= 0:
-            yield from self.feed(data[h2_from:pos])
+            self.feed(data[h2_from:pos], out)
         self.pending = data[pos:]
 
-    def take(self, data: bytes, start: int, end: int) -> Iterator[bytes]:
-        """The payload ``data[start:end]`` of one of our DATA frames: its messages, with flow control."""
+    def take(self, data: bytes, start: int, end: int, out: list[bytes]) -> None:
+        """The payload ``data[start:end]`` of one of our DATA frames: its messages to ``out``, with flow control."""
         size = end - start
         self.unacked += size
         if self.unacked >= _WINDOW // 4:  # the node always has 3/4 of the window ahead of it
             self.window_update()
         if not self.buf and size >= 5 and data[start] == 0 and int.from_bytes(data[start + 1 : start + 5], "big") == size - 5:
             self.yielded += 1
-            yield data[start + 5 : end]  # the frame is one whole message (grpc-go's way): no buffer
+            out.append(data[start + 5 : end])  # the frame is one whole message (grpc-go's way): no buffer
         elif size:
             with memoryview(data) as view:
                 self.buf += view[start:end]
-            yield from self.messages()
+            out.extend(self.messages())
 
     def run(self) -> Generator[bytes, None, None]:
         """Read until the stream ends, yielding each message; then check how it ended."""
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Generator[list[bytes], None, None]:
+        """Read until the stream ends, yielding the messages of each read as a list; then check how it ended."""
         self.send()
         while not self.finished:
-            yield from self.receive(self.read())
+            batch = self.receive(self.read())
             self.send()
+            if batch:
+                yield batch
+            if self.deferred is not None:
+                raise self.deferred
         if self.buf:
             raise CallError("INTERNAL", f"the stream ended inside a message ({len(self.buf)} bytes left over)")
         if self.status is None:
@@ -386,6 +407,27 @@ def unary_stream(
     Raises ``CallError`` for a non-OK status or a transport failure. Closing the generator early resets the stream
     and closes the connection.
     """
+    for batch in unary_stream_batches(host, port, path, request, context, timeout=timeout,
+                                      connect_timeout=connect_timeout, server_name=server_name, metadata=metadata,
+                                      idle_timeout=idle_timeout):
+        yield from batch
+
+
+def unary_stream_batches(
+    host: str,
+    port: int,
+    path: str,
+    request: bytes,
+    context: ssl.SSLContext,
+    *,
+    timeout: float,
+    connect_timeout: float = 10.0,
+    server_name: str | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
+    idle_timeout: float | None = None,
+) -> Generator[list[bytes], None, None]:
+    """``unary_stream``, yielding the messages of each read together (a list, in order): a caller that handles a
+    million messages per GiB loops over each list instead of resuming a generator per message."""
     for name, _ in metadata:
         if name != name.lower() or name.startswith((":", "grpc-")) or not name.isascii():
             raise ValueError(f"not a gRPC metadata name: {name!r}")
@@ -394,6 +436,6 @@ def unary_stream(
     call = _Call(tls, host, port, timeout, deadline, idle_timeout, metadata)
     call.start(path, request)
     try:
-        yield from call.run()
+        yield from call.batches()
     finally:
         call.close()

@@ -97,9 +97,9 @@ class _FrameCounter:
         take, handle = h2stream._Call.take, h2stream._Call.handle
         counter = self
 
-        def counted_take(call, data, start, end):
+        def counted_take(call, data, start, end, out):
             counter.frames += 1
-            return take(call, data, start, end)
+            return take(call, data, start, end, out)
 
         def counted_handle(call, ev):
             if isinstance(ev, h2stream.h2.events.DataReceived):
