@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         files["ca"].write_bytes(ca[0])
         files["cert"].write_bytes(cert)
         files["key"].write_bytes(key)
-        body = bytearray(os.urandom(args.size * MIB - 32))
+        body = bytearray(os.urandom(args.size * MIB))
         struct.pack_into("<I", body, 16, 0xED0CDAED)
         files["snap"].write_bytes(bytes(body) + hashlib.sha256(body).digest())
         del body
@@ -137,10 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
             for _ in range(args.reps):
                 for name, python, flag in (("own", sys.executable, "--own-client"), ("grpclib", str(py), "--grpclib-client")):
-                    out = subprocess.run([python, str(Path(__file__).resolve()), flag, *target], check=True, env=env,
-                                         capture_output=True, text=True).stdout
+                    proc = subprocess.run([python, str(Path(__file__).resolve()), flag, *target], env=env,
+                                          capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        raise SystemExit(f"{name} client failed: {proc.stderr[-3000:]}")
+                    out = proc.stdout
                     r = json.loads(out.strip().splitlines()[-1])
-                    assert r["bytes"] == args.size * MIB, r
+                    assert r["bytes"] == args.size * MIB + 32, r
                     results[name].append(r["cpu_s"] / (r["bytes"] / (1024 * MIB)))
                     print(f"{name}: {results[name][-1]:.2f} CPU-s/GiB", flush=True)
     summary = {"size_mib": args.size, "cpu_s_per_gib": results, "grpclib_venv": pins,

@@ -161,6 +161,7 @@ class _Call:
         self.pending = b""  # the start of a frame that the last read cut
         self.unacked = 0  # DATA bytes taken without h2 that no WINDOW_UPDATE of ours has returned yet
         self.deferred: CallError | None = None  # an error that came after messages still to be handed on
+        self.wait: float | None = None  # the socket's timeout as last set
 
     def start(self, path: str, request: bytes) -> None:
         conn = self.conn
@@ -210,7 +211,12 @@ class _Call:
         if left <= 0:
             raise CallError("DEADLINE_EXCEEDED", f"no complete response within {self.timeout:.0f}s")
         idle = self.idle_timeout
-        self.tls.settimeout(min(left, idle) if idle else left)
+        wait = min(left, idle) if idle else left
+        # settimeout costs a system call per read (tens of thousands per GiB): only when the wait shrinks by more
+        # than a second (the deadline is then kept to within a second) or grows (a constant idle timeout: once).
+        if self.wait is None or wait > self.wait or self.wait - wait > 1.0:
+            self.tls.settimeout(wait)
+            self.wait = wait
         try:
             data = self.tls.recv(1 << 16)
         except TimeoutError as exc:
@@ -331,6 +337,9 @@ class _Call:
                     self.feed(data[h2_from:pos], out)
                     h2_from = -1
                 if self.responded and not self.finished:
+                    if not self.buf and data[pos + 9] == 0 and int.from_bytes(data[pos + 10 : pos + 14], "big") == end - pos - 14:
+                        pos = self.take_run(data, pos, end - pos, end_of_data, out)
+                        continue
                     self.take(data, pos + 9, end, out)
                     pos = end
                     continue
@@ -340,6 +349,22 @@ class _Call:
         if h2_from >= 0:
             self.feed(data[h2_from:pos], out)
         self.pending = data[pos:]
+
+    def take_run(self, data: bytes, pos: int, stride: int, end_of_data: int, out: list[bytes]) -> int:
+        """grpc-go's common case, a frame at ``pos`` that is one whole message, and the frames after it that have
+        the very same 14 bytes of frame header and gRPC prefix (same stream, flags and size: apid's 1 KiB
+        messages): their messages go to ``out`` together. Returns where the run ends."""
+        head = data[pos : pos + 14]
+        last = pos + stride
+        while last + stride <= end_of_data and data[last : last + 14] == head:
+            last += stride
+        out.extend([data[p + 14 : p + stride] for p in range(pos, last, stride)])
+        count = (last - pos) // stride
+        self.yielded += count
+        self.unacked += count * (stride - 9)
+        if self.unacked >= _WINDOW // 4:  # the node always has 3/4 of the window ahead of it
+            self.window_update()
+        return last
 
     def take(self, data: bytes, start: int, end: int, out: list[bytes]) -> None:
         """The payload ``data[start:end]`` of one of our DATA frames: its messages to ``out``, with flow control."""

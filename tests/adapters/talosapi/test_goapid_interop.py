@@ -89,13 +89,18 @@ def _wait_calls(g: GoApid, n: int = 1, timeout: float = 10.0) -> list[dict]:
 
 
 class _FrameCounter:
-    """Counts the HTTP/2 DATA frames the client receives: those it cuts itself (``_Call.take``) and any h2 parses
-    (``DataReceived`` events)."""
+    """Counts the HTTP/2 DATA frames the client receives: those it cuts itself (``_Call.take``, ``_Call.take_run``)
+    and any h2 parses (``DataReceived`` events)."""
 
     def __init__(self, monkeypatch):
         self.frames = 0
-        take, handle = h2stream._Call.take, h2stream._Call.handle
+        take, take_run, handle = h2stream._Call.take, h2stream._Call.take_run, h2stream._Call.handle
         counter = self
+
+        def counted_run(call, data, pos, stride, end_of_data, out):
+            last = take_run(call, data, pos, stride, end_of_data, out)
+            counter.frames += (last - pos) // stride
+            return last
 
         def counted_take(call, data, start, end, out):
             counter.frames += 1
@@ -107,6 +112,7 @@ class _FrameCounter:
             return handle(call, ev)
 
         monkeypatch.setattr(h2stream._Call, "take", counted_take)
+        monkeypatch.setattr(h2stream._Call, "take_run", counted_run)
         monkeypatch.setattr(h2stream._Call, "handle", counted_handle)
 
 
