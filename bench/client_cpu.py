@@ -32,7 +32,13 @@ from bench.__main__ import MIB, OUT, clean_bucket, etcdctl_shim
 
 BEGIN = "<!-- BEGIN bench.client_cpu -->"
 END = "<!-- END bench.client_cpu -->"
-VARIANTS = {"plain": ["--no-compress"], "zstd": [], "zstd_age": []}
+VARIANTS = {"plain": ["--no-compress"], "zstd": [], "zstd_age": [], "lambda": []}
+# The Lambda's path: snapshot_lambda.handler.take_snapshot (no `nodes` metadata, zstd), via bench.backup_onepass.
+LAMBDA_MAIN = "import sys; from bench.backup_onepass import lambda_main; sys.exit(lambda_main())"
+LAMBDA_BUDGET_S = 840.0  # snapshot_lambda/handler.py's default TALOS_DR_TIMEOUT (Lambda's own limit is 900 s)
+LAMBDA_MB_PER_VCPU = 1769  # "At 1,769 MB, a function has the equivalent of one vCPU" (AWS Lambda Developer Guide,
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html)
+QUOTA = 2 * 1024 * MIB  # etcd's default backend quota (--quota-backend-bytes), the largest database a node keeps
 GIB = 1024 * MIB
 
 
@@ -41,23 +47,30 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
 
 
-def run_backup(env: dict, variant: str, talos_dir: Path) -> tuple[float, float, int]:
-    """(CPU-seconds, wall seconds, snapshot bytes) of one ``talos-dr backup --save-to-s3`` process."""
+def run_backup(env: dict, variant: str, talos_dir: Path, sb=None) -> tuple[float, float, int]:
+    """(CPU-seconds, wall seconds, snapshot bytes) of one ``talos-dr backup --save-to-s3`` process (``lambda``: one
+    process running the Lambda's ``take_snapshot``; its size is the stored object's source, read from its JSON)."""
     if talos_dir.exists():
         shutil.rmtree(talos_dir)
     exe = Path(sys.executable).with_name("talos-dr")
+    if variant == "lambda":
+        argv = [sys.executable, "-c", LAMBDA_MAIN, str(sb.talosconfig), sb.public_ip, str(sb.info.apid_port),
+                sb.bucket or "", sb.cluster_name]
+    else:
+        argv = [str(exe), "backup", "--save-to-s3", *VARIANTS[variant], "--talos-dir", str(talos_dir)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    proc = subprocess.run([str(exe), "backup", "--save-to-s3", *VARIANTS[variant], "--talos-dir", str(talos_dir)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"talos-dr backup failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise SystemExit(f"{variant} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if variant == "lambda":
+        return cpu, wall, int(json.loads(proc.stdout.strip().splitlines()[-1])["size"])
     [snap] = sorted((talos_dir / "snapshots").glob("etcd-snapshot-*.db"))
     size = snap.stat().st_size
     shutil.rmtree(talos_dir)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, wall, size
 
 
@@ -99,9 +112,10 @@ def markdown(all_runs: dict[str, dict]) -> str:
              "*Marginal* leaves out what a run costs whatever the size (interpreter start, imports, credentials, S3 "
              "calls), measured on the seeded etcd (tens of KiB) before etcd was grown: the cost that grows with the "
              "snapshot.", "",
-             "| label | apid | snapshot MiB | plain CPU-s/GiB | zstd CPU-s/GiB | zstd+age CPU-s/GiB | marginal plain / "
-             "zstd / zstd+age CPU-s/GiB | fixed CPU-s per run | runs (CPU-s/GiB) | load before / after | measured |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| label | apid | snapshot MiB | plain CPU-s/GiB | zstd CPU-s/GiB | zstd+age CPU-s/GiB | Lambda path "
+             "CPU-s/GiB | marginal plain / zstd / zstd+age / Lambda CPU-s/GiB | fixed CPU-s per run | runs (CPU-s/GiB) "
+             "| load before / after | measured |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, d in all_runs.items():
         per = {v: [c / (s / GIB) for c, _, s in d["runs"][v]] for v in d["runs"]}
         med = {v: f"{statistics.median(x):.1f}" for v, x in per.items()}
@@ -112,8 +126,24 @@ def markdown(all_runs: dict[str, dict]) -> str:
             for v in VARIANTS)
         fixed_text = " / ".join(f"{fixed[v]:.2f}" for v in VARIANTS if v in fixed) or "not measured"
         lines.append(f"| {label} | {d['apid']} | {d['size'] / MIB:.0f} | **{med.get('plain', '-')}** | "
-                     f"{med.get('zstd', '-')} | {med.get('zstd_age', '-')} | {marginal} | {fixed_text} | {runs} | "
-                     f"{d['load_before']} / {d['load_after']} | {d['at']} |")
+                     f"{med.get('zstd', '-')} | {med.get('zstd_age', '-')} | {med.get('lambda', '-')} | {marginal} | "
+                     f"{fixed_text} | {runs} | {d['load_before']} / {d['load_after']} | {d['at']} |")
+    lam = [(label, d) for label, d in all_runs.items() if d["runs"].get("lambda") and "lambda" in (d.get("fixed") or {})]
+    if lam:
+        label, d = lam[-1]
+        marginal = statistics.median((c - d["fixed"]["lambda"]) / (s / GIB) for c, _, s in d["runs"]["lambda"])
+        need = d["fixed"]["lambda"] + marginal * QUOTA / GIB
+        lines += ["", f"**The Lambda at etcd's 2 GiB quota** (row {label!r}): the Lambda's path needs about "
+                  f"{d['fixed']['lambda']:.2f} + {marginal:.1f} × 2 = **{need:.0f} CPU-seconds** for a 2 GiB snapshot "
+                  f"(measured here at {d['size'] / MIB:.0f} MiB and scaled; the machine's cores, not Lambda's). Lambda "
+                  f"gives a function CPU in proportion to its memory, one vCPU at {LAMBDA_MB_PER_VCPU} MB (AWS Lambda "
+                  "Developer Guide, configuration-memory), so within the handler's "
+                  f"{LAMBDA_BUDGET_S:.0f} s a function of M MB has {LAMBDA_BUDGET_S:.0f} × M / {LAMBDA_MB_PER_VCPU} "
+                  "CPU-seconds:", "",
+                  "| memory MB | vCPU share | CPU-s in 840 s | margin over the need |", "| --- | --- | --- | --- |"]
+        for mb in (512, 768, 1024, 1769):
+            budget = LAMBDA_BUDGET_S * mb / LAMBDA_MB_PER_VCPU
+            lines.append(f"| {mb} | {mb / LAMBDA_MB_PER_VCPU:.2f} | {budget:.0f} | {budget / need:.1f}× |")
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
@@ -166,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         fixed: dict[str, float] = {}
         for v in variants:  # the seeded etcd only (tens of KiB): what a run costs whatever the size
             e = {**env, "DR_AGE_RECIPIENTS": recipient} if v == "zstd_age" else env
-            fixed[v] = run_backup(e, v, work / "talos")[0]
+            fixed[v] = run_backup(e, v, work / "talos", sb)[0]
             clean_bucket(client, sb.bucket)
         print(f"fixed cost (a tiny snapshot): {fixed}", flush=True)
         t0 = time.monotonic()
@@ -175,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.reps):
             for v in variants:
                 e = {**env, "DR_AGE_RECIPIENTS": recipient} if v == "zstd_age" else env
-                cpu, wall, size = run_backup(e, v, work / "talos")
+                cpu, wall, size = run_backup(e, v, work / "talos", sb)
                 runs[v].append((cpu, wall, size))
                 print(f"[{args.label} {args.apid} rep {rep}] {v}: {cpu:.2f} CPU-s ({cpu / (size / GIB):.1f} CPU-s/GiB), "
                       f"wall {wall:.2f}s, {size / MIB:.1f} MiB", flush=True)

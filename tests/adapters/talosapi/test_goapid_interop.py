@@ -262,3 +262,23 @@ def test_the_stand_in_is_missing_is_a_failure_not_a_skip(monkeypatch, tmp_path):
     monkeypatch.setenv("DR_GOAPID_BIN", str(tmp_path / "nothing"))
     with pytest.raises(goapid.GoApidMissing, match="ensure-go-grpc.sh"):
         goapid.binary()
+
+
+def test_the_sandbox_runs_the_grpc_go_apid_on_request(built, sandbox_factory):
+    # `python -m sandbox up --apid go`: the node's apid on the Elastic IP is the grpc-go stand-in, reached with the
+    # sandbox's own talosconfig (its CA, its admin certificate) as talosctl names the node (`nodes` = private IP).
+    from dr.adapters.talosctl import load_talosconfig, talosconfig_credentials
+    from sandbox import node_apid, procs
+
+    sb = sandbox_factory(with_s3=False, apid="go")
+    pid = sb.info.apid_pid
+    assert Path(f"/proc/{pid}/exe").resolve() == built.resolve()
+    creds = talosconfig_credentials(load_talosconfig(sb.talosconfig))
+    got = io.BytesIO()
+    with TalosClient(sb.public_ip, creds, port=sb.info.apid_port, nodes=[sb.private_ip], timeout=60) as c:
+        res = c.etcd_snapshot(got)
+    assert res.digest.size == len(got.getvalue()) > 1000 and res.hostname == sb.private_ip
+    log = (sb.dir / "logs" / "apid.log").read_text()
+    assert "outcome=ok" in log and f"nodes={sb.private_ip}" in log
+    assert any(s.startswith("apid (pid") for s in sb.down())
+    assert not procs.alive(pid, node_apid.MARKER)
