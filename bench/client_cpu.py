@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     sb = Sandbox.up(OUT / f"sandbox-cpu-{args.apid}", apid=args.apid)
     runs: dict[str, list[tuple[float, float, int]]] = {v: [] for v in variants}
     prof = ""
-    fixed = {}
+    fixed: dict[str, float] = {}
+    bucket = sb.bucket or ""
     try:
         env = {**os.environ, **sb.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         env.pop("DR_TALOS_DIR", None)
@@ -193,11 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 
         client = s3.make_client(sb.region)
         work = OUT / "work-cpu"
-        fixed: dict[str, float] = {}
         for v in variants:  # the seeded etcd only (tens of KiB): what a run costs whatever the size
             e = {**env, "DR_AGE_RECIPIENTS": recipient} if v == "zstd_age" else env
             fixed[v] = run_backup(e, v, work / "talos", sb)[0]
-            clean_bucket(client, sb.bucket)
+            clean_bucket(client, bucket)
         print(f"fixed cost (a tiny snapshot): {fixed}", flush=True)
         t0 = time.monotonic()
         fill.fill(sb.etcd_endpoint, args.size)
@@ -209,14 +209,14 @@ def main(argv: list[str] | None = None) -> int:
                 runs[v].append((cpu, wall, size))
                 print(f"[{args.label} {args.apid} rep {rep}] {v}: {cpu:.2f} CPU-s ({cpu / (size / GIB):.1f} CPU-s/GiB), "
                       f"wall {wall:.2f}s, {size / MIB:.1f} MiB", flush=True)
-                clean_bucket(client, sb.bucket)
+                clean_bucket(client, bucket)
         if args.profile:
             prof = profile_backup(env, work / "talos", OUT / f"client_cpu-{args.label}.prof")
-            clean_bucket(client, sb.bucket)
+            clean_bucket(client, bucket)
             print(prof)
     finally:
         sb.down()
-    size = next(iter(runs.values()))[0][2] if runs and next(iter(runs.values())) else 0
+    size = next((r[0][2] for r in runs.values() if r), 0)
     data = {"label": args.label, "apid": "grpc-go stand-in" if args.apid == "go" else "Python h2 stand-in",
             "size": size, "runs": runs, "fixed": fixed, "load_before": load_before, "load_after": load(),
             "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "profile": prof}

@@ -29,10 +29,10 @@ EVAL_VENV = Path(os.environ.get("TMPDIR") or "/tmp") / "talos-dr-grpclib-eval"
 def grpclib_client(host: str, port: int, ca: str, cert: str, key: str) -> tuple[int, float]:
     import asyncio
 
-    from grpclib.client import Channel
-    from grpclib.config import Configuration
-    from grpclib.const import Cardinality
-    from grpclib.encoding.base import CodecBase
+    from grpclib.client import Channel  # type: ignore[import-not-found]
+    from grpclib.config import Configuration  # type: ignore[import-not-found]
+    from grpclib.const import Cardinality  # type: ignore[import-not-found]
+    from grpclib.encoding.base import CodecBase  # type: ignore[import-not-found]
 
     class Raw(CodecBase):  # messages as bytes: the same per-message work as the project's client
         __content_subtype__ = "proto"
