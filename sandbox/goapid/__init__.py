@@ -160,8 +160,9 @@ def spawn_for_sandbox(paths, info, label: str) -> int:
     certificate naming both addresses, the node's etcd behind it, the private IP served as a forwarded target. Writes
     ``<dir>/node/apid.json`` ({pid, port}) once listening. ``label`` goes in its command line (what ``down`` checks).
 
-    Unlike sandbox/node_apid.py it does not follow the simulated node's state (reboots, maintenance, faults): it is
-    the configured node's apid with etcd up, for interop tests and the bench."""
+    Unlike sandbox/node_apid.py it does not follow the simulated node's state (reboots, maintenance, faults other than
+    the snapshot throttle, which the bench's slow link uses): it is the configured node's apid with etcd up, for
+    interop tests and the bench."""
     import base64
     import socket
 
@@ -193,5 +194,5 @@ def spawn_for_sandbox(paths, info, label: str) -> int:
     argv = [str(exe), f"-label={label}", f"-listen={info.public_ip}:{port}", f"-ca={d / 'ca.crt'}",
             f"-cert={d / 'server.crt'}", f"-key={d / 'server.key'}", f"-ready={paths.node / 'apid.json'}",
             f"-endpoints={info.etcd_endpoint}", f"-etcdctl={shutil.which('etcdctl') or 'etcdctl'}",
-            f"-local={info.private_ip}"]
+            f"-local={info.private_ip}", f"-faults={paths.faults}"]
     return procs.spawn(argv, paths.logs / "apid.log")

@@ -81,6 +81,27 @@ type config struct {
 	stallAfter   int64
 	throttle     int64
 	fail         string
+	faultsFile   string
+}
+
+// throttleNow is -throttle, or the sandbox node's `snapshot_throttle_bytes_per_second` fault when -faults names the
+// sandbox's faults file (read at each call, as sandbox/node_apid.py applies it: the bench's slow link).
+func (c *config) throttleNow() int64 {
+	if c.faultsFile == "" {
+		return c.throttle
+	}
+	body, err := ioutil.ReadFile(c.faultsFile)
+	if err != nil {
+		return c.throttle
+	}
+	var faults map[string]interface{}
+	if json.Unmarshal(body, &faults) != nil {
+		return c.throttle
+	}
+	if v, ok := faults["snapshot_throttle_bytes_per_second"].(float64); ok && v > 0 {
+		return int64(v)
+	}
+	return c.throttle
 }
 
 // rawCodec passes messages through as bytes: the handler marshals common.Data itself with protowire.
@@ -231,6 +252,7 @@ func (s *server) etcdSnapshot(_ interface{}, stream grpc.ServerStream) (err erro
 	defer f.Close()
 
 	chunk := make([]byte, chunkSize)
+	throttle := s.cfg.throttleNow()
 	began := time.Now()
 	for {
 		n, rerr := f.Read(chunk)
@@ -254,8 +276,8 @@ func (s *server) etcdSnapshot(_ interface{}, stream grpc.ServerStream) (err erro
 			}
 			sent += int64(n)
 			frames++
-			if s.cfg.throttle > 0 {
-				if ahead := time.Duration(float64(sent)/float64(s.cfg.throttle)*float64(time.Second)) - time.Since(began); ahead > 5*time.Millisecond {
+			if throttle > 0 {
+				if ahead := time.Duration(float64(sent)/float64(throttle)*float64(time.Second)) - time.Since(began); ahead > 5*time.Millisecond {
 					select {
 					case <-time.After(ahead):
 					case <-ctx.Done():
@@ -303,6 +325,7 @@ func main() {
 	flag.Int64Var(&cfg.stallAfter, "stall-after", 0, "stop sending after this many snapshot bytes")
 	flag.Int64Var(&cfg.throttle, "throttle", 0, "send at most this many snapshot bytes per second")
 	flag.StringVar(&cfg.fail, "fail", "", "answer every call with this etcd failure (Unavailable)")
+	flag.StringVar(&cfg.faultsFile, "faults", "", "the sandbox's faults file (JSON): its snapshot throttle applies")
 	flag.Parse()
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	log.SetPrefix(cfg.label + " ")

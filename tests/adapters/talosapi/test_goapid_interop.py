@@ -280,5 +280,11 @@ def test_the_sandbox_runs_the_grpc_go_apid_on_request(built, sandbox_factory):
     assert res.digest.size == len(got.getvalue()) > 1000 and res.hostname == sb.private_ip
     log = (sb.dir / "logs" / "apid.log").read_text()
     assert "outcome=ok" in log and f"nodes={sb.private_ip}" in log
+    # The node's snapshot throttle (the bench's slow link) applies to this apid too, read at each call.
+    sb.set_faults(snapshot_throttle_bytes_per_second=100_000)
+    t0 = time.monotonic()
+    with TalosClient(sb.public_ip, creds, port=sb.info.apid_port, nodes=[sb.private_ip], timeout=60) as c:
+        size = c.etcd_snapshot(io.BytesIO()).digest.size
+    assert time.monotonic() - t0 >= 0.8 * size / 100_000
     assert any(s.startswith("apid (pid") for s in sb.down())
     assert not procs.alive(pid, node_apid.MARKER)
