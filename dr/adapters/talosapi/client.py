@@ -134,6 +134,7 @@ class TalosClient:
         self.timeout = timeout
         self.credentials = credentials
         self.hostname = host  # replaced by the node's own name when apid reports it
+        self._seen_host: str | None = None
         check_client_certificate(credentials.cert_pem)
         try:
             self._ssl = h2stream.client_context(credentials.ca_pem, credentials.cert_pem, credentials.key_pem)
@@ -190,6 +191,16 @@ class TalosClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check_metadata(self, md: Any) -> None:
+        """A forwarded stream carries metadata on every frame (apid's AppendInfo): take the node's name when it
+        changes, and fail on a reported error. Node-controlled text: made printable before it can reach a log."""
+        if md.hostname != self._seen_host:
+            self._seen_host = md.hostname
+            self.hostname = h2stream.printable(md.hostname, 253) or self.hostname
+        if md.error or md.status.code:
+            reason = h2stream.printable(md.error or md.status.message)
+            raise NodeError(f"etcd snapshot from {self.node} failed on node {self.hostname or '?'}: {reason}")
+
     def iter_etcd_snapshot(self, digest_out: list[SnapshotDigest] | None = None) -> Generator[bytes, None, None]:
         """Yield the snapshot's bytes as apid streams them; after the last chunk, check the hash trailer.
 
@@ -210,27 +221,22 @@ class TalosClient:
         pending_size = 0
         sent = 0  # bytes handed on
         memo: list = [b"", None]
+        checked_rest = None  # the metadata a forwarded message carries after its bytes, once it passed the checks
+        self._seen_host = None
         try:
             try:
-                seen_host = None
                 for batch in batches:
                     for raw in batch:
-                        if len(raw) == _DATA_1K_END and raw[:3] == _DATA_1K:
-                            pending.append(raw[3:])
+                        if raw[:3] == _DATA_1K and (len(raw) == _DATA_1K_END or raw[_DATA_1K_END:] == checked_rest):
+                            # 1 KiB served locally (nothing after it), or forwarded with the same metadata as before
+                            pending.append(raw[3:_DATA_1K_END])
                             pending_size += 1024
                         else:
                             data, md = self._cut(raw, memo)
-                            # A forwarded stream carries metadata on every frame (apid's AppendInfo): read it when
-                            # it changes. Node-controlled text: made printable before it can reach a log.
                             if md is not None:
-                                if md.hostname != seen_host:
-                                    seen_host = md.hostname
-                                    self.hostname = h2stream.printable(md.hostname, 253) or self.hostname
-                                name = self.hostname
-                                if md.error or md.status.code:
-                                    reason = h2stream.printable(md.error or md.status.message)
-                                    raise NodeError(f"etcd snapshot from {self.node} failed on node {name or '?'}: "
-                                                    f"{reason}")
+                                self._check_metadata(md)
+                                if memo[0] and md is memo[1]:  # a 1 KiB message's appended metadata, now checked
+                                    checked_rest = memo[0]
                             if not data:
                                 continue
                             pending.append(data)
