@@ -47,7 +47,28 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
 
 
-def run_backup(env: dict, variant: str, talos_dir: Path, sb=None) -> tuple[float, float, int]:
+class CpuLimit:
+    """A cgroup v1 ``cpu`` child with a CFS quota of ``share`` CPUs (what Lambda gives a function of that memory),
+    for the Lambda path's process: made here, removed by ``close``. None of it when the controller is not writable."""
+
+    ROOT = Path("/sys/fs/cgroup/cpu")
+
+    def __init__(self, share: float):
+        self.share = share
+        self.dir = self.ROOT / f"talos-dr-bench-{os.getpid()}"
+        self.dir.mkdir()
+        period = int((self.dir / "cpu.cfs_period_us").read_text())
+        (self.dir / "cpu.cfs_quota_us").write_text(str(int(period * share)))
+
+    def enter(self) -> None:  # in the child, before exec
+        (self.dir / "cgroup.procs").write_text(str(os.getpid()))
+
+    def close(self) -> None:
+        self.dir.rmdir()
+
+
+def run_backup(env: dict, variant: str, talos_dir: Path, sb=None,
+               limit: CpuLimit | None = None) -> tuple[float, float, int]:
     """(CPU-seconds, wall seconds, snapshot bytes) of one ``talos-dr backup --save-to-s3`` process (``lambda``: one
     process running the Lambda's ``take_snapshot``; its size is the stored object's source, read from its JSON)."""
     if talos_dir.exists():
@@ -60,7 +81,8 @@ def run_backup(env: dict, variant: str, talos_dir: Path, sb=None) -> tuple[float
         argv = [str(exe), "backup", "--save-to-s3", *VARIANTS[variant], "--talos-dir", str(talos_dir)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True,
+                          preexec_fn=limit.enter if limit and variant == "lambda" else None)
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -144,6 +166,16 @@ def markdown(all_runs: dict[str, dict]) -> str:
         for mb in (512, 768, 1024, 1769):
             budget = LAMBDA_BUDGET_S * mb / LAMBDA_MB_PER_VCPU
             lines.append(f"| {mb} | {mb / LAMBDA_MB_PER_VCPU:.2f} | {budget:.0f} | {budget / need:.1f}× |")
+    for label, d in all_runs.items():
+        share = d.get("lambda_cpu_share")
+        if share and d["runs"].get("lambda"):
+            walls = [w for _, w, _ in d["runs"]["lambda"]]
+            size = d["runs"]["lambda"][0][2]
+            scaled = statistics.median(walls) * QUOTA / size
+            lines += ["", f"Under a real CPU limit (row {label!r}): the Lambda path in a cgroup with a CFS quota of "
+                      f"{share:.3f} CPUs ({share * LAMBDA_MB_PER_VCPU:.0f} MB's share) took "
+                      + ", ".join(f"{w:.1f}" for w in walls) + f" s of wall time for {size / MIB:.0f} MiB: about "
+                      f"**{scaled:.0f} s at 2 GiB** (scaled linearly), against the handler's {LAMBDA_BUDGET_S:.0f} s."]
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
@@ -167,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--profile", action="store_true", help="one more plain run under cProfile")
     p.add_argument("--label", default="now", help="the row's name (e.g. before, after)")
+    p.add_argument("--lambda-memory-mb", type=int, default=0,
+                   help="run the Lambda path under a CPU quota of MB/1769 CPUs (a cgroup v1 cpu child), as Lambda "
+                        "gives a function of that memory")
     p.add_argument("--results", help="replace this bench's section of this Markdown file")
     args = p.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -181,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     prof = ""
     fixed: dict[str, float] = {}
     bucket = sb.bucket or ""
+    limit = None
+    if args.lambda_memory_mb:
+        try:
+            limit = CpuLimit(args.lambda_memory_mb / LAMBDA_MB_PER_VCPU)
+        except OSError as exc:
+            print(f"no CPU limit (cgroup v1 cpu controller not writable: {exc}); CPU-seconds only", flush=True)
     try:
         env = {**os.environ, **sb.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         env.pop("DR_TALOS_DIR", None)
@@ -196,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         work = OUT / "work-cpu"
         for v in variants:  # the seeded etcd only (tens of KiB): what a run costs whatever the size
             e = {**env, "DR_AGE_RECIPIENTS": recipient} if v == "zstd_age" else env
-            fixed[v] = run_backup(e, v, work / "talos", sb)[0]
+            fixed[v] = run_backup(e, v, work / "talos", sb, limit)[0]
             clean_bucket(client, bucket)
         print(f"fixed cost (a tiny snapshot): {fixed}", flush=True)
         t0 = time.monotonic()
@@ -205,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.reps):
             for v in variants:
                 e = {**env, "DR_AGE_RECIPIENTS": recipient} if v == "zstd_age" else env
-                cpu, wall, size = run_backup(e, v, work / "talos", sb)
+                cpu, wall, size = run_backup(e, v, work / "talos", sb, limit)
                 runs[v].append((cpu, wall, size))
                 print(f"[{args.label} {args.apid} rep {rep}] {v}: {cpu:.2f} CPU-s ({cpu / (size / GIB):.1f} CPU-s/GiB), "
                       f"wall {wall:.2f}s, {size / MIB:.1f} MiB", flush=True)
@@ -216,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             print(prof)
     finally:
         sb.down()
+        if limit is not None:
+            limit.close()
     size = next((r[0][2] for r in runs.values() if r), 0)
     data = {"label": args.label, "apid": "grpc-go stand-in" if args.apid == "go" else "Python h2 stand-in",
-            "size": size, "runs": runs, "fixed": fixed, "load_before": load_before, "load_after": load(),
+            "size": size, "runs": runs, "fixed": fixed,
+            "lambda_cpu_share": limit.share if limit else None, "load_before": load_before, "load_after": load(),
             "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "profile": prof}
     (OUT / f"client_cpu-{args.label}.json").write_text(json.dumps(data, indent=2))
     all_runs = {}
