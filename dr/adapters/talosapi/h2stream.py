@@ -337,7 +337,8 @@ class _Call:
                     self.feed(data[h2_from:pos], out)
                     h2_from = -1
                 if self.responded and not self.finished:
-                    if not self.buf and data[pos + 9] == 0 and int.from_bytes(data[pos + 10 : pos + 14], "big") == end - pos - 14:
+                    if (not self.buf and end - pos >= 14 and data[pos + 9] == 0
+                            and int.from_bytes(data[pos + 10 : pos + 14], "big") == end - pos - 14):
                         pos = self.take_run(data, pos, end - pos, end_of_data, out)
                         continue
                     self.take(data, pos + 9, end, out)

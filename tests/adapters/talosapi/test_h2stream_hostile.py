@@ -160,6 +160,21 @@ def test_data_before_the_response_headers_is_left_to_h2_and_refused(os_ca, make_
     assert isinstance(err, NodeError) and "INTERNAL" in err.message and "protocol error" in err.message
 
 
+def test_empty_and_split_data_frames_are_taken_as_they_come():
+    """Frames the client cuts itself: an empty DATA frame (also as the last bytes of a read), a message split over
+    two frames, and a frame split over two reads."""
+    call = h2stream._Call(_NoSocket(), "n", 1, 10, time.monotonic() + 10)  # type: ignore[arg-type]
+    call.start("/x", b"")
+    call.responded = True
+    one, two = _grpc(b"a" * 1027), _grpc(b"b" * 100)
+    got = call.receive(_raw_data_frame(call.sid, b""))  # alone in a read: nothing to index after it
+    wire = (_raw_data_frame(call.sid, one) + _raw_data_frame(call.sid, b"") + _raw_data_frame(call.sid, two[:40])
+            + _raw_data_frame(call.sid, two[40:]) + _raw_data_frame(call.sid, one))
+    for i in range(0, len(wire), 700):
+        got += call.receive(wire[i : i + 700])
+    assert got == [b"a" * 1027, b"b" * 100, b"a" * 1027] and not call.buf and not call.pending
+
+
 def test_window_updates_return_what_the_client_took_itself():
     """The DATA bytes cut without h2 are returned to the node by the client's own WINDOW_UPDATEs (connection and
     stream), once a quarter of the window is used."""
