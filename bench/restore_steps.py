@@ -145,7 +145,9 @@ def markdown(data: dict) -> str:
              "the confirmation to healthy. The bare talosctl sequence restores the same snapshot from a local file. "
              "The sandbox node reboots in 0.5 s and its talosctl is a local program: on AWS the wait (a reboot, the "
              "etcd image pulled again after the EPHEMERAL wipe) and the node's recovery take minutes, and the upload "
-             "goes over the network to the node.", "",
+             "goes over the network to the node. In the bare sequence the node's recovery falls inside its health step "
+             "(talosctl health waits for etcd); `talos-dr restore` waits for etcd to run from the snapshot first, "
+             "and its checks include reading the snapshot's own status and probing the node.", "",
              "| snapshot | " + " | ".join(f"{n} s" for n in names) + " | down s | whole command s | bare: reset + wait "
              "s | bare: bootstrap --recover-from s | bare: health s | bare total s |",
              "| --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- | --- | --- | --- |"]
