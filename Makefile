@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LOCKS := requirements.lock requirements-dev.lock
 STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test test-fast demo bench lint etcd tools venv lock clean
+.PHONY: test test-fast demo bench lint etcd tools goapid venv lock clean
 
 # The venv installs the hash-pinned lock (every transitive dependency, every file's SHA-256), nothing else: pip uses
 # whatever index it is configured with, and no index URL is named here or in the locks, because --require-hashes makes
@@ -37,15 +37,19 @@ etcd:
 tools:
 	@bash scripts/ensure-age-zstd.sh
 
+# The grpc-go apid stand-in (sandbox/goapid/): built offline from Debian's golang-go and grpc-go packages.
+goapid:
+	@bash scripts/ensure-go-grpc.sh
+
 # Lint and types first: a test run that passes on code ruff or mypy rejects is not a pass (.ci/run runs this target).
-test: venv etcd tools lint
+test: venv etcd tools goapid lint
 	@echo "make test: about 1200 tests, 10-15 minutes on 2 cores. The slow ones (tests/commands/restore, tests/demo,"
 	@echo "  tests/faults: a real sandbox each) sit on one line for minutes; that is work, not a hang."
 	@echo "  make test-fast runs the fast ones in under a minute."
 	$(PY) -m pytest
 
 # The quick loop: everything but the tests marked slow (real etcd, S3, sandbox, Pulumi runs; `pytest -m slow`).
-test-fast: venv etcd tools
+test-fast: venv etcd tools goapid
 	$(PY) -m pytest -m "not slow" -q
 
 demo: venv etcd
@@ -58,8 +62,9 @@ $(BENCH_VENV)/.installed: requirements-bench.txt
 	$(BENCH_VENV)/bin/pip install -q -r requirements-bench.txt && touch $@ || \
 		echo "awscli did not install: the bench uses boto3's upload_file as the baseline's stand-in (and says so)"
 
-bench: venv etcd tools $(BENCH_VENV)/.installed
+bench: venv etcd tools goapid $(BENCH_VENV)/.installed
 	$(PY) -m bench --results bench/RESULTS.md
+	$(PY) -m bench.restore_steps --sizes 10M,100M,1G --results bench/RESULTS.md
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="how long bootstrap answers FailedPrecondition after the node comes back")
     up.add_argument("--cluster-name", default="talos-sandbox")
     up.add_argument("--no-s3", action="store_true", help="do not start the S3 server")
+    up.add_argument("--apid", choices=("python", "go"), default=None,
+                    help="the node's apid: python (follows the simulated node's state; default) or go (the grpc-go "
+                         "stand-in, a configured node with etcd up; built by scripts/ensure-go-grpc.sh)")
     here = os.environ.get("TALOS_SANDBOX_DIR") or DEFAULT_DIR  # after `. <dir>/env`, that sandbox
     st = sub.add_parser("status", help="what runs, pids, ports, node stage, key count")
     st.add_argument("--dir", default=here)
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 bootstrap_not_ready_seconds=args.bootstrap_not_ready_seconds,
                 cluster_name=args.cluster_name,
                 with_s3=not args.no_s3,
+                apid=args.apid,
             )
             s = sb.status()
             print(f"sandbox up in {sb.dir}")

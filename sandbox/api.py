@@ -110,8 +110,14 @@ class Sandbox:
         with_s3: bool = True,
         seed: bool = True,
         etcd_quota_bytes: int = 0,
+        apid: str | None = None,
     ) -> Sandbox:
-        """Start a sandbox in ``root``: etcd (seeded), the S3 server (unless ``with_s3=False``), the node files."""
+        """Start a sandbox in ``root``: etcd (seeded), the S3 server (unless ``with_s3=False``), the node files.
+        ``apid``: "python" (sandbox/node_apid.py, the default) or "go" (the grpc-go stand-in, sandbox/goapid/);
+        default from ``$DR_SANDBOX_APID``."""
+        apid = apid or os.environ.get("DR_SANDBOX_APID") or "python"
+        if apid not in ("python", "go"):
+            raise SandboxError(f"apid must be python or go, not {apid!r}")
         paths = Paths(root)
         if paths.info.exists():
             try:
@@ -162,7 +168,7 @@ class Sandbox:
             write_private(paths.secrets, secrets.to_json())
             # The node's state before its apid, which reads it at every connection.
             State(stage="running", configured=True, etcd_pid=None).save(paths.state)
-            apid_pid, info.apid_port = cls._start_apid(paths)
+            apid_pid, info.apid_port = cls._start_apid(paths, info if apid == "go" else None)
             info.apid_pid = apid_pid
             info.save(paths)
             # As the stack writes it: endpoints = the Elastic IP, nodes = the private IP (infra/talos.py).
@@ -207,13 +213,22 @@ class Sandbox:
             raise
 
     @staticmethod
-    def _start_apid(paths: Paths) -> tuple[int, int]:
-        """Start the node's apid (sandbox/node_apid.py) and wait for the port it bound; returns (pid, port)."""
+    def _start_apid(paths: Paths, go_info: Info | None = None) -> tuple[int, int]:
+        """Start the node's apid (sandbox/node_apid.py; with ``go_info``, the grpc-go stand-in) and wait for the port
+        it bound; returns (pid, port)."""
         ready = paths.node / "apid.json"
         ready.unlink(missing_ok=True)
-        env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        pid = procs.spawn([sys.executable, "-m", node_apid.MARKER, str(paths.root)], paths.logs / "apid.log",
-                          env=env, cwd=str(REPO_ROOT))
+        if go_info is not None:
+            from sandbox import goapid
+
+            try:  # its command line carries node_apid.MARKER too, so `down` stops it the same way
+                pid = goapid.spawn_for_sandbox(paths, go_info, f"{node_apid.MARKER}.go")
+            except goapid.GoApidMissing as exc:
+                raise SandboxError(str(exc)) from exc
+        else:
+            env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+            pid = procs.spawn([sys.executable, "-m", node_apid.MARKER, str(paths.root)], paths.logs / "apid.log",
+                              env=env, cwd=str(REPO_ROOT))
 
         def started() -> bool:
             return ready.exists() or not procs.alive(pid)

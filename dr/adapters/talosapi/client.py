@@ -137,6 +137,7 @@ class TalosClient:
         self.timeout = timeout
         self.credentials = credentials
         self.hostname = host  # replaced by the node's own name when apid reports it
+        self._seen_host: str | None = None
         check_client_certificate(credentials.cert_pem)
         try:
             self._ssl = h2stream.client_context(credentials.ca_pem, credentials.cert_pem, credentials.key_pem)
@@ -158,37 +159,50 @@ class TalosClient:
 
     def _stream(self, method: str, request) -> Generator[tuple[bytes, Any], None, None]:
         """``(bytes, metadata or None)`` of each ``common.Data`` message of a server-streaming call. Transport
-        failures are ``CallError``s; a message that is not a ``common.Data`` protobuf is a ``NodeError``.
-
-        apid's snapshot messages all start the same way (field 2, 1024 bytes; a forwarded one then has the same
-        metadata appended to each): those are cut without a protobuf object each, which is most of the client's
-        time per message. Anything else is decoded in full."""
+        failures are ``CallError``s; a message that is not a ``common.Data`` protobuf is a ``NodeError``."""
         raw = h2stream.unary_stream(self.host, self.port, method, request.SerializeToString(), self._ssl,
                                     timeout=self.timeout, server_name=self.server_name,
                                     metadata=[("nodes", n) for n in self.nodes], idle_timeout=self.idle_timeout)
-        last_rest, last_md = b"", None
+        memo: list = [b"", None]
         try:
             for data in raw:
-                if data[:3] == _DATA_1K and len(data) >= _DATA_1K_END:
-                    rest = data[_DATA_1K_END:]
-                    if not rest or rest == last_rest:
-                        yield data[3:_DATA_1K_END], (last_md if rest else None)
-                        continue
-                    tail = self._decode(rest)  # the fields after the bytes: the metadata apid appended
-                    if not tail.bytes:  # (a second `bytes` field would replace the first: decode it all then)
-                        last_rest, last_md = rest, (tail.metadata if tail.HasField("metadata") else None)
-                        yield data[3:_DATA_1K_END], last_md
-                        continue
-                msg = self._decode(data)
-                yield msg.bytes, (msg.metadata if msg.HasField("metadata") else None)
+                yield self._cut(data, memo)
         finally:
             raw.close()
+
+    def _cut(self, data: bytes, memo: list) -> tuple[bytes, Any]:
+        """One ``common.Data`` message as ``(bytes, metadata or None)``.
+
+        apid's snapshot messages all start the same way (field 2, 1024 bytes; a forwarded one then has the same
+        metadata appended to each): those are cut without a protobuf object each, which is most of the client's
+        time per message; ``memo`` holds the last appended metadata seen, raw and decoded. Anything else is decoded
+        in full."""
+        if data[:3] == _DATA_1K and len(data) >= _DATA_1K_END:
+            rest = data[_DATA_1K_END:]
+            if not rest or rest == memo[0]:
+                return data[3:_DATA_1K_END], (memo[1] if rest else None)
+            tail = self._decode(rest)  # the fields after the bytes: the metadata apid appended
+            if not tail.bytes:  # (a second `bytes` field would replace the first: decode it all then)
+                memo[0], memo[1] = rest, (tail.metadata if tail.HasField("metadata") else None)
+                return data[3:_DATA_1K_END], memo[1]
+        msg = self._decode(data)
+        return msg.bytes, (msg.metadata if msg.HasField("metadata") else None)
 
     def __enter__(self) -> TalosClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _check_metadata(self, md: Any) -> None:
+        """A forwarded stream carries metadata on every frame (apid's AppendInfo): take the node's name when it
+        changes, and fail on a reported error. Node-controlled text: made printable before it can reach a log."""
+        if md.hostname != self._seen_host:
+            self._seen_host = md.hostname
+            self.hostname = h2stream.printable(md.hostname, 253) or self.hostname
+        if md.error or md.status.code:
+            reason = h2stream.printable(md.error or md.status.message)
+            raise NodeError(f"etcd snapshot from {self.node} failed on node {self.hostname or '?'}: {reason}")
 
     def iter_etcd_snapshot(self, digest_out: list[SnapshotDigest] | None = None) -> Generator[bytes, None, None]:
         """Yield the snapshot's bytes as apid streams them; after the last chunk, check the hash trailer.
@@ -198,41 +212,54 @@ class TalosClient:
         Stopping early (closing the generator) cancels the RPC.
         """
         hasher = TrailerHasher(f"etcd snapshot streamed from {self.node}")
-        stream = self._stream(messages.ETCD_SNAPSHOT_METHOD, messages.EtcdSnapshotRequest())
+        batches = h2stream.unary_stream_batches(
+            self.host, self.port, messages.ETCD_SNAPSHOT_METHOD, messages.EtcdSnapshotRequest().SerializeToString(),
+            self._ssl, timeout=self.timeout, server_name=self.server_name,
+            metadata=[("nodes", n) for n in self.nodes], idle_timeout=self.idle_timeout)
         # apid's 1 KiB messages are handed on in pieces of COALESCE bytes: each consumer layer (file, codec, upload)
-        # then runs once per 64 messages instead of once per message.
+        # then runs once per 64 messages instead of once per message. The messages of each read come as one list
+        # (a real apid sends a million per GiB): a message served locally, 1 KiB with nothing after it, costs a
+        # slice and an append here, nothing more.
         pending: list[bytes] = []
         pending_size = 0
-        received = 0
+        sent = 0  # bytes handed on
+        memo: list = [b"", None]
+        checked_rest = None  # the metadata a forwarded message carries after its bytes, once it passed the checks
+        self._seen_host = None
         try:
             try:
-                seen_host = None
-                for data, md in stream:
-                    # A forwarded stream carries metadata on every frame (apid's AppendInfo): read it when it changes.
-                    if md is not None:  # node-controlled text: made printable before it can reach a log
-                        if md.hostname != seen_host:
-                            seen_host = md.hostname
-                            self.hostname = h2stream.printable(md.hostname, 253) or self.hostname
-                        name = self.hostname
-                        if md.error or md.status.code:
-                            reason = h2stream.printable(md.error or md.status.message)
-                            raise NodeError(f"etcd snapshot from {self.node} failed on node {name or '?'}: {reason}")
-                    if data:
-                        received += len(data)
-                        pending.append(data)
-                        pending_size += len(data)
+                for batch in batches:
+                    for raw in batch:
+                        if raw[:3] == _DATA_1K and (len(raw) == _DATA_1K_END or raw[_DATA_1K_END:] == checked_rest):
+                            # 1 KiB served locally (nothing after it), or forwarded with the same metadata as before
+                            pending.append(raw[3:_DATA_1K_END])
+                            pending_size += 1024
+                        else:
+                            data, md = self._cut(raw, memo)
+                            if md is not None:
+                                self._check_metadata(md)
+                                if memo[0] and md is memo[1]:  # a 1 KiB message's appended metadata, now checked
+                                    checked_rest = memo[0]
+                            if not data:
+                                continue
+                            pending.append(data)
+                            pending_size += len(data)
                         if pending_size >= COALESCE:
                             chunk = b"".join(pending)
                             pending.clear()
                             pending_size = 0
                             hasher.update(chunk)
+                            sent += len(chunk)
                             yield chunk
                 if pending:
                     chunk = b"".join(pending)
                     pending.clear()
+                    pending_size = 0
                     hasher.update(chunk)
+                    sent += len(chunk)
                     yield chunk
             except h2stream.Stalled as exc:
+                received = sent + pending_size
                 if not received:
                     # machined's etcd client waits for etcd with no deadline (sandbox/CONFORMANCE.md "EtcdSnapshot
                     # with etcd down"): a call that never starts streaming means etcd is not answering.
@@ -247,6 +274,7 @@ class TalosClient:
                     f"{exc.idle:.0f}s)", "nothing was kept; check the node's load and the network, then retry",
                 ) from exc
             except h2stream.CallError as exc:
+                received = sent + pending_size
                 err = map_rpc_error(exc, self.node)
                 if received and isinstance(err, NodeUnreachable | NodeError):
                     err = TruncatedSnapshot(
@@ -258,7 +286,7 @@ class TalosClient:
             if digest_out is not None:
                 digest_out.append(digest)
         finally:
-            stream.close()  # cancels the call if we stopped early
+            batches.close()  # cancels the call if we stopped early
 
     def etcd_snapshot(self, sink: BinaryIO | Callable[[bytes], object]) -> SnapshotResult:
         """Stream a snapshot into ``sink`` (a binary file or a callable taking each chunk) and verify its trailer.

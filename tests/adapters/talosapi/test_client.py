@@ -242,3 +242,22 @@ def test_the_fast_cut_of_1k_messages_decodes_as_protobuf_does(make_creds, monkey
         assert data == want.bytes
         assert (md.hostname if md is not None else None) == (want.metadata.hostname if want.HasField("metadata")
                                                              else None)
+
+
+def test_forwarded_metadata_is_checked_whenever_it_changes(make_creds, monkeypatch):
+    # iter_etcd_snapshot takes a forwarded 1 KiB message whose appended metadata equals one already checked without
+    # decoding it; metadata that differs (here: an error from the node) is decoded and checked again.
+    import os as _os
+
+    from dr.adapters.talosapi import h2stream
+    from sandbox.apid import frame_data, metadata_field
+
+    ok = metadata_field("node-1")
+    bad = m.Data(metadata=m.Metadata(hostname="node-1", error="etcd went away")).SerializeToString()
+    a, b = _os.urandom(1024), _os.urandom(1024)
+    batches = [[frame_data(a, ok)[5:], frame_data(b, ok)[5:]], [frame_data(a, ok)[5:], frame_data(b, bad)[5:]]]
+    monkeypatch.setattr(h2stream, "unary_stream_batches", lambda *a, **k: (x for x in batches))
+    client = TalosClient("127.0.0.1", make_creds(), port=1, nodes=["node-1"])
+    with pytest.raises(NodeError, match="etcd went away"):
+        list(client.iter_etcd_snapshot())
+    assert client.hostname == "node-1"

@@ -147,6 +147,62 @@ def test_server_push_is_disabled_and_a_push_anyway_fails_the_call(os_ca, make_cr
     assert isinstance(err, NodeError) and ("push" in err.message.lower()), err.message
 
 
+def _raw_data_frame(sid: int, payload: bytes, flags: int = 0) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([0x0, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def test_data_before_the_response_headers_is_left_to_h2_and_refused(os_ca, make_creds):
+    def respond(conn, sid, sock):
+        sock.sendall(conn.data_to_send() + _raw_data_frame(sid, _grpc(m.Data(bytes=b"x").SerializeToString())))
+
+    with HostileApid(os_ca, respond) as hostile:
+        err = _snapshot(hostile, make_creds)
+    assert isinstance(err, NodeError) and "INTERNAL" in err.message and "protocol error" in err.message
+
+
+def test_empty_and_split_data_frames_are_taken_as_they_come():
+    """Frames the client cuts itself: an empty DATA frame (also as the last bytes of a read), a message split over
+    two frames, and a frame split over two reads."""
+    call = h2stream._Call(_NoSocket(), "n", 1, 10, time.monotonic() + 10)  # type: ignore[arg-type]
+    call.start("/x", b"")
+    call.responded = True
+    one, two = _grpc(b"a" * 1027), _grpc(b"b" * 100)
+    got = call.receive(_raw_data_frame(call.sid, b""))  # alone in a read: nothing to index after it
+    wire = (_raw_data_frame(call.sid, one) + _raw_data_frame(call.sid, b"") + _raw_data_frame(call.sid, two[:40])
+            + _raw_data_frame(call.sid, two[40:]) + _raw_data_frame(call.sid, one))
+    for i in range(0, len(wire), 700):
+        got += call.receive(wire[i : i + 700])
+    assert got == [b"a" * 1027, b"b" * 100, b"a" * 1027] and not call.buf and not call.pending
+
+
+def test_window_updates_return_what_the_client_took_itself():
+    """The DATA bytes cut without h2 are returned to the node by the client's own WINDOW_UPDATEs (connection and
+    stream), once a quarter of the window is used."""
+    sent: list[bytes] = []
+
+    class Recorder:
+        def sendall(self, data: bytes) -> None:
+            sent.append(data)
+
+    call = h2stream._Call(Recorder(), "n", 1, 10, time.monotonic() + 10)  # type: ignore[arg-type]
+    call.start("/x", b"")
+    call.send()  # the preface, SETTINGS and the request
+    call.responded = True
+    sent.clear()
+    message = _grpc(b"y" * 1027)
+    frame = _raw_data_frame(call.sid, message)
+    count = h2stream._WINDOW // 4 // len(message) + 1
+    wire = frame * count
+    got = []
+    for i in range(0, len(wire), 1000):  # frames cut across reads
+        got += list(call.receive(wire[i : i + 1000]))
+    assert got == [b"y" * 1027] * count
+    updates = b"".join(sent)
+    increment = (count * len(message)).to_bytes(4, "big")
+    assert updates == (b"\x00\x00\x04\x08\x00" + b"\x00" * 4 + increment
+                       + b"\x00\x00\x04\x08\x00" + call.sid.to_bytes(4, "big") + increment)
+
+
 @pytest.mark.parametrize("alpn", [("http/1.1",), ()], ids=["http1.1", "none"])
 def test_a_server_that_does_not_negotiate_h2_is_refused(os_ca, make_creds, alpn):
     with HostileApid(os_ca, lambda conn, sid, sock: None, alpn=alpn) as hostile:
