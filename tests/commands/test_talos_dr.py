@@ -191,6 +191,7 @@ def test_prune_s3_denied_by_the_vault_says_who_may_delete(tmp_path, monkeypatch,
     from botocore.exceptions import ClientError
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     now = datetime.now(UTC)
     for days in (30, 0):
         s3_client.put_object(Bucket=bucket, Key=f"snapshots/{naming.snapshot_name(now - timedelta(days=days))}",
