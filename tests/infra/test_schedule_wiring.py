@@ -14,7 +14,7 @@ from cryptography import x509
 from dr.adapters.talosapi import APID_PORT, TalosCredentials
 from dr.core import outputs as out
 from dr.core.credentials import certificate_roles
-from infra.schedule import WHEEL_DIR_CONFIG_KEY, PackageError
+from infra.lambda_package import WHEEL_DIR_CONFIG_KEY, PackageError
 from snapshot_lambda import handler as lh
 from tests.infra.mocks import (
     ACCOUNT_ID,
