@@ -71,7 +71,7 @@ def lambda_policy(bucket_arn: str, prefix: str, credential_key: str) -> str:
 
 
 def endpoint_policy(bucket_arn: str) -> str:
-    """The Lambda subnet's S3 gateway endpoint policy: this bucket only (security review L1), so a compromised
+    """The Lambda subnet's S3 gateway endpoint policy: this bucket only, so a compromised
     Lambda cannot copy snapshots out to a bucket of its own; the subnet has no other way out."""
     return json.dumps(
         {
@@ -109,7 +109,7 @@ def assume_role_policy(service: str, account_id: str | None = None, source_arns:
     condition: dict[str, Any] = {}
     if account_id:  # confused-deputy guard: only schedules in this account may assume the role
         condition["StringEquals"] = {"aws:SourceAccount": account_id}
-    if source_arns:  # ... and only for this stack's schedule (security review L6)
+    if source_arns:  # ... and only for this stack's schedule: another schedule in the account cannot borrow this role
         condition["ArnLike"] = {"aws:SourceArn": list(source_arns)}
     if condition:
         stmt["Condition"] = condition
