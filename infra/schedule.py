@@ -303,7 +303,14 @@ class SnapshotSchedule(pulumi.ComponentResource):
             tags={**tags, "Name": f"{name}-s3"},
             opts=child,
         )
-        egress = [
+        egress = self._egress(name, args, lambda_sg, s3_endpoint)
+        return _Network(subnet, association, lambda_sg, apid_rule, s3_endpoint, egress)
+
+    def _egress(self, name: str, args: SnapshotScheduleArgs, lambda_sg: aws.ec2.SecurityGroup,
+                s3_endpoint: aws.ec2.VpcEndpoint) -> list[aws.vpc.SecurityGroupEgressRule]:
+        """The Lambda's only ways out: apid on the node, and HTTPS to S3 through the gateway endpoint."""
+        child = pulumi.ResourceOptions(parent=self)
+        return [
             aws.vpc.SecurityGroupEgressRule(
                 f"{name}-lambda-to-apid",
                 security_group_id=lambda_sg.id,
@@ -323,32 +330,12 @@ class SnapshotSchedule(pulumi.ComponentResource):
                 opts=child,
             ),
         ]
-        return _Network(subnet, association, lambda_sg, apid_rule, s3_endpoint, egress)
 
     def _runner(self, name: str, args: SnapshotScheduleArgs, network: _Network, retries: RetrySettings) -> _Runner:
         """The function, its role, its log group, and where a run that fails every attempt is recorded."""
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        prefix = args.snapshot_prefix
-        role = aws.iam.Role(
-            f"{name}-lambda-role",
-            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
-            description="Scheduled etcd snapshots: write snapshots, read the backup credential",
-            tags=tags,
-            opts=child,
-        )
-        vpc_access = aws.iam.RolePolicyAttachment(
-            f"{name}-lambda-vpc-access",
-            role=role.name,
-            policy_arn="arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
-            opts=child,
-        )
-        role_policy = aws.iam.RolePolicy(
-            f"{name}-lambda-policy",
-            role=role.id,
-            policy=pulumi.Output.from_input(args.bucket_arn).apply(lambda arn: lambda_policy(arn, prefix, CREDENTIAL_KEY)),
-            opts=child,
-        )
+        role, role_ready = self._role(name, args)
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=f"/talos-dr/{name}/snapshots", retention_in_days=30, tags=tags, opts=child
         )
@@ -381,7 +368,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
             environment={"variables": _environment(args)},
             description=f"etcd snapshot of {args.cluster_name} to S3 ({args.schedule_expression})",
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[vpc_access, role_policy, network.association]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*role_ready, network.association]),
         )
         # One retry layer for the function's failures: Lambda's asynchronous retries (retry_settings says what AWS does
         # and why they never reach the next run). A run that fails every attempt (or whose event grows too old) is
@@ -395,6 +382,32 @@ class SnapshotSchedule(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[destination_access]),
         )
         return _Runner(function, role, log_group, failed_runs)
+
+    def _role(self, name: str, args: SnapshotScheduleArgs) -> tuple[aws.iam.Role, list[pulumi.Resource]]:
+        """The runner's role: its VPC ENIs, and the snapshot keys and credential ``lambda_policy`` names, never a
+        delete. Returns the role and what must exist before the function may use it."""
+        child = pulumi.ResourceOptions(parent=self)
+        prefix = args.snapshot_prefix
+        role = aws.iam.Role(
+            f"{name}-lambda-role",
+            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+            description="Scheduled etcd snapshots: write snapshots, read the backup credential",
+            tags=dict(args.tags),
+            opts=child,
+        )
+        vpc_access = aws.iam.RolePolicyAttachment(
+            f"{name}-lambda-vpc-access",
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+            opts=child,
+        )
+        role_policy = aws.iam.RolePolicy(
+            f"{name}-lambda-policy",
+            role=role.id,
+            policy=pulumi.Output.from_input(args.bucket_arn).apply(lambda arn: lambda_policy(arn, prefix, CREDENTIAL_KEY)),
+            opts=child,
+        )
+        return role, [vpc_access, role_policy]
 
     def _schedule(
         self, name: str, args: SnapshotScheduleArgs, function: aws.lambda_.Function, retries: RetrySettings
