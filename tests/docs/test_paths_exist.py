@@ -4,7 +4,9 @@ document to a file that was moved long ago stops trusting the document.
 A path is a backticked span or a link target whose first segment is a top-level folder of this repository
 (`dr/…`, `tests/…`, `sandbox/…`), or a top-level file (`requirements.lock`); a trailing `:line`, `::test` or
 `#anchor` is dropped, and a glob must match something. Link targets are read relative to the document, the way a
-Markdown viewer follows them. Paths in fenced code blocks are commands, not references, and are left alone.
+Markdown viewer follows them. A backticked dotted name under one of our packages (`dr.adapters.store.newest`,
+`snapshot_lambda.handler.handler`) must be a module, or a name that module defines or imports. Paths in fenced code
+blocks are commands, not references, and are left alone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ KNOWN_STALE: dict[str, set[str]] = {
         "tests/schedule/test_lambda_handler.py",  # tests/snapshot_lambda/test_handler.py
         "tests/schedule/test_talosapi.py",  # tests/adapters/talosapi/test_client.py
         "tests/unit/test_talosctl_golden.py",  # tests/adapters/test_talosctl.py
+        "dr.talosctl.parse_service",  # dr.adapters.talosctl.parse_service
     },
 }
 
@@ -62,6 +65,28 @@ def _looks_like_a_path(token: str) -> bool:
     return token in TOP_FILES
 
 
+_PACKAGES = ("dr", "infra", "sandbox", "snapshot_lambda", "bench", "demo")
+_DOTTED = re.compile(r"^(" + "|".join(_PACKAGES) + r")(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def _module_name_exists(dotted: str) -> bool:
+    """``dr.adapters.store.newest``: the longest prefix that is a module, then the next part defined (or imported)
+    there; what follows that (a method, an attribute) is not checked."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        base = ROOT.joinpath(*parts[:i])
+        for source in (base.with_suffix(".py"), base / "__init__.py"):
+            if source.is_file():
+                if i == len(parts):
+                    return True
+                name = re.escape(parts[i])
+                return re.search(rf"^\s*(async\s+)?(def|class)\s+{name}\b|^\s*{name}\s*[:=]|^\s*{name},?$"
+                                 rf"|^\s*(from\s+\S+\s+)?import\b.*\b{name}\b", source.read_text(), re.M) is not None
+        if i == len(parts) and base.is_dir():
+            return True
+    return False
+
+
 def _exists(path: Path) -> bool:
     if any(c in path.name for c in "*?["):
         return any(path.parent.glob(path.name))
@@ -78,6 +103,9 @@ def named_paths(doc: Path, text: str | None = None) -> set[str]:
             token = _clean(token)
             if _looks_like_a_path(token) and not _exists(ROOT / token):
                 missing.add(token)
+            dotted = token.rstrip(".").removesuffix("()")
+            if _DOTTED.match(dotted) and not _module_name_exists(dotted):
+                missing.add(dotted)
     for target in _LINK.findall(text):
         if target.startswith(("http:", "https:", "mailto:", "#")):
             continue
@@ -91,8 +119,11 @@ def test_the_finder_sees_spans_links_lines_and_tests():
     text = (
         "See `dr/nope.py:12`, `tests/core/test_nope.py::test_x` and `infra/schedule.py` (real), "
         "[the runbook](RUNBOOK.md), [gone](GONE.md), `python -m dr.backup`, `snapshots/<name>.zst`,\n"
+        "`dr.adapters.store.newest` `dr.adapters.store.no_such` `dr.nowhere.thing` `infra.schedule`,\n"
         "```\ncat dr/in_a_fence.py\n```\n`talos-dr restore --talos-dir tests/also_missing/`")
-    assert named_paths(ROOT / "docs" / "x.md", text) == {"dr/nope.py", "tests/core/test_nope.py", "docs/GONE.md", "tests/also_missing/"}
+    assert named_paths(ROOT / "docs" / "x.md", text) == {"dr/nope.py", "tests/core/test_nope.py", "docs/GONE.md",
+                                                         "tests/also_missing/", "dr.adapters.store.no_such",
+                                                         "dr.nowhere.thing"}
 
 
 @pytest.mark.parametrize("doc", documents(), ids=lambda d: d.relative_to(ROOT).as_posix())
