@@ -463,7 +463,7 @@ def targets(results: list[dict]) -> list[str]:
         "8 MiB; dr/adapters/s3.py sets it to the upload concurrency (2). With s3transfer's default of 10 buffered parts "
         "and 4 threads, peak memory was 170 MiB at 119 MiB and 209 MiB at 1.2 GiB |",
         f"| snapshot read once | {verdict(max(reads) < 1.5)} (reads grow by 2 per snapshot byte) | dr.backup reads "
-        "the file twice on purpose: issue 3 asks for a snapshot to be verified before it is uploaded, so the trailer "
+        "the file twice on purpose: a snapshot is verified before any of it is uploaded (a damaged one never reaches the bucket), so the trailer "
         "check runs before the rename, and the upload verifies again while streaming (a file changed in between is "
         "never completed as an object). Both reads come from the page cache (`read_bytes` near 0); aws s3 cp reads "
         "it three times (checksum, payload signature, send) |",

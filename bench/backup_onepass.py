@@ -1,6 +1,6 @@
 """``python -m bench.backup_onepass [--sizes 10M,100M,1G] [--slow-sizes 10M,100M] [--results bench/RESULTS.md]``
 
-dr.backup's one pass (issue 13) against the playbook's two, side by side in one run, on one sandbox (its real etcd,
+dr.backup's one pass (the node's stream verified and uploaded as it arrives) against the playbook's two, side by side in one run, on one sandbox (its real etcd,
 the node's apid on the Elastic IP, moto's S3 server) grown to each size in turn. At each size, each in a fresh
 process under ``bench/probe.py`` (own peak RSS, own /proc/self/io):
 
@@ -202,7 +202,7 @@ def slow_size(sb, env: dict, work: Path, label: str, rate: float) -> dict:
 
 def markdown(data: dict) -> str:
     mach, results, slow = data["machine"], data["results"], data["slow"]
-    lines = [BEGIN, "## Backup in one pass (issue 13): `python -m bench.backup_onepass`", "",
+    lines = [BEGIN, "## Backup in one pass: `python -m bench.backup_onepass`", "",
              f"Measured {data['at']} with `{data['command']}` (load average {data['load_before']} before, "
              f"{data['load_after']} after, on {mach['nproc']} cores; {data['quiet']}).", "",
              "Each figure is one fresh process under `bench/probe.py` (interpreter start included), the median of the "

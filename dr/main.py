@@ -84,7 +84,7 @@ def completion_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     try:
         return _main(argv, out=out, err=err)
-    except BrokenPipeError:  # `talos-dr exit-codes | head -1`: the reader left; not an error (first-use finding)
+    except BrokenPipeError:  # `talos-dr exit-codes | head -1`: the reader left; not an error, and no traceback
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; let it go nowhere
         return 0
 

@@ -48,8 +48,8 @@ CREDENTIAL_KEY = f"{CREDENTIAL_PREFIX}etcd-backup.json"
 LATEST_NAME = "latest"
 OBJECT_LOCK_MODE = "GOVERNANCE"
 # Old versions of the Lambda's credential (each a certificate that reads etcd until it ends) and of the recovery kit
-# (old settings, secret ones too) are removed this long after a newer one replaced them (security review round 3,
-# L5). The kit keeps a quarter of history: enough for `talos-dr rebuild` to show who wrote what, and to go back.
+# (old settings, secret ones too) are removed this long after a newer one replaced them, so a leaked
+# old version stops being useful. The kit keeps a quarter of history: enough for `talos-dr rebuild` to show who wrote what, and to go back.
 OLD_CREDENTIAL_DAYS = 30
 OLD_KIT_DAYS = 90
 
@@ -189,7 +189,7 @@ def bucket_policy(
     """The bucket policy: only Deny statements (access is granted by each principal's IAM policy). Pure.
 
     ``readers`` / ``credential_readers`` empty: that restriction is left out (a bucket policy cannot name nobody).
-    ``who`` names the writers, verifiers, deleters and deployers (security review round 3, M1/M2/L1).
+    ``who`` names the writers, verifiers, deleters and deployers (docs/VAULT.md): anyone else is denied.
     """
     who = who or Principals()
     bucket = bucket_arn.split(":::", 1)[-1]
@@ -217,7 +217,7 @@ def bucket_policy(
                                                           f"/{bucket}/{prefix}*{SNAPSHOT_NAME_PREFIX}*"]}}),
         # The copy must carry its own tier, `latest` (TaggingDirective REPLACE with x-amz-tagging): a copy that keeps
         # the source's tags (TaggingDirective COPY, no x-amz-tagging) or says another tier would let the lifecycle
-        # expire the one snapshot that must stay (security review round 3, L1). s3:RequestObjectTag/<key> is the
+        # expire the one snapshot that must stay. s3:RequestObjectTag/<key> is the
         # x-amz-tagging of a PutObject, CopyObject included
         # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/tagging-and-policies.html); absent, StringNotEquals
         # is true.
@@ -239,10 +239,10 @@ def bucket_policy(
              "StringNotEquals": {f"s3:RequestObjectTag/{tiers.TAG_KEY}": tier}},
         ))
     if readers:
-        # Security review L5: without this any principal in the account with s3:GetObject on * (ReadOnlyAccess) could
+        # Without this any principal in the account with s3:GetObject on * (ReadOnlyAccess) could
         # download every snapshot. aws:PrincipalArn is the role's ARN for its sessions
         # (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principalarn).
-        # Tags and attributes too (security review round 3, I5): the SHA-256s, the cluster name, the verifications.
+        # Tags and attributes too, since they say what a restore trusts: the SHA-256s, the cluster name, the verifications.
         # Listing stays open to the account (key names, sizes and times only).
         statements.append(_deny("ReadsOnlyByNamedPrincipals", ["s3:GetObject", "s3:GetObjectVersion",
                                                                "s3:GetObjectTagging", "s3:GetObjectVersionTagging",
@@ -256,7 +256,8 @@ def bucket_policy(
 
 
 def _writer_statements(bucket_arn: str, under_prefix: str, deployer_keys: list[str], who: Principals) -> list[dict[str, Any]]:
-    """Named writers, taggers, deleters and configurers (security review round 3, M1 and M2; VAULT.md).
+    """Named writers, taggers, deleters and configurers (docs/VAULT.md): whoever can write
+    a snapshot must not also be able to delete the others or change the rules that keep them.
 
     An explicit Deny wins over any Allow in anyone's IAM policy (IAM policy evaluation logic:
     https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html), so these hold against
@@ -279,7 +280,7 @@ def _writer_statements(bucket_arn: str, under_prefix: str, deployer_keys: list[s
         out.append(_deny("SnapshotTagsOnlyByNamedWriters",
                          [a for a in OBJECT_WRITE_ACTIONS if a != "s3:PutObject"], [under_prefix], _not(taggers)))
         # A writer tags its own upload once, while it has no facts yet; after that only a verifier may re-tag (and
-        # set_tags keeps every other tag as it is). A writer cannot rewrite the SHA-256 a fetch checks (L1).
+        # set_tags keeps every other tag as it is). A writer cannot rewrite the SHA-256 a fetch checks.
         out.append(_deny("WritersTagOnlyOnce", list(TAG_ACTIONS), [under_prefix],
                          {**_not([*who.verifiers, *who.deployers]),
                           "Null": {"s3:ExistingObjectTag/snapshot-sha256": "false"}}))

@@ -113,7 +113,7 @@ class RecoveryKit(pulumi.ComponentResource):
             tags=dict(args.tags),
             # `pulumi destroy` (with or without --exclude-protected) leaves every version of the kit in the bucket:
             # the provider would otherwise delete all of them (terraform-provider-aws internal/service/s3
-            # resourceObjectDelete -> deleteAllObjectVersions, pulumi-aws review B2), and the bucket policy denies the
+            # resourceObjectDelete -> deleteAllObjectVersions: the kit a lost stack is rebuilt from), and the bucket policy denies the
             # delete anyway (NoDeletesButLifecycle). retain_on_delete drops it from the state without a delete call.
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["contentBase64"], retain_on_delete=True,
                                         depends_on=list(args.bucket_ready)),

@@ -12,7 +12,7 @@ Resources (children of ``SnapshotSchedule``):
   policy allows this bucket only (free, no NAT; the node's route table is left alone, so the node's own S3 traffic,
   image pulls included, is not filtered); the Lambda's own security group; an ingress rule on the node's group
   admitting 50000/tcp from it;
-* the Lambda (``snapshot_lambda.handler.handler``, python3.13 x86_64: ``LAMBDA_RUNTIME``) with a role allowed to write, tag and read back
+* the Lambda (``snapshot_lambda.handler.handler``, python3.13 x86_64: ``infra.lambda_package.LAMBDA_RUNTIME``) with a role allowed to write, tag and read back
   snapshot keys, list the prefix, read its credential object, and manage its VPC ENIs — never delete;
 * an EventBridge Scheduler schedule (``snapshotSchedule``) in its own schedule group, whose role may only invoke this
   function and may be assumed only for that group (``aws:SourceArn``);
@@ -22,389 +22,38 @@ Resources (children of ``SnapshotSchedule``):
 * ``EtcdSnapshotSchedule`` (``infra/providers/backup_check.py``): takes and verifies one snapshot through the Lambda on create, flags
   stale backups at preview, takes a catch-up snapshot on ``up``.
 
-The deployment package is built by ``lambda_package``: wheels for the Lambda platform come from a cache directory
-(filled by ``pip download`` on first use, or pre-populated / pointed at for offline machines), each wheel checked
-against the SHA-256s ``requirements.lock`` lists for its version, then this repo's
-``dr/`` and the wheels' contents are zipped deterministically (sorted entries, fixed timestamps and modes), so the
-same sources give the same bytes and ``pulumi up`` shows no change.
+Its parts live beside it: the deployment package (wheels, zip, hashes, the runtime and its end) in
+``infra/lambda_package.py``, the IAM and endpoint policy documents in ``infra/schedule_policies.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
-import os
-import re
-import subprocess
-import sys
-import tempfile
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from dr.adapters.fsutil import atomic_writer
 from dr.adapters.talosapi import APID_PORT
 from dr.core.etcd_health import DEFAULT_QUOTA_BYTES as DEFAULT_ETCD_QUOTA_BYTES
 from dr.core.metrics import NAMESPACE as METRICS_NAMESPACE
-from dr.core.naming import PREFIX as SNAPSHOT_NAME_PREFIX
 from dr.core.outputs import DEFAULT_SNAPSHOT_PREFIX
 from dr.core.timefmt import iso_utc
-from infra.bucket import CREDENTIAL_KEY, LATEST_NAME
+from infra import lambda_package as package
+from infra.bucket import CREDENTIAL_KEY
+from infra.schedule_policies import (
+    assume_role_policy,
+    destination_policy,
+    endpoint_policy,
+    invoke_policy,
+    lambda_policy,
+    schedule_source_arns,
+)
 from snapshot_lambda import handler as lh
-
-ROOT = Path(__file__).resolve().parent.parent
-# The runtime and its end, from AWS Lambda's runtime table ("Building Lambda functions with Python",
-# https://docs.aws.amazon.com/lambda/latest/dg/lambda-python.html): python3.13 on Amazon Linux 2023, deprecated
-# 2029-06-30, creating functions blocked from 2029-07-31, updating them from 2029-08-31. (python3.11 was blocked
-# for creation on 2026-07-31 and for updates on 2026-08-31: round-3 review pulumi-aws.md B1.) `pulumi preview` warns
-# from RUNTIME_WARNING_DAYS before the deprecation (runtime_end_warning), as it does for the credential.
-LAMBDA_RUNTIME = "python3.13"
-LAMBDA_PYTHON = "3.13"
-RUNTIME_DEPRECATED = date(2029, 6, 30)
-RUNTIME_CREATE_BLOCKED = date(2029, 7, 31)
-RUNTIME_UPDATE_BLOCKED = date(2029, 8, 31)
-RUNTIME_WARNING_DAYS = 180
-# Amazon Linux 2023's glibc: a manylinux wheel needing a newer one cannot load there (PEP 600 manylinux_X_Y).
-LAMBDA_GLIBC = (2, 34)
-LAMBDA_HANDLER = "snapshot_lambda.handler.handler"
-# What the Lambda needs: the h2 transport (pure Python; grpcio is not used there because it cannot handshake with
-# Talos's Ed25519 apid key) and protobuf for the messages. cryptography is left out on purpose: the runner only uses
-# it for an optional local expiry check, and it would drag cffi along. pyrage and backports.zstd encrypt and compress
-# what it stores (dr.adapters.store), as dr.backup does.
-LAMBDA_REQUIREMENTS_DIRECT: tuple[str, ...] = ("h2==4.3.0", "hpack==4.1.0", "hyperframe==6.1.0", "protobuf==6.33.6",
-                                               "pyrage==1.4.0", "backports.zstd==1.8.0")
-# The AWS SDK ships in the package, pinned as the project tests it (requirements.lock), with its pure-Python
-# dependencies: the runtime's bundled boto3 "depends on the runtime version and your Region" and the store passes
-# IfNoneMatch to PutObject/CompleteMultipartUpload, which botocore only accepts from 1.35 (round-3 review
-# pulumi-aws.md minor 3). The package's copy wins: Lambda searches $LAMBDA_TASK_ROOT (/var/task, the zip) first, and
-# "your version will take precedence over the version that's included in the runtime"
-# (https://docs.aws.amazon.com/lambda/latest/dg/python-image.html, "Dependency search path"); the handler also
-# checks at run time that botocore came from the package (snapshot_lambda.handler.check_sdk).
-LAMBDA_REQUIREMENTS_SDK: tuple[str, ...] = ("boto3==1.44.5", "botocore==1.44.8", "s3transfer==0.19.3",
-                                            "jmespath==1.1.0", "python-dateutil==2.9.0.post0", "six==1.17.0",
-                                            "urllib3==2.8.0")
-LAMBDA_REQUIREMENTS: tuple[str, ...] = LAMBDA_REQUIREMENTS_DIRECT + LAMBDA_REQUIREMENTS_SDK
-# Each wheel's SHA-256 must be one this lock lists for its pinned version (pip-compile --generate-hashes records every
-# file published for a version, so the Lambda platform's manylinux/py3 wheel is among them). Whatever put a wheel in
-# the cache or wheel folder, one whose hash is not listed is refused.
-LOCK_FILE = ROOT / "requirements.lock"
-LAMBDA_PLATFORM = "manylinux2014_x86_64"
-DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "talos-dr" / "lambda"
-WHEEL_DIR_ENV = "TALOS_DR_LAMBDA_WHEELS"
-WHEEL_DIR_CONFIG_KEY = "snapshotLambdaWheelDir"
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
-
-
-class PackageError(RuntimeError):
-    """The Lambda deployment package cannot be built; the message says what to do."""
-
-
-# --- the deployment package (pure functions over directories; no Pulumi) -------------------------------------------
-
-
-def _dist_name(requirement: str) -> str:
-    # A wheel file name spells the project with runs of "-", "_" and "." as one "_" (PEP 427, binary distribution
-    # format: "escaped" names), so backports.zstd ships as backports_zstd-1.8.0-....whl.
-    return re.sub(r"[-_.]+", "_", requirement.split("==")[0].strip()).lower()
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).strip().lower()
-
-
-# Hashes allowed per requirement ("name==version" as in LAMBDA_REQUIREMENTS): hex SHA-256 digests.
-WheelHashes = Mapping[str, frozenset[str]]
-
-
-def locked_hashes(requirements: Sequence[str] = LAMBDA_REQUIREMENTS, lock: Path = LOCK_FILE) -> dict[str, frozenset[str]]:
-    """The SHA-256s ``lock`` (a pip-compile --generate-hashes file) lists for each ``name==version`` requirement.
-
-    Raises ``PackageError`` when a requirement is not in the lock at that version, or has no hashes there."""
-    try:
-        text = lock.read_text()
-    except OSError as exc:
-        raise PackageError(f"cannot read {lock} (the hash-pinned lock the Lambda's wheels are checked against): {exc}") from exc
-    pins: dict[str, tuple[str, frozenset[str]]] = {}
-    for line in text.replace("\\\n", " ").splitlines():
-        line = line.split("#", 1)[0].strip()
-        pin, _, rest = line.partition(" ")
-        name, sep, version = pin.split(";", 1)[0].partition("==")
-        if sep:
-            pins[_canonical(name)] = (version, frozenset(re.findall(r"--hash=sha256:([0-9a-f]{64})", rest)))
-    out = {}
-    for req in requirements:
-        name, _, version = req.partition("==")
-        locked_version, hashes = pins.get(_canonical(name), (None, frozenset()))
-        if locked_version != version or not hashes:
-            have = f"has {name}=={locked_version}" if locked_version else f"does not list {name}"
-            raise PackageError(f"the snapshot Lambda needs {req} but {lock.name} {have}{'' if hashes else ' with hashes'}: "
-                               "make LAMBDA_REQUIREMENTS (infra/schedule.py) and requirements.txt agree, then `make lock`")
-        out[req] = hashes
-    return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def find_wheels(
-    wheel_dir: Path, requirements: Sequence[str] = LAMBDA_REQUIREMENTS, hashes: WheelHashes | None = None
-) -> list[Path] | None:
-    """The wheels in ``wheel_dir`` that satisfy ``requirements`` (name==version), or None when any is missing.
-
-    Every Lambda-compatible wheel there for a requirement must have a SHA-256 that ``hashes`` (default: the lock's)
-    lists for it; one that does not is refused (``PackageError``), not skipped: a changed wheel is a warning sign."""
-    if not wheel_dir.is_dir():
-        return None
-    allowed = hashes if hashes is not None else locked_hashes(requirements)
-    found = []
-    for req in requirements:
-        name, _, version = req.partition("==")
-        prefix = f"{_dist_name(name)}-{version}-".lower()
-        matches = sorted(p for p in wheel_dir.glob("*.whl") if p.name.lower().startswith(prefix) and lambda_compatible(p.name))
-        if not matches:
-            return None
-        for wheel in matches:
-            digest = _sha256(wheel)
-            if digest not in allowed.get(req, ()):
-                raise PackageError(f"refusing {wheel}: its SHA-256 {digest} is not one {LOCK_FILE.name} lists for {req} "
-                                   "(delete it and download it again)")
-        found.append(matches[0])
-    return found
-
-
-def _platform_loads(platform: str) -> bool:
-    """One platform tag the Lambda (x86_64, Amazon Linux 2023, glibc 2.34) can load: ``any``, or a manylinux tag for
-    x86_64 whose glibc is not newer than the runtime's (PEP 600 manylinux_X_Y; the legacy aliases of PEP 513/571/599
-    are glibc 2.5/2.12/2.17)."""
-    if platform == "any":
-        return True
-    legacy = {"manylinux1_x86_64": (2, 5), "manylinux2010_x86_64": (2, 12), "manylinux2014_x86_64": (2, 17)}
-    if platform in legacy:
-        return legacy[platform] <= LAMBDA_GLIBC
-    m = re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", platform)
-    return m is not None and (int(m.group(1)), int(m.group(2))) <= LAMBDA_GLIBC
-
-
-def _interpreter_loads(python: str, abi: str) -> bool:
-    """One (python tag, abi tag) pair CPython 3.13 (the GIL build Lambda runs) can load (PEP 425/PEP 384)."""
-    major, minor = (int(x) for x in LAMBDA_PYTHON.split("."))
-    cp = f"cp{major}{minor}"
-    if abi == "none":  # pure Python, or an interpreter-specific build with no ABI dependency
-        m = re.fullmatch(r"(py|cp)(\d)(\d*)", python)
-        return m is not None and int(m.group(2)) == major and (not m.group(3) or int(m.group(3)) <= minor)
-    if abi == "abi3":  # the stable ABI of CPython 3.N works on every later 3.x
-        m = re.fullmatch(r"cp(\d)(\d+)", python)
-        return m is not None and int(m.group(1)) == major and int(m.group(2)) <= minor
-    return python == cp and abi == cp  # cp313t (free-threaded) or another version's ABI cannot load
-
-
-def tag_loads(tag: str) -> bool:
-    """Whether one wheel tag ``python-abi-platform`` (as in a wheel's WHEEL file) loads on the Lambda runtime."""
-    parts = tag.split("-")
-    if len(parts) != 3:
-        return False
-    return _interpreter_loads(parts[0], parts[1]) and _platform_loads(parts[2])
-
-
-def wheel_tags(wheel_name: str) -> list[str]:
-    """The tags a wheel file name carries, its compressed tag sets expanded (PEP 425 "Compressed Tag Sets")."""
-    parts = wheel_name[: -len(".whl")].split("-") if wheel_name.endswith(".whl") else []
-    if len(parts) < 5:
-        return []
-    pythons, abis, platforms = (p.split(".") for p in parts[-3:])
-    return [f"{py}-{abi}-{plat}" for py in pythons for abi in abis for plat in platforms]
-
-
-def lambda_compatible(wheel_name: str) -> bool:
-    """Whether a wheel (by its file name tags) loads on the Lambda runtime (LAMBDA_RUNTIME, x86_64): one of its tags
-    must be CPython 3.13's own ABI or the stable ABI of 3.13 or older, or pure Python 3, on manylinux x86_64 up to
-    glibc 2.34 or ``any``. Nothing else: no other CPython version, no musl, macOS, Windows or aarch64."""
-    return any(tag_loads(t) for t in wheel_tags(wheel_name))
-
-
-_EXT_SUFFIX = re.compile(r"\.(cpython-(\d+)([a-z]*)-[^./]+|abi3)\.so$")
-
-
-def package_problems(files: Mapping[str, bytes]) -> list[str]:
-    """What in a package's files (path -> bytes) the Lambda runtime cannot load: a wheel whose ``*.dist-info/WHEEL``
-    names no tag the runtime loads, or an extension module built for another CPython (``*.cpython-311-...so``)."""
-    problems = []
-    for name, data in sorted(files.items()):
-        if name.endswith(".dist-info/WHEEL"):
-            tags = [line.split(":", 1)[1].strip() for line in data.decode("utf-8", "replace").splitlines()
-                    if line.lower().startswith("tag:")]
-            if not any(tag_loads(t) for t in tags):
-                problems.append(f"{name.split('/')[0]} is built for {', '.join(tags) or 'no tag'}")
-        m = _EXT_SUFFIX.search(name)
-        if m and m.group(2) is not None and (m.group(2) != LAMBDA_PYTHON.replace(".", "") or m.group(3)):
-            problems.append(f"{name} is an extension module for another CPython ({m.group(1)})")
-    return problems
-
-
-def runtime_end_warning(now: datetime, days: int = RUNTIME_WARNING_DAYS) -> str | None:
-    """The warning `pulumi preview` shows from ``days`` before the runtime's deprecation (None before that)."""
-    today = now.astimezone(UTC).date()
-    if (RUNTIME_DEPRECATED - today).days > days:
-        return None
-    if today >= RUNTIME_UPDATE_BLOCKED:
-        state = f"has been blocked for updates since {RUNTIME_UPDATE_BLOCKED}: `pulumi up` cannot change the function"
-    elif today >= RUNTIME_CREATE_BLOCKED:
-        state = (f"cannot be used for new functions since {RUNTIME_CREATE_BLOCKED} and is blocked for updates from "
-                 f"{RUNTIME_UPDATE_BLOCKED}")
-    else:
-        state = (f"is deprecated by AWS on {RUNTIME_DEPRECATED}, blocked for new functions from "
-                 f"{RUNTIME_CREATE_BLOCKED} and for updates from {RUNTIME_UPDATE_BLOCKED}")
-    return (f"the snapshot Lambda's runtime {LAMBDA_RUNTIME} {state}; move LAMBDA_RUNTIME in infra/schedule.py to a "
-            "newer Python (https://docs.aws.amazon.com/lambda/latest/dg/lambda-python.html) and run `pulumi up`")
-
-
-def pip_download(dest: Path, requirements: Sequence[str], hashes: WheelHashes) -> None:
-    """``pip download`` the Lambda platform's wheels into ``dest``: binary only (nothing is compiled here), no
-    dependencies beyond the list, and in pip's hash-checking mode against ``hashes``. pip's configured index is used;
-    the hashes make the source irrelevant (and ``find_wheels`` checks them again)."""
-    with tempfile.TemporaryDirectory(prefix="talos-dr-lambda-") as tmp:
-        reqs = Path(tmp) / "requirements.txt"
-        reqs.write_text("".join(f"{r} " + " ".join(f"--hash=sha256:{h}" for h in sorted(hashes[r])) + "\n" for r in requirements))
-        cmd = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-            "--require-hashes", "--only-binary=:all:", "--platform", LAMBDA_PLATFORM, "--python-version", LAMBDA_PYTHON,
-            "--implementation", "cp", "--dest", str(dest), "-r", str(reqs),
-        ]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
-
-
-def ensure_wheels(
-    wheel_dir: Path | None = None,
-    *,
-    cache_dir: Path = DEFAULT_CACHE_DIR,
-    requirements: Sequence[str] = LAMBDA_REQUIREMENTS,
-    download: Callable[[Path, Sequence[str], WheelHashes], None] = pip_download,
-    hashes: WheelHashes | None = None,
-) -> list[Path]:
-    """The Lambda platform's wheels: from ``wheel_dir`` when given (never downloads), else from ``cache_dir``,
-    downloading into it once; each checked against ``hashes`` (default: the lock's). Raises ``PackageError`` saying
-    how to fix it (typically: no internet, or a wheel whose hash the lock does not list)."""
-    hashes = hashes if hashes is not None else locked_hashes(requirements)
-    if wheel_dir is not None:
-        wheels = find_wheels(wheel_dir, requirements, hashes)
-        if wheels is None:
-            raise PackageError(
-                f"{wheel_dir} does not hold wheels for {', '.join(requirements)} ({LAMBDA_PLATFORM}, Python {LAMBDA_PYTHON}); "
-                f"fill it on a machine with internet access: pip download --no-deps --only-binary=:all: --platform {LAMBDA_PLATFORM} "
-                f"--python-version {LAMBDA_PYTHON} --implementation cp -d {wheel_dir} {' '.join(requirements)}"
-            )
-        return wheels
-    wheels = find_wheels(cache_dir, requirements, hashes)
-    if wheels is not None:
-        return wheels
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        download(cache_dir, requirements, hashes)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        detail = getattr(exc, "stderr", None) or str(exc)
-        raise PackageError(
-            f"cannot download the snapshot Lambda's wheels ({', '.join(requirements)}) into {cache_dir}: "
-            f"{str(detail).strip()[-300:]}. Without internet access, copy the wheels there (or anywhere, then "
-            f"`pulumi config set {WHEEL_DIR_CONFIG_KEY} DIR` or set {WHEEL_DIR_ENV}=DIR); to make them: pip download "
-            f"--no-deps --only-binary=:all: --platform {LAMBDA_PLATFORM} --python-version {LAMBDA_PYTHON} --implementation cp "
-            f"-d DIR {' '.join(requirements)}. Or set scheduledSnapshots to false."
-        ) from exc
-    wheels = find_wheels(cache_dir, requirements, hashes)
-    if wheels is None:
-        raise PackageError(f"pip ran but {cache_dir} still lacks wheels for {', '.join(requirements)}")
-    return wheels
-
-
-LAMBDA_ENTRY = "snapshot_lambda/handler.py"
-
-
-def handler_sources(root: Path, entry: str = LAMBDA_ENTRY) -> list[Path]:
-    """The project's own modules the handler imports, transitively (function-level imports included: modulefinder
-    reads the bytecode), with their packages' ``__init__.py``: what the zip must hold, and nothing more."""
-    import modulefinder
-
-    finder = modulefinder.ModuleFinder(path=[str(root)], excludes=["boto3", "botocore"])
-    finder.run_script(str(root / entry))
-    found: set[Path] = {root / entry}
-    for mod in finder.modules.values():
-        f = getattr(mod, "__file__", None)
-        if f and Path(f).resolve().is_relative_to(root.resolve()):
-            found.add(Path(f).resolve())
-    for path in list(found):
-        for parent in path.relative_to(root.resolve() if path.is_absolute() else root).parents:
-            init = root / parent / "__init__.py"
-            if str(parent) != "." and init.exists():
-                found.add(init.resolve())
-    return sorted(p.resolve() for p in found)
-
-
-def _source_files(root: Path, entry: str = LAMBDA_ENTRY) -> dict[str, bytes]:
-    root = root.resolve()
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in handler_sources(root, entry)}
-
-
-def _wheel_files(wheel: Path) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    with zipfile.ZipFile(wheel) as z:
-        for info in z.infolist():
-            if info.is_dir() or "__pycache__" in info.filename or info.filename.endswith(".pyc"):
-                continue
-            files[info.filename] = z.read(info)
-    return files
-
-
-def build_package(
-    out_path: Path,
-    wheels: Sequence[Path],
-    *,
-    source_root: Path = ROOT,
-    entry: str = LAMBDA_ENTRY,
-) -> str:
-    """Write the deployment zip to ``out_path`` and return its SHA-256. Deterministic: entries sorted, every
-    timestamp 1980-01-01, modes 0644 (0755 for shared objects), so identical inputs give identical bytes."""
-    files: dict[str, bytes] = {}
-    for wheel in sorted(wheels):
-        files.update(_wheel_files(wheel))
-    files.update(_source_files(source_root, entry))  # our code wins over anything a wheel ships at the same path
-    problems = package_problems(files)
-    if problems:  # a wheel the runtime cannot import fails every run: refuse the package instead
-        raise PackageError(f"the snapshot Lambda package would hold what {LAMBDA_RUNTIME} cannot load: "
-                           f"{'; '.join(problems)}; delete those wheels from the wheel folder and run `pulumi up` again")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(out_path, mode=0o644) as f, \
-            zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            mode = 0o755 if name.endswith(".so") or ".so." in name else 0o644
-            info.external_attr = (0o100000 | mode) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # unix, whatever builds it
-            z.writestr(info, files[name])
-    return hashlib.sha256(out_path.read_bytes()).hexdigest()
-
-
-def lambda_package(
-    wheel_dir: str | None = None, *, cache_dir: Path = DEFAULT_CACHE_DIR, hashes: WheelHashes | None = None
-) -> pulumi.FileArchive:
-    """Build (or reuse) the deployment package and return it as a Pulumi archive."""
-    chosen = wheel_dir or os.environ.get(WHEEL_DIR_ENV)
-    wheels = ensure_wheels(Path(chosen) if chosen else None, cache_dir=cache_dir, hashes=hashes)
-    out = cache_dir / "package" / "talos-dr-snapshot-lambda.zip"
-    build_package(out, wheels)
-    return pulumi.FileArchive(str(out))
-
 
 # --- retries (pure) ---------------------------------------------------------------------------------------------
 
@@ -452,124 +101,6 @@ def retry_settings(interval_seconds: int, timeout_seconds: int = LAMBDA_TIMEOUT)
     # Retries could overlap the next run: none from Lambda; the event age still may not pass the interval.
     age = max(_EVENT_AGE_MIN, min(interval_seconds - SCHEDULER_DELIVERY_WINDOW, _EVENT_AGE_MAX))
     return RetrySettings(0, age, 2, SCHEDULER_DELIVERY_WINDOW)
-
-
-def destination_policy(queue_arn: str) -> str:
-    """The runner's permission to record an exhausted run in its failed-runs queue: Lambda sends an asynchronous
-    invocation's on-failure record with the function's execution role
-    (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html, "Permissions")."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [{"Sid": "RecordFailedRuns", "Effect": "Allow", "Action": ["sqs:SendMessage"],
-                           "Resource": [queue_arn]}],
-        },
-        sort_keys=True,
-    )
-
-
-# --- IAM policy documents (pure) ---------------------------------------------------------------------------------
-
-
-def lambda_policy(bucket_arn: str, prefix: str, credential_key: str) -> str:
-    """The runner's inline policy: create, tag and read back snapshot objects, copy the newest to ``<prefix>latest``,
-    list the prefix (the retention tier depends on what is there, dr.core.tiers), read its credential object.
-
-    No s3:DeleteObject, nothing outside the snapshot keys, ``latest`` and the credential. GetObject on the snapshot
-    keys stays: a HEAD is authorized as s3:GetObject, and so is reading a CopyObject's source
-    (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html, API_CopyObject.html "Permissions"). It
-    gives the role nothing its credential does not: every byte of a snapshot is etcd, which os:etcd:backup reads.
-    """
-    snapshots = f"{bucket_arn}/{prefix}*{SNAPSHOT_NAME_PREFIX}*"
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "WriteSnapshots",
-                    "Effect": "Allow",
-                    "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:PutObjectTagging"],
-                    "Resource": [snapshots, f"{bucket_arn}/{prefix}{LATEST_NAME}"],
-                },
-                {
-                    "Sid": "ReadBackSnapshots",
-                    "Effect": "Allow",
-                    "Action": ["s3:GetObject", "s3:GetObjectTagging"],
-                    "Resource": [snapshots],
-                },
-                {
-                    "Sid": "ListSnapshots",
-                    "Effect": "Allow",
-                    "Action": ["s3:ListBucket"],
-                    "Resource": [bucket_arn],
-                    "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
-                },
-                {
-                    "Sid": "ReadBackupCredential",
-                    "Effect": "Allow",
-                    "Action": ["s3:GetObject"],
-                    "Resource": [f"{bucket_arn}/{credential_key}"],
-                },
-            ],
-        },
-        sort_keys=True,
-    )
-
-
-def endpoint_policy(bucket_arn: str) -> str:
-    """The Lambda subnet's S3 gateway endpoint policy: this bucket only (security review L1), so a compromised
-    Lambda cannot copy snapshots out to a bucket of its own; the subnet has no other way out."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "ThisBucketOnly",
-                    "Effect": "Allow",
-                    "Principal": "*",
-                    "Action": ["s3:GetObject", "s3:GetObjectTagging", "s3:PutObject", "s3:PutObjectTagging",
-                               "s3:AbortMultipartUpload", "s3:ListBucket"],
-                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                }
-            ],
-        },
-        sort_keys=True,
-    )
-
-
-def invoke_policy(function_arn: str) -> str:
-    """The scheduler's policy: invoke this one function, nothing else."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": [function_arn, f"{function_arn}:*"]}
-            ],
-        },
-        sort_keys=True,
-    )
-
-
-def assume_role_policy(service: str, account_id: str | None = None, source_arns: Sequence[str] = ()) -> str:
-    stmt: dict[str, Any] = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
-    condition: dict[str, Any] = {}
-    if account_id:  # confused-deputy guard: only schedules in this account may assume the role
-        condition["StringEquals"] = {"aws:SourceAccount": account_id}
-    if source_arns:  # ... and only for this stack's schedule (security review L6)
-        condition["ArnLike"] = {"aws:SourceArn": list(source_arns)}
-    if condition:
-        stmt["Condition"] = condition
-    return json.dumps({"Version": "2012-10-17", "Statement": [stmt]}, sort_keys=True)
-
-
-def schedule_source_arns(group_arn: str) -> list[str]:
-    """What aws:SourceArn may be when EventBridge Scheduler assumes the role: this stack's own schedule group, or a
-    schedule in it. The Scheduler guide's execution-role setup
-    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/setting-up.html, "Set up the execution role") guards the
-    trust with aws:SourceAccount and aws:SourceArn; which of the two ARNs the service sends is not quoted here
-    (not checked against AWS), so both are allowed, and both name only this stack's group."""
-    prefix, _, group = group_arn.rpartition(":schedule-group/")
-    return [group_arn, f"{prefix}:schedule/{group}/*"]
 
 
 def lambda_subnet_cidr(vpc_cidr: str, node_subnet_cidr: str, prefixlen: int = 28) -> str:
@@ -631,6 +162,28 @@ class SnapshotScheduleArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Network:
+    """What the network part made, for what the runner and the proof depend on."""
+
+    subnet: aws.ec2.Subnet
+    association: aws.ec2.RouteTableAssociation
+    security_group: aws.ec2.SecurityGroup
+    apid_rule: aws.vpc.SecurityGroupIngressRule
+    s3_endpoint: aws.ec2.VpcEndpoint
+    egress: list[aws.vpc.SecurityGroupEgressRule]
+
+
+@dataclass(frozen=True)
+class _Runner:
+    """What the runner part made: the function, its role and log group, its failed-runs queue."""
+
+    function: aws.lambda_.Function
+    role: aws.iam.Role
+    log_group: aws.cloudwatch.LogGroup
+    failed_runs: aws.sqs.Queue
+
+
 class SnapshotSchedule(pulumi.ComponentResource):
     function_name: pulumi.Output[str]
     function_arn: pulumi.Output[str]
@@ -648,25 +201,35 @@ class SnapshotSchedule(pulumi.ComponentResource):
     def __init__(self, name: str, args: SnapshotScheduleArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("talos-dr:schedule:SnapshotSchedule", name, None, opts)
         from dr.core.freshness import schedule_interval
-        from infra.providers.backup_check import EtcdSnapshotSchedule, EtcdSnapshotScheduleArgs
 
-        child = pulumi.ResourceOptions(parent=self)
-        tags = dict(args.tags)
-        interval = schedule_interval(args.schedule_expression)  # validates before anything is created
-        retries = retry_settings(int(interval.total_seconds()))
+        interval = int(schedule_interval(args.schedule_expression).total_seconds())  # validates before anything is created
+        retries = retry_settings(interval)
         now = args.now or datetime.now(UTC)
-        prefix = args.snapshot_prefix
-        runtime_warning = runtime_end_warning(now)
+        runtime_warning = package.runtime_end_warning(now)
         if runtime_warning:
             pulumi.log.warn(runtime_warning, resource=self)
 
-        # --- the credential -------------------------------------------------------------------------------
+        credential, not_after = self._credential(name, args, now)
+        network = self._network(name, args)
+        runner = self._runner(name, args, network, retries)
+        schedule = self._schedule(name, args, runner.function, retries)
+        watch = None
+        if args.prove:
+            watch = self._watch(name, args, interval, runner, not_after,
+                                depends_on=[runner.function, credential, network.apid_rule, network.s3_endpoint,
+                                            *network.egress, schedule, *args.ready])
+        self._publish(runner, schedule, not_after, watch)
+
+    def _credential(
+        self, name: str, args: SnapshotScheduleArgs, now: datetime
+    ) -> tuple[aws.s3.BucketObjectv2, pulumi.Output[str]]:
+        """The credential object, and when its certificate ends (not secret: EtcdSnapshotSchedule warns at preview
+        before it does)."""
         value: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.from_input(args.machine_secrets).apply(
                 lambda ms: credential_json(ms, args.cluster_name, now)
             )
         )
-        # Not secret: when the certificate ends (EtcdSnapshotSchedule warns at preview before it does).
         not_after = pulumi.Output.unsecret(value).apply(credential_not_after)
         credential = aws.s3.BucketObjectv2(
             f"{name}-credential-object",
@@ -686,14 +249,18 @@ class SnapshotSchedule(pulumi.ComponentResource):
             # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock-managing.html, bypassing governance
             # mode). docs/VAULT.md, "Destroy".
             force_destroy=args.object_lock,
-            tags=tags,
+            tags=dict(args.tags),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.bucket_ready)),
         )
+        return credential, not_after
 
-        # --- network ----------------------------------------------------------------------------------------
-        # The Lambda's own subnet and route table: no internet gateway, no NAT, only the VPC's local route and the S3
-        # gateway endpoint, whose policy allows this bucket alone (security review L1). The node keeps its route
-        # table to itself, so its own S3 traffic is never filtered by this endpoint.
+    def _network(self, name: str, args: SnapshotScheduleArgs) -> _Network:
+        """The Lambda's own subnet and route table: no internet gateway, no NAT, only the VPC's local route and the S3
+        gateway endpoint, whose policy allows this bucket alone, so a compromised Lambda cannot copy snapshots to a
+        bucket of its own. The node keeps its route table to itself, so its own S3 traffic is never filtered by this
+        endpoint. The Lambda's security group reaches apid on the node and S3, nothing else."""
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
         subnet = aws.ec2.Subnet(
             f"{name}-lambda-subnet",
             vpc_id=args.vpc_id,
@@ -736,7 +303,14 @@ class SnapshotSchedule(pulumi.ComponentResource):
             tags={**tags, "Name": f"{name}-s3"},
             opts=child,
         )
-        egress = [
+        egress = self._egress(name, args, lambda_sg, s3_endpoint)
+        return _Network(subnet, association, lambda_sg, apid_rule, s3_endpoint, egress)
+
+    def _egress(self, name: str, args: SnapshotScheduleArgs, lambda_sg: aws.ec2.SecurityGroup,
+                s3_endpoint: aws.ec2.VpcEndpoint) -> list[aws.vpc.SecurityGroupEgressRule]:
+        """The Lambda's only ways out: apid on the node, and HTTPS to S3 through the gateway endpoint."""
+        child = pulumi.ResourceOptions(parent=self)
+        return [
             aws.vpc.SecurityGroupEgressRule(
                 f"{name}-lambda-to-apid",
                 security_group_id=lambda_sg.id,
@@ -757,26 +331,11 @@ class SnapshotSchedule(pulumi.ComponentResource):
             ),
         ]
 
-        # --- the runner -----------------------------------------------------------------------------------------
-        role = aws.iam.Role(
-            f"{name}-lambda-role",
-            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
-            description="Scheduled etcd snapshots: write snapshots, read the backup credential",
-            tags=tags,
-            opts=child,
-        )
-        vpc_access = aws.iam.RolePolicyAttachment(
-            f"{name}-lambda-vpc-access",
-            role=role.name,
-            policy_arn="arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
-            opts=child,
-        )
-        role_policy = aws.iam.RolePolicy(
-            f"{name}-lambda-policy",
-            role=role.id,
-            policy=pulumi.Output.from_input(args.bucket_arn).apply(lambda arn: lambda_policy(arn, prefix, CREDENTIAL_KEY)),
-            opts=child,
-        )
+    def _runner(self, name: str, args: SnapshotScheduleArgs, network: _Network, retries: RetrySettings) -> _Runner:
+        """The function, its role, its log group, and where a run that fails every attempt is recorded."""
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        role, role_ready = self._role(name, args)
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=f"/talos-dr/{name}/snapshots", retention_in_days=30, tags=tags, opts=child
         )
@@ -794,37 +353,23 @@ class SnapshotSchedule(pulumi.ComponentResource):
             policy=failed_runs.arn.apply(destination_policy),
             opts=child,
         )
-        code = args.code if args.code is not None else lambda_package(args.wheel_dir)
+        code = args.code if args.code is not None else package.lambda_package(args.wheel_dir)
         function = aws.lambda_.Function(
             f"{name}-snapshot",
-            runtime=LAMBDA_RUNTIME,
+            runtime=package.LAMBDA_RUNTIME,
             architectures=["x86_64"],
-            handler=LAMBDA_HANDLER,
+            handler=package.LAMBDA_HANDLER,
             role=role.arn,
             code=code,
             timeout=LAMBDA_TIMEOUT,
             memory_size=512,  # CPU scales with memory; the stream holds a few 8 MiB parts at most
-            vpc_config={"subnet_ids": [subnet.id], "security_group_ids": [lambda_sg.id]},
+            vpc_config={"subnet_ids": [network.subnet.id], "security_group_ids": [network.security_group.id]},
             logging_config={"log_format": "Text", "log_group": log_group.name},
-            environment={
-                "variables": {
-                    lh.ENV_BUCKET: args.bucket_name,
-                    lh.ENV_NODE: args.node_private_ip,
-                    lh.ENV_CREDENTIAL_KEY: CREDENTIAL_KEY,
-                    lh.ENV_CLUSTER: args.cluster_name,
-                    lh.ENV_PREFIX: prefix,
-                    lh.ENV_PORT: str(APID_PORT),
-                    lh.ENV_AGE_RECIPIENTS: ",".join(args.age_recipients),
-                    lh.ENV_STALL_TIMEOUT: str(int(lh.DEFAULT_STALL_TIMEOUT)),
-                    lh.ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
-                    lh.ENV_ETCD_QUOTA: str(args.etcd_quota_bytes),
-                }
-            },
+            environment={"variables": _environment(args)},
             description=f"etcd snapshot of {args.cluster_name} to S3 ({args.schedule_expression})",
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[vpc_access, role_policy, association]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*role_ready, network.association]),
         )
-
         # One retry layer for the function's failures: Lambda's asynchronous retries (retry_settings says what AWS does
         # and why they never reach the next run). A run that fails every attempt (or whose event grows too old) is
         # recorded in the failed-runs queue, which infra/alarms.py watches.
@@ -836,9 +381,41 @@ class SnapshotSchedule(pulumi.ComponentResource):
             destination_config={"on_failure": {"destination": failed_runs.arn}},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[destination_access]),
         )
+        return _Runner(function, role, log_group, failed_runs)
 
-        # --- the schedule ---------------------------------------------------------------------------------------
-        # Its own group, so the scheduler role's trust can name it (aws:SourceArn) before the schedule exists.
+    def _role(self, name: str, args: SnapshotScheduleArgs) -> tuple[aws.iam.Role, list[pulumi.Resource]]:
+        """The runner's role: its VPC ENIs, and the snapshot keys and credential ``lambda_policy`` names, never a
+        delete. Returns the role and what must exist before the function may use it."""
+        child = pulumi.ResourceOptions(parent=self)
+        prefix = args.snapshot_prefix
+        role = aws.iam.Role(
+            f"{name}-lambda-role",
+            assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+            description="Scheduled etcd snapshots: write snapshots, read the backup credential",
+            tags=dict(args.tags),
+            opts=child,
+        )
+        vpc_access = aws.iam.RolePolicyAttachment(
+            f"{name}-lambda-vpc-access",
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+            opts=child,
+        )
+        role_policy = aws.iam.RolePolicy(
+            f"{name}-lambda-policy",
+            role=role.id,
+            policy=pulumi.Output.from_input(args.bucket_arn).apply(lambda arn: lambda_policy(arn, prefix, CREDENTIAL_KEY)),
+            opts=child,
+        )
+        return role, [vpc_access, role_policy]
+
+    def _schedule(
+        self, name: str, args: SnapshotScheduleArgs, function: aws.lambda_.Function, retries: RetrySettings
+    ) -> aws.scheduler.Schedule:
+        """The schedule, in its own group, so the scheduler role's trust can name it (aws:SourceArn) before the
+        schedule exists; the role may invoke this function and nothing else."""
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
         group = aws.scheduler.ScheduleGroup(f"{name}-schedules", tags=tags, opts=child)
         scheduler_role = aws.iam.Role(
             f"{name}-scheduler-role",
@@ -852,7 +429,7 @@ class SnapshotSchedule(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-scheduler-policy", role=scheduler_role.id, policy=function.arn.apply(invoke_policy), opts=child
         )
-        schedule = aws.scheduler.Schedule(
+        return aws.scheduler.Schedule(
             f"{name}-schedule",
             group_name=group.name,
             description=f"etcd snapshots of {args.cluster_name}",
@@ -871,36 +448,45 @@ class SnapshotSchedule(pulumi.ComponentResource):
             opts=child,
         )
 
-        # --- proof and staleness --------------------------------------------------------------------------------
-        watch = None
-        if args.prove:
-            watch = EtcdSnapshotSchedule(
-                f"{name}-watch",
-                EtcdSnapshotScheduleArgs(
-                    bucket=args.bucket_name,
-                    interval_seconds=int(interval.total_seconds()),
-                    prefix=prefix,
-                    region=args.region,
-                    cluster=args.cluster_name,
-                    function_name=function.name,
-                    log_group=log_group.name,
-                    credential_not_after=not_after,
-                ),
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    depends_on=[function, credential, apid_rule, s3_endpoint, *egress, schedule, *args.ready],
-                ),
-            )
+    def _watch(
+        self,
+        name: str,
+        args: SnapshotScheduleArgs,
+        interval_seconds: int,
+        runner: _Runner,
+        not_after: pulumi.Output[str],
+        depends_on: Sequence[pulumi.Resource],
+    ) -> Any:
+        """Proof and staleness: one snapshot through the Lambda on create, stale backups flagged at preview."""
+        from infra.providers.backup_check import EtcdSnapshotSchedule, EtcdSnapshotScheduleArgs
 
-        self.function_name = function.name
-        self.function_arn = function.arn
-        self.role_arn = role.arn
+        return EtcdSnapshotSchedule(
+            f"{name}-watch",
+            EtcdSnapshotScheduleArgs(
+                bucket=args.bucket_name,
+                interval_seconds=interval_seconds,
+                prefix=args.snapshot_prefix,
+                region=args.region,
+                cluster=args.cluster_name,
+                function_name=runner.function.name,
+                log_group=runner.log_group.name,
+                credential_not_after=not_after,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+        )
+
+    def _publish(
+        self, runner: _Runner, schedule: aws.scheduler.Schedule, not_after: pulumi.Output[str], watch: Any
+    ) -> None:
+        self.function_name = runner.function.name
+        self.function_arn = runner.function.arn
+        self.role_arn = runner.role.arn
         self.credential_key = pulumi.Output.from_input(CREDENTIAL_KEY)
         self.credential_not_after = not_after
         self.schedule_arn = schedule.arn
-        self.failed_runs_queue_name = failed_runs.name
-        self.failed_runs_queue_arn = failed_runs.arn
-        self.log_group_name = log_group.name
+        self.failed_runs_queue_name = runner.failed_runs.name
+        self.failed_runs_queue_arn = runner.failed_runs.arn
+        self.log_group_name = runner.log_group.name
         self.newest_snapshot_key = watch.newest_snapshot_key if watch else pulumi.Output.from_input(None)
         self.newest_snapshot_time = watch.newest_snapshot_time if watch else pulumi.Output.from_input(None)
         self.backups = watch.backups if watch else pulumi.Output.from_input(None)
@@ -922,16 +508,27 @@ class SnapshotSchedule(pulumi.ComponentResource):
         )
 
 
+def _environment(args: SnapshotScheduleArgs) -> dict[str, pulumi.Input[str]]:
+    """The runner's settings (snapshot_lambda.handler reads them)."""
+    return {
+        lh.ENV_BUCKET: args.bucket_name,
+        lh.ENV_NODE: args.node_private_ip,
+        lh.ENV_CREDENTIAL_KEY: CREDENTIAL_KEY,
+        lh.ENV_CLUSTER: args.cluster_name,
+        lh.ENV_PREFIX: args.snapshot_prefix,
+        lh.ENV_PORT: str(APID_PORT),
+        lh.ENV_AGE_RECIPIENTS: ",".join(args.age_recipients),
+        lh.ENV_STALL_TIMEOUT: str(int(lh.DEFAULT_STALL_TIMEOUT)),
+        lh.ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
+        lh.ENV_ETCD_QUOTA: str(args.etcd_quota_bytes),
+    }
+
+
 __all__ = [
-    "LAMBDA_REQUIREMENTS",
-    "PackageError",
+    "RetrySettings",
     "SnapshotSchedule",
     "SnapshotScheduleArgs",
-    "build_package",
-    "ensure_wheels",
-    "find_wheels",
-    "invoke_policy",
-    "lambda_package",
-    "lambda_policy",
+    "credential_json",
     "lambda_subnet_cidr",
+    "retry_settings",
 ]

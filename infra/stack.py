@@ -93,39 +93,12 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             tags=tags,
         ),
     )
-    # Who may read objects (the bucket policy names them, security review L5): whoever runs `pulumi up` (its role,
-    # not the session: aws:PrincipalArn), the configured readers, and the snapshot Lambda's role, which exists only
-    # once the schedule below is built; a deferred output lets the bucket's policy name it without a cycle.
-    # Who may write (security review round 3, M1/M2; docs/VAULT.md): snapshots, the Lambda's role and
-    # `snapshotWriters`; the kit, the credential and the bucket's own rules, the deployers (whoever runs `pulumi up`
-    # plus config `deployers`); deletes, nobody but lifecycle and the break-glass `snapshotDeleter`.
     deployer = aws.iam.get_session_context_output(arn=aws.get_caller_identity_output().arn).issuer_arn
     lambda_role: pulumi.Output[list[str]] = pulumi.Output.from_input([])
     resolve_lambda_role: Callable[[pulumi.Output[list[str]]], None] | None = None
-    if cfg.scheduled_snapshots:
+    if cfg.scheduled_snapshots:  # the Lambda's role exists only once the schedule below is built
         lambda_role, resolve_lambda_role = pulumi.deferred_output()
-    deployers = deployer.apply(lambda arn: [arn, *cfg.deployers])
-    # Writers read too: the copy to `latest` reads its source, and a HEAD is a GetObject; so does the break-glass
-    # deleter (`talos-dr prune --s3` reads each snapshot's tier and source before it deletes).
-    deleter = [cfg.snapshot_deleter] if cfg.snapshot_deleter else []
-    readers = pulumi.Output.all(deployers, lambda_role).apply(
-        lambda a: [*a[0], *cfg.snapshot_readers, *cfg.snapshot_writers, *deleter, *a[1]])
-    bucket = BackupBucket(
-        f"{name}-etcd-backups",
-        BackupBucketArgs(
-            tier_days=cfg.snapshot_tier_days,
-            bucket_name=cfg.bucket_name,
-            snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
-            object_lock_days=cfg.snapshot_object_lock_days,
-            readers=readers,
-            credential_readers=pulumi.Output.all(deployers, lambda_role).apply(lambda a: [*a[0], *a[1]]),
-            deployers=deployers,
-            snapshot_writers=lambda_role.apply(lambda role: [*role, *cfg.snapshot_writers]),
-            verifiers=deployers.apply(lambda d: [*d, *cfg.snapshot_readers]),
-            deleters=(cfg.snapshot_deleter,) if cfg.snapshot_deleter else (),
-            tags=tags,
-        ),
-    )
+    bucket = _bucket(name, cfg, deployer, lambda_role, tags)
     cluster = TalosCluster(
         name,
         TalosClusterArgs(
@@ -153,46 +126,10 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
         ),
     )
 
-    outputs: dict[str, pulumi.Output] = {
-        out.BUCKET: bucket.bucket_name,
-        out.SNAPSHOT_PREFIX: pulumi.Output.from_input(out.DEFAULT_SNAPSHOT_PREFIX),
-        out.AWS_REGION: pulumi.Output.from_input(cfg.aws_region),
-        out.CLUSTER_NAME: pulumi.Output.from_input(name),
-        out.CLUSTER_ENDPOINT: cluster.cluster_endpoint,
-        out.NODE_INSTANCE_ID: node.instance_id,
-        out.NODE_PUBLIC_IP: node.public_ip,
-        out.NODE_PRIVATE_IP: node.private_ip,
-        out.TALOS_VERSION: pulumi.Output.from_input(cfg.talos_version),
-        out.SNAPSHOT_AGE_RECIPIENTS: pulumi.Output.from_input(list(cfg.age_recipients)),
-        out.TALOSCONFIG: pulumi.Output.secret(cluster.talosconfig),
-        out.KUBECONFIG: pulumi.Output.secret(cluster.kubeconfig),
-        out.CONTROLPLANE_CONFIG: pulumi.Output.secret(cluster.controlplane_config),
-        out.TALOS_MACHINE_SECRETS: pulumi.Output.secret(cluster.machine_secrets_json),
-    }
-
-    recovery_kit = None
+    outputs = _outputs(name, cfg, node, bucket, cluster)
     # What the lifecycle rules keep, for `talos-dr prune --s3` (after the kit's outputs: the kit does not carry it).
     outputs[out.SNAPSHOT_RETENTION_DAYS] = pulumi.Output.from_input(dict(cfg.snapshot_tier_days))
-    if cfg.age_recipients:
-        recovery_kit = RecoveryKit(
-            name,
-            RecoveryKitArgs(
-                bucket_name=bucket.bucket_name,
-                cluster_name=name,
-                region=cfg.aws_region,
-                recipients=cfg.age_recipients,
-                machine_secrets=cluster.secrets.machine_secrets,
-                outputs={k: v for k, v in outputs.items() if k in KIT_OUTPUTS},
-                volume_ids=node.volume_ids,
-                tags=tags,
-                writer=deployer,
-                bucket_ready=[bucket.policy],
-            ),
-        )
-    else:
-        pulumi.log.warn("no recovery kit: ageRecipients is empty, so losing the Pulumi state would lose the Talos "
-                        "secrets and the stack's settings; add a public key with "
-                        "`pulumi config set --path 'ageRecipients[0]' age1...` (see docs/RUNBOOK.md)")
+    recovery_kit = _recovery_kit(name, cfg, node, bucket, cluster, outputs, deployer, tags)
     volume_snapshots = None
     if cfg.data_volumes:
         volume_snapshots = DataVolumeSnapshots(
@@ -227,6 +164,86 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
         }
     return Stack(network=network, node=node, bucket=bucket, talos=cluster, addons=addons, schedule=schedule,
                  alarms=alarms, recovery_kit=recovery_kit, volume_snapshots=volume_snapshots, outputs=outputs)
+
+
+def _bucket(name: str, cfg: StackConfig, deployer: pulumi.Output[str], lambda_role: pulumi.Output[list[str]],
+            tags: dict[str, str]) -> BackupBucket:
+    """The backup bucket, with who may do what in it (docs/VAULT.md). Read: whoever runs `pulumi up` (``deployer``,
+    its role, not the session: aws:PrincipalArn), the configured readers, and the snapshot Lambda's role
+    (``lambda_role``, a deferred output, so the policy can name a role created after the bucket without a cycle).
+    Write: snapshots, the Lambda's role and `snapshotWriters`; the kit, the credential and the bucket's own rules,
+    the deployers (whoever runs `pulumi up` plus config `deployers`), so a snapshot writer cannot replace what a
+    restore trusts; delete: nobody but lifecycle and the break-glass `snapshotDeleter`."""
+    deployers = deployer.apply(lambda arn: [arn, *cfg.deployers])
+    # Writers read too: the copy to `latest` reads its source, and a HEAD is a GetObject; so does the break-glass
+    # deleter (`talos-dr prune --s3` reads each snapshot's tier and source before it deletes).
+    deleter = [cfg.snapshot_deleter] if cfg.snapshot_deleter else []
+    readers = pulumi.Output.all(deployers, lambda_role).apply(
+        lambda a: [*a[0], *cfg.snapshot_readers, *cfg.snapshot_writers, *deleter, *a[1]])
+    return BackupBucket(
+        f"{name}-etcd-backups",
+        BackupBucketArgs(
+            tier_days=cfg.snapshot_tier_days,
+            bucket_name=cfg.bucket_name,
+            snapshot_prefix=out.DEFAULT_SNAPSHOT_PREFIX,
+            object_lock_days=cfg.snapshot_object_lock_days,
+            readers=readers,
+            credential_readers=pulumi.Output.all(deployers, lambda_role).apply(lambda a: [*a[0], *a[1]]),
+            deployers=deployers,
+            snapshot_writers=lambda_role.apply(lambda role: [*role, *cfg.snapshot_writers]),
+            verifiers=deployers.apply(lambda d: [*d, *cfg.snapshot_readers]),
+            deleters=(cfg.snapshot_deleter,) if cfg.snapshot_deleter else (),
+            tags=tags,
+        ),
+    )
+
+
+def _outputs(name: str, cfg: StackConfig, node: Node, bucket: BackupBucket,
+             cluster: TalosCluster) -> dict[str, pulumi.Output]:
+    """The stack outputs every stack has (dr.core.outputs names them; the DR commands read them)."""
+    return {
+        out.BUCKET: bucket.bucket_name,
+        out.SNAPSHOT_PREFIX: pulumi.Output.from_input(out.DEFAULT_SNAPSHOT_PREFIX),
+        out.AWS_REGION: pulumi.Output.from_input(cfg.aws_region),
+        out.CLUSTER_NAME: pulumi.Output.from_input(name),
+        out.CLUSTER_ENDPOINT: cluster.cluster_endpoint,
+        out.NODE_INSTANCE_ID: node.instance_id,
+        out.NODE_PUBLIC_IP: node.public_ip,
+        out.NODE_PRIVATE_IP: node.private_ip,
+        out.TALOS_VERSION: pulumi.Output.from_input(cfg.talos_version),
+        out.SNAPSHOT_AGE_RECIPIENTS: pulumi.Output.from_input(list(cfg.age_recipients)),
+        out.TALOSCONFIG: pulumi.Output.secret(cluster.talosconfig),
+        out.KUBECONFIG: pulumi.Output.secret(cluster.kubeconfig),
+        out.CONTROLPLANE_CONFIG: pulumi.Output.secret(cluster.controlplane_config),
+        out.TALOS_MACHINE_SECRETS: pulumi.Output.secret(cluster.machine_secrets_json),
+    }
+
+
+def _recovery_kit(name: str, cfg: StackConfig, node: Node, bucket: BackupBucket, cluster: TalosCluster,
+                  outputs: dict[str, pulumi.Output], deployer: pulumi.Output[str],
+                  tags: dict[str, str]) -> RecoveryKit | None:
+    """The recovery kit (the Talos secrets and the stack's settings, age-encrypted in the bucket), or a warning
+    saying how to get one when no ageRecipients are configured."""
+    if not cfg.age_recipients:
+        pulumi.log.warn("no recovery kit: ageRecipients is empty, so losing the Pulumi state would lose the Talos "
+                        "secrets and the stack's settings; add a public key with "
+                        "`pulumi config set --path 'ageRecipients[0]' age1...` (see docs/RUNBOOK.md)")
+        return None
+    return RecoveryKit(
+        name,
+        RecoveryKitArgs(
+            bucket_name=bucket.bucket_name,
+            cluster_name=name,
+            region=cfg.aws_region,
+            recipients=cfg.age_recipients,
+            machine_secrets=cluster.secrets.machine_secrets,
+            outputs={k: v for k, v in outputs.items() if k in KIT_OUTPUTS},
+            volume_ids=node.volume_ids,
+            tags=tags,
+            writer=deployer,
+            bucket_ready=[bucket.policy],
+        ),
+    )
 
 
 def _alarms(name: str, cfg: StackConfig, schedule: SnapshotSchedule, tags: dict[str, str]) -> BackupAlarms:

@@ -36,7 +36,7 @@ def assume_role_policy(account_id: str) -> str:
     DLM service-role page shows its default roles trusting ``dlm.amazonaws.com`` with no condition
     (https://docs.aws.amazon.com/ebs/latest/userguide/service-role.html, "Default service roles"), and no DLM page
     says DLM sends those keys when it assumes a role. A ``StringEquals`` on a key the request lacks is false, so the
-    condition could keep DLM out altogether (pulumi-aws review round 3, M3). ``account_id`` is kept in the signature
+    condition could keep DLM out altogether and no volume would be snapshotted. ``account_id`` is kept in the signature
     for the day AWS documents one."""
     del account_id
     return json.dumps({

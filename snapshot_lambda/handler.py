@@ -63,8 +63,8 @@ ENV_STALL_TIMEOUT = "TALOS_DR_STALL_TIMEOUT"
 ENV_ETCD_QUOTA = "TALOS_DR_ETCD_QUOTA_BYTES"
 ENV_METRICS_NAMESPACE = "TALOS_DR_METRICS_NAMESPACE"
 # A stream that brings nothing for this long is stopped (talosapi's Stalled): with etcd down, machined accepts
-# EtcdSnapshot and sends nothing (its etcd client waits with no deadline; talos-fidelity.md F3), so without it a run
-# would hang until the Lambda's own timeout and blame the network. Under a minute, as the issue asks; dr.backup's is 30.
+# EtcdSnapshot and sends nothing (its etcd client waits with no deadline), so without it a run
+# would hang until the Lambda's own timeout and blame the network. Under a minute, so a stuck run is reported well before the next one; dr.backup's is 30.
 DEFAULT_STALL_TIMEOUT = 45.0
 SOURCE = "schedule"  # the object's `source` metadata; dr.backup writes "dr.backup"
 
@@ -234,7 +234,7 @@ MIN_BOTOCORE = (1, 35)
 def check_sdk(version: str | None = None) -> str:
     """The botocore version this run uses; a ``ConfigError`` when it is too old for ``IfNoneMatch``.
 
-    The package ships botocore pinned (infra/schedule.py LAMBDA_REQUIREMENTS_SDK) and Lambda imports the package's
+    The package ships botocore pinned (infra/lambda_package.py LAMBDA_REQUIREMENTS_SDK) and Lambda imports the package's
     copy first; this catches a package built without it, which would fall back to whatever the runtime bundles."""
     if version is None:
         import botocore

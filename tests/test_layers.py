@@ -1,5 +1,5 @@
 """Imports only go down: dr.commands -> dr.adapters -> dr.core; nothing in dr imports infra, sandbox or tests; the
-Lambda package imports no command and no deploy-time code (issue 11)."""
+Lambda package imports no command and no deploy-time code (the Lambda's zip holds only what its handler imports)."""
 
 from __future__ import annotations
 

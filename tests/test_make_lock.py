@@ -1,5 +1,5 @@
 """`make lock` builds the locks with a pinned, hash-checked pip-tools in a private folder made for the run, and never
-runs a program planted at the old fixed path (security review round 3, M3).
+runs a program planted at the old fixed path (any local user could have put one there).
 
 The run is real `make lock` on a copy of the repository's lock inputs, with PYTHON pointing at a stand-in whose
 `-m venv DIR` creates recording `pip` and `pip-compile` programs (no download: what is checked is which program runs,

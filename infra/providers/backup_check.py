@@ -79,7 +79,7 @@ class Newest:
 
 def newest_snapshot(props: dict[str, Any]) -> Newest | None:
     """The newest snapshot by evidence (dr.adapters.store.newest: a name in the future cannot keep `pulumi preview`
-    saying fresh, security.md M1), pre-restore safety copies excluded; None when there is none."""
+    saying fresh), pre-restore safety copies excluded; None when there is none."""
     from dr.adapters import s3
     from dr.adapters.store import S3Store, newest
     from dr.core.errors import SnapshotNotFound
@@ -381,7 +381,7 @@ class EtcdSnapshotScheduleArgs:
     log_group: pulumi.Input[str] | None = None  # where the Lambda logs, named in failure messages
     # The shared-config profile the program's AWS provider uses (`pulumi config set aws:profile`); None: read from the
     # stack's config. The clients this provider makes use it, so preview and up talk to the stack's account, not
-    # whatever AWS_PROFILE says (pulumi-aws review round 3, minor 6). Static keys in the stack config are not passed.
+    # whatever AWS_PROFILE happens to say in the deployer's shell. Static keys in the stack config are not passed.
     profile: pulumi.Input[str] | None = None
 
 

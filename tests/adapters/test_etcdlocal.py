@@ -258,7 +258,7 @@ def test_the_sandbox_node_uses_etcd_3_5_and_its_etcdutl(snaps, tmp_path, monkeyp
         node_etcd.snapshot_status(snaps["damaged-3.4"])
 
 
-# --- who can reach the throwaway etcd (security.md M2) ---------------------------------------------------------
+# --- who can reach the throwaway etcd (it holds every secret of the cluster) ---------------------------------------------------------
 
 
 def _socket_inodes(pid: int) -> set[int]:

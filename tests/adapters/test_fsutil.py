@@ -1,4 +1,4 @@
-"""dr.adapters.fsutil: the one atomic write (security review L3, STYLE "Files written safely")."""
+"""dr.adapters.fsutil: the one atomic write (no partial file, no write through a link; STYLE "Files written safely")."""
 
 from __future__ import annotations
 

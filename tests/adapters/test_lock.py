@@ -1,4 +1,4 @@
-"""dr.adapters.lock: the .dr.lock file is never opened (or truncated) through a symlink (security review L3)."""
+"""dr.adapters.lock: the .dr.lock file is never opened (or truncated) through a symlink (another local user could point it at a file of yours)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Facts a writer cannot rewrite (security review round 3, L1): what restore and `latest-verified` trust is the
+"""Facts a writer cannot rewrite: what restore and `latest-verified` trust is the
 checksum S3 recorded at upload (nobody can change it afterwards), or is checked against the bytes before it is
 believed. Against moto's S3 server, whose HeadObject returns the SHA-256 it recorded (full-object for a PutObject or
 a copy, composite for a multipart upload), as S3 does."""

@@ -65,7 +65,7 @@ def test_backup_to_s3_round_trips_the_cluster(sandbox_env, tmp_path, monkeypatch
     assert naming.parse_snapshot_name(local.name) is not None
     assert local.stat().st_mode & 0o777 == 0o600
     verify_file(local)
-    key = f"snapshots/{local.name}.zst"  # compressed by default (issue 12); the local copy stays a plain .db
+    key = f"snapshots/{local.name}.zst"  # compressed by default; the local copy stays a plain .db
     assert _objects(sb) == [key]
     client = s3.make_client(sb.region)
     stored = client.get_object(Bucket=sb.bucket, Key=key)["Body"].read()
@@ -338,7 +338,7 @@ def test_etcdctl_made_snapshot_is_accepted_by_integrity_check(real_snapshot):
 
 
 def test_json_prints_one_document(sandbox_env):
-    """Issue 15: --json on backup too; the narrative goes to stderr."""
+    """--json on backup too; the narrative goes to stderr."""
     res = run_cli(backup.main, "--save-to-s3", "--json")
     assert res.code == 0, res
     import json

@@ -1,4 +1,4 @@
-"""Issue 12 end to end: snapshots people already have (talos-backup's zstd + age objects), made by the real `zstd` and
+"""Snapshot formats end to end: snapshots people already have (talos-backup's zstd + age objects), made by the real `zstd` and
 `age` CLIs, read by dr.list, dr.verify and dr.restore's fetch; and what dr.backup stores, read back by the CLIs.
 
 talos-backup names objects `<prefix>/<cluster>-<RFC3339>.snap`, then appends `.zst` (compression) and `.age`
@@ -131,7 +131,7 @@ def test_latest_under_a_talos_backup_prefix_is_the_newest_by_name(work, talos_ba
 
 
 def test_a_local_compressed_file_is_named_as_such(work, real_snapshot, tmp_path, age_key):
-    """A local .zst or .age file is decoded, not called 'not an etcd snapshot' (hostile-inputs 14)."""
+    """A local .zst or .age file is decoded, not called 'not an etcd snapshot'."""
     key, public = age_key
     enc = tmp_path / "talos-sandbox-2026-11-23T01:00:00Z.snap.zst.age"
     enc.write_bytes(talos_backup_bytes(real_snapshot.read_bytes(), enc.name, public))

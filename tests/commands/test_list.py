@@ -43,7 +43,7 @@ def _list(*argv: str):
 
 
 def test_nothing_here_and_s3_not_checked_is_not_called_nothing_to_restore(cwd):
-    """Issue 15 / hostile-inputs 17: with no bucket known, an empty local folder is not "no snapshots" (exit 4)."""
+    """With no bucket known, an empty local folder is not "no snapshots" (exit 4)."""
     res = _list()
     assert res.code == ExitCode.CONFIG, res
     assert "S3 was not checked" in res.out and "no bucket configured" in res.err and "--bucket" in res.err

@@ -184,7 +184,7 @@ def test_dry_run_changes_nothing(world):
     assert world["fake"].argv() == []
 
 
-# --- who wrote the kit, and whether this machine has seen it (security review round 3, M1) -------------------------
+# --- who wrote the kit, and whether this machine has seen it -------------------------
 
 DEPLOYER = "arn:aws:iam::123456789012:role/deployer"
 
@@ -293,7 +293,7 @@ def test_project_and_kit_settings_agree():
 
 
 def test_the_old_snapshot_log_group_is_imported_not_collided_with(world, s3_client):
-    """pulumi-aws review round 3, minor 2: the log group's name is fixed, so after a lost state `pulumi up` would fail
+    """The log group's name is fixed, so after a lost state `pulumi up` would fail
     creating it. The rebuild imports it into the new stack (each import names its provider version, minor 7)."""
     import boto3
 

@@ -1,4 +1,4 @@
-"""Issue 15: the one installed `talos-dr` command, short help with examples, completion, JSON on failure, a closed
+"""The one installed `talos-dr` command, short help with examples, completion, JSON on failure, a closed
 pipe, and `prune`."""
 
 from __future__ import annotations

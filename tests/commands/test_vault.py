@@ -1,4 +1,4 @@
-"""Issue 14, the writers' and readers' side, against moto's S3 server (tagging, copies and conditional writes are
+"""The vault, the writers' and readers' side, against moto's S3 server (tagging, copies and conditional writes are
 supported there): tiers tagged with each object, the pinned `latest` copy, `latest` chosen by evidence, no
 overwrites, the download size cap; and the same from dr.backup on the sandbox.
 
@@ -80,7 +80,7 @@ def test_an_existing_key_is_never_overwritten(store, s3_client, bucket, real_sna
 
 
 def test_latest_is_chosen_by_evidence_not_by_name(store, s3_client, bucket, real_snapshot, capsys):
-    """security.md M1 / hostile-inputs 4: a name in the far future does not win; neither does another cluster's."""
+    """A name in the far future does not win; neither does another cluster's."""
     now = datetime.now(UTC)
     real = _put(store, real_snapshot, now - timedelta(hours=1), metadata={s3.META_CLUSTER: "prod"})
     body = real_snapshot.read_bytes()
@@ -157,7 +157,7 @@ def test_backup_tags_and_pins_on_the_sandbox(sandbox_env):
 
 
 def test_one_bad_newest_object_points_at_the_one_before(work_s3, real_snapshot):
-    """hostile-inputs 16: an empty newest object is skipped for latest; a damaged one says to use latest~1."""
+    """An empty newest object is skipped for latest; a damaged one says to use latest~1."""
     store, client, bucket, tmp = work_s3
     now = datetime.now(UTC)
     good = _put(store, real_snapshot, now - timedelta(hours=2))

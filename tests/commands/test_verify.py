@@ -151,7 +151,7 @@ def test_counts_match_etcdctl_and_what_was_written(snaps, work, tmp_path):
     # the pass is recorded next to the file, for this exact file
     cat = json.loads((tmp_path / verify.CATALOG_NAME).read_text())["snapshots"][snap.name]
     assert cat["revision"] == status["revision"] and cat["keys"] == len(BEFORE)
-    # tied to the SHA-256 of the file's bytes (issue 12: the bytes, not size and mtime, decide whether it still stands)
+    # tied to the SHA-256 of the file's bytes (the bytes, not size and mtime, decide whether it still stands)
     assert cat["size"] == snap.stat().st_size and cat["sha256"] == hashlib.sha256(snap.read_bytes()).hexdigest()
     assert list(work.iterdir()) == []  # the throwaway etcd's directory and the download folder are gone
 
@@ -446,7 +446,7 @@ def test_sigterm_cleans_up_like_ctrl_c(snaps, work, tmp_path):
     assert not Path(folder).exists() and list(work.iterdir()) == []
 
 
-# --- a failed verification takes back what claimed the snapshot was good (security review round 3, L1) ------------
+# --- a failed verification takes back what claimed the snapshot was good ------------
 
 def test_a_failed_verification_clears_forged_verified_tags(snaps, work, s3_client, bucket):
     key = "snapshots/etcd-snapshot-20260101T000000Z.db"

@@ -1,6 +1,6 @@
 """dr.core.bbolt: the meta-page checks bbolt makes on open (etcd-io/bbolt internal/common/meta.go Validate, Sum64;
 db.go opens with either valid meta), on a snapshot etcdctl made, and the refusal before any reset when no etcd tool
-is installed (hostile-inputs 6)."""
+is installed."""
 
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ def test_waits_say_which_timeout_applies():
 
 
 def test_no_reset_ever_without_this_runs_confirmation():
-    """Whatever the journal says, RESET comes only with confirmed=True (security review L2)."""
+    """Whatever the journal says, RESET comes only with confirmed=True: a journal on disk must not wipe a node nobody confirmed."""
     states = [RUNNING, PREPARING_BRIEF, PREPARING_LONG, FAILED, CRASHLOOP, STOPPED, MAINT, MOVING, GONE, REFUSING]
     journals = [None, journal(jn.CONFIRMED), journal(jn.CONFIRMED, jn.SAFETY_SNAPSHOT), journal(*PAST_RESET),
                 journal(*PAST_RESET, reset_ago=5), journal(*PAST_BOOT)]

@@ -86,7 +86,7 @@ def test_demo_from_a_fresh_clone(tmp_path):
 
     # The backup, as the restore downloaded it again from S3, read back by a throwaway etcd.
     snapdir = work / ".talos" / "snapshots"
-    # (issue 12/15: restores download into snapshots/downloads, and the S3 copy is zstd-compressed)
+    # (restores download into snapshots/downloads, and the S3 copy is zstd-compressed)
     [backup] = [p for p in (snapdir / "downloads").glob("etcd-snapshot-*.db")]
     [before_restore] = list(snapdir.glob("pre-restore-etcd-snapshot-*.db"))
     assert r["backup"]["object"].endswith("/" + backup.name + ".zst")

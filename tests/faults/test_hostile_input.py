@@ -149,7 +149,7 @@ def test_talosconfig_wrong_context_is_refused(node_env, tmp_path, command):
 
 
 def test_partials_this_tool_did_not_create_are_never_deleted_or_opened(tmp_path):
-    """hostile-inputs 2 and 9: clean_partials removes only our own leftovers (a snapshot name plus our .part suffix,
+    """clean_partials removes only our own leftovers (a snapshot name plus our .part suffix,
     regular files), never another file, a link or a FIFO; a planted FIFO at talosctl's .part name is refused, not
     opened (the restore hung on it)."""
     import os as _os

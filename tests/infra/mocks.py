@@ -318,7 +318,7 @@ def stack_file_config(path: Path = PROD_STACK_FILE) -> dict[str, str]:
 
 def fake_lambda_wheels(dest: Path) -> Path:
     """Fill ``dest`` with tiny wheels named like the Lambda's requirements (pure Python, or manylinux x86_64)."""
-    from infra.schedule import LAMBDA_REQUIREMENTS
+    from infra.lambda_package import LAMBDA_REQUIREMENTS
 
     dest.mkdir(parents=True, exist_ok=True)
     for req in LAMBDA_REQUIREMENTS:
@@ -332,8 +332,8 @@ def fake_lambda_wheels(dest: Path) -> Path:
 
 def fake_lambda_hashes(wheel_dir: Path) -> dict[str, frozenset[str]]:
     """What the lock would list for the fake wheels in ``wheel_dir``: their own SHA-256s. (The real wheels are checked
-    against requirements.lock; tests/schedule/test_package.py tests that check.)"""
-    from infra.schedule import LAMBDA_REQUIREMENTS
+    against requirements.lock; tests/infra/test_lambda_package.py tests that check.)"""
+    from infra.lambda_package import LAMBDA_REQUIREMENTS
 
     out = {}
     for req in LAMBDA_REQUIREMENTS:
@@ -362,14 +362,14 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
 
     ``entry`` (default: load_config + build) is called inside the mocked runtime and returns a dict of outputs.
     """
-    from infra import schedule
+    from infra import lambda_package
     from infra.config import load_config
     from infra.stack import build
 
     # The Lambda package is really built (dr/ + wheels, zipped), but never downloads: the wheels come from the
     # snapshotLambdaWheelDir config key when a test sets it, else from the fake wheels (the env fallback).
     wheels, cache = _offline_lambda_dirs()
-    real_package = schedule.lambda_package
+    real_package = lambda_package.lambda_package
     packages: list[str | None] = []
 
     def offline_package(wheel_dir: str | None = None, **_: Any) -> pulumi.FileArchive:
@@ -377,8 +377,8 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, ta
         return real_package(wheel_dir, cache_dir=cache, hashes=fake_lambda_hashes(Path(wheel_dir or wheels)))
 
     patch = pytest.MonkeyPatch()
-    patch.setenv(schedule.WHEEL_DIR_ENV, str(wheels))
-    patch.setattr(schedule, "lambda_package", offline_package)
+    patch.setenv(lambda_package.WHEEL_DIR_ENV, str(wheels))
+    patch.setattr(lambda_package, "lambda_package", offline_package)
 
     reset_pulumi()
     pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))

@@ -132,7 +132,7 @@ def test_policy_table(what, action, resource, context, sids):
 
 
 def test_a_talos_backup_name_is_not_a_snapshot_key_but_the_lambda_cannot_write_it_either():
-    from infra.schedule import lambda_policy
+    from infra.schedule_policies import lambda_policy
 
     other = f"{ARN}/snapshots/talos-2099-12-31T23:59:59Z.snap"
     assert denied_by(POLICY, "s3:PutObject", other, {**TLS, "s3:ObjectCreationOperation": "true"}) == []

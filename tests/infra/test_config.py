@@ -186,7 +186,7 @@ def test_wheel_dir_is_kept_as_given():
 
 
 def test_every_project_key_has_a_default_entry():
-    from infra.schedule import WHEEL_DIR_CONFIG_KEY  # the key the package build's error messages name
+    from infra.lambda_package import WHEEL_DIR_CONFIG_KEY  # the key the package build's error messages name
 
     assert WHEEL_DIR_CONFIG_KEY in DEFAULTS
     assert PROJECT_KEYS == tuple(DEFAULTS)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import schedule as isch
+from infra import lambda_package as isch
 
 H2 = "h2-4.3.0-py3-none-any.whl"
 HPACK = "hpack-4.1.0-py3-none-any.whl"
@@ -294,6 +294,6 @@ def test_preview_warns_before_the_runtime_ends():
     assert isch.runtime_end_warning(datetime(2026, 12, 6, tzinfo=UTC)) is None
     soon = isch.runtime_end_warning(datetime(2029, 3, 1, tzinfo=UTC))
     assert soon and "python3.13 is deprecated by AWS on 2029-06-30" in soon and "2029-07-31" in soon
-    assert "`pulumi up`" in soon and "infra/schedule.py" in soon
+    assert "`pulumi up`" in soon and "infra/lambda_package.py" in soon
     late = isch.runtime_end_warning(datetime(2029, 9, 1, tzinfo=UTC))
     assert late and "blocked for updates since 2029-08-31" in late

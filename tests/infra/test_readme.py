@@ -101,7 +101,7 @@ def test_readme_transcript_is_a_real_demo_run():
 
 def test_the_offline_wheel_command_names_every_lambda_requirement():
     """A folder filled with the documented offline command must satisfy find_wheels (it once left two wheels out)."""
-    from infra.schedule import LAMBDA_REQUIREMENTS
+    from infra.lambda_package import LAMBDA_REQUIREMENTS
 
     text = (ROOT / "docs" / "DEPLOY.md").read_text()
     command = text.replace("\\\n", " ")  # the command's continuation lines, joined

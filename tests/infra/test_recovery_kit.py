@@ -129,7 +129,7 @@ def test_readme_and_runbook_describe_both_recoveries():
     assert len(rows) == 1 and "age identity" in rows[0], "the only thing kept offsite is the age identity"
 
 
-# --- pulumi destroy keeps the kit (pulumi-aws review B2) ------------------------------------------------------------
+# --- pulumi destroy keeps the kit (a lost stack is rebuilt from it) ------------------------------------------------------------
 
 def _destroy_exclude_protected(run) -> tuple[set[str], set[str]]:
     """(names whose cloud object `pulumi destroy --exclude-protected` deletes, names it keeps), from the options the

@@ -151,7 +151,7 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
     pol = json.loads(run.resources["talos-dr-scheduler-policy"][1]["policy"])
     (stmt,) = pol["Statement"]
     assert stmt["Action"] == ["lambda:InvokeFunction"] and stmt["Resource"] == [fn_arn, f"{fn_arn}:*"]
-    # Scheduler retries delivery only, for a minute; Lambda retries the function's failures (issue 20, M1)
+    # Scheduler retries delivery only, for a minute; Lambda retries the function's failures
     assert sched["target"]["retryPolicy"] == {"maximumRetryAttempts": 2, "maximumEventAgeInSeconds": 60}
     (async_cfg,) = of_type(run, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig").values()
     assert async_cfg["functionName"] == "talos-dr-snapshot" and async_cfg["maximumRetryAttempts"] == 2
@@ -161,7 +161,7 @@ def test_schedule_invokes_the_function_with_its_own_role(run):
     assert async_cfg["destinationConfig"] == {"onFailure": {"destination": queue_arn}}
     trust = json.loads(run.resources["talos-dr-scheduler-role"][1]["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
-    # Security review L6: bound to this account and to this stack's own schedule group (or a schedule in it).
+    # Bound to this account and to this stack's own schedule group (or a schedule in it).
     assert trust["Statement"][0]["Condition"] == {
         "StringEquals": {"aws:SourceAccount": "123456789012"},
         "ArnLike": {"aws:SourceArn": [GROUP_ARN, "arn:aws:scheduler:us-east-1:123456789012:schedule/talos-dr-schedules/*"]},
@@ -215,7 +215,7 @@ def test_credential_object_holds_a_backup_role_certificate_as_a_pulumi_secret(ru
     assert certificate_roles(creds.cert_pem) == ["os:etcd:backup"] and creds.ca_pem == ca[0]
     cert = x509.load_pem_x509_certificate(creds.cert_pem)
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca[0]))
-    # No Secrets Manager at all: no secret, no version, no interface endpoint (issue 14: ~$7.70 a month).
+    # No Secrets Manager at all: no secret, no version, no interface endpoint (it would cost ~$7.70 a month).
     assert not [t for t, _ in run.resources.values() if t.startswith("aws:secretsmanager")]
     (watch,) = of_type(run, "pulumi-python:dynamic:Resource").values()
     assert watch["credential_not_after"] == cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -242,7 +242,7 @@ def test_network_wiring(run):
     (s3e,) = of_type(run, "aws:ec2/vpcEndpoint:VpcEndpoint").values()
     assert s3e["vpcEndpointType"] == "Gateway" and s3e["routeTableIds"] == ["talos-dr-lambda-rt-id"]
     assert s3e["serviceName"] == "com.amazonaws.us-east-1.s3"
-    # Security review L1: the endpoint reaches this bucket only.
+    # The endpoint reaches this bucket only: a compromised Lambda cannot copy snapshots out.
     (stmt,) = json.loads(s3e["policy"])["Statement"]
     assert stmt["Effect"] == "Allow" and stmt["Resource"] == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
     assert not [a for a in stmt["Action"] if "Delete" in a or a.endswith("*")]

@@ -14,7 +14,7 @@ from cryptography import x509
 from dr.adapters.talosapi import APID_PORT, TalosCredentials
 from dr.core import outputs as out
 from dr.core.credentials import certificate_roles
-from infra.schedule import WHEEL_DIR_CONFIG_KEY, PackageError
+from infra.lambda_package import WHEEL_DIR_CONFIG_KEY, PackageError
 from snapshot_lambda import handler as lh
 from tests.infra.mocks import (
     ACCOUNT_ID,
@@ -128,7 +128,7 @@ def test_only_an_s3_gateway_endpoint_on_the_lambdas_own_route_table(prod, prod_c
     assert s3.inputs["routeTableIds"] == [lambda_rt.id], "the node's route table stays unfiltered"
     bucket_arn = f"arn:aws:s3:::{prod.one('aws:s3/bucket:Bucket').id}"
     (stmt,) = json.loads(s3.inputs["policy"])["Statement"]
-    assert stmt["Resource"] == [bucket_arn, f"{bucket_arn}/*"], "the endpoint reaches this bucket only (L1)"
+    assert stmt["Resource"] == [bucket_arn, f"{bucket_arn}/*"], "the endpoint reaches this bucket only"
     to_s3 = prod.mocks.resources["talos-dr-lambda-to-s3"]
     assert to_s3.inputs["prefixListId"] == S3_PREFIX_LIST
     assert not [r for r in prod.mocks.resources.values() if r.typ.startswith("aws:secretsmanager")]

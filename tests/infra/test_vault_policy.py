@@ -1,4 +1,4 @@
-"""Who may write, tag, delete and reconfigure the vault (security review round 3, M1/M2/L1; docs/VAULT.md).
+"""Who may write, tag, delete and reconfigure the vault (docs/VAULT.md).
 
 A table of principal x request, evaluated against the Deny statements ``bucket_policy`` emits (tests/infra/
 policy_eval.py), with every request stated as the flow really sends it: the schedule (the Lambda's role), `talos-dr

@@ -59,7 +59,7 @@ def test_role_can_only_snapshot(prod):
     trust = json.loads(role.inputs["assumeRolePolicy"])
     (assume,) = trust["Statement"]
     assert assume["Principal"] == {"Service": "dlm.amazonaws.com"} and assume["Action"] == "sts:AssumeRole"
-    # No condition: no DLM page documents DLM sending aws:SourceAccount (pulumi-aws review round 3, M3)
+    # No condition: no DLM page documents DLM sending aws:SourceAccount, and a condition on a missing key would keep DLM out
     assert "Condition" not in assume
     actions = set()
     for stmt in doc["Statement"]:

@@ -25,7 +25,7 @@ from tests.support.tools import free_port, require_binary, start_etcd
 def test_handler_uploads_a_verified_snapshot_that_restores(runner_env, s3_client, bucket, tmp_path, apid):
     out = lh.handler({}, None)
     key = out["key"]
-    # compressed by default (issue 12), under the name dr.backup gives the S3 copy
+    # compressed by default, under the name dr.backup gives the S3 copy
     assert key.startswith("snapshots/etcd-snapshot-") and key.endswith(".db.zst") and out["format"] == "zstd"
     parsed = naming.parse(key)
     assert parsed is not None and parsed.compressed and not parsed.encrypted

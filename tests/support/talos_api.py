@@ -106,7 +106,7 @@ def runner_env(apid, bucket, backup_credential, monkeypatch):
 
 def no_leftovers(s3_client, bucket: str) -> tuple[list, list]:
     """(objects, in-progress multipart uploads) in the bucket, the stack's credential object aside."""
-    # ... and the pinned <prefix>latest copy, which only a completed snapshot leaves (issue 14)
+    # ... and the pinned <prefix>latest copy, which only a completed snapshot leaves
     objs = [o for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
             if o["Key"] != CREDENTIAL_KEY and not o["Key"].endswith("/latest")]
     uploads = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])

@@ -1,4 +1,4 @@
-"""The Talos API client against a node that misbehaves at the protocol level (security review I1): a tiny TLS +
+"""The Talos API client against a node that misbehaves at the protocol level: a tiny TLS +
 HTTP/2 server per test, scripted to send what a real apid never would."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The restore's local files (security review L3): the kubeconfig is 0600 before talosctl writes a byte, and the
+"""The restore's local files: the kubeconfig is 0600 before talosctl writes a byte, and the
 machine-config temporary file a SIGKILL can leave in .talos/ is swept at the next start."""
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def assert_untouched(sb) -> None:
 def test_full_cycle_restores_the_snapshot_data(sandbox_env, source, monkeypatch):
     sb = sandbox_env
     local = backup_a_then_write_b(sb)
-    # the S3 copy is compressed (issue 12): snapshots/<name>.zst
+    # the S3 copy is compressed: snapshots/<name>.zst
     spec = {"s3": f"s3://{sb.bucket}/snapshots/{local.name}.zst", "local": str(local), "latest": "latest"}[source]
     if source == "latest":
         # .talos/talosconfig is missing: restore writes it from the stack output, 0600, as `pulumi up` would.
@@ -120,7 +120,7 @@ def test_full_cycle_restores_the_snapshot_data(sandbox_env, source, monkeypatch)
         assert local.read_bytes() == kept and local.stat().st_mode & 0o777 == 0o600
     assert total_keys(safety) > total_keys(local)  # it has B, the restored snapshot does not
     assert safety.name in res.out
-    # Issue 15: the safety snapshot is also in the bucket under its own name, and never becomes `latest`.
+    # The safety snapshot is also in the bucket under its own name, and never becomes `latest`.
     from dr.adapters import s3 as s3_adapter
 
     client = s3_adapter.make_client(sb.region)
@@ -268,7 +268,7 @@ def test_interrupted_after_reset_resumes_without_asking_again(sandbox_env, monke
     stop = _interrupt_after_reset(monkeypatch)
     res = run_restore("latest", "--yes")
     assert res.code == ExitCode.INTERRUPTED, res
-    # Issue 15 / hostile-inputs 3, 18: the hint names the snapshot `latest` resolved to (a newer one may land before
+    # The hint names the snapshot `latest` resolved to (a newer one may land before
     # the re-run) and repeats every flag that was given.
     assert "half done" in res.err and f"talos-dr restore s3://{sb.bucket}/snapshots/etcd-snapshot-" in res.err
     assert "talos-dr restore latest" not in res.err and "--yes" in res.err.split("talos-dr restore", 1)[1]
@@ -589,7 +589,7 @@ def test_a_snapshot_the_node_refuses_is_reported_not_claimed(sandbox_env, tmp_pa
 
 
 def test_json_prints_one_document_on_success_and_on_failure(sandbox_env):
-    """Issue 15: --json on restore too; progress goes to stderr, stdout holds one JSON document."""
+    """--json on restore too; progress goes to stderr, stdout holds one JSON document."""
     sb = sandbox_env
     local = backup_a_then_write_b(sb)
     bad = run_restore(str(Path.cwd() / "nope.db"), "--yes", "--json")
@@ -605,7 +605,7 @@ def test_json_prints_one_document_on_success_and_on_failure(sandbox_env):
 
 
 def test_the_prompt_says_whether_dr_verify_proved_a_local_snapshot(tmp_path, real_snapshot):
-    """first-use finding 6, for a file used in place: the catalog's record for exactly these bytes, no second read."""
+    """The prompt says whether this snapshot was verified, for a file used in place: the catalog's record for exactly these bytes, no second read."""
     from dr.adapters.store import Entry, LocalStore, Verification
     from dr.commands.restore.prompt import describe_verification
     from dr.commands.source import Fetched

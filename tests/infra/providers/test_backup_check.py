@@ -68,7 +68,7 @@ def test_create_proves_a_snapshot(props, s3_client, tmp_path, apid):
     assert outs["backups"] == "fresh" and apid.calls[-1] == ("os:etcd:backup", "ok")
     taken = datetime.strptime(outs["newest_snapshot_time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert outs["stale_since"] == (taken + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    # the proof is stored as the Lambda stores every snapshot (zstd; issue 12): it decodes to a whole snapshot
+    # the proof is stored as the Lambda stores every snapshot (zstd): it decodes to a whole snapshot
     store = S3Store(s3_client, props["bucket"], "snapshots/")
     fetch(store, store.stat(outs["proof_snapshot_key"]), tmp_path / "p.db")
     verify_file(tmp_path / "p.db")
@@ -303,7 +303,7 @@ def test_create_proves_a_snapshot_after_the_node_answered_late(props, apid, monk
 
 
 def test_clients_use_the_stacks_aws_profile_not_the_environment(tmp_path, monkeypatch):
-    """pulumi-aws review round 3, minor 6: a stack authenticating with `aws:profile` must not have its deploy-time
+    """A stack authenticating with `aws:profile` must not have its deploy-time
     checks talk to whatever account the shell's credentials name."""
     from dr.adapters import s3
 
