@@ -89,6 +89,8 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             root_volume_size=cfg.root_volume_size,
             data_volumes=cfg.data_volumes,
             tags=tags,
+            private_ip=cfg.node_private_ip,
+            private_ip_set=cfg.node_private_ip_set,
         ),
     )
     # Who may read objects (the bucket policy names them, security review L5): whoever runs `pulumi up` (its role,
