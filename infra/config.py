@@ -425,7 +425,7 @@ def _node_private_ip(raw: Any, subnet: _Network | None, p: _Problems) -> str | N
     if addr.version != 4 or addr not in subnet:
         p.add("nodePrivateIp", f"{addr} is not in subnetCidr {subnet}; pick one from {first} to {last}")
         return None
-    if not first <= addr <= last:
+    if not int(first) <= int(addr) <= int(last):
         p.add("nodePrivateIp", f"{addr} is reserved by AWS (the first four and the last address of a subnet); pick "
                                f"one from {first} to {last}")
         return None
