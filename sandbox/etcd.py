@@ -229,3 +229,16 @@ def count_prefix(endpoint: str, prefix: str | bytes = b"/") -> int:
     p = prefix.encode() if isinstance(prefix, str) else prefix
     res = _call(endpoint, "kv/range", {"key": _b64(p), "range_end": _b64(_prefix_end(p)), "count_only": True})
     return int(res.get("count", 0))
+
+
+def get_key(endpoint: str, key: str | bytes) -> bytes | None:
+    """The value at exactly ``key``, or None."""
+    k = key.encode() if isinstance(key, str) else key
+    kvs = _call(endpoint, "kv/range", {"key": _b64(k)}).get("kvs", [])
+    return base64.b64decode(kvs[0].get("value", "")) if kvs else None
+
+
+def delete_key(endpoint: str, key: str | bytes) -> int:
+    """Delete exactly ``key`` (not its prefix); the number deleted (0 or 1)."""
+    k = key.encode() if isinstance(key, str) else key
+    return int(_call(endpoint, "kv/deleterange", {"key": _b64(k)}).get("deleted", 0))

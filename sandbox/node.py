@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dr.adapters.fsutil import atomic_write
-from sandbox import etcd, faults, procs
+from sandbox import etcd, faults, kube, procs
 from sandbox.layout import APID_PORT, Info, Paths
 from sandbox.pki import ClusterSecrets
 
@@ -195,6 +195,9 @@ class Node:
         with open(self.paths.lock, "a+") as lf:
             fcntl.flock(lf, fcntl.LOCK_EX)
             try:
+                # A replaced instance has a new private IP and hostname (Sandbox.replace_instance): a long-lived
+                # process (the apid) must see them.
+                self.info = Info.load(self.paths)
                 st = State.load(self.paths.state)
                 self._settle(st)
                 yield st
@@ -267,6 +270,18 @@ class Node:
         st.etcd_event("Running", started(st.etcd_pid))
         st.etcd_event("Running", HEALTHY)
         st.etcd_health = "OK"
+        self.register_kubelet()
+
+    def register_kubelet(self) -> None:
+        """The kubelet (re)registers this machine's Node once the API answers: named after its hostname, with its
+        private IP as InternalIP (sandbox/kube.py). A Node of another hostname in the same etcd stays as it was."""
+        from datetime import UTC, datetime
+
+        try:
+            kube.register(self.info.etcd_endpoint, self.info.hostname, self.info.private_ip,
+                          datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        except etcd.EtcdFailure:
+            pass  # etcd went away again: the next start registers
 
     def _start_bootstrapped(self, st: State, job: dict) -> None:
         """etcd's PreFunc for a bootstrap: recover the uploaded snapshot (hash checked here, on the node,
@@ -354,7 +369,15 @@ class Node:
     # --- access checks -------------------------------------------------------------------------------------
 
     def local_addresses(self) -> tuple[str, ...]:
-        """Addresses on the node's own interfaces (NodeAddressCurrentID): the private IP. Never the Elastic IP."""
+        """NodeAddress ``current`` (what apid's IsLocalTarget matches): the interface's private IP and, on AWS, the
+        platform's external IP, the Elastic IP IMDS reports as ``public-ipv4`` (talos v1.13.9
+        platform/aws/aws.go:234-238 ExternalIPs; controllers/network/node_address.go:165-168 puts external
+        addresses into ``current``). On a configured control plane apid forwards every ``nodes`` request anyway
+        (``forwards``)."""
+        return (self.info.private_ip, self.info.public_ip)
+
+    def routed_addresses(self) -> tuple[str, ...]:
+        """NodeAddress ``routed`` (external addresses excluded, node_address.go:170-175): what etcd advertises."""
         return (self.info.private_ip,)
 
     def connect(self, st: State, dial: str) -> View:
@@ -386,7 +409,7 @@ class Node:
             raise UNKNOWN_AUTHORITY
         if auth.roles is None:
             raise BAD_CERTIFICATE
-        if node is not None and node not in self.local_addresses():
+        if node is not None and node not in self.routed_addresses():
             # apid forwards a request whose `nodes` metadata is not one of its own addresses (director.go,
             # backend/apid.go): it dials <node>:50000. The Elastic IP is only reachable through the internet
             # gateway, and the security group admits 50000 from the admin CIDRs only: the dial times out.
@@ -588,6 +611,21 @@ class Node:
                 recover_path = None  # Talos would fail the pre-start reading a missing file; nothing was uploaded
             st.bootstrap = {"at": time.time(), "recover": recover_path, "skip_hash": skip_hash_check}
             st.up_since = min(st.up_since, time.time() - window)
+
+    def k8s_problem(self, expected_ips: list[str]) -> tuple[int, str] | None:
+        """The first failing Kubernetes node check of ``talosctl health`` (sandbox/kube.py), as (index in
+        sandbox.talosctl.HEALTH_CHECKS, message), or None."""
+        try:
+            nodes = kube.list_nodes(self.info.etcd_endpoint)
+        except etcd.EtcdFailure as exc:
+            return 8, str(exc)
+        why = kube.nodes_reported(nodes, expected_ips)
+        if why:
+            return 8, why  # "waiting for all k8s nodes to report"
+        why = kube.nodes_ready(nodes, self.info.hostname)
+        if why:
+            return 11, why  # "waiting for all k8s nodes to report ready"
+        return None
 
     def health(self) -> tuple[bool, str]:
         """(healthy, reason) as the server-side health check sees it; no access check (talosctl checks first)."""

@@ -835,20 +835,30 @@ def cmd_health(values: dict, args: list[str]) -> None:
     last = None
     while True:
         ok, reason = t.node.health()
-        if ok and any(_host(cp) not in t.node.local_addresses() for cp in cps):
+        if ok and any(_host(cp) not in t.node.routed_addresses() for cp in cps):
             # pkg/cluster/check/etcd.go EtcdControlPlaneNodesAssertion: etcd advertises the node's routed
             # addresses only (controllers/etcd/spec.go), never the Elastic IP.
             ok = False
-            members = json.dumps(list(t.node.local_addresses()))
+            members = json.dumps(list(t.node.routed_addresses()))
             reason = (f"etcd member ips {members} are not subset of control plane node ips "
                       f"{json.dumps([_host(cp) for cp in cps])}")
             if reason != last:
                 print(f"{HEALTH_CHECKS[0]}: OK\n{HEALTH_CHECKS[1]}: OK\n{HEALTH_CHECKS[2]}: {reason}", file=sys.stderr)
                 last = reason
         elif ok:
-            for check in HEALTH_CHECKS:
-                print(f"{check}: OK", file=sys.stderr)
-            return
+            # The Kubernetes checks list the Nodes (sandbox/kube.py): an extra or NotReady Node fails them.
+            problem = t.node.k8s_problem([_host(cp) for cp in cps])
+            if problem is None:
+                for check in HEALTH_CHECKS:
+                    print(f"{check}: OK", file=sys.stderr)
+                return
+            index, why = problem
+            reason = f"{HEALTH_CHECKS[index]}: {why}"
+            if reason != last:
+                for check in HEALTH_CHECKS[:index]:
+                    print(f"{check}: OK", file=sys.stderr)
+                print(reason, file=sys.stderr)
+                last = reason
         elif reason != last:
             print(f"{HEALTH_CHECKS[0]}: {reason}", file=sys.stderr)
             last = reason

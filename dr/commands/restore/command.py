@@ -254,6 +254,9 @@ class Restore:
             else:
                 self.say(f"etcd on node {self.t.where} already runs from the snapshot (the earlier run's "
                          "bootstrap --recover-from finished)")
+            # A replaced machine's Node came back with the snapshot: remove it, or health never passes (F1).
+            steps.remove_stale_nodes(self.t, self.r.talos_dir, {self.t.node, self.t.endpoint},
+                                     self.args.health_timeout, self.args.poll_interval, self.out, self.err, PROG)
             steps.health(self.t, self.args.health_timeout, self.out, self.resume_cmd())
             self.mark(journal.HEALTHY)
         elif a == pl.KUBECONFIG:

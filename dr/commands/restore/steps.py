@@ -175,6 +175,85 @@ def recovery_failed(t: Talosctl, message: str, j: journal.Journal | None, resume
         "only repeats this answer")
 
 
+# How long a candidate stale Node's Lease is watched: longer than a kubelet's default leaseDurationSeconds (40 s),
+# which it renews every quarter of that (10 s; kubernetes v1.34 pkg/kubelet/kubelet.go nodeLeaseRenewIntervalFraction).
+STALE_LEASE_WAIT = 45.0
+
+
+def _lease_mark(lease: dict | None) -> tuple[str, str] | None:
+    """What changes when a kubelet renews its Lease: the object's resourceVersion and ``spec.renewTime``."""
+    if lease is None:
+        return None
+    return (str((lease.get("metadata") or {}).get("resourceVersion", "")), str((lease.get("spec") or {}).get("renewTime", "")))
+
+
+def remove_stale_nodes(t: Talosctl, talos_dir: Path, addresses: set[str], timeout: float, poll: float,
+                       out: TextIO, err: TextIO, prog: str) -> list[str]:
+    """After etcd runs from the snapshot, before the health wait: delete the Kubernetes Nodes no current machine
+    answers for, and say which and why. The restored etcd still holds the Node of the machine the snapshot was
+    taken on; when that machine was replaced by one with another address, the old Node stays NotReady for ever and
+    `talosctl health` refuses it ("unexpected nodes with IPs", "some nodes are not ready": talos v1.13.9
+    pkg/cluster/cluster.go:101-129, pkg/cluster/check/kubernetes.go:30-78,216-245).
+
+    A Node is deleted only when it is proven stale: its InternalIP is none of this stack's node ``addresses``, and
+    its kubelet's Lease did not change while watched for ``STALE_LEASE_WAIT`` seconds (a running kubelet renews it
+    every 10 s). A Node that answers, or one without an InternalIP, is kept and named. Best effort: a failure warns
+    (with the command to do it by hand) and the health wait goes on. Returns the names deleted."""
+    from dr.adapters.kubeapi import KubeAPI, internal_ips, node_name
+
+    manual = ("if `talosctl health` then reports unexpected or not-ready nodes, list them with `kubectl get nodes "
+              "-o wide` (KUBECONFIG=.talos/kubeconfig) and delete the old machine's with `kubectl delete node NAME`")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".kubeconfig-", dir=talos_dir)  # 0600 from the first byte
+        os.close(fd)
+        try:
+            t.kubeconfig(Path(name))
+            text = Path(name).read_text()
+        finally:
+            Path(name).unlink(missing_ok=True)
+        api = KubeAPI.from_kubeconfig(text)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                nodes = api.list_nodes()
+                break
+            except NodeUnreachable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(poll)
+        candidates: list[tuple[str, list[str]]] = []
+        for obj in nodes:
+            ips = internal_ips(obj)
+            if not ips:
+                print(f"  Kubernetes Node {node_name(obj)} reports no InternalIP: kept (cannot tell whose it is)",
+                      file=out)
+            elif not set(ips) & addresses:
+                candidates.append((node_name(obj), ips))
+        if not candidates:
+            return []
+        shown = ", ".join(f"{c} ({' '.join(ips)})" for c, ips in candidates)
+        print(f"Kubernetes Nodes with an address no machine of this cluster has ({shown}); this node is "
+              f"{' '.join(sorted(addresses))}. Watching their kubelets' Leases for "
+              f"{timefmt.human_duration(STALE_LEASE_WAIT)} before removing them ...", file=out, flush=True)
+        before = {c: _lease_mark(api.get_lease(c)) for c, _ in candidates}
+        time.sleep(STALE_LEASE_WAIT)
+        removed: list[str] = []
+        for n, ips in candidates:
+            if _lease_mark(api.get_lease(n)) != before[n]:
+                print(f"{prog}: warning: Kubernetes Node {n} ({' '.join(ips)}) is not this cluster's node, but its "
+                      "kubelet renewed its Lease just now: a machine answers for it, so it is kept", file=err)
+                continue
+            if api.delete_node(n):
+                removed.append(n)
+            print(f"removed Kubernetes Node {n} (InternalIP {' '.join(ips)}): it is the machine the snapshot was "
+                  f"taken on, which this node replaced; no machine of this cluster has that address and its kubelet "
+                  f"did not renew its Lease in {timefmt.human_duration(STALE_LEASE_WAIT)}", file=out, flush=True)
+        return removed
+    except DRError as exc:
+        print(f"{prog}: warning: could not check the cluster's Kubernetes Nodes ({exc.message}); {manual}", file=err)
+        return []
+
+
 def health(t: Talosctl, timeout: float, out: TextIO, resume: str) -> None:
     print(f"waiting for the cluster to be healthy (talosctl health --control-plane-nodes {t.node}, up to "
           f"{timefmt.human_duration(timeout)}) ...", file=out, flush=True)

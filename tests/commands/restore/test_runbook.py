@@ -80,3 +80,23 @@ def test_a_talosconfig_that_names_the_elastic_ip_as_node_is_a_settings_error(san
     assert res.code == ExitCode.CONFIG, res
     assert "private IP" in res.err and "nothing was changed" in res.err
     assert resets(sb) == []
+
+
+def test_scenario_1_on_a_replaced_instance_with_a_new_private_ip(sandbox_env, monkeypatch):
+    """The node died and `pulumi up --refresh` made a new instance that EC2 gave another private IP (a stack from
+    before nodePrivateIp): the restored etcd holds the old machine's Node, which the restore removes before the
+    health wait; without that, `talosctl health` refuses it for ever (talos-fidelity F1)."""
+    from dr.commands.restore import steps
+    from sandbox import kube
+
+    monkeypatch.setattr(steps, "STALE_LEASE_WAIT", 0.3)
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.replace_instance("127.0.0.12")
+    fresh_node_from_pulumi_up(sb)
+    shutil.rmtree(talos_dir() / "snapshots")
+    res = run_restore("latest", "--yes")
+    assert_restored(sb, res)
+    assert "removed Kubernetes Node talos-sandbox-cp (InternalIP 127.0.0.2)" in res.out
+    assert [n["metadata"]["name"] for n in kube.list_nodes(sb.etcd_endpoint)] == ["ip-127-0-0-12"]
+    assert sb.talosctl_run("health", "--wait-timeout", "5s", "--control-plane-nodes", "127.0.0.12").returncode == 0
