@@ -242,3 +242,17 @@ def delete_key(endpoint: str, key: str | bytes) -> int:
     """Delete exactly ``key`` (not its prefix); the number deleted (0 or 1)."""
     k = key.encode() if isinstance(key, str) else key
     return int(_call(endpoint, "kv/deleterange", {"key": _b64(k)}).get("deleted", 0))
+
+
+def alarms(endpoint: str) -> list[tuple[int, str]]:
+    """The etcd cluster's active alarms, (member id, alarm name), from Maintenance.Alarm GET (etcd's own store:
+    alarms live in the backend and survive ``snapshot restore``)."""
+    res = _call(endpoint, "maintenance/alarm", {"action": "GET"})
+    return [(int(a.get("memberID", 0)), str(a.get("alarm", ""))) for a in res.get("alarms", [])]
+
+
+def activate_alarm(endpoint: str, alarm: str = "NOSPACE") -> None:
+    """Raise an alarm the way etcd does when the backend reaches its quota (Maintenance.Alarm ACTIVATE)."""
+    status = _call(endpoint, "maintenance/status", {})
+    member = int(status.get("header", {}).get("member_id", 0))
+    _call(endpoint, "maintenance/alarm", {"action": "ACTIVATE", "memberID": member, "alarm": alarm})

@@ -139,6 +139,9 @@ CRASHED = ('Error running Containerd(etcd), going to restart forever: task "etcd
            '(last log "{\\"level\\":\\"fatal\\",\\"msg\\":\\"failed to open database\\"}")')
 
 
+ETCD_IMAGE = "registry.k8s.io/etcd:v3.6.12"  # constants.go:443 EtcdImage, at the etcd version Talos v1.13.9 pins
+
+
 def started(pid: int | None) -> str:
     return f"Started task etcd (PID {pid}) for container etcd"
 
@@ -283,11 +286,28 @@ class Node:
         except etcd.EtcdFailure:
             pass  # etcd went away again: the next start registers
 
+    def _image_pull_fails(self) -> bool:
+        """Fault ``etcd_image_pull_fails`` = N: the next N pulls of etcd's image fail (counted down)."""
+        current = self.faults()
+        left = int(current.get("etcd_image_pull_fails") or 0)
+        if left <= 0:
+            return False
+        current["etcd_image_pull_fails"] = left - 1
+        faults.save(self.paths.faults, {k: v for k, v in current.items() if v})
+        return True
+
     def _start_bootstrapped(self, st: State, job: dict) -> None:
         """etcd's PreFunc for a bootstrap: recover the uploaded snapshot (hash checked here, on the node,
         services/etcd.go recoverFromSnapshot with etcdutl's restore), then start. A failed pre-start is final: the
         service stays Failed, the uploaded snapshot is kept, and the restore has already created
         member/snap/db, so the data directory is no longer empty (etcdutl v3_snapshot.go copyAndVerifyDB)."""
+        if self._image_pull_fails():
+            # The PreFunc pulls etcd's image before anything else (services/etcd.go:106-115; an EPHEMERAL reset
+            # wiped the image store): a failed pull fails the pre stage (service_runner.go:273-279, system.go:194-200)
+            # with the data directory still empty and the uploaded snapshot kept.
+            st.etcd_event("Failed", f'Failed to run pre stage: failed to pull image "{ETCD_IMAGE}": failed to pull '
+                                    f'image "{ETCD_IMAGE}": dial tcp: lookup registry.k8s.io: i/o timeout')
+            return
         recover = job.get("recover")
         if recover:
             snapshot = Path(recover)
@@ -568,6 +588,27 @@ class Node:
         if v.phase not in ("running", "booting") or st.timeline:
             raise NodeError("FailedPrecondition", "bootstrap is not available yet")
         return time.time() - st.up_since
+
+    def boot_progress(self, addr: str, auth: Auth, *, node: str | None = None) -> tuple[str, bool]:
+        """(state of the CRI service, whether time is synced): what Bootstrap checks first. Both come in the
+        not-ready window after a boot (the sandbox's ``bootstrap_not_ready_seconds``)."""
+        with self.locked() as st:
+            v = self._check_access(st, addr, auth, ROLES_READ, node=node)
+            if v.phase not in ("running", "booting") or st.timeline:
+                return "Waiting", False
+            elapsed, window = time.time() - st.up_since, self.not_ready_seconds()
+            return ("Running" if elapsed >= window / 3 else "Waiting"), elapsed >= 2 * window / 3
+
+    def etcd_alarms(self, addr: str, auth: Auth, *, node: str | None = None) -> list[tuple[int, str]]:
+        """EtcdAlarmList: the node's etcd's alarms (RBAC: admin, operator, reader, etcd:backup; machined.go:69)."""
+        with self.locked() as st:
+            v = self._check_access(st, addr, auth, ROLES_READ | ROLES_SNAPSHOT, node=node)
+            if not v.etcd_running:
+                raise NodeError("Unavailable", "etcd is not running")
+        try:
+            return etcd.alarms(self.info.etcd_endpoint)
+        except etcd.EtcdFailure as exc:
+            raise NodeError("Unknown", str(exc)) from exc
 
     def etcd_recover(self, addr: str, auth: Auth, src: Path, *, node: str | None = None) -> None:
         """EtcdRecover: store the uploaded snapshot where etcd's pre-start will look for it (v1alpha1_server.go

@@ -132,9 +132,22 @@ def bootstrap(t: Talosctl, snapshot: Path, timeout: float, poll: float, out: Tex
     accepted the request: the snapshot's hash is checked later, on the node, when etcd starts from it. Raises
     ``NotStarted`` when the node refused it outright (or never got ready)."""
     node = t.node
-    print(f"bootstrapping etcd on node {t.where} from {snapshot} (bootstrap --recover-from) ...", file=out, flush=True)
     deadline = time.monotonic() + timeout
     last = None
+    # `bootstrap --recover-from` uploads the snapshot before Bootstrap says whether the node is ready: wait for
+    # what Bootstrap checks with cheap reads first, so a not-ready node costs no upload (talos-fidelity F4).
+    while True:
+        try:
+            waiting: str | None = t.bootstrap_ready()
+        except (NodeUnreachable, NodeError, Timeout) as probe_error:
+            waiting = probe_error.message
+        if waiting is None or time.monotonic() >= deadline:
+            break
+        if waiting != last:
+            print(f"  node not ready yet for the bootstrap: {waiting}; waiting", file=out, flush=True)
+            last = waiting
+        time.sleep(poll)
+    print(f"bootstrapping etcd on node {t.where} from {snapshot} (bootstrap --recover-from) ...", file=out, flush=True)
     while True:
         proc = t.bootstrap_recover(snapshot)
         if proc.returncode == 0:
@@ -164,8 +177,26 @@ def bootstrap(t: Talosctl, snapshot: Path, timeout: float, poll: float, out: Tex
         time.sleep(poll)
 
 
+IMAGE_PULL_FAILED = "failed to pull image"  # services/etcd.go:106-115, before any recovery
+
+
+def failed_retry_note(t: Talosctl, message: str) -> str:
+    why = ("its image pull failed, before the snapshot was read" if IMAGE_PULL_FAILED in message.lower()
+           else "possibly before it read the snapshot")
+    return (f"etcd on node {t.where} failed after the bootstrap ({message}): {why}; bootstrapping again, which is "
+            "safe: a node that read the snapshot refuses it (etcd data directory is not empty)")
+
+
 def recovery_failed(t: Talosctl, message: str, j: journal.Journal | None, resume: str) -> DRError:
-    """etcd Failed after our bootstrap: the node refused the snapshot or could not start etcd from it."""
+    """etcd Failed after our bootstrap, and again after this run bootstrapped once more (or the node refused that
+    with AlreadyExists): the node refused the snapshot or could not start etcd from it; or it cannot pull etcd's
+    image, which is a network problem, not the snapshot's."""
+    if IMAGE_PULL_FAILED in message.lower():
+        return NodeError(
+            f"etcd on node {t.where} cannot pull its image after the reset (service etcd: {message}); the snapshot "
+            "was not read and nothing of it is in etcd",
+            f"check the node reaches its image registry (DNS, internet gateway, `talosctl -n {t.node} -e "
+            f"{t.endpoint} logs etcd` and `dmesg`), then run `{resume}` again: bootstrapping again is safe")
     safety = f" (the safety snapshot {j.safety_snapshot}, or another)" if j and j.safety_snapshot else ""
     return NodeError(
         f"etcd on node {t.where} failed to start from the snapshot after `bootstrap --recover-from` was accepted "
@@ -265,6 +296,25 @@ def health(t: Talosctl, timeout: float, out: TextIO, resume: str) -> None:
                       f"etcd runs from the snapshot; look at `talosctl -n {t.node} -e {t.endpoint} health` and "
                       f"`logs etcd`; once healthy, run `{resume}` again to finish (or give it longer with "
                       "--health-timeout)") from exc
+
+
+def warn_alarms(t: Talosctl, err: TextIO, prog: str) -> list[tuple[str, str]]:
+    """etcd alarms live in its backend and come back with the snapshot (`etcdutl snapshot restore` trims only the
+    membership: etcd v3.6.12 etcdutl/snapshot/v3_snapshot.go:363): a NOSPACE alarm restores a read-only cluster.
+    List them (`talosctl etcd alarm list`) and say how to clear them. Best effort."""
+    try:
+        alarms = t.etcd_alarms()
+    except DRError as exc:
+        print(f"{prog}: warning: could not list etcd's alarms ({exc.message}); check with `talosctl -n {t.node} -e "
+              f"{t.endpoint} etcd alarm list`", file=err)
+        return []
+    if alarms:
+        shown = ", ".join(f"{alarm} (member {member})" for member, alarm in alarms)
+        print(f"{prog}: warning: etcd on node {t.where} carries alarms restored with the snapshot: {shown}; while "
+              f"NOSPACE is raised etcd refuses writes. Compact and defragment (`talosctl -n {t.node} -e {t.endpoint} "
+              f"etcd defrag`), then clear them with `talosctl -n {t.node} -e {t.endpoint} etcd alarm disarm`",
+              file=err)
+    return alarms
 
 
 def kubeconfig(t: Talosctl, talos_dir: Path) -> Path:
