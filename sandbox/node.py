@@ -58,7 +58,7 @@ class NodeError(Exception):
 class SnapshotHangs(Exception):
     """EtcdSnapshot with etcd down: machined's etcd client waits for a connection to localhost:2379 with no
     deadline (v1alpha1_server.go EtcdSnapshot, etcd client v3.6 WaitForReady), so the stream sends nothing until the
-    client gives up (siderolabs/talos#14212)."""
+    client gives up."""
 
 
 class TransportError(Exception):
