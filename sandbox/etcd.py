@@ -113,11 +113,20 @@ def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path
 
 
 def healthy(client_port: int, timeout: float = 1.0) -> bool:
+    """etcd answers on ``client_port``. An active alarm (NOSPACE restored with a snapshot) makes ``/health`` answer
+    503 ``{"health":"false","reason":"ALARM NOSPACE"}``: etcd runs and serves reads, so that counts as up (Talos's own
+    etcd health check is a quorum read, services/etcd.go:252-275)."""
+    import urllib.error
     import urllib.request  # imported late: talosctl starts faster without it
 
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{client_port}/health", timeout=timeout) as r:
             return json.loads(r.read()).get("health") in ("true", True)
+    except urllib.error.HTTPError as exc:
+        try:
+            return str(json.loads(exc.read()).get("reason", "")).startswith("ALARM")
+        except ValueError:
+            return False
     except (OSError, ValueError):
         return False
 
@@ -256,3 +265,10 @@ def activate_alarm(endpoint: str, alarm: str = "NOSPACE") -> None:
     status = _call(endpoint, "maintenance/status", {})
     member = int(status.get("header", {}).get("member_id", 0))
     _call(endpoint, "maintenance/alarm", {"action": "ACTIVATE", "memberID": member, "alarm": alarm})
+
+
+def deactivate_alarm(endpoint: str, alarm: str = "NOSPACE") -> None:
+    """Maintenance.Alarm DEACTIVATE: what `etcdctl alarm disarm` (and `talosctl etcd alarm disarm`) send."""
+    status = _call(endpoint, "maintenance/status", {})
+    member = int(status.get("header", {}).get("member_id", 0))
+    _call(endpoint, "maintenance/alarm", {"action": "DEACTIVATE", "memberID": member, "alarm": alarm})

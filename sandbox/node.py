@@ -281,6 +281,9 @@ class Node:
         from datetime import UTC, datetime
 
         try:
+            current = etcd.get_key(self.info.etcd_endpoint, kube.NODES_PREFIX + self.info.hostname)
+            if current is not None and kube.node_ips(kube.decode(self.info.hostname, current)) == [self.info.private_ip]:
+                return  # its own Node is there (status heartbeats are not modelled: a restored etcd stays as it was)
             kube.register(self.info.etcd_endpoint, self.info.hostname, self.info.private_ip,
                           datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         except etcd.EtcdFailure:
@@ -681,4 +684,8 @@ class Node:
         if v.phase != "running":
             return False, f"node is in stage {v.stage}"
         ok, line = etcd.endpoint_health(self.info.etcd_endpoint)
+        if not ok and etcd.alarms(self.info.etcd_endpoint):
+            # etcdctl calls an etcd with an active alarm unhealthy; Talos's etcd health check is a quorum read
+            # (services/etcd.go:252-275, internal/pkg/etcd/etcd.go ValidateQuorum), which an alarm does not fail.
+            return True, line
         return ok, line

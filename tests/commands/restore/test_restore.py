@@ -671,3 +671,16 @@ def test_f7_an_etcd_alarm_is_listed_and_reported_with_the_disarm_command(sandbox
     [(member, alarm)] = steps.warn_alarms(t, err, "dr.restore")
     assert alarm == "NOSPACE" and len(member) == 16  # %016x
     assert "NOSPACE" in err.getvalue() and "etcd alarm disarm" in err.getvalue() and "etcd defrag" in err.getvalue()
+
+
+def test_f7_an_alarm_restored_with_the_snapshot_is_reported_after_the_restore(sandbox_env):
+    from sandbox import etcd as sandbox_etcd
+
+    sb = sandbox_env
+    sandbox_etcd.activate_alarm(sb.etcd_endpoint, "NOSPACE")
+    res = run_cli(backup.main, "--save-to-s3")
+    assert res.code == 0, res
+    sandbox_etcd.deactivate_alarm(sb.etcd_endpoint, "NOSPACE")  # the live cluster recovered; the snapshot has it
+    res = run_restore("latest", "--yes")
+    assert res.code == 0, res.err
+    assert "carries alarms restored with the snapshot: NOSPACE" in res.err and "etcd alarm disarm" in res.err
