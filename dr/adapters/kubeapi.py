@@ -63,7 +63,9 @@ class KubeAPI:
             crt = base64.b64decode(user["client-certificate-data"], validate=True)
             key = base64.b64decode(user["client-key-data"], validate=True)
         except (yaml.YAMLError, KeyError, TypeError, StopIteration, ValueError) as exc:
-            raise ConfigError(f"the admin kubeconfig from the node is not usable ({type(exc).__name__}: {exc})",
+            # Name the missing key, never quote the file: a YAML error's text can carry a line of key material.
+            detail = f"no {exc}" if isinstance(exc, KeyError) else type(exc).__name__
+            raise ConfigError(f"the admin kubeconfig from the node is not usable ({detail})",
                               "check `talosctl kubeconfig` works against the node") from None
         url = urlsplit(server)
         if url.scheme != "https" or not url.hostname:
