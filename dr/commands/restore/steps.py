@@ -231,6 +231,7 @@ def remove_stale_nodes(t: Talosctl, talos_dir: Path, addresses: set[str], timeou
     every 10 s). A Node that answers, or one without an InternalIP, is kept and named. Best effort: a failure warns
     (with the command to do it by hand) and the health wait goes on. Returns the names deleted."""
     from dr.adapters.kubeapi import KubeAPI, internal_ips, node_name
+    from dr.adapters.talosapi.h2stream import printable as p  # names and addresses come from the API: escaped
 
     manual = ("if `talosctl health` then reports unexpected or not-ready nodes, list them with `kubectl get nodes "
               "-o wide` (KUBECONFIG=.talos/kubeconfig) and delete the old machine's with `kubectl delete node NAME`")
@@ -256,13 +257,13 @@ def remove_stale_nodes(t: Talosctl, talos_dir: Path, addresses: set[str], timeou
         for obj in nodes:
             ips = internal_ips(obj)
             if not ips:
-                print(f"  Kubernetes Node {node_name(obj)} reports no InternalIP: kept (cannot tell whose it is)",
+                print(f"  Kubernetes Node {p(node_name(obj))} reports no InternalIP: kept (cannot tell whose it is)",
                       file=out)
             elif not set(ips) & addresses:
                 candidates.append((node_name(obj), ips))
         if not candidates:
             return []
-        shown = ", ".join(f"{c} ({' '.join(ips)})" for c, ips in candidates)
+        shown = ", ".join(f"{p(c)} ({p(' '.join(ips))})" for c, ips in candidates)
         print(f"Kubernetes Nodes with an address no machine of this cluster has ({shown}); this node is "
               f"{' '.join(sorted(addresses))}. Watching their kubelets' Leases for "
               f"{timefmt.human_duration(STALE_LEASE_WAIT)} before removing them ...", file=out, flush=True)
@@ -271,12 +272,12 @@ def remove_stale_nodes(t: Talosctl, talos_dir: Path, addresses: set[str], timeou
         removed: list[str] = []
         for n, ips in candidates:
             if _lease_mark(api.get_lease(n)) != before[n]:
-                print(f"{prog}: warning: Kubernetes Node {n} ({' '.join(ips)}) is not this cluster's node, but its "
+                print(f"{prog}: warning: Kubernetes Node {p(n)} ({p(' '.join(ips))}) is not this cluster's node, but its "
                       "kubelet renewed its Lease just now: a machine answers for it, so it is kept", file=err)
                 continue
             if api.delete_node(n):
                 removed.append(n)
-            print(f"removed Kubernetes Node {n} (InternalIP {' '.join(ips)}): it is the machine the snapshot was "
+            print(f"removed Kubernetes Node {p(n)} (InternalIP {p(' '.join(ips))}): it is the machine the snapshot was "
                   f"taken on, which this node replaced; no machine of this cluster has that address and its kubelet "
                   f"did not renew its Lease in {timefmt.human_duration(STALE_LEASE_WAIT)}", file=out, flush=True)
         return removed
@@ -302,6 +303,8 @@ def warn_alarms(t: Talosctl, err: TextIO, prog: str) -> list[tuple[str, str]]:
     """etcd alarms live in its backend and come back with the snapshot (`etcdutl snapshot restore` trims only the
     membership: etcd v3.6.12 etcdutl/snapshot/v3_snapshot.go:363): a NOSPACE alarm restores a read-only cluster.
     List them (`talosctl etcd alarm list`) and say how to clear them. Best effort."""
+    from dr.adapters.talosapi.h2stream import printable
+
     try:
         alarms = t.etcd_alarms()
     except DRError as exc:
@@ -309,7 +312,7 @@ def warn_alarms(t: Talosctl, err: TextIO, prog: str) -> list[tuple[str, str]]:
               f"{t.endpoint} etcd alarm list`", file=err)
         return []
     if alarms:
-        shown = ", ".join(f"{alarm} (member {member})" for member, alarm in alarms)
+        shown = ", ".join(f"{printable(alarm)} (member {printable(member)})" for member, alarm in alarms)
         print(f"{prog}: warning: etcd on node {t.where} carries alarms restored with the snapshot: {shown}; while "
               f"NOSPACE is raised etcd refuses writes. Compact and defragment (`talosctl -n {t.node} -e {t.endpoint} "
               f"etcd defrag`), then clear them with `talosctl -n {t.node} -e {t.endpoint} etcd alarm disarm`",

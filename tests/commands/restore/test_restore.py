@@ -627,7 +627,7 @@ def test_f4_the_snapshot_is_uploaded_once_while_the_node_gets_ready(sandbox_env)
     (service cri, get timestatus) first, so a not-ready node costs no upload (talos-fidelity F4)."""
     sb = sandbox_env
     backup_a_then_write_b(sb)
-    sb.set_faults(bootstrap_not_ready_seconds=1.5)
+    sb.set_faults(bootstrap_not_ready_seconds=4)  # long enough that the restore meets it even on a busy machine
     res = run_restore("latest", "--yes")
     assert_restored(sb, res)
     assert "not ready yet for the bootstrap" in res.out
