@@ -575,6 +575,8 @@ class Sandbox:
             "s3": {"pid": self.info.s3_pid, "alive": s3_alive, "endpoint": self.s3_endpoint, "bucket": self.bucket},
             "apid": {"pid": self.info.apid_pid, "alive": procs.alive(self.info.apid_pid, node_apid.MARKER),
                      "endpoint": f"{self.public_ip}:{self.info.apid_port}"},
+            "kube": {"pid": self.info.kube_pid, "alive": procs.alive(self.info.kube_pid, kube_apiserver.MARKER),
+                     "endpoint": f"{self.public_ip}:{self.info.kube_port}"},
             "node": {"ip": self.node_ip, "public_ip": self.public_ip, "stage": stage, "reachable": reachable,
                      "talosctl": str(self.talosctl)},
             "env_file": str(self.env_file),

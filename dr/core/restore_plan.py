@@ -97,7 +97,7 @@ def _age(stamp: str | None, now: datetime) -> float | None:
 
 
 def plan(node: NodeState, j: Journal | None, o: Options, now: datetime) -> Step:
-    """The next step. See the module docstring for the rules; tests/restore/test_plan.py is the table."""
+    """The next step. See the module docstring for the rules; tests/core/test_restore_plan.py is the table."""
     done = j.done if j is not None else (lambda _step: False)
     if done(jn.HEALTHY):
         return Step(KUBECONFIG if not done(jn.KUBECONFIG) else DONE)
