@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "dataVolumeSnapshotRetain": 7,  # DLM keeps this many snapshots per data volume
     "vpcCidr": "10.0.0.0/16",
     "subnetCidr": "10.0.1.0/24",
+    # Unset: the subnet's 10th address, pinned only when the instance is created (an existing instance keeps its
+    # address; infra/node.py). Set: that address, and changing it replaces the instance.
+    "nodePrivateIp": None,
     "bucketName": None,  # Pulumi auto-names it: "<clusterName>-etcd-backups-<random>"
     # Lifecycle expiry per retention tier (dr.core.tiers), days after upload; each longer than the one before.
     "snapshotRetentionHourlyDays": 2,
@@ -176,6 +179,9 @@ class StackConfig:
     data_volume_snapshot_schedule: str = "rate(1 day)"
     data_volume_snapshot_retain: int = 7
     alert_emails: tuple[str, ...] = ()  # email subscriptions to the backup alarms' topic
+    # The node's fixed private IP, and whether the stack's config set it (infra/node.py: what an unset key means).
+    node_private_ip: str = "10.0.1.10"
+    node_private_ip_set: bool = False
 
 
 class _Problems:
@@ -403,6 +409,42 @@ def _networks(raw_vpc: Any, raw_subnet: Any, p: _Problems) -> tuple[_Network | N
     return vpc, subnet
 
 
+# AWS reserves the first four and the last address of every subnet (the network address, the VPC router, the
+# Amazon DNS server, one for future use, and the broadcast address): Amazon VPC User Guide, "Subnet CIDR blocks".
+SUBNET_RESERVED_FIRST = 4
+NODE_HOST_INDEX = 10  # the default node address: the subnet's 10th (10.0.1.10 in 10.0.1.0/24)
+
+
+def default_node_private_ip(subnet: _Network) -> str:
+    return str(subnet.network_address + NODE_HOST_INDEX)
+
+
+def _node_private_ip(raw: Any, subnet: _Network | None, p: _Problems) -> str | None:
+    """The configured node address: an IPv4 address of ``subnetCidr`` that AWS does not reserve."""
+    if subnet is None:
+        return None
+    if raw is None:
+        if subnet.num_addresses < NODE_HOST_INDEX + 2:
+            p.add("nodePrivateIp", f"subnetCidr {subnet} is too small for the default node address; set one, e.g. "
+                                   f"`pulumi config set nodePrivateIp {subnet.network_address + SUBNET_RESERVED_FIRST}`")
+            return None
+        return default_node_private_ip(subnet)
+    try:
+        addr = ipaddress.ip_address(str(raw).strip())
+    except ValueError:
+        p.add("nodePrivateIp", f"{raw!r} is not an IP address; {_set_hint('nodePrivateIp', default_node_private_ip(subnet))}")
+        return None
+    first, last = subnet.network_address + SUBNET_RESERVED_FIRST, subnet.broadcast_address - 1
+    if addr.version != 4 or addr not in subnet:
+        p.add("nodePrivateIp", f"{addr} is not in subnetCidr {subnet}; pick one from {first} to {last}")
+        return None
+    if not int(first) <= int(addr) <= int(last):
+        p.add("nodePrivateIp", f"{addr} is reserved by AWS (the first four and the last address of a subnet); pick "
+                               f"one from {first} to {last}")
+        return None
+    return str(addr)
+
+
 def _bucket(raw: Any, p: _Problems) -> str | None:
     if raw is None:
         return None
@@ -561,6 +603,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
                         f" (the Talos AMI's root snapshot is {MIN_ROOT_VOLUME_GIB} GiB, and EC2 refuses a smaller root volume)")
     data_volumes = _data_volumes(get("dataVolumes"), p)
     vpc, subnet = _networks(get("vpcCidr"), get("subnetCidr"), p)
+    node_ip = _node_private_ip(get("nodePrivateIp"), subnet, p)
     bucket = _bucket(get("bucketName"), p)
     tier_days = _tier_days(get, p)
     lock_days = _as_int(get("snapshotObjectLockDays"), "snapshotObjectLockDays", 0, 3650, "days", p,
@@ -613,6 +656,8 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         data_volume_snapshot_schedule=_required(volume_schedule, "dataVolumeSnapshotSchedule"),
         data_volume_snapshot_retain=_required(volume_retain, "dataVolumeSnapshotRetain"),
         alert_emails=alert_emails,
+        node_private_ip=_required(node_ip, "nodePrivateIp"),
+        node_private_ip_set=get("nodePrivateIp") is not None,
     )
 
 

@@ -2,6 +2,25 @@
 
 The Elastic IP and the data volumes outlive the instance: replacing the instance moves the address and
 reattaches the volumes, so the cluster keeps its endpoint (and the certificates naming it) and its data.
+
+The private IP is fixed too, so a replaced node keeps its identity. EC2 gives an instance launched without one "an
+available address from the subnet's IPv4 range" as its primary private IP, keeps it for the instance's life and
+releases it on termination (Amazon EC2 User Guide, "Private IPv4 addresses"): a replacement would otherwise come up
+with a new address. On AWS, Talos takes its hostname from IMDS (``hostname``: ``ip-10-0-1-10.ec2.internal``;
+siderolabs/talos v1.13.9 internal/app/machined/pkg/runtime/v1alpha1/platform/aws/aws.go:166-175, metadata.go:72),
+which follows the private IP, and the kubelet registers its Node under that hostname with that InternalIP. With the
+address pinned, the replacement's kubelet finds its own Node in a restored etcd instead of leaving the old one
+NotReady beside a new one (which `talosctl health` refuses: docs/RUNBOOK.md, Scenario 1).
+
+Two instances cannot hold one private IP, so the instance is replaced delete-before-replace (Pulumi's
+``deleteBeforeReplace``: "the resource is deleted before its replacement is created", docs "Resource options");
+the node is down during a replacement anyway.
+
+Existing stacks are never replaced by surprise: with ``nodePrivateIp`` unset the address is the subnet's 10th
+(AWS reserves the first four), given only when the instance is created (``ignoreChanges``), so an instance made
+before the pin keeps its address; pin it with ``pulumi config set nodePrivateIp "$(pulumi stack output
+nodePrivateIp)"`` (the same address the instance has: no change). A set ``nodePrivateIp`` is honoured as given:
+changing it replaces the instance, as changing an address must.
 """
 
 from __future__ import annotations
@@ -62,6 +81,8 @@ class NodeArgs:
     root_volume_size: int
     data_volumes: Sequence[DataVolume] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    private_ip: str | None = None  # the node's fixed address in the subnet (None: EC2 picks one)
+    private_ip_set: bool = False  # the stack's config set it: a change replaces the instance
 
 
 class Node(pulumi.ComponentResource):
@@ -96,11 +117,19 @@ class Node(pulumi.ComponentResource):
             opts=invoke,
         )
 
+        # A new talosVersion must not silently replace the node (a new root disk means a fresh, empty etcd):
+        # upgrade in place with `talosctl upgrade`, or rebuild on purpose with `pulumi up --replace <urn>`.
+        ignored = ["ami"]
+        if not args.private_ip_set:
+            # The default address applies when the instance is created (a new stack, a replacement of a pinned
+            # instance); an instance made before the pin keeps the address EC2 gave it (see the module docstring).
+            ignored.append("privateIp")
         instance = aws.ec2.Instance(
             f"{name}-instance",
             ami=ami.id,
             instance_type=args.instance_type,
             subnet_id=args.subnet_id,  # the instance lands in the subnet's AZ, where the data volumes are
+            private_ip=args.private_ip,
             vpc_security_group_ids=list(args.security_group_ids),
             # No user_data: the machine config carries the cluster PKI, and v7 keeps user_data in clear text in
             # state. The node boots into maintenance mode and ConfigurationApply sends it there: encrypted, but
@@ -108,7 +137,8 @@ class Node(pulumi.ComponentResource):
             # trusted network.
             metadata_options={
                 "http_endpoint": "enabled",
-                "http_tokens": "required",  # IMDSv2 only (the Talos AMI requires it)
+                "http_tokens": "required",  # IMDSv2 only, as hardening: Talos supports both; its AWS platform
+                # reads IMDS with aws-sdk-go-v2's imds client, which asks for a session token (aws.go:19,69)
                 "http_put_response_hop_limit": 1,  # pods cannot reach instance credentials
             },
             root_block_device={
@@ -118,9 +148,8 @@ class Node(pulumi.ComponentResource):
                 "delete_on_termination": True,
             },
             tags={**tags, "Name": f"{args.cluster_name}-controlplane"},
-            # A new talosVersion must not silently replace the node (a new root disk means a fresh, empty etcd):
-            # upgrade in place with `talosctl upgrade`, or rebuild on purpose with `pulumi up --replace <urn>`.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
+            # One private IP cannot be held by two instances: the old one goes first.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored, delete_before_replace=True),
         )
 
         eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", tags={**tags, "Name": f"{args.cluster_name}-endpoint"}, opts=child)

@@ -91,6 +91,8 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             root_volume_size=cfg.root_volume_size,
             data_volumes=cfg.data_volumes,
             tags=tags,
+            private_ip=cfg.node_private_ip,
+            private_ip_set=cfg.node_private_ip_set,
         ),
     )
     deployer = aws.iam.get_session_context_output(arn=aws.get_caller_identity_output().arn).issuer_arn

@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  s3        {sb.s3_endpoint} bucket {sb.bucket} (pid {s['s3']['pid']})")
             print(f"  node      {sb.private_ip} (Elastic IP {sb.public_ip}) stage {s['node']['stage']} (talosctl: {sb.talosctl})")
             print(f"  apid      {s['apid']['endpoint']} (pid {s['apid']['pid']}): the Talos API on the Elastic IP")
+            print(f"  kube-api  {s['kube']['endpoint']} (pid {s['kube']['pid']}): a kube-apiserver stand-in (Nodes, "
+                  "Leases)")
             print(f"  outputs   {sb.outputs_file}")
             print(f"use it:     . {sb.env_file}")
             print(f"stop it:    {python()} -m sandbox down --dir {args.dir}")
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  node  {n['ip']} stage {n['stage']} {'reachable' if n['reachable'] else 'unreachable'}")
                 a = s["apid"]
                 print(f"  apid  pid {a['pid']} {'up' if a['alive'] else 'down'} {a['endpoint']}")
+                k = s["kube"]
+                print(f"  kube  pid {k['pid']} {'up' if k['alive'] else 'down'} {k['endpoint']}")
             return 0
         if args.command == "down":
             try:

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from dr.core import outputs as out
-from sandbox import etcd, faults, node_apid, procs, s3
+from sandbox import etcd, faults, kube, kube_apiserver, node_apid, procs, s3
 from sandbox.layout import (
+    KUBE_PORT,
     KUBERNETES_VERSION,
     NODE_PRIVATE_IP,
     NODE_PUBLIC_IP,
@@ -157,6 +158,7 @@ class Sandbox:
         )
         etcd_pid = None
         apid_pid = None
+        kube_pid = None
         try:
             if with_s3:
                 info.s3_port = procs.free_port()
@@ -174,7 +176,12 @@ class Sandbox:
             # As the stack writes it: endpoints = the Elastic IP, nodes = the private IP (infra/talos.py).
             write_private(paths.talosconfig, with_addresses(secrets.talosconfig(NODE_PRIVATE_IP), info.apid_endpoint,
                                                             NODE_PRIVATE_IP))
-            write_private(paths.kubeconfig, secrets.kubeconfig(CLUSTER_ENDPOINT))
+            kube_pid, info.kube_port = cls._start_kube_apiserver(paths)
+            info.kube_pid = kube_pid
+            info.save(paths)
+            # The kubeconfig names the stand-in's port: 6443 unless another sandbox holds it (sandbox-only).
+            server = CLUSTER_ENDPOINT if info.kube_port == KUBE_PORT else f"https://{NODE_PUBLIC_IP}:{info.kube_port}"
+            write_private(paths.kubeconfig, secrets.kubeconfig(server))
             # certSANs name the Elastic IP, as infra/talos.py's base patch does.
             controlplane = secrets.controlplane_config(CLUSTER_ENDPOINT, NODE_PUBLIC_IP, TALOS_VERSION,
                                                        KUBERNETES_VERSION)
@@ -195,6 +202,7 @@ class Sandbox:
                 for k, v in seed_data(key).items():
                     etcd.put(info.etcd_endpoint, k, v)
             faults.save(paths.faults, {})
+            Node(paths.root).register_kubelet()  # the kubelet's Node for this machine (sandbox/kube.py)
 
             if with_s3:
                 cls._await_s3(paths, info)
@@ -210,7 +218,25 @@ class Sandbox:
             procs.stop(etcd_pid, str(paths.etcd_data))
             procs.stop(info.s3_pid, s3.MARKER)  # the last one started, also when _await_s3 started another
             procs.stop(apid_pid, node_apid.MARKER)
+            procs.stop(kube_pid, kube_apiserver.MARKER)
             raise
+
+    @staticmethod
+    def _start_kube_apiserver(paths: Paths) -> tuple[int, int]:
+        """Start the kube-apiserver stand-in (sandbox/kube_apiserver.py); returns (pid, port)."""
+        ready = paths.node / "kube-apiserver.json"
+        ready.unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        pid = procs.spawn([sys.executable, "-m", kube_apiserver.MARKER, str(paths.root)],
+                          paths.logs / "kube-apiserver.log", env=env, cwd=str(REPO_ROOT))
+        procs.wait_for(lambda: ready.exists() or not procs.alive(pid), 30)
+        try:
+            port = int(json.loads(ready.read_text())["port"])
+        except (OSError, ValueError, KeyError) as exc:
+            procs.stop(pid, kube_apiserver.MARKER)
+            raise SandboxError(f"the kube-apiserver stand-in did not start (log: "
+                               f"{paths.logs / 'kube-apiserver.log'})") from exc
+        return pid, port
 
     @staticmethod
     def _start_apid(paths: Paths, go_info: Info | None = None) -> tuple[int, int]:
@@ -246,6 +272,8 @@ class Sandbox:
         stopped = []
         if procs.stop(self.info.apid_pid, node_apid.MARKER):
             stopped.append(f"apid (pid {self.info.apid_pid})")
+        if procs.stop(self.info.kube_pid, kube_apiserver.MARKER):
+            stopped.append(f"kube-apiserver (pid {self.info.kube_pid})")
         if not self.paths.state.exists():  # up failed before the node existed
             if procs.stop(self.info.s3_pid, s3.MARKER):
                 stopped.append(f"s3 (pid {self.info.s3_pid})")
@@ -486,6 +514,33 @@ class Sandbox:
         """Boot a halted node (as starting the EC2 instance would)."""
         self.node.power_on()
 
+    def replace_instance(self, private_ip: str = "127.0.0.12") -> None:
+        """What `pulumi up` does when the instance is gone and the stack does not pin its private IP: a new instance
+        on a new root disk. EC2 gives an instance launched without a private IP "an available address from the
+        subnet's IPv4 range" (Amazon EC2 User Guide, "Private IPv4 addresses"), so ``private_ip`` changes, and
+        with it the hostname IMDS reports (``ip-a-b-c-d``, sandbox/kube.py). The Elastic IP moves to it; the machine
+        config is applied again, so the node boots configured, with an empty etcd waiting for its bootstrap (which
+        `pulumi up` sends next: bootstrap it with ``talosctl_run("bootstrap")``). The stack's outputs and the
+        talosconfig name the new private IP, as the `up` rewrites them."""
+        node = self.node
+        with node.locked() as st:
+            node._stop_etcd(st)
+            shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
+            shutil.rmtree(self.paths.recover_dir, ignore_errors=True)
+            self.info.private_ip = private_ip
+            self.info.hostname = kube.aws_hostname(private_ip)
+            self.info.save(self.paths)
+            node.info = self.info
+            now = time.time()
+            r = float(self.info.reboot_seconds)
+            st.stage, st.configured, st.bootstrap, st.etcd_health = "running", True, None, "?"
+            st.timeline, st.target = [[now, "down"], [now + 0.85 * r, "booting"], [now + r, "final"]], "running"
+            st.etcd_events = []
+        secrets = ClusterSecrets.load(self.paths.secrets)
+        write_private(self.paths.talosconfig, with_addresses(self.paths.talosconfig.read_text(),
+                                                             self.info.apid_endpoint, private_ip))
+        self._write_outputs(secrets, self.paths.controlplane.read_text())
+
     def wait_stage(self, *stages: str, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
         while True:
@@ -529,7 +584,8 @@ class Sandbox:
 
     def running(self) -> bool:
         return (procs.alive(self._etcd_pid(), str(self.paths.etcd_data)) or procs.alive(self.info.s3_pid, s3.MARKER)
-                or procs.alive(self.info.apid_pid, node_apid.MARKER))
+                or procs.alive(self.info.apid_pid, node_apid.MARKER)
+                or procs.alive(self.info.kube_pid, kube_apiserver.MARKER))
 
     def _pids_text(self) -> str:
         return f"etcd pid {self._etcd_pid()}, s3 pid {self.info.s3_pid}, apid pid {self.info.apid_pid}"
@@ -559,6 +615,8 @@ class Sandbox:
             "s3": {"pid": self.info.s3_pid, "alive": s3_alive, "endpoint": self.s3_endpoint, "bucket": self.bucket},
             "apid": {"pid": self.info.apid_pid, "alive": procs.alive(self.info.apid_pid, node_apid.MARKER),
                      "endpoint": f"{self.public_ip}:{self.info.apid_port}"},
+            "kube": {"pid": self.info.kube_pid, "alive": procs.alive(self.info.kube_pid, kube_apiserver.MARKER),
+                     "endpoint": f"{self.public_ip}:{self.info.kube_port}"},
             "node": {"ip": self.node_ip, "public_ip": self.public_ip, "stage": stage, "reachable": reachable,
                      "talosctl": str(self.talosctl)},
             "env_file": str(self.env_file),

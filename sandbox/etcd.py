@@ -117,11 +117,20 @@ def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path
 
 
 def healthy(client_port: int, timeout: float = 1.0) -> bool:
+    """etcd answers on ``client_port``. An active alarm (NOSPACE restored with a snapshot) makes ``/health`` answer
+    503 ``{"health":"false","reason":"ALARM NOSPACE"}``: etcd runs and serves reads, so that counts as up (Talos's own
+    etcd health check is a quorum read, services/etcd.go:252-275)."""
+    import urllib.error
     import urllib.request  # imported late: talosctl starts faster without it
 
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{client_port}/health", timeout=timeout) as r:
             return json.loads(r.read()).get("health") in ("true", True)
+    except urllib.error.HTTPError as exc:
+        try:
+            return str(json.loads(exc.read()).get("reason", "")).startswith("ALARM")
+        except ValueError:
+            return False
     except (OSError, ValueError):
         return False
 
@@ -257,3 +266,37 @@ def alarms(endpoint: str) -> list[str]:
     """The active alarms etcd lists (``etcdctl alarm list``): e.g. ["NOSPACE"]."""
     res = _call(endpoint, "maintenance/alarm", {"action": "GET"})
     return [str(a.get("alarm")) for a in res.get("alarms", [])]
+
+
+def get_key(endpoint: str, key: str | bytes) -> bytes | None:
+    """The value at exactly ``key``, or None."""
+    k = key.encode() if isinstance(key, str) else key
+    kvs = _call(endpoint, "kv/range", {"key": _b64(k)}).get("kvs", [])
+    return base64.b64decode(kvs[0].get("value", "")) if kvs else None
+
+
+def delete_key(endpoint: str, key: str | bytes) -> int:
+    """Delete exactly ``key`` (not its prefix); the number deleted (0 or 1)."""
+    k = key.encode() if isinstance(key, str) else key
+    return int(_call(endpoint, "kv/deleterange", {"key": _b64(k)}).get("deleted", 0))
+
+
+def alarm_members(endpoint: str) -> list[tuple[int, str]]:
+    """The etcd cluster's active alarms, (member id, alarm name), from Maintenance.Alarm GET (etcd's own store:
+    alarms live in the backend and survive ``snapshot restore``)."""
+    res = _call(endpoint, "maintenance/alarm", {"action": "GET"})
+    return [(int(a.get("memberID", 0)), str(a.get("alarm", ""))) for a in res.get("alarms", [])]
+
+
+def activate_alarm(endpoint: str, alarm: str = "NOSPACE") -> None:
+    """Raise an alarm the way etcd does when the backend reaches its quota (Maintenance.Alarm ACTIVATE)."""
+    status = _call(endpoint, "maintenance/status", {})
+    member = int(status.get("header", {}).get("member_id", 0))
+    _call(endpoint, "maintenance/alarm", {"action": "ACTIVATE", "memberID": member, "alarm": alarm})
+
+
+def deactivate_alarm(endpoint: str, alarm: str = "NOSPACE") -> None:
+    """Maintenance.Alarm DEACTIVATE: what `etcdctl alarm disarm` (and `talosctl etcd alarm disarm`) send."""
+    status = _call(endpoint, "maintenance/status", {})
+    member = int(status.get("header", {}).get("member_id", 0))
+    _call(endpoint, "maintenance/alarm", {"action": "DEACTIVATE", "memberID": member, "alarm": alarm})

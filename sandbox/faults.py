@@ -36,6 +36,9 @@ Keys (all optional; absent or null means "no fault"/the sandbox default):
 ``etcd_start_seconds`` (float)
     How long after an accepted ``bootstrap`` etcd's new runner takes to reach its pre-start (the recovery and its
     hash check) and start (default 0.2).
+``etcd_image_pull_fails`` (int)
+    The next N pulls of etcd's image in its pre-start fail (counted down), before the snapshot is read: etcd shows
+    ``Failed: Failed to run pre stage: failed to pull image ...`` (services/etcd.go:106-115).
 ``bootstrap_fails`` (str)
     ``bootstrap`` fails with ``rpc error: code = Internal desc = <value>`` after all its checks pass, without
     touching etcd.
@@ -61,6 +64,7 @@ KEYS = {
     "health_never": bool,
     "bootstrap_fails": str,
     "etcd_fails": str,
+    "etcd_image_pull_fails": int,
     "etcd_start_seconds": float,
 }
 

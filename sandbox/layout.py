@@ -21,6 +21,10 @@ NODE_PRIVATE_IP = "127.0.0.2"
 NODE_PUBLIC_IP = "127.0.0.3"
 NODE_IP = NODE_PRIVATE_IP  # the address Talos and etcd know the node by
 APID_PORT = 50000
+KUBE_PORT = 6443
+# The first node's hostname (the seed's Node, etcd's member name). A replaced instance takes the name EC2's IMDS gives
+# its new private IP, ip-a-b-c-d (sandbox/kube.py aws_hostname), as Talos does on AWS.
+NODE_HOSTNAME = "talos-sandbox-cp"
 
 
 class Paths:
@@ -135,6 +139,9 @@ class Info:
     s3_pid: int | None = None
     apid_pid: int | None = None  # the node's apid on the Elastic IP (sandbox/node_apid.py)
     apid_port: int = APID_PORT  # 50000 unless another sandbox's apid holds it
+    hostname: str = NODE_HOSTNAME  # the node's hostname: its Kubernetes Node's name
+    kube_pid: int | None = None  # the kube-apiserver stand-in (sandbox/kube_apiserver.py)
+    kube_port: int = KUBE_PORT  # 6443 unless another sandbox's stand-in holds it
     bucket: str | None = None
     region: str = "us-east-1"
     reboot_seconds: float = 0.5

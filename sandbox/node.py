@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dr.adapters.fsutil import atomic_write
-from sandbox import etcd, faults, procs
+from sandbox import etcd, faults, kube, procs
 from sandbox.layout import APID_PORT, Info, Paths
 from sandbox.pki import ClusterSecrets
 
@@ -60,7 +60,7 @@ class NodeError(Exception):
 class SnapshotHangs(Exception):
     """EtcdSnapshot with etcd down: machined's etcd client waits for a connection to localhost:2379 with no
     deadline (v1alpha1_server.go EtcdSnapshot, etcd client v3.6 WaitForReady), so the stream sends nothing until the
-    client gives up (siderolabs/talos#14212)."""
+    client gives up."""
 
 
 class TransportError(Exception):
@@ -141,6 +141,9 @@ CRASHED = ('Error running Containerd(etcd), going to restart forever: task "etcd
            '(last log "{\\"level\\":\\"fatal\\",\\"msg\\":\\"failed to open database\\"}")')
 
 
+ETCD_IMAGE = "registry.k8s.io/etcd:v3.6.12"  # constants.go:443 EtcdImage, at the etcd version Talos v1.13.9 pins
+
+
 def started(pid: int | None) -> str:
     return f"Started task etcd (PID {pid}) for container etcd"
 
@@ -197,6 +200,9 @@ class Node:
         with open(self.paths.lock, "a+") as lf:
             fcntl.flock(lf, fcntl.LOCK_EX)
             try:
+                # A replaced instance has a new private IP and hostname (Sandbox.replace_instance): a long-lived
+                # process (the apid) must see them.
+                self.info = Info.load(self.paths)
                 st = State.load(self.paths.state)
                 self._settle(st)
                 yield st
@@ -269,12 +275,44 @@ class Node:
         st.etcd_event("Running", started(st.etcd_pid))
         st.etcd_event("Running", HEALTHY)
         st.etcd_health = "OK"
+        self.register_kubelet()
+
+    def register_kubelet(self) -> None:
+        """The kubelet (re)registers this machine's Node once the API answers: named after its hostname, with its
+        private IP as InternalIP (sandbox/kube.py). A Node of another hostname in the same etcd stays as it was."""
+        from datetime import UTC, datetime
+
+        try:
+            current = etcd.get_key(self.info.etcd_endpoint, kube.NODES_PREFIX + self.info.hostname)
+            if current is not None and kube.node_ips(kube.decode(self.info.hostname, current)) == [self.info.private_ip]:
+                return  # its own Node is there (status heartbeats are not modelled: a restored etcd stays as it was)
+            kube.register(self.info.etcd_endpoint, self.info.hostname, self.info.private_ip,
+                          datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        except etcd.EtcdFailure:
+            pass  # etcd went away again: the next start registers
+
+    def _image_pull_fails(self) -> bool:
+        """Fault ``etcd_image_pull_fails`` = N: the next N pulls of etcd's image fail (counted down)."""
+        current = self.faults()
+        left = int(current.get("etcd_image_pull_fails") or 0)
+        if left <= 0:
+            return False
+        current["etcd_image_pull_fails"] = left - 1
+        faults.save(self.paths.faults, {k: v for k, v in current.items() if v})
+        return True
 
     def _start_bootstrapped(self, st: State, job: dict) -> None:
         """etcd's PreFunc for a bootstrap: recover the uploaded snapshot (hash checked here, on the node,
         services/etcd.go recoverFromSnapshot with etcdutl's restore), then start. A failed pre-start is final: the
         service stays Failed, the uploaded snapshot is kept, and the restore has already created
         member/snap/db, so the data directory is no longer empty (etcdutl v3_snapshot.go copyAndVerifyDB)."""
+        if self._image_pull_fails():
+            # The PreFunc pulls etcd's image before anything else (services/etcd.go:106-115; an EPHEMERAL reset
+            # wiped the image store): a failed pull fails the pre stage (service_runner.go:273-279, system.go:194-200)
+            # with the data directory still empty and the uploaded snapshot kept.
+            st.etcd_event("Failed", f'Failed to run pre stage: failed to pull image "{ETCD_IMAGE}": failed to pull '
+                                    f'image "{ETCD_IMAGE}": dial tcp: lookup registry.k8s.io: i/o timeout')
+            return
         recover = job.get("recover")
         if recover:
             snapshot = Path(recover)
@@ -367,7 +405,15 @@ class Node:
     # --- access checks -------------------------------------------------------------------------------------
 
     def local_addresses(self) -> tuple[str, ...]:
-        """Addresses on the node's own interfaces (NodeAddressCurrentID): the private IP. Never the Elastic IP."""
+        """NodeAddress ``current`` (what apid's IsLocalTarget matches): the interface's private IP and, on AWS, the
+        platform's external IP, the Elastic IP IMDS reports as ``public-ipv4`` (talos v1.13.9
+        platform/aws/aws.go:234-238 ExternalIPs; controllers/network/node_address.go:165-168 puts external
+        addresses into ``current``). On a configured control plane apid forwards every ``nodes`` request anyway
+        (``forwards``)."""
+        return (self.info.private_ip, self.info.public_ip)
+
+    def routed_addresses(self) -> tuple[str, ...]:
+        """NodeAddress ``routed`` (external addresses excluded, node_address.go:170-175): what etcd advertises."""
         return (self.info.private_ip,)
 
     def connect(self, st: State, dial: str) -> View:
@@ -399,7 +445,7 @@ class Node:
             raise UNKNOWN_AUTHORITY
         if auth.roles is None:
             raise BAD_CERTIFICATE
-        if node is not None and node not in self.local_addresses():
+        if node is not None and node not in self.routed_addresses():
             # apid forwards a request whose `nodes` metadata is not one of its own addresses (director.go,
             # backend/apid.go): it dials <node>:50000. The Elastic IP is only reachable through the internet
             # gateway, and the security group admits 50000 from the admin CIDRs only: the dial times out.
@@ -565,6 +611,27 @@ class Node:
             raise NodeError("FailedPrecondition", "bootstrap is not available yet")
         return time.time() - st.up_since
 
+    def boot_progress(self, addr: str, auth: Auth, *, node: str | None = None) -> tuple[str, bool]:
+        """(state of the CRI service, whether time is synced): what Bootstrap checks first. Both come in the
+        not-ready window after a boot (the sandbox's ``bootstrap_not_ready_seconds``)."""
+        with self.locked() as st:
+            v = self._check_access(st, addr, auth, ROLES_READ, node=node)
+            if v.phase not in ("running", "booting") or st.timeline:
+                return "Waiting", False
+            elapsed, window = time.time() - st.up_since, self.not_ready_seconds()
+            return ("Running" if elapsed >= window / 3 else "Waiting"), elapsed >= 2 * window / 3
+
+    def etcd_alarms(self, addr: str, auth: Auth, *, node: str | None = None) -> list[tuple[int, str]]:
+        """EtcdAlarmList: the node's etcd's alarms (RBAC: admin, operator, reader, etcd:backup; machined.go:69)."""
+        with self.locked() as st:
+            v = self._check_access(st, addr, auth, ROLES_READ | ROLES_SNAPSHOT, node=node)
+            if not v.etcd_running:
+                raise NodeError("Unavailable", "etcd is not running")
+        try:
+            return etcd.alarm_members(self.info.etcd_endpoint)
+        except etcd.EtcdFailure as exc:
+            raise NodeError("Unknown", str(exc)) from exc
+
     def etcd_recover(self, addr: str, auth: Auth, src: Path, *, node: str | None = None) -> None:
         """EtcdRecover: store the uploaded snapshot where etcd's pre-start will look for it (v1alpha1_server.go
         EtcdRecover; constants.EtcdRecoverySnapshotPath). Nothing is checked here."""
@@ -608,6 +675,21 @@ class Node:
             st.bootstrap = {"at": time.time(), "recover": recover_path, "skip_hash": skip_hash_check}
             st.up_since = min(st.up_since, time.time() - window)
 
+    def k8s_problem(self, expected_ips: list[str]) -> tuple[int, str] | None:
+        """The first failing Kubernetes node check of ``talosctl health`` (sandbox/kube.py), as (index in
+        sandbox.talosctl.HEALTH_CHECKS, message), or None."""
+        try:
+            nodes = kube.list_nodes(self.info.etcd_endpoint)
+        except etcd.EtcdFailure as exc:
+            return 8, str(exc)
+        why = kube.nodes_reported(nodes, expected_ips)
+        if why:
+            return 8, why  # "waiting for all k8s nodes to report"
+        why = kube.nodes_ready(nodes, self.info.hostname)
+        if why:
+            return 11, why  # "waiting for all k8s nodes to report ready"
+        return None
+
     def health(self) -> tuple[bool, str]:
         """(healthy, reason) as the server-side health check sees it; no access check (talosctl checks first)."""
         with self.locked() as st:
@@ -621,4 +703,8 @@ class Node:
         if v.phase != "running":
             return False, f"node is in stage {v.stage}"
         ok, line = etcd.endpoint_health(self.info.etcd_endpoint)
+        if not ok and etcd.alarms(self.info.etcd_endpoint):
+            # etcdctl calls an etcd with an active alarm unhealthy; Talos's etcd health check is a quorum read
+            # (services/etcd.go:252-275, internal/pkg/etcd/etcd.go ValidateQuorum), which an alarm does not fail.
+            return True, line
         return ok, line

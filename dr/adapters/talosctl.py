@@ -406,5 +406,30 @@ class Talosctl:
         self.run(["health", "--wait-timeout", wait_timeout, "--control-plane-nodes", self.node],
                  what="health", timeout=timeout)
 
+    def bootstrap_ready(self) -> str | None:
+        """None when Bootstrap would get past its not-ready checks, else what it waits for. Bootstrap wants the CRI
+        service up (``IsBootstrapAllowed``: v1alpha1_runtime.go:248-258) and time in sync (the TimeStatus resource's
+        ``synced``, v1alpha1_server.go:450-455): two cheap reads, where `bootstrap --recover-from` uploads the whole
+        snapshot before Bootstrap answers (cmd/talosctl/cmd/talos/bootstrap.go:45-74)."""
+        cri = self.service("cri")
+        if cri.state != "Running":
+            return f"service cri is {cri.state}"
+        synced = self.run(["get", "timestatus", "-o", "jsonpath={.spec.synced}"], what="get timestatus", timeout=30)
+        if synced.stdout.strip().lower() != "true":
+            return "time is not in sync yet"
+        return None
+
+    def etcd_alarms(self) -> list[tuple[str, str]]:
+        """``talosctl etcd alarm list``: (member id, alarm) pairs; empty when etcd has none. The table is
+        ``MEMBER  ALARM`` (``NODE`` first when the answer came through apid with a hostname): cmd/talosctl/cmd/talos/
+        etcd.go:50-84."""
+        proc = self.run(["etcd", "alarm", "list"], what="etcd alarm list", timeout=30)
+        alarms = []
+        for line in proc.stdout.splitlines()[1:]:
+            cells = line.split()
+            if len(cells) >= 2:
+                alarms.append((cells[-2], cells[-1]))
+        return alarms
+
     def kubeconfig(self, path: Path, timeout: float = 60) -> None:
         self.run(["kubeconfig", str(path), "--force", "--merge=false"], what="kubeconfig", timeout=timeout)

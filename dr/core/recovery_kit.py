@@ -57,7 +57,7 @@ PROJECT_SETTINGS = (
     "vpcCidr", "subnetCidr", "bucketName", "snapshotRetentionHourlyDays", "snapshotRetentionDailyDays",
     "snapshotRetentionWeeklyDays", "snapshotRetentionMonthlyDays", "snapshotObjectLockDays", "snapshotReaders",
     "snapshotWriters", "snapshotDeleter", "deployers", "argocdChartVersion", "kubernetesSecrets", "snapshotSchedule",
-    "scheduledSnapshots", "snapshotLambdaWheelDir", "ageRecipients", "alertEmails",
+    "scheduledSnapshots", "snapshotLambdaWheelDir", "ageRecipients", "alertEmails", "nodePrivateIp",
 )
 AWS_SETTINGS = (
     "accessKey", "allowedAccountIds", "assumeRoleWithWebIdentity", "assumeRoles", "customCaBundle", "defaultTags",

@@ -13,7 +13,13 @@ The rules that keep data safe:
 * "Waiting for bootstrap" is etcd ``Preparing``: for as long as it likes after this restore's own reset or config
   apply (its data was wiped), otherwise only after ``preparing_long`` seconds (it is brief on every boot).
 * After ``bootstrap --recover-from`` returns, the node checks the snapshot in etcd's pre-start: etcd ``Failed``
-  then is the node refusing it (``RECOVERY_FAILED``), never success.
+  then is never success. It is not always the snapshot, though: etcd's pre-start pulls its image first (after an
+  EPHEMERAL reset the image is gone; talos v1.13.9 internal/app/machined/pkg/system/services/etcd.go:106-115, before
+  the recovery at :511-515), and a failed pull is terminal too ("Failed to run pre stage: failed to pull image ...",
+  service_runner.go:273-279, system.go:194-200) while the data directory is still empty. So the first ``Failed``
+  after our bootstrap is answered by bootstrapping again (``failed_retried``): a node that read the snapshot has a
+  non-empty data directory and refuses that with AlreadyExists, which is the real refusal (``RECOVERY_FAILED``,
+  decided by the command); any other answer means the retry was right.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ SETTLE = "settle"  # before anything changed, or after an abandoned restore
 REBOOT = "reboot"  # after our reset or config apply
 RESET_BEGIN = "reset_begin"  # our reset was recorded, etcd still runs: has the reset begun?
 RECOVERY = "recovery"  # after our bootstrap, until etcd runs
+RETRY_AFTER_FAILED = "retry_after_failed"  # for BOOTSTRAP: etcd Failed after our bootstrap; AlreadyExists = refused
 
 RESET_BEGIN_GRACE = 60.0  # seconds a recorded reset may take to show on the node before we call it lost
 
@@ -67,6 +74,7 @@ class Options:
     safety_done: bool = False  # safety snapshot attempted in THIS run (a failure is a warning)
     abandoned_past_reset: bool = False  # --abandon-previous dropped a journal past its reset
     preparing_long: float = 30.0  # seconds of Preparing that mean "waiting for bootstrap" without our own reset
+    failed_retried: bool = False  # THIS run already bootstrapped again after etcd Failed following our bootstrap
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ def _age(stamp: str | None, now: datetime) -> float | None:
 
 
 def plan(node: NodeState, j: Journal | None, o: Options, now: datetime) -> Step:
-    """The next step. See the module docstring for the rules; tests/restore/test_plan.py is the table."""
+    """The next step. See the module docstring for the rules; tests/core/test_restore_plan.py is the table."""
     done = j.done if j is not None else (lambda _step: False)
     if done(jn.HEALTHY):
         return Step(KUBECONFIG if not done(jn.KUBECONFIG) else DONE)
@@ -124,6 +132,8 @@ def _after_bootstrap(node: NodeState, j: Journal | None, o: Options) -> Step:
     if node.kind == ETCD_RUNNING:
         return Step(HEALTH, "etcd runs from the snapshot")
     if node.kind == ETCD_FAILED:
+        if not o.failed_retried:
+            return Step(BOOTSTRAP, node.etcd_message or "etcd failed", phase=RETRY_AFTER_FAILED)
         return Step(RECOVERY_FAILED, node.etcd_message or "etcd failed")
     if node.kind == MAINTENANCE:  # wiped again since (someone reset it with STATE): configure and bootstrap anew
         return Step(APPLY_CONFIG, "the node lost its config after the bootstrap")

@@ -561,3 +561,42 @@ def test_main_refuses_an_older_cli_before_registering_anything(monkeypatch, cli,
     assert words in str(info.value) and "needs a Pulumi CLI >=3.208.0" in str(info.value)
     assert "https://www.pulumi.com/docs/install/" in str(info.value)
     assert mocks.resources == {}, "nothing may be registered under a CLI that would drop replacement_trigger"
+
+
+# --- the node's private IP (issue 21, talos-fidelity F1) ---------------------------------------------------------
+
+def test_the_instance_has_a_fixed_private_ip_and_is_replaced_delete_before_replace(prod):
+    inst = prod.one("aws:ec2/instance:Instance")
+    # Unset nodePrivateIp: the subnet's 10th address (AWS reserves .0-.3 and the last).
+    assert inst.inputs["privateIp"] == "10.0.1.10"
+    opts = prod.options("talos-dr-instance")
+    # Two instances cannot hold one private IP: the old one goes first.
+    assert opts["delete_before_replace"] is True
+
+
+def test_an_unset_node_private_ip_never_replaces_an_existing_instance(prod):
+    """An instance created before the pin has another address: the default must not replace it on the next `up`."""
+    assert "privateIp" in prod.options("talos-dr-instance")["ignore_changes"]
+    assert "ami" in prod.options("talos-dr-instance")["ignore_changes"]
+
+
+def test_a_set_node_private_ip_is_honoured_and_changes_replace():
+    run = run_program({**stack_file_config(), "talos-dr:nodePrivateIp": "10.0.1.57"})
+    inst = run.one("aws:ec2/instance:Instance")
+    assert inst.inputs["privateIp"] == "10.0.1.57"
+    assert "privateIp" not in run.options("talos-dr-instance")["ignore_changes"]
+    assert run.options("talos-dr-instance")["delete_before_replace"] is True
+
+
+@pytest.mark.parametrize("value, why", [
+    ("10.0.2.5", "not in subnetCidr"),
+    ("10.0.1.3", "reserved by AWS"),
+    ("10.0.1.255", "reserved by AWS"),
+    ("10.0.1.0", "reserved by AWS"),
+    ("fd00::5", "not in subnetCidr"),
+    ("ten", "not an IP address"),
+])
+def test_a_node_private_ip_outside_the_usable_subnet_is_refused(value, why):
+    with pytest.raises(ConfigValidationError) as exc:
+        run_program({**stack_file_config(), "talos-dr:nodePrivateIp": value})
+    assert "nodePrivateIp" in str(exc.value) and why in str(exc.value)

@@ -6,7 +6,7 @@ verify, so a consumer that uploads as it goes (``dr.adapters.s3.upload_snapshot_
 
 The transport is ``dr.adapters.talosapi.h2stream`` (HTTP/2 on Python's OpenSSL): Talos's apid presents an Ed25519
 key, which grpcio's TLS cannot handshake with (grpc/grpc#24252). grpcio stays only as the sandbox's second apid
-backend, the independent gRPC server this client is tested against (tests/schedule/test_talosapi.py).
+backend, the independent gRPC server this client is tested against (tests/adapters/talosapi/test_client.py).
 """
 
 from __future__ import annotations

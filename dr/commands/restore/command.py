@@ -94,6 +94,7 @@ class Restore:
         self.abandoned_past_reset = False
         self.confirmed = False
         self.safety_done = False
+        self.failed_retry: str | None = None  # etcd's Failed message this run bootstrapped again after (F2)
         self.start = time.monotonic()
         self.fetched: source.Fetched | None = None
         self.status = SnapshotStatus(None, None)
@@ -131,7 +132,7 @@ class Restore:
         return pl.Options(wipe_state=bool(self.j.wipe_state if self.j else self.args.wipe_state),
                           no_safety_snapshot=self.args.no_safety_snapshot, confirmed=self.confirmed,
                           safety_done=self.safety_done, abandoned_past_reset=self.abandoned_past_reset,
-                          preparing_long=self.args.preparing_long)
+                          preparing_long=self.args.preparing_long, failed_retried=self.failed_retry is not None)
 
     def timeout_for(self, phase: str | None) -> float:
         if phase == pl.RESET_BEGIN:
@@ -253,6 +254,9 @@ class Restore:
             self.mark(journal.CONFIG_APPLIED)
         elif a == pl.BOOTSTRAP:
             self.node_back()
+            if step.phase == pl.RETRY_AFTER_FAILED:
+                self.failed_retry = step.why
+                self.say(steps.failed_retry_note(self.t, step.why))
             self.do_bootstrap()
         elif a == pl.RECOVERY_FAILED:
             raise steps.recovery_failed(self.t, step.why, self.j, self.resume_cmd())
@@ -264,7 +268,11 @@ class Restore:
             else:
                 self.say(f"etcd on node {self.t.where} already runs from the snapshot (the earlier run's "
                          "bootstrap --recover-from finished)")
+            # A replaced machine's Node came back with the snapshot: remove it, or health never passes (F1).
+            steps.remove_stale_nodes(self.t, self.r.talos_dir, {self.t.node, self.t.endpoint},
+                                     self.args.health_timeout, self.args.poll_interval, self.out, self.err, PROG)
             steps.health(self.t, self.args.health_timeout, self.out, self.resume_cmd())
+            steps.warn_alarms(self.t, self.err, PROG)  # a NOSPACE alarm comes back with the snapshot (F7)
             self.mark(journal.HEALTHY)
         elif a == pl.KUBECONFIG:
             path = steps.kubeconfig(self.t, self.r.talos_dir)
@@ -330,6 +338,9 @@ class Restore:
             steps.bootstrap(self.t, self.upload_path or self.fetched.path, self.args.bootstrap_timeout, self.args.poll_interval,
                             self.out, self.resume_cmd())
         except steps.NotStarted as refused:
+            if self.failed_retry is not None and isinstance(refused.error, RestoreConflict):
+                # AlreadyExists after etcd Failed: the node had read the snapshot, and refused it (F2).
+                raise steps.recovery_failed(self.t, self.failed_retry, self.j, self.resume_cmd()) from None
             self.unmark(journal.BOOTSTRAP_STARTED)  # refused before it began: this restore's data is not in etcd
             raise refused.error from None
         self.say(f"bootstrap accepted by node {self.t.where}; the node now checks the snapshot and starts etcd "

@@ -132,9 +132,22 @@ def bootstrap(t: Talosctl, snapshot: Path, timeout: float, poll: float, out: Tex
     accepted the request: the snapshot's hash is checked later, on the node, when etcd starts from it. Raises
     ``NotStarted`` when the node refused it outright (or never got ready)."""
     node = t.node
-    print(f"bootstrapping etcd on node {t.where} from {snapshot} (bootstrap --recover-from) ...", file=out, flush=True)
     deadline = time.monotonic() + timeout
     last = None
+    # `bootstrap --recover-from` uploads the snapshot before Bootstrap says whether the node is ready: wait for
+    # what Bootstrap checks with cheap reads first, so a not-ready node costs no upload (talos-fidelity F4).
+    while True:
+        try:
+            waiting: str | None = t.bootstrap_ready()
+        except (NodeUnreachable, NodeError, Timeout) as probe_error:
+            waiting = probe_error.message
+        if waiting is None or time.monotonic() >= deadline:
+            break
+        if waiting != last:
+            print(f"  node not ready yet for the bootstrap: {waiting}; waiting", file=out, flush=True)
+            last = waiting
+        time.sleep(poll)
+    print(f"bootstrapping etcd on node {t.where} from {snapshot} (bootstrap --recover-from) ...", file=out, flush=True)
     while True:
         proc = t.bootstrap_recover(snapshot)
         if proc.returncode == 0:
@@ -164,8 +177,26 @@ def bootstrap(t: Talosctl, snapshot: Path, timeout: float, poll: float, out: Tex
         time.sleep(poll)
 
 
+IMAGE_PULL_FAILED = "failed to pull image"  # services/etcd.go:106-115, before any recovery
+
+
+def failed_retry_note(t: Talosctl, message: str) -> str:
+    why = ("its image pull failed, before the snapshot was read" if IMAGE_PULL_FAILED in message.lower()
+           else "possibly before it read the snapshot")
+    return (f"etcd on node {t.where} failed after the bootstrap ({message}): {why}; bootstrapping again, which is "
+            "safe: a node that read the snapshot refuses it (etcd data directory is not empty)")
+
+
 def recovery_failed(t: Talosctl, message: str, j: journal.Journal | None, resume: str) -> DRError:
-    """etcd Failed after our bootstrap: the node refused the snapshot or could not start etcd from it."""
+    """etcd Failed after our bootstrap, and again after this run bootstrapped once more (or the node refused that
+    with AlreadyExists): the node refused the snapshot or could not start etcd from it; or it cannot pull etcd's
+    image, which is a network problem, not the snapshot's."""
+    if IMAGE_PULL_FAILED in message.lower():
+        return NodeError(
+            f"etcd on node {t.where} cannot pull its image after the reset (service etcd: {message}); the snapshot "
+            "was not read and nothing of it is in etcd",
+            f"check the node reaches its image registry (DNS, internet gateway, `talosctl -n {t.node} -e "
+            f"{t.endpoint} logs etcd` and `dmesg`), then run `{resume}` again: bootstrapping again is safe")
     safety = f" (the safety snapshot {j.safety_snapshot}, or another)" if j and j.safety_snapshot else ""
     return NodeError(
         f"etcd on node {t.where} failed to start from the snapshot after `bootstrap --recover-from` was accepted "
@@ -173,6 +204,86 @@ def recovery_failed(t: Talosctl, message: str, j: journal.Journal | None, resume
         f"look at `talosctl -n {t.node} -e {t.endpoint} logs etcd`; restore another snapshot{safety} with "
         f"`{spelling.command('restore', 'SNAPSHOT', '--abandon-previous')}` (it resets the node again); re-running "
         f"`{resume}` only repeats this answer")
+
+
+# How long a candidate stale Node's Lease is watched: longer than a kubelet's default leaseDurationSeconds (40 s),
+# which it renews every quarter of that (10 s; kubernetes v1.34 pkg/kubelet/kubelet.go nodeLeaseRenewIntervalFraction).
+STALE_LEASE_WAIT = 45.0
+
+
+def _lease_mark(lease: dict | None) -> tuple[str, str] | None:
+    """What changes when a kubelet renews its Lease: the object's resourceVersion and ``spec.renewTime``."""
+    if lease is None:
+        return None
+    return (str((lease.get("metadata") or {}).get("resourceVersion", "")), str((lease.get("spec") or {}).get("renewTime", "")))
+
+
+def remove_stale_nodes(t: Talosctl, talos_dir: Path, addresses: set[str], timeout: float, poll: float,
+                       out: TextIO, err: TextIO, prog: str) -> list[str]:
+    """After etcd runs from the snapshot, before the health wait: delete the Kubernetes Nodes no current machine
+    answers for, and say which and why. The restored etcd still holds the Node of the machine the snapshot was
+    taken on; when that machine was replaced by one with another address, the old Node stays NotReady for ever and
+    `talosctl health` refuses it ("unexpected nodes with IPs", "some nodes are not ready": talos v1.13.9
+    pkg/cluster/cluster.go:101-129, pkg/cluster/check/kubernetes.go:30-78,216-245).
+
+    A Node is deleted only when it is proven stale: its InternalIP is none of this stack's node ``addresses``, and
+    its kubelet's Lease did not change while watched for ``STALE_LEASE_WAIT`` seconds (a running kubelet renews it
+    every 10 s). A Node that answers, or one without an InternalIP, is kept and named. Best effort: a failure warns
+    (with the command to do it by hand) and the health wait goes on. Returns the names deleted."""
+    from dr.adapters.kubeapi import KubeAPI, internal_ips, node_name
+    from dr.adapters.talosapi.h2stream import printable as p  # names and addresses come from the API: escaped
+
+    manual = ("if `talosctl health` then reports unexpected or not-ready nodes, list them with `kubectl get nodes "
+              "-o wide` (KUBECONFIG=.talos/kubeconfig) and delete the old machine's with `kubectl delete node NAME`")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".kubeconfig-", dir=talos_dir)  # 0600 from the first byte
+        os.close(fd)
+        try:
+            t.kubeconfig(Path(name))
+            text = Path(name).read_text()
+        finally:
+            Path(name).unlink(missing_ok=True)
+        api = KubeAPI.from_kubeconfig(text)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                nodes = api.list_nodes()
+                break
+            except NodeUnreachable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(poll)
+        candidates: list[tuple[str, list[str]]] = []
+        for obj in nodes:
+            ips = internal_ips(obj)
+            if not ips:
+                print(f"  Kubernetes Node {p(node_name(obj))} reports no InternalIP: kept (cannot tell whose it is)",
+                      file=out)
+            elif not set(ips) & addresses:
+                candidates.append((node_name(obj), ips))
+        if not candidates:
+            return []
+        shown = ", ".join(f"{p(c)} ({p(' '.join(ips))})" for c, ips in candidates)
+        print(f"Kubernetes Nodes with an address no machine of this cluster has ({shown}); this node is "
+              f"{' '.join(sorted(addresses))}. Watching their kubelets' Leases for "
+              f"{timefmt.human_duration(STALE_LEASE_WAIT)} before removing them ...", file=out, flush=True)
+        before = {c: _lease_mark(api.get_lease(c)) for c, _ in candidates}
+        time.sleep(STALE_LEASE_WAIT)
+        removed: list[str] = []
+        for n, ips in candidates:
+            if _lease_mark(api.get_lease(n)) != before[n]:
+                print(f"{prog}: warning: Kubernetes Node {p(n)} ({p(' '.join(ips))}) is not this cluster's node, but its "
+                      "kubelet renewed its Lease just now: a machine answers for it, so it is kept", file=err)
+                continue
+            if api.delete_node(n):
+                removed.append(n)
+            print(f"removed Kubernetes Node {p(n)} (InternalIP {p(' '.join(ips))}): it is the machine the snapshot was "
+                  f"taken on, which this node replaced; no machine of this cluster has that address and its kubelet "
+                  f"did not renew its Lease in {timefmt.human_duration(STALE_LEASE_WAIT)}", file=out, flush=True)
+        return removed
+    except DRError as exc:
+        print(f"{prog}: warning: could not check the cluster's Kubernetes Nodes ({exc.message}); {manual}", file=err)
+        return []
 
 
 def health(t: Talosctl, timeout: float, out: TextIO, resume: str) -> None:
@@ -186,6 +297,27 @@ def health(t: Talosctl, timeout: float, out: TextIO, resume: str) -> None:
                       f"etcd runs from the snapshot; look at `talosctl -n {t.node} -e {t.endpoint} health` and "
                       f"`logs etcd`; once healthy, run `{resume}` again to finish (or give it longer with "
                       "--health-timeout)") from exc
+
+
+def warn_alarms(t: Talosctl, err: TextIO, prog: str) -> list[tuple[str, str]]:
+    """etcd alarms live in its backend and come back with the snapshot (`etcdutl snapshot restore` trims only the
+    membership: etcd v3.6.12 etcdutl/snapshot/v3_snapshot.go:363): a NOSPACE alarm restores a read-only cluster.
+    List them (`talosctl etcd alarm list`) and say how to clear them. Best effort."""
+    from dr.adapters.talosapi.h2stream import printable
+
+    try:
+        alarms = t.etcd_alarms()
+    except DRError as exc:
+        print(f"{prog}: warning: could not list etcd's alarms ({exc.message}); check with `talosctl -n {t.node} -e "
+              f"{t.endpoint} etcd alarm list`", file=err)
+        return []
+    if alarms:
+        shown = ", ".join(f"{printable(alarm)} (member {printable(member)})" for member, alarm in alarms)
+        print(f"{prog}: warning: etcd on node {t.where} carries alarms restored with the snapshot: {shown}; while "
+              f"NOSPACE is raised etcd refuses writes. Compact and defragment (`talosctl -n {t.node} -e {t.endpoint} "
+              f"etcd defrag`), then clear them with `talosctl -n {t.node} -e {t.endpoint} etcd alarm disarm`",
+              file=err)
+    return alarms
 
 
 def kubeconfig(t: Talosctl, talos_dir: Path) -> Path:

@@ -362,7 +362,9 @@ def test_a_different_snapshot_while_one_is_half_done(sandbox_env, monkeypatch, t
     assert data.get("/registry/configmaps/default/only-in-second") == "c" and data.get(B) == "b"
 
 
-def test_bootstrap_not_ready_is_retried(sandbox_env):
+def test_bootstrap_not_ready_is_retried(sandbox_env, monkeypatch):
+    """Should the cheap readiness reads say ready too early, Bootstrap's own not-ready answers are still retried."""
+    monkeypatch.setattr(Talosctl, "bootstrap_ready", lambda self: None)
     sb = sandbox_env
     backup_a_then_write_b(sb)
     sb.set_faults(bootstrap_not_ready_seconds=1.5)
@@ -624,3 +626,67 @@ def test_the_prompt_says_whether_dr_verify_proved_a_local_snapshot(tmp_path, rea
     assert "2026-11-24T04:00:00Z" in describe_verification(f) and "6 keys" in describe_verification(f)
     other = Fetched(snap, str(snap), type(f.digest)(f.digest.size, f.digest.content_sha256, "0" * 64))
     assert describe_verification(other).startswith("not yet")  # a record for other bytes does not count
+
+
+def test_f4_the_snapshot_is_uploaded_once_while_the_node_gets_ready(sandbox_env):
+    """`bootstrap --recover-from` uploads before Bootstrap answers "not ready": the restore waits with cheap reads
+    (service cri, get timestatus) first, so a not-ready node costs no upload (talos-fidelity F4)."""
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(bootstrap_not_ready_seconds=4)  # long enough that the restore meets it even on a busy machine
+    res = run_restore("latest", "--yes")
+    assert_restored(sb, res)
+    assert "not ready yet for the bootstrap" in res.out
+    uploads = [c for c in calls_of(sb, "bootstrap") if any(a.startswith("--recover-from") for a in c)]
+    assert len(uploads) == 1, uploads
+
+
+def test_f2_an_image_pull_failure_after_the_bootstrap_is_retried_not_called_a_refusal(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(etcd_image_pull_fails=1)
+    res = run_restore("latest", "--yes")
+    assert_restored(sb, res)
+    assert "its image pull failed, before the snapshot was read; bootstrapping again" in res.out
+    assert len(resets(sb)) == 1  # no second reset
+
+
+def test_f2_a_pull_that_keeps_failing_says_network_not_snapshot(sandbox_env):
+    sb = sandbox_env
+    backup_a_then_write_b(sb)
+    sb.set_faults(etcd_image_pull_fails=5)
+    res = run_restore("latest", "--yes")
+    assert res.code == ExitCode.NODE_ERROR, res
+    assert "cannot pull its image" in res.err and "the snapshot was not read" in res.err
+    assert "refused it" not in res.err and "bootstrapping again is safe" in res.err
+
+
+def test_f7_an_etcd_alarm_is_listed_and_reported_with_the_disarm_command(sandbox_env):
+    """After the health wait the restore lists etcd's alarms (`talosctl etcd alarm list`): a NOSPACE alarm comes
+    back with the snapshot and makes the cluster read-only (talos-fidelity F7)."""
+    import io as _io
+
+    from dr.commands.restore import steps
+    from sandbox import etcd as sandbox_etcd
+
+    sb = sandbox_env
+    t = Talosctl(sb.private_ip, sb.talosconfig, binary=str(sb.talosctl), endpoint=sb.info.apid_endpoint)
+    err = _io.StringIO()
+    assert steps.warn_alarms(t, err, "dr.restore") == [] and err.getvalue() == ""
+    sandbox_etcd.activate_alarm(sb.etcd_endpoint, "NOSPACE")
+    [(member, alarm)] = steps.warn_alarms(t, err, "dr.restore")
+    assert alarm == "NOSPACE" and len(member) == 16  # %016x
+    assert "NOSPACE" in err.getvalue() and "etcd alarm disarm" in err.getvalue() and "etcd defrag" in err.getvalue()
+
+
+def test_f7_an_alarm_restored_with_the_snapshot_is_reported_after_the_restore(sandbox_env):
+    from sandbox import etcd as sandbox_etcd
+
+    sb = sandbox_env
+    sandbox_etcd.activate_alarm(sb.etcd_endpoint, "NOSPACE")
+    res = run_cli(backup.main, "--save-to-s3")
+    assert res.code == 0, res
+    sandbox_etcd.deactivate_alarm(sb.etcd_endpoint, "NOSPACE")  # the live cluster recovered; the snapshot has it
+    res = run_restore("latest", "--yes")
+    assert res.code == 0, res.err
+    assert "carries alarms restored with the snapshot: NOSPACE" in res.err and "etcd alarm disarm" in res.err
