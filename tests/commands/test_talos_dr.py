@@ -165,6 +165,9 @@ def test_prune_s3_uses_the_stacks_tier_days_not_the_defaults(tmp_path, monkeypat
         s3_client.put_object(Bucket=bucket, Key=key, Body=b"x", Metadata={s3.META_SOURCE: "schedule"},
                              Tagging="retention=monthly")
         keys_.append(key)
+    for hours in (3, 2, 1):  # three newer uploads: the newest three are always kept, whatever the days say
+        s3_client.put_object(Bucket=bucket, Key=f"snapshots/{naming.snapshot_name(now - timedelta(hours=hours))}",
+                             Body=b"x", Metadata={s3.META_SOURCE: "schedule"}, Tagging="retention=hourly")
     # neither stack output nor lifecycle rules: refuse to guess
     res = run_cli(prune.main, "--s3", "--bucket", bucket, "--dry-run")
     assert res.code == ExitCode.CONFIG and "retention days" in res.err, res
@@ -193,7 +196,7 @@ def test_prune_s3_denied_by_the_vault_says_who_may_delete(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     now = datetime.now(UTC)
-    for days in (30, 0):
+    for days in (30, 0.3, 0.2, 0.1):  # the newest three always stay; the 30-day-old one is due
         s3_client.put_object(Bucket=bucket, Key=f"snapshots/{naming.snapshot_name(now - timedelta(days=days))}",
                              Body=b"x", Metadata={s3.META_SOURCE: "schedule"}, Tagging="retention=hourly")
     put_tier_lifecycle(s3_client, bucket, tiers.DEFAULT_DAYS)

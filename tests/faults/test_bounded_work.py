@@ -117,6 +117,7 @@ def test_state_files_are_regular_files_or_refused(tmp_path, make):
 def test_a_fifo_catalog_does_not_block_list_or_verify(tmp_path, monkeypatch, real_snapshot):
     """Hostile 33: `.talos/snapshots/.verified.json` is a FIFO."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     snaps = tmp_path / ".talos" / "snapshots"
     snaps.mkdir(parents=True)
     snap = snaps / "etcd-snapshot-20261206T000000Z.db"
@@ -133,6 +134,7 @@ def test_a_fifo_catalog_does_not_block_list_or_verify(tmp_path, monkeypatch, rea
 def test_names_are_printed_escaped(tmp_path, monkeypatch):
     """Hostile 29: a name on the command line with a newline and ESC cannot clear the terminal or forge a line."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     hostile = "etcd-snapshot-20261206T000000Z.db\n\x1b[2Jdr.verify: verified OK \u202e"
     res = run_cli(verify.main, hostile, "--tmp-dir", str(tmp_path / "v"))
     assert res.code != 0
@@ -145,6 +147,7 @@ def test_names_are_printed_escaped(tmp_path, monkeypatch):
 def test_a_name_the_file_system_refuses_has_its_own_exit_code(tmp_path, monkeypatch):
     """Hostile 30: a 5000-character name was exit 1, "a bug"."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     for name in ("a" * 5000, "etcd-snapshot-20261206T000000Z.db" + "x" * 300):
         res = run_cli(verify.main, name, "--tmp-dir", str(tmp_path / "v"))
         assert res.code == ExitCode.NAME_REFUSED, res
@@ -162,6 +165,7 @@ def test_a_backup_stream_past_the_cap_stops_and_leaves_nothing(sandbox_factory, 
     for k, v in sb.env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: talos-dr\n")  # a project folder: its .talos/ is used
     for i in range(20):
         sb.put(f"/registry/configmaps/default/c{i}", "x" * 1000)
     monkeypatch.setenv("DR_MAX_SNAPSHOT_BYTES", str(16 * 1024))
