@@ -28,9 +28,19 @@ def _retrail(data: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def _page3_garbage(good: bytes) -> bytes:
+def _root_page(good: bytes) -> tuple[int, int]:
+    """(the root bucket's page, the page size): a page every walk reaches, whatever the seeded data's layout."""
+    from dr.core import bbolt
+
+    data = good[:-32]
+    meta = bbolt.check_meta(data[: bbolt.HEAD_NEEDED], len(data))
+    return meta.root, meta.page_size
+
+
+def _root_page_garbage(good: bytes) -> bytes:
+    root, size = _root_page(good)
     g = bytearray(good)
-    g[3 * 4096 + 8:3 * 4096 + 10] = b"\xff\xff"  # page 3's flags: neither branch, leaf, meta nor freelist
+    g[root * size + 8:root * size + 10] = b"\xff\xff"  # its flags: neither branch, leaf, meta nor freelist
     return _retrail(bytes(g))
 
 
@@ -88,7 +98,7 @@ HOSTILE = {
     "trunc-4096": (lambda good, other: good[:4096], ExitCode.TRUNCATED_SNAPSHOT),
     "trunc-trailer": (lambda good, other: good[:-32], ExitCode.TRUNCATED_SNAPSHOT),
     "flip-mid": (lambda good, other: _flip_mid(good), ExitCode.CORRUPT_SNAPSHOT),
-    "badpage-fixed": (lambda good, other: _page3_garbage(good), None),  # refused; the code is the tool's (7 or 21)
+    "badpage-fixed": (lambda good, other: _root_page_garbage(good), None),  # refused; the code is the tool's (7 or 21)
     "badmeta-fixed": (lambda good, other: _both_metas_broken(good), ExitCode.CORRUPT_SNAPSHOT),
     "empty-etcd": (lambda good, other: other["empty-etcd"], ExitCode.VERIFY_MISMATCH),
     "no-registry": (lambda good, other: other["no-registry"], ExitCode.VERIFY_MISMATCH),
@@ -139,7 +149,7 @@ def _path_without_etcd(tmp_path: Path, sb) -> str:
 def test_without_etcd_restore_refuses_a_page_damaged_snapshot_before_the_reset(node_env, tmp_path, monkeypatch):
     sb, good = node_env
     bad = tmp_path / "etcd-snapshot-20261206T000000Z.db"
-    bad.write_bytes(_page3_garbage(good))
+    bad.write_bytes(_root_page_garbage(good))
     monkeypatch.setenv("PATH", _path_without_etcd(tmp_path, sb))
     calls = len(sb.calls())
     r = run_cli(restore.main, str(bad), "--yes", *FAST, stdin=io.StringIO(""))
@@ -176,7 +186,7 @@ def test_sigterm_before_the_reset_leaves_no_journal(node_env, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     proc = subprocess.Popen([sys.executable, "-m", "dr.restore", str(snap), "--yes", *FAST], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    journal = Path(".talos") / "restore-journal.json"
+    journal = Path(os.environ.get("DR_TALOS_DIR", ".talos")) / "restore-journal.json"  # the sandbox env names it
     deadline = _time.monotonic() + 60
     while not journal.exists() and _time.monotonic() < deadline and proc.poll() is None:
         _time.sleep(0.1)
@@ -207,15 +217,16 @@ def test_an_expired_client_certificate_is_named_before_anything(node_env, tmp_pa
 
 def test_skip_etcd_proof_still_walks_the_pages(node_env, tmp_path, monkeypatch):
     """Hostile-inputs 12 with the explicit skip: the page tree is walked in Python (dr.core.bbolt.walk_pages), so the
-    page-3 damage is refused before the reset even without etcd."""
+    damaged root page is refused before the reset even without etcd."""
     sb, good = node_env
     bad = tmp_path / "etcd-snapshot-20261206T000000Z.db"
-    bad.write_bytes(_page3_garbage(good))
+    bad.write_bytes(_root_page_garbage(good))
     monkeypatch.setenv("PATH", _path_without_etcd(tmp_path, sb))
     calls = len(sb.calls())
     r = run_cli(restore.main, str(bad), "--yes", verify.SKIP_ETCD_FLAG, *FAST, stdin=io.StringIO(""))
     assert r.code == ExitCode.CORRUPT_SNAPSHOT, r
-    assert "page 3 has unexpected type/flags 0xffff" in r.err
+    root, _size = _root_page(good)
+    assert f"page {root} (the root bucket) has unexpected type/flags 0xffff" in r.err
     _node_untouched(sb, calls)
 
 
@@ -226,9 +237,10 @@ def test_the_page_walk_accepts_real_databases_and_names_damage(node_env):
     data = good[:-32]
     meta = bbolt.check_meta(data[: bbolt.HEAD_NEEDED], len(data))
     assert bbolt.walk_pages(data, meta) >= 1
-    with pytest.raises(ValueError, match="page 3"):
-        bbolt.walk_pages(_page3_garbage(good)[:-32], meta)
+    root, size = _root_page(good)
+    with pytest.raises(ValueError, match=f"page {root}"):
+        bbolt.walk_pages(_root_page_garbage(good)[:-32], meta)
     cut = bytearray(data)
-    cut[3 * 4096:3 * 4096 + 8] = (99).to_bytes(8, "little")  # page 3 says it is page 99
+    cut[root * size:root * size + 8] = (99).to_bytes(8, "little")  # the root page says it is page 99
     with pytest.raises(ValueError, match="says it is page 99"):
         bbolt.walk_pages(bytes(cut), meta)
