@@ -4,6 +4,10 @@
     python -m demo --dir /tmp/d --keep   # keep the folder (snapshots, logs) afterwards
     python -m demo --report report.json  # also write the figures as JSON
 
+The application's objects are stored as kube-apiserver stores them (sandbox.seed.encode: protobuf, Secrets
+encrypted with the sandbox cluster's secretbox key), so after the check one Secret is deleted again and got back
+with ``talos-dr extract``, its data compared with what the demo created.
+
 Every DR step runs as the command a user would type (shown as ``$ talos-dr ...``), in a subprocess with the
 sandbox's environment, in a folder of its own: your ``.talos/``, stack and AWS account are never used. The sandbox
 is taken down at the end whatever happens (failure, Ctrl-C). Exit 0 only when every backed-up key came back with its
@@ -17,6 +21,7 @@ exact value and nothing else remains.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -37,12 +42,14 @@ from dr.adapters.etcdlocal import iter_kvs
 from dr.commands.verify import resource_type
 from dr.core import spelling
 from dr.core.errors import ExitCode
+from sandbox import seed
 
 REPO = Path(__file__).resolve().parent.parent
 FAULTS = ("corrupt-backup", "bootstrap-fails")
 PHASES = ("setup", "cluster", "backup", "disaster", "restore", "check", "teardown")
 # The application the demo adds to the sandbox's seeded cluster, so there is something worth losing.
 APP_NAMESPACE = "shop"
+EXTRACTED_SECRET = "db-password"  # deleted again after the restore, and got back with `talos-dr extract`
 CORRUPT_NAMESPACE = "demo"  # seeded by the sandbox; the disaster overwrites its objects with garbage
 INTRUDER_KEYS = {
     "/registry/namespaces/intruder": b'{"kind":"Namespace","metadata":{"name":"intruder"}}',
@@ -56,20 +63,38 @@ SCRUBBED_ENV = ("DR_BUCKET", "DR_NODE", "DR_STACK", "DR_TALOS_DIR", "AWS_PROFILE
 KV = dict[str, bytes]
 
 
-def app_objects() -> KV:
-    """The demo application's keys (deterministic)."""
+def app_manifests() -> dict[str, dict]:
+    """The demo application's objects as Kubernetes JSON, by etcd key (deterministic)."""
     ns = APP_NAMESPACE
-    out: KV = {f"/registry/namespaces/{ns}": json.dumps({"kind": "Namespace", "metadata": {"name": ns}}).encode()}
+    created = "2026-01-01T00:00:00Z"
+
+    def meta(name: str, namespaced: bool = True) -> dict:
+        h = hashlib.sha256(f"{ns}/{name}".encode()).hexdigest()
+        m = {"name": name, "uid": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}", "creationTimestamp": created}
+        return {**m, "namespace": ns} if namespaced else m
+
+    out: dict[str, dict] = {f"/registry/namespaces/{ns}": {"apiVersion": "v1", "kind": "Namespace",
+                                                          "metadata": meta(ns, namespaced=False)}}
     for name in ("storefront", "cart", "checkout", "catalog"):
-        out[f"/registry/deployments/{ns}/{name}"] = json.dumps(
-            {"kind": "Deployment", "metadata": {"name": name, "namespace": ns}, "spec": {"replicas": 3}}).encode()
-        out[f"/registry/services/specs/{ns}/{name}"] = json.dumps(
-            {"kind": "Service", "metadata": {"name": name, "namespace": ns}}).encode()
-        out[f"/registry/configmaps/{ns}/{name}-config"] = json.dumps(
-            {"kind": "ConfigMap", "data": {"LOG_LEVEL": "info", "SERVICE": name}}).encode()
+        out[f"/registry/deployments/{ns}/{name}"] = {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                     "metadata": meta(name), "spec": {"replicas": 3}}
+        out[f"/registry/services/specs/{ns}/{name}"] = {"apiVersion": "v1", "kind": "Service", "metadata": meta(name)}
+        out[f"/registry/configmaps/{ns}/{name}-config"] = {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-config"),
+            "data": {"LOG_LEVEL": "info", "SERVICE": name}}
     for name in ("db-password", "payment-api-key"):
-        out[f"/registry/secrets/{ns}/{name}"] = b"k8s:enc:secretbox:v1:key1:" + hashlib.sha256(name.encode()).digest()
+        value = base64.b64encode(hashlib.sha256(name.encode()).hexdigest().encode()).decode()
+        out[f"/registry/secrets/{ns}/{name}"] = {"apiVersion": "v1", "kind": "Secret", "metadata": meta(name),
+                                                 "type": "Opaque", "data": {"value": value}}
     return dict(sorted(out.items()))
+
+
+def app_objects(secretbox_key_text: bytes | str = b"sandbox") -> KV:
+    """The demo application's keys and values, stored as kube-apiserver stores them (sandbox.seed.encode: protobuf
+    in the ``k8s\\0`` envelope, Secrets sealed with secretbox under ``key2``); ``secretbox_key_text`` is the
+    cluster's base64 ``secretboxencryptionsecret``."""
+    box_key = seed.secretbox_key(secretbox_key_text)
+    return {k: seed.encode(obj, k, box_key) for k, obj in app_manifests().items()}
 
 
 def in_namespace(key: str, ns: str) -> bool:
@@ -157,6 +182,7 @@ class Report:
     disaster: dict[str, Any] = field(default_factory=dict)
     restore: dict[str, Any] = field(default_factory=dict)
     check: dict[str, Any] = field(default_factory=dict)
+    extract: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     sandbox_down: bool = False
     total_seconds: float = 0.0
@@ -268,7 +294,11 @@ class Demo:
 
             self.sb = Sandbox.load(self.sandbox_dir)
             self.say(f"$ . {self.sb.env_file}    # the commands below run with this environment, in {self.base}")
-            app = app_objects()
+            # Stored as the cluster's kube-apiserver would store them: Secrets encrypted with this cluster's key.
+            from sandbox.pki import ClusterSecrets
+
+            box = ClusterSecrets.load(self.sb.paths.secrets).bundle["secrets"]["secretboxencryptionsecret"]
+            app = app_objects(box)
             for k, v in app.items():
                 self.sb.put(k, v)
             self.say(f"added a small application: namespace {APP_NAMESPACE!r} with {len(app) - 1} objects "
@@ -394,7 +424,40 @@ class Demo:
                 raise StepFailed("check", int(ExitCode.VERIFY_MISMATCH),
                                  f"the restored cluster differs from the backup: {len(c.missing)} missing, "
                                  f"{len(c.wrong)} wrong, {len(c.extra)} extra keys")
+            self.extract_one_secret()
             return c
+
+    def extract_one_secret(self) -> None:
+        """The small disaster: one Secret deleted after the backup, got back as YAML with `talos-dr extract`
+        (decrypted with the cluster's key from the stack outputs) and compared with the Secret the demo created."""
+        import yaml
+
+        key = f"/registry/secrets/{APP_NAMESPACE}/{EXTRACTED_SECRET}"
+        want = app_manifests()[key]
+        r = self.sb.etcdctl("del", key)
+        if r.returncode != 0:
+            raise StepFailed("extract", int(ExitCode.ERROR), f"could not delete {key}: {r.stderr.strip()}")
+        self.say(f"\nA smaller disaster needs no rollback: Secret {APP_NAMESPACE}/{EXTRACTED_SECRET} is deleted "
+                 "again;\nget it back from the backup, decrypted, as YAML for `kubectl apply`:")
+        out_dir = self.base / "restored"
+        self.run("extract", spelling.PROG, "extract", "latest", "-n", APP_NAMESPACE, "--type", "secrets",
+                 "--name", EXTRACTED_SECRET, "-o", str(out_dir))
+        path = out_dir / APP_NAMESPACE / f"secret-{EXTRACTED_SECRET}.yaml"
+        try:
+            got = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise StepFailed("extract", int(ExitCode.VERIFY_MISMATCH), f"{path} was not written as YAML: {exc}") \
+                from exc
+        same = (isinstance(got, dict) and got.get("kind") == "Secret" and got.get("data") == want["data"]
+                and got.get("type") == want["type"]
+                and (got.get("metadata") or {}).get("name") == EXTRACTED_SECRET
+                and (got.get("metadata") or {}).get("namespace") == APP_NAMESPACE)
+        self.report.extract = {"secret": f"{APP_NAMESPACE}/{EXTRACTED_SECRET}", "file": str(path), "identical": same}
+        if not same:
+            raise StepFailed("extract", int(ExitCode.VERIFY_MISMATCH),
+                             f"{path} does not hold the Secret the demo created (type and data differ)")
+        self.say(f"{path.name} holds the Secret's type and data exactly as the demo created them "
+                 f"(data keys: {', '.join(sorted(want['data']))}; values not shown)")
 
     def teardown(self) -> None:
         with self.phase("teardown", "Take the sandbox down"):
@@ -428,6 +491,9 @@ class Demo:
                      f"{c['corrupted_back']}/{r.disaster['corrupted_count']} overwritten keys repaired, "
                      f"{c['added_gone']}/{r.disaster['added_count']} added keys gone; "
                      f"{c['identical']}/{c['compared']} keys identical to the backup")
+        if r.extract:
+            self.say(f"extract:   Secret {r.extract['secret']} deleted after the restore, back with "
+                     f"{spelling.command('extract')}: {'identical' if r.extract['identical'] else 'DIFFERENT'}")
         self.say("time per phase:")
         for k, v in r.phases.items():
             self.say(f"    {k:<10} {v:>7.1f}s")
@@ -461,7 +527,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
              "It runs the same commands you would (each shown as `$ talos-dr ...`, its output indented below):\n"
              "  1 start a local sandbox cluster   2 show what it holds    3 back it up to S3 and verify the backup\n"
              "  4 break it (delete, corrupt, add) 5 restore the backup    6 compare every key with the backup\n"
-             "  7 take the sandbox down (always, also when something fails)")
+             "  7 take the sandbox down (always, also when something fails)\n"
+             "(after step 6, one Secret is deleted again and got back from the backup with `talos-dr extract`)")
     t0 = time.monotonic()
     r = demo.report
     try:

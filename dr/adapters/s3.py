@@ -62,6 +62,7 @@ class ObjectInfo:
     tags: dict[str, str] = field(default_factory=dict)
     checksum_sha256: str | None = None  # base64, full-object or composite ("...-N")
     version_id: str | None = None
+    etag: str | None = None
 
 
 def make_client(region: str | None = None, endpoint_url: str | None = None, profile: str | None = None):
@@ -227,6 +228,7 @@ def head_snapshot(client, bucket: str, key: str, *, with_tags: bool = True) -> O
         tags=tags,
         checksum_sha256=head.get("ChecksumSHA256"),
         version_id=head.get("VersionId"),
+        etag=head.get("ETag"),
     )
 
 

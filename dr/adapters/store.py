@@ -84,6 +84,9 @@ class Entry:
     # a principal allowed to tag) rather than metadata (fixed at upload).
     s3_checksum: str | None = None
     facts_from_tags: bool = False
+    # S3: what was listed or described, so the download reads that and nothing put there since (hostile-inputs 61).
+    etag: str | None = None
+    version_id: str | None = None
 
     @property
     def format(self) -> str:
@@ -580,7 +583,7 @@ class S3Store:
                     if parsed is None or key.endswith("/"):
                         continue
                     out.append(Entry(S3, parsed, f"s3://{self.bucket}/{key}", obj["Size"], obj["LastModified"],
-                                     key=key))
+                                     key=key, etag=obj.get("ETag")))
         except (ClientError, BotoCoreError) as exc:
             raise s3.translate(exc, "listing", self.bucket, self.prefix) from exc
         self._listing = newest_first(out)
@@ -650,16 +653,30 @@ class S3Store:
                      revision=facts.get("revision"), cluster=merged.get(s3.META_CLUSTER),
                      recorded_taken_at=merged.get(s3.META_TAKEN_AT), source=merged.get(s3.META_SOURCE),
                      verification=v, key=info.key, described=True, s3_checksum=info.checksum_sha256,
-                     facts_from_tags=s3.META_SHA256 not in info.metadata and s3.META_SHA256 in info.tags)
+                     facts_from_tags=s3.META_SHA256 not in info.metadata and s3.META_SHA256 in info.tags,
+                     etag=info.etag, version_id=info.version_id)
 
     def open(self, entry: Entry) -> Iterator[bytes]:
         assert entry.key is not None
         try:
             # ChecksumMode: botocore checks a full-object SHA-256 as the body streams (a multipart upload's composite
             # checksum cannot be checked this way; the plaintext's trailer and the age/zstd checks cover it).
-            resp = self.client.get_object(Bucket=self.bucket, Key=entry.key, ChecksumMode="ENABLED")
+            # Pinned to what was listed or described (hostile-inputs 61): that version in a versioned bucket (a
+            # version never changes), else If-Match on the listed ETag, which S3 answers with 412 when another object
+            # was put there since.
+            pin = ({"VersionId": entry.version_id} if entry.version_id and entry.version_id != "null"
+                   else {"IfMatch": entry.etag} if entry.etag else {})
+            resp = self.client.get_object(Bucket=self.bucket, Key=entry.key, ChecksumMode="ENABLED", **pin)
             yield from resp["Body"].iter_chunks(CHUNK)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed" or status == 412:
+                raise S3Error(f"{entry.location} was replaced since it was listed (it is no longer the object with "
+                              f"ETag {entry.etag}): nothing was read from it",
+                              f"list again with `{spelling.command('list')}`, then run the command again with the "
+                              "name it shows") from exc
+            raise s3.translate(exc, "download of", self.bucket, entry.key) from exc
+        except BotoCoreError as exc:
             raise s3.translate(exc, "download of", self.bucket, entry.key) from exc
 
     def put(self, chunks: Iterable[bytes], plain: str, *, compress: bool = False, recipients: Sequence[Any] = (),

@@ -33,7 +33,7 @@ DEFAULT_LIMIT = 20
 
 @dataclass
 class Row:
-    name: str  # the plain snapshot's name (what a download becomes); every command accepts it
+    name: str  # the plain snapshot's name (what a download becomes), or the stored name when that is ambiguous
     taken_at: str
     where: str  # local | s3 | both
     size: int  # bytes in the first place listed (the local file, else the stored object)
@@ -52,6 +52,7 @@ class Row:
     verified_keys: int | None = None
     pre_restore: bool = False
     downloaded: bool = False  # the local copy is one a restore downloaded (in <snapshots>/downloads)
+    same_plain_name: bool = False  # another S3 object decodes to the same plain name: this row is its stored name
     _s3_entry: Entry | None = field(default=None, repr=False)
 
 
@@ -79,16 +80,23 @@ def build_rows(local: list[Entry], remote: list[Entry]) -> list[Row]:
             verified_keys=v.keys if v else None, pre_restore=e.name.safety,
             downloaded=e.path is not None and e.path.parent.name == DOWNLOADS,
         )
-    for o in remote:  # newest first; a name seen twice keeps the newest object
-        row = rows.get(o.name.plain)
+    stored_as: dict[str, set[str]] = {}
+    for o in remote:
+        stored_as.setdefault(o.name.plain, set()).add(o.name.name)
+    for o in remote:  # newest first
+        # `X.db` and `X.db.zst` both stored: two snapshots, one row each under its stored name (the plain name is
+        # ambiguous, and verify/restore refuse it: store.find; hostile-inputs 22).
+        ambiguous = len(stored_as[o.name.plain]) > 1
+        key = o.name.name if ambiguous else o.name.plain
+        row = rows.get(key)
         if row is None:
-            rows[o.name.plain] = Row(name=o.name.plain, taken_at=timefmt.iso_utc(o.name.taken_at), where="s3",
-                                     size=o.size, s3_uri=o.location, s3_size=o.size, s3_name=o.name.name,
-                                     format=o.format, scheme=o.name.scheme, cluster=o.name.cluster,
-                                     pre_restore=o.name.safety, _s3_entry=o)
+            rows[key] = Row(name=key, taken_at=timefmt.iso_utc(o.name.taken_at), where="s3",
+                            size=o.size, s3_uri=o.location, s3_size=o.size, s3_name=o.name.name,
+                            format=o.format, scheme=o.name.scheme, cluster=o.name.cluster,
+                            pre_restore=o.name.safety, _s3_entry=o, same_plain_name=ambiguous)
         elif row.s3_uri is None:
             row.where, row.s3_uri, row.s3_size, row.s3_name, row.format = "both", o.location, o.size, o.name.name, o.format
-            row._s3_entry = o
+            row._s3_entry, row.same_plain_name = o, ambiguous
     ordered = sorted(rows.values(), key=lambda r: (r.taken_at, r.name), reverse=True)
     for r in ordered:
         r.verified_at = max((v for v in (r.local_verified_at, r.s3_verified_at) if v), default=None)
@@ -199,6 +207,15 @@ def _add_table_notes(rows: list[Row], shown: list[Row], notes: list[str]) -> Non
     if any(x.format not in ("plain", "zstd") for x in shown):
         notes.append("age-encrypted snapshots need their identity to verify or restore: --identity FILE "
                      "(or DR_AGE_IDENTITY_FILE)")
+    clashes: dict[str, list[str]] = {}
+    for x in rows:
+        if x.same_plain_name and x._s3_entry is not None:
+            clashes.setdefault(x._s3_entry.name.plain, []).append(x._s3_entry.name.name)
+    for plain, stored in sorted(clashes.items()):
+        names = ", ".join(cli.printable(n) for n in sorted(stored))
+        notes.append(f"{cli.printable(plain)} is the name of {len(stored)} different snapshots in S3 ({names}), listed "
+                     "under their stored names: name the one you mean that way (or by its s3:// URI) to verify, "
+                     f"restore or extract it, e.g. `{spelling.command('verify', sorted(stored)[-1])}`")
     if len(rows) > len(shown):
         notes.append(f"showing the newest {len(shown)} of {len(rows)}; `--limit 0` shows all "
                      "(S3 metadata is read only for the rows shown)")

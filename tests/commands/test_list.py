@@ -190,3 +190,48 @@ def test_sizes_that_differ_between_copies_are_flagged(cwd, s3_client, bucket):
 
 def test_bad_limit(cwd):
     assert _list("--limit", "-1").code == ExitCode.CONFIG
+
+
+def test_a_plain_and_a_compressed_object_of_the_same_name_are_two_rows(cwd, s3_client, bucket):
+    """hostile-inputs 22: `X.db` and `X.db.zst` in S3 at once are two snapshots (perhaps of two clusters). Each gets
+    its own row under its stored name, the header counts both, and a note says the plain name is ambiguous (verify
+    and restore refuse it: store.find)."""
+    plain, other = _name(2), _name(5)
+    s3_client.put_object(Bucket=bucket, Key=f"snapshots/{plain}", Body=b"p" * 3000)
+    s3_client.put_object(Bucket=bucket, Key=f"snapshots/{plain}.zst", Body=b"z" * 800)
+    s3_client.put_object(Bucket=bucket, Key=f"snapshots/{other}.zst", Body=b"o" * 100)
+    (cwd / _name(1)).write_bytes(b"local")
+    doc = json.loads(_list("--bucket", bucket, "--json").out)
+    rows = {r["name"]: r for r in doc["snapshots"]}
+    assert [r["name"] for r in doc["snapshots"]] == [_name(1), f"{plain}.zst", plain, other]
+    assert (doc["total"], doc["local"], doc["in_s3"]) == (4, 1, 3)
+    assert (rows[plain]["format"], rows[plain]["size"], rows[plain]["s3_name"]) == ("plain", 3000, plain)
+    assert (rows[f"{plain}.zst"]["format"], rows[f"{plain}.zst"]["size"]) == ("zstd", 800)
+    assert rows[plain]["same_plain_name"] and rows[f"{plain}.zst"]["same_plain_name"]
+    assert not rows[other]["same_plain_name"] and rows[other]["s3_name"] == f"{other}.zst"
+    [note] = [n for n in doc["notes"] if "different snapshots" in n]
+    assert f"{plain} is the name of 2 different snapshots in S3 ({plain}, {plain}.zst)" in note
+    assert f"talos-dr verify {plain}.zst" in note
+
+    text = _list("--bucket", bucket)
+    assert text.code == 0, text
+    assert text.out.startswith("4 snapshots (1 local in .talos/snapshots, 3 in s3://") and ", newest first" in text.out
+    lines = text.out.splitlines()
+    assert len([ln for ln in lines if ln.startswith(plain)]) == 2
+    assert any(ln.startswith(f"{plain}.zst ") and " zstd " in ln for ln in lines)
+    assert any(ln.startswith(f"{plain} ") and " plain " in ln for ln in lines)
+    assert f"note: {plain} is the name of 2 different snapshots in S3" in text.err
+
+
+def test_a_local_copy_merges_with_the_object_of_its_own_stored_name_only(cwd, s3_client, bucket):
+    plain = _name(2)
+    (cwd / plain).write_bytes(b"p" * 3000)
+    s3_client.put_object(Bucket=bucket, Key=f"snapshots/{plain}", Body=b"p" * 3000)
+    s3_client.put_object(Bucket=bucket, Key=f"snapshots/{plain}.zst", Body=b"z" * 800)
+    doc = json.loads(_list("--bucket", bucket, "--json").out)
+    rows = {r["name"]: r for r in doc["snapshots"]}
+    assert set(rows) == {plain, f"{plain}.zst"}
+    assert rows[plain]["where"] == "both" and rows[plain]["s3_name"] == plain
+    assert rows[f"{plain}.zst"]["where"] == "s3"
+    assert (doc["total"], doc["local"], doc["in_s3"]) == (2, 1, 2)
+

@@ -3,6 +3,7 @@ the snapshots the run left behind, read back with dr.verify (a real etcd), not a
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -12,9 +13,21 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from demo.run import INTRUDER_KEYS, app_objects, compare, counts_by_type, in_namespace, plan_disaster
+from demo.run import (
+    APP_NAMESPACE,
+    EXTRACTED_SECRET,
+    INTRUDER_KEYS,
+    app_manifests,
+    app_objects,
+    compare,
+    counts_by_type,
+    in_namespace,
+    plan_disaster,
+)
 from dr.commands import verify
+from dr.core import kubeproto, secretbox
 from dr.core.errors import ExitCode
 from sandbox.api import Sandbox
 from sandbox.testing import require_etcd
@@ -117,6 +130,18 @@ def test_demo_from_a_fresh_clone(tmp_path):
             f"{c['corrupted_back']}/{dis['corrupted_count']} overwritten keys repaired") in out
     assert list(tmp.iterdir()) == []
 
+    # The small disaster after the check: one Secret deleted, got back with `talos-dr extract` from the S3 backup.
+    assert f"$ talos-dr extract latest -n {APP_NAMESPACE} --type secrets --name {EXTRACTED_SECRET}" in out
+    secret_file = work / "restored" / APP_NAMESPACE / f"secret-{EXTRACTED_SECRET}.yaml"
+    assert r["extract"] == {"secret": f"{APP_NAMESPACE}/{EXTRACTED_SECRET}", "file": str(secret_file),
+                            "identical": True}
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    got = yaml.safe_load(secret_file.read_text())
+    want = app_manifests()[f"/registry/secrets/{APP_NAMESPACE}/{EXTRACTED_SECRET}"]
+    assert (got["kind"], got["type"], got["data"]) == ("Secret", "Opaque", want["data"])
+    assert got["metadata"]["name"] == EXTRACTED_SECRET and got["metadata"]["namespace"] == APP_NAMESPACE
+    assert f"extract:   Secret {APP_NAMESPACE}/{EXTRACTED_SECRET} deleted after the restore" in out
+
 
 @pytest.mark.parametrize("fault, code, words", [
     ("corrupt-backup", ExitCode.CORRUPT_SNAPSHOT, "is corrupt"),
@@ -210,3 +235,23 @@ def test_compare():
     c = compare(exp, {"a": b"1", "b": b"x", "d": b"4"})
     assert (c.missing, c.wrong, c.extra, c.identical, c.ok) == (["c"], ["b"], ["d"], 1, False)
     assert not compare(exp, {**exp, "z": b""}).ok
+
+
+def test_the_app_is_stored_as_kube_apiserver_stores_it():
+    """Protobuf in the k8s\\0 envelope; Secrets sealed with secretbox under key2 with the cluster's key (what
+    `talos-dr extract` reads), not JSON."""
+    box = "q2Xo9mY4H0s0Yc2o0xkz1m5vH8qQp3c9Jk3vV8w6b0E="  # a secretboxencryptionsecret: base64 of 32 bytes
+    objs = app_objects(box)
+    assert set(objs) == set(app_manifests())
+    for k, v in objs.items():
+        if k.startswith("/registry/secrets/"):
+            assert v.startswith(b"k8s:enc:secretbox:v1:key2:")
+            obj = kubeproto.decode(secretbox.open_value(v, secretbox.key_from_secret(box)))
+            assert obj["data"] == app_manifests()[k]["data"] and obj["type"] == "Opaque"
+        else:
+            assert v.startswith(b"k8s\x00"), k
+    cm = kubeproto.decode(objs[f"/registry/configmaps/{APP_NAMESPACE}/cart-config"])
+    assert cm["data"] == {"LOG_LEVEL": "info", "SERVICE": "cart"}
+    with pytest.raises(secretbox.WrongKey):
+        secretbox.open_value(objs[f"/registry/secrets/{APP_NAMESPACE}/{EXTRACTED_SECRET}"],
+                             secretbox.key_from_secret(base64.b64encode(bytes(32)).decode()))

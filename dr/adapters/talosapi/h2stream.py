@@ -8,6 +8,7 @@ OpenSSL 1.1.1+ can. A unary request with a streamed response needs little of gRP
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import struct
@@ -43,6 +44,12 @@ STATUS_NAMES = {
     6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION", 10: "ABORTED",
     11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED",
 }  # fmt: skip
+
+
+# A port that accepted TCP and sent nothing back to our ClientHello (hostile-inputs 41), or stopped halfway through
+# its handshake: dr.adapters.talosapi.client words these as such, not as certificate failures.
+NO_TLS_REPLY = "answered but no TLS handshake came back"
+TLS_STALLED = "its side of the TLS handshake stopped"
 
 
 class CallError(Exception):
@@ -108,6 +115,31 @@ def _header_dict(headers: list[Header]) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in headers}
 
 
+def _handshake(tls: ssl.SSLSocket, host: str, port: int, timeout: float) -> None:
+    """The TLS handshake, non-blocking, so that a port which accepts TCP and then says nothing (not apid: another
+    service, a node still booting) is told apart from a certificate failure (hostile-inputs 41): the ClientHello goes
+    out, then the first byte back is waited for. Leaves ``tls`` blocking with ``timeout``, as wrap_socket would."""
+    deadline = time.monotonic() + timeout
+    answered = False
+    tls.settimeout(0)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
+            reading = isinstance(want, ssl.SSLWantReadError)
+            left = max(0.0, deadline - time.monotonic())
+            readable, writable, _ = select.select([tls] if reading else [], [] if reading else [tls], [], left)
+            if not (readable or writable):
+                if not answered:
+                    raise CallError("UNAVAILABLE", f"port {port} on {host} {NO_TLS_REPLY} in {timeout:.0f}s: not "
+                                    "apid, or the node is still booting") from None
+                raise CallError("UNAVAILABLE", f"port {port} on {host} answered, then {TLS_STALLED} for "
+                                f"{timeout:.0f}s: not apid, or the node is overloaded") from None
+            answered = answered or reading
+    tls.settimeout(timeout)
+
+
 def _connect(host: str, port: int, context: ssl.SSLContext, connect_timeout: float,
              server_name: str | None) -> ssl.SSLSocket:
     try:
@@ -117,17 +149,25 @@ def _connect(host: str, port: int, context: ssl.SSLContext, connect_timeout: flo
     except OSError as exc:
         raise CallError("UNAVAILABLE", f"connect to {host}:{port} failed: {exc.strerror or exc}") from exc
     try:
-        tls = context.wrap_socket(raw, server_hostname=server_name or host)
-    except ssl.SSLError as exc:
+        tls = context.wrap_socket(raw, server_hostname=server_name or host, do_handshake_on_connect=False)
+    except OSError as exc:
         raw.close()
+        raise CallError("UNAVAILABLE", f"connection to {host}:{port} failed: {exc}") from exc
+    try:
+        _handshake(tls, host, port, connect_timeout)
+    except CallError:
+        tls.close()
+        raise
+    except ssl.SSLError as exc:
+        tls.close()
         raise _tls_error(exc) from exc
     except ConnectionResetError as exc:
         # Reset before the server said anything: no TLS server there (a host that is going down or rebooting).
-        raw.close()
+        tls.close()
         raise CallError("UNAVAILABLE", f"connection to {host}:{port} was reset at once: nothing serves there now "
                         "(connection refused)") from exc
     except OSError as exc:
-        raw.close()
+        tls.close()
         raise CallError("UNAVAILABLE", f"TLS handshake with {host}:{port} failed: {exc}", tls=True) from exc
     alpn = tls.selected_alpn_protocol()
     if alpn != "h2":  # gRPC is HTTP/2 only; apid always agrees to h2

@@ -266,3 +266,64 @@ def test_printable():
     assert h2stream.printable("a\nb\tc\x00\x1b[0m\u2028") == "a\\nb\\tc\\x00\\x1b[0m\\u2028"
     capped = h2stream.printable("y" * 10_000, 100)
     assert capped.startswith("y" * 100) and capped.endswith("... (10000 characters)") and len(capped) < 130
+
+
+class _SilentPort:
+    """Accepts TCP connections and then says nothing (or only ``first`` bytes): not apid, or a node still booting
+    (hostile-inputs 41)."""
+
+    def __init__(self, first: bytes = b""):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = "127.0.0.1", self.sock.getsockname()[1]
+        self.first, self.received, self.conns = first, b"", []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        self.conns.append(conn)
+        conn.settimeout(5)
+        try:
+            self.received = conn.recv(1 << 16)  # the ClientHello
+            if self.first:
+                conn.sendall(self.first)
+        except OSError:
+            pass
+
+    def __enter__(self) -> _SilentPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join(10)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def _through_client(port: _SilentPort, make_creds, monkeypatch) -> DRError:
+    connect = h2stream._connect
+    monkeypatch.setattr(h2stream, "_connect", lambda host, p, ctx, timeout, name: connect(host, p, ctx, 1.0, name))
+    return _snapshot(port, make_creds)  # type: ignore[arg-type]
+
+
+def test_a_port_that_never_answers_the_client_hello_is_not_called_a_certificate_failure(make_creds, monkeypatch):
+    with _SilentPort() as port:
+        t0 = time.monotonic()
+        err = _through_client(port, make_creds, monkeypatch)
+        took = time.monotonic() - t0
+        assert port.received[:1] == b"\x16"  # our ClientHello did go out (a TLS handshake record)
+    assert isinstance(err, NodeUnreachable), err
+    assert f"port {port.port} on 127.0.0.1 answered but no TLS handshake came back in 1s: not apid, or the node is " \
+           "still booting" in err.message
+    assert "certificate" not in err.message + err.hint and "booting" in err.hint and "50000" in err.hint
+    assert 0.9 <= took < 5
+
+
+def test_a_handshake_that_stops_halfway_is_not_called_a_certificate_failure(make_creds, monkeypatch):
+    # The first bytes of a TLS handshake record (type 22, TLS 1.2, length 100), then nothing.
+    with _SilentPort(first=b"\x16\x03\x03\x00\x64\x02") as port:
+        err = _through_client(port, make_creds, monkeypatch)
+    assert isinstance(err, NodeUnreachable), err
+    assert "answered, then its side of the TLS handshake stopped for 1s" in err.message
+    assert "certificate" not in err.message + err.hint
+
