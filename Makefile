@@ -43,7 +43,7 @@ goapid:
 
 # Lint and types first: a test run that passes on code ruff or mypy rejects is not a pass (.ci/run runs this target).
 test: venv etcd tools goapid lint
-	@echo "make test: about 1200 tests, 10-15 minutes on 2 cores. The slow ones (tests/commands/restore, tests/demo,"
+	@echo "make test: about 1700 tests, 15-25 minutes on 2 cores. The slow ones (tests/commands/restore, tests/demo,"
 	@echo "  tests/faults: a real sandbox each) sit on one line for minutes; that is work, not a hang."
 	@echo "  make test-fast runs the fast ones in under a minute."
 	$(PY) -m pytest
