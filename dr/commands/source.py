@@ -23,7 +23,7 @@ from typing import TextIO
 
 from dr.adapters import s3
 from dr.adapters.codec import Layers, describe_head
-from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, candidates, newest
+from dr.adapters.store import Entry, LocalStore, S3Prefix, S3Store, SnapshotStore, candidates, newest, open_store
 from dr.adapters.store import fetch as store_fetch
 from dr.commands import cli
 from dr.commands.settings import Resolver
@@ -129,7 +129,7 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
     if spec.startswith("s3://"):
         bucket, key = s3.parse_s3_uri(spec)
         prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-        store = S3Store(r.s3_client(), bucket, prefix)
+        store = open_store(S3Prefix(bucket, prefix), r.s3_client())
         try:
             return store, _s3_entry(store, spec, key)
         except BucketNotFound as exc:
@@ -227,7 +227,7 @@ def _local(path: Path, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
         before = os.stat(path)
         return Fetched(path, str(path), verify_file(path), stat_before=before)
     # A compressed or encrypted local file: decode it next to the downloads, under its plain name.
-    store = LocalStore(path.parent)
+    store = open_store(path.parent)
     name = naming.parse(path.name) or naming.SnapshotName(
         path.name, local_name_for(path.name), datetime.fromtimestamp(path.stat().st_mtime, UTC), "unknown")
     return _download(store, store.entry(path, name), r, dest_dir, err)

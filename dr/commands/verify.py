@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, missing_hint, snapshot_status
-from dr.adapters.store import CATALOG_NAME, LocalStore, Verification
+from dr.adapters.store import CATALOG_NAME, Verification, open_store
 from dr.commands import cli, source
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
@@ -428,7 +428,7 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
             report.recorded = f"tags on {f.entry.location}"
         elif f.entry is None:
             # A plain local file verified in place: its folder's catalog, tied to the SHA-256 of its bytes.
-            local = LocalStore(f.path.parent)
+            local = open_store(f.path.parent)
             entry = local.entry(f.path, naming.parse(f.path.name) or naming.SnapshotName(
                 f.path.name, f.path.name, datetime.now(UTC), "unknown"))
             local.record_verification(entry, Verification(report.verified_at, content.revision, content.total_keys,
@@ -454,12 +454,12 @@ def take_back(spec: str, f: Fetched | None, r: Resolver, err: TextIO) -> None:
         if f is not None and f.entry is not None and f.store is not None:
             store, entry = f.store, f.entry
         elif f is not None:
-            store = LocalStore(f.path.parent)
+            store = open_store(f.path.parent)
             entry = store.entry(f.path, naming.parse(f.path.name) or naming.SnapshotName(
                 f.path.name, f.path.name, datetime.now(UTC), "unknown"))
         elif Path(spec).is_file():
             path = Path(spec)
-            store = LocalStore(path.parent)
+            store = open_store(path.parent)
             entry = store.entry(path, naming.parse(path.name) or naming.SnapshotName(
                 path.name, path.name, datetime.now(UTC), "unknown"))
         else:
