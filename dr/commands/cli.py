@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import TextIO
+from typing import TextIO, cast
 
 from dr.core.errors import EXIT_CODE_MEANING, DRError, ExitCode
 from dr.core.spelling import command as command  # noqa: PLC0414 - re-exported: commands spell hints with cli.command
@@ -188,6 +188,20 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
             json_failure(json_out, str(known), int(known.exit_code))
             return int(known.exit_code)
         return _bug(prog, exc, debug, err, json_out)
+
+
+def execute(prog: str, args: argparse.Namespace, body: Callable[[TextIO, TextIO], int | None], *,
+            out: TextIO | None = None, err: TextIO | None = None, json_out: bool | None = None,
+            extra: Callable[[], dict] | None = None) -> int:
+    """The end of every command's ``main``: ``body(out, err)`` (the command's ``run``) under ``run``'s error
+    handling. With ``--json`` (or ``json_out``), ``out`` is a ``Tracked`` stdout, so that a failure before the
+    command printed its document still prints one there (``extra()``: the fields known so far)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    as_json = bool(getattr(args, "json", False)) if json_out is None else json_out
+    tracked = Tracked(out, extra=extra) if as_json else None
+    stdout = cast(TextIO, tracked) if tracked is not None else out
+    return run(prog, lambda: body(stdout, err), debug=args.debug, err=err, json_out=tracked)
 
 
 def _bug(prog: str, exc: BaseException, debug: bool, err: TextIO, json_out: Tracked | None) -> int:
