@@ -12,12 +12,12 @@ import traceback
 from collections.abc import Callable
 from typing import TextIO, cast
 
-from dr.core.errors import EXIT_CODE_MEANING, DRError, ExitCode
+from dr.core.errors import EXIT_CODES, DRError, ExitCode
 from dr.core.spelling import command as command  # noqa: PLC0414 - re-exported: commands spell hints with cli.command
 
 
 def epilog() -> str:
-    rows = "\n".join(f"  {int(c):>3}  {m}" for c, m in EXIT_CODE_MEANING.items())
+    rows = "\n".join(f"  {int(c):>3}  {k.value:<11} {m}" for c, (k, m) in EXIT_CODES.items())
     return f"exit codes:\n{rows}"
 
 

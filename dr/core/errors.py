@@ -1,52 +1,55 @@
 """One error hierarchy and one exit-code table for every DR command.
 
 Commands raise a ``DRError`` subclass; ``dr.commands.cli.run`` maps it to its exit code and prints one line.
-The README's exit-code table repeats ``ExitCode`` (a test checks they agree).
+Each code's meaning and class are written once, in ``EXIT_CODES``; ``talos-dr exit-codes``, the ``--help-all``
+epilogs and docs/REFERENCE.md's table (``exit_code_table``, a test checks the file) are made from it.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
+    """The exit codes, one per kind of failure; what each means (and its class) is ``EXIT_CODES``, written once."""
+
     OK = 0
-    ERROR = 1  # unexpected failure (a bug): rerun with --debug and report it
-    USAGE = 2  # bad command line (argparse)
-    CONFIG = 3  # a setting is missing or invalid (stack outputs, talosconfig, flags)
-    NOT_FOUND = 4  # snapshot file or S3 object does not exist; nothing to restore
+    ERROR = 1
+    USAGE = 2
+    CONFIG = 3
+    NOT_FOUND = 4
     EMPTY_SNAPSHOT = 5
     TRUNCATED_SNAPSHOT = 6
-    CORRUPT_SNAPSHOT = 7  # hash trailer does not match the content
-    NOT_A_SNAPSHOT = 8  # not an etcd (bbolt) snapshot at all
+    CORRUPT_SNAPSHOT = 7
+    NOT_A_SNAPSHOT = 8
     TALOSCTL_MISSING = 9
     NODE_UNREACHABLE = 10
-    NODE_ERROR = 11  # the node answered but refused or failed the operation
+    NODE_ERROR = 11
     S3_ERROR = 12
     ACCESS_DENIED = 13
     BUCKET_NOT_FOUND = 14
-    LOCKED = 15  # another backup/restore holds the lock
+    LOCKED = 15
     DISK_FULL = 16
-    NOT_CONFIRMED = 17  # restore not confirmed (no "yes", or no terminal without --yes)
+    NOT_CONFIRMED = 17
     TIMEOUT = 18
-    RESTORE_CONFLICT = 19  # etcd not wiped, or a different restore is half done
-    ETCD_MISSING = 20  # etcd/etcdctl binaries needed locally are missing
-    ETCD_ERROR = 21  # local throwaway etcd failed
-    VERIFY_MISMATCH = 22  # content check failed (restored data differs from what was expected)
-    ENCRYPTED = 23  # age-encrypted, and no identity given (or none that can decrypt it): not damaged, just locked
-    RECOVERY_KIT = 24  # the recovery kit is missing, not for this identity, damaged, or the rebuild cannot use it
-    LOCAL_PATH = 25  # a local file or folder cannot be used: permissions, read-only, missing, not a folder
-    STATUS_WARN = 26  # `talos-dr status`: nothing is failing, but something needs attention (or could not be checked)
-    STATUS_FAIL = 27  # `talos-dr status`: something is failing (stale or missing backups, an etcd alarm, ...)
-    NAME_REFUSED = 33  # the file system refuses a name (too long: ENAMETOOLONG; bytes it cannot store: EILSEQ)
-    TOO_BIG = 34  # decodes (or streams) to more bytes than any etcd snapshot: a decompression bomb, not a snapshot
-    UNTRUSTED_KIT = 37  # the recovery kit fails a trust check: unknown settings, bytes S3 did not record, or refused
-    UNTRUSTED_SNAPSHOT = 38  # a stored snapshot's bytes differ from the checksum S3 recorded when it was uploaded
-    NO_SECRETS_KEY = 43  # extract: no secretbox key (stack output talosMachineSecrets, or --secrets-file)
-    WRONG_SECRETS_KEY = 44  # extract: the key does not open the snapshot's Secrets (another cluster's, or rotated)
-    UNDECODABLE = 45  # extract: a Secret or ConfigMap is not stored in a form it can decode
-    NOTHING_MATCHED = 46  # extract: no Secret or ConfigMap matches --namespace/--type/--name
-    INTERRUPTED = 130  # Ctrl-C
+    RESTORE_CONFLICT = 19
+    ETCD_MISSING = 20
+    ETCD_ERROR = 21
+    VERIFY_MISMATCH = 22
+    ENCRYPTED = 23
+    RECOVERY_KIT = 24
+    LOCAL_PATH = 25
+    STATUS_WARN = 26
+    STATUS_FAIL = 27
+    NAME_REFUSED = 33
+    TOO_BIG = 34
+    UNTRUSTED_KIT = 37
+    UNTRUSTED_SNAPSHOT = 38
+    NO_SECRETS_KEY = 43
+    WRONG_SECRETS_KEY = 44
+    UNDECODABLE = 45
+    NOTHING_MATCHED = 46
+    INTERRUPTED = 130
 
 
 class DRError(Exception):
@@ -206,46 +209,113 @@ class LocalPathError(DRError):
     exit_code = ExitCode.LOCAL_PATH
 
 
-# What each code means, for the README table and `--help` epilogs.
-EXIT_CODE_MEANING: dict[ExitCode, str] = {
-    ExitCode.OK: "success",
-    ExitCode.ERROR: "unexpected error (a bug): rerun with --debug and report the traceback",
-    ExitCode.USAGE: "bad command line",
-    ExitCode.CONFIG: "a setting is missing or invalid (stack outputs, talosconfig, flags)",
-    ExitCode.NOT_FOUND: "the snapshot file or S3 object does not exist",
-    ExitCode.EMPTY_SNAPSHOT: "the snapshot is empty (0 bytes)",
-    ExitCode.TRUNCATED_SNAPSHOT: "the snapshot is truncated (no complete hash trailer)",
-    ExitCode.CORRUPT_SNAPSHOT: "the snapshot's SHA-256 trailer does not match its content",
-    ExitCode.NOT_A_SNAPSHOT: "the file is not an etcd snapshot",
-    ExitCode.TALOSCTL_MISSING: "talosctl is not installed or not on PATH",
-    ExitCode.NODE_UNREACHABLE: "the Talos node does not answer",
-    ExitCode.NODE_ERROR: "the Talos node refused or failed the operation",
-    ExitCode.S3_ERROR: "S3 request failed (network, server error, interrupted transfer)",
-    ExitCode.ACCESS_DENIED: "S3 denied access (credentials or bucket policy)",
-    ExitCode.BUCKET_NOT_FOUND: "the S3 bucket does not exist",
-    ExitCode.LOCKED: "another backup or restore is running",
-    ExitCode.DISK_FULL: "no space left on the local disk",
-    ExitCode.NOT_CONFIRMED: "restore was not confirmed",
-    ExitCode.TIMEOUT: "the node did not reach the expected state in time",
-    ExitCode.RESTORE_CONFLICT: "etcd was not wiped, or a different restore is half done",
-    ExitCode.ETCD_MISSING: "etcd/etcdctl not installed locally",
-    ExitCode.ETCD_ERROR: "the local throwaway etcd failed",
-    ExitCode.VERIFY_MISMATCH: "the snapshot's content is not what was expected",
-    ExitCode.ENCRYPTED: "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding its key",
-    ExitCode.RECOVERY_KIT: "the recovery kit is missing, not encrypted to this age identity, or damaged (dr.rebuild)",
-    ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
-    ExitCode.STATUS_WARN: "talos-dr status: warnings only (something needs attention soon, or could not be checked)",
-    ExitCode.STATUS_FAIL: "talos-dr status: something is failing; each FAIL line names the command that fixes it",
-    ExitCode.NAME_REFUSED: "the file system refuses a name: too long (ENAMETOOLONG) or not storable; use a shorter name",
-    ExitCode.TOO_BIG: "the data decodes or streams to more bytes than any etcd snapshot (a decompression bomb?); "
-                      "stopped, nothing kept",
-    ExitCode.UNTRUSTED_KIT: "the recovery kit is not one to import: unknown settings, bytes S3 did not record at "
-                            "upload, or newer than this machine last saw and not accepted (dr.rebuild)",
-    ExitCode.UNTRUSTED_SNAPSHOT: "the snapshot's bytes differ from the checksum S3 recorded at upload",
-    ExitCode.NO_SECRETS_KEY: "extract: no secretbox key to decrypt Secrets (stack output talosMachineSecrets, or "
-                             "--secrets-file with a talosctl secrets bundle)",
-    ExitCode.WRONG_SECRETS_KEY: "extract: the secretbox key does not open the snapshot's Secrets (another cluster's key?)",
-    ExitCode.UNDECODABLE: "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode",
-    ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
+class ExitClass(StrEnum):
+    """What a script does about a failure: a handful of classes over the distinct codes (restic's and httpie's scripts
+    act on 7-8), so that a script need not know every code and a new code never breaks one."""
+
+    OK = "ok"
+    BUG = "bug"
+    CONFIG = "config"
+    SNAPSHOT = "snapshot"
+    NODE = "node"
+    S3 = "s3"
+    LOCAL = "local"
+    BUSY = "busy"
+    STATUS = "status"
+    INTERRUPTED = "interrupted"
+
+
+EXIT_CLASS_MEANING: dict[ExitClass, str] = {
+    ExitClass.OK: "it worked",
+    ExitClass.BUG: "a bug in talos-dr: rerun with --debug and report it; retrying will not help",
+    ExitClass.CONFIG: "the command line, a setting, a key or a confirmation is missing or wrong: fix it and run again",
+    ExitClass.SNAPSHOT: "the snapshot (or recovery kit) named cannot be used: missing, damaged, untrusted or not a "
+                        "snapshot; use another one",
+    ExitClass.NODE: "the Talos node did not answer, refused, or did not get there in time: check the node, then retry",
+    ExitClass.S3: "S3 failed or refused (network, credentials, bucket policy, no bucket): retry, or fix access",
+    ExitClass.LOCAL: "this machine: a tool missing, a path unusable, the disk full, the local etcd failing",
+    ExitClass.BUSY: "another backup or restore, or a half-done restore, is in the way: wait, or finish it",
+    ExitClass.STATUS: "talos-dr status found something that needs attention (26) or is failing (27)",
+    ExitClass.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM): run the same command again",
 }
+
+# Each code's class and meaning, written once: `talos-dr exit-codes`, the `--help-all` epilogs and the docs' table.
+EXIT_CODES: dict[ExitCode, tuple[ExitClass, str]] = {
+    ExitCode.OK: (ExitClass.OK, "success"),
+    ExitCode.ERROR: (ExitClass.BUG, "unexpected error (a bug): rerun with --debug and report the traceback"),
+    ExitCode.USAGE: (ExitClass.CONFIG, "bad command line"),
+    ExitCode.CONFIG: (ExitClass.CONFIG, "a setting is missing or invalid (stack outputs, talosconfig, flags)"),
+    ExitCode.NOT_FOUND: (ExitClass.SNAPSHOT, "the snapshot file or S3 object does not exist"),
+    ExitCode.EMPTY_SNAPSHOT: (ExitClass.SNAPSHOT, "the snapshot is empty (0 bytes)"),
+    ExitCode.TRUNCATED_SNAPSHOT: (ExitClass.SNAPSHOT, "the snapshot is truncated (no complete hash trailer)"),
+    ExitCode.CORRUPT_SNAPSHOT: (ExitClass.SNAPSHOT, "the snapshot's SHA-256 trailer does not match its content"),
+    ExitCode.NOT_A_SNAPSHOT: (ExitClass.SNAPSHOT, "the file is not an etcd snapshot"),
+    ExitCode.TALOSCTL_MISSING: (ExitClass.LOCAL, "talosctl is not installed or not on PATH"),
+    ExitCode.NODE_UNREACHABLE: (ExitClass.NODE, "the Talos node does not answer"),
+    ExitCode.NODE_ERROR: (ExitClass.NODE, "the Talos node refused or failed the operation"),
+    ExitCode.S3_ERROR: (ExitClass.S3, "S3 request failed (network, server error, interrupted transfer)"),
+    ExitCode.ACCESS_DENIED: (ExitClass.S3, "S3 denied access (credentials or bucket policy)"),
+    ExitCode.BUCKET_NOT_FOUND: (ExitClass.S3, "the S3 bucket does not exist"),
+    ExitCode.LOCKED: (ExitClass.BUSY, "another backup or restore is running"),
+    ExitCode.DISK_FULL: (ExitClass.LOCAL, "no space left on the local disk"),
+    ExitCode.NOT_CONFIRMED: (ExitClass.CONFIG, "restore was not confirmed"),
+    ExitCode.TIMEOUT: (ExitClass.NODE, "the node did not reach the expected state in time"),
+    ExitCode.RESTORE_CONFLICT: (ExitClass.BUSY, "etcd was not wiped, or a different restore is half done"),
+    ExitCode.ETCD_MISSING: (ExitClass.LOCAL, "etcd/etcdctl not installed locally"),
+    ExitCode.ETCD_ERROR: (ExitClass.LOCAL, "the local throwaway etcd failed"),
+    ExitCode.VERIFY_MISMATCH: (ExitClass.SNAPSHOT, "the snapshot's content is not what was expected"),
+    ExitCode.ENCRYPTED: (ExitClass.CONFIG,
+                         "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding"
+                         " its key"),
+    ExitCode.RECOVERY_KIT: (ExitClass.SNAPSHOT,
+                            "the recovery kit is missing, not encrypted to this age identity, or damaged "
+                            "(dr.rebuild)"),
+    ExitCode.LOCAL_PATH: (ExitClass.LOCAL,
+                          "a local file or folder cannot be used (permissions, read-only disk, missing, not a "
+                          "folder)"),
+    ExitCode.STATUS_WARN: (ExitClass.STATUS,
+                           "talos-dr status: warnings only (something needs attention soon, or could not be "
+                           "checked)"),
+    ExitCode.STATUS_FAIL: (ExitClass.STATUS,
+                           "talos-dr status: something is failing; each FAIL line names the command that fixes "
+                           "it"),
+    ExitCode.NAME_REFUSED: (ExitClass.LOCAL,
+                            "the file system refuses a name: too long (ENAMETOOLONG) or not storable; use a "
+                            "shorter name"),
+    ExitCode.TOO_BIG: (ExitClass.SNAPSHOT,
+                       "the data decodes or streams to more bytes than any etcd snapshot (a decompression "
+                       "bomb?); stopped, nothing kept"),
+    ExitCode.UNTRUSTED_KIT: (ExitClass.SNAPSHOT,
+                             "the recovery kit is not one to import: unknown settings, bytes S3 did not record "
+                             "at upload, or newer than this machine last saw and not accepted (dr.rebuild)"),
+    ExitCode.UNTRUSTED_SNAPSHOT: (ExitClass.SNAPSHOT,
+                                  "the snapshot's bytes differ from the checksum S3 recorded at upload"),
+    ExitCode.NO_SECRETS_KEY: (ExitClass.CONFIG,
+                              "extract: no secretbox key to decrypt Secrets (stack output talosMachineSecrets, "
+                              "or --secrets-file with a talosctl secrets bundle)"),
+    ExitCode.WRONG_SECRETS_KEY: (ExitClass.CONFIG,
+                                 "extract: the secretbox key does not open the snapshot's Secrets (another "
+                                 "cluster's key?)"),
+    ExitCode.UNDECODABLE: (ExitClass.SNAPSHOT,
+                           "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode"),
+    ExitCode.NOTHING_MATCHED: (ExitClass.CONFIG,
+                               "extract: no Secret or ConfigMap in the snapshot matches "
+                               "--namespace/--type/--name"),
+    ExitCode.INTERRUPTED: (ExitClass.INTERRUPTED, "interrupted (Ctrl-C); nothing partial was left behind"),
+}
+EXIT_CODE_MEANING: dict[ExitCode, str] = {code: meaning for code, (_, meaning) in EXIT_CODES.items()}
+EXIT_CODE_CLASS: dict[ExitCode, ExitClass] = {code: cls for code, (cls, _) in EXIT_CODES.items()}
+
+
+def exit_code_table() -> str:
+    """docs/REFERENCE.md's tables, made from ``EXIT_CLASS_MEANING`` and ``EXIT_CODES`` (tests/core/test_errors.py checks
+    the file holds exactly these; ``python -m dr.core.errors`` prints them to paste)."""
+    classes = ["| class | what a script does about it |", "| --- | --- |",
+               *(f"| `{c.value}` | {m} |" for c, m in EXIT_CLASS_MEANING.items())]
+    codes = ["| code | name | class | meaning |", "| --- | --- | --- | --- |",
+             *(f"| {int(c)} | `{c.name}` | `{k.value}` | {m} |" for c, (k, m) in EXIT_CODES.items())]
+    return "\n".join(classes) + "\n\n" + "\n".join(codes) + "\n"
+
+
+if __name__ == "__main__":
+    print(exit_code_table(), end="")
