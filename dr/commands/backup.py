@@ -68,8 +68,8 @@ def is_our_partial(p: Path) -> bool:
 
 
 def clean_partials(snapshots_dir: Path) -> list[Path]:
-    """Remove the ``.part`` files a killed run of this tool left behind (hostile-inputs 2 and 9: never a file it did not
-    create, never a FIFO or a link). Call only while holding the lock."""
+    """Remove the ``.part`` files a killed run of this tool left behind: never a file it did not
+    create, never a FIFO or a link. Call only while holding the lock."""
     removed = []
     for folder in (snapshots_dir, snapshots_dir / DOWNLOADS):
         if not folder.is_dir():
@@ -163,7 +163,7 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
                 for chunk in client.iter_etcd_snapshot(digests):
                     seen += len(chunk)
                     if seen > cap:
-                        # A node that never ends its stream would fill the disk (hostile-inputs 43-44).
+                        # A node that never ends its stream would fill the disk.
                         raise SnapshotTooBig(f"node {client.node} sent more than {cli.human_size(cap)} without ending "
                                              "its snapshot, more than any etcd database; stopped, nothing kept",
                                              f"check etcd on the node (`talosctl -n {r.node} service etcd`); raise "
@@ -281,7 +281,7 @@ def prune_local(snapdir: Path, keep_days: float, now: datetime, out: TextIO, *,
 
 def pruning_clock(r: Resolver, local_now: datetime, out: TextIO, *, ask_s3: bool) -> datetime:
     """The time pruning measures ages against: S3's clock when it is at hand (``ask_s3``) and ours is off by more than
-    the allowed skew (said out loud, hostile-inputs 39), else ours."""
+    the allowed skew (said out loud), else ours."""
     if not ask_s3:
         return local_now
     try:
@@ -322,7 +322,7 @@ def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO, pr
     what = "downloaded snapshots" if folder.name == DOWNLOADS else "local snapshots"
     print(f"{what} in {folder}: {len(kept)} kept, {len(removed)} pruned (older than {keep_days:g} days; "
           f"the newest {KEEP_NEWEST} are always kept)", file=out)
-    # Every pruned file is named; of the kept ones only the newest (first-use: the list of kept ones had no cap), and
+    # Every pruned file is named; of the kept ones only the newest (a list of every kept one would bury the news), and
     # every one kept for a reason a person should look at (a future date, a suspended prune).
     for i, d in enumerate(decisions):
         if not d.keep or i == 0 or d in future_dated(decisions):

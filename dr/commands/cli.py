@@ -126,7 +126,8 @@ class Tracked:
 
 def printable(text: str, limit: int = 400) -> str:
     """``text`` (a name from S3, argv or a file system) made safe to print: control and format characters (newline,
-    ESC, bidi overrides such as U+202E) shown as escapes, at most ``limit`` characters (hostile-inputs 27, 29). The
+    ESC, bidi overrides such as U+202E) shown as escapes, at most ``limit`` characters (a name
+    cannot clear the terminal or forge a line). The
     one helper every printed name goes through; dr.adapters.talosapi.h2stream.printable does the escaping."""
     from dr.adapters.talosapi.h2stream import printable as escape
 
@@ -136,7 +137,7 @@ def printable(text: str, limit: int = 400) -> str:
 def sigterm_as_interrupt() -> None:
     """Treat SIGTERM (`timeout`, systemd, a CI runner cancelling) like Ctrl-C in backup, restore and verify: the same
     ``finally`` blocks clean up (a backup's ``.part``, a throwaway etcd), and a restore stopped before the reset drops
-    its journal instead of blocking the next restore with "a different restore is half done" (hostile-inputs 50-51)."""
+    its journal instead of blocking the next restore with "a different restore is half done"."""
     import signal
 
     def handler(signum, frame):
@@ -175,7 +176,7 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
         json_failure(json_out, "interrupted", int(ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
-        # The reader went away (`talos-dr list | head`): nothing to report to it (first-use: was exit 1).
+        # The reader went away (`talos-dr list | head`): nothing to report to it, and no failure.
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; let it go nowhere
         except OSError:

@@ -58,7 +58,7 @@ class Row:
 def _row_json(row: Row, now: datetime | None = None) -> dict[str, Any]:
     d = asdict(row)
     d.pop("_s3_entry", None)
-    if now is not None:  # the AGE column, for scripts: no date arithmetic needed (first-use task 1)
+    if now is not None:  # the AGE column, for scripts: no date arithmetic needed
         taken = datetime.strptime(row.taken_at, timefmt.ISO_UTC_FORMAT).replace(tzinfo=UTC)
         d["age_seconds"] = int((now - taken).total_seconds())
     return d
@@ -160,7 +160,7 @@ class _S3Listing:
 def _list_s3(r: Resolver, notes: list[str]) -> _S3Listing:
     listing = _S3Listing()
     if (r._flag("outputs_file") or r.env.get(OUTPUTS_FILE_ENV)) and not (r._flag("bucket") or r.env.get(ENV_BUCKET)):
-        _ = r.outputs  # an outputs file was named and is unusable: an error, never an empty list (hostile-inputs 17)
+        _ = r.outputs  # an outputs file was named and is unusable: an error, never an empty list
     try:
         store = r.s3_store()
     except ConfigError as exc:

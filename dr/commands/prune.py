@@ -8,9 +8,9 @@ Local files follow dr.backup's rule (``--keep-days``; the newest in each folder 
 safety snapshots and files with other names are never touched). In S3 each snapshot goes when it is older than its
 tier's days (the ``retention`` tag dr.backup and the Lambda set) or, untagged, older than ``--keep-days``. The tier
 days are the stack's (output ``snapshotRetentionDays``), or else what the bucket's lifecycle rules say; with neither,
-``--s3`` refuses to guess (security review round 3, L3). Never deleted: the newest snapshot (by evidence, as
-``restore latest`` picks it: ``dr.adapters.store.newest``), the pinned ``latest`` copy, safety snapshots, and any
-object this tool did not write (no ``source`` metadata of ours: e.g. talos-backup's).
+``--s3`` refuses to guess (a guess too short deletes snapshots the stack meant to keep). Never deleted: the newest
+snapshot (by evidence, as ``restore latest`` picks it: ``dr.adapters.store.newest``), the pinned ``latest`` copy,
+safety snapshots, and any object this tool did not write (no ``source`` metadata of ours: e.g. talos-backup's).
 
 Who may delete: the bucket policy denies deletes to everyone but the break-glass ``snapshotDeleter`` (docs/VAULT.md);
 the lifecycle rules expire each tier on their own, and the dry run says roughly when. Run ``prune --s3`` without

@@ -19,8 +19,8 @@ before it runs:
 Nothing is deleted, stopped or detached: what is in the way is said, with the command that would clear it.
 ``--dry-run`` stops after step 2 and prints the plan.
 
-Who wrote a kit: age encrypts to public keys, so a kit that decrypts proves nothing about its author (security review
-round 3, M1). The bucket policy lets only the deployers write under ``recovery/`` (docs/VAULT.md), and ``pulumi up``
+Who wrote a kit: age encrypts to public keys, so a kit that decrypts proves nothing about its author. The
+bucket policy lets only the deployers write under ``recovery/`` (docs/VAULT.md), and ``pulumi up``
 records the deployer's ARN in each version's ``written-by`` metadata, which is what the history shows. S3 itself does
 not record who wrote an object; CloudTrail data events do, when they are turned on. This machine remembers the last
 kit version it saw in ``.talos/recovery-kits-seen.json`` (0600).
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO | None
     except OSError:
         mode = 0
     if mode & 0o077:
-        # security review round 3, L6: the identity decrypts every kit and snapshot
+        # the identity decrypts every kit and snapshot: a copy others can read is a leaked key
         _say(out, f"warning: {identity_file} is readable by others (mode {mode:o}); `chmod 600 {identity_file}`")
 
     _say(out, f"1. Looking for the recovery kit in s3://{args.bucket}/{kits.KIT_PREFIX} ...")

@@ -135,8 +135,8 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
         except BucketNotFound as exc:
             raise _with_configured_bucket(exc, bucket, r) from None
         except SnapshotNotFound:
-            # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself (first-use:
-            # a missing bucket was "no such object", 4, instead of 14).
+            # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself, so
+            # a missing bucket says so (14) instead of "no such object" (4).
             try:
                 store.client.list_objects_v2(Bucket=bucket, MaxKeys=1)
             except Exception as exc:  # noqa: BLE001 - translated to the matching DRError
@@ -212,7 +212,7 @@ def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     except IntegrityError as exc:
         which = parse_latest(spec)
         if which is not None and not which[1]:
-            # One bad newest object must not leave "take a new snapshot" as the only advice (hostile-inputs 16).
+            # One bad newest object must not leave "take a new snapshot" as the only advice .
             older = len(candidates(store.list())) > which[0] + 1
             exc.hint = (f"use the one before it: `latest~{which[0] + 1}` (`{spelling.command('list')}` marks it)"
                         if older else f"there is no older one in {store.where}: restore a local copy by name "
@@ -246,8 +246,9 @@ def max_bytes(r: Resolver) -> int:
 
 
 def check_room(entry: Entry, dest_dir: Path, r: Resolver) -> None:
-    """Refuse, before a byte is fetched, an object bigger than any etcd database (hostile-inputs 19: a 1 PiB size in a
-    HEAD), or one the disk cannot hold (the plaintext's size when recorded, else the stored size)."""
+    """Refuse, before a byte is fetched, an object bigger than any etcd database (a 1 PiB size in a HEAD
+    would otherwise be fetched until the disk fills), or one the disk cannot hold (the plaintext's size when recorded,
+    else the stored size)."""
     cap = max_bytes(r)
     size = max(entry.size, entry.plain_size or 0)
     if size > cap:

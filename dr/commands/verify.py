@@ -272,7 +272,7 @@ def check_bbolt_meta(f: Fetched, raw: bool = False) -> None:
 
 def check_bbolt_pages(f: Fetched, raw: bool = False) -> None:
     """Without etcd here: walk the page tree as bbolt reads it (dr.core.bbolt.walk_pages), so a snapshot with a
-    damaged page is refused before a reset even then (hostile-inputs 12)."""
+    damaged page is refused before a reset even then."""
     import mmap
 
     from dr.core import bbolt
@@ -289,7 +289,7 @@ def check_bbolt_pages(f: Fetched, raw: bool = False) -> None:
             data.release()
 
 
-# What a restore may skip, by name, when this machine has no etcd to prove the snapshot in (hostile-inputs 12).
+# What a restore may skip, by name, when this machine has no etcd to prove the snapshot in (the bbolt check still runs).
 SKIP_ETCD_FLAG = "--skip-etcd-proof"
 SKIPPED_WITHOUT_ETCD = ("the throwaway restore (etcd opening it, the key count, the Kubernetes content and the "
                         "revision): only the SHA-256 trailer and bbolt's pages (walked here) were checked, so a "
@@ -309,7 +309,7 @@ DATA_DIR_CONSEQUENCES = (
 
 def fetch_data_dir_copy(spec: str) -> Fetched:
     """A raw ``member/snap/db`` (e.g. copied out of an EBS snapshot of the node's disk: the last copy when the bucket
-    is gone, talos-fidelity F10) as a Fetched: a regular local file with bbolt's magic and no hash trailer. A file
+    is gone) as a Fetched: a regular local file with bbolt's magic and no hash trailer. A file
     with a trailer is refused (etcd would strip and check it: restore it without the flag)."""
     from dr.core.errors import ConfigError, EmptySnapshot, NotASnapshot
     from dr.core.integrity import BOLT_MAGIC, BOLT_MAGIC_OFFSET, PAGE_ALIGN, TRAILER_SIZE, SnapshotDigest
@@ -445,7 +445,8 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
 
 
 def take_back(spec: str, f: Fetched | None, r: Resolver, err: TextIO) -> None:
-    """A verification that failed clears what claimed the snapshot was good (security review round 3, L1): the
+    """A verification that failed clears what claimed the snapshot was good (a pass recorded for other
+    bytes must not stand): the
     object's ``verified-*`` tags, or the local catalog's record, so `latest-verified` and `list` stop vouching for
     it. Best effort: the failure itself is what the command reports."""
     from dr.commands.source import resolve

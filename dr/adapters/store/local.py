@@ -164,7 +164,8 @@ class LocalStore:
 
     def _catalog(self) -> dict[str, dict[str, Any]]:
         try:
-            # Never blocks on a FIFO planted there (hostile-inputs 33): a regular file or nothing.
+            # Never blocks on a FIFO planted there (opening one waits for a writer): a regular file or
+            # nothing.
             text = read_state_file(self.root / CATALOG_NAME, "the verification catalog")
             if text is None:
                 return {}

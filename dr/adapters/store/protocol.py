@@ -131,7 +131,7 @@ def find(entries: Iterable[Entry], name: str) -> Entry | None:
     exact = [e for e in candidates if e.name.name == base]
     if exact and any(e.name.name != base for e in plain):
         # `X.db` stored as it is and `X.db.zst` beside it: `list` shows one row for the name, and which object the
-        # name meant was a guess (hostile-inputs 22). Refused: the caller names one by its stored name or URI.
+        # name meant was a guess. Refused: the caller names one by its stored name or URI.
         others = ", ".join(printable(e.location) for e in [*exact, *plain] if e.name.name != base or e is exact[0])
         raise ConfigError(f"{printable(base)} names more than one stored snapshot ({others})",
                           "name the one you mean by its full stored name or s3:// URI (`talos-dr list --json` "

@@ -138,7 +138,8 @@ class S3Store:
         meta = {**(metadata or {}), s3.META_FORMAT: parsed.format}
         listing = [e for e in self.list() if not e.name.safety]
         earlier = [e.name.taken_at for e in listing]
-        # What `latest` may be measured against: names a clock wrote ahead of S3's own are not (hostile-inputs 40).
+        # What `latest` may be measured against: names a clock wrote ahead of S3's own are not (they
+        # would keep `latest` pinned to a future date).
         trusted = [e for e in listing if not named_after_upload(e)]
         tier = tiers.tier_for(parsed.taken_at, earlier)
         writer = s3.ObjectWriter(self.client, self.bucket, key, meta, progress=progress, tags={tiers.TAG_KEY: tier})

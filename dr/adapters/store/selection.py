@@ -18,7 +18,7 @@ FUTURE_SLACK = timedelta(minutes=5)  # clock skew allowed between a name's time,
 
 def _effective_time(e: Entry) -> datetime:
     """When a snapshot can have been taken at the latest: its name's time, but never after S3 stored it (S3's clock,
-    LastModified, bounds what a wrong clock wrote into the name: hostile-inputs 39-40)."""
+    LastModified, bounds what a wrong clock wrote into the name)."""
     return min(e.name.taken_at, e.modified) if e.store == "s3" else e.name.taken_at
 
 
@@ -51,7 +51,8 @@ def latest_steps(entries: Iterable[Entry], now: datetime, n: int = 3) -> dict[st
 
 def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | None = None,
            err: TextIO | None = None, skip: int = 0, verified_only: bool = False) -> Entry:
-    """The newest snapshot by evidence, not by name alone (security M1, hostile-inputs 4): ordered by the earlier of
+    """The newest snapshot by evidence, not by name alone (anyone who can write a name with a
+    later time would otherwise choose what a restore reads): ordered by the earlier of
     its name's time and S3's LastModified, names in the future or after their upload refused, and (when ``cluster``
     is known) objects recorded for another cluster skipped. ``skip`` steps back that many (``latest~N``);
     ``verified_only`` keeps only snapshots with a standing verification (``latest-verified``)."""
@@ -64,7 +65,7 @@ def newest(store: SnapshotStore, *, now: datetime | None = None, cluster: str | 
     passed = 0
     refused: list[str] = []
     for e in ordered:
-        why = suspicious(e, now) or ("it is empty (0 bytes)" if e.size == 0 else None)  # hostile-inputs 16
+        why = suspicious(e, now) or ("it is empty (0 bytes)" if e.size == 0 else None)  # empty: never one
         if why is None:
             e = store.describe(e)
             if cluster and e.cluster and e.cluster not in (cluster, "unknown"):

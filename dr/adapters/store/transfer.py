@@ -56,7 +56,7 @@ def decode_to(chunks: Iterable[bytes], dest: Path, *, identities: Sequence[Any],
     """Decode ``chunks`` (any layers) into ``dest`` through a 0600 ``.part``, checking the plaintext's trailer; the
     ``.part`` is renamed only when it and ``before_commit`` pass. ``stored_hash`` (a hashlib object) sees the stored
     bytes. Decoding stops the moment the plaintext passes ``recorded_plain`` (the size recorded at upload) or
-    ``max_plain`` (the cap on any snapshot), so a small compressed bomb never fills a disk (hostile-inputs 15-16)."""
+    ``max_plain`` (the cap on any snapshot), so a small compressed bomb never fills a disk."""
     hasher = TrailerHasher(label)
 
     def counted(it: Iterable[bytes]) -> Iterator[bytes]:

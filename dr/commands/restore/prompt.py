@@ -33,7 +33,7 @@ def describe_content(status: SnapshotStatus, proof: Proof | None = None) -> str:
 
 
 def describe_verification(fetched: source.Fetched) -> str:
-    """Whether `dr.verify` proved this snapshot restores (first-use finding 6: the prompt did not say)."""
+    """Whether `dr.verify` proved this snapshot restores (what a tired person wants to know)."""
     if fetched.entry is not None:
         v = fetched.entry.verification
     else:  # a local file used in place: its bytes were just hashed, so the catalog needs no second read
