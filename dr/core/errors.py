@@ -239,72 +239,71 @@ EXIT_CLASS_MEANING: dict[ExitClass, str] = {
     ExitClass.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM): run the same command again",
 }
 
-# Each code's class and meaning, written once: `talos-dr exit-codes`, the `--help-all` epilogs and the docs' table.
-EXIT_CODES: dict[ExitCode, tuple[ExitClass, str]] = {
-    ExitCode.OK: (ExitClass.OK, "success"),
-    ExitCode.ERROR: (ExitClass.BUG, "unexpected error (a bug): rerun with --debug and report the traceback"),
-    ExitCode.USAGE: (ExitClass.CONFIG, "bad command line"),
-    ExitCode.CONFIG: (ExitClass.CONFIG, "a setting is missing or invalid (stack outputs, talosconfig, flags)"),
-    ExitCode.NOT_FOUND: (ExitClass.SNAPSHOT, "the snapshot file or S3 object does not exist"),
-    ExitCode.EMPTY_SNAPSHOT: (ExitClass.SNAPSHOT, "the snapshot is empty (0 bytes)"),
-    ExitCode.TRUNCATED_SNAPSHOT: (ExitClass.SNAPSHOT, "the snapshot is truncated (no complete hash trailer)"),
-    ExitCode.CORRUPT_SNAPSHOT: (ExitClass.SNAPSHOT, "the snapshot's SHA-256 trailer does not match its content"),
-    ExitCode.NOT_A_SNAPSHOT: (ExitClass.SNAPSHOT, "the file is not an etcd snapshot"),
-    ExitCode.TALOSCTL_MISSING: (ExitClass.LOCAL, "talosctl is not installed or not on PATH"),
-    ExitCode.NODE_UNREACHABLE: (ExitClass.NODE, "the Talos node does not answer"),
-    ExitCode.NODE_ERROR: (ExitClass.NODE, "the Talos node refused or failed the operation"),
-    ExitCode.S3_ERROR: (ExitClass.S3, "S3 request failed (network, server error, interrupted transfer)"),
-    ExitCode.ACCESS_DENIED: (ExitClass.S3, "S3 denied access (credentials or bucket policy)"),
-    ExitCode.BUCKET_NOT_FOUND: (ExitClass.S3, "the S3 bucket does not exist"),
-    ExitCode.LOCKED: (ExitClass.BUSY, "another backup or restore is running"),
-    ExitCode.DISK_FULL: (ExitClass.LOCAL, "no space left on the local disk"),
-    ExitCode.NOT_CONFIRMED: (ExitClass.CONFIG, "restore was not confirmed"),
-    ExitCode.TIMEOUT: (ExitClass.NODE, "the node did not reach the expected state in time"),
-    ExitCode.RESTORE_CONFLICT: (ExitClass.BUSY, "etcd was not wiped, or a different restore is half done"),
-    ExitCode.ETCD_MISSING: (ExitClass.LOCAL, "etcd/etcdctl not installed locally"),
-    ExitCode.ETCD_ERROR: (ExitClass.LOCAL, "the local throwaway etcd failed"),
-    ExitCode.VERIFY_MISMATCH: (ExitClass.SNAPSHOT, "the snapshot's content is not what was expected"),
-    ExitCode.ENCRYPTED: (ExitClass.CONFIG,
-                         "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding"
-                         " its key"),
-    ExitCode.RECOVERY_KIT: (ExitClass.SNAPSHOT,
-                            "the recovery kit is missing, not encrypted to this age identity, or damaged "
-                            "(dr.rebuild)"),
-    ExitCode.LOCAL_PATH: (ExitClass.LOCAL,
-                          "a local file or folder cannot be used (permissions, read-only disk, missing, not a "
-                          "folder)"),
-    ExitCode.STATUS_WARN: (ExitClass.STATUS,
-                           "talos-dr status: warnings only (something needs attention soon, or could not be "
-                           "checked)"),
-    ExitCode.STATUS_FAIL: (ExitClass.STATUS,
-                           "talos-dr status: something is failing; each FAIL line names the command that fixes "
-                           "it"),
-    ExitCode.NAME_REFUSED: (ExitClass.LOCAL,
-                            "the file system refuses a name: too long (ENAMETOOLONG) or not storable; use a "
-                            "shorter name"),
-    ExitCode.TOO_BIG: (ExitClass.SNAPSHOT,
-                       "the data decodes or streams to more bytes than any etcd snapshot (a decompression "
-                       "bomb?); stopped, nothing kept"),
-    ExitCode.UNTRUSTED_KIT: (ExitClass.SNAPSHOT,
-                             "the recovery kit is not one to import: unknown settings, bytes S3 did not record "
-                             "at upload, or newer than this machine last saw and not accepted (dr.rebuild)"),
-    ExitCode.UNTRUSTED_SNAPSHOT: (ExitClass.SNAPSHOT,
-                                  "the snapshot's bytes differ from the checksum S3 recorded at upload"),
-    ExitCode.NO_SECRETS_KEY: (ExitClass.CONFIG,
-                              "extract: no secretbox key to decrypt Secrets (stack output talosMachineSecrets, "
-                              "or --secrets-file with a talosctl secrets bundle)"),
-    ExitCode.WRONG_SECRETS_KEY: (ExitClass.CONFIG,
-                                 "extract: the secretbox key does not open the snapshot's Secrets (another "
-                                 "cluster's key?)"),
-    ExitCode.UNDECODABLE: (ExitClass.SNAPSHOT,
-                           "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode"),
-    ExitCode.NOTHING_MATCHED: (ExitClass.CONFIG,
-                               "extract: no Secret or ConfigMap in the snapshot matches "
-                               "--namespace/--type/--name"),
-    ExitCode.INTERRUPTED: (ExitClass.INTERRUPTED, "interrupted (Ctrl-C); nothing partial was left behind"),
+# What each code means, written once: `talos-dr exit-codes`, the `--help-all` epilogs and the docs' table.
+EXIT_CODE_MEANING: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.ERROR: "unexpected error (a bug): rerun with --debug and report the traceback",
+    ExitCode.USAGE: "bad command line",
+    ExitCode.CONFIG: "a setting is missing or invalid (stack outputs, talosconfig, flags)",
+    ExitCode.NOT_FOUND: "the snapshot file or S3 object does not exist",
+    ExitCode.EMPTY_SNAPSHOT: "the snapshot is empty (0 bytes)",
+    ExitCode.TRUNCATED_SNAPSHOT: "the snapshot is truncated (no complete hash trailer)",
+    ExitCode.CORRUPT_SNAPSHOT: "the snapshot's SHA-256 trailer does not match its content",
+    ExitCode.NOT_A_SNAPSHOT: "the file is not an etcd snapshot",
+    ExitCode.TALOSCTL_MISSING: "talosctl is not installed or not on PATH",
+    ExitCode.NODE_UNREACHABLE: "the Talos node does not answer",
+    ExitCode.NODE_ERROR: "the Talos node refused or failed the operation",
+    ExitCode.S3_ERROR: "S3 request failed (network, server error, interrupted transfer)",
+    ExitCode.ACCESS_DENIED: "S3 denied access (credentials or bucket policy)",
+    ExitCode.BUCKET_NOT_FOUND: "the S3 bucket does not exist",
+    ExitCode.LOCKED: "another backup or restore is running",
+    ExitCode.DISK_FULL: "no space left on the local disk",
+    ExitCode.NOT_CONFIRMED: "restore was not confirmed",
+    ExitCode.TIMEOUT: "the node did not reach the expected state in time",
+    ExitCode.RESTORE_CONFLICT: "etcd was not wiped, or a different restore is half done",
+    ExitCode.ETCD_MISSING: "etcd/etcdctl not installed locally",
+    ExitCode.ETCD_ERROR: "the local throwaway etcd failed",
+    ExitCode.VERIFY_MISMATCH: "the snapshot's content is not what was expected",
+    ExitCode.ENCRYPTED: "the snapshot is age-encrypted: pass --identity FILE (or DR_AGE_IDENTITY_FILE) holding its key",
+    ExitCode.RECOVERY_KIT: "the recovery kit is missing, not encrypted to this age identity, or damaged (dr.rebuild)",
+    ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
+    ExitCode.STATUS_WARN: "talos-dr status: warnings only (something needs attention soon, or could not be checked)",
+    ExitCode.STATUS_FAIL: "talos-dr status: something is failing; each FAIL line names the command that fixes it",
+    ExitCode.NAME_REFUSED: "the file system refuses a name: too long (ENAMETOOLONG) or not storable; use a shorter name",
+    ExitCode.TOO_BIG: "the data decodes or streams to more bytes than any etcd snapshot (a decompression bomb?); "
+                      "stopped, nothing kept",
+    ExitCode.UNTRUSTED_KIT: "the recovery kit is not one to import: unknown settings, bytes S3 did not record at "
+                            "upload, or newer than this machine last saw and not accepted (dr.rebuild)",
+    ExitCode.UNTRUSTED_SNAPSHOT: "the snapshot's bytes differ from the checksum S3 recorded at upload",
+    ExitCode.NO_SECRETS_KEY: "extract: no secretbox key to decrypt Secrets (stack output talosMachineSecrets, or "
+                             "--secrets-file with a talosctl secrets bundle)",
+    ExitCode.WRONG_SECRETS_KEY: "extract: the secretbox key does not open the snapshot's Secrets (another cluster's key?)",
+    ExitCode.UNDECODABLE: "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode",
+    ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }
-EXIT_CODE_MEANING: dict[ExitCode, str] = {code: meaning for code, (_, meaning) in EXIT_CODES.items()}
-EXIT_CODE_CLASS: dict[ExitCode, ExitClass] = {code: cls for code, (cls, _) in EXIT_CODES.items()}
+
+# Which class each code belongs to (every code in exactly one: tests/core/test_errors.py).
+CLASS_CODES: dict[ExitClass, tuple[ExitCode, ...]] = {
+    ExitClass.OK: (ExitCode.OK,),
+    ExitClass.BUG: (ExitCode.ERROR,),
+    ExitClass.CONFIG: (ExitCode.USAGE, ExitCode.CONFIG, ExitCode.NOT_CONFIRMED, ExitCode.ENCRYPTED,
+                       ExitCode.NO_SECRETS_KEY, ExitCode.WRONG_SECRETS_KEY, ExitCode.NOTHING_MATCHED),
+    ExitClass.SNAPSHOT: (ExitCode.NOT_FOUND, ExitCode.EMPTY_SNAPSHOT, ExitCode.TRUNCATED_SNAPSHOT,
+                         ExitCode.CORRUPT_SNAPSHOT, ExitCode.NOT_A_SNAPSHOT, ExitCode.VERIFY_MISMATCH,
+                         ExitCode.RECOVERY_KIT, ExitCode.TOO_BIG, ExitCode.UNTRUSTED_KIT, ExitCode.UNTRUSTED_SNAPSHOT,
+                         ExitCode.UNDECODABLE),
+    ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT),
+    ExitClass.S3: (ExitCode.S3_ERROR, ExitCode.ACCESS_DENIED, ExitCode.BUCKET_NOT_FOUND),
+    ExitClass.LOCAL: (ExitCode.TALOSCTL_MISSING, ExitCode.DISK_FULL, ExitCode.ETCD_MISSING, ExitCode.ETCD_ERROR,
+                      ExitCode.LOCAL_PATH, ExitCode.NAME_REFUSED),
+    ExitClass.BUSY: (ExitCode.LOCKED, ExitCode.RESTORE_CONFLICT),
+    ExitClass.STATUS: (ExitCode.STATUS_WARN, ExitCode.STATUS_FAIL),
+    ExitClass.INTERRUPTED: (ExitCode.INTERRUPTED,),
+}
+EXIT_CODE_CLASS: dict[ExitCode, ExitClass] = {code: cls for cls, codes in CLASS_CODES.items() for code in codes}
+EXIT_CODES: dict[ExitCode, tuple[ExitClass, str]] = {code: (EXIT_CODE_CLASS[code], meaning)
+                                                      for code, meaning in EXIT_CODE_MEANING.items()}
 
 
 def exit_code_table() -> str:

@@ -3,6 +3,7 @@
 import re
 
 from dr.core.errors import (
+    CLASS_CODES,
     EXIT_CLASS_MEANING,
     EXIT_CODE_MEANING,
     EXIT_CODES,
@@ -24,6 +25,7 @@ def test_readme_table_matches_exit_codes():
 
 def test_every_code_has_one_class_and_every_class_a_meaning():
     assert set(EXIT_CODES) == set(ExitCode)
+    assert sorted(c for codes in CLASS_CODES.values() for c in codes) == sorted(ExitCode)  # each in exactly one
     assert set(EXIT_CLASS_MEANING) == set(ExitClass) == {k for k, _ in EXIT_CODES.values()}
     assert len(ExitClass) <= 10 < len(ExitCode)  # a handful for scripts, over distinct codes for people
 
