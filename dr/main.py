@@ -18,7 +18,7 @@ from typing import TextIO
 
 from dr.commands import cli
 from dr.core import spelling
-from dr.core.errors import EXIT_CODE_MEANING, ExitCode
+from dr.core.errors import EXIT_CODES, ExitCode
 
 # name -> (module, one line)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -99,8 +99,8 @@ def _main(argv: list[str] | None = None, *, out: TextIO | None = None, err: Text
         return 0 if argv else int(ExitCode.USAGE)
     name, rest = argv[0], argv[1:]
     if name == "exit-codes":
-        for code, meaning in EXIT_CODE_MEANING.items():
-            print(f"{int(code):>3}  {code.name:<20} {meaning}", file=out)
+        for code, (cls, meaning) in EXIT_CODES.items():
+            print(f"{int(code):>3}  {code.name:<20} {cls.value:<11} {meaning}", file=out)
         return 0
     if name == "completion":
         import shtab

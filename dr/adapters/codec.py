@@ -240,7 +240,7 @@ def decode(chunks: Iterable[bytes], write: Write, *, identities: Sequence[Any] =
     return Layers(encrypted=found["encrypted"], compressed=found["compressed"])
 
 
-# Caps on the age header, checked before pyrage sees a byte (hostile-inputs 21: 200,000 unknown stanzas kept rage busy
+# Caps on the age header, checked before pyrage sees a byte (a crafted header of 200,000 unknown stanzas kept rage busy
 # for more than 10 minutes; 10,000 recipient stanzas for 47 s). age's own parser (FiloSottile/age v1.3.1
 # internal/format/format.go: Parse, StanzaReader.ReadStanza) reads the intro line "age-encryption.org/v1", then stanzas
 # ("-> type args...", body lines of base64 at most ColumnsPerLine = 64 columns, ended by a shorter line) until the

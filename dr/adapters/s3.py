@@ -45,7 +45,8 @@ TAG_VERIFIED_AT = "verified-at"
 TAG_VERIFIED_REVISION = "verified-revision"
 TAG_VERIFIED_KEYS = "verified-keys"
 # The SHA-256 S3 recorded for the object's stored bytes when it was uploaded (HeadObject ChecksumSHA256), as the
-# verification saw it: a verification counts only for the bytes it checked (security review round 3, L1).
+# verification saw it: a verification counts only for the bytes it checked (bytes replaced since
+# then do not inherit it).
 TAG_VERIFIED_CHECKSUM = "verified-checksum"
 VERIFIED_TAG_PREFIX = "verified-"
 

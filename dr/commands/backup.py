@@ -14,10 +14,10 @@ the hash trailer is checked as it passes, and the upload is completed and the ``
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -68,8 +68,8 @@ def is_our_partial(p: Path) -> bool:
 
 
 def clean_partials(snapshots_dir: Path) -> list[Path]:
-    """Remove the ``.part`` files a killed run of this tool left behind (hostile-inputs 2 and 9: never a file it did not
-    create, never a FIFO or a link). Call only while holding the lock."""
+    """Remove the ``.part`` files a killed run of this tool left behind: never a file it did not
+    create, never a FIFO or a link. Call only while holding the lock."""
     removed = []
     for folder in (snapshots_dir, snapshots_dir / DOWNLOADS):
         if not folder.is_dir():
@@ -163,7 +163,7 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
                 for chunk in client.iter_etcd_snapshot(digests):
                     seen += len(chunk)
                     if seen > cap:
-                        # A node that never ends its stream would fill the disk (hostile-inputs 43-44).
+                        # A node that never ends its stream would fill the disk.
                         raise SnapshotTooBig(f"node {client.node} sent more than {cli.human_size(cap)} without ending "
                                              "its snapshot, more than any etcd database; stopped, nothing kept",
                                              f"check etcd on the node (`talosctl -n {r.node} service etcd`); raise "
@@ -281,7 +281,7 @@ def prune_local(snapdir: Path, keep_days: float, now: datetime, out: TextIO, *,
 
 def pruning_clock(r: Resolver, local_now: datetime, out: TextIO, *, ask_s3: bool) -> datetime:
     """The time pruning measures ages against: S3's clock when it is at hand (``ask_s3``) and ours is off by more than
-    the allowed skew (said out loud, hostile-inputs 39), else ours."""
+    the allowed skew (said out loud), else ours."""
     if not ask_s3:
         return local_now
     try:
@@ -322,7 +322,7 @@ def _prune_folder(folder: Path, keep_days: float, now: datetime, out: TextIO, pr
     what = "downloaded snapshots" if folder.name == DOWNLOADS else "local snapshots"
     print(f"{what} in {folder}: {len(kept)} kept, {len(removed)} pruned (older than {keep_days:g} days; "
           f"the newest {KEEP_NEWEST} are always kept)", file=out)
-    # Every pruned file is named; of the kept ones only the newest (first-use: the list of kept ones had no cap), and
+    # Every pruned file is named; of the kept ones only the newest (a list of every kept one would bury the news), and
     # every one kept for a reason a person should look at (a future date, a suspended prune).
     for i, d in enumerate(decisions):
         if not d.keep or i == 0 or d in future_dated(decisions):
@@ -416,11 +416,7 @@ def preflight(args, r: Resolver) -> Path | None:
     return upload_file
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         now: Callable[[], datetime] | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
-    clock = now or (lambda: datetime.now(UTC))
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "Take a verified etcd snapshot of the Talos node; prune old local ones; optionally upload.",
                    examples=(f"{PROG} --save-to-s3          # one pass: node -> local .db and the bucket",
                              f"{PROG}                       # local only, in .talos/snapshots",
@@ -441,57 +437,66 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout at the end, also on failure (progress goes to stderr)")
     add_common_flags(p)
-    args = p.parse_args(argv)
-    tracked = cli.Tracked(out) if args.json else None
+    return p
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], datetime]) -> int:
+    """Take the snapshot (and upload it); with ``--json`` the narrative goes to ``err`` and the document to ``out``."""
+    doc_out = out
     if args.json:
         out = err  # the narrative; stdout holds only the document
     result: dict = {}
+    rc = _take(args, out, err, clock, result)
+    if args.json:
+        print(json.dumps({"ok": True, **result, "exit_code": rc}, indent=2), file=doc_out)
+    return rc
 
-    def body_json() -> int:
-        rc = body()
-        if tracked is not None:
-            print(json.dumps({"ok": True, **result, "exit_code": rc}, indent=2), file=tracked)
-        return rc
 
-    def body() -> int:
-        r = Resolver(args)
-        upload_file = preflight(args, r)
-        ensure_snapshots_dir(r.snapshots_dir)
-        with exclusive(r.talos_dir / LOCK_NAME, "a backup", wait=args.wait_lock):
-            for leftover in clean_partials(r.snapshots_dir):
-                print(f"removed {leftover.name} left by an interrupted run", file=err)
-            if not args.via_talosctl:
-                one_pass = args.save_to_s3 is True
-                stall = args.stall_timeout or STALL_SECONDS
-                path, digest, taken, entry = stream_snapshot(r, clock, out, err, to_s3=one_pass,
-                                                             compress=not args.no_compress, stall=stall)
-                result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
-                              taken_at=timefmt.iso_utc(taken), s3=entry.location if entry is not None else None)
-                prune_local(r.snapshots_dir, args.keep_days,
-                            pruning_clock(r, clock(), out, ask_s3=bool(args.save_to_s3)), out, protect=(path.name,))
-                if upload_file is not None:
-                    digest = verify_file(upload_file)
-                    taken = naming.parse_snapshot_name(upload_file.name) or datetime.fromtimestamp(
-                        upload_file.stat().st_mtime, UTC)
-                    upload(r, upload_file, digest, taken, None, out, err, compress=not args.no_compress)
-                if args.save_to_s3:
-                    print_bucket_listing(r, clock(), out)
-                return 0
-            path, digest, info, taken = take_local_snapshot(r, clock, out, stall=args.stall_timeout or 60.0)
+def _take(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], datetime], result: dict) -> int:
+    """The snapshot itself, under the backup lock; what it took goes into ``result``."""
+    r = Resolver(args)
+    upload_file = preflight(args, r)
+    ensure_snapshots_dir(r.snapshots_dir)
+    with exclusive(r.talos_dir / LOCK_NAME, "a backup", wait=args.wait_lock):
+        for leftover in clean_partials(r.snapshots_dir):
+            print(f"removed {leftover.name} left by an interrupted run", file=err)
+        if not args.via_talosctl:
+            one_pass = args.save_to_s3 is True
+            stall = args.stall_timeout or STALL_SECONDS
+            path, digest, taken, entry = stream_snapshot(r, clock, out, err, to_s3=one_pass,
+                                                         compress=not args.no_compress, stall=stall)
             result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
-                          taken_at=timefmt.iso_utc(taken), revision=info.revision, s3=None)
+                          taken_at=timefmt.iso_utc(taken), s3=entry.location if entry is not None else None)
             prune_local(r.snapshots_dir, args.keep_days,
                         pruning_clock(r, clock(), out, ask_s3=bool(args.save_to_s3)), out, protect=(path.name,))
+            if upload_file is not None:
+                digest = verify_file(upload_file)
+                taken = naming.parse_snapshot_name(upload_file.name) or datetime.fromtimestamp(
+                    upload_file.stat().st_mtime, UTC)
+                upload(r, upload_file, digest, taken, None, out, err, compress=not args.no_compress)
             if args.save_to_s3:
-                revision = info.revision
-                if upload_file is not None:
-                    digest = verify_file(upload_file)
-                    path, revision = upload_file, None
-                    taken = naming.parse_snapshot_name(path.name) or datetime.fromtimestamp(
-                        path.stat().st_mtime, UTC)
-                key = upload(r, path, digest, taken, revision, out, err, compress=not args.no_compress)
-                result["s3"] = f"s3://{r.bucket}/{key}"
                 print_bucket_listing(r, clock(), out)
-        return 0
+            return 0
+        path, digest, info, taken = take_local_snapshot(r, clock, out, stall=args.stall_timeout or 60.0)
+        result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
+                      taken_at=timefmt.iso_utc(taken), revision=info.revision, s3=None)
+        prune_local(r.snapshots_dir, args.keep_days,
+                    pruning_clock(r, clock(), out, ask_s3=bool(args.save_to_s3)), out, protect=(path.name,))
+        if args.save_to_s3:
+            revision = info.revision
+            if upload_file is not None:
+                digest = verify_file(upload_file)
+                path, revision = upload_file, None
+                taken = naming.parse_snapshot_name(path.name) or datetime.fromtimestamp(
+                    path.stat().st_mtime, UTC)
+            key = upload(r, path, digest, taken, revision, out, err, compress=not args.no_compress)
+            result["s3"] = f"s3://{r.bucket}/{key}"
+            print_bucket_listing(r, clock(), out)
+    return 0
 
-    return cli.run(PROG, body_json, debug=args.debug, err=err, json_out=tracked)
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         now: Callable[[], datetime] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    clock = now or (lambda: datetime.now(UTC))
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e, clock), out=out, err=err)

@@ -10,14 +10,14 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import TextIO
+from typing import TextIO, cast
 
-from dr.core.errors import EXIT_CODE_MEANING, DRError, ExitCode
+from dr.core.errors import EXIT_CODES, DRError, ExitCode
 from dr.core.spelling import command as command  # noqa: PLC0414 - re-exported: commands spell hints with cli.command
 
 
 def epilog() -> str:
-    rows = "\n".join(f"  {int(c):>3}  {m}" for c, m in EXIT_CODE_MEANING.items())
+    rows = "\n".join(f"  {int(c):>3}  {k.value:<11} {m}" for c, (k, m) in EXIT_CODES.items())
     return f"exit codes:\n{rows}"
 
 
@@ -126,7 +126,8 @@ class Tracked:
 
 def printable(text: str, limit: int = 400) -> str:
     """``text`` (a name from S3, argv or a file system) made safe to print: control and format characters (newline,
-    ESC, bidi overrides such as U+202E) shown as escapes, at most ``limit`` characters (hostile-inputs 27, 29). The
+    ESC, bidi overrides such as U+202E) shown as escapes, at most ``limit`` characters (a name
+    cannot clear the terminal or forge a line). The
     one helper every printed name goes through; dr.adapters.talosapi.h2stream.printable does the escaping."""
     from dr.adapters.talosapi.h2stream import printable as escape
 
@@ -136,7 +137,7 @@ def printable(text: str, limit: int = 400) -> str:
 def sigterm_as_interrupt() -> None:
     """Treat SIGTERM (`timeout`, systemd, a CI runner cancelling) like Ctrl-C in backup, restore and verify: the same
     ``finally`` blocks clean up (a backup's ``.part``, a throwaway etcd), and a restore stopped before the reset drops
-    its journal instead of blocking the next restore with "a different restore is half done" (hostile-inputs 50-51)."""
+    its journal instead of blocking the next restore with "a different restore is half done"."""
     import signal
 
     def handler(signum, frame):
@@ -175,7 +176,7 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
         json_failure(json_out, "interrupted", int(ExitCode.INTERRUPTED))
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
-        # The reader went away (`talos-dr list | head`): nothing to report to it (first-use: was exit 1).
+        # The reader went away (`talos-dr list | head`): nothing to report to it, and no failure.
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; let it go nowhere
         except OSError:
@@ -188,6 +189,20 @@ def run(prog: str, body: Callable[[], int | None], debug: bool = False, err: Tex
             json_failure(json_out, str(known), int(known.exit_code))
             return int(known.exit_code)
         return _bug(prog, exc, debug, err, json_out)
+
+
+def execute(prog: str, args: argparse.Namespace, body: Callable[[TextIO, TextIO], int | None], *,
+            out: TextIO | None = None, err: TextIO | None = None, json_out: bool | None = None,
+            extra: Callable[[], dict] | None = None) -> int:
+    """The end of every command's ``main``: ``body(out, err)`` (the command's ``run``) under ``run``'s error
+    handling. With ``--json`` (or ``json_out``), ``out`` is a ``Tracked`` stdout, so that a failure before the
+    command printed its document still prints one there (``extra()``: the fields known so far)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    as_json = bool(getattr(args, "json", False)) if json_out is None else json_out
+    tracked = Tracked(out, extra=extra) if as_json else None
+    stdout = cast(TextIO, tracked) if tracked is not None else out
+    return run(prog, lambda: body(stdout, err), debug=args.debug, err=err, json_out=tracked)
 
 
 def _bug(prog: str, exc: BaseException, debug: bool, err: TextIO, json_out: Tracked | None) -> int:

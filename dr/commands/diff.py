@@ -13,8 +13,8 @@ the same: the API server encrypts every write with a fresh nonce). Summary by ty
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -55,9 +55,7 @@ def print_text(a: Opened, b: Opened, d: inventory.Diff, details: bool, out: Text
         print("\n(--details lists every object)", file=out)
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "Kubernetes objects created, deleted and changed from snapshot A to snapshot B (or `live`: "
                          "a fresh snapshot from the node), by type and namespace; --details lists them.", examples=(
                              f"{PROG} latest~1 latest",
@@ -71,28 +69,31 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--details", action="store_true", help="list every created, deleted and changed object")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (also on failure)")
     add_common_flags(p)
-    args = p.parse_args(argv)
-    tracked = cli.Tracked(out) if args.json else None
-    stream: TextIO = tracked if tracked is not None else out  # type: ignore[assignment]
+    return p
 
-    def body() -> int:
-        if args.a == args.b:
-            raise ConfigError(f"A and B are both {args.a!r}", "name two different snapshots, e.g. `talos-dr diff "
-                                                              "latest live`")
-        r = Resolver(args)
-        namespaces = split_list(args.namespace)
-        types = split_list(args.type)
-        types = inventory.normalise_types(types) if types else None
-        base = Path(args.tmp_dir) if args.tmp_dir else None
-        with opened(args.a, r, err, base) as a, opened(args.b, r, err, base) as b:
-            d = inventory.diff(digests(a.reader), digests(b.reader), namespaces=namespaces, types=types)
-            if args.json:
-                doc = {"ok": True, "from": describe(a), "to": describe(b),
-                       "filters": {"namespace": sorted(namespaces or []), "type": sorted(types or [])},
-                       **d.to_json(details=args.details)}
-                print(json.dumps(doc, indent=2), file=stream)
-            else:
-                print_text(a, b, d, args.details, stream)
-        return 0
 
-    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Print what changed from snapshot A to snapshot B."""
+    if args.a == args.b:
+        raise ConfigError(f"A and B are both {args.a!r}", "name two different snapshots, e.g. `talos-dr diff "
+                                                          "latest live`")
+    r = Resolver(args)
+    namespaces = split_list(args.namespace)
+    types = split_list(args.type)
+    types = inventory.normalise_types(types) if types else None
+    base = Path(args.tmp_dir) if args.tmp_dir else None
+    with opened(args.a, r, err, base) as a, opened(args.b, r, err, base) as b:
+        d = inventory.diff(digests(a.reader), digests(b.reader), namespaces=namespaces, types=types)
+        if args.json:
+            doc = {"ok": True, "from": describe(a), "to": describe(b),
+                   "filters": {"namespace": sorted(namespaces or []), "type": sorted(types or [])},
+                   **d.to_json(details=args.details)}
+            print(json.dumps(doc, indent=2), file=out)
+        else:
+            print_text(a, b, d, args.details, out)
+    return 0
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e), out=out, err=err)

@@ -18,9 +18,9 @@ are printed. Other types in the namespace are listed with why they are not extra
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -191,9 +191,7 @@ def print_text(origin: str, namespace: str, picked: list[Extracted], missing: li
     print(f"next: kubectl apply -f {out_dir / namespace}/", file=out)
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "Write a namespace's Secrets and ConfigMaps from a snapshot as YAML for `kubectl apply` "
                          "(Secrets decrypted with the cluster's secretbox key; values never printed).", examples=(
                              f"{PROG} latest --namespace demo -o ./restored",
@@ -216,52 +214,54 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--tmp-dir", help="where a downloaded snapshot is kept while it is read (default: $TMPDIR or /tmp)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (names only, no values)")
     add_common_flags(p)
-    args = p.parse_args(argv)
-    tracked = cli.Tracked(out) if args.json else None
-    stream: TextIO = tracked if tracked is not None else out  # type: ignore[assignment]
+    return p
 
-    def body() -> int:
-        r = Resolver(args)
-        types = inventory.normalise_types(split_list(args.type) or set(EXTRACTABLE))
-        unknown = types - set(EXTRACTABLE)
-        if unknown:
-            raise ConfigError(f"--type {','.join(sorted(unknown))}: {WHY_NOT}", "use --type secrets,configmaps")
-        names = set(args.name or [])
-        out_dir = Path(args.output_dir)
-        key_cache: list[tuple[bytes, str]] = []
 
-        def key_for() -> bytes:
-            if not key_cache:
-                key_cache.append(load_key(args, r, err))
-            return key_cache[0][0]
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Write the picked Secrets and ConfigMaps of a snapshot as YAML files."""
+    r = Resolver(args)
+    types = inventory.normalise_types(split_list(args.type) or set(EXTRACTABLE))
+    unknown = types - set(EXTRACTABLE)
+    if unknown:
+        raise ConfigError(f"--type {','.join(sorted(unknown))}: {WHY_NOT}", "use --type secrets,configmaps")
+    names = set(args.name or [])
+    out_dir = Path(args.output_dir)
+    key_cache: list[tuple[bytes, str]] = []
 
-        with opened(args.snapshot, r, err, Path(args.tmp_dir) if args.tmp_dir else None) as o:
-            picked, skipped = collect(o.reader, args.namespace, types, names, out_dir, key_for)
-            origin = o.origin
-        if not picked:
-            raise NothingMatched(f"no {' or '.join(EXTRACTABLE[t] for t in sorted(types))} in namespace "
-                                 f"{args.namespace}{' named ' + ', '.join(sorted(names)) if names else ''} in "
-                                 f"{origin}", f"`talos-dr show {args.snapshot} --namespace {args.namespace}` lists "
-                                              "what it holds")
-        existing = [e.path for e in picked if e.path.exists() or e.path.is_symlink()]
-        if existing:
-            raise LocalPathError(f"{existing[0]} already exists ({len(existing)} of the files do); nothing was "
-                                 "written", "choose an empty -o folder, or move those files away")
-        for e in picked:
-            e.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            text = yaml.safe_dump(e.obj, sort_keys=False, default_flow_style=False)
-            fsutil.atomic_write(e.path, text, mode=0o600, overwrite=False)
-        missing = sorted(names - {e.ref.name for e in picked})
-        if args.json:
-            doc = {"ok": True, "snapshot": origin, "namespace": args.namespace, "output_dir": str(out_dir),
-                   "written": [{"type": e.ref.type, "name": e.ref.name, "file": str(e.path), "decrypted": e.decrypted,
-                                "keys": sorted((e.obj.get("data") or {}).keys())} for e in picked],
-                   "not_found": missing, "not_extracted": {"types": skipped, "why": WHY_NOT}}
-            print(json.dumps(doc, indent=2), file=stream)
-        else:
-            print_text(origin, args.namespace, picked, missing, skipped, key_cache[0][1] if key_cache else None,
-                       out_dir, stream)
-        return 0
+    def key_for() -> bytes:
+        if not key_cache:
+            key_cache.append(load_key(args, r, err))
+        return key_cache[0][0]
 
-    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
+    with opened(args.snapshot, r, err, Path(args.tmp_dir) if args.tmp_dir else None) as o:
+        picked, skipped = collect(o.reader, args.namespace, types, names, out_dir, key_for)
+        origin = o.origin
+    if not picked:
+        raise NothingMatched(f"no {' or '.join(EXTRACTABLE[t] for t in sorted(types))} in namespace "
+                             f"{args.namespace}{' named ' + ', '.join(sorted(names)) if names else ''} in "
+                             f"{origin}", f"`talos-dr show {args.snapshot} --namespace {args.namespace}` lists "
+                                          "what it holds")
+    existing = [e.path for e in picked if e.path.exists() or e.path.is_symlink()]
+    if existing:
+        raise LocalPathError(f"{existing[0]} already exists ({len(existing)} of the files do); nothing was "
+                             "written", "choose an empty -o folder, or move those files away")
+    for e in picked:
+        e.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        text = yaml.safe_dump(e.obj, sort_keys=False, default_flow_style=False)
+        fsutil.atomic_write(e.path, text, mode=0o600, overwrite=False)
+    missing = sorted(names - {e.ref.name for e in picked})
+    if args.json:
+        doc = {"ok": True, "snapshot": origin, "namespace": args.namespace, "output_dir": str(out_dir),
+               "written": [{"type": e.ref.type, "name": e.ref.name, "file": str(e.path), "decrypted": e.decrypted,
+                            "keys": sorted((e.obj.get("data") or {}).keys())} for e in picked],
+               "not_found": missing, "not_extracted": {"types": skipped, "why": WHY_NOT}}
+        print(json.dumps(doc, indent=2), file=out)
+    else:
+        print_text(origin, args.namespace, picked, missing, skipped, key_cache[0][1] if key_cache else None,
+                   out_dir, out)
+    return 0
 
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e), out=out, err=err)

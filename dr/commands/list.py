@@ -12,13 +12,13 @@ Finding no snapshot at all exits 4 (NOT_FOUND): there is nothing to restore.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV
 from dr.adapters.store import Entry, S3Store, latest_steps
@@ -59,7 +59,7 @@ class Row:
 def _row_json(row: Row, now: datetime | None = None) -> dict[str, Any]:
     d = asdict(row)
     d.pop("_s3_entry", None)
-    if now is not None:  # the AGE column, for scripts: no date arithmetic needed (first-use task 1)
+    if now is not None:  # the AGE column, for scripts: no date arithmetic needed
         taken = datetime.strptime(row.taken_at, timefmt.ISO_UTC_FORMAT).replace(tzinfo=UTC)
         d["age_seconds"] = int((now - taken).total_seconds())
     return d
@@ -168,7 +168,7 @@ class _S3Listing:
 def _list_s3(r: Resolver, notes: list[str]) -> _S3Listing:
     listing = _S3Listing()
     if (r._flag("outputs_file") or r.env.get(OUTPUTS_FILE_ENV)) and not (r._flag("bucket") or r.env.get(ENV_BUCKET)):
-        _ = r.outputs  # an outputs file was named and is unusable: an error, never an empty list (hostile-inputs 17)
+        _ = r.outputs  # an outputs file was named and is unusable: an error, never an empty list
     try:
         store = r.s3_store()
     except ConfigError as exc:
@@ -238,11 +238,7 @@ def _local_entries(r: Resolver, notes: list[str]) -> list[Entry]:
     return entries
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         now: Callable[[], datetime] | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
-    clock = now or (lambda: datetime.now(UTC))
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "List local and S3 etcd snapshots in one table, newest first.", examples=(
         f"{PROG}                       # the newest 20, local and in the stack's bucket",
         f"{PROG} --limit 0 --json      # all of them, for scripts",
@@ -253,64 +249,69 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                         "the rows shown only")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_common_flags(p)
-    args = p.parse_args(argv)
-    tracked = cli.Tracked(out) if args.json else None
-    out = cast(TextIO, tracked) if tracked is not None else out
+    return p
 
-    def body() -> int:
-        if args.limit < 0:
-            raise ConfigError(f"--limit must be 0 or more, not {args.limit}", "pass e.g. --limit 50, or 0 for all")
-        r = Resolver(args)
-        notes: list[str] = []
-        local = _local_entries(r, notes)
-        listing = _list_s3(r, notes)
-        where_s3, s3_failure = listing.where, listing.failure
-        rows = build_rows(local, listing.snapshots)
-        shown = rows if args.limit == 0 else rows[: args.limit]
-        _add_s3_metadata(shown, listing, notes)
-        n_local = sum(1 for x in rows if x.where in ("local", "both"))
-        n_s3 = sum(1 for x in rows if x.where in ("s3", "both"))
-        sources = f"{r.snapshots_dir}" + (f" and {where_s3}" if where_s3 else "")
-        _add_table_notes(rows, shown, notes)
-        final: DRError | None = s3_failure
-        if final is None and not rows:
-            if listing.unchecked is not None:
-                # Nothing here, and S3 was not looked in: that is not "nothing to restore" (hostile-inputs 17).
-                final = ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: no bucket configured "
-                                    f"({listing.unchecked})",
-                                    "pass --bucket NAME (or DR_BUCKET), or --outputs-file / --stack so the bucket is "
-                                    "known; then list again")
-            else:
-                final = SnapshotNotFound(f"no snapshots in {sources}",
-                                         f"take one now with `{spelling.command('backup')} --save-to-s3`")
-        if args.json:
-            print(json.dumps({"ok": final is None, "local_dir": str(r.snapshots_dir), "s3": where_s3,
-                              "total": len(rows), "local": n_local, "in_s3": n_s3, "shown": len(shown),
-                              "snapshots": [_row_json(x, clock()) for x in shown], "notes": notes,
-                              "latest": ({"copy_of": f"s3://{listing.store.bucket}/{listing.latest[0]}",
-                                          "uri": f"{where_s3}latest", "copied_at": timefmt.iso_utc(listing.latest[1])}
-                                         if listing.latest and listing.store else None),
-                              "s3_not_checked": listing.unchecked,
-                              "error": str(final) if final else None,
-                              "exit_code": int(final.exit_code) if final else 0}, indent=2), file=out)
-        elif rows:
-            print(f"{_plural(len(rows), 'snapshot')} ({n_local} local in {r.snapshots_dir}, {n_s3} in "
-                  f"{where_s3 or 'S3 (not checked)'}), newest first:", file=out)
-            print_table(shown, clock(), out, listing.latest[0] if listing.latest else None,
-                        latest_steps(listing.snapshots, clock()))
-            if listing.latest:
-                print(f"{where_s3}latest is a pinned copy of {listing.latest[0].rsplit('/', 1)[-1]} (an alias, not "
-                      "another snapshot; it never expires)", file=out)
-        elif listing.unchecked is not None:
-            print(f"no snapshots in {r.snapshots_dir}; S3 was not checked", file=out)
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], datetime]) -> int:
+    """Print the local and S3 snapshots in one table (or one JSON document)."""
+    if args.limit < 0:
+        raise ConfigError(f"--limit must be 0 or more, not {args.limit}", "pass e.g. --limit 50, or 0 for all")
+    r = Resolver(args)
+    notes: list[str] = []
+    local = _local_entries(r, notes)
+    listing = _list_s3(r, notes)
+    where_s3, s3_failure = listing.where, listing.failure
+    rows = build_rows(local, listing.snapshots)
+    shown = rows if args.limit == 0 else rows[: args.limit]
+    _add_s3_metadata(shown, listing, notes)
+    n_local = sum(1 for x in rows if x.where in ("local", "both"))
+    n_s3 = sum(1 for x in rows if x.where in ("s3", "both"))
+    sources = f"{r.snapshots_dir}" + (f" and {where_s3}" if where_s3 else "")
+    _add_table_notes(rows, shown, notes)
+    final: DRError | None = s3_failure
+    if final is None and not rows:
+        if listing.unchecked is not None:
+            # Nothing here, and S3 was not looked in: that is not "nothing to restore".
+            final = ConfigError(f"no snapshots in {r.snapshots_dir}, and S3 was not checked: no bucket configured "
+                                f"({listing.unchecked})",
+                                "pass --bucket NAME (or DR_BUCKET), or --outputs-file / --stack so the bucket is "
+                                "known; then list again")
         else:
-            print("no snapshots", file=out)
-        for note in notes:
-            if final is not None and listing.unchecked is not None and note.startswith("S3 not checked"):
-                continue  # the error line says it (first-use C5: it was said three times)
-            print(f"note: {note}", file=err)
-        if final is not None:
-            raise final
-        return 0
+            final = SnapshotNotFound(f"no snapshots in {sources}",
+                                     f"take one now with `{spelling.command('backup')} --save-to-s3`")
+    if args.json:
+        print(json.dumps({"ok": final is None, "local_dir": str(r.snapshots_dir), "s3": where_s3,
+                          "total": len(rows), "local": n_local, "in_s3": n_s3, "shown": len(shown),
+                          "snapshots": [_row_json(x, clock()) for x in shown], "notes": notes,
+                          "latest": ({"copy_of": f"s3://{listing.store.bucket}/{listing.latest[0]}",
+                                      "uri": f"{where_s3}latest", "copied_at": timefmt.iso_utc(listing.latest[1])}
+                                     if listing.latest and listing.store else None),
+                          "s3_not_checked": listing.unchecked,
+                          "error": str(final) if final else None,
+                          "exit_code": int(final.exit_code) if final else 0}, indent=2), file=out)
+    elif rows:
+        print(f"{_plural(len(rows), 'snapshot')} ({n_local} local in {r.snapshots_dir}, {n_s3} in "
+              f"{where_s3 or 'S3 (not checked)'}), newest first:", file=out)
+        print_table(shown, clock(), out, listing.latest[0] if listing.latest else None,
+                    latest_steps(listing.snapshots, clock()))
+        if listing.latest:
+            print(f"{where_s3}latest is a pinned copy of {listing.latest[0].rsplit('/', 1)[-1]} (an alias, not "
+                  "another snapshot; it never expires)", file=out)
+    elif listing.unchecked is not None:
+        print(f"no snapshots in {r.snapshots_dir}; S3 was not checked", file=out)
+    else:
+        print("no snapshots", file=out)
+    for note in notes:
+        if final is not None and listing.unchecked is not None and note.startswith("S3 not checked"):
+            continue  # the error line says it (once is enough)
+        print(f"note: {note}", file=err)
+    if final is not None:
+        raise final
+    return 0
 
-    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         now: Callable[[], datetime] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    clock = now or (lambda: datetime.now(UTC))
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e, clock), out=out, err=err)

@@ -8,9 +8,9 @@ Local files follow dr.backup's rule (``--keep-days``; the newest in each folder 
 safety snapshots and files with other names are never touched). In S3 each snapshot goes when it is older than its
 tier's days (the ``retention`` tag dr.backup and the Lambda set) or, untagged, older than ``--keep-days``. The tier
 days are the stack's (output ``snapshotRetentionDays``), or else what the bucket's lifecycle rules say; with neither,
-``--s3`` refuses to guess (security review round 3, L3). Never deleted: the newest snapshot (by evidence, as
-``restore latest`` picks it: ``dr.adapters.store.newest``), the pinned ``latest`` copy, safety snapshots, and any
-object this tool did not write (no ``source`` metadata of ours: e.g. talos-backup's).
+``--s3`` refuses to guess (a guess too short deletes snapshots the stack meant to keep). Never deleted: the newest
+snapshot (by evidence, as ``restore latest`` picks it: ``dr.adapters.store.newest``), the pinned ``latest`` copy,
+safety snapshots, and any object this tool did not write (no ``source`` metadata of ours: e.g. talos-backup's).
 
 Who may delete: the bucket policy denies deletes to everyone but the break-glass ``snapshotDeleter`` (docs/VAULT.md);
 the lifecycle rules expire each tier on their own, and the dry run says roughly when. Run ``prune --s3`` without
@@ -19,12 +19,13 @@ the lifecycle rules expire each tier on their own, and the dry run says roughly 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TextIO, cast
+from typing import TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -145,12 +146,7 @@ def _confirm(n: int, where: str, yes: bool, stdin: TextIO, out: TextIO) -> None:
         raise NotConfirmed("nothing was deleted (not confirmed)", "run it again and type `delete`")
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         stdin: TextIO | None = None, now: Callable[[], datetime] | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
-    stdin = stdin or sys.stdin
-    clock = now or (lambda: datetime.now(UTC))
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "Apply the retention policy now: local snapshots, and with --s3 the bucket's (typed "
                          "confirmation; only the break-glass snapshotDeleter may delete there).", examples=(
                              f"{PROG}                   # local snapshots older than 7 days",
@@ -163,57 +159,64 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (also on failure)")
     add_common_flags(p)
-    args = p.parse_args(argv)
-    doc: dict = {"ok": False, "local": [], "s3": []}
-    # With --json a failure prints the plan so far with the error and its code (cli.run, json_out).
-    tracked = cli.Tracked(out, extra=lambda: doc) if args.json else None
+    return p
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, doc: dict, stdin: TextIO,
+        clock: Callable[[], datetime]) -> int:
+    """Apply the retention policy, recording the plan in ``doc`` (``--json`` prints it, also on failure)."""
     text = err if args.json else out
-    out = cast(TextIO, tracked) if tracked is not None else out
+    if args.keep_days < 0:
+        raise ConfigError(f"--keep-days must be 0 or more, not {args.keep_days:g}", "pass e.g. --keep-days 7")
+    r = Resolver(args)
+    if args.dry_run:
+        print("dry run: nothing is deleted", file=text)
+    else:
+        now = pruning_clock(r, clock(), text, ask_s3=args.s3)
+        removed = prune_local(r.snapshots_dir, args.keep_days, now, text) if r.snapshots_dir.is_dir() else []
+        doc["local"] = [str(x) for x in removed]
+    if args.s3:
+        store = r.s3_store()
+        days = stack_tier_days(r, store.client, store.bucket, text)
+        entries = [store.describe(e) for e in store.list()]
+        now_s3 = pruning_clock(r, clock(), text, ask_s3=True)
+        try:
+            keep = newest(store, now=now_s3).key
+        except SnapshotNotFound:
+            keep = None
+        decisions = decide_s3(entries, args.keep_days, now_s3, days, newest_key=keep)
+        doc["s3"] = [asdict(d) for d in decisions]
+        doomed = [d for d in decisions if d.delete]
+        for d in decisions:
+            print(f"  {'delete' if d.delete else 'keep  '}  {cli.printable(d.key)}  ({d.reason})", file=text)
+        if doomed and not args.dry_run:
+            _confirm(len(doomed), store.where, args.yes, stdin, text)
+            for d in doomed:
+                try:
+                    store.client.delete_object(Bucket=store.bucket, Key=d.key)
+                except (ClientError, BotoCoreError) as exc:
+                    err_ = s3.translate(exc, "deleting", store.bucket, d.key)
+                    if isinstance(err_, AccessDenied):
+                        raise AccessDenied(f"{err_.message}: the bucket policy lets only the break-glass "
+                                           "snapshotDeleter delete", "the lifecycle rules expire these on their "
+                                           "own (the dry run says when); to delete now, run it as the role in "
+                                           "`pulumi config get snapshotDeleter` (docs/VAULT.md)") from exc
+                    raise err_ from exc
+            print(f"deleted {len(doomed)} objects from {store.where} (a versioned bucket keeps them as "
+                  "noncurrent versions until its lifecycle rule expires them)", file=text)
+        elif not doomed:
+            print(f"nothing to delete in {store.where}", file=text)
+    doc["ok"] = True
+    if args.json:
+        print(json.dumps(doc, indent=2), file=out)
+    return 0
 
-    def body() -> int:
-        if args.keep_days < 0:
-            raise ConfigError(f"--keep-days must be 0 or more, not {args.keep_days:g}", "pass e.g. --keep-days 7")
-        r = Resolver(args)
-        if args.dry_run:
-            print("dry run: nothing is deleted", file=text)
-        else:
-            now = pruning_clock(r, clock(), text, ask_s3=args.s3)
-            removed = prune_local(r.snapshots_dir, args.keep_days, now, text) if r.snapshots_dir.is_dir() else []
-            doc["local"] = [str(x) for x in removed]
-        if args.s3:
-            store = r.s3_store()
-            days = stack_tier_days(r, store.client, store.bucket, text)
-            entries = [store.describe(e) for e in store.list()]
-            now_s3 = pruning_clock(r, clock(), text, ask_s3=True)
-            try:
-                keep = newest(store, now=now_s3).key
-            except SnapshotNotFound:
-                keep = None
-            decisions = decide_s3(entries, args.keep_days, now_s3, days, newest_key=keep)
-            doc["s3"] = [asdict(d) for d in decisions]
-            doomed = [d for d in decisions if d.delete]
-            for d in decisions:
-                print(f"  {'delete' if d.delete else 'keep  '}  {cli.printable(d.key)}  ({d.reason})", file=text)
-            if doomed and not args.dry_run:
-                _confirm(len(doomed), store.where, args.yes, stdin, text)
-                for d in doomed:
-                    try:
-                        store.client.delete_object(Bucket=store.bucket, Key=d.key)
-                    except (ClientError, BotoCoreError) as exc:
-                        err_ = s3.translate(exc, "deleting", store.bucket, d.key)
-                        if isinstance(err_, AccessDenied):
-                            raise AccessDenied(f"{err_.message}: the bucket policy lets only the break-glass "
-                                               "snapshotDeleter delete", "the lifecycle rules expire these on their "
-                                               "own (the dry run says when); to delete now, run it as the role in "
-                                               "`pulumi config get snapshotDeleter` (docs/VAULT.md)") from exc
-                        raise err_ from exc
-                print(f"deleted {len(doomed)} objects from {store.where} (a versioned bucket keeps them as "
-                      "noncurrent versions until its lifecycle rule expires them)", file=text)
-            elif not doomed:
-                print(f"nothing to delete in {store.where}", file=text)
-        doc["ok"] = True
-        if args.json:
-            print(json.dumps(doc, indent=2), file=out)
-        return 0
 
-    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         stdin: TextIO | None = None, now: Callable[[], datetime] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    clock = now or (lambda: datetime.now(UTC))
+    doc: dict = {"ok": False, "local": [], "s3": []}
+    # With --json a failure prints the plan so far with the error and its code.
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e, doc, stdin or sys.stdin, clock), out=out, err=err,
+                       extra=lambda: doc)

@@ -19,8 +19,8 @@ before it runs:
 Nothing is deleted, stopped or detached: what is in the way is said, with the command that would clear it.
 ``--dry-run`` stops after step 2 and prints the plan.
 
-Who wrote a kit: age encrypts to public keys, so a kit that decrypts proves nothing about its author (security review
-round 3, M1). The bucket policy lets only the deployers write under ``recovery/`` (docs/VAULT.md), and ``pulumi up``
+Who wrote a kit: age encrypts to public keys, so a kit that decrypts proves nothing about its author. The
+bucket policy lets only the deployers write under ``recovery/`` (docs/VAULT.md), and ``pulumi up``
 records the deployer's ARN in each version's ``written-by`` metadata, which is what the history shows. S3 itself does
 not record who wrote an object; CloudTrail data events do, when they are turned on. This machine remembers the last
 kit version it saw in ``.talos/recovery-kits-seen.json`` (0600).
@@ -180,7 +180,8 @@ def _read_kit(args: argparse.Namespace, client, identities, identity_file: str, 
     return kit
 
 
-def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> int:
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO | None = None) -> int:
+    """Rebuild the stack from the kit, saying each step on ``out`` (``err`` is unused: every step is narrative)."""
     stdin = stdin or sys.stdin
     work_dir = Path(args.project_dir or PROJECT_DIR).resolve()
     talos_dir = Path(args.talos_dir or os.environ.get(TALOS_DIR_ENV) or work_dir / ".talos")
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> i
     except OSError:
         mode = 0
     if mode & 0o077:
-        # security review round 3, L6: the identity decrypts every kit and snapshot
+        # the identity decrypts every kit and snapshot: a copy others can read is a leaked key
         _say(out, f"warning: {identity_file} is readable by others (mode {mode:o}); `chmod 600 {identity_file}`")
 
     _say(out, f"1. Looking for the recovery kit in s3://{args.bucket}/{kits.KIT_PREFIX} ...")
@@ -258,10 +259,7 @@ def run(args: argparse.Namespace, out: TextIO, stdin: TextIO | None = None) -> i
     return 0
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         stdin: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "Rebuild a lost Pulumi stack from the recovery kit in the backup bucket: decrypt it, create "
                          "the stack, set its settings, import the bucket, the data volumes and the Talos secrets.")
     p.add_argument("--identity", help=f"age identity file (`age-keygen -o`) whose public key is in ageRecipients "
@@ -278,5 +276,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                    help="use a kit newer than the one this machine last saw without asking")
     p.add_argument("--talos-dir", help=f"local state folder holding the record of kits seen (env {TALOS_DIR_ENV}; "
                                        "default: .talos in the project folder)")
-    args = p.parse_args(argv)
-    return cli.run(PROG, lambda: run(args, out, stdin), debug=args.debug, err=err)
+    return p
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         stdin: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e, stdin), out=out, err=err)

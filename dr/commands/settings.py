@@ -180,20 +180,21 @@ class Resolver:
         except AgeKeyError as exc:
             raise ConfigError(str(exc), f"fix {where}") from None
 
+    # The three stores a command reaches, all through the store package's one factory (``open_store``).
     def local_store(self):
-        from dr.adapters.store import LocalStore
+        from dr.adapters.store import open_store
 
-        return LocalStore(self.snapshots_dir)
+        return open_store(self.snapshots_dir)
 
     def downloads_store(self):
-        from dr.adapters.store import LocalStore
+        from dr.adapters.store import open_store
 
-        return LocalStore(self.downloads_dir)
+        return open_store(self.downloads_dir)
 
     def s3_store(self):
-        from dr.adapters.store import S3Store
+        from dr.adapters.store import S3Prefix, open_store
 
-        return S3Store(self.s3_client(), self.bucket, self.prefix)
+        return open_store(S3Prefix(self.bucket, self.prefix), self.s3_client())
 
     @cached_property
     def region(self) -> str | None:

@@ -14,9 +14,9 @@ This module also holds what diff and extract share: ``opened`` (a snapshot, or `
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -164,9 +164,7 @@ def print_text(o: Opened, inv: inventory.Inventory, filters: dict, out: TextIO) 
         print(f"  {cli.human_size(b.size):>10}  {b.ref}  [{b.encoding}]", file=out)
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "What a snapshot holds: when and where it was taken, its revision, its size against etcd's "
                          "quota, and its Kubernetes objects by type and namespace (counts, sizes, the biggest). "
                          "Read from the file itself; no etcd is started.", examples=(
@@ -180,22 +178,24 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--top", type=int, default=TOP, help=f"how many of the biggest objects to list (default {TOP})")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (also on failure)")
     add_common_flags(p)
-    args = p.parse_args(argv)
-    tracked = cli.Tracked(out) if args.json else None
-    stream: TextIO = tracked if tracked is not None else out  # type: ignore[assignment]
+    return p
 
-    def body() -> int:
-        r = Resolver(args)
-        namespaces, types = split_list(args.namespace), split_list(args.type)
-        types = inventory.normalise_types(types) if types else None
-        filters = {"namespace": sorted(namespaces or []), "type": sorted(types or [])}
-        with opened(args.snapshot, r, err, Path(args.tmp_dir) if args.tmp_dir else None) as o:
-            inv = inventory.summarize(objects(o.reader), namespaces=namespaces, types=types, top=max(args.top, 0))
-            if args.json:
-                print(json.dumps(report(o, inv, filters), indent=2), file=stream)
-            else:
-                print_text(o, inv, filters, stream)
-        return 0
 
-    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Print what a snapshot holds."""
+    r = Resolver(args)
+    namespaces, types = split_list(args.namespace), split_list(args.type)
+    types = inventory.normalise_types(types) if types else None
+    filters = {"namespace": sorted(namespaces or []), "type": sorted(types or [])}
+    with opened(args.snapshot, r, err, Path(args.tmp_dir) if args.tmp_dir else None) as o:
+        inv = inventory.summarize(objects(o.reader), namespaces=namespaces, types=types, top=max(args.top, 0))
+        if args.json:
+            print(json.dumps(report(o, inv, filters), indent=2), file=out)
+        else:
+            print_text(o, inv, filters, out)
+    return 0
 
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e), out=out, err=err)

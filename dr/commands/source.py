@@ -23,7 +23,7 @@ from typing import TextIO
 
 from dr.adapters import s3
 from dr.adapters.codec import Layers, describe_head
-from dr.adapters.store import Entry, LocalStore, S3Store, SnapshotStore, candidates, newest
+from dr.adapters.store import Entry, LocalStore, S3Prefix, S3Store, SnapshotStore, candidates, newest, open_store
 from dr.adapters.store import fetch as store_fetch
 from dr.commands import cli
 from dr.commands.settings import Resolver
@@ -129,14 +129,14 @@ def resolve(spec: str, r: Resolver, err: TextIO | None = None) -> tuple[Snapshot
     if spec.startswith("s3://"):
         bucket, key = s3.parse_s3_uri(spec)
         prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-        store = S3Store(r.s3_client(), bucket, prefix)
+        store = open_store(S3Prefix(bucket, prefix), r.s3_client())
         try:
             return store, _s3_entry(store, spec, key)
         except BucketNotFound as exc:
             raise _with_configured_bucket(exc, bucket, r) from None
         except SnapshotNotFound:
-            # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself (first-use:
-            # a missing bucket was "no such object", 4, instead of 14).
+            # A HEAD of a key in a missing bucket is a bare 404, like a missing key: ask the bucket itself, so
+            # a missing bucket says so (14) instead of "no such object" (4).
             try:
                 store.client.list_objects_v2(Bucket=bucket, MaxKeys=1)
             except Exception as exc:  # noqa: BLE001 - translated to the matching DRError
@@ -212,7 +212,7 @@ def fetch(spec: str, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
     except IntegrityError as exc:
         which = parse_latest(spec)
         if which is not None and not which[1]:
-            # One bad newest object must not leave "take a new snapshot" as the only advice (hostile-inputs 16).
+            # One bad newest object must not leave "take a new snapshot" as the only advice .
             older = len(candidates(store.list())) > which[0] + 1
             exc.hint = (f"use the one before it: `latest~{which[0] + 1}` (`{spelling.command('list')}` marks it)"
                         if older else f"there is no older one in {store.where}: restore a local copy by name "
@@ -227,7 +227,7 @@ def _local(path: Path, r: Resolver, dest_dir: Path, err: TextIO) -> Fetched:
         before = os.stat(path)
         return Fetched(path, str(path), verify_file(path), stat_before=before)
     # A compressed or encrypted local file: decode it next to the downloads, under its plain name.
-    store = LocalStore(path.parent)
+    store = open_store(path.parent)
     name = naming.parse(path.name) or naming.SnapshotName(
         path.name, local_name_for(path.name), datetime.fromtimestamp(path.stat().st_mtime, UTC), "unknown")
     return _download(store, store.entry(path, name), r, dest_dir, err)
@@ -246,8 +246,9 @@ def max_bytes(r: Resolver) -> int:
 
 
 def check_room(entry: Entry, dest_dir: Path, r: Resolver) -> None:
-    """Refuse, before a byte is fetched, an object bigger than any etcd database (hostile-inputs 19: a 1 PiB size in a
-    HEAD), or one the disk cannot hold (the plaintext's size when recorded, else the stored size)."""
+    """Refuse, before a byte is fetched, an object bigger than any etcd database (a 1 PiB size in a HEAD
+    would otherwise be fetched until the disk fills), or one the disk cannot hold (the plaintext's size when recorded,
+    else the stored size)."""
     cap = max_bytes(r)
     size = max(entry.size, entry.plain_size or 0)
     if size > cap:

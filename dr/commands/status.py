@@ -17,11 +17,11 @@ is a warning or something could not be checked, 27 when something fails.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TextIO, cast
+from typing import TextIO
 
 from dr.adapters import cloudwatch
 from dr.commands import cli
@@ -196,11 +196,7 @@ def print_report(checks: list[st.Check], f: st.StatusFacts, now: datetime, out: 
             print(f"{'':<9} {'':<{width}}  fix: {c.fix}", file=out)
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         now: Callable[[], datetime] | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
-    clock = now or (lambda: datetime.now(UTC))
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "What would be lost now and what will break: one line per check, OK / WARN / FAIL, and the "
                          "command that fixes each one that is not OK.", examples=(
         f"{PROG}                    # the stack's bucket, CloudWatch and node",
@@ -214,30 +210,35 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                    help="etcd's --quota-backend-bytes (default: what the scheduled runs report, else 2 GiB)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_common_flags(p)
-    args = p.parse_args(argv)
-    tracked = cli.Tracked(out) if args.json else None
-    out = cast(TextIO, tracked) if tracked is not None else out
+    return p
 
-    def body() -> int:
-        r = Resolver(args)
-        expr = args.schedule or r.env.get(ENV_SCHEDULE) or DEFAULT_SCHEDULE
-        try:
-            interval = schedule_interval(expr)
-        except ValueError as exc:
-            raise ConfigError(str(exc), "pass --schedule as the stack sets snapshotSchedule, e.g. 'rate(1 hour)'") from None
-        if args.etcd_quota is not None and args.etcd_quota <= 0:
-            raise ConfigError(f"--etcd-quota must be positive, not {args.etcd_quota}", "pass e.g. 2147483648")
-        when = clock()
-        facts = gather(r, interval, when, args.etcd_quota)
-        checks = st.evaluate(facts, when)
-        code = st.exit_code(checks)
-        if args.json:
-            rpo = st.rpo_seconds(facts, when)
-            print(json.dumps({"ok": int(code) == 0, "exit_code": int(code), "cluster": facts.cluster,
-                              "at": timefmt.iso_utc(when), "worst": st.worst(checks), "rpo_seconds": rpo,
-                              "checks": [c.to_dict() for c in checks]}, indent=2), file=out)
-        else:
-            print_report(checks, facts, when, out)
-        return int(code)
 
-    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], datetime]) -> int:
+    """Run every check and print OK / WARN / FAIL; the exit code is the worst check's."""
+    r = Resolver(args)
+    expr = args.schedule or r.env.get(ENV_SCHEDULE) or DEFAULT_SCHEDULE
+    try:
+        interval = schedule_interval(expr)
+    except ValueError as exc:
+        raise ConfigError(str(exc), "pass --schedule as the stack sets snapshotSchedule, e.g. 'rate(1 hour)'") from None
+    if args.etcd_quota is not None and args.etcd_quota <= 0:
+        raise ConfigError(f"--etcd-quota must be positive, not {args.etcd_quota}", "pass e.g. 2147483648")
+    when = clock()
+    facts = gather(r, interval, when, args.etcd_quota)
+    checks = st.evaluate(facts, when)
+    code = st.exit_code(checks)
+    if args.json:
+        rpo = st.rpo_seconds(facts, when)
+        print(json.dumps({"ok": int(code) == 0, "exit_code": int(code), "cluster": facts.cluster,
+                          "at": timefmt.iso_utc(when), "worst": st.worst(checks), "rpo_seconds": rpo,
+                          "checks": [c.to_dict() for c in checks]}, indent=2), file=out)
+    else:
+        print_report(checks, facts, when, out)
+    return int(code)
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         now: Callable[[], datetime] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    clock = now or (lambda: datetime.now(UTC))
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e, clock), out=out, err=err)

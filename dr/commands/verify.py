@@ -23,20 +23,20 @@ Keys outside ``/registry/`` are counted under ``(outside /registry)``.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from dr.adapters.etcdlocal import KV, SnapshotStatus, ThrowawayEtcd, binaries, missing_hint, snapshot_status
-from dr.adapters.store import CATALOG_NAME, LocalStore, Verification
+from dr.adapters.store import CATALOG_NAME, Verification, open_store
 from dr.commands import cli, source
 from dr.commands.settings import Resolver, add_common_flags
 from dr.commands.source import Fetched, fetch
@@ -272,7 +272,7 @@ def check_bbolt_meta(f: Fetched, raw: bool = False) -> None:
 
 def check_bbolt_pages(f: Fetched, raw: bool = False) -> None:
     """Without etcd here: walk the page tree as bbolt reads it (dr.core.bbolt.walk_pages), so a snapshot with a
-    damaged page is refused before a reset even then (hostile-inputs 12)."""
+    damaged page is refused before a reset even then."""
     import mmap
 
     from dr.core import bbolt
@@ -289,7 +289,7 @@ def check_bbolt_pages(f: Fetched, raw: bool = False) -> None:
             data.release()
 
 
-# What a restore may skip, by name, when this machine has no etcd to prove the snapshot in (hostile-inputs 12).
+# What a restore may skip, by name, when this machine has no etcd to prove the snapshot in (the bbolt check still runs).
 SKIP_ETCD_FLAG = "--skip-etcd-proof"
 SKIPPED_WITHOUT_ETCD = ("the throwaway restore (etcd opening it, the key count, the Kubernetes content and the "
                         "revision): only the SHA-256 trailer and bbolt's pages (walked here) were checked, so a "
@@ -309,7 +309,7 @@ DATA_DIR_CONSEQUENCES = (
 
 def fetch_data_dir_copy(spec: str) -> Fetched:
     """A raw ``member/snap/db`` (e.g. copied out of an EBS snapshot of the node's disk: the last copy when the bucket
-    is gone, talos-fidelity F10) as a Fetched: a regular local file with bbolt's magic and no hash trailer. A file
+    is gone) as a Fetched: a regular local file with bbolt's magic and no hash trailer. A file
     with a trailer is refused (etcd would strip and check it: restore it without the flag)."""
     from dr.core.errors import ConfigError, EmptySnapshot, NotASnapshot
     from dr.core.integrity import BOLT_MAGIC, BOLT_MAGIC_OFFSET, PAGE_ALIGN, TRAILER_SIZE, SnapshotDigest
@@ -428,7 +428,7 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
             report.recorded = f"tags on {f.entry.location}"
         elif f.entry is None:
             # A plain local file verified in place: its folder's catalog, tied to the SHA-256 of its bytes.
-            local = LocalStore(f.path.parent)
+            local = open_store(f.path.parent)
             entry = local.entry(f.path, naming.parse(f.path.name) or naming.SnapshotName(
                 f.path.name, f.path.name, datetime.now(UTC), "unknown"))
             local.record_verification(entry, Verification(report.verified_at, content.revision, content.total_keys,
@@ -445,7 +445,8 @@ def record(f: Fetched, r: Resolver, report: Report, content: Content, err: TextI
 
 
 def take_back(spec: str, f: Fetched | None, r: Resolver, err: TextIO) -> None:
-    """A verification that failed clears what claimed the snapshot was good (security review round 3, L1): the
+    """A verification that failed clears what claimed the snapshot was good (a pass recorded for other
+    bytes must not stand): the
     object's ``verified-*`` tags, or the local catalog's record, so `latest-verified` and `list` stop vouching for
     it. Best effort: the failure itself is what the command reports."""
     from dr.commands.source import resolve
@@ -454,12 +455,12 @@ def take_back(spec: str, f: Fetched | None, r: Resolver, err: TextIO) -> None:
         if f is not None and f.entry is not None and f.store is not None:
             store, entry = f.store, f.entry
         elif f is not None:
-            store = LocalStore(f.path.parent)
+            store = open_store(f.path.parent)
             entry = store.entry(f.path, naming.parse(f.path.name) or naming.SnapshotName(
                 f.path.name, f.path.name, datetime.now(UTC), "unknown"))
         elif Path(spec).is_file():
             path = Path(spec)
-            store = LocalStore(path.parent)
+            store = open_store(path.parent)
             entry = store.entry(path, naming.parse(path.name) or naming.SnapshotName(
                 path.name, path.name, datetime.now(UTC), "unknown"))
         else:
@@ -507,9 +508,7 @@ def _print_text(report: Report, out: TextIO) -> None:
           f"{len([r for r in report.resources if r != OUTSIDE])} resource types){where}", file=out)
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "Prove a snapshot restores: check its hash, restore it into a throwaway etcd, count what "
                          "it holds per Kubernetes resource type, and record the result.", examples=(
                              f"{PROG} latest                      # the newest snapshot in the bucket",
@@ -527,66 +526,69 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--tmp-dir", help="where the throwaway etcd and downloads go (default: $TMPDIR or /tmp); "
                                      "needs the snapshot's size plus 80 MiB free")
     add_common_flags(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, report: Report) -> int:
+    """Prove ``args.snapshot`` restores, filling ``report`` as it goes (``--json`` prints it, also on failure)."""
+    r = Resolver(args)
+    binaries()  # a missing etcd is a clear error before any download, never a pass (prove() checks it again)
+    base = Path(args.tmp_dir) if args.tmp_dir else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    downloads = Path(tempfile.mkdtemp(prefix="dr-verify-download-", dir=base))
+    f: Fetched | None = None
+    reading_against = [False]  # True while the --against snapshot is being read: its failure takes nothing back
+    try:
+        t0 = time.monotonic()
+        f = (fetch_data_dir_copy(args.snapshot) if args.from_data_dir_copy
+             else fetch(args.snapshot, r, downloads, err))
+        report.source = f.origin
+        # Its own folder: two objects with the same name in different buckets or prefixes must not collide.
+        reading_against[0] = True
+        g = fetch(args.against, r, downloads / "against", err) if args.against else None
+        if g is not None:
+            check_integrity(g, Report(source=g.origin))
+            check_database(g, Report(source=g.origin))
+        reading_against[0] = False
+        report.seconds["integrity"] = round(time.monotonic() - t0, 3)
+
+        def compare(etcd: ThrowawayEtcd, content: Content) -> None:
+            assert g is not None
+            base_content = Content()
+            with ThrowawayEtcd(g.path, base_dir=base, label=g.origin, checked=g.digest) as other:
+                content.revision, base_content.revision = etcd.revision, other.revision
+                diffs = diff_streams(etcd.iter_kvs(keys_only=False), other.iter_kvs(keys_only=False),
+                                     content, base_content)
+            report.against = {
+                "source": g.origin, "revision": base_content.revision, "total_keys": base_content.total_keys,
+                "resources_count": base_content.sorted_resources(),
+                "resources": {k: {**asdict(v)} for k, v in diffs.items()},
+            }
+
+        proof = prove(f, report, base=base, cluster=source.known_cluster(r), err=err,
+                      inside=compare if g is not None else None, raw=args.from_data_dir_copy)
+        content = proof.content
+        assert content is not None  # verify never skips the etcd proof
+        record(f, r, report, content, err)
+        report.ok = True
+    except (IntegrityError, VerifyMismatch):
+        if not reading_against[0]:
+            take_back(args.snapshot, f, r, err)
+        raise
+    finally:
+        shutil.rmtree(downloads, ignore_errors=True)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2), file=out)
+    else:
+        _print_text(report, out)
+    return 0
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
     report = Report(source=args.snapshot)
-    # With --json a failure still prints one document: the report as far as it got (cli.run, json_out).
-    tracked = cli.Tracked(out, extra=lambda: asdict(report)) if args.json else None
-    out = cast(TextIO, tracked) if tracked is not None else out
-
-    def body() -> int:
-        r = Resolver(args)
-        binaries()  # a missing etcd is a clear error before any download, never a pass (prove() checks it again)
-        base = Path(args.tmp_dir) if args.tmp_dir else Path(tempfile.gettempdir())
-        base.mkdir(parents=True, exist_ok=True)
-        downloads = Path(tempfile.mkdtemp(prefix="dr-verify-download-", dir=base))
-        f: Fetched | None = None
-        reading_against = [False]  # True while the --against snapshot is being read: its failure takes nothing back
-        try:
-            t0 = time.monotonic()
-            f = (fetch_data_dir_copy(args.snapshot) if args.from_data_dir_copy
-                 else fetch(args.snapshot, r, downloads, err))
-            report.source = f.origin
-            # Its own folder: two objects with the same name in different buckets or prefixes must not collide.
-            reading_against[0] = True
-            g = fetch(args.against, r, downloads / "against", err) if args.against else None
-            if g is not None:
-                check_integrity(g, Report(source=g.origin))
-                check_database(g, Report(source=g.origin))
-            reading_against[0] = False
-            report.seconds["integrity"] = round(time.monotonic() - t0, 3)
-
-            def compare(etcd: ThrowawayEtcd, content: Content) -> None:
-                assert g is not None
-                base_content = Content()
-                with ThrowawayEtcd(g.path, base_dir=base, label=g.origin, checked=g.digest) as other:
-                    content.revision, base_content.revision = etcd.revision, other.revision
-                    diffs = diff_streams(etcd.iter_kvs(keys_only=False), other.iter_kvs(keys_only=False),
-                                         content, base_content)
-                report.against = {
-                    "source": g.origin, "revision": base_content.revision, "total_keys": base_content.total_keys,
-                    "resources_count": base_content.sorted_resources(),
-                    "resources": {k: {**asdict(v)} for k, v in diffs.items()},
-                }
-
-            proof = prove(f, report, base=base, cluster=source.known_cluster(r), err=err,
-                          inside=compare if g is not None else None, raw=args.from_data_dir_copy)
-            content = proof.content
-            assert content is not None  # verify never skips the etcd proof
-            record(f, r, report, content, err)
-            report.ok = True
-        except (IntegrityError, VerifyMismatch):
-            if not reading_against[0]:
-                take_back(args.snapshot, f, r, err)
-            raise
-        finally:
-            shutil.rmtree(downloads, ignore_errors=True)
-        if args.json:
-            print(json.dumps(asdict(report), indent=2), file=out)
-        else:
-            _print_text(report, out)
-        return 0
-
-    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
+    # With --json a failure still prints one document: the report as far as it got.
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e, report), out=out, err=err, extra=lambda: asdict(report))
 
 
 sigterm_as_interrupt = cli.sigterm_as_interrupt  # kept importable here (dr/verify.py)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -62,11 +61,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str, str | None]:
     return stack, str(cluster), region
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         now: Callable[[], datetime] | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
-    clock = now or (lambda: datetime.now(UTC))
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "List the newest EBS snapshots of each data volume (the stack's DLM policy takes them).")
     p.add_argument("--per-volume", type=int, default=1, metavar="N", help="the newest N of each volume (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -75,24 +70,31 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--stack", help=f"Pulumi stack (env {STACK_ENV}; default {keys.DEFAULT_STACK})")
     p.add_argument("--outputs-file", help=f"`pulumi stack output --json --show-secrets` file instead of the "
                                           f"Automation API (env {OUTPUTS_FILE_ENV})")
-    args = p.parse_args(argv)
+    return p
 
-    def body() -> int:
-        if args.per_volume < 1:
-            raise ConfigError(f"--per-volume must be 1 or more, not {args.per_volume}", "pass e.g. --per-volume 7")
-        stack, cluster, region = _target(args)
-        rows = volume_snapshot_rows(ec2.make_client(region), stack, cluster, args.per_volume)
-        if args.json:
-            print(json.dumps({"stack": stack, "cluster": cluster, "snapshots": [_row_json(s) for s in rows]},
-                             indent=2), file=out)
-        if not rows:
-            raise SnapshotNotFound(f"no EBS snapshots of the data volumes of {stack}/{cluster}",
-                                   "the DLM policy takes the first within a day of `pulumi up` "
-                                   "(dataVolumeSnapshotSchedule); check the region and the stack")
-        if not args.json:
-            print(f"Newest EBS snapshots of the data volumes of {stack}/{cluster}:", file=out)
-            for line in render_rows(rows, clock()):
-                print(line, file=out)
-        return 0
 
-    return cli.run(PROG, body, debug=args.debug, err=err)
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[], datetime]) -> int:
+    """Print the newest EBS snapshots of each data volume."""
+    if args.per_volume < 1:
+        raise ConfigError(f"--per-volume must be 1 or more, not {args.per_volume}", "pass e.g. --per-volume 7")
+    stack, cluster, region = _target(args)
+    rows = volume_snapshot_rows(ec2.make_client(region), stack, cluster, args.per_volume)
+    if args.json:
+        print(json.dumps({"stack": stack, "cluster": cluster, "snapshots": [_row_json(s) for s in rows]},
+                         indent=2), file=out)
+    if not rows:
+        raise SnapshotNotFound(f"no EBS snapshots of the data volumes of {stack}/{cluster}",
+                               "the DLM policy takes the first within a day of `pulumi up` "
+                               "(dataVolumeSnapshotSchedule); check the region and the stack")
+    if not args.json:
+        print(f"Newest EBS snapshots of the data volumes of {stack}/{cluster}:", file=out)
+        for line in render_rows(rows, clock()):
+            print(line, file=out)
+    return 0
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         now: Callable[[], datetime] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    clock = now or (lambda: datetime.now(UTC))
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e, clock), out=out, err=err, json_out=False)

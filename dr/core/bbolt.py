@@ -2,7 +2,7 @@
 
 A snapshot whose SHA-256 trailer matches can still be a database etcd cannot open (a file someone built, or damage
 before the trailer was computed). ``etcdutl snapshot status`` finds that; when neither etcdutl nor etcdctl is installed
-here (hostile-inputs 6), this is the check that runs before anything is reset.
+here (a restore may then go ahead on the trailer alone), this is the check that runs before anything is reset.
 
 From etcd-io/bbolt (internal/common/meta.go, page.go, db.go): a page starts with a 16-byte header (id uint64,
 flags uint16, count uint16, overflow uint32); pages 0 and 1 hold a meta (magic uint32 0xED0CDAED, version uint32 2,
@@ -96,7 +96,7 @@ def check_meta(head: bytes, data_size: int) -> Meta:
 # inline bucket, whose page follows that header inside the value. Every page a tree reaches must carry its own id, a
 # branch or leaf flag, and lie (with its overflow pages) below the meta's high-water mark; bbolt panics on anything
 # else when it reads it ("page N: has unexpected type/flags", freelist.go / page.go). This is what `etcdutl snapshot
-# status` finds on a damaged page, checked here when no etcd tool is at hand (hostile-inputs 12).
+# status` finds on a damaged page, checked here when no etcd tool is at hand (the restore goes ahead on it alone then).
 
 BRANCH, LEAF, META_FLAG, FREELIST = 0x01, 0x02, 0x04, 0x10
 BUCKET_LEAF = 0x01

@@ -1,52 +1,55 @@
 """One error hierarchy and one exit-code table for every DR command.
 
 Commands raise a ``DRError`` subclass; ``dr.commands.cli.run`` maps it to its exit code and prints one line.
-The README's exit-code table repeats ``ExitCode`` (a test checks they agree).
+Each code's meaning and class are written once, in ``EXIT_CODES``; ``talos-dr exit-codes``, the ``--help-all``
+epilogs and docs/REFERENCE.md's table (``exit_code_table``, a test checks the file) are made from it.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
+    """The exit codes, one per kind of failure; what each means (and its class) is ``EXIT_CODES``, written once."""
+
     OK = 0
-    ERROR = 1  # unexpected failure (a bug): rerun with --debug and report it
-    USAGE = 2  # bad command line (argparse)
-    CONFIG = 3  # a setting is missing or invalid (stack outputs, talosconfig, flags)
-    NOT_FOUND = 4  # snapshot file or S3 object does not exist; nothing to restore
+    ERROR = 1
+    USAGE = 2
+    CONFIG = 3
+    NOT_FOUND = 4
     EMPTY_SNAPSHOT = 5
     TRUNCATED_SNAPSHOT = 6
-    CORRUPT_SNAPSHOT = 7  # hash trailer does not match the content
-    NOT_A_SNAPSHOT = 8  # not an etcd (bbolt) snapshot at all
+    CORRUPT_SNAPSHOT = 7
+    NOT_A_SNAPSHOT = 8
     TALOSCTL_MISSING = 9
     NODE_UNREACHABLE = 10
-    NODE_ERROR = 11  # the node answered but refused or failed the operation
+    NODE_ERROR = 11
     S3_ERROR = 12
     ACCESS_DENIED = 13
     BUCKET_NOT_FOUND = 14
-    LOCKED = 15  # another backup/restore holds the lock
+    LOCKED = 15
     DISK_FULL = 16
-    NOT_CONFIRMED = 17  # restore not confirmed (no "yes", or no terminal without --yes)
+    NOT_CONFIRMED = 17
     TIMEOUT = 18
-    RESTORE_CONFLICT = 19  # etcd not wiped, or a different restore is half done
-    ETCD_MISSING = 20  # etcd/etcdctl binaries needed locally are missing
-    ETCD_ERROR = 21  # local throwaway etcd failed
-    VERIFY_MISMATCH = 22  # content check failed (restored data differs from what was expected)
-    ENCRYPTED = 23  # age-encrypted, and no identity given (or none that can decrypt it): not damaged, just locked
-    RECOVERY_KIT = 24  # the recovery kit is missing, not for this identity, damaged, or the rebuild cannot use it
-    LOCAL_PATH = 25  # a local file or folder cannot be used: permissions, read-only, missing, not a folder
-    STATUS_WARN = 26  # `talos-dr status`: nothing is failing, but something needs attention (or could not be checked)
-    STATUS_FAIL = 27  # `talos-dr status`: something is failing (stale or missing backups, an etcd alarm, ...)
-    NAME_REFUSED = 33  # the file system refuses a name (too long: ENAMETOOLONG; bytes it cannot store: EILSEQ)
-    TOO_BIG = 34  # decodes (or streams) to more bytes than any etcd snapshot: a decompression bomb, not a snapshot
-    UNTRUSTED_KIT = 37  # the recovery kit fails a trust check: unknown settings, bytes S3 did not record, or refused
-    UNTRUSTED_SNAPSHOT = 38  # a stored snapshot's bytes differ from the checksum S3 recorded when it was uploaded
-    NO_SECRETS_KEY = 43  # extract: no secretbox key (stack output talosMachineSecrets, or --secrets-file)
-    WRONG_SECRETS_KEY = 44  # extract: the key does not open the snapshot's Secrets (another cluster's, or rotated)
-    UNDECODABLE = 45  # extract: a Secret or ConfigMap is not stored in a form it can decode
-    NOTHING_MATCHED = 46  # extract: no Secret or ConfigMap matches --namespace/--type/--name
-    INTERRUPTED = 130  # Ctrl-C
+    RESTORE_CONFLICT = 19
+    ETCD_MISSING = 20
+    ETCD_ERROR = 21
+    VERIFY_MISMATCH = 22
+    ENCRYPTED = 23
+    RECOVERY_KIT = 24
+    LOCAL_PATH = 25
+    STATUS_WARN = 26
+    STATUS_FAIL = 27
+    NAME_REFUSED = 33
+    TOO_BIG = 34
+    UNTRUSTED_KIT = 37
+    UNTRUSTED_SNAPSHOT = 38
+    NO_SECRETS_KEY = 43
+    WRONG_SECRETS_KEY = 44
+    UNDECODABLE = 45
+    NOTHING_MATCHED = 46
+    INTERRUPTED = 130
 
 
 class DRError(Exception):
@@ -206,7 +209,37 @@ class LocalPathError(DRError):
     exit_code = ExitCode.LOCAL_PATH
 
 
-# What each code means, for the README table and `--help` epilogs.
+class ExitClass(StrEnum):
+    """What a script does about a failure: a handful of classes over the distinct codes (restic's and httpie's scripts
+    act on 7-8), so that a script need not know every code and a new code never breaks one."""
+
+    OK = "ok"
+    BUG = "bug"
+    CONFIG = "config"
+    SNAPSHOT = "snapshot"
+    NODE = "node"
+    S3 = "s3"
+    LOCAL = "local"
+    BUSY = "busy"
+    STATUS = "status"
+    INTERRUPTED = "interrupted"
+
+
+EXIT_CLASS_MEANING: dict[ExitClass, str] = {
+    ExitClass.OK: "it worked",
+    ExitClass.BUG: "a bug in talos-dr: rerun with --debug and report it; retrying will not help",
+    ExitClass.CONFIG: "the command line, a setting, a key or a confirmation is missing or wrong: fix it and run again",
+    ExitClass.SNAPSHOT: "the snapshot (or recovery kit) named cannot be used: missing, damaged, untrusted or not a "
+                        "snapshot; use another one",
+    ExitClass.NODE: "the Talos node did not answer, refused, or did not get there in time: check the node, then retry",
+    ExitClass.S3: "S3 failed or refused (network, credentials, bucket policy, no bucket): retry, or fix access",
+    ExitClass.LOCAL: "this machine: a tool missing, a path unusable, the disk full, the local etcd failing",
+    ExitClass.BUSY: "another backup or restore, or a half-done restore, is in the way: wait, or finish it",
+    ExitClass.STATUS: "talos-dr status found something that needs attention (26) or is failing (27)",
+    ExitClass.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM): run the same command again",
+}
+
+# What each code means, written once: `talos-dr exit-codes`, the `--help-all` epilogs and the docs' table.
 EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.ERROR: "unexpected error (a bug): rerun with --debug and report the traceback",
@@ -249,3 +282,39 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }
+
+# Which class each code belongs to (every code in exactly one: tests/core/test_errors.py).
+CLASS_CODES: dict[ExitClass, tuple[ExitCode, ...]] = {
+    ExitClass.OK: (ExitCode.OK,),
+    ExitClass.BUG: (ExitCode.ERROR,),
+    ExitClass.CONFIG: (ExitCode.USAGE, ExitCode.CONFIG, ExitCode.NOT_CONFIRMED, ExitCode.ENCRYPTED,
+                       ExitCode.NO_SECRETS_KEY, ExitCode.WRONG_SECRETS_KEY, ExitCode.NOTHING_MATCHED),
+    ExitClass.SNAPSHOT: (ExitCode.NOT_FOUND, ExitCode.EMPTY_SNAPSHOT, ExitCode.TRUNCATED_SNAPSHOT,
+                         ExitCode.CORRUPT_SNAPSHOT, ExitCode.NOT_A_SNAPSHOT, ExitCode.VERIFY_MISMATCH,
+                         ExitCode.RECOVERY_KIT, ExitCode.TOO_BIG, ExitCode.UNTRUSTED_KIT, ExitCode.UNTRUSTED_SNAPSHOT,
+                         ExitCode.UNDECODABLE),
+    ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT),
+    ExitClass.S3: (ExitCode.S3_ERROR, ExitCode.ACCESS_DENIED, ExitCode.BUCKET_NOT_FOUND),
+    ExitClass.LOCAL: (ExitCode.TALOSCTL_MISSING, ExitCode.DISK_FULL, ExitCode.ETCD_MISSING, ExitCode.ETCD_ERROR,
+                      ExitCode.LOCAL_PATH, ExitCode.NAME_REFUSED),
+    ExitClass.BUSY: (ExitCode.LOCKED, ExitCode.RESTORE_CONFLICT),
+    ExitClass.STATUS: (ExitCode.STATUS_WARN, ExitCode.STATUS_FAIL),
+    ExitClass.INTERRUPTED: (ExitCode.INTERRUPTED,),
+}
+EXIT_CODE_CLASS: dict[ExitCode, ExitClass] = {code: cls for cls, codes in CLASS_CODES.items() for code in codes}
+EXIT_CODES: dict[ExitCode, tuple[ExitClass, str]] = {code: (EXIT_CODE_CLASS[code], meaning)
+                                                      for code, meaning in EXIT_CODE_MEANING.items()}
+
+
+def exit_code_table() -> str:
+    """docs/REFERENCE.md's tables, made from ``EXIT_CLASS_MEANING`` and ``EXIT_CODES`` (tests/core/test_errors.py checks
+    the file holds exactly these; ``python -m dr.core.errors`` prints them to paste)."""
+    classes = ["| class | what a script does about it |", "| --- | --- |",
+               *(f"| `{c.value}` | {m} |" for c, m in EXIT_CLASS_MEANING.items())]
+    codes = ["| code | name | class | meaning |", "| --- | --- | --- | --- |",
+             *(f"| {int(c)} | `{c.name}` | `{k.value}` | {m} |" for c, (k, m) in EXIT_CODES.items())]
+    return "\n".join(classes) + "\n\n" + "\n".join(codes) + "\n"
+
+
+if __name__ == "__main__":
+    print(exit_code_table(), end="")

@@ -99,7 +99,8 @@ ONE_SHOT_FLAGS = ("--abandon-previous",)
 
 def resume_flags(argv: list[str], snapshot: str) -> list[str]:
     """``argv`` without the snapshot argument and the one-shot flags: what a resume must repeat (``--talos-dir``,
-    ``--bucket``, ``--outputs-file``, ``--identity``, ``--yes``...; hostile-inputs 3 and 18)."""
+    ``--bucket``, ``--outputs-file``, ``--identity``, ``--yes``...: a resume without them would read another
+    bucket or stack, or stop at the prompt)."""
     out: list[str] = []
     dropped = False
     for a in argv:

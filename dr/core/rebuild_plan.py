@@ -36,7 +36,7 @@ SECRETS_TYPE = "talos:machine/secrets:Secrets"
 LOG_GROUP_TYPE = "aws:cloudwatch/logGroup:LogGroup"
 # The provider plugin versions the program's SDKs pin (requirements.txt: pulumi-aws, pulumiverse-talos; a test keeps
 # them equal). Each import names its version, so `pulumi import` does not pick whichever plugin happens to be
-# installed and the next `up` does not switch default providers (pulumi-aws review round 3, minor 7; the import
+# installed and the next `up` does not switch default providers (the import
 # file's per-resource "version", https://www.pulumi.com/docs/iac/cli/commands/pulumi_import/).
 PROVIDER_VERSIONS = {"aws": "7.51.1", "talos": "0.8.1"}
 ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
@@ -179,8 +179,8 @@ def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, Volu
     if _scheduled(kit):
         name = log_group_name(cluster)
         if log_group:
-            # Its name is fixed: left in place, `pulumi up` would fail creating it ("already exists", pulumi-aws
-            # review round 3, minor 2). Imported, the new stack takes it over with its logs.
+            # Its name is fixed: left in place, `pulumi up` would fail creating it ("already exists").
+            # Imported, the new stack takes it over with its logs.
             imports.append(Import("snapshot-logs", LOG_GROUP_TYPE, f"{cluster}-logs", name, "schedule",
                                   f"the snapshot Lambda's log group {name}"))
         elif log_group is None:

@@ -46,8 +46,9 @@ KIT_OUTPUTS = (out.BUCKET, out.SNAPSHOT_PREFIX, out.AWS_REGION, out.CLUSTER_NAME
                out.NODE_PUBLIC_IP, out.TALOS_VERSION, out.SNAPSHOT_AGE_RECIPIENTS)
 
 
-# The settings a kit may carry, and so the only ones `talos-dr rebuild` sets on a new stack (security review round 3,
-# M1: a kit is encrypted to public recipients, so decrypting proves nothing about its author). The project's keys are
+# The settings a kit may carry, and so the only ones `talos-dr rebuild` sets on a new stack (a kit is
+# encrypted to public recipients, so decrypting proves nothing about its author: whoever can write to the bucket could
+# otherwise set anything). The project's keys are
 # infra.config.PROJECT_KEYS (dr may not import infra; tests/core/test_recovery_kit_trust.py keeps the two equal); the
 # AWS provider's are its configuration variables (pulumi-aws 7.51.1 pulumi_aws/config/vars.py).
 PROJECT_NS = "talos-dr:"

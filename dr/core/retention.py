@@ -1,6 +1,6 @@
 """Retention: a pure policy over snapshot times. The clock is an argument, never read here.
 
-A wrong clock must never delete backups (hostile-inputs 39-40: with the clock 30 days ahead, every real 1-3-day-old
+A wrong clock must never delete backups (with the clock 30 days ahead, every real 1-3-day-old
 snapshot looked 31-33 days old and was pruned). So, whatever the dates say:
 - the ``KEEP_NEWEST`` newest snapshots (by the caller's evidence order) always stay;
 - a snapshot dated in the future (beyond ``FUTURE_SLACK``) is kept and reported, and never counts as "newest";

@@ -50,7 +50,7 @@ def request(who: str, **context: str | list[str]) -> dict:
     return {"aws:SecureTransport": "true", "aws:PrincipalArn": who, **context}
 
 
-# What each flow sends (dr/adapters/s3.py ObjectWriter, dr/adapters/store.py put / pin_latest / record_verification,
+# What each flow sends (dr/adapters/s3.py ObjectWriter, dr/adapters/store/s3.py put / pin_latest / record_verification,
 # pulumi-aws BucketObjectv2 and the bucket's configuration resources).
 NEW_OBJECT = {"s3:if-none-match": "*", "s3:ObjectCreationOperation": "true",
               "s3:RequestObjectTag/retention": "hourly", "s3:RequestObjectTagKeys": ["retention"]}

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from dr.adapters import journal_file
 from dr.adapters.etcdlocal import SnapshotStatus
@@ -455,12 +455,7 @@ class Restore:
         journal_file.remove(self.jpath)
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         stdin: TextIO | None = None, now: Callable[[], datetime] | None = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
-    stdin = stdin if stdin is not None else sys.stdin
-    clock = now or (lambda: datetime.now(UTC))
+def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(PROG, "Restore the node's etcd from a snapshot: a local file, s3://bucket/key, or latest "
                          "(the newest in the stack's bucket). Checks everything first, asks you to type yes, "
                          "and continues where it stopped when run again.", examples=(
@@ -515,59 +510,69 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     p.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout at the end, also on failure (progress goes to stderr)")
     add_common_flags(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO, clock: Callable[[], datetime]) -> int:
+    """Check everything, ask, and restore (or continue a half-done restore from its journal). With ``--json``,
+    ``out`` holds only the document and the narrative goes to ``err``."""
+    tracked = cast(cli.Tracked, out) if args.json else None
+    say_to = err if args.json else out
+    r = Resolver(args)
+    # 1. The cluster, from the stack's outputs (Automation API or outputs file). Nothing touches the node yet.
+    controlplane = str(r.outputs.require(keys.CONTROLPLANE_CONFIG,
+                                         "to re-apply the machine config if the node comes back in maintenance"))
+    # Its note goes to the raw stdout, as before the parser/runner split (under --json too).
+    ensure_talosconfig(r, tracked.stream if tracked is not None else out)
+    cfg = r.talosconfig
+    if not cfg.has_credentials:
+        raise ConfigError(f"talosconfig {cfg.path} (context {cfg.context}) has no client certificate",
+                          f"a restore needs the admin talosconfig: stack output {keys.TALOSCONFIG}")
+    # An expired client certificate reads as a bare "bad certificate" from the node: say "expired".
+    from dr.adapters.talosapi import check_client_certificate
+    from dr.adapters.talosctl import talosconfig_credentials
+
+    check_client_certificate(talosconfig_credentials(cfg).cert_pem, now=clock())
+    t = r.talosctl()
+    t.binary  # noqa: B018 - fails early when talosctl is missing
+    ensure_snapshots_dir(r.snapshots_dir)
+    with exclusive(r.talos_dir / LOCK_NAME, "a restore", wait=args.wait_lock):
+        for leftover in clean_partials(r.snapshots_dir) + steps.sweep_controlplane_temps(r.talos_dir):
+            print(f"removed {leftover.name} left by an interrupted run", file=err)
+        job = Restore(args, r, t, controlplane, say_to, err, stdin, clock)
+        try:
+            rc = job.run()
+            if tracked is not None:
+                print(json.dumps(job.summary(), indent=2), file=tracked)
+            return rc
+        except BaseException as exc:
+            j = job.j
+            if j is not None and not j.past_point_of_no_return:
+                journal_file.remove(job.jpath)  # nothing half done: the node was not touched
+                j = None
+            if isinstance(exc, KeyboardInterrupt):
+                if j is None:
+                    print(f"\n{PROG}: interrupted before the node was reset; nothing was changed on it. Run "
+                          "the same command again to start over.", file=err)
+                else:
+                    print(f"\n{PROG}: interrupted after step {j.last_step!r}: the node was reset (or its reset "
+                          f"was requested) and the restore is half done. Run `{job.resume_cmd()}` again to "
+                          f"continue (journal {job.jpath}).", file=err)
+                cli.json_failure(tracked, "interrupted" + (f" after step {j.last_step!r}; run `{job.resume_cmd()}`"
+                                                           " again to continue" if j is not None else
+                                                           " before the node was reset; nothing was changed"),
+                                 int(ExitCode.INTERRUPTED))
+                return int(ExitCode.INTERRUPTED)
+            if isinstance(exc, DRError) and j is not None and f"run `{PROG}" not in str(exc):
+                exc.hint = (exc.hint + "; then " if exc.hint else "") + (
+                    f"run `{job.resume_cmd()}` again to continue the half-done restore (journal {job.jpath})")
+            raise
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         stdin: TextIO | None = None, now: Callable[[], datetime] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    tracked = cli.Tracked(out) if args.json else None
-    say_to = err if args.json else out  # with --json stdout holds only the document
-
-    def body() -> int:
-        r = Resolver(args)
-        # 1. The cluster, from the stack's outputs (Automation API or outputs file). Nothing touches the node yet.
-        controlplane = str(r.outputs.require(keys.CONTROLPLANE_CONFIG,
-                                             "to re-apply the machine config if the node comes back in maintenance"))
-        ensure_talosconfig(r, out)
-        cfg = r.talosconfig
-        if not cfg.has_credentials:
-            raise ConfigError(f"talosconfig {cfg.path} (context {cfg.context}) has no client certificate",
-                              f"a restore needs the admin talosconfig: stack output {keys.TALOSCONFIG}")
-        # An expired client certificate reads as a bare "bad certificate" from the node (hostile-inputs 46): say so.
-        from dr.adapters.talosapi import check_client_certificate
-        from dr.adapters.talosctl import talosconfig_credentials
-
-        check_client_certificate(talosconfig_credentials(cfg).cert_pem, now=clock())
-        t = r.talosctl()
-        t.binary  # noqa: B018 - fails early when talosctl is missing
-        ensure_snapshots_dir(r.snapshots_dir)
-        with exclusive(r.talos_dir / LOCK_NAME, "a restore", wait=args.wait_lock):
-            for leftover in clean_partials(r.snapshots_dir) + steps.sweep_controlplane_temps(r.talos_dir):
-                print(f"removed {leftover.name} left by an interrupted run", file=err)
-            job = Restore(args, r, t, controlplane, say_to, err, stdin, clock)
-            try:
-                rc = job.run()
-                if tracked is not None:
-                    print(json.dumps(job.summary(), indent=2), file=tracked)
-                return rc
-            except BaseException as exc:
-                j = job.j
-                if j is not None and not j.past_point_of_no_return:
-                    journal_file.remove(job.jpath)  # nothing half done: the node was not touched
-                    j = None
-                if isinstance(exc, KeyboardInterrupt):
-                    if j is None:
-                        print(f"\n{PROG}: interrupted before the node was reset; nothing was changed on it. Run "
-                              "the same command again to start over.", file=err)
-                    else:
-                        print(f"\n{PROG}: interrupted after step {j.last_step!r}: the node was reset (or its reset "
-                              f"was requested) and the restore is half done. Run `{job.resume_cmd()}` again to "
-                              f"continue (journal {job.jpath}).", file=err)
-                    cli.json_failure(tracked, "interrupted" + (f" after step {j.last_step!r}; run `{job.resume_cmd()}`"
-                                                               " again to continue" if j is not None else
-                                                               " before the node was reset; nothing was changed"),
-                                     int(ExitCode.INTERRUPTED))
-                    return int(ExitCode.INTERRUPTED)
-                if isinstance(exc, DRError) and j is not None and f"run `{PROG}" not in str(exc):
-                    exc.hint = (exc.hint + "; then " if exc.hint else "") + (
-                        f"run `{job.resume_cmd()}` again to continue the half-done restore (journal {job.jpath})")
-                raise
-
-    return cli.run(PROG, body, debug=args.debug, err=err, json_out=tracked)
+    clock = now or (lambda: datetime.now(UTC))
+    return cli.execute(PROG, args, lambda o, e: run(args, o, e, stdin if stdin is not None else sys.stdin, clock),
+                       out=out, err=err)

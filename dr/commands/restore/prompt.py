@@ -33,13 +33,13 @@ def describe_content(status: SnapshotStatus, proof: Proof | None = None) -> str:
 
 
 def describe_verification(fetched: source.Fetched) -> str:
-    """Whether `dr.verify` proved this snapshot restores (first-use finding 6: the prompt did not say)."""
+    """Whether `dr.verify` proved this snapshot restores (what a tired person wants to know)."""
     if fetched.entry is not None:
         v = fetched.entry.verification
     else:  # a local file used in place: its bytes were just hashed, so the catalog needs no second read
-        from dr.adapters.store import LocalStore
+        from dr.adapters.store import open_store
 
-        v = LocalStore(fetched.path.parent).verification_of(fetched.path, fetched.digest.file_sha256)
+        v = open_store(fetched.path.parent).verification_of(fetched.path, fetched.digest.file_sha256)
     if v is None:
         return f"not yet (`{spelling.command('verify')}` restores it into a throwaway etcd first, if there is time)"
     keys = f", {v.keys} keys" if v.keys is not None else ""
