@@ -161,7 +161,7 @@ class NodeApid(SimulatedApid):
         yield msg
 
     def _stream(self, path: Path, hostname: str, forwarded: bool = False) -> Iterator[messages.Data | Framed]:
-        """``path`` in CHUNK-byte messages, with the node's snapshot faults (as sandbox.talosctl._stream_chunks).
+        """``path`` in CHUNK-byte messages, with the node's snapshot faults (as sandbox.talosctl.etcd_commands._stream_chunks).
         Read and framed 64 KiB at a time (the wire is the same 1 KiB messages): the stand-in for a Go apid should
         not be what a benchmark of the client measures."""
         faults = self.node.faults()

@@ -22,7 +22,7 @@ PROGRAM_FILES = ("__main__.py",)
 # grow. Remove an entry once its function is split (test_the_allow_list_is_not_stale says when). Keep it empty where
 # possible; every entry names its file, its function and its length when listed, so whoever shrinks it finds it.
 ALLOWED: dict[str, int] = {
-    # "sandbox/talosctl.py:main": 130,  (the form of an entry: "path:Qualified.name": lines when listed)
+    # "sandbox/talosctl/cli.py:main": 130,  (the form of an entry: "path:Qualified.name": lines when listed)
 }
 
 
