@@ -64,6 +64,18 @@ def sandbox(sandbox_factory: SandboxFactory) -> Sandbox:
     return sandbox_factory()
 
 
+@pytest.fixture
+def sandbox_workdir(sandbox_factory: SandboxFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Sandbox:
+    """A node-only sandbox (no S3) whose env is the test's, with the test run from an empty ``tmp_path/work``."""
+    sb = sandbox_factory(with_s3=False)
+    for k, v in sb.env.items():
+        monkeypatch.setenv(k, v)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return sb
+
+
 def talosctl(sb: Sandbox, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the sandbox's talosctl (with its env); returns the completed process."""
     return sb.talosctl_run(*args, timeout=timeout)

@@ -1,1 +1,1 @@
-from sandbox.testing import sandbox, sandbox_factory  # noqa: F401  (pytest fixtures)
+from sandbox.testing import sandbox, sandbox_factory, sandbox_workdir  # noqa: F401  (pytest fixtures)

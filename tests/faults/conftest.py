@@ -15,7 +15,7 @@ import pytest
 
 from dr.adapters import s3
 from sandbox.api import Sandbox
-from sandbox.testing import sandbox, sandbox_factory  # noqa: F401  (pytest fixtures)
+from sandbox.testing import sandbox, sandbox_factory, sandbox_workdir  # noqa: F401  (pytest fixtures)
 from tests.faults.s3proxy import FaultProxy
 from tests.support.tools import ROOT, free_port, wait_port
 

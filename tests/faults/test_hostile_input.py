@@ -21,13 +21,9 @@ SHELLY = ["etcd; rm -rf x.db", "$(touch pwned).db", "`touch pwned`.db", "a'b\"c|
 
 
 @pytest.fixture
-def node_env(sandbox_factory, monkeypatch, tmp_path):
-    sb = sandbox_factory(with_s3=False)
-    for k, v in sb.env.items():
-        monkeypatch.setenv(k, v)
+def node_env(sandbox_workdir, monkeypatch, tmp_path):
+    sb = sandbox_workdir
     work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
     monkeypatch.setenv("DR_TALOS_DIR", ".talos")  # the cwd's own .talos/ (the sandbox's env names its own)
     sb.put(MARKER, "x")
     (work / "x.db").write_text("sentinel")  # what `rm -rf x.db` would remove

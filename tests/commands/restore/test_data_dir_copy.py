@@ -38,14 +38,8 @@ def _data_dir_copy(sb, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def node_env(sandbox_factory, monkeypatch, tmp_path):
-    sb = sandbox_factory(with_s3=False)
-    for k, v in sb.env.items():
-        monkeypatch.setenv(k, v)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return sb
+def node_env(sandbox_workdir):
+    return sandbox_workdir
 
 
 def test_restore_from_a_data_dir_copy(node_env, tmp_path):

@@ -74,13 +74,8 @@ def other_etcd_snapshots(tmp_path_factory):
 
 
 @pytest.fixture
-def node_env(sandbox_factory, monkeypatch, tmp_path):
-    sb = sandbox_factory(with_s3=False)
-    for k, v in sb.env.items():
-        monkeypatch.setenv(k, v)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
+def node_env(sandbox_workdir, tmp_path):
+    sb = sandbox_workdir
     sb.put(MARKER, "x")
     good = tmp_path / "good.db"
     sb.etcdctl("snapshot", "save", str(good))

@@ -24,14 +24,8 @@ FAST = ("--poll-interval", "0.1", "--reboot-timeout", "30s", "--bootstrap-timeou
 
 
 @pytest.fixture
-def node_env(sandbox_factory, monkeypatch, tmp_path):
-    sb = sandbox_factory(with_s3=False)
-    for k, v in sb.env.items():
-        monkeypatch.setenv(k, v)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return sb
+def node_env(sandbox_workdir):
+    return sandbox_workdir
 
 
 def _revision(sb) -> int:
