@@ -77,7 +77,7 @@ def map_status(
         return NodeError(f"{where} refused: not authenticated ({details})", "use a certificate signed by the node's OS CA")
     if code == "DEADLINE_EXCEEDED":
         return Timeout(f"{where} did not finish in time ({details})", "check the node's load and the network path")
-    if code == "UNAVAILABLE" and (h2stream.NO_TLS_REPLY in details or h2stream.TLS_STALLED in details):
+    if code == "UNAVAILABLE" and h2stream.NO_TLS_REPLY in details:
         return NodeUnreachable(f"{where} failed: {details}",
                                f"check --endpoint names the node's apid (port {APID_PORT}); a node that is booting "
                                "answers in a minute or two: run the same command again then")

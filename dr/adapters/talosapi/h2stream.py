@@ -48,8 +48,7 @@ STATUS_NAMES = {
 
 # A port that accepted TCP and sent nothing back to our ClientHello (hostile-inputs 41), or stopped halfway through
 # its handshake: dr.adapters.talosapi.client words these as such, not as certificate failures.
-NO_TLS_REPLY = "answered but no TLS handshake came back"
-TLS_STALLED = "its side of the TLS handshake stopped"
+NO_TLS_REPLY = "answered, but no TLS handshake completed"
 
 
 class CallError(Exception):
@@ -116,11 +115,12 @@ def _header_dict(headers: list[Header]) -> dict[str, str]:
 
 
 def _handshake(tls: ssl.SSLSocket, host: str, port: int, timeout: float) -> None:
-    """The TLS handshake, non-blocking, so that a port which accepts TCP and then says nothing (not apid: another
-    service, a node still booting) is told apart from a certificate failure (hostile-inputs 41): the ClientHello goes
-    out, then the first byte back is waited for. Leaves ``tls`` blocking with ``timeout``, as wrap_socket would."""
+    """The TLS handshake, non-blocking, so that a port which accepts TCP and then says nothing, or only part of a
+    handshake (not apid: another service, a node still booting), is told apart from a certificate failure, which
+    OpenSSL reports as an error. Whether any byte came back cannot be told reliably: OpenSSL may read a partial reply
+    inside the call that sends the ClientHello, so both cases get one message. Leaves ``tls`` blocking with
+    ``timeout``, as wrap_socket would."""
     deadline = time.monotonic() + timeout
-    answered = False
     tls.settimeout(0)
     while True:
         try:
@@ -131,12 +131,8 @@ def _handshake(tls: ssl.SSLSocket, host: str, port: int, timeout: float) -> None
             left = max(0.0, deadline - time.monotonic())
             readable, writable, _ = select.select([tls] if reading else [], [] if reading else [tls], [], left)
             if not (readable or writable):
-                if not answered:
-                    raise CallError("UNAVAILABLE", f"port {port} on {host} {NO_TLS_REPLY} in {timeout:.0f}s: not "
-                                    "apid, or the node is still booting") from None
-                raise CallError("UNAVAILABLE", f"port {port} on {host} answered, then {TLS_STALLED} for "
-                                f"{timeout:.0f}s: not apid, or the node is overloaded") from None
-            answered = answered or reading
+                raise CallError("UNAVAILABLE", f"port {port} on {host} {NO_TLS_REPLY} in {timeout:.0f}s: not apid, "
+                                "or the node is still booting or overloaded") from None
     tls.settimeout(timeout)
 
 

@@ -313,8 +313,8 @@ def test_a_port_that_never_answers_the_client_hello_is_not_called_a_certificate_
         took = time.monotonic() - t0
         assert port.received[:1] == b"\x16"  # our ClientHello did go out (a TLS handshake record)
     assert isinstance(err, NodeUnreachable), err
-    assert f"port {port.port} on 127.0.0.1 answered but no TLS handshake came back in 1s: not apid, or the node is " \
-           "still booting" in err.message
+    assert f"port {port.port} on 127.0.0.1 answered, but no TLS handshake completed in 1s: not apid, or the node " \
+           "is still booting" in err.message
     assert "certificate" not in err.message + err.hint and "booting" in err.hint and "50000" in err.hint
     assert 0.9 <= took < 5
 
@@ -324,6 +324,8 @@ def test_a_handshake_that_stops_halfway_is_not_called_a_certificate_failure(make
     with _SilentPort(first=b"\x16\x03\x03\x00\x64\x02") as port:
         err = _through_client(port, make_creds, monkeypatch)
     assert isinstance(err, NodeUnreachable), err
-    assert "answered, then its side of the TLS handshake stopped for 1s" in err.message
+    # OpenSSL may read the partial reply inside the call that sends the ClientHello, so the message cannot say
+    # whether bytes came back; it must still not blame certificates.
+    assert f"port {port.port} on 127.0.0.1 answered, but no TLS handshake completed in 1s" in err.message
     assert "certificate" not in err.message + err.hint
 
