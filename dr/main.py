@@ -53,18 +53,8 @@ def usage() -> str:
 
 
 def command_parsers() -> dict[str, argparse.ArgumentParser]:
-    """Each command's own parser, without running it (cli.CAPTURE makes parse_args hand it over)."""
-    found: dict[str, argparse.ArgumentParser] = {}
-    cli.CAPTURE = True
-    try:
-        for name, (module, _what) in COMMANDS.items():
-            try:
-                importlib.import_module(module).main([])
-            except cli.Captured as got:
-                found[name] = got.parser
-    finally:
-        cli.CAPTURE = False
-    return found
+    """Each command's own parser (its ``build_parser``), without running it."""
+    return {name: importlib.import_module(module).build_parser() for name, (module, _what) in COMMANDS.items()}
 
 
 def completion_parser() -> argparse.ArgumentParser:

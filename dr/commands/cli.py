@@ -63,23 +63,7 @@ def short_help(p: argparse.ArgumentParser) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Captured(Exception):
-    """Raised instead of parsing while ``CAPTURE`` is on: carries a command's parser (for shell completion)."""
-
-    def __init__(self, parser: argparse.ArgumentParser):
-        super().__init__(parser.prog)
-        self.parser = parser
-
-
-CAPTURE = False
-
-
 class _Parser(argparse.ArgumentParser):
-    def parse_args(self, args=None, namespace=None):
-        if CAPTURE:
-            raise Captured(self)
-        return super().parse_args(args, namespace)
-
     def error(self, message: str):
         """One line (not argparse's usage dump), with "did you mean" for a mistyped flag; exit 2 (USAGE)."""
         import difflib

@@ -5,6 +5,6 @@ Parts: ``probe`` (ask the node where it is; the states are ``dr.core.node_state`
 command line).
 """
 
-from dr.commands.restore.command import PROG, Restore, main
+from dr.commands.restore.command import PROG, Restore, build_parser, main
 
-__all__ = ["PROG", "Restore", "main"]
+__all__ = ["PROG", "Restore", "build_parser", "main"]
