@@ -226,17 +226,9 @@ class Sandbox:
         """Start the kube-apiserver stand-in (sandbox/kube_apiserver.py); returns (pid, port)."""
         ready = paths.node / "kube-apiserver.json"
         ready.unlink(missing_ok=True)
-        env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        pid = procs.spawn([sys.executable, "-m", kube_apiserver.MARKER, str(paths.root)],
-                          paths.logs / "kube-apiserver.log", env=env, cwd=str(REPO_ROOT))
-        procs.wait_for(lambda: ready.exists() or not procs.alive(pid), 30)
-        try:
-            port = int(json.loads(ready.read_text())["port"])
-        except (OSError, ValueError, KeyError) as exc:
-            procs.stop(pid, kube_apiserver.MARKER)
-            raise SandboxError(f"the kube-apiserver stand-in did not start (log: "
-                               f"{paths.logs / 'kube-apiserver.log'})") from exc
-        return pid, port
+        pid = Sandbox._spawn_module(kube_apiserver.MARKER, paths, "kube-apiserver.log")
+        return pid, Sandbox._bound_port(pid, ready, kube_apiserver.MARKER, "the kube-apiserver stand-in",
+                                        paths.logs / "kube-apiserver.log")
 
     @staticmethod
     def _start_apid(paths: Paths, go_info: Info | None = None) -> tuple[int, int]:
@@ -252,20 +244,25 @@ class Sandbox:
             except goapid.GoApidMissing as exc:
                 raise SandboxError(str(exc)) from exc
         else:
-            env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-            pid = procs.spawn([sys.executable, "-m", node_apid.MARKER, str(paths.root)], paths.logs / "apid.log",
-                              env=env, cwd=str(REPO_ROOT))
+            pid = Sandbox._spawn_module(node_apid.MARKER, paths, "apid.log")
+        return pid, Sandbox._bound_port(pid, ready, node_apid.MARKER, "the node's apid", paths.logs / "apid.log")
 
-        def started() -> bool:
-            return ready.exists() or not procs.alive(pid)
+    @staticmethod
+    def _spawn_module(marker: str, paths: Paths, log: str) -> int:
+        """``python -m <marker> <sandbox dir>`` from the repository, its output in ``logs/<log>``; returns its pid."""
+        env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        return procs.spawn([sys.executable, "-m", marker, str(paths.root)], paths.logs / log, env=env,
+                           cwd=str(REPO_ROOT))
 
-        procs.wait_for(started, 30)
+    @staticmethod
+    def _bound_port(pid: int, ready: Path, marker: str, what: str, log: Path) -> int:
+        """The port a server process wrote to ``ready`` once it listens; it is stopped when it never does."""
+        procs.wait_for(lambda: ready.exists() or not procs.alive(pid), 30)
         try:
-            port = int(json.loads(ready.read_text())["port"])
+            return int(json.loads(ready.read_text())["port"])
         except (OSError, ValueError, KeyError) as exc:
-            procs.stop(pid, node_apid.MARKER)
-            raise SandboxError(f"the node's apid did not start (log: {paths.logs / 'apid.log'})") from exc
-        return pid, port
+            procs.stop(pid, marker)
+            raise SandboxError(f"{what} did not start (log: {log})") from exc
 
     def down(self) -> list[str]:
         """Stop every process this sandbox started (by recorded pid). Idempotent. Returns what was stopped."""
