@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from dr.core import outputs as out
+from dr.core.cluster_nodes import ClusterNode
 from dr.core.recovery_kit import KIT_OUTPUTS
 from infra.addons import Addons, AddonsArgs
 from infra.alarms import BackupAlarms, BackupAlarmsArgs
@@ -214,6 +215,8 @@ def _outputs(name: str, cfg: StackConfig, node: Node, bucket: BackupBucket,
         out.NODE_PRIVATE_IP: node.private_ip,
         out.TALOS_VERSION: pulumi.Output.from_input(cfg.talos_version),
         out.SNAPSHOT_AGE_RECIPIENTS: pulumi.Output.from_input(list(cfg.age_recipients)),
+        out.CONTROL_PLANE_NODES: pulumi.Output.all(node.instance_id, node.public_ip, node.private_ip).apply(
+            lambda v: [ClusterNode(name=name, private_ip=v[2], public_ip=v[1], instance_id=v[0]).to_output()]),
         out.TALOSCONFIG: pulumi.Output.secret(cluster.talosconfig),
         out.KUBECONFIG: pulumi.Output.secret(cluster.kubeconfig),
         out.CONTROLPLANE_CONFIG: pulumi.Output.secret(cluster.controlplane_config),

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from dr.core import outputs as out
+from dr.core.cluster_nodes import ClusterNode
 from sandbox import etcd, faults, kube, kube_apiserver, node_apid, procs, s3
 from sandbox.layout import (
     KUBE_PORT,
@@ -328,6 +329,9 @@ class Sandbox:
             out.NODE_PRIVATE_IP: self.info.private_ip,
             out.TALOS_VERSION: self.info.talos_version,
             out.SNAPSHOT_AGE_RECIPIENTS: list(self.info.age_recipients),
+            out.CONTROL_PLANE_NODES: [ClusterNode(name=self.info.hostname, private_ip=self.info.private_ip,
+                                                  public_ip=self.info.public_ip,
+                                                  instance_id="i-sandbox" + secrets.fingerprint[:8]).to_output()],
             out.TALOSCONFIG: self.paths.talosconfig.read_text(),
             out.KUBECONFIG: self.paths.kubeconfig.read_text(),
             out.CONTROLPLANE_CONFIG: controlplane,

@@ -15,6 +15,10 @@ TALOS_VERSION = "talosVersion"
 # The age public keys snapshots are encrypted to ([] = not encrypted). A stack from before it existed lacks it; the
 # DR commands then encrypt to nothing unless DR_AGE_RECIPIENTS says otherwise.
 SNAPSHOT_AGE_RECIPIENTS = "snapshotAgeRecipients"
+# Every control-plane node, bootstrap node first: a list of {"name", "privateIp", "publicIp", "instanceId",
+# "availabilityZone"} (dr/core/cluster_nodes.py reads it). A stack from before it existed lacks it: the DR commands
+# then know one node, from NODE_PRIVATE_IP / NODE_PUBLIC_IP / NODE_INSTANCE_ID.
+CONTROL_PLANE_NODES = "controlPlaneNodes"
 
 # Secret outputs.
 TALOSCONFIG = "talosconfig"
@@ -33,6 +37,7 @@ PLAIN_OUTPUTS = (
     NODE_PRIVATE_IP,
     TALOS_VERSION,
     SNAPSHOT_AGE_RECIPIENTS,
+    CONTROL_PLANE_NODES,
 )
 SECRET_OUTPUTS = (TALOSCONFIG, KUBECONFIG, CONTROLPLANE_CONFIG, TALOS_MACHINE_SECRETS)
 ALL_OUTPUTS = PLAIN_OUTPUTS + SECRET_OUTPUTS
