@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from dr.core.cluster_nodes import ALLOWED_COUNTS
 from dr.core.outputs import PROJECT_NAME
 
 # The AWS region is read from the aws provider's own namespace so the default provider and this program
@@ -27,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "clusterName": "talos-dr",
     "availabilityZone": None,  # "<region>a"
     "instanceType": "t3.medium",
+    # 1 or 3 control-plane nodes, one per availability zone (etcd needs a majority: see _control_plane_nodes).
+    "controlPlaneNodes": 1,
     "talosVersion": "v1.13.9",
     # Unset: the Kubernetes version pulumiverse-talos's embedded Talos machinery defaults to (not the node's Talos
     # release: get_configuration's talos_version only picks the config format).
@@ -182,6 +185,23 @@ class StackConfig:
     # The node's fixed private IP, and whether the stack's config set it (infra/node.py: what an unset key means).
     node_private_ip: str = "10.0.1.10"
     node_private_ip_set: bool = False
+    control_plane_nodes: int = 1  # 1 or 3 (ALLOWED_CONTROL_PLANE_NODES)
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """Each node's availability zone, node 0 first (node_zones)."""
+        return node_zones(self.availability_zone, self.control_plane_nodes)
+
+    @property
+    def subnet_cidrs(self) -> tuple[str, ...]:
+        """Each node's public subnet, node 0's being ``subnetCidr`` (node_subnets)."""
+        return tuple(str(n) for n in node_subnets(ipaddress.IPv4Network(self.subnet_cidr), self.control_plane_nodes))
+
+    @property
+    def node_private_ips(self) -> tuple[str, ...]:
+        """Each node's fixed private IP: node 0's is ``nodePrivateIp``, every other the 10th address of its subnet."""
+        rest = (default_node_private_ip(ipaddress.IPv4Network(c)) for c in self.subnet_cidrs[1:])
+        return (self.node_private_ip, *rest)
 
 
 class _Problems:
@@ -445,6 +465,66 @@ def _node_private_ip(raw: Any, subnet: _Network | None, p: _Problems) -> str | N
     return str(addr)
 
 
+ALLOWED_CONTROL_PLANE_NODES = ALLOWED_COUNTS  # (1, 3): what the DR commands (dr.core.cluster_nodes) accept too
+_CONTROL_PLANE_NODES_WHY = (
+    "use 1 or 3 (`pulumi config set controlPlaneNodes 3`): etcd commits a write only when a majority of its members "
+    "agree, so 2 nodes tolerate no loss (a majority of 2 is 2, and either node down stops the cluster) while 3 "
+    "tolerate one; more than 3 is not supported by this project yet"
+)
+
+
+def _control_plane_nodes(raw: Any, p: _Problems) -> int | None:
+    """1 (the default) or 3; anything else is refused with the reason, before anything is created."""
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and re.fullmatch(r"\s*\d+\s*", raw):
+        value = int(raw)
+    if value is None:
+        p.add("controlPlaneNodes", f"{raw!r} is not a whole number of nodes; {_CONTROL_PLANE_NODES_WHY}")
+        return None
+    if value not in ALLOWED_CONTROL_PLANE_NODES:
+        p.add("controlPlaneNodes", f"{value} is not supported; {_CONTROL_PLANE_NODES_WHY}")
+        return None
+    return value
+
+
+def node_zones(first: str, count: int) -> tuple[str, ...]:
+    """Each node's zone: node 0's (``availabilityZone``), then the zones lettered after it (us-east-1a, -1b, -1c).
+
+    Derived from the config alone, never from a lookup, so a zone AWS adds later cannot move (and so replace) a node.
+    """
+    head, letter = first[:-1], first[-1]
+    return tuple(head + chr(ord(letter) + i) for i in range(count))
+
+
+def node_subnets(first: _Network, count: int) -> tuple[_Network, ...]:
+    """Each node's public subnet: node 0's is ``subnetCidr`` (unchanged), node i's the block of the same size i places
+    after it (10.0.1.0/24, 10.0.2.0/24, 10.0.3.0/24)."""
+    size = first.num_addresses
+    return tuple(ipaddress.ip_network((int(first.network_address) + i * size, first.prefixlen)) for i in range(count))
+
+
+def _ha_layout(count: int | None, zone: Any, vpc: _Network | None, subnet: _Network | None, p: _Problems) -> None:
+    """With more than one node: a zone letter for each, and a subnet for each inside the VPC that can hold the
+    node's address (the subnet's 10th)."""
+    if not count or count == 1:
+        return
+    if isinstance(zone, str) and zone and not all("a" <= z[-1] <= "z" for z in node_zones(zone, count)):
+        p.add("availabilityZone", f"{zone} leaves no {count - 1} zone letters after it for the other nodes; "
+                                  f"use an earlier zone such as {zone[:-1]}a")
+    if vpc is None or subnet is None or subnet.version != 4:
+        return
+    for i, net in enumerate(node_subnets(subnet, count)[1:], start=1):
+        if not net.subnet_of(vpc):  # type: ignore[arg-type]
+            p.add("subnetCidr", f"node {i}'s subnet would be {net}, outside vpcCidr {vpc}: the nodes' subnets follow "
+                                f"subnetCidr, so pick a lower subnetCidr or a larger vpcCidr")
+            return
+    if subnet.num_addresses < NODE_HOST_INDEX + 2:
+        p.add("subnetCidr", f"{subnet} is too small for the other nodes' addresses (each the 10th of its subnet); "
+                            "use a /28 or larger")
+
+
 def _bucket(raw: Any, p: _Problems) -> str | None:
     if raw is None:
         return None
@@ -604,6 +684,8 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     data_volumes = _data_volumes(get("dataVolumes"), p)
     vpc, subnet = _networks(get("vpcCidr"), get("subnetCidr"), p)
     node_ip = _node_private_ip(get("nodePrivateIp"), subnet, p)
+    nodes = _control_plane_nodes(get("controlPlaneNodes"), p)
+    _ha_layout(nodes, az, vpc, subnet, p)
     bucket = _bucket(get("bucketName"), p)
     tier_days = _tier_days(get, p)
     lock_days = _as_int(get("snapshotObjectLockDays"), "snapshotObjectLockDays", 0, 3650, "days", p,
@@ -658,6 +740,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         alert_emails=alert_emails,
         node_private_ip=_required(node_ip, "nodePrivateIp"),
         node_private_ip_set=get("nodePrivateIp") is not None,
+        control_plane_nodes=_required(nodes, "controlPlaneNodes"),
     )
 
 

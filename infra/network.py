@@ -1,4 +1,12 @@
-"""Network: one VPC with one public subnet; only the admin CIDRs reach the Talos and Kubernetes APIs."""
+"""Network: one VPC with a public subnet per control-plane node; only the admin CIDRs reach the Talos and Kubernetes
+APIs from outside.
+
+Node 0's subnet is ``subnetCidr`` and keeps its resource names, so growing from one node to three only adds: a subnet
+per further node (each in its own availability zone, on the same public route table) and one rule letting the nodes
+reach each other (etcd peers 2380 and clients 2379, kubelet, apid forwarding, the CNI), as Sidero's AWS guide does
+("allow all internal traffic within the same security group": Talos v1.13 docs, siderolabs/docs
+public/talos/v1.13/platform-specific-installations/cloud-platforms/aws.mdx, "Create a Security Group").
+"""
 
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ class NetworkArgs:
     availability_zone: str
     admin_cidrs: Sequence[str]
     tags: Mapping[str, str] = field(default_factory=dict)
+    # The further nodes' subnets, (CIDR, availability zone) for node 1, 2, ...: empty for one node.
+    more_subnets: Sequence[tuple[str, str]] = ()
 
 
 class Network(pulumi.ComponentResource):
@@ -27,6 +37,8 @@ class Network(pulumi.ComponentResource):
     security_group_id: pulumi.Output[str]
     route_table_id: pulumi.Output[str]
     availability_zone: pulumi.Output[str]
+    subnet_ids: list[pulumi.Output[str]]  # every node's subnet, node 0's first
+    availability_zones: list[pulumi.Output[str]]  # every node's zone, node 0's first
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("talos-dr:network:Network", name, None, opts)
@@ -71,6 +83,21 @@ class Network(pulumi.ComponentResource):
         aws.ec2.RouteTableAssociation(
             f"{name}-public-rta", subnet_id=subnet.id, route_table_id=route_table.id, opts=child
         )
+        subnets = [subnet]
+        for i, (cidr, zone) in enumerate(args.more_subnets, start=1):
+            more = aws.ec2.Subnet(
+                f"{name}-public-{i}",
+                vpc_id=vpc.id,
+                cidr_block=cidr,
+                availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags={**tags, "Name": f"{name}-public-{i}"},
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-rta-{i}", subnet_id=more.id, route_table_id=route_table.id, opts=child
+            )
+            subnets.append(more)
 
         # Rules are separate resources, never inline `ingress=`/`egress=` blocks: the provider cannot mix the two,
         # and other parts of the stack (the snapshot schedule) add their own rules to this group.
@@ -95,6 +122,17 @@ class Network(pulumi.ComponentResource):
                     cidr_ipv6=cidr if v6 else None,
                     opts=child,
                 )
+        if args.more_subnets:
+            # Control-plane nodes talk to each other on many ports (etcd 2379/2380, kubelet 10250, apid 50000,
+            # trustd 50001, the CNI's overlay): every protocol from the nodes' own group, as Sidero's AWS guide does.
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-node-to-node",
+                security_group_id=sg.id,
+                referenced_security_group_id=sg.id,
+                ip_protocol="-1",
+                description="every protocol between the control-plane nodes",
+                opts=child,
+            )
         # The node needs the internet: Talos pulls images, reaches the time server and S3.
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-egress-all-v4", security_group_id=sg.id, ip_protocol="-1", cidr_ipv4="0.0.0.0/0", opts=child
@@ -105,6 +143,8 @@ class Network(pulumi.ComponentResource):
         self.security_group_id = sg.id
         self.route_table_id = route_table.id
         self.availability_zone = subnet.availability_zone
+        self.subnet_ids = [s.id for s in subnets]
+        self.availability_zones = [s.availability_zone for s in subnets]
         self.register_outputs(
             {
                 "vpc_id": self.vpc_id,

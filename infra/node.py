@@ -83,6 +83,12 @@ class NodeArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
     private_ip: str | None = None  # the node's fixed address in the subnet (None: EC2 picks one)
     private_ip_set: bool = False  # the stack's config set it: a change replaces the instance
+    # Which control-plane node (0: the bootstrap node, whose names and tags are those of the one-node stack).
+    index: int = 0
+
+    def label(self, what: str) -> str:
+        """A Name tag: ``<cluster>-<what>`` for node 0 (as before there were three), ``<cluster>-<what>-<i>`` else."""
+        return f"{self.cluster_name}-{what}" if self.index == 0 else f"{self.cluster_name}-{what}-{self.index}"
 
 
 class Node(pulumi.ComponentResource):
@@ -147,12 +153,13 @@ class Node(pulumi.ComponentResource):
                 "encrypted": True,
                 "delete_on_termination": True,
             },
-            tags={**tags, "Name": f"{args.cluster_name}-controlplane"},
+            tags={**tags, "Name": args.label("controlplane")},
             # One private IP cannot be held by two instances: the old one goes first.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored, delete_before_replace=True),
         )
 
-        eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", tags={**tags, "Name": f"{args.cluster_name}-endpoint"}, opts=child)
+        eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", tags={**tags, "Name": args.label("endpoint")},
+                      opts=child)
         assoc = aws.ec2.EipAssociation(
             f"{name}-eip-assoc",
             instance_id=instance.id,
@@ -176,7 +183,7 @@ class Node(pulumi.ComponentResource):
                 # A new snapshotId replaces the volume, which `protect` refuses while the old one is in state.
                 snapshot_id=vol.snapshot_id,
                 final_snapshot=True,  # even a deliberate delete keeps a snapshot of the data
-                tags={**tags, **self.data_volume_tags, "Name": f"{args.cluster_name}-{vol.name}",
+                tags={**tags, **self.data_volume_tags, "Name": args.label(vol.name),
                       MOUNT_TAG: vol.mount_path},
                 # Data outlives the instance and `pulumi destroy` stops here instead of deleting it.
                 opts=pulumi.ResourceOptions(parent=self, protect=True),

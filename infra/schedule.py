@@ -105,12 +105,21 @@ def retry_settings(interval_seconds: int, timeout_seconds: int = LAMBDA_TIMEOUT)
 
 def lambda_subnet_cidr(vpc_cidr: str, node_subnet_cidr: str, prefixlen: int = 28) -> str:
     """The Lambda's own subnet: the last ``/prefixlen`` of the VPC that does not overlap the node's subnet."""
+    return lambda_subnet_cidrs(vpc_cidr, [node_subnet_cidr], 1, prefixlen)[0]
+
+
+def lambda_subnet_cidrs(vpc_cidr: str, node_subnet_cidrs: Sequence[str], count: int, prefixlen: int = 28) -> list[str]:
+    """``count`` Lambda subnets (one per node's zone): the last ``/prefixlen`` blocks of the VPC, from the end, that
+    overlap no node's subnet. The first is the one a one-node stack always had, unless a further node's subnet now
+    covers it (then it moves, and the snapshot function's subnets are updated in place)."""
     vpc = ipaddress.IPv4Network(vpc_cidr)  # the VPC and its subnets are IPv4 (infra/config.py checks it)
-    node = ipaddress.IPv4Network(node_subnet_cidr)
-    for candidate in reversed(list(vpc.subnets(new_prefix=prefixlen))):
-        if not candidate.overlaps(node):
-            return str(candidate)
-    raise ValueError(f"no /{prefixlen} in {vpc_cidr} outside the node subnet {node_subnet_cidr} for the snapshot Lambda")
+    nodes = [ipaddress.IPv4Network(c) for c in node_subnet_cidrs]
+    found = [str(c) for c in reversed(list(vpc.subnets(new_prefix=prefixlen)))
+             if not any(c.overlaps(n) for n in nodes)][:count]
+    if len(found) < count:
+        raise ValueError(f"no /{prefixlen} in {vpc_cidr} left for {count} snapshot Lambda subnet(s) outside the node "
+                         f"subnets {', '.join(node_subnet_cidrs)}; use a larger vpcCidr")
+    return found
 
 
 def credential_json(machine_secrets: Mapping[str, Any], cluster: str, now: datetime) -> str:
@@ -160,6 +169,10 @@ class SnapshotScheduleArgs:
     etcd_quota_bytes: int = DEFAULT_ETCD_QUOTA_BYTES
     object_lock: bool = False  # snapshotObjectLockDays > 0: the credential object is deleted with the governance bypass
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Three control-plane nodes: a Lambda subnet in each further node's zone, (CIDR, zone), so the function runs with
+    # any one zone down; and the further nodes' private IPs (the function tries each: ENV_NODES).
+    more_lambda_subnets: Sequence[tuple[str, pulumi.Input[str]]] = ()
+    more_node_private_ips: Sequence[pulumi.Input[str]] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +181,8 @@ class _Network:
 
     subnet: aws.ec2.Subnet
     association: aws.ec2.RouteTableAssociation
+    more_subnets: list[aws.ec2.Subnet]
+    more_associations: list[aws.ec2.RouteTableAssociation]
     security_group: aws.ec2.SecurityGroup
     apid_rule: aws.vpc.SecurityGroupIngressRule
     s3_endpoint: aws.ec2.VpcEndpoint
@@ -304,7 +319,22 @@ class SnapshotSchedule(pulumi.ComponentResource):
             opts=child,
         )
         egress = self._egress(name, args, lambda_sg, s3_endpoint)
-        return _Network(subnet, association, lambda_sg, apid_rule, s3_endpoint, egress)
+        more_subnets, more_associations = [], []
+        for i, (cidr, zone) in enumerate(args.more_lambda_subnets, start=1):
+            more = aws.ec2.Subnet(
+                f"{name}-lambda-subnet-{i}",
+                vpc_id=args.vpc_id,
+                cidr_block=cidr,
+                availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags={**tags, "Name": f"{name}-lambda-{i}"},
+                opts=child,
+            )
+            more_subnets.append(more)
+            more_associations.append(aws.ec2.RouteTableAssociation(
+                f"{name}-lambda-rt-assoc-{i}", subnet_id=more.id, route_table_id=route_table.id, opts=child))
+        return _Network(subnet, association, more_subnets, more_associations, lambda_sg, apid_rule, s3_endpoint,
+                        egress)
 
     def _egress(self, name: str, args: SnapshotScheduleArgs, lambda_sg: aws.ec2.SecurityGroup,
                 s3_endpoint: aws.ec2.VpcEndpoint) -> list[aws.vpc.SecurityGroupEgressRule]:
@@ -363,12 +393,15 @@ class SnapshotSchedule(pulumi.ComponentResource):
             code=code,
             timeout=LAMBDA_TIMEOUT,
             memory_size=512,  # CPU scales with memory; the stream holds a few 8 MiB parts at most
-            vpc_config={"subnet_ids": [network.subnet.id], "security_group_ids": [network.security_group.id]},
+            # Every node shares the node security group, whose apid rule admits this group: one rule reaches them all.
+            vpc_config={"subnet_ids": [network.subnet.id, *(sn.id for sn in network.more_subnets)],
+                        "security_group_ids": [network.security_group.id]},
             logging_config={"log_format": "Text", "log_group": log_group.name},
             environment={"variables": _environment(args)},
             description=f"etcd snapshot of {args.cluster_name} to S3 ({args.schedule_expression})",
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*role_ready, network.association]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*role_ready, network.association,
+                                                                 *network.more_associations]),
         )
         # One retry layer for the function's failures: Lambda's asynchronous retries (retry_settings says what AWS does
         # and why they never reach the next run). A run that fails every attempt (or whose event grows too old) is
@@ -508,11 +541,21 @@ class SnapshotSchedule(pulumi.ComponentResource):
         )
 
 
+# Every control-plane node's private IP, comma-separated, node 0 first (snapshot_lambda.handler takes the snapshot
+# from a healthy member of them); ENV_NODE stays node 0's for a handler that reads only that. Set only with more than
+# one node, so a one-node stack's function is unchanged.
+ENV_NODES = "TALOS_DR_NODES"
+
+
 def _environment(args: SnapshotScheduleArgs) -> dict[str, pulumi.Input[str]]:
     """The runner's settings (snapshot_lambda.handler reads them)."""
+    nodes: dict[str, pulumi.Input[str]] = {}
+    if args.more_node_private_ips:
+        nodes[ENV_NODES] = pulumi.Output.all(args.node_private_ip, *args.more_node_private_ips).apply(",".join)
     return {
         lh.ENV_BUCKET: args.bucket_name,
         lh.ENV_NODE: args.node_private_ip,
+        **nodes,
         lh.ENV_CREDENTIAL_KEY: CREDENTIAL_KEY,
         lh.ENV_CLUSTER: args.cluster_name,
         lh.ENV_PREFIX: args.snapshot_prefix,
@@ -530,5 +573,6 @@ __all__ = [
     "SnapshotScheduleArgs",
     "credential_json",
     "lambda_subnet_cidr",
+    "lambda_subnet_cidrs",
     "retry_settings",
 ]

@@ -7,9 +7,11 @@ the network, node, bucket and Talos PKI, and adds its own outputs (``dr.core.out
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -21,12 +23,13 @@ from infra.addons import Addons, AddonsArgs
 from infra.alarms import BackupAlarms, BackupAlarmsArgs
 from infra.bucket import BackupBucket, BackupBucketArgs
 from infra.config import StackConfig
+from infra.endpoint import ApiEndpoint, ApiEndpointArgs
 from infra.network import Network, NetworkArgs
 from infra.node import Node, NodeArgs
 from infra.providers.secret_file import LocalSecretFile
 from infra.recovery_kit import RecoveryKit, RecoveryKitArgs
-from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs, lambda_subnet_cidr
-from infra.talos import TalosCluster, TalosClusterArgs
+from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs, lambda_subnet_cidrs
+from infra.talos import TalosCluster, TalosClusterArgs, TalosNode
 from infra.volume_snapshots import DataVolumeSnapshots, DataVolumeSnapshotsArgs
 
 TALOSCONFIG_FILE = "talosconfig"
@@ -51,6 +54,8 @@ class Stack:
     recovery_kit: RecoveryKit | None = None  # None without ageRecipients
     volume_snapshots: DataVolumeSnapshots | None = None  # None without dataVolumes
     outputs: dict[str, pulumi.Output] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)  # every control-plane node, node 0 (``node``) first
+    endpoint: ApiEndpoint | None = None  # the load balancer of a three-node control plane; None with one node
 
 
 def require_pulumi_cli(version_range: str = PULUMI_CLI_RANGE) -> None:
@@ -69,6 +74,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     name = cfg.cluster_name
     tags = {"talos-dr/cluster": name, "talos-dr/stack": pulumi.get_stack()}
 
+    zones, cidrs = cfg.zones, cfg.subnet_cidrs
     network = Network(
         name,
         NetworkArgs(
@@ -77,25 +83,26 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             availability_zone=cfg.availability_zone,
             admin_cidrs=cfg.admin_cidrs,
             tags=tags,
+            more_subnets=list(zip(cidrs[1:], zones[1:], strict=True)),
         ),
     )
-    node = Node(
-        name,
-        NodeArgs(
-            cluster_name=name,
-            region=cfg.aws_region,
-            talos_version=cfg.talos_version,
-            instance_type=cfg.instance_type,
-            subnet_id=network.subnet_id,
-            security_group_ids=[network.security_group_id],
-            availability_zone=network.availability_zone,
-            root_volume_size=cfg.root_volume_size,
-            data_volumes=cfg.data_volumes,
-            tags=tags,
-            private_ip=cfg.node_private_ip,
-            private_ip_set=cfg.node_private_ip_set,
-        ),
-    )
+    nodes = [_node(name if i == 0 else f"{name}-cp{i}", i, cfg, network, tags)
+             for i in range(cfg.control_plane_nodes)]
+    node = nodes[0]
+    endpoint = None
+    if len(nodes) > 1:
+        endpoint = ApiEndpoint(
+            name,
+            ApiEndpointArgs(
+                vpc_id=network.vpc_id,
+                subnet_ids=network.subnet_ids,
+                node_private_ips=cfg.node_private_ips,
+                node_public_ips=[n.public_ip for n in nodes],
+                node_security_group_id=network.security_group_id,
+                admin_cidrs=cfg.admin_cidrs,
+                tags=tags,
+            ),
+        )
     deployer = aws.iam.get_session_context_output(arn=aws.get_caller_identity_output().arn).issuer_arn
     lambda_role: pulumi.Output[list[str]] = pulumi.Output.from_input([])
     resolve_lambda_role: Callable[[pulumi.Output[list[str]]], None] | None = None
@@ -114,6 +121,9 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             data_volumes=cfg.data_volumes,
             volume_ids=node.volume_ids,
             node_ready=node.attachments,
+            more_nodes=[TalosNode(n.public_ip, n.private_ip, n.instance_id, n.volume_ids, n.attachments)
+                        for n in nodes[1:]],
+            endpoint_host=endpoint.dns_name if endpoint else None,
         ),
     )
     # Rewritten by `pulumi up` whenever a file is missing or differs, so a lost .talos/ comes back on its own.
@@ -129,7 +139,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
         ),
     )
 
-    outputs = _outputs(name, cfg, node, bucket, cluster)
+    outputs = _outputs(name, cfg, nodes, network, bucket, cluster)
     # What the lifecycle rules keep, for `talos-dr prune --s3` (after the kit's outputs: the kit does not carry it).
     outputs[out.SNAPSHOT_RETENTION_DAYS] = pulumi.Output.from_input(dict(cfg.snapshot_tier_days))
     recovery_kit = _recovery_kit(name, cfg, node, bucket, cluster, outputs, deployer, tags)
@@ -152,7 +162,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     if cfg.scheduled_snapshots:
         assert resolve_lambda_role is not None
         try:
-            schedule = _schedule(name, cfg, network, node, bucket, cluster, tags)
+            schedule = _schedule(name, cfg, network, nodes, bucket, cluster, tags)
         except BaseException:
             resolve_lambda_role(pulumi.Output.from_input([]))  # an unresolved output would hang the program
             raise
@@ -166,7 +176,32 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             out.ALERT_TOPIC_ARN: alarms.topic_arn,
         }
     return Stack(network=network, node=node, bucket=bucket, talos=cluster, addons=addons, schedule=schedule,
-                 alarms=alarms, recovery_kit=recovery_kit, volume_snapshots=volume_snapshots, outputs=outputs)
+                 alarms=alarms, recovery_kit=recovery_kit, volume_snapshots=volume_snapshots, outputs=outputs,
+                 nodes=nodes, endpoint=endpoint)
+
+
+def _node(name: str, index: int, cfg: StackConfig, network: Network, tags: dict[str, str]) -> Node:
+    """Control-plane node ``index`` in its own zone and subnet. Node 0 is the one-node stack's node, unchanged: same
+    names, same inputs (its address pinned only when the instance is created unless nodePrivateIp is set); the others
+    are pinned at their subnet's 10th address from the start (config.StackConfig.node_private_ips)."""
+    return Node(
+        name,
+        NodeArgs(
+            cluster_name=cfg.cluster_name,
+            region=cfg.aws_region,
+            talos_version=cfg.talos_version,
+            instance_type=cfg.instance_type,
+            subnet_id=network.subnet_ids[index],
+            security_group_ids=[network.security_group_id],
+            availability_zone=network.availability_zones[index],
+            root_volume_size=cfg.root_volume_size,
+            data_volumes=cfg.data_volumes,
+            tags=tags,
+            private_ip=cfg.node_private_ips[index],
+            private_ip_set=cfg.node_private_ip_set if index == 0 else True,
+            index=index,
+        ),
+    )
 
 
 def _bucket(name: str, cfg: StackConfig, deployer: pulumi.Output[str], lambda_role: pulumi.Output[list[str]],
@@ -201,9 +236,11 @@ def _bucket(name: str, cfg: StackConfig, deployer: pulumi.Output[str], lambda_ro
     )
 
 
-def _outputs(name: str, cfg: StackConfig, node: Node, bucket: BackupBucket,
+def _outputs(name: str, cfg: StackConfig, nodes: list[Node], network: Network, bucket: BackupBucket,
              cluster: TalosCluster) -> dict[str, pulumi.Output]:
-    """The stack outputs every stack has (dr.core.outputs names them; the DR commands read them)."""
+    """The stack outputs every stack has (dr.core.outputs names them; the DR commands read them). The single-node
+    outputs (nodeInstanceId, ...) are node 0's, the bootstrap node; ``controlPlaneNodes`` lists every node."""
+    node = nodes[0]
     return {
         out.BUCKET: bucket.bucket_name,
         out.SNAPSHOT_PREFIX: pulumi.Output.from_input(out.DEFAULT_SNAPSHOT_PREFIX),
@@ -215,13 +252,30 @@ def _outputs(name: str, cfg: StackConfig, node: Node, bucket: BackupBucket,
         out.NODE_PRIVATE_IP: node.private_ip,
         out.TALOS_VERSION: pulumi.Output.from_input(cfg.talos_version),
         out.SNAPSHOT_AGE_RECIPIENTS: pulumi.Output.from_input(list(cfg.age_recipients)),
-        out.CONTROL_PLANE_NODES: pulumi.Output.all(node.instance_id, node.public_ip, node.private_ip).apply(
-            lambda v: [ClusterNode(name=name, private_ip=v[2], public_ip=v[1], instance_id=v[0]).to_output()]),
+        out.CONTROL_PLANE_NODES: _control_plane_nodes(name, nodes, network),
         out.TALOSCONFIG: pulumi.Output.secret(cluster.talosconfig),
         out.KUBECONFIG: pulumi.Output.secret(cluster.kubeconfig),
         out.CONTROLPLANE_CONFIG: pulumi.Output.secret(cluster.controlplane_config),
         out.TALOS_MACHINE_SECRETS: pulumi.Output.secret(cluster.machine_secrets_json),
     }
+
+
+def _control_plane_nodes(name: str, nodes: list[Node], network: Network) -> pulumi.Output[list[dict[str, str]]]:
+    """Stack output ``controlPlaneNodes``: every node, node 0 first. With one node, exactly what it always was (named
+    after the cluster, no zone); with three, each named ``<cluster>-cp<i>`` (node 0 keeps the cluster's name) with
+    its zone."""
+    if len(nodes) == 1:
+        node = nodes[0]
+        return pulumi.Output.all(node.instance_id, node.public_ip, node.private_ip).apply(
+            lambda v: [ClusterNode(name=name, private_ip=v[2], public_ip=v[1], instance_id=v[0]).to_output()])
+
+    def entry(i: int, v: list[Any]) -> dict[str, str]:
+        return ClusterNode(name=name if i == 0 else f"{name}-cp{i}", private_ip=v[2], public_ip=v[1],
+                           instance_id=v[0], availability_zone=v[3]).to_output()
+
+    each = [pulumi.Output.all(n.instance_id, n.public_ip, n.private_ip, zone).apply(functools.partial(entry, i))
+            for i, (n, zone) in enumerate(zip(nodes, network.availability_zones, strict=True))]
+    return pulumi.Output.all(*each).apply(list)
 
 
 def _recovery_kit(name: str, cfg: StackConfig, node: Node, bucket: BackupBucket, cluster: TalosCluster,
@@ -271,14 +325,20 @@ def _alarms(name: str, cfg: StackConfig, schedule: SnapshotSchedule, tags: dict[
     )
 
 
-def _schedule(name: str, cfg: StackConfig, network: Network, node: Node, bucket: BackupBucket, cluster: TalosCluster,
-              tags: dict[str, str]) -> SnapshotSchedule:
+def _schedule(name: str, cfg: StackConfig, network: Network, nodes: list[Node], bucket: BackupBucket,
+              cluster: TalosCluster, tags: dict[str, str]) -> SnapshotSchedule:
+    node = nodes[0]
+    # One Lambda subnet per node's zone, so the schedule still runs with any one zone down; node 0's is the one a
+    # one-node stack always had.
+    lambda_cidrs = lambda_subnet_cidrs(cfg.vpc_cidr, cfg.subnet_cidrs, len(nodes))
     return SnapshotSchedule(
         name,
         SnapshotScheduleArgs(
             vpc_id=network.vpc_id,
             availability_zone=network.availability_zone,
-            lambda_subnet_cidr=lambda_subnet_cidr(cfg.vpc_cidr, cfg.subnet_cidr),
+            lambda_subnet_cidr=lambda_cidrs[0],
+            more_lambda_subnets=list(zip(lambda_cidrs[1:], network.availability_zones[1:], strict=True)),
+            more_node_private_ips=[n.private_ip for n in nodes[1:]],
             node_security_group_id=network.security_group_id,
             bucket_name=bucket.bucket_name,
             bucket_arn=bucket.bucket_arn,

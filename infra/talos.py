@@ -22,8 +22,10 @@ def cluster_endpoint(address: str) -> str:
     return f"https://{address}:6443"
 
 
-def base_patch(public_ip: str) -> str:
-    """The control-plane patch: single node runs workloads; the Elastic IP is in every certificate."""
+def base_patch(public_ip: str, api_sans: Sequence[str] | None = None) -> str:
+    """The control-plane patch: the nodes run workloads; the node's Elastic IP is in its apid certificate, and the API
+    server's certificate names ``api_sans`` (one node: its Elastic IP; three: the load balancer's DNS name and every
+    node's Elastic IP, so each API server can also be reached directly, as ClusterReady does)."""
     return yaml.safe_dump(
         {
             "machine": {
@@ -33,7 +35,7 @@ def base_patch(public_ip: str) -> str:
             },
             "cluster": {
                 "allowSchedulingOnControlPlanes": True,
-                "apiServer": {"certSANs": [public_ip]},
+                "apiServer": {"certSANs": list(api_sans) if api_sans is not None else [public_ip]},
             },
         },
         sort_keys=False,
@@ -69,6 +71,18 @@ def data_volume_patch(volume: DataVolume, volume_id: str) -> str:
 
 
 @dataclass
+class TalosNode:
+    """One control-plane node as Talos sees it: the address to dial, the address to name, what identifies the
+    instance (a new one is configured again), its data volumes' ids, and what must exist before it is configured."""
+
+    public_ip: pulumi.Input[str]
+    private_ip: pulumi.Input[str]
+    identity: pulumi.Input[str]
+    volume_ids: Mapping[str, pulumi.Input[str]] | None = None
+    ready: Sequence[pulumi.Resource] = ()
+
+
+@dataclass
 class TalosClusterArgs:
     cluster_name: str
     talos_version: str
@@ -86,6 +100,15 @@ class TalosClusterArgs:
     volume_ids: Mapping[str, pulumi.Input[str]] | None = None
     # Resources that must exist before the config is applied (EIP association, volume attachments).
     node_ready: Sequence[pulumi.Resource] = ()
+    # Three control-plane nodes: the other two (node 0 is the one above), and the load balancer's DNS name, which
+    # becomes the cluster endpoint. Empty/None: one node, whose Elastic IP is the endpoint (as before).
+    more_nodes: Sequence[TalosNode] = ()
+    endpoint_host: pulumi.Input[str] | None = None
+
+    def nodes(self) -> list[TalosNode]:
+        """Every node, node 0 (the bootstrap node) first."""
+        first = TalosNode(self.public_ip, self.private_ip, self.node_identity, self.volume_ids, self.node_ready)
+        return [first, *self.more_nodes]
 
 
 class TalosCluster(pulumi.ComponentResource):
@@ -98,9 +121,13 @@ class TalosCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TalosClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("talos-dr:talos:TalosCluster", name, None, opts)
+        nodes = args.nodes()
         ip = pulumi.Output.from_input(args.public_ip)
         node_ip = pulumi.Output.from_input(args.private_ip)
-        endpoint = ip.apply(cluster_endpoint)
+        if len(nodes) == 1:
+            endpoint = ip.apply(cluster_endpoint)
+        else:  # the load balancer (infra/endpoint.py): it survives losing any one node
+            endpoint = pulumi.Output.from_input(args.endpoint_host).apply(lambda host: cluster_endpoint(str(host)))
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
 
         # The PKI: losing it makes every Kubernetes Secret in every snapshot unreadable (the secretbox key is in
@@ -112,56 +139,24 @@ class TalosCluster(pulumi.ComponentResource):
                 parent=self, protect=True, additional_secret_outputs=["machineSecrets", "clientConfiguration"]
             ),
         )
-
         # Typed Any: the provider's signatures want ClientConfigurationArgs, and this Result output is what it reads.
         client_configuration: Any = secrets.client_configuration
-        patches: list[pulumi.Input[str]] = [ip.apply(base_patch)]
-        for vol in args.data_volumes:
-            vol_id = pulumi.Output.from_input((args.volume_ids or {})[vol.name])
-            patches.append(vol_id.apply(functools.partial(data_volume_patch, vol)))
+        configs = [self._machine_config(args, secrets, endpoint, nodes, i, invoke_opts) for i in range(len(nodes))]
 
-        controlplane = talos.machine.get_configuration_output(
-            cluster_name=args.cluster_name,
-            cluster_endpoint=endpoint,
-            # The provider's typings admit only its Args classes and plain lists, but the engine resolves its own
-            # Result outputs and Outputs nested in a list (client_configuration below is the same case).
-            machine_secrets=secrets.machine_secrets,  # type: ignore[arg-type]
-            machine_type="controlplane",
-            config_patches=patches,  # type: ignore[arg-type]
-            kubernetes_version=args.kubernetes_version,
-            talos_version=args.talos_version,
-            docs=False,
-            examples=False,
-            opts=invoke_opts,
-        )
-        controlplane_config: pulumi.Output[str] = pulumi.Output.secret(controlplane.machine_configuration)
-
+        # Every machine is a `controlplane` (never `init`), each configured on its own; only node 0 is bootstrapped.
         # replacement_trigger: a new instance id replaces these resources even though their own
         # inputs (the EIP, the config) are unchanged. The provider's Bootstrap would otherwise never run again.
         # The provider dials `endpoint` and names `node` in the request (terraform-provider-talos v0.11.0
         # pkg/talos/util.go talosClientOp): in maintenance mode it skips certificate verification entirely
         # (InsecureSkipVerify, no fingerprint option), so the first apply is encrypted but not authenticated.
-        apply = talos.machine.ConfigurationApply(
-            f"{name}-apply",
-            node=node_ip,
-            endpoint=ip,
-            client_configuration=client_configuration,
-            machine_configuration_input=controlplane_config,
-            # Deleting the superseded apply after a node replacement must never reset the new node at the same
-            # address (reset is the provider's default of false today; say so explicitly).
-            on_destroy={"reset": False, "graceful": True, "reboot": False},
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=list(args.node_ready),
-                replacement_trigger=args.node_identity,
-            ),
-        )
+        applies = [self._apply(name if i == 0 else f"{name}-cp{i}", node, client_configuration, configs[i])
+                   for i, node in enumerate(nodes)]
         bootstrap = talos.machine.Bootstrap(
             f"{name}-bootstrap",
             node=node_ip,
             endpoint=ip,
             client_configuration=client_configuration,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[apply], replacement_trigger=args.node_identity),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[applies[0]], replacement_trigger=args.node_identity),
         )
         kubeconfig = talos.cluster.Kubeconfig(
             f"{name}-kubeconfig",
@@ -175,32 +170,35 @@ class TalosCluster(pulumi.ComponentResource):
                 additional_secret_outputs=["kubeconfigRaw", "kubernetesClientConfiguration"],
             ),
         )
-        # The first `up` waits here until the API server answers; Kubernetes resources and the proving snapshot
-        # depend on `ready`, not on the bootstrap (which returns before etcd and the API server are up).
-        ready = ClusterReady(
-            f"{name}-ready",
-            ClusterReadyArgs(kubeconfig=kubeconfig.kubeconfig_raw, node_identity=args.node_identity),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[bootstrap, kubeconfig]),
-        )
-        # talosctl dials `endpoints` and sends `nodes` as the target: EIP to dial, private IP as the target.
+        kubeconfig_raw: pulumi.Output[str] = kubeconfig.kubeconfig_raw
+        if len(nodes) > 1:
+            # A stack grown from one node keeps the kubeconfig it fetched then, which names node 0's Elastic IP:
+            # point it at the load balancer (in the API server's certificate, base_patch).
+            kubeconfig_raw = pulumi.Output.all(kubeconfig.kubeconfig_raw, endpoint).apply(
+                lambda a: kubeconfig_with_server(a[0], a[1]))
+        ready = self._ready(name, args, nodes, kubeconfig_raw, [bootstrap, kubeconfig, *applies[1:]])
+        # talosctl dials `endpoints` (it balances across them and skips one that does not answer: talos v1.13.9
+        # pkg/machinery/client/resolver/roundrobin.go) and sends `nodes` as the target: EIPs to dial, private IPs
+        # as the targets.
         client = talos.client.get_configuration_output(
             cluster_name=args.cluster_name,
             client_configuration=client_configuration,
-            endpoints=[ip],  # type: ignore[list-item]  # Outputs in a list: resolved by the engine, as above
-            nodes=[node_ip],  # type: ignore[list-item]
+            endpoints=[n.public_ip for n in nodes],  # type: ignore[misc]  # Outputs in a list: resolved by the engine
+            nodes=[n.private_ip for n in nodes],  # type: ignore[misc]
             opts=invoke_opts,
         )
 
         self.secrets = secrets
-        self.config_apply = apply
+        self.config_apply = applies[0]
+        self.config_applies = applies
         self.bootstrap = bootstrap
         self.kubeconfig_resource = kubeconfig
         self.ready = ready
         self.cluster_endpoint = endpoint
         self.machine_secrets_json = pulumi.Output.secret(secrets.machine_secrets.apply(secrets_bundle_json))
-        self.controlplane_config = controlplane_config
+        self.controlplane_config = configs[0]
         self.talosconfig = pulumi.Output.secret(client.talos_config)
-        self.kubeconfig = pulumi.Output.secret(kubeconfig.kubeconfig_raw)
+        self.kubeconfig = pulumi.Output.secret(kubeconfig_raw)
         self.register_outputs(
             {
                 "cluster_endpoint": self.cluster_endpoint,
@@ -210,6 +208,74 @@ class TalosCluster(pulumi.ComponentResource):
                 "kubeconfig": self.kubeconfig,
             }
         )
+
+    def _machine_config(self, args: TalosClusterArgs, secrets: talos.machine.Secrets, endpoint: pulumi.Output[str],
+                        nodes: Sequence[TalosNode], i: int, invoke_opts: pulumi.InvokeOutputOptions) -> pulumi.Output[str]:
+        """Node ``i``'s controlplane machine config: its own Elastic IP in apid's certificate, its own data volumes."""
+        node = nodes[i]
+        ip = pulumi.Output.from_input(node.public_ip)
+        patches: list[pulumi.Input[str]]
+        if len(nodes) == 1:
+            patches = [ip.apply(base_patch)]
+        else:
+            sans = pulumi.Output.all(args.endpoint_host, *(n.public_ip for n in nodes)).apply(list)
+            patches = [pulumi.Output.all(ip, sans).apply(lambda a: base_patch(a[0], a[1]))]
+        for vol in args.data_volumes:
+            vol_id = pulumi.Output.from_input((node.volume_ids or {})[vol.name])
+            patches.append(vol_id.apply(functools.partial(data_volume_patch, vol)))
+        config = talos.machine.get_configuration_output(
+            cluster_name=args.cluster_name,
+            cluster_endpoint=endpoint,
+            # The provider's typings admit only its Args classes and plain lists, but the engine resolves its own
+            # Result outputs and Outputs nested in a list (client_configuration below is the same case).
+            machine_secrets=secrets.machine_secrets,  # type: ignore[arg-type]
+            machine_type="controlplane",
+            config_patches=patches,  # type: ignore[arg-type]
+            kubernetes_version=args.kubernetes_version,
+            talos_version=args.talos_version,
+            docs=False,
+            examples=False,
+            opts=invoke_opts,
+        )
+        return pulumi.Output.secret(config.machine_configuration)
+
+    def _apply(self, name: str, node: TalosNode, client_configuration: Any,
+               config: pulumi.Output[str]) -> talos.machine.ConfigurationApply:
+        return talos.machine.ConfigurationApply(
+            f"{name}-apply",
+            node=node.private_ip,
+            endpoint=node.public_ip,
+            client_configuration=client_configuration,
+            machine_configuration_input=config,
+            # Deleting the superseded apply after a node replacement must never reset the new node at the same
+            # address (reset is the provider's default of false today; say so explicitly).
+            on_destroy={"reset": False, "graceful": True, "reboot": False},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(node.ready), replacement_trigger=node.identity),
+        )
+
+    def _ready(self, name: str, args: TalosClusterArgs, nodes: Sequence[TalosNode], kubeconfig: pulumi.Output[str],
+               after: Sequence[pulumi.Resource]) -> ClusterReady:
+        """The first `up` waits here until the API server answers (three nodes: every node's API server, and every
+        node Ready in Kubernetes); Kubernetes resources and the proving snapshot depend on `ready`, not on the
+        bootstrap (which returns before etcd and the API server are up)."""
+        members = None
+        if len(nodes) > 1:
+            members = [pulumi.Output.all(n.private_ip, n.public_ip, n.identity).apply(
+                lambda a: {"address": a[0], "server": cluster_endpoint(a[1]), "identity": a[2]}) for n in nodes]
+        return ClusterReady(
+            f"{name}-ready",
+            ClusterReadyArgs(kubeconfig=kubeconfig, node_identity=args.node_identity, members=members),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
+        )
+
+
+def kubeconfig_with_server(kubeconfig: str, server: str) -> str:
+    """The kubeconfig with every cluster's ``server`` set to ``server`` (the cluster endpoint)."""
+    doc = yaml.safe_load(kubeconfig)
+    for item in (doc or {}).get("clusters") or []:
+        if isinstance(item, dict) and isinstance(item.get("cluster"), dict):
+            item["cluster"]["server"] = server
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def talosctl_bundle(value: Any) -> Any:

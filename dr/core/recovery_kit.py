@@ -59,6 +59,7 @@ PROJECT_SETTINGS = (
     "snapshotRetentionWeeklyDays", "snapshotRetentionMonthlyDays", "snapshotObjectLockDays", "snapshotReaders",
     "snapshotWriters", "snapshotDeleter", "deployers", "argocdChartVersion", "kubernetesSecrets", "snapshotSchedule",
     "scheduledSnapshots", "snapshotLambdaWheelDir", "ageRecipients", "alertEmails", "nodePrivateIp",
+    "controlPlaneNodes",
 )
 AWS_SETTINGS = (
     "accessKey", "allowedAccountIds", "assumeRoleWithWebIdentity", "assumeRoles", "customCaBundle", "defaultTags",

@@ -12,16 +12,26 @@ again), and ``read`` (``pulumi refresh``) does no network I/O, so a refresh whil
 The probe is ``GET /readyz`` with the admin kubeconfig's client certificate over TLS verified against the
 kubeconfig's CA (the API server's ``/readyz`` includes its etcd check, so a 200 also means etcd answers).
 
+Three control-plane nodes (``members``): it waits for the cluster endpoint (the load balancer), then for **every**
+member: its own API server's ``/readyz`` at its Elastic IP (in the API server's certificate: infra/talos.py
+``base_patch``), then its Kubernetes ``Node`` Ready. On Talos each kube-apiserver talks to the etcd member on its own
+node only (talos v1.13.9 ``internal/app/machined/pkg/controllers/k8s/control_plane.go``: ``EtcdServers`` is
+``https://127.0.0.1:2379``), and ``/readyz``'s etcd check reads through it, so a 200 from every node's API server
+means every node's etcd member has joined and answers. A changed member list or a replaced member (its instance id)
+is an *update* that waits again, never a replacement.
+
 Serialization (reference/pulumi.md): the provider holds no attributes and builds every client inside its methods.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
+import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,12 +51,15 @@ from dr.adapters import tls
 from dr.core.timefmt import human_duration
 
 READYZ_PATH = "/readyz"
+NODES_PATH = "/api/v1/nodes"
 # A fresh Talos node pulls the control-plane images after bootstrap: minutes, not seconds.
 DEFAULT_TIMEOUT_SECONDS = 1200
 DEFAULT_INTERVAL_SECONDS = 5
 PROBE_TIMEOUT_SECONDS = 10.0
 # Inputs that, when changed, mean "a different node": wait again for it.
 REPLACE_KEYS = ("node_identity",)
+# Inputs that, when changed, mean "other members" (a node added, or replaced): wait again, updating in place.
+WAIT_KEYS = ("members",)
 
 
 class ClusterNotReady(RuntimeError):
@@ -117,14 +130,50 @@ def tls_context(access: ApiAccess) -> ssl.SSLContext:
 def probe(access: ApiAccess, ctx: ssl.SSLContext, timeout: float = PROBE_TIMEOUT_SECONDS) -> tuple[int, str]:
     """One ``GET /readyz``: (HTTP status, first line of the body). Connection errors raise ``OSError``;
     a server certificate that does not verify raises ``ssl.SSLCertVerificationError``."""
+    status, body = _get(access, ctx, READYZ_PATH, "text/plain", 4096, timeout)
+    return status, (body.strip().splitlines() or [""])[0][:200]
+
+
+MAX_NODES_BODY = 4 * 1024 * 1024  # a NodeList of three nodes is tens of KiB
+
+
+def _get(access: ApiAccess, ctx: ssl.SSLContext, path: str, accept: str, limit: int,
+         timeout: float) -> tuple[int, str]:
     conn = http.client.HTTPSConnection(access.host, access.port, context=ctx, timeout=timeout)
     try:
-        conn.request("GET", READYZ_PATH, headers={"Accept": "text/plain"})
+        conn.request("GET", path, headers={"Accept": accept})
         resp = conn.getresponse()
-        body = resp.read(4096).decode(errors="replace").strip()
-        return resp.status, (body.splitlines() or [""])[0][:200]
+        return resp.status, resp.read(limit).decode(errors="replace")
     finally:
         conn.close()
+
+
+def not_ready_nodes(node_list: Any, addresses: Sequence[str]) -> list[str]:
+    """Of ``addresses`` (the members' private IPs), those without a Node whose InternalIP it is and whose ``Ready``
+    condition is True (Kubernetes API: Node ``status.addresses``, ``status.conditions``)."""
+    ready: set[str] = set()
+    for node in (node_list or {}).get("items") or []:
+        status = node.get("status") or {} if isinstance(node, dict) else {}
+        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                       for c in status.get("conditions") or [] if isinstance(c, dict))
+        if is_ready:
+            ready |= {str(a.get("address")) for a in status.get("addresses") or []
+                      if isinstance(a, dict) and a.get("type") == "InternalIP"}
+    return [a for a in addresses if a not in ready]
+
+
+def probe_nodes(access: ApiAccess, ctx: ssl.SSLContext, addresses: Sequence[str],
+                timeout: float = PROBE_TIMEOUT_SECONDS) -> tuple[int, str]:
+    """``GET /api/v1/nodes``: (200, "") when every address is a Ready node's InternalIP, else (status or 503, what is
+    missing). Connection errors raise as ``probe`` does."""
+    status, body = _get(access, ctx, NODES_PATH, "application/json", MAX_NODES_BODY, timeout)
+    if status != 200:
+        return status, (body.strip().splitlines() or [""])[0][:200]
+    try:
+        missing = not_ready_nodes(json.loads(body), addresses)
+    except (ValueError, AttributeError) as exc:
+        return 503, f"the node list is not JSON ({exc})"
+    return (200, "") if not missing else (503, f"no Ready node with InternalIP {', '.join(missing)} yet")
 
 
 def wait_until_ready(
@@ -135,19 +184,22 @@ def wait_until_ready(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] | None = None,
+    check: Callable[[ApiAccess, ssl.SSLContext, float], tuple[int, str]] = probe,
+    path: str = READYZ_PATH,
 ) -> tuple[int, float]:
-    """Poll until ``/readyz`` answers 200; returns (attempts, seconds waited). Raises ``ClusterNotReady``."""
+    """Poll until ``/readyz`` (or ``check``, which GETs ``path``) answers 200; returns (attempts, seconds waited).
+    Raises ``ClusterNotReady``."""
     ctx = tls_context(access)
     start = clock()
     deadline = start + timeout_seconds
     attempts = 0
     last = "no answer yet"
-    url = f"{access.server}{READYZ_PATH}"
+    url = f"{access.server}{path}"
     while True:
         attempts += 1
         remaining = deadline - clock()
         try:
-            status, body = probe(access, ctx, timeout=max(1.0, min(PROBE_TIMEOUT_SECONDS, remaining)))
+            status, body = check(access, ctx, max(1.0, min(PROBE_TIMEOUT_SECONDS, remaining)))
         except ssl.SSLCertVerificationError as exc:
             # Nothing else listens on 6443 while the API server starts: a certificate that does not verify will
             # not start verifying by waiting.
@@ -170,6 +222,34 @@ def wait_until_ready(
                 "is in adminCidrs (port 6443), then run `pulumi up` again"
             )
         sleep(poll_seconds)
+
+
+def wait_for_members(
+    access: ApiAccess,
+    members: Sequence[dict[str, Any]],
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    poll_seconds: float = DEFAULT_INTERVAL_SECONDS,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] | None = None,
+) -> tuple[int, float]:
+    """Wait for the cluster endpoint, then each member's own API server (``server``), then every member's Node
+    Ready (``address``), all within one ``timeout_seconds``; returns (attempts, seconds waited)."""
+    start = clock()
+    attempts = 0
+
+    def left() -> float:
+        return max(poll_seconds, timeout_seconds - (clock() - start))
+
+    servers = [access] + [dataclasses.replace(access, server=str(m["server"])) for m in members]
+    for target in servers:
+        n, _ = wait_until_ready(target, left(), poll_seconds, clock=clock, sleep=sleep, log=log)
+        attempts += n
+    addresses = [str(m["address"]) for m in members]
+    n, _ = wait_until_ready(access, left(), poll_seconds, clock=clock, sleep=sleep, log=log,
+                            check=lambda a, c, t: probe_nodes(a, c, addresses, t), path=NODES_PATH)
+    return attempts + n, clock() - start
 
 
 def _is_unknown(value: Any) -> bool:
@@ -203,17 +283,22 @@ class ClusterReadyProvider(ResourceProvider):
         # Only a new node needs a new wait; a renewed kubeconfig or another timeout is not a change (so later
         # `pulumi up`s never block here). An unknown identity (a replacement planned in preview) differs too.
         replaces = [k for k in REPLACE_KEYS if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(replaces), replaces=replaces, stables=[], delete_before_replace=False)
+        waits = [k for k in WAIT_KEYS if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(replaces or waits), replaces=replaces, stables=[],
+                          delete_before_replace=False)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
         access = kubeconfig_access(props["kubeconfig"])
-        attempts, waited = wait_until_ready(
-            access,
-            float(props.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS),
-            float(props.get("poll_seconds") or DEFAULT_INTERVAL_SECONDS),
-            log=_info,
-        )
-        _info(f"{access.server}{READYZ_PATH} answered 200 after {human_duration(waited)} ({attempts} attempts)")
+        timeout = float(props.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS)
+        poll = float(props.get("poll_seconds") or DEFAULT_INTERVAL_SECONDS)
+        members = props.get("members")
+        if members:
+            attempts, waited = wait_for_members(access, members, timeout, poll, log=_info)
+            _info(f"{access.server}{READYZ_PATH} and all {len(members)} members answered after "
+                  f"{human_duration(waited)} ({attempts} attempts)")
+        else:
+            attempts, waited = wait_until_ready(access, timeout, poll, log=_info)
+            _info(f"{access.server}{READYZ_PATH} answered 200 after {human_duration(waited)} ({attempts} attempts)")
         # No kubeconfig in the outputs: state keeps it only as the (secret) input.
         outs = {
             "node_identity": props.get("node_identity"),
@@ -222,12 +307,20 @@ class ClusterReadyProvider(ResourceProvider):
             "poll_seconds": props.get("poll_seconds"),
             "attempts": attempts,
         }
-        return CreateResult(id_=f"{access.server}{READYZ_PATH}", outs=outs)
+        if members is not None:
+            outs["members"] = members
+        return outs
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._wait(props)
+        return CreateResult(id_=f"{outs['server']}{READYZ_PATH}", outs=outs)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        # Reached only if the engine asks for an update without a diff of ours (e.g. a changed serialized
+        # Other members (a node added or replaced): wait for them all. Anything else (e.g. a changed serialized
         # provider): keep what is known, never wait.
-        keep = {k: olds.get(k) for k in ("server", "attempts")}
+        if any(olds.get(k) != news.get(k) for k in WAIT_KEYS):
+            return UpdateResult(outs=self._wait(news))
+        keep = {k: olds.get(k) for k in ("server", "attempts", *(["members"] if "members" in olds else []))}
         return UpdateResult(outs={**keep, **{k: news.get(k) for k in ("node_identity", "timeout_seconds",
                                                                           "poll_seconds")}})
 
@@ -245,6 +338,9 @@ class ClusterReadyArgs:
     node_identity: pulumi.Input[str]
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     poll_seconds: int = DEFAULT_INTERVAL_SECONDS
+    # Three nodes: each member's {"address": private IP, "server": https://<Elastic IP>:6443, "identity": instance
+    # id}. None (one node): not sent at all, so a one-node stack's inputs are what they always were.
+    members: Sequence[pulumi.Input[dict[str, Any]]] | None = None
 
 
 class ClusterReady(pulumi.dynamic.Resource):
@@ -262,4 +358,6 @@ class ClusterReady(pulumi.dynamic.Resource):
             "server": None,
             "attempts": None,
         }
+        if args.members is not None:
+            props["members"] = list(args.members)
         super().__init__(ClusterReadyProvider(), name, props, opts)

@@ -39,6 +39,7 @@ PROD_STACK_FILE = ROOT / "Pulumi.prod.yaml"
 
 PUBLIC_IP = "198.51.100.7"
 PRIVATE_IP = "10.0.1.10"
+LB_DNS_NAME = "talos-dr-api-0123456789abcdef.elb.us-east-1.amazonaws.com"  # the three-node stack's API endpoint
 AMI_ID = "ami-0a1b2c3d4e5f60718"
 ACCOUNT_ID = "123456789012"
 S3_PREFIX_LIST = "pl-63a5400a"
@@ -74,6 +75,12 @@ DEPLOYER_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/deployer"
 DEPLOYER_SESSION = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/deployer/alice"
 
 
+def public_ip_of(eip_name: str) -> str:
+    """Node 0's Elastic IP is PUBLIC_IP; node i's (``<cluster>-cp<i>-eip``) 198.51.100.(7 + 10 i)."""
+    found = re.search(r"-cp(\d+)-eip$", eip_name)
+    return f"198.51.100.{7 + 10 * int(found.group(1))}" if found else PUBLIC_IP
+
+
 def fake_id(prefix: str, name: str) -> str:
     return f"{prefix}-{hashlib.sha256(name.encode()).hexdigest()[:17]}"
 
@@ -101,10 +108,18 @@ class Mocks(pulumi.runtime.Mocks):
         typ = args.typ
         if typ == "aws:ec2/instance:Instance":
             rid = fake_id("i", args.name)
-            outs.update(privateIp=PRIVATE_IP, availabilityZone="us-east-1a", arn=f"arn:aws:ec2:::instance/{rid}")
+            # EC2 gives the instance the address it asks for (each node's is pinned), else the node's default.
+            outs.update(privateIp=inputs.get("privateIp") or PRIVATE_IP, availabilityZone="us-east-1a",
+                        arn=f"arn:aws:ec2:::instance/{rid}")
         elif typ == "aws:ec2/eip:Eip":
             rid = fake_id("eipalloc", args.name)
-            outs.update(publicIp=PUBLIC_IP, allocationId=rid)
+            outs.update(publicIp=public_ip_of(args.name), allocationId=rid)
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            rid = f"arn:aws:elasticloadbalancing:us-east-1:{ACCOUNT_ID}:loadbalancer/net/{args.name}/0123456789abcdef"
+            outs.update(arn=rid, dnsName=LB_DNS_NAME)
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            rid = f"arn:aws:elasticloadbalancing:us-east-1:{ACCOUNT_ID}:targetgroup/{args.name}/0123456789abcdef"
+            outs.update(arn=rid)
         elif typ == "aws:ec2/eipAssociation:EipAssociation":
             rid = fake_id("eipassoc", args.name)
         elif typ == "aws:ebs/volume:Volume":
