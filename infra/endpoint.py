@@ -116,7 +116,7 @@ class ApiEndpoint(pulumi.ComponentResource):
         )
 
         lb = aws.lb.LoadBalancer(
-            f"{name}-api",
+            f"{name}-api-lb",
             load_balancer_type="network",
             internal=False,
             ip_address_type="ipv4",
@@ -127,7 +127,7 @@ class ApiEndpoint(pulumi.ComponentResource):
             opts=child,
         )
         target_group = aws.lb.TargetGroup(
-            f"{name}-api",
+            f"{name}-api-tg",
             port=port,
             protocol="TCP",
             target_type="ip",
@@ -149,7 +149,7 @@ class ApiEndpoint(pulumi.ComponentResource):
                 f"{name}-api-target-{i}", target_group_arn=target_group.arn, target_id=ip, port=port, opts=child
             )
         aws.lb.Listener(
-            f"{name}-api",
+            f"{name}-api-listener",
             load_balancer_arn=lb.arn,
             port=port,
             protocol="TCP",

@@ -132,7 +132,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     addons = Addons(
         name,
         AddonsArgs(
-            kubeconfig=cluster.kubeconfig,
+            kubeconfig=cluster.provider_kubeconfig,
             argocd_chart_version=cfg.argocd_chart_version,
             secrets=cfg.kubernetes_secrets,
             depends_on=[cluster.ready],

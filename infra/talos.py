@@ -117,6 +117,7 @@ class TalosCluster(pulumi.ComponentResource):
     controlplane_config: pulumi.Output[str]
     talosconfig: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
+    provider_kubeconfig: pulumi.Output[str]
     ready: ClusterReady
 
     def __init__(self, name: str, args: TalosClusterArgs, opts: pulumi.ResourceOptions | None = None):
@@ -199,6 +200,12 @@ class TalosCluster(pulumi.ComponentResource):
         self.controlplane_config = configs[0]
         self.talosconfig = pulumi.Output.secret(client.talos_config)
         self.kubeconfig = pulumi.Output.secret(kubeconfig_raw)
+        # What the Kubernetes provider (infra/addons.py) gets: the kubeconfig as Talos fetched it, never rewritten.
+        # pulumi-kubernetes replaces its provider, and with it every resource on the cluster, when the kubeconfig's
+        # cluster changes (its `clusterIdentifier` doc: "the provider will _only_ be replaced when clusterIdentifier
+        # changes" when it is set; unset, a new server is a new cluster), so a stack grown to three nodes keeps
+        # reaching node 0's API server directly here (its Elastic IP stays in the certificate).
+        self.provider_kubeconfig = pulumi.Output.secret(kubeconfig.kubeconfig_raw)
         self.register_outputs(
             {
                 "cluster_endpoint": self.cluster_endpoint,
