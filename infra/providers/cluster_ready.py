@@ -205,7 +205,8 @@ def wait_until_ready(
             # not start verifying by waiting.
             raise ClusterNotReady(
                 f"{url}: the API server's certificate does not verify against the kubeconfig's CA "
-                f"({exc.verify_message or exc}); check that clusterEndpoint's address is this stack's Elastic IP"
+                f"({exc.verify_message or exc}); check that clusterEndpoint's address is this stack's Elastic IP "
+                "(with three nodes: its load balancer, and each node's own Elastic IP)"
             ) from exc
         except (OSError, http.client.HTTPException) as exc:  # refused, timed out, reset, TLS not up yet
             last = f"{type(exc).__name__}: {exc}"

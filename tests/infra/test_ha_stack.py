@@ -165,7 +165,7 @@ def test_each_node_is_configured_on_its_own_and_only_node_0_is_bootstrapped(thre
     applies = three.of_type("talos:machine/configurationApply:ConfigurationApply")
     assert sorted(a.name for a in applies) == ["talos-dr-apply", "talos-dr-cp1-apply", "talos-dr-cp2-apply"]
     configs = _configs(three)
-    for i, apply in enumerate(sorted(applies, key=lambda a: a.name)):
+    for apply in applies:
         node = ["talos-dr-apply", "talos-dr-cp1-apply", "talos-dr-cp2-apply"].index(apply.name)
         assert (apply.inputs["node"], apply.inputs["endpoint"]) == (PRIVATE_IPS[node], PUBLIC_IPS[node])
         assert yaml.safe_load(unwrap(apply.inputs["machineConfigurationInput"]).split("---\n")[1])["machine"][
