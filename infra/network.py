@@ -28,7 +28,21 @@ class NetworkArgs:
     admin_cidrs: Sequence[str]
     tags: Mapping[str, str] = field(default_factory=dict)
     # The further nodes' subnets, (CIDR, availability zone) for node 1, 2, ...: empty for one node.
-    more_subnets: Sequence[tuple[str, str]] = ()
+    more_subnets: Sequence[tuple[str, pulumi.Input[str]]] = ()
+
+
+def require_zones(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """``wanted`` (every node's zone), once each is one of the account's ``available`` zones; else a ValueError that
+    says which and what to set. (Zone names map to different physical zones per account, and not every account has
+    every letter: ``aws ec2 describe-availability-zones``.)"""
+    missing = [z for z in wanted if z not in set(available)]
+    if missing:
+        raise ValueError(
+            f"the control-plane nodes go to {', '.join(wanted)} (availabilityZone and the zones lettered after it), "
+            f"but {', '.join(missing)} is not an available zone of this account in this region (available: "
+            f"{', '.join(sorted(available)) or 'none'}); set availabilityZone to a zone followed by two more, e.g. "
+            f"`pulumi config set availabilityZone {sorted(available)[0] if available else wanted[0]}`")
+    return list(wanted)
 
 
 class Network(pulumi.ComponentResource):

@@ -8,6 +8,7 @@ the network, node, bucket and Talos PKI, and adds its own outputs (``dr.core.out
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from infra.alarms import BackupAlarms, BackupAlarmsArgs
 from infra.bucket import BackupBucket, BackupBucketArgs
 from infra.config import StackConfig
 from infra.endpoint import ApiEndpoint, ApiEndpointArgs
-from infra.network import Network, NetworkArgs
+from infra.network import Network, NetworkArgs, require_zones
 from infra.node import Node, NodeArgs
 from infra.providers.secret_file import LocalSecretFile
 from infra.recovery_kit import RecoveryKit, RecoveryKitArgs
@@ -75,6 +76,13 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     tags = {"talos-dr/cluster": name, "talos-dr/stack": pulumi.get_stack()}
 
     zones, cidrs = cfg.zones, cfg.subnet_cidrs
+    more_zones: list[pulumi.Input[str]] = []
+    if len(zones) > 1:
+        # The further zones are derived from availabilityZone's letter (infra/config.py node_zones); check that the
+        # account has them before anything is created there. Node 0's zone stays the plain setting it always was.
+        checked = aws.get_availability_zones_output(state="available").names.apply(
+            lambda names: require_zones(zones, names))
+        more_zones = [checked.apply(operator.itemgetter(i)) for i in range(1, len(zones))]
     network = Network(
         name,
         NetworkArgs(
@@ -83,7 +91,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             availability_zone=cfg.availability_zone,
             admin_cidrs=cfg.admin_cidrs,
             tags=tags,
-            more_subnets=list(zip(cidrs[1:], zones[1:], strict=True)),
+            more_subnets=list(zip(cidrs[1:], more_zones, strict=True)),
         ),
     )
     nodes = [_node(name if i == 0 else f"{name}-cp{i}", i, cfg, network, tags)

@@ -195,6 +195,11 @@ class Mocks(pulumi.runtime.Mocks):
             return {"machineConfiguration": "version: v1alpha1\n---\n" + "\n---\n".join(patches)}
         if args.token == "talos:client/getConfiguration:getConfiguration":
             return {"talosConfig": f"context: {args.args.get('clusterName')}\n"}
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            # What EC2 DescribeAvailabilityZones lists for an account in us-east-1 (a-f; which letters an account has
+            # varies).
+            names = [f"us-east-1{c}" for c in "abcdef"]
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": "us-east-1"}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT_ID, "arn": DEPLOYER_SESSION, "id": ACCOUNT_ID, "userId": "AROAEXAMPLE:alice"}
         if args.token == "aws:iam/getSessionContext:getSessionContext":

@@ -270,6 +270,7 @@ def test_one_node_has_no_load_balancer_and_no_second_anything(one):
     env = one.one("aws:lambda/function:Function").inputs["environment"]["variables"]
     assert "TALOS_DR_NODES" not in env
     assert one.outputs[out.CLUSTER_ENDPOINT] == f"https://{PUBLIC_IP}:6443"
+    assert not one.calls("aws:index/getAvailabilityZones:getAvailabilityZones"), "one node: no new lookups either"
 
 
 # --- growing from one node to three: `pulumi up` adds, replaces nothing -------------------------------------------
@@ -331,3 +332,12 @@ def test_cluster_ready_is_updated_not_replaced_when_members_appear(one, three):
     (before,), (after,) = one.dynamic("ready"), three.dynamic("ready")
     diff = ClusterReadyProvider().diff("id", dict(before.inputs), dict(after.inputs))
     assert diff.changes is True and diff.replaces == []
+
+
+def test_the_further_zones_must_exist_in_the_account(three):
+    (args,) = three.calls("aws:index/getAvailabilityZones:getAvailabilityZones")
+    assert args == {"state": "available"}
+    with pytest.raises(Exception) as info:
+        run_program({**stack_file_config(), "talos-dr:controlPlaneNodes": "3", "talos-dr:availabilityZone": "us-east-1e"})
+    assert "us-east-1g is not an available zone of this account" in str(info.value)
+    assert "pulumi config set availabilityZone" in str(info.value)
