@@ -7,15 +7,19 @@ target group, the machine configs generated with ``https://<load balancer DNS na
 with three changes, each for a reason:
 
 * **IP targets at the nodes' fixed private IPs, client IP preservation off**, where the guide registers instance
-  targets. An instance target preserves the client's address, and "NAT loopback, also known as hairpinning, is not
-  supported when client IP preservation is enabled" (Elastic Load Balancing, Network Load Balancers, "Target groups",
-  client IP preservation): a node dialling the cluster endpoint would fail whenever the load balancer picked that same
-  node, and on Talos every node does dial it (the kubelet through KubePrism, and the endpoint discovery that lets a
-  wiped etcd member rejoin: ``internal/app/machined/pkg/controllers/k8s/endpoint.go``). The private IPs are pinned
-  (infra/node.py), so a replaced instance is the same target and no attachment changes.
+  targets. Instance targets preserve the client's address (Elastic Load Balancing, Network Load Balancers, "Edit
+  target group attributes", client IP preservation: enabled by default for instance targets, disabled for IP targets
+  over TCP), and then a target that connects through its own load balancer and is sent to itself sees a packet from
+  itself to itself and the connection times out ("Troubleshoot your Network Load Balancer", loopback timeout; the fix
+  AWS gives is an IP target type). On Talos every node does dial the cluster endpoint (the kubelet through KubePrism,
+  and the endpoint discovery that lets a wiped etcd member rejoin: ``internal/app/machined/pkg/controllers/k8s/
+  endpoint.go``). The private IPs are pinned (infra/node.py), so a replaced instance is the same target and no
+  attachment changes.
 * **A security group on the load balancer**, admitting 6443 from ``adminCidrs`` and from the nodes' Elastic IPs (a
   node reaching the internet-facing endpoint arrives from its Elastic IP), the nodes admitting 6443 from this group
-  only (Network Load Balancers, "Security groups"). The guide opens 6443 to 0.0.0.0/0.
+  ("Update the security groups for your Network Load Balancer": a target rule referencing the load balancer's group
+  lets clients in through the load balancer only; health checks obey the group's outbound rules, so it may leave for
+  the nodes on 6443). A group can only be given when the load balancer is created. The guide opens 6443 to the world.
 * **Cross-zone load balancing on**: one target per zone, so without it a client sent to the zone of a dead node would
   wait for DNS to drop that zone's address; with it every load balancer node forwards to every healthy target.
 

@@ -201,10 +201,10 @@ class TalosCluster(pulumi.ComponentResource):
         self.talosconfig = pulumi.Output.secret(client.talos_config)
         self.kubeconfig = pulumi.Output.secret(kubeconfig_raw)
         # What the Kubernetes provider (infra/addons.py) gets: the kubeconfig as Talos fetched it, never rewritten.
-        # pulumi-kubernetes replaces its provider, and with it every resource on the cluster, when the kubeconfig's
-        # cluster changes (its `clusterIdentifier` doc: "the provider will _only_ be replaced when clusterIdentifier
-        # changes" when it is set; unset, a new server is a new cluster), so a stack grown to three nodes keeps
-        # reaching node 0's API server directly here (its Elastic IP stays in the certificate).
+        # Without `clusterIdentifier`, pulumi-kubernetes "uses heuristics to decide when a provider resource should be
+        # replaced" (pulumi_kubernetes.Provider, cluster_identifier), and a kubeconfig naming another server reads as
+        # another cluster: the provider, and with it Argo CD and every Secret, would be replaced. So a stack grown to
+        # three nodes keeps reaching node 0's API server directly here (its Elastic IP stays in the certificate).
         self.provider_kubeconfig = pulumi.Output.secret(kubeconfig.kubeconfig_raw)
         self.register_outputs(
             {
