@@ -1,4 +1,5 @@
-"""talos-dr: a single-node Talos Kubernetes cluster on AWS, the bucket its etcd backups go to, and their schedule."""
+"""talos-dr: a Talos Kubernetes cluster on AWS (one control-plane node, or three: controlPlaneNodes), the bucket its etcd
+backups go to, and their schedule."""
 
 from pathlib import Path
 

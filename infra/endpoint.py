@@ -52,7 +52,8 @@ HEALTH_CHECK_THRESHOLD = 3
 class ApiEndpointArgs:
     vpc_id: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]  # every node's public subnet: the load balancer has a node in each zone
-    node_private_ips: Sequence[str]  # the targets, pinned addresses
+    # The targets: each node's private IP as the instance has it (node 0's may predate the pin: infra/node.py).
+    node_private_ips: Sequence[pulumi.Input[str]]
     node_public_ips: Sequence[pulumi.Input[str]]  # the nodes' Elastic IPs: they reach the endpoint from these
     node_security_group_id: pulumi.Input[str]
     admin_cidrs: Sequence[str]

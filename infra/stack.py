@@ -8,7 +8,6 @@ the network, node, bucket and Talos PKI, and adds its own outputs (``dr.core.out
 from __future__ import annotations
 
 import functools
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,13 +75,11 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     tags = {"talos-dr/cluster": name, "talos-dr/stack": pulumi.get_stack()}
 
     zones, cidrs = cfg.zones, cfg.subnet_cidrs
-    more_zones: list[pulumi.Input[str]] = []
     if len(zones) > 1:
-        # The further zones are derived from availabilityZone's letter (infra/config.py node_zones); check that the
-        # account has them before anything is created there. Node 0's zone stays the plain setting it always was.
-        checked = aws.get_availability_zones_output(state="available").names.apply(
-            lambda names: require_zones(zones, names))
-        more_zones = [checked.apply(operator.itemgetter(i)) for i in range(1, len(zones))]
+        # The further zones are derived from availabilityZone's letter (infra/config.py node_zones): check that the
+        # account has them before anything is created (a plain invoke, so a missing zone is one error, not a failure
+        # of every resource that would have used it). A one-node stack makes no such call.
+        require_zones(zones, aws.get_availability_zones(state="available").names)
     network = Network(
         name,
         NetworkArgs(
@@ -91,7 +88,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             availability_zone=cfg.availability_zone,
             admin_cidrs=cfg.admin_cidrs,
             tags=tags,
-            more_subnets=list(zip(cidrs[1:], more_zones, strict=True)),
+            more_subnets=list(zip(cidrs[1:], zones[1:], strict=True)),
         ),
     )
     nodes = [_node(name if i == 0 else f"{name}-cp{i}", i, cfg, network, tags)
@@ -104,7 +101,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
             ApiEndpointArgs(
                 vpc_id=network.vpc_id,
                 subnet_ids=network.subnet_ids,
-                node_private_ips=cfg.node_private_ips,
+                node_private_ips=[n.private_ip for n in nodes],
                 node_public_ips=[n.public_ip for n in nodes],
                 node_security_group_id=network.security_group_id,
                 admin_cidrs=cfg.admin_cidrs,

@@ -14,7 +14,7 @@ from dr.core.cluster_nodes import from_outputs
 from dr.core.volume_snapshots import DATA_VOLUME_TAG
 from infra.config import ConfigValidationError
 from infra.providers.cluster_ready import ClusterReadyProvider
-from tests.infra.mocks import LB_DNS_NAME, PRIVATE_IP, PUBLIC_IP, public_ip_of, run_program, stack_file_config
+from tests.infra.mocks import LB_DNS_NAME, PRIVATE_IP, PUBLIC_IP, Mocks, public_ip_of, run_program, stack_file_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -341,3 +341,25 @@ def test_the_further_zones_must_exist_in_the_account(three):
         run_program({**stack_file_config(), "talos-dr:controlPlaneNodes": "3", "talos-dr:availabilityZone": "us-east-1e"})
     assert "us-east-1g is not an available zone of this account" in str(info.value)
     assert "pulumi config set availabilityZone" in str(info.value)
+
+
+class OlderNode0Mocks(Mocks):
+    """Node 0 made before addresses were pinned: EC2 gave it another address, which ignore_changes keeps."""
+
+    def new_resource(self, args):
+        rid, outs = super().new_resource(args)
+        if args.name == "talos-dr-instance":
+            outs["privateIp"] = "10.0.1.57"
+        return rid, outs
+
+
+def test_node_0s_real_address_is_what_every_part_uses_when_it_predates_the_pin():
+    run = run_program({**stack_file_config(), "talos-dr:controlPlaneNodes": "3"}, mocks=OlderNode0Mocks())
+    real = ["10.0.1.57", *PRIVATE_IPS[1:]]
+    assert sorted(a.inputs["targetId"] for a in run.of_type("aws:lb/targetGroupAttachment:TargetGroupAttachment")) \
+        == sorted(real)
+    (args,) = run.calls("talos:client/getConfiguration:getConfiguration")
+    assert args["nodes"] == real
+    env = run.one("aws:lambda/function:Function").inputs["environment"]["variables"]
+    assert env["TALOS_DR_NODES"] == ",".join(real)
+    assert [m["address"] for m in run.dynamic("ready")[0].inputs["members"]] == real
