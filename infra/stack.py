@@ -26,6 +26,7 @@ from infra.config import StackConfig
 from infra.endpoint import ApiEndpoint, ApiEndpointArgs
 from infra.network import Network, NetworkArgs, require_zones
 from infra.node import Node, NodeArgs
+from infra.providers.control_plane_size import ControlPlaneSize
 from infra.providers.secret_file import LocalSecretFile
 from infra.recovery_kit import RecoveryKit, RecoveryKitArgs
 from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs, lambda_subnet_cidrs
@@ -74,6 +75,8 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     name = cfg.cluster_name
     tags = {"talos-dr/cluster": name, "talos-dr/stack": pulumi.get_stack()}
 
+    # First: a preview that would shrink the control plane (3 -> 1) fails here, before any node is touched.
+    ControlPlaneSize(f"{name}-control-plane", cfg.control_plane_nodes)
     zones, cidrs = cfg.zones, cfg.subnet_cidrs
     if len(zones) > 1:
         # The further zones are derived from availabilityZone's letter (infra/config.py node_zones): check that the

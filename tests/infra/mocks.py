@@ -314,9 +314,9 @@ class ProgramRun:
         return [a for t, a in self.mocks.calls if t == token]
 
     def dynamic(self, kind: str) -> list[Registered]:
-        """Dynamic resources of one kind: ``"file"`` (LocalSecretFile), ``"schedule"`` (EtcdSnapshotSchedule) or
-        ``"ready"`` (ClusterReady)."""
-        marker = {"file": "path", "schedule": "interval_seconds", "ready": "kubeconfig"}[kind]
+        """Dynamic resources of one kind: ``"file"`` (LocalSecretFile), ``"schedule"`` (EtcdSnapshotSchedule),
+        ``"ready"`` (ClusterReady) or ``"size"`` (ControlPlaneSize)."""
+        marker = {"file": "path", "schedule": "interval_seconds", "ready": "kubeconfig", "size": "nodes"}[kind]
         return [r for r in self.of_type("pulumi-python:dynamic:Resource") if marker in r.inputs]
 
 

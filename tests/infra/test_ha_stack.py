@@ -288,6 +288,8 @@ GROWTH_UPDATES = {
     "talos-dr-talosconfig-file": {"content"},
     # The snapshot function: every node's address, a subnet in every zone.
     "talos-dr-snapshot": {"environment", "vpcConfig"},
+    # What the state remembers, so that going back to one is refused at preview.
+    "talos-dr-control-plane": {"nodes"},
 }
 def comparable(value):
     """An input as the engine compares it: an archive by its path (the mocks hand over the SDK's object)."""
@@ -363,3 +365,30 @@ def test_node_0s_real_address_is_what_every_part_uses_when_it_predates_the_pin()
     env = run.one("aws:lambda/function:Function").inputs["environment"]["variables"]
     assert env["TALOS_DR_NODES"] == ",".join(real)
     assert [m["address"] for m in run.dynamic("ready")[0].inputs["members"]] == real
+
+
+def test_the_stack_remembers_its_size_and_a_preview_refuses_to_shrink_it(one, three):
+    from infra.providers.control_plane_size import ControlPlaneSizeProvider
+
+    (before,), (after,) = one.dynamic("size"), three.dynamic("size")
+    assert (before.inputs["nodes"], after.inputs["nodes"]) == (1, 3)
+    p = ControlPlaneSizeProvider()
+    grow = p.check(dict(before.inputs), dict(after.inputs))
+    assert grow.failures == [] and p.diff("id", dict(before.inputs), dict(after.inputs)).replaces == []
+    (failure,) = p.check(dict(after.inputs), dict(before.inputs)).failures
+    assert failure.property == "nodes"
+    assert "went from 3 to 1" in failure.reason and "no quorum" in failure.reason
+    assert "pulumi config set controlPlaneNodes 3" in failure.reason
+    assert p.check({}, dict(after.inputs)).failures == [], "a new stack may start at three"
+    assert p.check(dict(after.inputs), dict(after.inputs)).failures == []
+
+
+def test_the_size_provider_pickles_by_reference():
+    import base64
+
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    from infra.providers.control_plane_size import ControlPlaneSizeProvider
+
+    blob = base64.b64decode(serialize_provider(ControlPlaneSizeProvider()))
+    assert b"infra.providers.control_plane_size" in blob and len(blob) < 1000
