@@ -300,3 +300,41 @@ def deactivate_alarm(endpoint: str, alarm: str = "NOSPACE") -> None:
     status = _call(endpoint, "maintenance/status", {})
     member = int(status.get("header", {}).get("member_id", 0))
     _call(endpoint, "maintenance/alarm", {"action": "DEACTIVATE", "memberID": member, "alarm": alarm})
+
+
+class NoLeader(EtcdFailure):
+    """etcd refused a require-leader call: the member knows no leader (``etcdserver: no leader``)."""
+
+
+def member_list(endpoint: str, *, require_leader: bool = True) -> list[dict]:
+    """The members as this etcd member lists them: ``[{"id", "name", "peer_urls", "client_urls", "is_learner"}]``.
+
+    The call machined makes for EtcdMemberList (Talos v1.13.9 v1alpha1_server.go): clientv3 ``MemberList`` (linearizable
+    by default, etcd v3.6.12 client/v3/cluster.go:125-127) under ``WithRequireLeader``, whose ``hasleader`` metadata
+    makes etcd refuse the call when the member has no leader (server/etcdserver/api/v3rpc/interceptor.go:67-69; the
+    gRPC gateway passes a ``Grpc-Metadata-<key>`` header on as metadata). Raises ``NoLeader`` then."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if require_leader:
+        headers["Grpc-Metadata-Hasleader"] = "true"
+    req = urllib.request.Request(f"{endpoint}/v3/cluster/member/list", data=json.dumps({"linearizable": True}).encode(),
+                                 headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            doc = json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()[:300]
+        try:
+            message = str(json.loads(body).get("message") or json.loads(body).get("error") or body)
+        except (ValueError, AttributeError):
+            message = body.decode("utf-8", "replace")
+        if "no leader" in message:
+            raise NoLeader(message) from exc
+        raise EtcdFailure(f"etcd cluster/member/list failed: {exc.code} {message}") from exc
+    except OSError as exc:
+        raise EtcdFailure(f"etcd at {endpoint} does not answer: {exc}") from exc
+    return [{"id": int(m.get("ID", 0)), "name": str(m.get("name", "")), "peer_urls": list(m.get("peerURLs", [])),
+             "client_urls": list(m.get("clientURLs", [])), "is_learner": bool(m.get("isLearner", False))}
+            for m in doc.get("members", [])]

@@ -135,8 +135,9 @@ class NodeApid(SimulatedApid):
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _serve_etcd_info(self, path: str, roles: list[str], nodes: str | None = None) -> Iterator[Any]:
-        """EtcdStatus / EtcdAlarmList as the node answers at this moment: access and routing as for EtcdSnapshot
+    def _serve_etcd_info(self, path: str, roles: list[str], nodes: str | None = None,
+                         request: bytes = b"") -> Iterator[Any]:
+        """EtcdStatus / EtcdAlarmList / EtcdMemberList as the node answers at this moment: access and routing as for EtcdSnapshot
         (``Node.etcd_info_access``), then the real etcd's answer; with etcd not running, nothing until the client
         gives up (machined's clientv3 waits for etcd with no deadline, as for EtcdSnapshot)."""
         who = ",".join(roles)
@@ -153,7 +154,7 @@ class NodeApid(SimulatedApid):
             self.calls.append((who, "hang"))
             raise _Hang()
         try:
-            msg = etcd_info(path, self.node.info.etcd_endpoint, hostname=nodes)
+            msg = etcd_info(path, self.node.info.etcd_endpoint, hostname=nodes, request=request)
         except etcd.EtcdFailure:
             self.calls.append((who, "hang"))
             raise _Hang() from None
