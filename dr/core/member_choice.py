@@ -196,9 +196,8 @@ def _no_quorum(j: Judgement, answers: Sequence[NodeAnswer], command: str) -> NoQ
                default=j.states[0] if j.states else None)
     ip = best.node.private_ip if best else "<private ip>"
     eip = best.node.public_ip if best else "<elastic ip>"
-    healthy = sum(1 for s in j.states if s.healthy)
     return NoQuorum(
-        f"etcd has no quorum: {healthy} of {j.voting_count} voting members are healthy and agree on a leader "
+        f"etcd has no quorum: {len(j.agreeing)} of {j.voting_count} voting members are healthy and agree on one leader "
         f"({j.needed} needed), so no snapshot was taken: {j.summary()}",
         f"a snapshot from one member without quorum is possible but may miss the latest writes: `{command} --node "
         f"{ip} --no-quorum-ok`; if etcd answers nowhere, copy its database file as the Talos disaster-recovery "
