@@ -108,6 +108,30 @@ class Choice:
     def member_id_hex(self) -> str:
         return f"{self.source.member_id:x}" if self.source.member_id else ""
 
+    @property
+    def quorum_text(self) -> str:
+        """"2/3": healthy voters agreeing on the leader / voting members; "none" without a quorum."""
+        j = self.judgement
+        return f"{len(j.agreeing)}/{j.voting_count}" if self.quorum else "none"
+
+    def record(self) -> dict[str, str]:
+        """What a snapshot records about where it came from (S3 metadata, the metrics line, ``--json``)."""
+        name = self.source.node.name
+        if name == self.source.node.private_ip:  # only the IP is known (the Lambda): the member's own name
+            name = next((m.name for m in self.judgement.voters if m.id == self.source.member_id and m.name), name)
+        return {"node": name, "ip": self.source.node.private_ip, "id": self.member_id_hex, "quorum": self.quorum_text}
+
+    def lines(self) -> list[str]:
+        """Per-member state and the choice, for a person reading the backup's output."""
+        j = self.judgement
+        head = (f"etcd: {len(j.agreeing)} of {j.voting_count} voting members healthy and following leader "
+                f"{j.leader:x} ({j.needed} needed)" if j.has_quorum else
+                f"etcd: NO quorum ({len(j.agreeing)} of {j.voting_count} voting members agree on a leader, "
+                f"{j.needed} needed)")
+        member = f", member {self.member_id_hex}" if self.member_id_hex else ""
+        return [head, *(f"  {s.describe()}" for s in j.states),
+                f"snapshot from {self.source.label}{member}: {self.reason}"]
+
 
 def _voters(answers: Sequence[NodeAnswer]) -> tuple[EtcdMember, ...]:
     seen: dict[int, EtcdMember] = {}

@@ -143,3 +143,17 @@ def test_member_lists_that_fail_but_statuses_that_agree_are_no_quorum():
     answers = [NodeAnswer(n, None, status(i + 1)) for i, n in enumerate(NODES)]
     with pytest.raises(NoQuorum):
         choose(NODES, answers)
+
+
+def test_record_names_the_member_and_the_quorum():
+    c = choose(NODES, [answer(1), down(2), answer(3)])
+    assert c.record() == {"node": "cp-3", "ip": "10.0.3.10", "id": "c3", "quorum": "2/3"}
+    # only IPs known (the Lambda): the member's own name from the member list
+    by_ip = [ClusterNode(n.private_ip, n.private_ip, n.private_ip) for n in NODES]
+    answers = [NodeAnswer(by_ip[i - 1], MEMBERS, status(i)) for i in (1, 2, 3)]
+    assert choose(by_ip, answers).record()["node"] in ("cp-2", "cp-3")
+    lines = c.lines()
+    assert lines[0].startswith("etcd: 2 of 3 voting members healthy and following leader a1")
+    assert lines[-1].startswith("snapshot from cp-3 (10.0.3.10), member c3: a follower")
+    c = choose(NODES, [NodeAnswer(NODES[0], None, status(1, leader=0)), down(2), down(3)], allow_no_quorum=True)
+    assert c.record()["quorum"] == "none" and c.lines()[0].startswith("etcd: NO quorum")
