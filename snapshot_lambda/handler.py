@@ -295,11 +295,17 @@ def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None,
     observed["days_left"] = log_credential_expiry(creds, now or datetime.now(UTC))
     choice = choose_member(settings, creds, observed)
     if choice is not None:
-        settings = replace(settings, node=choice.source.node.private_ip)
+        host, port = _host_port(choice.source.node.public_ip, settings.port)
+        settings = replace(settings, node=host, port=port)
     result = take_snapshot(settings, creds, s3_client=client, now=now,
                            member=choice.record() if choice is not None else None)
     observed["etcd"] = etcd_health(settings, creds)
     return result
+
+
+def _host_port(entry: str, default: int) -> tuple[str, int]:
+    host, sep, port = entry.rpartition(":")
+    return (host, int(port)) if sep and host.count(":") == 0 and port.isdigit() else (entry, default)
 
 
 def choose_member(settings: RunnerSettings, credentials: TalosCredentials,
@@ -312,11 +318,14 @@ def choose_member(settings: RunnerSettings, credentials: TalosCredentials,
     from dr.adapters.talosapi.members import ask_all
     from dr.core.cluster_nodes import ClusterNode
 
-    nodes = [ClusterNode(name=ip, private_ip=ip, public_ip=ip) for ip in settings.nodes]
+    # An entry may carry a port ("ip:port"; the stack writes bare IPs, apid is on 50000): kept in public_ip.
+    nodes = [ClusterNode(name=_host_port(e, settings.port)[0], private_ip=_host_port(e, settings.port)[0],
+                         public_ip=e) for e in settings.nodes]
     timeout = min(settings.stall_timeout, MEMBER_TIMEOUT)
 
     def dial(n: ClusterNode) -> TalosClient:
-        return TalosClient(n.private_ip, credentials, port=settings.port, timeout=3 * timeout + 5)
+        host, port = _host_port(n.public_ip, settings.port)
+        return TalosClient(host, credentials, port=port, timeout=3 * timeout + 5)
 
     answers = ask_all(nodes, dial, quota=settings.etcd_quota, timeout=timeout)
     try:

@@ -157,3 +157,24 @@ def test_record_names_the_member_and_the_quorum():
     assert lines[-1].startswith("snapshot from cp-3 (10.0.3.10), member c3: a follower")
     c = choose(NODES, [NodeAnswer(NODES[0], None, status(1, leader=0)), down(2), down(3)], allow_no_quorum=True)
     assert c.record()["quorum"] == "none" and c.lines()[0].startswith("etcd: NO quorum")
+
+
+def test_status_line_per_member_health():
+    """`talos-dr status` with several nodes: OK with every voter healthy, WARN with one lost (one more loss stops the
+    cluster), FAIL without a quorum; one node: no such line at all."""
+    from datetime import UTC, datetime, timedelta
+
+    from dr.core import status as st
+
+    ok = st.members_check(judge(NODES, [answer(1), answer(2), answer(3)]))
+    assert ok.state == st.OK and ok.summary == "3 of 3 voting members healthy, following leader a1"
+    warn = st.members_check(judge(NODES, [answer(1), down(2), answer(3)]))
+    assert warn.state == st.WARN and "cp-2 (10.0.2.10): not answering" in warn.summary and "RUNBOOK" in warn.fix
+    fail = st.members_check(judge(NODES, [answer(1), down(2), down(3)]))
+    assert fail.state == st.FAIL and "NO quorum" in fail.summary and "talos-dr restore" in fail.fix
+    facts = st.StatusFacts(interval=timedelta(hours=1))
+    names = [c.name for c in st.evaluate(facts, datetime.now(UTC))]
+    assert st.MEMBERS not in names and st.ETCD in names
+    facts.members = judge(NODES, [answer(1), down(2), answer(3)])
+    names = [c.name for c in st.evaluate(facts, datetime.now(UTC))]
+    assert names.index(st.MEMBERS) == names.index(st.ETCD) - 1
