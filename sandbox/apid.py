@@ -225,7 +225,9 @@ def _member_list(endpoint: str, md: Any, request: bytes) -> Any:
     messages.EtcdMemberListRequest.FromString(request)  # a malformed request fails here, as unmarshalling would
     try:
         listed = etcd.member_list(endpoint, require_leader=True)
-    except etcd.NoLeader as exc:
+    except etcd.EtcdFailure as exc:
+        if "no leader" not in str(exc):
+            raise  # etcd does not answer: the caller hangs, as machined's client waits for etcd
         if md is None:
             raise _Abort(14, str(exc)) from None
         md.error = f"rpc error: code = Unavailable desc = {exc}"

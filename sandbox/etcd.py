@@ -302,17 +302,13 @@ def deactivate_alarm(endpoint: str, alarm: str = "NOSPACE") -> None:
     _call(endpoint, "maintenance/alarm", {"action": "DEACTIVATE", "memberID": member, "alarm": alarm})
 
 
-class NoLeader(EtcdFailure):
-    """etcd refused a require-leader call: the member knows no leader (``etcdserver: no leader``)."""
-
-
 def member_list(endpoint: str, *, require_leader: bool = True) -> list[dict]:
     """The members as this etcd member lists them: ``[{"id", "name", "peer_urls", "client_urls", "is_learner"}]``.
 
     The call machined makes for EtcdMemberList (Talos v1.13.9 v1alpha1_server.go): clientv3 ``MemberList`` (linearizable
     by default, etcd v3.6.12 client/v3/cluster.go:125-127) under ``WithRequireLeader``, whose ``hasleader`` metadata
     makes etcd refuse the call when the member has no leader (server/etcdserver/api/v3rpc/interceptor.go:67-69; the
-    gRPC gateway passes a ``Grpc-Metadata-<key>`` header on as metadata). Raises ``NoLeader`` then."""
+    gRPC gateway passes a ``Grpc-Metadata-<key>`` header on as metadata): ``EtcdFailure("etcdserver: no leader")``."""
     import urllib.error
     import urllib.request
 
@@ -331,7 +327,7 @@ def member_list(endpoint: str, *, require_leader: bool = True) -> list[dict]:
         except (ValueError, AttributeError):
             message = body.decode("utf-8", "replace")
         if "no leader" in message:
-            raise NoLeader(message) from exc
+            raise EtcdFailure(message) from exc
         raise EtcdFailure(f"etcd cluster/member/list failed: {exc.code} {message}") from exc
     except OSError as exc:
         raise EtcdFailure(f"etcd at {endpoint} does not answer: {exc}") from exc
