@@ -12,7 +12,7 @@ backend, the independent gRPC server this client is tested against (tests/adapte
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -350,18 +350,19 @@ class TalosClient:
     def etcd_health(self, quota: int = DEFAULT_QUOTA_BYTES, *, timeout: float = UNARY_TIMEOUT) -> EtcdHealth:
         """``EtcdStatus`` and ``EtcdAlarmList`` of the node (both allowed to os:etcd:backup), as one ``EtcdHealth``.
         ``quota`` is the stack's --quota-backend-bytes (the node does not report it)."""
+        status = self.etcd_status(quota, timeout=timeout)
+        by_member = self.etcd_alarms(timeout=timeout)
+        return replace(status, alarms=tuple(sorted({name for _, name in by_member})), member_alarms=by_member)
+
+    def etcd_status(self, quota: int = DEFAULT_QUOTA_BYTES, *, timeout: float = UNARY_TIMEOUT) -> EtcdHealth:
+        """``EtcdStatus`` alone (no alarms): what the member says of itself. It answers without a leader too (etcd's
+        Maintenance.Status is local), where ``EtcdAlarmList`` goes through raft and waits for one."""
         status = self._one(self._unary(messages.ETCD_STATUS_METHOD, messages.EtcdStatusResponse, "etcd status",
                                        timeout), "etcd status").member_status
-        alarm_msg = self._one(self._unary(messages.ETCD_ALARM_LIST_METHOD, messages.EtcdAlarmListResponse,
-                                          "etcd alarm list", timeout), "etcd alarm list")
-        by_member = tuple((int(a.member_id), messages.ALARM_TYPES.get(a.alarm, f"ALARM_{a.alarm}"))
-                          for a in alarm_msg.member_alarms if a.alarm != 0)
-        alarms = tuple(sorted({name for _, name in by_member}))
         return EtcdHealth(
             db_size=int(status.db_size),
             db_size_in_use=int(status.db_size_in_use),
             quota=quota,
-            alarms=alarms,
             member_id=int(status.member_id),
             errors=tuple(h2stream.printable(e, 200) for e in status.errors),
             leader=int(status.leader),
@@ -369,8 +370,14 @@ class TalosClient:
             raft_index=int(status.raft_index),
             raft_applied_index=int(status.raft_applied_index),
             is_learner=bool(status.is_learner),
-            member_alarms=by_member,
         )
+
+    def etcd_alarms(self, *, timeout: float = UNARY_TIMEOUT) -> tuple[tuple[int, str], ...]:
+        """``EtcdAlarmList``: the active alarms as (member id, name), NONE left out."""
+        alarm_msg = self._one(self._unary(messages.ETCD_ALARM_LIST_METHOD, messages.EtcdAlarmListResponse,
+                                          "etcd alarm list", timeout), "etcd alarm list")
+        return tuple((int(a.member_id), messages.ALARM_TYPES.get(a.alarm, f"ALARM_{a.alarm}"))
+                     for a in alarm_msg.member_alarms if a.alarm != 0)
 
     def etcd_members(self, *, query_local: bool = True, timeout: float = UNARY_TIMEOUT) -> tuple[EtcdMember, ...]:
         """``EtcdMemberList`` (allowed to os:etcd:backup): the etcd members as this node's etcd lists them.

@@ -1,14 +1,17 @@
 """Ask every control-plane node about its etcd member, at once: the I/O half of ``dr.core.member_choice``.
 
-Per node, through its apid: ``EtcdMemberList`` (``query_local``: its own member's view, under require-leader) and
-``EtcdStatus`` + ``EtcdAlarmList`` (``TalosClient.etcd_health``). The nodes are asked in parallel, so a node that is
-down costs one connect timeout, not one per node; a node whose etcd status does not come back is not asked for its member list.
+Per node, through its apid: ``EtcdStatus`` (local to the member: it answers with or without a leader), then
+``EtcdMemberList`` (``query_local``: its own member's view, under require-leader, so it fails without a leader), then,
+from a member that has a leader, ``EtcdAlarmList`` (it goes through raft, etcd v3.6.12 server/etcdserver/v3_server.go:579-585
+``Alarm`` -> ``raftRequestOnce``: without a leader it would only wait). The nodes are asked in parallel, so a node that is
+down costs one connect timeout, not one per node; a node whose etcd status does not come back is asked nothing more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from dr.adapters.talosapi.client import UNARY_TIMEOUT, TalosClient
 from dr.core.cluster_nodes import ClusterNode
@@ -31,13 +34,19 @@ def ask_node(node: ClusterNode, dial: Dial, *, quota: int = DEFAULT_QUOTA_BYTES,
         return NodeAnswer(node, error=exc.message)
     members = None
     try:
-        status = client.etcd_health(quota, timeout=timeout)
+        status = client.etcd_status(quota, timeout=timeout)
     except DRError as exc:  # no status: the member cannot be judged healthy, and a hung etcd would cost another wait
         return NodeAnswer(node, error=exc.message)
     try:
         members = client.etcd_members(query_local=True, timeout=timeout)
     except DRError as exc:
         errors.append(exc.message)
+    if members is not None:  # the alarm list goes through raft: asked only of a member that has a leader
+        try:
+            by_member = client.etcd_alarms(timeout=timeout)
+            status = replace(status, alarms=tuple(sorted({n for _, n in by_member})), member_alarms=by_member)
+        except DRError as exc:
+            errors.append(exc.message)
     return NodeAnswer(node, members, status, "; ".join(errors))
 
 
