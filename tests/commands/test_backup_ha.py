@@ -146,3 +146,24 @@ def test_the_lambda_without_quorum_fails_with_28_and_reports_it(ha, monkeypatch,
     assert info.value.exit_code == 28
     root = json.loads(emf.emf_lines(capsys.readouterr().out)[0])
     assert root["SnapshotSuccess"] == 0.0 and root["EtcdQuorum"] == "none"
+
+
+def test_status_shows_each_members_state(ha):
+    """`talos-dr status` with three nodes: an `etcd members` line, OK with all three, WARN with one lost (naming
+    it), FAIL without a quorum; the etcd line then comes from a healthy member."""
+    from dr.commands import status
+
+    def members_line(res) -> dict:
+        checks = {c["name"]: c for c in json.loads(res.out)["checks"]}
+        return checks["etcd members"], checks["etcd on the node"]
+
+    line, etcd_line = members_line(run_cli(status.main, "--json"))
+    assert line["state"] == "OK" and line["summary"].startswith("3 of 3 voting members healthy")
+    assert etcd_line["state"] == "OK"
+    _lose(ha, 3)
+    line, etcd_line = members_line(run_cli(status.main, "--json"))
+    assert line["state"] == "WARN" and f"{ha.members[2].hostname} ({ha.members[2].private_ip}): not answering" in (
+        line["summary"]) and etcd_line["state"] == "OK"
+    _lose(ha, 2)
+    line, etcd_line = members_line(run_cli(status.main, "--json"))
+    assert line["state"] == "FAIL" and "NO quorum" in line["summary"]
