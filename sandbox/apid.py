@@ -50,6 +50,7 @@ from sandbox.layout import NODE_PRIVATE_IP
 
 CHUNK = 1024  # machined's EtcdSnapshot message size
 FLUSH = 64 * 1024  # bytes of framed messages per socket write
+MAX_REQUEST = 64 * 1024  # request bytes kept (EtcdMemberListRequest is 2 bytes; grpc-go's default limit is 4 MiB)
 BACKENDS = ("openssl", "grpcio")
 
 
@@ -524,7 +525,8 @@ class SimulatedApid:
                         else:
                             sid = ev.stream_id
                     elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
-                        body += ev.data
+                        if len(body) < MAX_REQUEST:  # the requests served are a few bytes: the rest is not kept
+                            body += ev.data
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                     elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
                         ended = True
