@@ -67,7 +67,8 @@ class MemberState:
     node: ClusterNode
     member_id: int  # 0 when the node did not say
     healthy: bool
-    state: str  # leader | follower | learner | no leader | not answering | not a voting member | corrupt | other leader
+    state: str  # leader | follower | learner | no leader | member list failed | not answering | not a voting member
+    #             | corrupt | other leader | not in the stack
     detail: str = ""
 
     @property
@@ -154,8 +155,9 @@ def _state(a: NodeAnswer, voter_ids: set[int]) -> MemberState:
         return MemberState(a.node, mid, False, "learner", "not a voting member yet (still joining)")
     if st.leader == 0:
         return MemberState(a.node, mid, False, "no leader", a.error or "its etcd knows no leader")
-    if a.members is None:
-        return MemberState(a.node, mid, False, "no leader", a.error or "its member list did not answer")
+    if a.members is None:  # machined asks with require-leader: "no leader" is etcd's own word for it
+        state = "no leader" if "no leader" in a.error else "member list failed"
+        return MemberState(a.node, mid, False, state, a.error or "its member list did not answer")
     if voter_ids and mid not in voter_ids:
         return MemberState(a.node, mid, False, "not a voting member", "no member list names it")
     role = "leader" if st.leader == mid else "follower"

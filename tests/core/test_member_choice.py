@@ -178,3 +178,9 @@ def test_status_line_per_member_health():
     facts.members = judge(NODES, [answer(1), down(2), answer(3)])
     names = [c.name for c in st.evaluate(facts, datetime.now(UTC))]
     assert names.index(st.MEMBERS) == names.index(st.ETCD) - 1
+
+
+def test_a_member_list_refused_for_another_reason_is_named_so():
+    refused = NodeAnswer(NODES[1], None, status(2), "etcd member list from 10.0.2.10 refused: not authorized")
+    j = judge(NODES, [answer(1), refused, answer(3)])
+    assert {s.node.name: s.state for s in j.states}["cp-2"] == "member list failed" and j.has_quorum
