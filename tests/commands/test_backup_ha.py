@@ -109,7 +109,7 @@ def test_explicit_node_is_used_after_the_quorum_check(ha):
     _lose(ha, 3)
     target = ha.members[2]
     res = run_cli(backup.main, "--node", target.private_ip)
-    assert res.code != 0  # the node named is down: the snapshot from it fails, after a warning
+    assert res.code == ExitCode.NODE_UNREACHABLE, res  # the node named is down: its snapshot fails, after a warning
     assert f"{target.hostname} ({target.private_ip}) is not answering" in res.err
     other = ha.members[0]
     res = run_cli(backup.main, "--node", other.private_ip, "--json")
