@@ -247,10 +247,15 @@ class Node:
                 # process (the apid) must see them.
                 self.info = Info.load(self.paths).for_node(self.index)
                 st = State.load(self.paths.state)
-                if settle:
-                    self._settle(st)
-                yield st
-                st.save(self.paths.state)
+                try:
+                    if settle:
+                        self._settle(st)
+                    yield st
+                finally:
+                    # Also when the body refused the call (an access check after a settle that started etcd): the
+                    # settled state, the new etcd pid included, is real. Not saving it leaked an etcd `down` could
+                    # not find (tests/commands/restore/test_stale_nodes.py, an unreachable node).
+                    st.save(self.paths.state)
             finally:
                 fcntl.flock(lf, fcntl.LOCK_UN)
 
