@@ -530,8 +530,7 @@ class Node:
         ``<private IP>:50000``). A node that is off (stopped or terminated instance) answers nothing: the dial times
         out; one rebooting has no apid listening: refused. The error comes back from the gateway as the node's."""
         if self.faults().get("unreachable") or not v.reachable:
-            off = v.phase in ("halted", "unbootable") or self.faults().get("unreachable")
-            why = "i/o timeout" if off else "connect: connection refused"
+            why = "i/o timeout" if v.phase in ("halted", "unbootable") else "connect: connection refused"
             raise NodeError("Unavailable", f'connection error: desc = "transport: Error while dialing: dial tcp '
                                            f'{self.info.private_ip}:{APID_PORT}: {why}"')
         if v.phase == "maintenance" or not v.configured:
