@@ -153,9 +153,10 @@ def by_hand(args: argparse.Namespace) -> int:
         print(f"deleted {sb.delete_prefix(args.prefix)} keys under {args.prefix}")
     elif args.command == "break":
         sb.set_faults(args.node, **BREAKS[args.what])
-        where = "" if sb.info.node_count == 1 else f" of node {args.node}"
-        print(f"broke the {args.what}{where}: " + ("etcd crash-loops on the running node (docs/RUNBOOK.md scenario 2)"
-                                                   if args.what == "etcd" else "the node does not answer (scenario 1)"))
+        what = (f"the {args.what}" if sb.info.node_count == 1
+                else f"the etcd of node {args.node}" if args.what == "etcd" else f"node {args.node}")
+        print(f"broke {what}: " + ("etcd crash-loops on the running node (docs/RUNBOOK.md scenario 2)"
+                                   if args.what == "etcd" else "the node does not answer (scenario 1)"))
     else:
         sb.clear_faults(args.node)
         print("mended: no faults set" + ("" if args.node is None else f" on node {args.node}"))

@@ -601,6 +601,14 @@ class Sandbox:
         node back)."""
         self.node_at(i).lose(disk=disk)
 
+    def set_machine_type(self, i: int, kind: str) -> None:
+        """Make node ``i``'s MachineType ``kind`` ("controlplane", "init", "worker"): a test's node built from an
+        older `init` config (`get machinetype` shows it)."""
+        if kind not in ("controlplane", "init", "worker"):
+            raise SandboxError(f"machine type must be controlplane, init or worker, not {kind!r}")
+        with self.node_at(i).locked() as st:
+            st.machine_type = kind
+
     def settle(self) -> None:
         """Touch every node once (each settles: boots, joins, gets promoted), as the nodes' own loops would."""
         for n in self.nodes():

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 # How often the sandbox's join loop tries again (Talos: every 3 s with up to 1 s jitter; time runs faster here).
 JOIN_RETRY_SECONDS = 0.3
+# LeaveCluster retries an unhealthy cluster for 5 minutes, every 10 s (internal/pkg/etcd/etcd.go:154-197); the sandbox
+# for 10 s, every 0.5 s (etcd's own wait, HealthInterval, is 5 s).
+LEAVE_RETRY_SECONDS = 10.0
 WAITING = ("etcd is waiting to join the cluster, if this node is the first node in the cluster, please run "
            "`talosctl bootstrap` against one of the following IPs:")
 
@@ -105,7 +108,7 @@ def promote(node: Node, st: State) -> None:
             continue
         _log(node, "successfully promoted etcd member")
         st.learner_id, st.join_waiting = None, None
-        node.register_kubelet()  # a learner serves no writes: the kubelet's Node goes in now
+        st.kubelet_registered = node.register_kubelet()  # a learner serves no writes: its Node goes in now
         return
     reason = "failed promoting member: " + "; ".join(errors)
     if reason != st.join_waiting:
@@ -155,11 +158,20 @@ def leave(node: Node, st: State) -> None:
     member = local_member_id(node)
     if member is None:
         raise etcd.EtcdFailure("etcd is not running on this node")
-    try:
-        cluster_call(node, lambda ep: etcd.member_remove(ep, member))
-    except etcd.EtcdFailure as exc:
-        if "member not found" not in str(exc):
-            raise etcd.EtcdFailure(f"failed to remove member {member}: {exc}") from None
+    deadline = time.monotonic() + LEAVE_RETRY_SECONDS
+    while True:
+        try:
+            cluster_call(node, lambda ep: etcd.member_remove(ep, member))
+        except etcd.EtcdFailure as exc:
+            # ErrUnhealthy (etcd refuses a reconfiguration until its members have been connected for HealthInterval,
+            # 5 s: server/etcdserver/server.go mayRemoveMember) and ErrStopped are retried; not found is done.
+            retry = "unhealthy cluster" in str(exc) or "server stopped" in str(exc)
+            if retry and time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            if "member not found" not in str(exc):
+                raise etcd.EtcdFailure(f"failed to remove member {member}: {exc}") from None
+        break
     node._stop_etcd(st)
     import shutil
 

@@ -116,6 +116,7 @@ class State:
     join_waiting: str | None = None
     lost: str | None = None  # "power" (powered off, disks kept) or "terminated" (instance and disks gone)
     machine_type: str = "controlplane"  # the MachineType resource (a test may make one "init")
+    kubelet_registered: bool = False  # multi-node: this boot's kubelet has its Node in the cluster's etcd
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -246,10 +247,15 @@ class Node:
                 # process (the apid) must see them.
                 self.info = Info.load(self.paths).for_node(self.index)
                 st = State.load(self.paths.state)
-                if settle:
-                    self._settle(st)
-                yield st
-                st.save(self.paths.state)
+                try:
+                    if settle:
+                        self._settle(st)
+                    yield st
+                finally:
+                    # Also when the body refused the call (an access check after a settle that started etcd): the
+                    # settled state, the new etcd pid included, is real. Not saving it leaked an etcd `down` could
+                    # not find (tests/commands/restore/test_stale_nodes.py, an unreachable node).
+                    st.save(self.paths.state)
             finally:
                 fcntl.flock(lf, fcntl.LOCK_UN)
 
@@ -280,6 +286,7 @@ class Node:
             st.bootstrap = None
             st.etcd_events = boot_events(final_at) if st.stage == "running" else []
             st.etcd_health = "?"
+            st.kubelet_registered = False
         if st.stage != "running" or not st.configured:
             return
         self._settle_etcd(st, now)
@@ -304,7 +311,8 @@ class Node:
             self._start_bootstrapped(st, job)
         elif not self._etcd_alive(st) and self._etcd_has_data() and st.etcd_state != "Failed":
             self._run_etcd(st)
-        elif self.multi and not self._etcd_alive(st) and st.etcd_state != "Failed":
+        elif self.multi and not self._etcd_alive(st) and st.etcd_state not in ("Failed", "Finished"):
+            # (Finished: `etcd leave` stopped the service; it stays stopped until the next boot.)
             from sandbox import membership
 
             membership.join(self, st, now)  # the join loop of a member with no data (services/etcd.go)
@@ -316,6 +324,8 @@ class Node:
                 membership.promote(self, st)
             if self.multi:
                 self._check_quorum(st)
+                if st.etcd_health == "OK" and st.learner_id is None and not st.kubelet_registered:
+                    st.kubelet_registered = self.register_kubelet()
 
     def _check_quorum(self, st: State) -> None:
         """The etcd service's health check on a member of several (services/etcd.go HealthFunc -> ValidateQuorum, a
@@ -342,19 +352,30 @@ class Node:
         st.etcd_health = "OK"
         self.register_kubelet()
 
-    def register_kubelet(self) -> None:
+    def register_kubelet(self) -> bool:
         """The kubelet (re)registers this machine's Node once the API answers: named after its hostname, with its
-        private IP as InternalIP (sandbox/kube.py). A Node of another hostname in the same etcd stays as it was."""
+        private IP as InternalIP (sandbox/kube.py). A Node of another hostname in the same etcd stays as it was.
+        On a multi-node sandbox the API is the cluster's (any member with a leader), and a kubelet whose write failed
+        tries again at the next settle (``_check_quorum``). Whether its Node is there."""
         from datetime import UTC, datetime
 
+        endpoint: str | None = self.info.etcd_endpoint
+        if self.multi:
+            from sandbox import membership
+
+            endpoint = membership.answering_endpoint(self.cluster(), leader=True)
+            if endpoint is None:
+                return False
+        assert endpoint is not None
         try:
-            current = etcd.get_key(self.info.etcd_endpoint, kube.NODES_PREFIX + self.info.hostname)
+            current = etcd.get_key(endpoint, kube.NODES_PREFIX + self.info.hostname)
             if current is not None and kube.node_ips(kube.decode(self.info.hostname, current)) == [self.info.private_ip]:
-                return  # its own Node is there (status heartbeats are not modelled: a restored etcd stays as it was)
-            kube.register(self.info.etcd_endpoint, self.info.hostname, self.info.private_ip,
+                return True  # its own Node is there (status heartbeats are not modelled: a restored etcd stays as it was)
+            kube.register(endpoint, self.info.hostname, self.info.private_ip,
                           datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         except etcd.EtcdFailure:
-            pass  # etcd went away again: the next start registers
+            return False  # etcd went away again: the next start registers
+        return True
 
     def _image_pull_fails(self) -> bool:
         """Fault ``etcd_image_pull_fails`` = N: the next N pulls of etcd's image fail (counted down)."""
@@ -509,8 +530,7 @@ class Node:
         ``<private IP>:50000``). A node that is off (stopped or terminated instance) answers nothing: the dial times
         out; one rebooting has no apid listening: refused. The error comes back from the gateway as the node's."""
         if self.faults().get("unreachable") or not v.reachable:
-            off = v.phase in ("halted", "unbootable") or self.faults().get("unreachable")
-            why = "i/o timeout" if off else "connect: connection refused"
+            why = "i/o timeout" if v.phase in ("halted", "unbootable") else "connect: connection refused"
             raise NodeError("Unavailable", f'connection error: desc = "transport: Error while dialing: dial tcp '
                                            f'{self.info.private_ip}:{APID_PORT}: {why}"')
         if v.phase == "maintenance" or not v.configured:
