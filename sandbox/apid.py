@@ -50,6 +50,7 @@ from sandbox.layout import NODE_PRIVATE_IP
 
 CHUNK = 1024  # machined's EtcdSnapshot message size
 FLUSH = 64 * 1024  # bytes of framed messages per socket write
+MAX_REQUEST = 64 * 1024  # request bytes kept (EtcdMemberListRequest is 2 bytes; grpc-go's default limit is 4 MiB)
 BACKENDS = ("openssl", "grpcio")
 
 
@@ -163,19 +164,23 @@ def _drain(tls, timeout: float) -> None:
 
 
 # What machined answers besides EtcdSnapshot (sandbox/CONFORMANCE.md rows "EtcdStatus" and "EtcdAlarmList").
-SERVED_METHODS = (messages.ETCD_SNAPSHOT_METHOD, messages.ETCD_STATUS_METHOD, messages.ETCD_ALARM_LIST_METHOD)
-# Roles allowed EtcdStatus and EtcdAlarmList (internal/app/machined/pkg/system/services/machined.go:69,78 at v1.13.9:
-# Admin, Operator, Reader, EtcdBackup).
+SERVED_METHODS = (messages.ETCD_SNAPSHOT_METHOD, messages.ETCD_STATUS_METHOD, messages.ETCD_ALARM_LIST_METHOD,
+                  messages.ETCD_MEMBER_LIST_METHOD)
+# Roles allowed EtcdStatus, EtcdAlarmList and EtcdMemberList (internal/app/machined/pkg/system/services/machined.go:69,
+# 74,78 at v1.13.9: Admin, Operator, Reader, EtcdBackup).
 ETCD_INFO_ROLES = {"os:admin", "os:operator", "os:reader", "os:etcd:backup"}
 _ALARM_NUMBERS = {name: number for number, name in messages.ALARM_TYPES.items()}
 
 
-def etcd_info(path: str, endpoint: str, *, hostname: str | None = None) -> Any:
-    """The response machined builds for EtcdStatus / EtcdAlarmList (v1alpha1_server.go at v1.13.9), from the real
-    etcd at ``endpoint`` (its JSON gateway: the same Maintenance.Status / Maintenance.Alarm(GET) machined's clientv3
-    calls). One message, no metadata when served locally; a call apid proxied (``nodes``) carries the node's name, as
-    apid's backend appends it. Raises ``etcd.EtcdFailure`` when etcd does not answer."""
+def etcd_info(path: str, endpoint: str, *, hostname: str | None = None, request: bytes = b"") -> Any:
+    """The response machined builds for EtcdStatus / EtcdAlarmList / EtcdMemberList (v1alpha1_server.go at v1.13.9),
+    from the real etcd at ``endpoint`` (its JSON gateway: the same Maintenance.Status / Maintenance.Alarm(GET) /
+    Cluster.MemberList machined's clientv3 calls). One message, no metadata when served locally; a call apid proxied
+    (``nodes``) carries the node's name, as apid's backend appends it. ``request`` is the serialized request message
+    (EtcdMemberList's ``query_local``). Raises ``etcd.EtcdFailure`` when etcd does not answer."""
     md = messages.Metadata(hostname=hostname) if hostname else None
+    if path == messages.ETCD_MEMBER_LIST_METHOD:
+        return _member_list(endpoint, md, request)
     if path == messages.ETCD_STATUS_METHOD:
         st = etcd._call(endpoint, "maintenance/status", {})
         version = str(st.get("version", ""))
@@ -208,6 +213,35 @@ def etcd_info(path: str, endpoint: str, *, hostname: str | None = None) -> Any:
             one.metadata.CopyFrom(md)
         return messages.EtcdAlarmListResponse(messages=[one])
     raise ValueError(f"not an etcd info method: {path}")
+
+
+def _member_list(endpoint: str, md: Any, request: bytes) -> Any:
+    """EtcdMemberList as machined answers it (v1alpha1_server.go at v1.13.9): the members of etcd's MemberList under
+    require-leader, each as {id, hostname (the member's name), peer_urls, client_urls, is_learner}, and
+    ``legacy_members`` (the names). ``query_local`` picks machined's local etcd client over one spanning the
+    control-plane nodes; the sandbox asks the node's own member either way (they differ only while it is down).
+    A member with no leader: etcd's ``Unavailable: etcdserver: no leader`` goes back as the call's status when
+    served locally, and as the message's metadata error when apid proxied the call (one-2-many mode: the director
+    sends any ``nodes`` call that way, director.go:88-99; backend/apid.go ``BuildError``)."""
+    messages.EtcdMemberListRequest.FromString(request)  # a malformed request fails here, as unmarshalling would
+    try:
+        listed = etcd.member_list(endpoint, require_leader=True)
+    except etcd.EtcdFailure as exc:
+        if "no leader" not in str(exc):
+            raise  # etcd does not answer: the caller hangs, as machined's client waits for etcd
+        if md is None:
+            raise _Abort(14, str(exc)) from None
+        md.error = f"rpc error: code = Unavailable desc = {exc}"
+        md.status.code, md.status.message = 14, str(exc)
+        return messages.EtcdMemberListResponse(messages=[messages.EtcdMembers(metadata=md)])
+    one = messages.EtcdMembers(
+        legacy_members=[m["name"] for m in listed],
+        members=[messages.EtcdMember(id=m["id"], hostname=m["name"], peer_urls=m["peer_urls"],
+                                     client_urls=m["client_urls"], is_learner=m["is_learner"]) for m in listed],
+    )
+    if md is not None:
+        one.metadata.CopyFrom(md)
+    return messages.EtcdMemberListResponse(messages=[one])
 
 
 class SimulatedApid:
@@ -355,8 +389,10 @@ class SimulatedApid:
                     sent += len(data)
                     yield msg
 
-    def _serve_etcd_info(self, path: str, roles: list[str], nodes: str | None = None) -> Iterator[Any]:
-        """EtcdStatus / EtcdAlarmList: the one response message, from the real etcd. Raises ``_Abort`` / ``_Hang``."""
+    def _serve_etcd_info(self, path: str, roles: list[str], nodes: str | None = None,
+                         request: bytes = b"") -> Iterator[Any]:
+        """EtcdStatus / EtcdAlarmList / EtcdMemberList: the one response message, from the real etcd. Raises
+        ``_Abort`` / ``_Hang``."""
         who = ",".join(roles)
         if nodes and nodes != self.host:
             self.calls.append((who, "forward-failed"))
@@ -366,7 +402,7 @@ class SimulatedApid:
             self.calls.append((who, "denied"))
             raise _Abort(7, f"not authorized: roles {roles or ['none']} may not call {path.rsplit('/', 1)[-1]}")
         try:
-            msg = etcd_info(path, self.etcd_endpoint, hostname=nodes)
+            msg = etcd_info(path, self.etcd_endpoint, hostname=nodes, request=request)
         except etcd.EtcdFailure:
             self.calls.append((who, "hang"))
             raise _Hang() from None  # machined's etcd client waits for etcd with no deadline
@@ -471,7 +507,9 @@ class SimulatedApid:
             conn.initiate_connection()
             tls.sendall(conn.data_to_send())
             sid = None
-            while sid is None:
+            body = bytearray()  # the request's gRPC frame: read to the end of the stream (EtcdMemberList's flags)
+            ended = False
+            while sid is None or not ended:
                 data = tls.recv(65536)
                 if not data:
                     return
@@ -486,8 +524,15 @@ class SimulatedApid:
                                               end_stream=True)
                         else:
                             sid = ev.stream_id
+                    elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                        if len(body) < MAX_REQUEST:  # the requests served are a few bytes: the rest is not kept
+                            body += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                        ended = True
                 tls.sendall(conn.data_to_send())
-            self._respond(tls, conn, sid, self._roles_of(cert_pem), nodes, path or messages.ETCD_SNAPSHOT_METHOD)
+            self._respond(tls, conn, sid, self._roles_of(cert_pem), nodes, path or messages.ETCD_SNAPSHOT_METHOD,
+                          bytes(body[5:]))
         except (OSError, ssl.SSLError):
             pass  # the client went away
         except Exception as exc:  # a bug here must show in tests, not as a silent hang-up
@@ -518,11 +563,11 @@ class SimulatedApid:
         return None
 
     def _respond(self, tls, conn, sid: int, roles: list[str], nodes: str | None = None,
-                 path: str = messages.ETCD_SNAPSHOT_METHOD) -> None:
+                 path: str = messages.ETCD_SNAPSHOT_METHOD, request: bytes = b"") -> None:
         headers_sent = False
         pending = bytearray()
         serve = self._serve(roles, nodes) if path == messages.ETCD_SNAPSHOT_METHOD else self._serve_etcd_info(
-            path, roles, nodes)
+            path, roles, nodes, request)
         try:
             try:
                 for msg in serve:

@@ -11,6 +11,8 @@ Settings come from the environment (set by ``infra/schedule.py``):
 ==============================  ================================================================
 ``TALOS_DR_BUCKET``             bucket name (required)
 ``TALOS_DR_NODE``               node address apid is reached at (required; its certificate's IP SAN)
+``TALOS_DR_NODES``              every control-plane node's private IP, comma-separated (several nodes only): the
+                                members are asked first and the snapshot comes from a healthy member of a quorum
 ``TALOS_DR_CREDENTIAL_KEY``     key of the credential JSON object in the bucket (required)
 ``TALOS_DR_CLUSTER``            cluster name recorded in object metadata (required)
 ``TALOS_DR_PREFIX``             key prefix, default ``snapshots/``
@@ -27,6 +29,11 @@ its seconds and bytes, the credential's days left, and the node's etcd DB size, 
 (``EtcdStatus``/``EtcdAlarmList``, asked after a successful snapshot). CloudWatch Logs turns it into metrics, which
 the stack's alarms watch (``infra/alarms.py``).
 
+With several nodes (``TALOS_DR_NODES``), every member is asked first (``EtcdStatus``, ``EtcdAlarmList``,
+``EtcdMemberList``, all allowed to ``os:etcd:backup``); ``dr.core.member_choice`` picks a healthy member of the
+majority (a follower that is up to date, else the leader) or refuses with ``NoQuorum`` (exit 28 in the log line):
+no snapshot from a minority. The member used is recorded in the object's metadata and in the metrics line.
+
 Imports here stay light (h2, protobuf, boto3; no grpcio): this module is the Lambda entry point
 ``snapshot_lambda.handler.handler``.
 """
@@ -37,14 +44,14 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from dr.adapters import s3
 from dr.adapters.store import S3Store
 from dr.adapters.talosapi import APID_PORT, TalosClient, TalosCredentials
-from dr.core import metrics, naming, outputs
+from dr.core import member_choice, metrics, naming, outputs
 from dr.core.errors import ConfigError, DRError
 from dr.core.etcd_health import DEFAULT_QUOTA_BYTES, EtcdHealth
 from dr.core.timefmt import iso_utc
@@ -53,6 +60,7 @@ log = logging.getLogger("talos-dr.schedule")
 
 ENV_BUCKET = "TALOS_DR_BUCKET"
 ENV_NODE = "TALOS_DR_NODE"
+ENV_NODES = "TALOS_DR_NODES"  # infra/schedule.py sets it with more than one node, node 0 first
 ENV_CREDENTIAL_KEY = "TALOS_DR_CREDENTIAL_KEY"
 ENV_CLUSTER = "TALOS_DR_CLUSTER"
 ENV_PREFIX = "TALOS_DR_PREFIX"
@@ -67,6 +75,7 @@ ENV_METRICS_NAMESPACE = "TALOS_DR_METRICS_NAMESPACE"
 # would hang until the Lambda's own timeout and blame the network. Under a minute, so a stuck run is reported well before the next one; dr.backup's is 30.
 DEFAULT_STALL_TIMEOUT = 45.0
 SOURCE = "schedule"  # the object's `source` metadata; dr.backup writes "dr.backup"
+MEMBER_TIMEOUT = 10.0  # per call when asking each member; a node that is off costs one connect timeout (10 s)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class RunnerSettings:
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     etcd_quota: int = DEFAULT_QUOTA_BYTES
     namespace: str = metrics.NAMESPACE
+    nodes: tuple[str, ...] = ()  # every control-plane node's private IP (TALOS_DR_NODES); empty: ``node`` alone
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RunnerSettings:
@@ -110,6 +120,7 @@ class RunnerSettings:
             stall_timeout=stall,
             etcd_quota=quota,
             namespace=env.get(ENV_METRICS_NAMESPACE) or metrics.NAMESPACE,
+            nodes=tuple(dict.fromkeys(n.strip() for n in (env.get(ENV_NODES) or "").split(",") if n.strip())),
         )
 
 
@@ -183,8 +194,10 @@ def take_snapshot(
     s3_client=None,
     now: datetime | None = None,
     recipients: list | None = None,
+    member: dict[str, str] | None = None,
 ) -> RunResult:
-    """Stream one snapshot from the node into the bucket. Raises a ``DRError``; leaves no object on failure."""
+    """Stream one snapshot from the node into the bucket. Raises a ``DRError``; leaves no object on failure.
+    ``member``: ``Choice.record()`` of the etcd member ``settings.node`` is (several nodes), kept in the metadata."""
     now = now or datetime.now(UTC)
     client = s3_client or s3.make_client()
     if recipients is None:
@@ -193,7 +206,7 @@ def take_snapshot(
     # The SHA-256 and size are only known once the stream ends: the store records them as tags after the upload
     # (metadata cannot change after it). Compressed always, encrypted when the stack names age recipients: the
     # Lambda holds public keys only, never an identity.
-    meta = s3.snapshot_metadata(taken_at=now, cluster=settings.cluster, source=SOURCE)
+    meta = s3.snapshot_metadata(taken_at=now, cluster=settings.cluster, source=SOURCE, member=member)
     with TalosClient(settings.node, credentials, port=settings.port, timeout=settings.timeout,
                      idle_timeout=settings.stall_timeout) as talos:
         chunks = talos.iter_etcd_snapshot()
@@ -280,9 +293,53 @@ def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None,
     client = s3.make_client()
     creds = read_credentials(settings.bucket, settings.credential_key, client)
     observed["days_left"] = log_credential_expiry(creds, now or datetime.now(UTC))
-    result = take_snapshot(settings, creds, s3_client=client, now=now)
+    choice = choose_member(settings, creds, observed)
+    if choice is not None:
+        host, port = _host_port(choice.source.node.public_ip, settings.port)
+        settings = replace(settings, node=host, port=port)
+    result = take_snapshot(settings, creds, s3_client=client, now=now,
+                           member=choice.record() if choice is not None else None)
     observed["etcd"] = etcd_health(settings, creds)
     return result
+
+
+def _host_port(entry: str, default: int) -> tuple[str, int]:
+    host, sep, port = entry.rpartition(":")
+    return (host, int(port)) if sep and host.count(":") == 0 and port.isdigit() else (entry, default)
+
+
+def choose_member(settings: RunnerSettings, credentials: TalosCredentials,
+                  observed: dict[str, Any]) -> member_choice.Choice | None:
+    """With several nodes: ask every member (dialing each private IP, as the function does inside the VPC) and pick
+    the one to snapshot from; ``NoQuorum`` when no majority is healthy and agrees on a leader. None with one node.
+    What was seen goes into ``observed`` (``member``, ``members``) for the log and the metrics line."""
+    if len(settings.nodes) <= 1:
+        return None
+    from dr.adapters.talosapi.members import ask_all
+    from dr.core.cluster_nodes import ClusterNode
+
+    # An entry may carry a port ("ip:port"; the stack writes bare IPs, apid is on 50000): kept in public_ip.
+    nodes = [ClusterNode(name=_host_port(e, settings.port)[0], private_ip=_host_port(e, settings.port)[0],
+                         public_ip=e) for e in settings.nodes]
+    timeout = min(settings.stall_timeout, MEMBER_TIMEOUT)
+
+    def dial(n: ClusterNode) -> TalosClient:
+        host, port = _host_port(n.public_ip, settings.port)
+        return TalosClient(host, credentials, port=port, timeout=3 * timeout + 5)
+
+    answers = ask_all(nodes, dial, quota=settings.etcd_quota, timeout=timeout)
+    try:
+        choice = member_choice.choose(nodes, answers, command="talos-dr backup")
+    except DRError:
+        observed["members"] = [s.describe() for s in member_choice.judge(nodes, answers).states]
+        observed["member"] = {"quorum": "none"}
+        raise
+    observed["members"] = [s.describe() for s in choice.judgement.states]
+    observed["member"] = choice.record()
+    event = {"event": "etcd-members", "member": choice.record(), "members": observed["members"],
+             "reason": choice.reason}
+    log.info(json.dumps(event))
+    return choice
 
 
 def run_metrics(ok: bool, seconds: float, observed: Mapping[str, Any], result: RunResult | None) -> dict[str, float]:
@@ -340,6 +397,7 @@ def _emit(ok: bool, seconds: float, observed: Mapping[str, Any], result: RunResu
           settings: RunnerSettings | None, now: datetime, properties: Mapping[str, Any]) -> None:
     cluster = settings.cluster if settings else os.environ.get(ENV_CLUSTER, "") or "unknown"
     namespace = settings.namespace if settings else metrics.NAMESPACE
+    properties = {**properties, **metrics.member_properties(observed.get("member"), observed.get("members"))}
     try:
         emit_metrics(metrics.emf_line(run_metrics(ok, seconds, observed, result), cluster=cluster, now=now,
                                       namespace=namespace, properties=properties))

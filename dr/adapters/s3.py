@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,13 @@ META_SIZE = "snapshot-size"
 META_TAKEN_AT = "taken-at"
 META_CLUSTER = "cluster"
 META_SOURCE = "source"
+# Which etcd member the snapshot was read from (three control-plane nodes; dr.core.member_choice): its node's name and
+# private IP, its member id (hex, as `talosctl etcd members` prints it), and the quorum seen ("2/3": healthy members
+# agreeing on the leader / voting members; "none" when taken without one). Absent on older snapshots and on one node.
+META_MEMBER_NODE = "etcd-member-node"
+META_MEMBER_IP = "etcd-member-ip"
+META_MEMBER_ID = "etcd-member-id"
+META_QUORUM = "etcd-quorum"
 # Object tags, mutable after upload: verification results, and facts a streamed upload learns only at the end.
 TAG_VERIFIED_AT = "verified-at"
 TAG_VERIFIED_REVISION = "verified-revision"
@@ -123,9 +130,11 @@ def snapshot_metadata(
     size: int | None = None,
     revision: int | None = None,
     source: str = "dr.backup",
+    member: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Object metadata recorded with every stored snapshot (dr.backup, the Lambda, a restore's safety copy): the
-    plaintext's SHA-256 and size when known up front (a one-pass stream learns them at the end: tags)."""
+    plaintext's SHA-256 and size when known up front (a one-pass stream learns them at the end: tags). ``member``:
+    ``Choice.record()`` of the etcd member it came from (several control-plane nodes)."""
     meta = {
         META_TAKEN_AT: iso_utc(taken_at),
         META_CLUSTER: cluster,
@@ -137,6 +146,11 @@ def snapshot_metadata(
         meta[META_SIZE] = str(size)
     if revision is not None:
         meta[META_REVISION] = str(revision)
+    if member:
+        for key, field in ((META_MEMBER_NODE, "node"), (META_MEMBER_IP, "ip"), (META_MEMBER_ID, "id"),
+                           (META_QUORUM, "quorum")):
+            if member.get(field):  # S3 metadata is ASCII; a node name is the node's to choose
+                meta[key] = member[field].encode("ascii", "replace").decode()[:200]
     return meta
 
 

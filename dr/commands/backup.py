@@ -26,13 +26,16 @@ from typing import TextIO
 
 from dr.adapters import fsutil, s3
 from dr.adapters.lock import exclusive
+from dr.adapters.stack_outputs import OUTPUTS_FILE_ENV
 from dr.adapters.store import Entry
 from dr.adapters.talosapi import APID_PORT, TalosClient
+from dr.adapters.talosapi.members import ask_all
 from dr.adapters.talosctl import SnapshotInfo, Talosctl, talosconfig_credentials
 from dr.commands import cli
-from dr.commands.settings import DOWNLOADS, Resolver, add_common_flags
+from dr.commands.settings import DOWNLOADS, ENV_ENDPOINT, ENV_NODE, Resolver, add_common_flags
 from dr.commands.source import check_local_file
-from dr.core import naming, spelling, timefmt
+from dr.core import member_choice, naming, spelling, timefmt
+from dr.core.cluster_nodes import ClusterNode, from_outputs
 from dr.core.errors import (
     ConfigError,
     DiskFull,
@@ -51,6 +54,7 @@ PROG = spelling.command("backup")
 LOCK_NAME = ".dr.lock"
 STALL_SECONDS = 30.0  # no byte from the node for this long: etcd is not answering (it would hang forever)
 STREAM_TIMEOUT = 24 * 3600.0  # a whole snapshot stream; a slow link is not a hang (the stall timeout catches those)
+MEMBER_TIMEOUT = 10.0  # per call when asking each member (EtcdStatus, EtcdMemberList): a hung etcd is "not answering"
 
 
 def ensure_snapshots_dir(path: Path) -> None:
@@ -140,8 +144,76 @@ def max_stream_bytes(r: Resolver) -> int:
     return max_bytes(r)
 
 
+def cluster_nodes(r: Resolver) -> list[ClusterNode]:
+    """The control-plane nodes when there are several: the stack's ``controlPlaneNodes``, else (no stack outputs at
+    hand) the talosconfig's nodes reached through its endpoint (apid forwards to each). [] with one node or an older
+    stack: the backup then goes exactly as before, with no member check. The stack's outputs are read only when the
+    talosconfig lists several nodes or an outputs file is named, so a one-node backup still needs no Pulumi CLI."""
+    try:
+        listed = r.talosconfig.nodes
+    except ConfigError:
+        listed = ()
+    if len(listed) <= 1 and not (r._flag("outputs_file") or r.env.get(OUTPUTS_FILE_ENV)):
+        return []
+    try:
+        nodes = from_outputs(r.outputs.values)
+    except ConfigError:
+        nodes = []
+    if len(nodes) > 1:
+        return nodes
+    if len(listed) > 1:
+        host = r.endpoint
+        return [ClusterNode(name=ip, private_ip=ip, public_ip=split_endpoint(host)[0]) for ip in listed]
+    return []
+
+
+def node_endpoint(r: Resolver, node: ClusterNode) -> str:
+    """What to dial for ``node``: ``--endpoint`` when given (apid forwards to the node named), else the talosconfig
+    endpoint on the node's Elastic IP (it carries the port when not 50000), else the Elastic IP."""
+    explicit = r._flag("endpoint") or r.env.get(ENV_ENDPOINT)
+    if explicit:
+        return explicit
+    try:
+        endpoints = r.talosconfig.endpoints
+    except ConfigError:
+        endpoints = ()
+    return next((e for e in endpoints if split_endpoint(e)[0] == node.public_ip), node.public_ip)
+
+
+def choose_member(r: Resolver, out: TextIO, err: TextIO, *, no_quorum_ok: bool = False,
+                  timeout: float = MEMBER_TIMEOUT) -> member_choice.Choice | None:
+    """With several control-plane nodes: ask every member (EtcdStatus, EtcdAlarmList, EtcdMemberList), refuse without
+    a quorum (``NoQuorum``, exit 28) unless ``no_quorum_ok``, and point ``r`` at the member to snapshot from (the one
+    ``--node`` names, else ``dr.core.member_choice``'s pick). None with one node: nothing asked, nothing changed."""
+    nodes = cluster_nodes(r)
+    if len(nodes) <= 1:
+        return None
+    creds = talosconfig_credentials(r.talosconfig)
+
+    def dial(n: ClusterNode) -> TalosClient:
+        host, port = split_endpoint(node_endpoint(r, n))
+        return TalosClient(host, creds, port=port, nodes=[n.private_ip], timeout=3 * timeout + 5)
+
+    print(f"asking the {len(nodes)} etcd members ...", file=out, flush=True)
+    answers = ask_all(nodes, dial, timeout=timeout)
+    explicit = r._flag("node") or r.env.get(ENV_NODE)
+    choice = member_choice.choose(nodes, answers, node=explicit, allow_no_quorum=no_quorum_ok, command=PROG)
+    for line in choice.lines():
+        print(line, file=out)
+    if not choice.quorum:
+        print(f"{PROG}: warning: etcd has no quorum: this snapshot is from {choice.source.label} alone and may miss "
+              "the latest writes", file=err)
+    elif not choice.source.healthy:
+        print(f"{PROG}: warning: {choice.source.label} is {choice.source.state}, not a healthy member of the "
+              f"majority: its snapshot may be stale or fail; without --node the backup would pick a healthy one",
+              file=err)
+    r.node = choice.source.node.private_ip  # (a cached_property: set for this run)
+    r.endpoint = node_endpoint(r, choice.source.node)
+    return choice
+
+
 def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: TextIO, *, to_s3: bool = False,
-                    compress: bool = True, stall: float = STALL_SECONDS
+                    compress: bool = True, stall: float = STALL_SECONDS, member: dict[str, str] | None = None
                     ) -> tuple[Path, SnapshotDigest, datetime, Entry | None]:
     """One pass from the node: every chunk to ``NAME.<random>.part`` (0600) and, with ``to_s3``, into the store's
     upload (zstd/age there only). The trailer is checked as the stream ends; then the ``.part`` is fsynced, the S3
@@ -177,7 +249,7 @@ def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: 
             try:
                 if to_s3:
                     progress = cli.Progress(f"uploading {final.name}", None, err)
-                    meta = s3.snapshot_metadata(taken_at=taken, cluster=r.cluster, source="dr.backup")
+                    meta = s3.snapshot_metadata(taken_at=taken, cluster=r.cluster, source="dr.backup", member=member)
                     try:
                         entry = r.s3_store().put(chunks, final.name, compress=compress, recipients=recipients,
                                                  metadata=meta, label=f"etcd snapshot streamed from {client.node}",
@@ -347,7 +419,7 @@ def remote_key_for(path: Path, prefix: str) -> str:
 
 
 def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, revision: int | None,
-           out: TextIO, err: TextIO, *, compress: bool = True) -> str:
+           out: TextIO, err: TextIO, *, compress: bool = True, member: dict[str, str] | None = None) -> str:
     """Store ``path`` in the bucket: zstd-compressed unless ``compress`` is off, age-encrypted to the stack's
     recipients when there are any; the trailer is checked on the plaintext as it streams."""
     store = r.s3_store()
@@ -367,7 +439,7 @@ def upload(r: Resolver, path: Path, digest: SnapshotDigest, taken_at: datetime, 
     # The total is known only for an uncompressed, unencrypted copy; otherwise the bytes sent so far are shown.
     progress = cli.Progress(f"uploading {path.name}", None if compress or recipients else digest.size, err)
     meta = s3.snapshot_metadata(taken_at=taken_at, cluster=r.cluster, source="dr.backup", sha256=digest.content_sha256,
-                          size=digest.size, revision=revision)
+                          size=digest.size, revision=revision, member=member)
     with open(path, "rb") as f:
         entry = store.put(iter_file(f), plain, compress=compress, recipients=recipients, metadata=meta,
                           expected_sha256=digest.content_sha256, label=f"snapshot {path}", progress=progress)
@@ -436,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
                                            f"(default {STALL_SECONDS:g}s; 60s with --via-talosctl)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout at the end, also on failure (progress goes to stderr)")
+    p.add_argument("--no-quorum-ok", action="store_true",
+                   help="with several control-plane nodes and no etcd quorum, take the snapshot anyway from --node "
+                        "(or the member that answers with the most applied): it may miss the latest writes "
+                        "(default: refuse, exit 28)")
     add_common_flags(p)
     return p
 
@@ -460,11 +536,15 @@ def _take(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[]
     with exclusive(r.talos_dir / LOCK_NAME, "a backup", wait=args.wait_lock):
         for leftover in clean_partials(r.snapshots_dir):
             print(f"removed {leftover.name} left by an interrupted run", file=err)
+        choice = choose_member(r, out, err, no_quorum_ok=args.no_quorum_ok)
+        member = choice.record() if choice is not None else None
+        if member is not None:
+            result["member"] = member
         if not args.via_talosctl:
             one_pass = args.save_to_s3 is True
             stall = args.stall_timeout or STALL_SECONDS
             path, digest, taken, entry = stream_snapshot(r, clock, out, err, to_s3=one_pass,
-                                                         compress=not args.no_compress, stall=stall)
+                                                         compress=not args.no_compress, stall=stall, member=member)
             result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
                           taken_at=timefmt.iso_utc(taken), s3=entry.location if entry is not None else None)
             prune_local(r.snapshots_dir, args.keep_days,
@@ -489,7 +569,8 @@ def _take(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[]
                 path, revision = upload_file, None
                 taken = naming.parse_snapshot_name(path.name) or datetime.fromtimestamp(
                     path.stat().st_mtime, UTC)
-            key = upload(r, path, digest, taken, revision, out, err, compress=not args.no_compress)
+            key = upload(r, path, digest, taken, revision, out, err, compress=not args.no_compress,
+                         member=member if upload_file is None else None)
             result["s3"] = f"s3://{r.bucket}/{key}"
             print_bucket_listing(r, clock(), out)
     return 0

@@ -121,11 +121,44 @@ def _node(r: Resolver, f: st.StatusFacts, quota: int) -> None:
         f.unchecked[st.TALOSCONFIG] = _why(exc)
         f.unchecked[st.ETCD] = f"no usable talosconfig ({_why(exc)})"
         return
+    if _members(r, f, quota, creds):
+        return
     try:
         with talos_client(r, NODE_TIMEOUT) as client:
             f.etcd = client.etcd_health(quota, timeout=NODE_TIMEOUT)
     except Exception as exc:
         f.unchecked[st.ETCD] = f"the node did not answer ({_why(exc)})"
+
+
+def _members(r: Resolver, f: st.StatusFacts, quota: int, creds) -> bool:
+    """Several control-plane nodes: every member's state (``f.members``) and the etcd line from a healthy member
+    (the one a backup would use). False with one node: the single-node check runs as before."""
+    from dr.adapters.talosapi import TalosClient
+    from dr.adapters.talosapi.members import ask_all
+    from dr.commands.backup import cluster_nodes, node_endpoint, split_endpoint
+    from dr.core import member_choice
+
+    try:
+        nodes = cluster_nodes(r)
+    except Exception as exc:
+        f.unchecked[st.MEMBERS] = f"the stack's nodes could not be read ({_why(exc)})"
+        return False
+    if len(nodes) <= 1:
+        return False
+
+    def dial(n):
+        host, port = split_endpoint(node_endpoint(r, n))
+        return TalosClient(host, creds, port=port, nodes=[n.private_ip], timeout=3 * NODE_TIMEOUT + 5)
+
+    answers = ask_all(nodes, dial, quota=quota, timeout=NODE_TIMEOUT)
+    f.members = member_choice.judge(nodes, answers)
+    by_ip = {a.node.private_ip: a for a in answers}
+    source = next((s for s in f.members.agreeing), None)
+    if source is not None and by_ip[source.node.private_ip].status is not None:
+        f.etcd = by_ip[source.node.private_ip].status
+    else:
+        f.unchecked[st.ETCD] = "no healthy member answered (see the etcd members line)"
+    return True
 
 
 def _bucket(r: Resolver, f: st.StatusFacts) -> None:

@@ -41,6 +41,7 @@ class ExitCode(IntEnum):
     LOCAL_PATH = 25
     STATUS_WARN = 26
     STATUS_FAIL = 27
+    NO_QUORUM = 28
     NAME_REFUSED = 33
     TOO_BIG = 34
     UNTRUSTED_KIT = 37
@@ -209,6 +210,13 @@ class LocalPathError(DRError):
     exit_code = ExitCode.LOCAL_PATH
 
 
+class NoQuorum(DRError):
+    """Fewer than a majority of the voting etcd members are healthy and agree on one leader: no snapshot is taken from
+    a minority (it may miss the latest writes) unless asked for (dr.core.member_choice)."""
+
+    exit_code = ExitCode.NO_QUORUM
+
+
 class ExitClass(StrEnum):
     """What a script does about a failure: a handful of classes over the distinct codes (restic's and httpie's scripts
     act on 7-8), so that a script need not know every code and a new code never breaks one."""
@@ -269,6 +277,8 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.LOCAL_PATH: "a local file or folder cannot be used (permissions, read-only disk, missing, not a folder)",
     ExitCode.STATUS_WARN: "talos-dr status: warnings only (something needs attention soon, or could not be checked)",
     ExitCode.STATUS_FAIL: "talos-dr status: something is failing; each FAIL line names the command that fixes it",
+    ExitCode.NO_QUORUM: "etcd has no quorum (fewer than a majority of its voting members are healthy and agree on a "
+                        "leader): no snapshot was taken; the message says how to take one anyway",
     ExitCode.NAME_REFUSED: "the file system refuses a name: too long (ENAMETOOLONG) or not storable; use a shorter name",
     ExitCode.TOO_BIG: "the data decodes or streams to more bytes than any etcd snapshot (a decompression bomb?); "
                       "stopped, nothing kept",
@@ -293,7 +303,7 @@ CLASS_CODES: dict[ExitClass, tuple[ExitCode, ...]] = {
                          ExitCode.CORRUPT_SNAPSHOT, ExitCode.NOT_A_SNAPSHOT, ExitCode.VERIFY_MISMATCH,
                          ExitCode.RECOVERY_KIT, ExitCode.TOO_BIG, ExitCode.UNTRUSTED_KIT, ExitCode.UNTRUSTED_SNAPSHOT,
                          ExitCode.UNDECODABLE),
-    ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT),
+    ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT, ExitCode.NO_QUORUM),
     ExitClass.S3: (ExitCode.S3_ERROR, ExitCode.ACCESS_DENIED, ExitCode.BUCKET_NOT_FOUND),
     ExitClass.LOCAL: (ExitCode.TALOSCTL_MISSING, ExitCode.DISK_FULL, ExitCode.ETCD_MISSING, ExitCode.ETCD_ERROR,
                       ExitCode.LOCAL_PATH, ExitCode.NAME_REFUSED),

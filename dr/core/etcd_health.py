@@ -28,6 +28,15 @@ class EtcdHealth:
     alarms: tuple[str, ...] = ()  # active alarms: "NOSPACE", "CORRUPT" (NONE is never listed)
     member_id: int = 0
     errors: tuple[str, ...] = ()  # etcd's own status errors, e.g. "NOSPACE" reasons
+    # Raft, as the member sees it (EtcdMemberStatus leader, raft_term, raft_index, raft_applied_index, is_learner):
+    # what dr.core.member_choice judges a member by. leader 0: the member knows no leader.
+    leader: int = 0
+    raft_term: int = 0
+    raft_index: int = 0
+    raft_applied_index: int = 0
+    is_learner: bool = False
+    # Alarms by member (EtcdAlarmList's member_alarms): (member id, alarm name); ``alarms`` is their names
+    member_alarms: tuple[tuple[int, str], ...] = ()
 
     @property
     def percent(self) -> float:

@@ -85,3 +85,20 @@ def emf_line(values: Mapping[str, float], *, cluster: str, now: datetime, namesp
     """``emf_document`` as the single line the function prints (compact JSON, no newline inside)."""
     return json.dumps(emf_document(values, cluster=cluster, now=now, namespace=namespace, properties=properties),
                       separators=(",", ":"), sort_keys=True)
+
+
+# Which etcd member a run read from (several control-plane nodes; dr.core.member_choice), as root members of the
+# document: properties, not dimensions (a dimension per member would split every metric series and the alarms on
+# them each time the choice moves). CloudWatch Logs Insights can query them.
+MEMBER_PROPERTIES = {"node": "EtcdMemberNode", "ip": "EtcdMemberIp", "id": "EtcdMemberId", "quorum": "EtcdQuorum"}
+
+
+def member_properties(member: Mapping[str, str] | None, members: list[str] | None = None) -> dict[str, Any]:
+    """``Choice.record()`` (and each member's state, one line each) as EMF properties; {} with one node."""
+    out: dict[str, Any] = {}
+    for field, name in MEMBER_PROPERTIES.items():
+        if member and member.get(field):
+            out[name] = str(member[field])
+    if members:
+        out["EtcdMembers"] = [str(m) for m in members]
+    return out

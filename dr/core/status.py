@@ -16,6 +16,7 @@ from typing import Any
 from dr.core.errors import ExitCode
 from dr.core.etcd_health import QUOTA_WARN_PERCENT, EtcdHealth
 from dr.core.freshness import STALE_FACTOR
+from dr.core.member_choice import Judgement
 from dr.core.timefmt import human_age, human_interval, iso_utc
 
 OK, WARN, FAIL, UNCHECKED = "OK", "WARN", "FAIL", "UNCHECKED"
@@ -75,6 +76,7 @@ class StatusFacts:
     credential_not_after: datetime | None = None  # the scheduled runs' os:etcd:backup certificate
     talosconfig_not_after: datetime | None = None  # the admin talosconfig's client certificate
     etcd: EtcdHealth | None = None
+    members: Judgement | None = None  # several control-plane nodes: each etcd member's state (dr.core.member_choice)
     bucket_facts: BucketFacts | None = None
     log_group: str | None = None
     unchecked: dict[str, str] = field(default_factory=dict)  # check name -> why it could not be checked
@@ -87,6 +89,7 @@ SCHEDULED_RUN = "last scheduled run"
 ALARMS = "backup alarms"
 VERIFIED = "last verification"
 ETCD = "etcd on the node"
+MEMBERS = "etcd members"  # shown only with several control-plane nodes
 CREDENTIAL = "backup credential"
 TALOSCONFIG = "admin talosconfig"
 VERSIONING = "bucket versioning"
@@ -187,6 +190,21 @@ def etcd_check(f: StatusFacts) -> Check:
     return Check(ETCD, OK, size + ", no alarms")
 
 
+def members_check(j: Judgement) -> Check:
+    """Several control-plane nodes: every voter healthy (OK), a quorum with a member lost (WARN: one more loss stops
+    the cluster), or no quorum (FAIL: backups refuse, exit 28)."""
+    bad = "; ".join(s.describe() for s in j.states if not s.healthy)
+    head = f"{len(j.agreeing)} of {j.voting_count} voting members healthy"
+    if not j.has_quorum:
+        return Check(MEMBERS, FAIL, f"NO quorum: {head}, {j.needed} needed; {bad}",
+                     "docs/RUNBOOK.md, quorum lost: `talos-dr restore` (backups refuse until then)")
+    head += f", following leader {j.leader:x}"
+    if len(j.agreeing) < j.voting_count or bad:
+        return Check(MEMBERS, WARN, f"{head}; one more loss stops the cluster: {bad}",
+                     "replace the lost member without a restore (docs/RUNBOOK.md)")
+    return Check(MEMBERS, OK, head)
+
+
 def cert_check(name: str, end: datetime, now: datetime, fix: str) -> Check:
     days = (end - now).total_seconds() / 86400
     if days < 0:
@@ -226,6 +244,8 @@ def evaluate(f: StatusFacts, now: datetime) -> list[Check]:
 
     checks: list[Check] = []
     for name in ORDER:
+        if name == ETCD and (f.members is not None or MEMBERS in f.unchecked):  # several nodes only
+            checks.append(unchecked(MEMBERS) or members_check(f.members))  # type: ignore[arg-type]
         c = unchecked(name) or _one(name, f, now)
         # a fact nobody read and nobody explained is still a line: never silence
         checks.append(c or Check(name, UNCHECKED, "could not check: nothing reported it"))

@@ -87,3 +87,91 @@ def test_etcd_down_hangs_and_the_client_says_etcd_is_not_answering(sandbox_facto
     sb.set_faults(unreachable=True)
     with pytest.raises(NodeUnreachable):
         client(sb).etcd_health(timeout=2)
+
+
+def test_member_list_is_the_real_etcds_members(sandbox_factory):
+    """EtcdMemberList (sandbox/CONFORMANCE.md row "EtcdMemberList"): the client's ``etcd_members`` against the node's
+    apid gives the real etcd's members with the fields machined fills; os:etcd:backup may ask; a role outside
+    machined.go:74's list may not; with etcd down the call hangs and the client says etcd is not answering."""
+    sb = sandbox_factory(with_s3=False)
+    real = etcd.member_list(sb.etcd_endpoint)
+    (member,) = client(sb, role_creds(sb, "os:etcd:backup")).etcd_members()
+    assert member.id == real[0]["id"] != 0 and member.name == real[0]["name"] == sb.info.etcd_name
+    assert member.peer_urls == tuple(real[0]["peer_urls"]) and member.client_urls == tuple(real[0]["client_urls"])
+    assert member.is_learner is False
+    # query_local=False answers the same one-member cluster
+    assert client(sb).etcd_members(query_local=False) == (member,)
+    # the member id EtcdStatus reports is the listed one
+    assert client(sb).etcd_health().member_id == member.id
+    with pytest.raises(NodeError, match="etcd member list .* refused"):
+        client(sb, role_creds(sb, "os:impersonator")).etcd_members()
+    sb.set_faults(etcd_fails="data corrupt")
+    with pytest.raises(NodeError, match="etcd on the node is not answering"):
+        client(sb).etcd_members(timeout=2)
+
+
+def test_member_list_wire_format_and_no_leader(tmp_path):
+    """The response at machine.proto v1.13.9's field numbers (EtcdMember from 2; legacy_members the names), the
+    request's query_local read from the wire; a member with no leader (a two-member etcd that lost its peer) answers
+    `etcdserver: no leader`: as the call's status served locally, as the metadata error when apid proxied it."""
+    import os
+    import signal
+
+    from dr.adapters.ports import free_port
+    from sandbox import apid as sapid
+
+    c1, p1, c2, p2 = (free_port() for _ in range(4))
+    initial = f"a=http://127.0.0.1:{p1},b=http://127.0.0.1:{p2}"
+    procs = []
+    for name, c, p in (("a", c1, p1), ("b", c2, p2)):
+        import subprocess
+
+        procs.append(subprocess.Popen(
+            [etcd.ETCD, "--name", name, "--data-dir", str(tmp_path / name), "--listen-client-urls",
+             f"http://127.0.0.1:{c}", "--advertise-client-urls", f"http://127.0.0.1:{c}", "--listen-peer-urls",
+             f"http://127.0.0.1:{p}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{p}", "--initial-cluster",
+             initial], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        ep = f"http://127.0.0.1:{c1}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                listed = etcd.member_list(ep)
+                break
+            except etcd.EtcdFailure:
+                assert time.monotonic() < deadline, "the two-member etcd did not come up"
+                time.sleep(0.2)
+        req = messages.EtcdMemberListRequest(query_local=True).SerializeToString()
+        assert req == b"\x08\x01"  # field 1, varint: query_local
+        raw = sapid.etcd_info(messages.ETCD_MEMBER_LIST_METHOD, ep, request=req).SerializeToString()
+        (one,) = messages.EtcdMemberListResponse.FromString(raw).messages
+        assert sorted(m.hostname for m in one.members) == ["a", "b"] == sorted(one.legacy_members)
+        assert {m.id for m in one.members} == {m["id"] for m in listed} and not one.HasField("metadata")
+        member_raw = one.members[0].SerializeToString()
+        assert member_raw[0] == 0x10  # EtcdMember.id is field 2 (varint)
+        procs[1].send_signal(signal.SIGTERM)
+        procs[1].wait(10)
+        deadline = time.monotonic() + 20
+        while True:  # etcd's CheckQuorum: the leader steps down within an election timeout
+            try:
+                etcd.member_list(ep)
+            except etcd.EtcdFailure as exc:  # first the leader times out asking for a quorum's read index
+                if "etcdserver: no leader" in str(exc):
+                    break
+            assert time.monotonic() < deadline, "the member kept a leader with its peer gone"
+            time.sleep(0.2)
+        with pytest.raises(sapid._Abort, match="etcdserver: no leader") as info:
+            sapid.etcd_info(messages.ETCD_MEMBER_LIST_METHOD, ep, request=req)
+        assert info.value.code == 14
+        proxied = sapid.etcd_info(messages.ETCD_MEMBER_LIST_METHOD, ep, hostname="10.0.1.10", request=req)
+        (one,) = proxied.messages
+        assert one.metadata.hostname == "10.0.1.10" and one.metadata.status.code == 14
+        assert one.metadata.error == "rpc error: code = Unavailable desc = etcdserver: no leader" and not one.members
+        status = messages.EtcdStatusResponse.FromString(
+            sapid.etcd_info(messages.ETCD_STATUS_METHOD, ep).SerializeToString()).messages[0].member_status
+        assert status.leader == 0 and "etcdserver: no leader" in list(status.errors)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGTERM)
+                p.wait(10)

@@ -12,7 +12,7 @@ backend, the independent gRPC server this client is tested against (tests/adapte
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -23,6 +23,7 @@ from dr.core import spelling
 from dr.core.errors import ConfigError, DRError, NodeError, NodeUnreachable, Timeout, TruncatedSnapshot
 from dr.core.etcd_health import DEFAULT_QUOTA_BYTES, EtcdHealth
 from dr.core.integrity import SnapshotDigest, TrailerHasher
+from dr.core.member_choice import EtcdMember
 from dr.core.talos_credentials import TalosCredentials
 
 APID_PORT = 50000
@@ -32,7 +33,7 @@ _DATA_1K = b"\x12\x80\x08"  # common.Data field 2 (bytes), length 1024 as a vari
 _DATA_1K_END = 3 + 1024
 COALESCE = 64 * 1024  # bytes per chunk handed to the caller (the stream's messages are 1 KiB)
 DEFAULT_TIMEOUT = 900.0  # a whole snapshot stream; Lambda's own limit is 15 minutes
-UNARY_TIMEOUT = 20.0  # EtcdStatus / EtcdAlarmList: one small answer; machined waits for etcd with no deadline
+UNARY_TIMEOUT = 20.0  # EtcdStatus / EtcdAlarmList / EtcdMemberList: one small answer; machined waits for etcd with no deadline
 
 
 def check_client_certificate(cert_pem: bytes, now: datetime | None = None) -> None:
@@ -305,12 +306,13 @@ class TalosClient:
 
     # --- unary calls: etcd's state ----------------------------------------------------------------------------
 
-    def _unary(self, method: str, response_cls: Any, what: str, timeout: float) -> Any:
+    def _unary(self, method: str, response_cls: Any, what: str, timeout: float,
+               request: bytes = messages.EMPTY_REQUEST) -> Any:
         """One response message of a unary call, decoded as ``response_cls``. With etcd down, machined's etcd client
         waits with no deadline (as for EtcdSnapshot), so the call is bounded by ``timeout`` and reported as etcd not
         answering when it brings nothing."""
         # The stall timer, not the deadline, ends a call nothing answers: that is what says "etcd is not answering".
-        raw = h2stream.unary_stream(self.host, self.port, method, messages.EMPTY_REQUEST, self._ssl,
+        raw = h2stream.unary_stream(self.host, self.port, method, request, self._ssl,
                                     timeout=2 * timeout + 5, server_name=self.server_name,
                                     metadata=[("nodes", n) for n in self.nodes], idle_timeout=timeout)
         try:
@@ -321,6 +323,9 @@ class TalosClient:
                 "look at `talosctl service etcd` and `talosctl logs etcd` on the node",
             ) from exc
         except h2stream.CallError as exc:
+            if "no leader" in exc.details:  # etcd's ErrGRPCNoLeader (Unavailable): etcd answers, without a leader
+                raise NodeError(f"{what} from {self.node}: its etcd member has no leader ({exc.details})",
+                                "etcd has lost quorum, or is electing a leader: ask again in a few seconds") from exc
             raise map_rpc_error(exc, self.node, what) from exc
         finally:
             raw.close()
@@ -345,17 +350,45 @@ class TalosClient:
     def etcd_health(self, quota: int = DEFAULT_QUOTA_BYTES, *, timeout: float = UNARY_TIMEOUT) -> EtcdHealth:
         """``EtcdStatus`` and ``EtcdAlarmList`` of the node (both allowed to os:etcd:backup), as one ``EtcdHealth``.
         ``quota`` is the stack's --quota-backend-bytes (the node does not report it)."""
+        status = self.etcd_status(quota, timeout=timeout)
+        by_member = self.etcd_alarms(timeout=timeout)
+        return replace(status, alarms=tuple(sorted({name for _, name in by_member})), member_alarms=by_member)
+
+    def etcd_status(self, quota: int = DEFAULT_QUOTA_BYTES, *, timeout: float = UNARY_TIMEOUT) -> EtcdHealth:
+        """``EtcdStatus`` alone (no alarms): what the member says of itself. It answers without a leader too (etcd's
+        Maintenance.Status is local), where ``EtcdAlarmList`` goes through raft and waits for one."""
         status = self._one(self._unary(messages.ETCD_STATUS_METHOD, messages.EtcdStatusResponse, "etcd status",
                                        timeout), "etcd status").member_status
-        alarm_msg = self._one(self._unary(messages.ETCD_ALARM_LIST_METHOD, messages.EtcdAlarmListResponse,
-                                          "etcd alarm list", timeout), "etcd alarm list")
-        alarms = tuple(sorted({messages.ALARM_TYPES.get(a.alarm, f"ALARM_{a.alarm}") for a in alarm_msg.member_alarms
-                               if a.alarm != 0}))
         return EtcdHealth(
             db_size=int(status.db_size),
             db_size_in_use=int(status.db_size_in_use),
             quota=quota,
-            alarms=alarms,
             member_id=int(status.member_id),
             errors=tuple(h2stream.printable(e, 200) for e in status.errors),
+            leader=int(status.leader),
+            raft_term=int(status.raft_term),
+            raft_index=int(status.raft_index),
+            raft_applied_index=int(status.raft_applied_index),
+            is_learner=bool(status.is_learner),
         )
+
+    def etcd_alarms(self, *, timeout: float = UNARY_TIMEOUT) -> tuple[tuple[int, str], ...]:
+        """``EtcdAlarmList``: the active alarms as (member id, name), NONE left out."""
+        alarm_msg = self._one(self._unary(messages.ETCD_ALARM_LIST_METHOD, messages.EtcdAlarmListResponse,
+                                          "etcd alarm list", timeout), "etcd alarm list")
+        return tuple((int(a.member_id), messages.ALARM_TYPES.get(a.alarm, f"ALARM_{a.alarm}"))
+                     for a in alarm_msg.member_alarms if a.alarm != 0)
+
+    def etcd_members(self, *, query_local: bool = True, timeout: float = UNARY_TIMEOUT) -> tuple[EtcdMember, ...]:
+        """``EtcdMemberList`` (allowed to os:etcd:backup): the etcd members as this node's etcd lists them.
+
+        ``query_local`` (the default) asks the node's own etcd member, not any control-plane node's: what this
+        node's member says is what a quorum check needs. machined asks with require-leader, so a member that has no
+        leader fails the call (``NodeError``, "etcdserver: no leader") instead of answering from a minority."""
+        request = messages.EtcdMemberListRequest(query_local=query_local).SerializeToString()
+        msg = self._one(self._unary(messages.ETCD_MEMBER_LIST_METHOD, messages.EtcdMemberListResponse,
+                                    "etcd member list", timeout, request=request), "etcd member list")
+        return tuple(EtcdMember(id=int(m.id), name=h2stream.printable(m.hostname, 253),
+                                peer_urls=tuple(h2stream.printable(u, 300) for u in m.peer_urls),
+                                client_urls=tuple(h2stream.printable(u, 300) for u in m.client_urls),
+                                is_learner=bool(m.is_learner)) for m in msg.members)

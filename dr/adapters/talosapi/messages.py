@@ -16,6 +16,10 @@ ETCD_SNAPSHOT_METHOD = "/machine.MachineService/EtcdSnapshot"
 # to os:etcd:backup (internal/app/machined/pkg/system/services/machined.go:69,78 at v1.13.9), as EtcdSnapshot is.
 ETCD_STATUS_METHOD = "/machine.MachineService/EtcdStatus"
 ETCD_ALARM_LIST_METHOD = "/machine.MachineService/EtcdAlarmList"
+# `rpc EtcdMemberList(EtcdMemberListRequest) returns (EtcdMemberListResponse)` (machine.proto:29 at v1.13.9), allowed
+# to os:etcd:backup too (machined.go:74 at v1.13.9). machined asks etcd with require-leader (v1alpha1_server.go
+# EtcdMemberList): a member that has no leader answers with an error, not a list.
+ETCD_MEMBER_LIST_METHOD = "/machine.MachineService/EtcdMemberList"
 EMPTY_REQUEST = b""  # google.protobuf.Empty has no fields: its encoding is zero bytes
 # machine.EtcdMemberAlarm.AlarmType (machine.proto v1.13.9)
 ALARM_TYPES = {0: "NONE", 1: "NOSPACE", 2: "CORRUPT"}
@@ -70,6 +74,30 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         name="talosdr/machine.proto", package="machine", syntax="proto3", dependency=["talosdr/common.proto"]
     )
     machine.message_type.add(name="EtcdSnapshotRequest")
+    # EtcdMemberList (machine.proto:1038-1067 at v1.13.9): EtcdMember numbers its fields from 2.
+    machine.message_type.add(name="EtcdMemberListRequest", field=[_field("query_local", 1, _F.TYPE_BOOL)])
+    machine.message_type.add(
+        name="EtcdMember",
+        field=[
+            _field("id", 2, _F.TYPE_UINT64),
+            _field("hostname", 3, _F.TYPE_STRING),
+            _field("peer_urls", 4, _F.TYPE_STRING, label=_F.LABEL_REPEATED),
+            _field("client_urls", 5, _F.TYPE_STRING, label=_F.LABEL_REPEATED),
+            _field("is_learner", 6, _F.TYPE_BOOL),
+        ],
+    )
+    machine.message_type.add(
+        name="EtcdMembers",
+        field=[
+            _field("metadata", 1, _F.TYPE_MESSAGE, type_name=".common.Metadata"),
+            _field("legacy_members", 2, _F.TYPE_STRING, label=_F.LABEL_REPEATED),
+            _field("members", 3, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".machine.EtcdMember"),
+        ],
+    )
+    machine.message_type.add(
+        name="EtcdMemberListResponse",
+        field=[_field("messages", 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".machine.EtcdMembers")],
+    )
     # Field numbers from siderolabs/talos v1.13.9 api/machine/machine.proto (EtcdMemberStatus numbers its fields out
     # of order upstream: storage_version = 11, member_id = 10).
     machine.message_type.add(
@@ -131,3 +159,7 @@ EtcdStatusResponse = message_factory.GetMessageClass(_POOL.FindMessageTypeByName
 EtcdMemberAlarm = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdMemberAlarm"))
 EtcdAlarm = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdAlarm"))
 EtcdAlarmListResponse = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdAlarmListResponse"))
+EtcdMemberListRequest = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdMemberListRequest"))
+EtcdMember = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdMember"))
+EtcdMembers = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdMembers"))
+EtcdMemberListResponse = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("machine.EtcdMemberListResponse"))
