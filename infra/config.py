@@ -13,7 +13,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "dataVolumes": [],
     "dataVolumeSnapshotSchedule": "rate(1 day)",  # DLM snapshots of every data volume
     "dataVolumeSnapshotRetain": 7,  # DLM keeps this many snapshots per data volume
+    # Per node: node index ("0", "1", "2") -> {data volume name: EBS snapshot id} to create that node's volume from,
+    # overriding dataVolumes' snapshotId for that node only (a lost volume of one node; `talos-dr rebuild` sets it).
+    "nodeDataVolumeSnapshots": {},
     "vpcCidr": "10.0.0.0/16",
     "subnetCidr": "10.0.1.0/24",
     # Unset: the subnet's 10th address, pinned only when the instance is created (an existing instance keeps its
@@ -186,6 +189,15 @@ class StackConfig:
     node_private_ip: str = "10.0.1.10"
     node_private_ip_set: bool = False
     control_plane_nodes: int = 1  # 1 or 3 (ALLOWED_CONTROL_PLANE_NODES)
+    # nodeDataVolumeSnapshots: node index -> {volume name: snapshot id}, for that node's volumes only.
+    node_data_volume_snapshots: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+
+    def node_data_volumes(self, index: int) -> tuple[DataVolume, ...]:
+        """Node ``index``'s data volumes: ``dataVolumes``, with ``nodeDataVolumeSnapshots``' snapshot ids for this
+        node in place of ``snapshotId`` (a lost volume of one node comes back without touching the others')."""
+        pinned = self.node_data_volume_snapshots.get(index, {})
+        return tuple(replace(v, snapshot_id=pinned[v.name]) if v.name in pinned else v
+                     for v in self.data_volumes)
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -310,6 +322,37 @@ def _data_volumes(raw: Any, p: _Problems) -> tuple[DataVolume, ...]:
             devices.add(device)
             volumes.append(DataVolume(name=name, size=size, type=vtype, device=device, snapshot_id=snapshot_id))
     return tuple(volumes)
+
+
+def _node_data_volume_snapshots(raw: Any, nodes: int | None, volumes: tuple[DataVolume, ...],
+                                 p: _Problems) -> dict[int, dict[str, str]]:
+    """``nodeDataVolumeSnapshots``: ``{"<node index>": {"<dataVolumes name>": "snap-..."}}``."""
+    key = "nodeDataVolumeSnapshots"
+    obj = _as_json(raw, key, dict, p)
+    if not obj:
+        return {}
+    names = {v.name for v in volumes}
+    count = nodes or 1
+    pinned: dict[int, dict[str, str]] = {}
+    for node, snaps in obj.items():
+        k = f"{key}.{node}"
+        if not (isinstance(node, str) and node.isdigit() and int(node) < count):
+            p.add(k, f"{node!r} is not a node index; use 0 to {count - 1} (controlPlaneNodes is {count}; node 0 is "
+                     "the bootstrap node, `pulumi stack output controlPlaneNodes` lists them in order)")
+            continue
+        if not isinstance(snaps, dict):
+            p.add(k, 'must be an object {"<data volume name>": "snap-..."}')
+            continue
+        for vol, snap in snaps.items():
+            if vol not in names:
+                p.add(f"{k}.{vol}", f"no data volume named {vol!r} in dataVolumes"
+                                    f" ({', '.join(sorted(names)) or 'none'})")
+            elif not (isinstance(snap, str) and _SNAPSHOT_ID.fullmatch(snap)):
+                p.add(f"{k}.{vol}", f"{snap!r} is not an EBS snapshot id; use one like snap-0123456789abcdef0 "
+                                    "(`talos-dr volumes` lists the newest)")
+            else:
+                pinned.setdefault(int(node), {})[vol] = snap
+    return pinned
 
 
 def _kubernetes_secrets(raw: Any, is_secret: bool, p: _Problems) -> tuple[KubernetesSecret, ...]:
@@ -686,6 +729,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
     node_ip = _node_private_ip(get("nodePrivateIp"), subnet, p)
     nodes = _control_plane_nodes(get("controlPlaneNodes"), p)
     _ha_layout(nodes, az, vpc, subnet, p)
+    node_snapshots = _node_data_volume_snapshots(get("nodeDataVolumeSnapshots"), nodes, data_volumes, p)
     bucket = _bucket(get("bucketName"), p)
     tier_days = _tier_days(get, p)
     lock_days = _as_int(get("snapshotObjectLockDays"), "snapshotObjectLockDays", 0, 3650, "days", p,
@@ -741,6 +785,7 @@ def validate_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozen
         node_private_ip=_required(node_ip, "nodePrivateIp"),
         node_private_ip_set=get("nodePrivateIp") is not None,
         control_plane_nodes=_required(nodes, "controlPlaneNodes"),
+        node_data_volume_snapshots=MappingProxyType(node_snapshots),
     )
 
 

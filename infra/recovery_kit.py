@@ -47,6 +47,16 @@ def stack_config() -> tuple[dict[str, str], dict[str, str]]:
 
 
 @dataclass
+class NodeVolumes:
+    """One control-plane node's data volumes, for the kit of a stack with more than one node."""
+
+    index: int  # 0: the bootstrap node
+    name: str  # as in the controlPlaneNodes output
+    availability_zone: pulumi.Input[str]
+    volume_ids: Mapping[str, pulumi.Input[str]]  # data volume name -> vol-...
+
+
+@dataclass
 class RecoveryKitArgs:
     bucket_name: pulumi.Input[str]
     cluster_name: str
@@ -55,6 +65,8 @@ class RecoveryKitArgs:
     machine_secrets: pulumi.Input[Any]  # the provider's machine_secrets, turned into talosctl's layout here
     outputs: Mapping[str, pulumi.Input[Any]] = field(default_factory=dict)  # plain outputs by name
     volume_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # data volume name -> vol-...
+    # A stack of several nodes: every node's volumes, recorded with their node (``volume_ids`` then stays empty).
+    node_volumes: Sequence[NodeVolumes] = ()
     config: tuple[Mapping[str, str], Mapping[str, str]] | None = None  # (plain, secret); default: stack_config()
     tags: Mapping[str, str] = field(default_factory=dict)
     # The deployer's ARN (aws:PrincipalArn), recorded as the object's `written-by` metadata: the bucket policy lets
@@ -65,11 +77,15 @@ class RecoveryKitArgs:
 
 def sealed_kit(args: RecoveryKitArgs, stack: str, project: str, bundle: Mapping[str, Any], bucket: str,
                outputs: Mapping[str, Any], volume_ids: Mapping[str, str],
-               plain: Mapping[str, str], secret: Mapping[str, str]) -> str:
-    """The kit, sealed to ``args.recipients``, base64 (BucketObjectv2's ``content_base64``)."""
+               plain: Mapping[str, str], secret: Mapping[str, str],
+               node_volumes: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The kit, sealed to ``args.recipients``, base64 (BucketObjectv2's ``content_base64``). ``node_volumes``: the
+    per-node entries of a stack with several nodes (``dataVolumes`` with ``node``, ``nodeName``,
+    ``availabilityZone``); else ``volume_ids``, the one node's volumes by name, as a one-node kit always held them."""
+    volumes = tuple(node_volumes) or tuple({"name": n, "id": v} for n, v in sorted(volume_ids.items()))
     doc = kit.Kit(project=project, stack=stack, cluster_name=args.cluster_name, region=args.region, bucket=bucket,
                   secrets_bundle=kit.bundle_yaml(bundle), config=plain, secret_config=secret, outputs=dict(outputs),
-                  data_volumes=tuple({"name": n, "id": v} for n, v in sorted(volume_ids.items())))
+                  data_volumes=volumes)
     kit.decode(kit.encode(doc))  # what dr.rebuild will check, checked before it is written
     return base64.b64encode(kit.seal(doc, parse_recipients(args.recipients, where="ageRecipients"))).decode()
 
@@ -85,16 +101,24 @@ class RecoveryKit(pulumi.ComponentResource):
         stack, project = pulumi.get_stack(), pulumi.get_project()
         names = sorted(args.outputs)
         volumes = sorted(args.volume_ids)
+        # (node, volume name) of each per-node entry, then its id and its node's zone among the inputs.
+        per_node = [(n, v) for n in sorted(args.node_volumes, key=lambda n: n.index) for v in sorted(n.volume_ids)]
 
         def build(values: list[Any]) -> str:
             bucket, machine_secrets, *rest = values
             outs = dict(zip(names, rest[:len(names)], strict=True))
-            vols = dict(zip(volumes, rest[len(names):], strict=True))
-            return sealed_kit(args, stack, project, talosctl_bundle(machine_secrets), bucket, outs, vols, plain, secret)
+            rest = rest[len(names):]
+            vols = dict(zip(volumes, rest[:len(volumes)], strict=True))
+            rest = rest[len(volumes):]
+            entries = [{"name": v, "id": rest[2 * i], "node": n.index, "nodeName": n.name,
+                        "availabilityZone": rest[2 * i + 1]} for i, (n, v) in enumerate(per_node)]
+            return sealed_kit(args, stack, project, talosctl_bundle(machine_secrets), bucket, outs, vols, plain, secret,
+                              entries)
 
         content: pulumi.Output[str] = pulumi.Output.all(
             args.bucket_name, args.machine_secrets, *(args.outputs[n] for n in names),
             *(args.volume_ids[v] for v in volumes),
+            *(x for n, v in per_node for x in (n.volume_ids[v], n.availability_zone)),
         ).apply(build)
         sealed: pulumi.Output[str] = pulumi.Output.secret(content)
         key = kit.kit_key(args.cluster_name)

@@ -28,7 +28,7 @@ from infra.network import Network, NetworkArgs, require_zones
 from infra.node import Node, NodeArgs
 from infra.providers.control_plane_size import ControlPlaneSize
 from infra.providers.secret_file import LocalSecretFile
-from infra.recovery_kit import RecoveryKit, RecoveryKitArgs
+from infra.recovery_kit import NodeVolumes, RecoveryKit, RecoveryKitArgs
 from infra.schedule import SnapshotSchedule, SnapshotScheduleArgs, lambda_subnet_cidrs
 from infra.talos import TalosCluster, TalosClusterArgs, TalosNode
 from infra.volume_snapshots import DataVolumeSnapshots, DataVolumeSnapshotsArgs
@@ -150,7 +150,7 @@ def build(cfg: StackConfig, talos_dir: Path) -> Stack:
     outputs = _outputs(name, cfg, nodes, network, bucket, cluster)
     # What the lifecycle rules keep, for `talos-dr prune --s3` (after the kit's outputs: the kit does not carry it).
     outputs[out.SNAPSHOT_RETENTION_DAYS] = pulumi.Output.from_input(dict(cfg.snapshot_tier_days))
-    recovery_kit = _recovery_kit(name, cfg, node, bucket, cluster, outputs, deployer, tags)
+    recovery_kit = _recovery_kit(name, cfg, nodes, network, bucket, cluster, outputs, deployer, tags)
     volume_snapshots = None
     if cfg.data_volumes:
         volume_snapshots = DataVolumeSnapshots(
@@ -203,7 +203,7 @@ def _node(name: str, index: int, cfg: StackConfig, network: Network, tags: dict[
             security_group_ids=[network.security_group_id],
             availability_zone=network.availability_zones[index],
             root_volume_size=cfg.root_volume_size,
-            data_volumes=cfg.data_volumes,
+            data_volumes=cfg.node_data_volumes(index),
             tags=tags,
             private_ip=cfg.node_private_ips[index],
             private_ip_set=cfg.node_private_ip_set if index == 0 else True,
@@ -286,7 +286,8 @@ def _control_plane_nodes(name: str, nodes: list[Node], network: Network) -> pulu
     return pulumi.Output.all(*each).apply(list)
 
 
-def _recovery_kit(name: str, cfg: StackConfig, node: Node, bucket: BackupBucket, cluster: TalosCluster,
+def _recovery_kit(name: str, cfg: StackConfig, nodes: list[Node], network: Network, bucket: BackupBucket,
+                  cluster: TalosCluster,
                   outputs: dict[str, pulumi.Output], deployer: pulumi.Output[str],
                   tags: dict[str, str]) -> RecoveryKit | None:
     """The recovery kit (the Talos secrets and the stack's settings, age-encrypted in the bucket), or a warning
@@ -305,7 +306,12 @@ def _recovery_kit(name: str, cfg: StackConfig, node: Node, bucket: BackupBucket,
             recipients=cfg.age_recipients,
             machine_secrets=cluster.secrets.machine_secrets,
             outputs={k: v for k, v in outputs.items() if k in KIT_OUTPUTS},
-            volume_ids=node.volume_ids,
+            # One node: its volumes by name, as a one-node kit always recorded them. More: every node's, each with
+            # its node's index, name (as in controlPlaneNodes) and zone, so `talos-dr rebuild` handles each.
+            volume_ids=nodes[0].volume_ids if len(nodes) == 1 else {},
+            node_volumes=[] if len(nodes) == 1 else [
+                NodeVolumes(i, name if i == 0 else f"{name}-cp{i}", zone, n.volume_ids)
+                for i, (n, zone) in enumerate(zip(nodes, network.availability_zones, strict=True))],
             tags=tags,
             writer=deployer,
             bucket_ready=[bucket.policy],

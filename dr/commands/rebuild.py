@@ -45,7 +45,7 @@ from dr.core import recovery_kit as kits
 from dr.core.age_keys import AgeKeyError, parse_identities
 from dr.core.errors import ConfigError, RecoveryKitError, UntrustedKit
 from dr.core.timefmt import iso_utc
-from dr.core.volume_snapshots import data_volume_tag_value, newest_completed
+from dr.core.volume_snapshots import data_volume_tag_value, newest_completed, newest_completed_of
 
 PROG = spelling.command("rebuild")
 IDENTITY_ENV = "DR_AGE_IDENTITY_FILE"
@@ -93,6 +93,10 @@ def _print_plan(out: TextIO, p: rebuild_plan.Plan, work_dir: Path) -> None:
     _say(out, f"  settings: {len(p.config)} ({secret} secret): {', '.join(sorted(p.config))}")
     for item in p.imports:
         _say(out, f"  import:   {item.what} as {item.type} {item.logical_name} (id {item.id if item.type != rebuild_plan.SECRETS_TYPE else 'a 0600 secrets.yaml'})")
+    if p.nodes > 1:
+        _say(out, f"  {p.nodes} control-plane nodes; their data volumes:")
+        for line in p.node_lines or ["(none)"]:
+            _say(out, f"    {line}")
     for what in p.skipped:
         _say(out, f"  already in the stack: {what}")
     for note in p.notes:
@@ -180,6 +184,33 @@ def _read_kit(args: argparse.Namespace, client, identities, identity_file: str, 
     return kit
 
 
+def _newest_snapshots(kit: kits.Kit, ec2_client, volumes: dict, out: TextIO) -> dict[str, str]:
+    """The newest completed snapshot of each lost data volume: by volume name in a one-node kit (as always), by
+    volume id in a kit of several nodes (each node's own volume: they all share the name)."""
+    lost = [v for v in kit.data_volumes
+            if volumes.get(v["id"]) is None or volumes[v["id"]].state in rebuild_plan.LOST_STATES]
+    for v in kit.data_volumes:
+        facts = volumes.get(v["id"])
+        where = f" of node {v['nodeName']} ({v['availabilityZone']})" if "node" in v else ""
+        _say(out, f"   {v['name']}{where}: {v['id']} " + (f"{facts.state}" if facts else "lost"))
+    if not lost:
+        return {}
+    tag = data_volume_tag_value(kit.stack, kit.cluster_name)
+    names = [v["name"] + (f" of {v['nodeName']}" if "node" in v else "") for v in lost]
+    _say(out, f"   Lost: {', '.join(names)}; looking for their newest snapshots (tag {tag}) ...")
+    snaps = ec2.data_volume_snapshots(ec2_client, tag)
+    newest: dict[str, str] = {}
+    for v in lost:
+        if kit.per_node:
+            found = newest_completed_of(snaps, v["id"],
+                                        rebuild_plan.volume_name_tag(kit.cluster_name, int(v["node"]), v["name"]))
+            if found:
+                newest[v["id"]] = found.snapshot_id
+        elif (found := newest_completed(snaps, v["name"])) is not None:
+            newest[v["name"]] = found.snapshot_id
+    return newest
+
+
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO | None = None) -> int:
     """Rebuild the stack from the kit, saying each step on ``out`` (``err`` is unused: every step is narrative)."""
     stdin = stdin or sys.stdin
@@ -210,17 +241,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO | None
     _say(out, f"2. Asking EC2 ({region}) which data volumes still exist ...")
     ec2_client = ec2.make_client(region)
     volumes = ec2.volumes(ec2_client, [v["id"] for v in kit.data_volumes])
-    newest: dict[str, str] = {}
-    lost = [v["name"] for v in kit.data_volumes if volumes.get(v["id"]) is None]
-    if lost:
-        _say(out, f"   Lost: {', '.join(lost)}; looking for their newest snapshots (tag "
-                  f"{data_volume_tag_value(kit.stack, kit.cluster_name)}) ...")
-        snaps = ec2.data_volume_snapshots(ec2_client, data_volume_tag_value(kit.stack, kit.cluster_name))
-        for name in lost:
-            found = newest_completed(snaps, name)
-            if found:
-                newest[name] = found.snapshot_id
-
+    newest = _newest_snapshots(kit, ec2_client, volumes, out)
     with tempfile.TemporaryDirectory(prefix="talos-dr-rebuild-") as tmp:
         secrets_file = Path(tmp) / "secrets.yaml"
         state_urns: list[str] = []

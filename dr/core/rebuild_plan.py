@@ -42,16 +42,38 @@ PROVIDER_VERSIONS = {"aws": "7.51.1", "talos": "0.8.1"}
 ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 PROVIDER_TYPE_PREFIX = "pulumi:providers:"
 PROJECT_NS = "talos-dr:"
+NODE_TYPE = "talos-dr:node:Node"
+LOST_STATES = ("deleting", "deleted", "error")  # an EBS volume in one of these is as good as gone
+# The per-node snapshot setting (infra/config.py): node index -> {data volume name: snapshot id}.
+NODE_SNAPSHOTS_KEY = f"{PROJECT_NS}nodeDataVolumeSnapshots"
 
 
-def components(cluster: str) -> dict[str, tuple[str, str]]:
-    """Import-file reference -> (component type, logical name), as infra/stack.py names them."""
-    return {
-        "node": ("talos-dr:node:Node", cluster),
+def components(cluster: str, nodes: int = 1) -> dict[str, tuple[str, str]]:
+    """Import-file reference -> (component type, logical name), as infra/stack.py names them. Node 0 is ``node``,
+    named after the cluster as in a one-node stack; node i of several is ``node-cp<i>``, named ``<cluster>-cp<i>``."""
+    refs = {
+        "node": (NODE_TYPE, cluster),
         "bucket": ("talos-dr:bucket:BackupBucket", f"{cluster}-etcd-backups"),
         "talos": ("talos-dr:talos:TalosCluster", cluster),
         "schedule": ("talos-dr:schedule:SnapshotSchedule", cluster),
     }
+    return refs | {node_ref(i): (NODE_TYPE, node_name(cluster, i)) for i in range(1, nodes)}
+
+
+def node_ref(index: int) -> str:
+    """The import file's reference of node ``index``'s component."""
+    return "node" if index == 0 else f"node-cp{index}"
+
+
+def node_name(cluster: str, index: int) -> str:
+    """Node ``index``'s component name (infra/stack.py): the cluster's for node 0, ``<cluster>-cp<i>`` else; also
+    its name in the ``controlPlaneNodes`` output."""
+    return cluster if index == 0 else f"{cluster}-cp{index}"
+
+
+def volume_name_tag(cluster: str, index: int, volume: str) -> str:
+    """A data volume's Name tag (infra/node.py NodeArgs.label), which DLM copies to its snapshots."""
+    return f"{cluster}-{volume}" if index == 0 else f"{cluster}-{volume}-{index}"
 
 
 def log_group_name(cluster: str) -> str:
@@ -74,7 +96,7 @@ class Import:
     what: str  # for people
 
     def urn(self, stack: str, project: str, cluster: str) -> str:
-        parent_type = components(cluster)[self.parent][0]
+        parent_type = NODE_TYPE if self.parent.startswith("node") else components(cluster)[self.parent][0]
         return f"urn:pulumi:{stack}::{project}::{parent_type}${self.type}::{self.logical_name}"
 
 
@@ -98,6 +120,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what the operator must know or do before `pulumi up`
     blockers: list[str] = field(default_factory=list)  # what `pulumi up` would fail on, said plainly
     existing_components: dict[str, str] = field(default_factory=dict)  # ref -> URN already in the stack's state
+    nodes: int = 1  # control-plane nodes of the kit's stack
+    node_lines: list[str] = field(default_factory=list)  # per node: what happens to each of its data volumes
 
     @property
     def finish(self) -> list[str]:
@@ -114,12 +138,26 @@ def _data_volumes(kit: Kit) -> list[dict[str, Any]]:
     return items if isinstance(items, list) else []
 
 
-def stack_config(kit: Kit, bucket: str, restored_from: Mapping[str, str]) -> tuple[dict[str, tuple[str, bool]], list[str]]:
+def _node_snapshots(kit: Kit) -> dict[str, dict[str, str]]:
+    raw = kit.config.get(NODE_SNAPSHOTS_KEY) or kit.secret_config.get(NODE_SNAPSHOTS_KEY) or "{}"
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(items, dict):
+        return {}
+    return {str(k): dict(v) for k, v in items.items() if isinstance(v, dict)}
+
+
+def stack_config(kit: Kit, bucket: str, restored_from: Mapping[Any, str]) -> tuple[dict[str, tuple[str, bool]], list[str]]:
     """The settings to set on the new stack, and what was changed from the kit's.
 
     ``bucketName`` is pinned to the bucket being imported (an auto-named bucket would otherwise be renamed by the
-    program's name, and the imported one replaced); a lost volume's entry in ``dataVolumes`` gets ``snapshotId`` of its
-    newest snapshot (``restored_from``: volume name -> snapshot id), so `pulumi up` creates it with its data.
+    program's name, and the imported one replaced). A lost volume gets the snapshot id of its newest snapshot
+    (``restored_from``), so `pulumi up` creates it with its data: in a one-node kit (keys: volume names) as
+    ``snapshotId`` of its ``dataVolumes`` entry, as always; in a kit of several nodes (keys: (node index, volume
+    name)) in ``nodeDataVolumeSnapshots`` for that node only (``dataVolumes`` is every node's: a ``snapshotId`` there
+    would replace the surviving nodes' volumes too).
     """
     config: dict[str, tuple[str, bool]] = {k: (v, False) for k, v in kit.config.items()}
     config |= {k: (v, True) for k, v in kit.secret_config.items()}
@@ -128,7 +166,15 @@ def stack_config(kit: Kit, bucket: str, restored_from: Mapping[str, str]) -> tup
     if config.get(key, ("", False))[0] != bucket:
         changes.append(f"bucketName set to {bucket} (the bucket being imported)")
         config[key] = (bucket, False)
-    if restored_from:
+    if restored_from and kit.per_node:
+        pinned = _node_snapshots(kit)
+        for (index, name), snap in sorted(restored_from.items()):
+            pinned.setdefault(str(index), {})[name] = snap
+            changes.append(f"nodeDataVolumeSnapshots {index}.{name}: node {node_name(kit.cluster_name, index)}'s "
+                           f"volume {name} created from snapshot {snap}")
+        value = json.dumps({k: dict(sorted(v.items())) for k, v in sorted(pinned.items())})
+        config[NODE_SNAPSHOTS_KEY] = (value, config.get(NODE_SNAPSHOTS_KEY, ("", False))[1])
+    elif restored_from:
         key = f"{PROJECT_NS}dataVolumes"
         volumes = _data_volumes(kit)
         for item in volumes:
@@ -139,43 +185,74 @@ def stack_config(kit: Kit, bucket: str, restored_from: Mapping[str, str]) -> tup
     return config, changes
 
 
+def node_count(kit: Kit) -> int:
+    """The kit's stack's control-plane nodes: its ``controlPlaneNodes`` setting, or as many as its volumes name."""
+    try:
+        configured = int(kit.config.get(f"{PROJECT_NS}controlPlaneNodes", "1"))
+    except ValueError:
+        configured = 1
+    return max([configured, 1, *(int(v["node"]) + 1 for v in kit.data_volumes if "node" in v)])
+
+
+def _volume_steps(kit: Kit, volumes: Mapping[str, VolumeFacts | None], newest_snapshots: Mapping[str, str]
+                  ) -> tuple[list[Import], dict[Any, str], list[str], list[str], list[str]]:
+    """Each data volume of the kit: import it, or (lost) have `pulumi up` create it from its newest snapshot.
+    Returns (imports, restored_from, notes, blockers, per-node lines)."""
+    cluster = kit.cluster_name
+    imports: list[Import] = []
+    restored_from: dict[Any, str] = {}
+    notes: list[str] = []
+    blockers: list[str] = []
+    lines: list[str] = []
+    for vol in kit.data_volumes:
+        name, vid = vol["name"], vol["id"]
+        index = int(vol.get("node", 0))
+        whose = f"data volume {name}" if not kit.per_node else \
+            f"data volume {name} of node {vol['nodeName']} ({vol['availabilityZone']})"
+        facts = volumes.get(vid)
+        if facts is None or facts.state in LOST_STATES:
+            # Per node, only that volume's own snapshots (or its Name tag's) count: every node's volume of one
+            # name shares the mount tag. One node: by name, as always.
+            snap = newest_snapshots.get(vid) if kit.per_node else newest_snapshots.get(name)
+            if snap:
+                restored_from[(index, name) if kit.per_node else name] = snap
+                notes.append(f"{whose} ({vid}) is gone: `pulumi up` creates it from its newest snapshot {snap}")
+                lines.append(f"{whose}: {vid} lost; created from snapshot {snap}")
+            else:
+                notes.append(f"{whose} ({vid}) is gone and has no snapshot: `pulumi up` creates it empty")
+                lines.append(f"{whose}: {vid} lost, no snapshot; created empty")
+            continue
+        ref = f"data-{name}" if index == 0 else f"data-{name}-cp{index}"
+        imports.append(Import(ref, VOLUME_TYPE, f"{node_name(cluster, index)}-data-{name}", vid, node_ref(index),
+                              f"{whose} ({vid})"))
+        lines.append(f"{whose}: {vid} {facts.state}; imported")
+        if facts.attached_to:
+            blockers.append(f"{whose} ({vid}) is attached to {', '.join(facts.attached_to)}: an EBS volume "
+                            "attaches to one instance, so `pulumi up` cannot attach it to the new node. If that is "
+                            "the old node, stop or terminate it yourself (this command deletes nothing): "
+                            f"`aws ec2 terminate-instances --instance-ids {' '.join(facts.attached_to)}`")
+    return imports, restored_from, notes, blockers, lines
+
+
 def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, VolumeFacts | None],
          newest_snapshots: Mapping[str, str], stack: str | None = None,
          state_urns: Sequence[str] = (), log_group: bool | None = False) -> Plan:
     """The rebuild of ``kit``'s stack (or ``stack``) from what still exists.
 
-    ``volumes``: the kit's volume ids -> what EC2 says (None: gone); ``newest_snapshots``: volume name -> the newest
-    completed snapshot of it; ``state_urns``: what the stack already holds (a re-run after an interruption);
-    ``log_group``: whether the old stack's snapshot log group still exists (None: not known).
+    ``volumes``: the kit's volume ids -> what EC2 says (None: gone); ``newest_snapshots``: the newest completed
+    snapshot of each lost volume, by volume name in a one-node kit, by volume id in a kit of several nodes;
+    ``state_urns``: what the stack already holds (a re-run after an interruption); ``log_group``: whether the old
+    stack's snapshot log group still exists (None: not known).
     """
     stack = stack or kit.stack
     cluster = kit.cluster_name
+    nodes = node_count(kit)
     imports = [Import("backup-bucket", BUCKET_TYPE, f"{cluster}-etcd-backups", bucket, "bucket",
                       f"the backup bucket s3://{bucket}"),
                Import("talos-secrets", SECRETS_TYPE, f"{cluster}-secrets", secrets_file, "talos",
                       "the Talos machine secrets (the cluster PKI and the secretbox key) from the kit")]
-    notes: list[str] = []
-    blockers: list[str] = []
-    restored_from: dict[str, str] = {}
-    for vol in kit.data_volumes:
-        name, vid = vol["name"], vol["id"]
-        facts = volumes.get(vid)
-        if facts is None or facts.state in ("deleting", "deleted", "error"):
-            snap = newest_snapshots.get(name)
-            if snap:
-                restored_from[name] = snap
-                notes.append(f"data volume {name} ({vid}) is gone: `pulumi up` creates it from its newest snapshot "
-                             f"{snap}")
-            else:
-                notes.append(f"data volume {name} ({vid}) is gone and has no snapshot: `pulumi up` creates it empty")
-            continue
-        imports.append(Import(f"data-{name}", VOLUME_TYPE, f"{cluster}-data-{name}", vid, "node",
-                              f"data volume {name} ({vid})"))
-        if facts.attached_to:
-            blockers.append(f"data volume {name} ({vid}) is attached to {', '.join(facts.attached_to)}: an EBS volume "
-                            "attaches to one instance, so `pulumi up` cannot attach it to the new node. If that is "
-                            "the old node, stop or terminate it yourself (this command deletes nothing): "
-                            f"`aws ec2 terminate-instances --instance-ids {' '.join(facts.attached_to)}`")
+    more, restored_from, notes, blockers, lines = _volume_steps(kit, volumes, newest_snapshots)
+    imports += more
     if _scheduled(kit):
         name = log_group_name(cluster)
         if log_group:
@@ -191,8 +268,9 @@ def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, Volu
     notes = changes + notes
 
     project = kit.project
+    parts = components(cluster, nodes)
     ours = {i.urn(stack, project, cluster) for i in imports}
-    ours |= {f"urn:pulumi:{stack}::{project}::{t}::{n}" for t, n in components(cluster).values()}
+    ours |= {f"urn:pulumi:{stack}::{project}::{t}::{n}" for t, n in parts.values()}
     foreign = sorted(u for u in state_urns if u not in ours and not _bookkeeping(u))
     if foreign:
         blockers.append(f"stack {stack} already holds {len(foreign)} other resource(s) (first: {foreign[0]}): "
@@ -200,10 +278,10 @@ def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, Volu
     done = set(state_urns)
     skipped = [i.what for i in imports if i.urn(stack, project, cluster) in done]
     todo = [i for i in imports if i.urn(stack, project, cluster) not in done]
-    existing = {ref: urn for ref, (t, n) in components(cluster).items()
+    existing = {ref: urn for ref, (t, n) in parts.items()
                 if (urn := f"urn:pulumi:{stack}::{project}::{t}::{n}") in done}
     return Plan(stack=stack, project=project, cluster=cluster, config=config, imports=todo, skipped=skipped,
-                notes=notes, blockers=blockers, existing_components=existing)
+                notes=notes, blockers=blockers, existing_components=existing, nodes=nodes, node_lines=lines)
 
 
 def _bookkeeping(urn: str) -> bool:
@@ -218,7 +296,7 @@ def import_file(p: Plan) -> dict[str, Any]:
     name_table = {ref: urn for ref, urn in p.existing_components.items() if ref in needed}
     resources: list[dict[str, Any]] = [
         {"type": typ, "name": ref, "logicalName": logical, "component": True}
-        for ref, (typ, logical) in components(p.cluster).items() if ref in needed and ref not in name_table
+        for ref, (typ, logical) in components(p.cluster, p.nodes).items() if ref in needed and ref not in name_table
     ]
     resources += [{"type": i.type, "name": i.ref, "logicalName": i.logical_name, "id": i.id, "parent": i.parent,
                    "version": PROVIDER_VERSIONS[i.type.split(":", 1)[0]]}

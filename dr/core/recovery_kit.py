@@ -11,6 +11,9 @@ reads it back with the operator's age identity. The plaintext is one JSON docume
 * ``config`` and ``secretConfig``: the stack's settings as the Pulumi CLI hands them to the program (every value a
   string, objects as JSON), full keys (``aws:region``, ``talos-dr:clusterName``, ...); secret ones apart.
 * ``outputs``: the plain stack outputs DR needs, and ``dataVolumes``: each data volume's name and EBS volume id.
+  A stack of more than one control-plane node (``controlPlaneNodes: 3``) writes version 2: each entry also names its
+  node (``node``: the index, 0 the bootstrap node; ``nodeName``, as in the ``controlPlaneNodes`` output;
+  ``availabilityZone``). A one-node stack still writes version 1, which older checkouts read; both are read here.
 
 Pure: no I/O. ``seal``/``unseal`` encrypt with pyrage (age v1 binary format, readable by the ``age`` CLI).
 """
@@ -38,6 +41,12 @@ WRITTEN_BY = "written-by"
 KIT_SUFFIX = ".kit.age"
 KIT_FORMAT = "talos-dr-recovery-kit"
 KIT_VERSION = 1
+# Version 2: dataVolumes entries carry their node (several control-plane nodes, each with its own volumes). Only a
+# stack of several nodes writes it, so an older checkout refuses such a kit instead of importing three volumes under
+# one name; a one-node kit stays version 1.
+KIT_VERSION_NODES = 2
+KIT_VERSIONS = (KIT_VERSION, KIT_VERSION_NODES)
+VOLUME_NODE_FIELDS = ("node", "nodeName", "availabilityZone")
 # The secrets bundle's top-level sections, in the order talosctl writes them (secrets.Bundle's field order).
 BUNDLE_SECTIONS = ("cluster", "secrets", "trustdinfo", "certs")
 # Plain outputs a rebuild needs: where the snapshots are, the cluster's name, region and endpoint, and the age
@@ -59,7 +68,7 @@ PROJECT_SETTINGS = (
     "snapshotRetentionWeeklyDays", "snapshotRetentionMonthlyDays", "snapshotObjectLockDays", "snapshotReaders",
     "snapshotWriters", "snapshotDeleter", "deployers", "argocdChartVersion", "kubernetesSecrets", "snapshotSchedule",
     "scheduledSnapshots", "snapshotLambdaWheelDir", "ageRecipients", "alertEmails", "nodePrivateIp",
-    "controlPlaneNodes",
+    "controlPlaneNodes", "nodeDataVolumeSnapshots",
 )
 AWS_SETTINGS = (
     "accessKey", "allowedAccountIds", "assumeRoleWithWebIdentity", "assumeRoles", "customCaBundle", "defaultTags",
@@ -138,13 +147,19 @@ class Kit:
     config: Mapping[str, str] = field(default_factory=dict)
     secret_config: Mapping[str, str] = field(default_factory=dict, repr=False)
     outputs: Mapping[str, Any] = field(default_factory=dict)
-    data_volumes: Sequence[Mapping[str, str]] = ()  # [{"name": ..., "id": "vol-..."}]
+    # [{"name": ..., "id": "vol-..."}], plus "node", "nodeName", "availabilityZone" in a kit of several nodes
+    data_volumes: Sequence[Mapping[str, Any]] = ()
     written_at: str | None = None
+
+    @property
+    def per_node(self) -> bool:
+        """Whether the data volumes name their nodes (a kit of a stack with several control-plane nodes)."""
+        return any("node" in v for v in self.data_volumes)
 
     def to_document(self) -> dict[str, Any]:
         return {
             "format": KIT_FORMAT,
-            "version": KIT_VERSION,
+            "version": KIT_VERSION_NODES if self.per_node else KIT_VERSION,
             "project": self.project,
             "stack": self.stack,
             "clusterName": self.cluster_name,
@@ -179,9 +194,9 @@ def decode(plaintext: bytes) -> Kit:
         raise KitError(f"the decrypted kit is not JSON ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != KIT_FORMAT:
         raise KitError(f"the decrypted file is not a {KIT_FORMAT} document")
-    if doc.get("version") != KIT_VERSION:
+    if doc.get("version") not in KIT_VERSIONS:
         raise KitError(f"kit version {doc.get('version')!r} is not one this `{spelling.command('rebuild')}` reads "
-                       f"({KIT_VERSION}); "
+                       f"({', '.join(map(str, KIT_VERSIONS))}); "
                        "use the talos-dr checkout that wrote it")
     for key in ("project", "stack", "clusterName", "awsRegion", "bucket", "secretsBundle"):
         if not isinstance(doc.get(key), str) or not doc[key]:
@@ -192,14 +207,35 @@ def decode(plaintext: bytes) -> Kit:
             isinstance(v, dict) and isinstance(v.get("name"), str) and str(v.get("id", "")).startswith("vol-")
             for v in volumes):
         raise KitError("the kit's dataVolumes are not a list of {name, id: vol-...}")
+    entries = _volume_entries(volumes, per_node=doc["version"] == KIT_VERSION_NODES)
     outputs = doc.get("outputs") or {}
     if not isinstance(outputs, dict):
         raise KitError("the kit's outputs are not a mapping")
     return Kit(project=doc["project"], stack=doc["stack"], cluster_name=doc["clusterName"], region=doc["awsRegion"],
                bucket=doc["bucket"], secrets_bundle=doc["secretsBundle"], config=_strings(doc, "config"),
                secret_config=_strings(doc, "secretConfig"), outputs=outputs,
-               data_volumes=tuple({"name": v["name"], "id": v["id"]} for v in volumes),
+               data_volumes=entries,
                written_at=doc.get("writtenAt"))
+
+
+def _volume_entries(volumes: list[dict[str, Any]], *, per_node: bool) -> tuple[dict[str, Any], ...]:
+    """The dataVolumes entries: {name, id} in a version 1 kit (anything else in them ignored, as before); in a
+    version 2 kit each also names its node, and no node holds two volumes of one name."""
+    if not per_node:
+        return tuple({"name": v["name"], "id": v["id"]} for v in volumes)
+    entries = []
+    for v in volumes:
+        node, node_name, zone = (v.get(k) for k in VOLUME_NODE_FIELDS)
+        if not (isinstance(node, int) and not isinstance(node, bool) and node >= 0 and isinstance(node_name, str)
+                and node_name and isinstance(zone, str)):
+            raise KitError(f"the kit's data volume {v['name']} ({v['id']}) does not say which node it belongs to "
+                           "(node, nodeName, availabilityZone)")
+        entries.append({"name": v["name"], "id": v["id"], "node": node, "nodeName": node_name,
+                        "availabilityZone": zone})
+    pairs = [(e["node"], e["name"]) for e in entries]
+    if len(set(pairs)) != len(pairs):
+        raise KitError("the kit's dataVolumes list a volume twice for one node")
+    return tuple(entries)
 
 
 def seal(kit: Kit, recipients: Sequence[x25519.Recipient]) -> bytes:

@@ -94,3 +94,16 @@ def newest_completed(snapshots: Sequence[VolumeSnapshot], volume_name: str) -> V
     """The newest completed snapshot of one data volume, or None."""
     done = [s for s in snapshots if s.volume_name == volume_name and s.state == "completed"]
     return max(done, key=lambda s: s.started) if done else None
+
+
+def newest_completed_of(snapshots: Sequence[VolumeSnapshot], volume_id: str,
+                        name_tag: str | None = None) -> VolumeSnapshot | None:
+    """The newest completed snapshot of one node's data volume: taken of ``volume_id`` itself (EC2 records the source
+    volume in each snapshot's ``VolumeId``), else, when it has none, carrying its ``Name`` tag (DLM copies the
+    volume's tags: a volume that replaced an earlier one of the same node before its first snapshot). Every node's
+    volume of one name shares the mount tag, so ``newest_completed`` cannot tell them apart."""
+    done = [s for s in snapshots if s.state == "completed"]
+    own = [s for s in done if s.volume_id == volume_id]
+    if not own and name_tag:
+        own = [s for s in done if s.tags.get("Name") == name_tag]
+    return max(own, key=lambda s: s.started) if own else None
