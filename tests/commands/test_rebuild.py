@@ -318,3 +318,94 @@ def test_an_identity_file_others_can_read_is_warned_about(world, s3_client):
     assert "is readable by others (mode 644)" in res.out
     w["key"].identity_file.chmod(0o600)
     assert "readable by others" not in rebuild_cli(w, "--dry-run").out
+
+
+# --- a stack of three control-plane nodes ---------------------------------------------------------------------------
+
+ZONES3 = ["us-east-1a", "us-east-1b", "us-east-1c"]
+
+
+@pytest.fixture
+def world3(world, s3_client):
+    """The same bucket, now with the kit of a three-node stack: one data volume per node, each in its node's zone;
+    node 1's volume is lost, with a snapshot of its own (and a newer one of node 0's volume: same name, same mount)."""
+    w, ec2 = world, world["ec2"]
+    cluster = w["cluster"]
+    tag = f"prod/{cluster}"
+
+    def volume(zone: str, name: str) -> str:
+        return ec2.create_volume(AvailabilityZone=zone, Size=20, TagSpecifications=[
+            {"ResourceType": "volume", "Tags": [{"Key": DATA_VOLUME_TAG, "Value": tag}, {"Key": "Name", "Value": name}]}
+        ])["VolumeId"]
+
+    def snapshot(vol: str, name: str) -> str:
+        return ec2.create_snapshot(VolumeId=vol, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+            {"Key": DATA_VOLUME_TAG, "Value": tag}, {"Key": MOUNT_TAG, "Value": "/var/mnt/data"},
+            {"Key": "Name", "Value": name}, {"Key": SNAPSHOT_BY_TAG, "Value": SNAPSHOT_BY_DLM}]}])["SnapshotId"]
+
+    names = [f"{cluster}-data", f"{cluster}-data-1", f"{cluster}-data-2"]
+    vols = [volume(z, n) for z, n in zip(ZONES3, names, strict=True)]
+    own = snapshot(vols[1], names[1])
+    decoy = snapshot(vols[0], names[0])
+    ec2.delete_volume(VolumeId=vols[1])
+    config = {**w["kit"].config, "talos-dr:controlPlaneNodes": "3",
+              "talos-dr:dataVolumes": json.dumps([{"name": "data", "size": 20, "device": "/dev/sdf"}])}
+    kit = kits.Kit(**{**w["kit"].__dict__, "config": config, "data_volumes": tuple(
+        {"name": "data", "id": v, "node": i, "nodeName": cluster if i == 0 else f"{cluster}-cp{i}",
+         "availabilityZone": z} for i, (v, z) in enumerate(zip(vols, ZONES3, strict=True)))})
+    _put_kit(w, s3_client, kit)
+    return {**w, "kit": kit, "vols": vols, "own": own, "decoy": decoy}
+
+
+def test_rebuild_of_three_nodes_imports_each_surviving_volume_and_pins_the_lost_one_for_its_node(world3):
+    w = world3
+    cluster, vols = w["cluster"], w["vols"]
+    res = rebuild_cli(w)
+    assert res.code == 0, res
+    state = w["fake"].state("prod")
+    assert json.loads(state["config"]["talos-dr:nodeDataVolumeSnapshots"][0]) == {"1": {"data": w["own"]}}
+    assert "snapshotId" not in state["config"]["talos-dr:dataVolumes"][0], "dataVolumes is every node's"
+    s = "urn:pulumi:prod::talos-dr::"
+    volumes = {r["urn"]: r for r in state["resources"] if r["type"] == "aws:ebs/volume:Volume"}
+    assert {u: (r["id"], r["parent"], r["protect"]) for u, r in volumes.items()} == {
+        f"{s}talos-dr:node:Node$aws:ebs/volume:Volume::{cluster}-data-data":
+            (vols[0], f"{s}talos-dr:node:Node::{cluster}", True),
+        f"{s}talos-dr:node:Node$aws:ebs/volume:Volume::{cluster}-cp2-data-data":
+            (vols[2], f"{s}talos-dr:node:Node::{cluster}-cp2", True),
+    }
+    assert f"data volume data of node {cluster}-cp1 (us-east-1b) ({vols[1]}) is gone: `pulumi up` creates it " \
+           f"from its newest snapshot {w['own']}" in res.out
+    assert w["decoy"] not in res.out.split("Plan for stack")[1], "node 0's snapshot is not node 1's"
+    # Again: nothing imported twice; node 2's component is named, not created again.
+    again = rebuild_cli(w)
+    assert again.code == 0, again
+    assert "Nothing left to import" in again.out
+    assert w["fake"].state("prod")["resources"] == state["resources"]
+
+
+def test_dry_run_of_three_nodes_prints_the_plan_per_node(world3):
+    w = world3
+    cluster, vols = w["cluster"], w["vols"]
+    res = rebuild_cli(w, "--dry-run")
+    assert res.code == 0, res
+    assert "3 control-plane nodes; their data volumes:" in res.out
+    for line in (f"data volume data of node {cluster} (us-east-1a): {vols[0]} available; imported",
+                 f"data volume data of node {cluster}-cp1 (us-east-1b): {vols[1]} lost; created from snapshot "
+                 f"{w['own']}",
+                 f"data volume data of node {cluster}-cp2 (us-east-1c): {vols[2]} available; imported"):
+        assert f"    {line}\n" in res.out, res.out
+    assert f"nodeDataVolumeSnapshots 1.data: node {cluster}-cp1's volume data created from snapshot {w['own']}" \
+        in res.out
+    assert w["fake"].argv() == []
+
+
+def test_an_attached_volume_of_another_node_is_a_blocker_naming_that_node(world3):
+    w, ec2 = world3, world3["ec2"]
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                            Placement={"AvailabilityZone": "us-east-1c"})["Instances"][0]["InstanceId"]
+    ec2.attach_volume(VolumeId=w["vols"][2], InstanceId=iid, Device="/dev/sdf")
+    res = rebuild_cli(w)
+    assert res.code == 0, res
+    assert (f"BLOCKER:  data volume data of node {w['cluster']}-cp2 (us-east-1c) ({w['vols'][2]}) is attached to "
+            f"{iid}") in res.out
