@@ -12,8 +12,10 @@ before it runs:
 3. create the stack (the kit's, or ``--stack``) in this checkout through the Automation API, or continue one an
    interrupted run created;
 4. set its settings from the kit, secret ones as secrets (``bucketName`` pinned to the imported bucket, a lost
-   volume's ``snapshotId`` to its newest snapshot);
-5. ``pulumi import`` the bucket, the surviving data volumes and the Talos machine secrets, protected;
+   volume's ``snapshotId`` to its newest snapshot; in a kit of several nodes, ``nodeDataVolumeSnapshots`` for that
+   node only, from the snapshots of that very volume);
+5. ``pulumi import`` the bucket, the surviving data volumes (each under its node's component) and the Talos machine
+   secrets, protected;
 6. print the ``pulumi up`` and ``python -m dr.restore latest`` that finish the job.
 
 Nothing is deleted, stopped or detached: what is in the way is said, with the command that would clear it.
