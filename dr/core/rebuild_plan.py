@@ -166,7 +166,7 @@ def stack_config(kit: Kit, bucket: str, restored_from: Mapping[Any, str]) -> tup
     if config.get(key, ("", False))[0] != bucket:
         changes.append(f"bucketName set to {bucket} (the bucket being imported)")
         config[key] = (bucket, False)
-    if restored_from and kit.per_node:
+    if restored_from and (kit.per_node or node_count(kit) > 1):
         pinned = _node_snapshots(kit)
         for (index, name), snap in sorted(restored_from.items()):
             pinned.setdefault(str(index), {})[name] = snap
@@ -215,7 +215,9 @@ def _volume_steps(kit: Kit, volumes: Mapping[str, VolumeFacts | None], newest_sn
             # name shares the mount tag. One node: by name, as always.
             snap = newest_snapshots.get(vid) if kit.per_node else newest_snapshots.get(name)
             if snap:
-                restored_from[(index, name) if kit.per_node else name] = snap
+                # A kit of several nodes that names node 0's volumes only (written before kits named every node's)
+                # pins node 0's too: a snapshotId in dataVolumes would fill every node's volume from it.
+                restored_from[(index, name) if kit.per_node or node_count(kit) > 1 else name] = snap
                 notes.append(f"{whose} ({vid}) is gone: `pulumi up` creates it from its newest snapshot {snap}")
                 lines.append(f"{whose}: {vid} lost; created from snapshot {snap}")
             else:
@@ -253,6 +255,12 @@ def plan(kit: Kit, *, bucket: str, secrets_file: str, volumes: Mapping[str, Volu
                       "the Talos machine secrets (the cluster PKI and the secretbox key) from the kit")]
     more, restored_from, notes, blockers, lines = _volume_steps(kit, volumes, newest_snapshots)
     imports += more
+    if nodes > 1 and kit.data_volumes and not kit.per_node:
+        notes.append(f"the kit names node 0's data volumes only (written before kits recorded every node's): the "
+                     f"other {nodes - 1} nodes' volumes are not imported, and `pulumi up` creates them empty; if they "
+                     "still exist, find them with `aws ec2 describe-volumes --filters Name=tag:talos-dr/cluster,"
+                     f"Values={cluster}` and import each before the `up` (`pulumi import {VOLUME_TYPE} "
+                     f"{cluster}-cp1-data-<volume> vol-...`), or set nodeDataVolumeSnapshots")
     if _scheduled(kit):
         name = log_group_name(cluster)
         if log_group:

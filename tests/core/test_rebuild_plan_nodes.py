@@ -135,3 +135,14 @@ def test_a_nodes_newest_snapshot_is_of_its_own_volume():
     # Node 2's volume has none of its own (it replaced one that had): its Name tag finds the earlier volume's.
     assert newest_completed_of(snaps, VOLS[2], "c-etcd-2").snapshot_id == "snap-old-volume"
     assert newest_completed_of(snaps, VOLS[2]) is None
+
+
+def test_an_older_kit_of_three_nodes_naming_node_0s_volumes_only_pins_node_0_and_says_what_is_missing():
+    kit = kits.Kit(project="talos-dr", stack="prod", cluster_name="c", region="us-east-1", bucket="b",
+                   secrets_bundle=kits.bundle_yaml(BUNDLE),
+                   config={"talos-dr:dataVolumes": DATA_VOLUMES, "talos-dr:controlPlaneNodes": "3"},
+                   data_volumes=({"name": "etcd", "id": VOLS[0]},))
+    p = plan(kit, bucket="b", secrets_file="/s", volumes={}, newest_snapshots={"etcd": "snap-0123456789abcdef0"})
+    assert json.loads(p.config[NODE_SNAPSHOTS_KEY][0]) == {"0": {"etcd": "snap-0123456789abcdef0"}}
+    assert p.config["talos-dr:dataVolumes"] == (DATA_VOLUMES, False), "not every node's volume from node 0's data"
+    assert any("the other 2 nodes' volumes are not imported" in n for n in p.notes)
