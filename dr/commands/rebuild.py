@@ -191,10 +191,6 @@ def _newest_snapshots(kit: kits.Kit, ec2_client, volumes: dict, out: TextIO) -> 
     volume id in a kit of several nodes (each node's own volume: they all share the name)."""
     lost = [v for v in kit.data_volumes
             if volumes.get(v["id"]) is None or volumes[v["id"]].state in rebuild_plan.LOST_STATES]
-    for v in kit.data_volumes:
-        facts = volumes.get(v["id"])
-        where = f" of node {v['nodeName']} ({v['availabilityZone']})" if "node" in v else ""
-        _say(out, f"   {v['name']}{where}: {v['id']} " + (f"{facts.state}" if facts else "lost"))
     if not lost:
         return {}
     tag = data_volume_tag_value(kit.stack, kit.cluster_name)
