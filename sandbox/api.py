@@ -738,6 +738,10 @@ class Sandbox:
         (a str): the one-node stack's replacement, with a new private IP (below)."""
         if isinstance(i, int):
             self.node_at(i).replace()
+            # A new instance: a new instance id in the stack's outputs (same name, addresses and zone).
+            self.info.update_node(i, instance_id="i-sandbox" + os.urandom(4).hex() + f"{i:02d}")
+            self.info.save(self.paths)
+            self._write_outputs(ClusterSecrets.load(self.paths.secrets), self.paths.controlplane.read_text())
             return
         self._replace_with_new_ip(i)
 

@@ -165,10 +165,13 @@ def test_wipe_all_then_recover_on_one_the_others_join(tmp_path):
 
 def test_replaced_instance_with_quorum_joins_and_its_old_member_goes(fresh):
     old = {m["name"]: m["id"] for m in fresh.etcd_members()}
+    instance = fresh.members[2].instance_id
     fresh.lose(3, disk=True)
     fresh.power_on(3)  # a terminated instance does not come back
     assert fresh.node_at(3).snapshot_state().phase == "halted"
     fresh.replace_instance(3)
+    listed = json.loads(fresh.outputs_file.read_text())["controlPlaneNodes"][2]
+    assert listed["privateIp"] == "127.0.0.6" and listed["instanceId"] not in ("", instance)
     members = fresh.wait_voters(3, timeout=40)
     new = {m["name"]: m["id"] for m in members}
     assert set(new) == set(old)
