@@ -913,8 +913,13 @@ class Node:
     def k8s_problem(self, expected_ips: list[str]) -> tuple[int, str] | None:
         """The first failing Kubernetes node check of ``talosctl health`` (sandbox/kube.py), as (index in
         sandbox.talosctl.HEALTH_CHECKS, message), or None."""
+        endpoint = self.info.etcd_endpoint
+        if self.multi:  # the Kubernetes API behind the cluster endpoint reads any member with a leader
+            from sandbox import membership
+
+            endpoint = membership.answering_endpoint(self.cluster(), leader=True) or endpoint
         try:
-            nodes = kube.list_nodes(self.info.etcd_endpoint)
+            nodes = kube.list_nodes(endpoint)
         except etcd.EtcdFailure as exc:
             return 8, str(exc)
         why = kube.nodes_reported(nodes, expected_ips)

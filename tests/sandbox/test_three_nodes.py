@@ -223,3 +223,19 @@ def test_each_nodes_apid_serves_and_forwards_over_grpc(fresh):
         _grpc_snapshot(_client(fresh, 1, ["127.0.0.4"]))
     assert "127.0.0.4:50000: i/o timeout" in str(ei.value)
     assert _grpc_snapshot(_client(fresh, 3, ["127.0.0.6"])) > 1000
+
+
+def test_the_kubernetes_api_answers_with_node_1_lost(fresh):
+    """The cluster endpoint stands for a load balancer in front of every control-plane node: with node 1 off, the
+    Kubernetes API still reads the cluster (from a member with a leader)."""
+    from dr.adapters.kubeapi import KubeAPI
+
+    names = {"talos-sandbox-cp", "talos-sandbox-cp-2", "talos-sandbox-cp-3"}
+    assert procs.wait_for(lambda: {n["metadata"]["name"] for n in KubeAPI.from_kubeconfig(
+        fresh.paths.kubeconfig.read_text()).list_nodes()} == names, 15)
+    fresh.lose(1)
+    api = KubeAPI.from_kubeconfig(fresh.paths.kubeconfig.read_text())
+    assert {n["metadata"]["name"] for n in api.list_nodes()} == names
+    r = fresh.talosctl_on(2, "health", "--wait-timeout", "1s", "--control-plane-nodes", "127.0.0.4,127.0.0.6")
+    assert r.returncode == 1
+    assert "waiting for etcd members to be control plane nodes: etcd member ips" in r.stderr
