@@ -60,7 +60,8 @@ class NodeError(Exception):
 class SnapshotHangs(Exception):
     """EtcdSnapshot with etcd down: machined's etcd client waits for a connection to localhost:2379 with no
     deadline (v1alpha1_server.go EtcdSnapshot, etcd client v3.6 WaitForReady), so the stream sends nothing until the
-    client gives up."""
+    client gives up. The same for EtcdMemberList and EtcdStatus (``etcd members``, ``etcd status``) on a node whose
+    etcd is not running."""
 
 
 class TransportError(Exception):
@@ -847,8 +848,9 @@ class Node:
             self._controlplane(st, "member list")
             running = self._etcd_alive(st)
         if not running:
-            raise NodeError("Unavailable", "connection error: desc = \"transport: Error while dialing: dial tcp "
-                                           "127.0.0.1:2379: connect: connection refused\"")
+            # machined's etcd client dials without blocking and calls with WaitForReady (etcd v3.6.12
+            # client/v3/options.go:26-29, client.go:320-331): the call waits for an etcd that is not there.
+            raise SnapshotHangs()
         try:
             return etcd.member_list(self.info.etcd_endpoint, require_leader=True)
         except etcd.EtcdFailure as exc:
@@ -890,8 +892,7 @@ class Node:
             v = self._check_access(st, addr, auth, ROLES_ETCD_INFO, node=node)
             self._controlplane(st, "etcd status")
         if not v.etcd_running:
-            raise NodeError("Unavailable", "connection error: desc = \"transport: Error while dialing: dial tcp "
-                                           "127.0.0.1:2379: connect: connection refused\"")
+            raise SnapshotHangs()  # as etcd_members
         try:
             return etcd.status(self.info.etcd_endpoint)
         except etcd.EtcdFailure as exc:

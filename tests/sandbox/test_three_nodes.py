@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,9 @@ def test_wipe_all_then_recover_on_one_the_others_join(tmp_path):
         time.sleep(0.5)
         assert all(sb.node_at(i).snapshot_state().etcd_waiting for i in (1, 2, 3))
         assert "Running pre state" in _ok(sb.talosctl_on(2, "service", "etcd"))
+        # etcd members on a node whose etcd is not running waits (machined's client: WaitForReady) until cancelled.
+        with pytest.raises(subprocess.TimeoutExpired):
+            sb.talosctl_on(2, "etcd", "members", timeout=1.5)
         _ok(sb.talosctl_on(1, "bootstrap", "--recover-from", str(snap)))
         members = sb.wait_voters(3, timeout=40)
         assert len(members) == 3
