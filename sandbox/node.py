@@ -217,7 +217,7 @@ class Node:
                 if md == n.info.private_ip:
                     return n
         for n in nodes:
-            if addr == n.info.public_ip:
+            if addr == n.info.public_ip or (md is None and addr == n.info.private_ip):
                 return n
         return self
 
