@@ -243,3 +243,31 @@ def test_the_kubernetes_api_answers_with_node_1_lost(fresh):
     r = fresh.talosctl_on(2, "health", "--wait-timeout", "1s", "--control-plane-nodes", "127.0.0.4,127.0.0.6")
     assert r.returncode == 1
     assert "waiting for etcd members to be control plane nodes: etcd member ips" in r.stderr
+
+
+def test_two_instances_replaced_wait_then_the_survivor_recovers_the_cluster(tmp_path):
+    """Quorum lost for good (two instances terminated): the replacements cannot join the survivor (no leader), they
+    wait for a bootstrap; a snapshot from the survivor, its EPHEMERAL wiped, `bootstrap --recover-from` there: all
+    three join one cluster again with every key."""
+    sb = _up(tmp_path / "sb", reboot_seconds=1.0)
+    try:
+        sb.put("/test/kept", "yes")
+        sb.lose(2, disk=True)
+        sb.lose(3, disk=True)
+        sb.replace_instance(2)
+        sb.replace_instance(3)
+        for i in (2, 3):
+            node = sb.node_at(i)
+            assert procs.wait_for(lambda n=node: n.snapshot_state().etcd_waiting, 20), i
+        assert "etcdserver: no leader" in (tmp_path / "sb/logs/machined-2.log").read_text()
+        snap = tmp_path / "survivor.db"
+        _ok(sb.talosctl_on(1, "etcd", "snapshot", str(snap)))
+        _ok(sb.talosctl_on(1, "reset", "--graceful=false", "--reboot", "--system-labels-to-wipe", "EPHEMERAL",
+                           "--wait=false"))
+        assert procs.wait_for(lambda: sb.node_at(1).snapshot_state().etcd_waiting, 20)
+        _ok(sb.talosctl_on(1, "bootstrap", "--recover-from", str(snap)))
+        assert len(sb.wait_voters(3, timeout=40)) == 3
+        for node in sb.nodes():
+            assert etcd.get_prefix(node.info.etcd_endpoint, "/test/") == {"/test/kept": b"yes"}
+    finally:
+        sb.down()
