@@ -903,7 +903,7 @@ class Node:
     def lose(self, *, disk: bool = False) -> None:
         """The instance stops (``disk=False``: powered off, its disks kept) or is terminated with its disks
         (``disk=True``): unreachable, its etcd stopped; with the disks, the etcd data and the machine config go."""
-        with self.locked() as st:
+        with self.locked(settle=False) as st:  # whatever it was doing stops with it
             self._stop_etcd(st)
             st.stage, st.timeline, st.target, st.bootstrap = "halted", [], None, None
             st.learner_id = None
@@ -917,7 +917,7 @@ class Node:
     def replace(self) -> None:
         """A new instance with the same private IP (the HA stack pins each node's address), configured by `pulumi up`
         (its machine config applied), an empty etcd: it boots and joins (or waits for a bootstrap)."""
-        with self.locked() as st:
+        with self.locked(settle=False) as st:  # the old instance's state does not matter
             self._stop_etcd(st)
             shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
             shutil.rmtree(self.paths.recover_dir, ignore_errors=True)
