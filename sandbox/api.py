@@ -176,6 +176,8 @@ class Sandbox:
         )
         if nodes > 1:
             info.etcd_host = NODE_PRIVATE_IP
+            info.etcd_client_port = procs.free_port_on(NODE_PRIVATE_IP)
+            info.etcd_peer_port = procs.free_port_on(NODE_PRIVATE_IP)
             info.more_nodes = [cls._new_node(i) for i in range(2, nodes + 1)]
         try:
             if with_s3:
@@ -242,8 +244,9 @@ class Sandbox:
         """Node ``index``'s own settings (Info.more_nodes): addresses, hostname (= etcd member name), free ports."""
         private, public = node_addresses(index)
         return {"private_ip": private, "public_ip": public, "hostname": node_hostname(index),
-                "etcd_name": node_hostname(index), "etcd_host": private, "etcd_client_port": procs.free_port(),
-                "etcd_peer_port": procs.free_port(), "apid_pid": None, "apid_port": APID_PORT}
+                "etcd_name": node_hostname(index), "etcd_host": private,
+                "etcd_client_port": procs.free_port_on(private), "etcd_peer_port": procs.free_port_on(private),
+                "apid_pid": None, "apid_port": APID_PORT}
 
     @classmethod
     def _start_servers(cls, paths: Paths, info: Info, secrets: ClusterSecrets, apid: str) -> str:
@@ -373,15 +376,20 @@ class Sandbox:
     def down(self) -> list[str]:
         """Stop every process this sandbox started (by recorded pid): every node's apid and etcd, the
         kube-apiserver stand-in, the S3 server. Idempotent. Returns what was stopped."""
+        from concurrent.futures import ThreadPoolExecutor
+
         stopped = []
+        nodes = range(1, self.info.node_count + 1)
         # The apids first: on a multi-node sandbox each one settles its node on a tick and could start etcd again.
-        for i in range(1, self.info.node_count + 1):
-            view = self.info.for_node(i)
-            if procs.stop(view.apid_pid, node_apid.MARKER):
-                stopped.append(f"apid{'' if i == 1 else f' of node {i}'} (pid {view.apid_pid})")
-        if procs.stop(self.info.kube_pid, kube_apiserver.MARKER):
-            stopped.append(f"kube-apiserver (pid {self.info.kube_pid})")
-        for i in range(1, self.info.node_count + 1):
+        # Every node at once (each stop waits for its process to exit).
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            views = [self.info.for_node(i) for i in nodes]
+            done = list(pool.map(lambda v: procs.stop(v.apid_pid, node_apid.MARKER), views))
+            stopped += [f"apid{'' if v.index == 1 else f' of node {v.index}'} (pid {v.apid_pid})"
+                        for v, ok in zip(views, done, strict=True) if ok]
+            if procs.stop(self.info.kube_pid, kube_apiserver.MARKER):
+                stopped.append(f"kube-apiserver (pid {self.info.kube_pid})")
+        for i in nodes:  # one at a time: an etcd stopped while its peers stop too waits for them (slower)
             stopped += self._stop_node(i)
         if procs.stop(self.info.s3_pid, s3.MARKER):
             stopped.append(f"s3 (pid {self.info.s3_pid})")
@@ -738,6 +746,10 @@ class Sandbox:
         (a str): the one-node stack's replacement, with a new private IP (below)."""
         if isinstance(i, int):
             self.node_at(i).replace()
+            # A new instance: a new instance id in the stack's outputs (same name, addresses and zone).
+            self.info.update_node(i, instance_id="i-sandbox" + os.urandom(4).hex() + f"{i:02d}")
+            self.info.save(self.paths)
+            self._write_outputs(ClusterSecrets.load(self.paths.secrets), self.paths.controlplane.read_text())
             return
         self._replace_with_new_ip(i)
 

@@ -13,6 +13,13 @@ from pathlib import Path
 from dr.adapters.ports import free_port  # noqa: F401 - the one helper; sandbox code calls procs.free_port
 
 
+def free_port_on(host: str) -> int:
+    """A TCP port free on ``host`` right now (a node's private IP: a port free on 127.0.0.1 may be taken there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

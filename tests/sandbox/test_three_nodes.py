@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,9 @@ def test_wipe_all_then_recover_on_one_the_others_join(tmp_path):
         time.sleep(0.5)
         assert all(sb.node_at(i).snapshot_state().etcd_waiting for i in (1, 2, 3))
         assert "Running pre state" in _ok(sb.talosctl_on(2, "service", "etcd"))
+        # etcd members on a node whose etcd is not running waits (machined's client: WaitForReady) until cancelled.
+        with pytest.raises(subprocess.TimeoutExpired):
+            sb.talosctl_on(2, "etcd", "members", timeout=1.5)
         _ok(sb.talosctl_on(1, "bootstrap", "--recover-from", str(snap)))
         members = sb.wait_voters(3, timeout=40)
         assert len(members) == 3
@@ -165,10 +169,13 @@ def test_wipe_all_then_recover_on_one_the_others_join(tmp_path):
 
 def test_replaced_instance_with_quorum_joins_and_its_old_member_goes(fresh):
     old = {m["name"]: m["id"] for m in fresh.etcd_members()}
+    instance = fresh.members[2].instance_id
     fresh.lose(3, disk=True)
     fresh.power_on(3)  # a terminated instance does not come back
     assert fresh.node_at(3).snapshot_state().phase == "halted"
     fresh.replace_instance(3)
+    listed = json.loads(fresh.outputs_file.read_text())["controlPlaneNodes"][2]
+    assert listed["privateIp"] == "127.0.0.6" and listed["instanceId"] not in ("", instance)
     members = fresh.wait_voters(3, timeout=40)
     new = {m["name"]: m["id"] for m in members}
     assert set(new) == set(old)
@@ -185,3 +192,82 @@ def test_down_stops_every_process(tmp_path):
     assert not sb.running()
     for node in sb.nodes():
         assert procs.find(str(node.paths.etcd_data), exe=etcd.ETCD) == []
+
+
+def _client(sb: Sandbox, via: int, nodes: list[str]):
+    from dr.adapters.talosapi import TalosClient
+    from dr.adapters.talosctl import load_talosconfig, talosconfig_credentials
+
+    m = sb.members[via - 1]
+    creds = talosconfig_credentials(load_talosconfig(sb.talosconfig))
+    port = sb.node_at(via).info.apid_port
+    return TalosClient(m.public_ip, creds, port=port, nodes=nodes, timeout=30, idle_timeout=2.0)
+
+
+def _grpc_snapshot(c) -> int:
+    from dr.core.integrity import SnapshotDigest
+
+    digests: list[SnapshotDigest] = []
+    for _ in c.iter_etcd_snapshot(digests):
+        pass
+    return digests[0].size
+
+
+def test_each_nodes_apid_serves_and_forwards_over_grpc(fresh):
+    """The real Talos API client (dr.adapters.talosapi): each node's own apid on its Elastic IP, and node 1's apid
+    forwarding to node 2 by `nodes`; node 2 off: the forwarded call fails, the direct ones to the others work."""
+    from dr.core.errors import NodeError, NodeUnreachable
+
+    sizes = {_grpc_snapshot(_client(fresh, i, [fresh.members[i - 1].private_ip])) for i in (1, 2, 3)}
+    assert all(s > 1000 for s in sizes)
+    forwarded = _client(fresh, 1, ["127.0.0.4"])
+    assert _grpc_snapshot(forwarded) > 1000 and forwarded.hostname == "127.0.0.4"
+    fresh.lose(2)
+    with pytest.raises((NodeError, NodeUnreachable)) as ei:
+        _grpc_snapshot(_client(fresh, 1, ["127.0.0.4"]))
+    assert "127.0.0.4:50000: i/o timeout" in str(ei.value)
+    assert _grpc_snapshot(_client(fresh, 3, ["127.0.0.6"])) > 1000
+
+
+def test_the_kubernetes_api_answers_with_node_1_lost(fresh):
+    """The cluster endpoint stands for a load balancer in front of every control-plane node: with node 1 off, the
+    Kubernetes API still reads the cluster (from a member with a leader)."""
+    from dr.adapters.kubeapi import KubeAPI
+
+    names = {"talos-sandbox-cp", "talos-sandbox-cp-2", "talos-sandbox-cp-3"}
+    assert procs.wait_for(lambda: {n["metadata"]["name"] for n in KubeAPI.from_kubeconfig(
+        fresh.paths.kubeconfig.read_text()).list_nodes()} == names, 15)
+    fresh.lose(1)
+    api = KubeAPI.from_kubeconfig(fresh.paths.kubeconfig.read_text())
+    assert {n["metadata"]["name"] for n in api.list_nodes()} == names
+    r = fresh.talosctl_on(2, "health", "--wait-timeout", "1s", "--control-plane-nodes", "127.0.0.4,127.0.0.6")
+    assert r.returncode == 1
+    assert "waiting for etcd members to be control plane nodes: etcd member ips" in r.stderr
+
+
+def test_two_instances_replaced_wait_then_the_survivor_recovers_the_cluster(tmp_path):
+    """Quorum lost for good (two instances terminated): the replacements cannot join the survivor (no leader), they
+    wait for a bootstrap; a snapshot from the survivor, its EPHEMERAL wiped, `bootstrap --recover-from` there: all
+    three join one cluster again with every key."""
+    sb = _up(tmp_path / "sb", reboot_seconds=1.0)
+    try:
+        sb.put("/test/kept", "yes")
+        sb.lose(2, disk=True)
+        sb.lose(3, disk=True)
+        sb.replace_instance(2)
+        sb.replace_instance(3)
+        for i in (2, 3):
+            node = sb.node_at(i)
+            assert procs.wait_for(lambda n=node: n.snapshot_state().etcd_waiting, 20), i
+        assert "etcdserver: no leader" in (tmp_path / "sb/logs/machined-2.log").read_text()
+        snap = tmp_path / "survivor.db"
+        _ok(sb.talosctl_on(1, "etcd", "snapshot", str(snap)))
+        _ok(sb.talosctl_on(1, "reset", "--graceful=false", "--reboot", "--system-labels-to-wipe", "EPHEMERAL",
+                           "--wait=false"))
+        assert procs.wait_for(lambda: sb.node_at(1).snapshot_state().etcd_waiting, 20)
+        _ok(sb.talosctl_on(1, "bootstrap", "--recover-from", str(snap)))
+        assert len(sb.wait_voters(3, timeout=40)) == 3
+        for node in sb.nodes():
+            assert etcd.get_prefix(node.info.etcd_endpoint, "/test/") == {"/test/kept": b"yes"}
+    finally:
+        sb.down()
