@@ -51,6 +51,7 @@ from dr.core.restore_plan import RESET_BEGIN_GRACE, _age
 HEALTHY = "healthy"  # every node's etcd runs as a voting member
 QUORUM_INTACT = "quorum intact"  # a majority of the voters runs; some member is lost (or not yet a voter)
 QUORUM_LOST = "quorum lost"
+UNKNOWN = "unknown"  # etcd runs on enough nodes for a quorum, but their member lists did not answer (yet)
 
 # Actions (the command does them; each names a ``node`` where it acts on one).
 REFUSE = "refuse"  # a node refuses our credentials, or none answers: nothing was changed
@@ -171,6 +172,10 @@ def classify(views: Sequence[NodeView]) -> Health:
     voters = sum(1 for m in listed if not m.is_learner) or len(views)
     serving = tuple(v.node.name for v in views if v.kind == ETCD_RUNNING and v.voter())
     lost = tuple(v.node.name for v in views if v.node.name not in serving)
+    unknown = [v for v in views if v.kind == ETCD_RUNNING and v.members is None]
+    if len(serving) < quorum(voters) <= len(serving) + len(unknown):
+        # Never call a quorum lost that may be there: a member list that did not answer is asked again.
+        return Health(UNKNOWN, voters, serving, lost)
     if len(serving) < quorum(voters):
         return Health(QUORUM_LOST, voters, serving, lost)
     if not lost and voters == len(views) and all(not m.is_learner for m in listed):
@@ -237,6 +242,8 @@ def plan(views: Sequence[NodeView], j: Journal | None, o: Options, now: datetime
         if settling:
             return Step(WAIT, "to settle", node=settling[0].ip, phase=SETTLE)
         health = classify(views)
+        if health.kind == UNKNOWN:
+            return Step(WAIT, "for etcd's member lists to answer", node=views[0].ip, phase=SETTLE)
         if health.kind != QUORUM_LOST and not o.rollback:
             return Step(REFUSE_QUORUM_INTACT, health.kind)
     if j is None or j.bootstrap_target is None:
