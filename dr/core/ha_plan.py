@@ -294,7 +294,7 @@ def _after_target(views: Sequence[NodeView], j: Journal, o: Options) -> Step:
     others = [v for v in views if v is not target]
     started = j.done(jn.BOOTSTRAP_STARTED)
     if target.kind in (UNREACHABLE, TRANSITIONING, REFUSED):
-        return Step(WAIT, "the recorded bootstrap node, to answer (no other node is ever bootstrapped)",
+        return Step(WAIT, "to answer (it is the recorded bootstrap node: no other node is ever bootstrapped)",
                     node=target.ip, phase=RECOVERY if started else REBOOT)
     in_the_way = tuple(v.ip for v in others if v.holds_data)
     if not started:

@@ -30,6 +30,7 @@ from dr.commands.restore.command import PROG, Restore
 from dr.commands.restore.probe import probe
 from dr.commands.settings import Resolver
 from dr.core import ha_plan as ha
+from dr.core import restore_plan as pl
 from dr.core import journal, spelling, timefmt
 from dr.core.cluster_nodes import ClusterNode, quorum
 from dr.core.errors import (
@@ -151,6 +152,8 @@ class HaRestore(Restore):
                           resent=self.resent)
 
     def ha_timeout(self, phase: str | None) -> float:
+        if phase == ha.RESET_BEGIN:
+            return min(pl.RESET_BEGIN_GRACE, self.args.reboot_timeout)
         if phase == ha.RECOVERY:
             return self.args.bootstrap_timeout
         if phase == ha.JOIN:
@@ -165,7 +168,7 @@ class HaRestore(Restore):
         self.j = self.previous_journal(fetched)
         if self.j is not None:
             self.say(f"continuing the three-node restore of {self.j.snapshot_origin} started at {self.j.started_at} "
-                     f"(last step done: {self.j.last_step}; bootstrap node: {self.j.bootstrap_target or 'not chosen yet'}"
+                     f"(last step done: {self.j.last_step}; bootstrap node: {self.target_name() or 'not chosen yet'}"
                      f"; journal {self.jpath})")
         waiting: tuple[str | None, str | None, float, float, str] | None = None
         while True:
@@ -183,6 +186,12 @@ class HaRestore(Restore):
                 if line != shown:
                     self.say(f"  {timefmt.human_duration(now - began):>6}  {line}")
                     waiting = (phase, node, began, deadline, line)
+                if now >= deadline and phase == ha.RESET_BEGIN:
+                    # The recorded reset never showed on the node (the run died between recording and sending it):
+                    # nothing was destroyed there; it is reset again (this run confirmed it, or asks again).
+                    self.start_over(step.node)
+                    waiting = None
+                    continue
                 if now >= deadline:
                     raise self.wait_timeout(step, deadline - began)
                 time.sleep(min(self.args.poll_interval, max(deadline - now, 0.05)))
@@ -286,6 +295,11 @@ class HaRestore(Restore):
         self.confirmed = True
         self.mark(journal.CONFIRMED)
 
+    def target_name(self) -> str | None:
+        ip = self.j.bootstrap_target if self.j is not None else None
+        name = next((n.name for n in self.nodes if n.private_ip == ip), None)
+        return f"{name} ({ip})" if ip else None
+
     def first_up_name(self, up: Sequence[ha.NodeView]) -> str:
         if self.j is not None and self.j.bootstrap_target:
             return self.view(self.j.bootstrap_target).node.name
@@ -294,7 +308,7 @@ class HaRestore(Restore):
     def reset_node(self, ip: str | None) -> None:
         assert ip is not None and self.j is not None
         t = self.tn(ip)
-        self.say(f"resetting node {self.view(ip).node.name} ({t.where}): wiping EPHEMERAL (etcd's data); STATE (the "
+        self.say(f"resetting node {self.view(ip).node.name} at {t.where}: wiping EPHEMERAL (etcd's data); STATE (the "
                  "machine config) is kept, then reboot")
         key = journal.on(journal.RESET, ip)
         self.mark(key)  # before the call: a Ctrl-C while talosctl runs may leave the node reset
@@ -338,7 +352,7 @@ class HaRestore(Restore):
             if not resend:
                 self.unmark(journal.BOOTSTRAP_STARTED)  # refused before it began: nothing of it is in etcd
             raise refused.error from None
-        self.say(f"bootstrap accepted by node {self.view(step.node).node.name} ({t.where}); it checks the snapshot "
+        self.say(f"bootstrap accepted by node {self.view(step.node).node.name} at {t.where}; it checks the snapshot "
                  "and starts etcd from it")
 
     def health_all(self) -> None:
@@ -413,7 +427,7 @@ class HaRestore(Restore):
         if self.j is not None and step.node == self.j.bootstrap_target:
             extra = ("; this restore bootstraps only that node, never another: if its instance is terminated, "
                      "`pulumi up --refresh` rebuilds it (same private IP) and this restore goes on with it")
-        return Timeout(f"node {name} did not get there ({step.why}) within {timefmt.human_duration(waited)} "
+        return Timeout(f"gave up waiting for node {name} {step.why} after {timefmt.human_duration(waited)} "
                        f"(now: {one_line(self.views)})",
                        f"look at `talosctl -n {v.ip if v else 'IP'} -e {v.node.public_ip if v else 'EIP'} service etcd`"
                        f"{extra}; then run `{self.resume_cmd()}` again (it continues from the journal)")
