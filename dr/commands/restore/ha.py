@@ -30,8 +30,8 @@ from dr.commands.restore.command import PROG, Restore
 from dr.commands.restore.probe import probe
 from dr.commands.settings import Resolver
 from dr.core import ha_plan as ha
-from dr.core import restore_plan as pl
 from dr.core import journal, spelling, timefmt
+from dr.core import restore_plan as pl
 from dr.core.cluster_nodes import ClusterNode, quorum
 from dr.core.errors import (
     ConfigError,
