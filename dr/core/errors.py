@@ -298,7 +298,7 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.UNDECODABLE: "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode",
     ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
     ExitCode.QUORUM_INTACT: "restore (three nodes): etcd's quorum is intact, the cluster's data is current: no snapshot "
-                            "restore; replace the lost member (`talos-dr replace-member NODE`), or pass --rollback",
+                            "restore; replace the lost member (the replace-member command), or pass --rollback",
     ExitCode.HA_RESTORE_REFUSED: "restore (three nodes): refused before a step that could split the cluster or cannot "
                                  "work (an `init` node, another node's etcd running or holding data at the one "
                                  "bootstrap)",
