@@ -285,7 +285,7 @@ class HaRestore(Restore):
                        data_dir_copy=self.args.from_data_dir_copy, node=f"{names} ({len(views)} control-plane nodes)",
                        node_state=health.kind, needs_reset=bool(step.needs_reset), safety=step.safety,
                        wipe_state=False, snapshots_dir=str(self.r.snapshots_dir), yes=self.args.yes,
-                       now=self.clock(), out=self.out, stdin=self.stdin, undoes=lines)
+                       now=self.clock(), out=self.out, stdin=self.stdin, undoes=lines, nodes_reset=reset)
         self.confirmed_nodes = frozenset(v.ip for v in up)
         if self.j is None:
             f = self.fetched
