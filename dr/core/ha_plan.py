@@ -232,9 +232,11 @@ def plan(views: Sequence[NodeView], j: Journal | None, o: Options, now: datetime
     if refused and not touched:
         return Step(REFUSE, "the node refuses our credentials", node=refused[0].ip)
     bootstrapped = j is not None and j.done(jn.BOOTSTRAP_STARTED)
-    inits = [v for v in views if v.machine_type == MACHINE_TYPE_INIT]
-    if inits and not bootstrapped:
-        return Step(REFUSE_INIT, "machine type init cannot take part in an etcd recovery", node=inits[0].ip)
+    # The guide: no control-plane node of type init (nor anything but controlplane: a worker has no etcd at all).
+    wrong = [v for v in views if v.machine_type not in (None, MACHINE_TYPE_OK)]
+    if wrong and not bootstrapped:
+        return Step(REFUSE_INIT, f"machine type {wrong[0].machine_type} cannot take part in an etcd recovery",
+                    node=wrong[0].ip)
     if not touched:
         if not any(v.up for v in views):
             return Step(REFUSE, "no node answers", node=views[0].ip if views else None)

@@ -136,6 +136,8 @@ def test_init_node_refused_before_touching_anything():
     s = plan(views)
     assert (s.action, s.node) == (ha.REFUSE_INIT, IP1)
     assert plan(views, confirmed=frozenset({IP1}), safety_done=True).action == ha.REFUSE_INIT
+    s = plan([v(1, ETCD_RUNNING, None), v(2, ETCD_RUNNING, None, mtype="worker"), v(3, UNREACHABLE)])
+    assert (s.action, s.node) == (ha.REFUSE_INIT, IP2) and "worker" in s.why
 
 
 def test_nothing_answers_or_credentials_refused():

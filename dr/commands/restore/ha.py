@@ -400,8 +400,8 @@ class HaRestore(Restore):
             assert v is not None
             self.say(f"nodes:\n{table}")
             return HaRestoreRefused(
-                f"node {v.node.name} ({v.ip}) is of machine type init, which cannot take part in an etcd recovery "
-                f"(Talos's disaster-recovery guide){nothing}",
+                f"node {v.node.name} ({v.ip}) is of machine type {v.machine_type}, which cannot take part in an etcd "
+                f"recovery (Talos's disaster-recovery guide: every control-plane node must be controlplane){nothing}",
                 f"make it a controlplane node: `talosctl -n {v.ip} -e {v.node.public_ip} edit mc --mode=staged` (set "
                 f"machine.type: controlplane), then `talosctl -n {v.ip} -e {v.node.public_ip} reboot`; then run "
                 f"`{self.resume_cmd()}` again")
