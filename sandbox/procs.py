@@ -104,3 +104,22 @@ def wait_for(check: Callable[[], bool], timeout: float, interval: float = 0.05) 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def find(marker: str, *, exe: str) -> list[int]:
+    """Pids of this user's processes running ``exe`` whose command line contains ``marker`` as a whole argument
+    (a sandbox's etcd data directory: unique to it). Used by ``down`` to stop an etcd whose pid was never recorded."""
+    out = []
+    me = os.getuid()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if d.stat().st_uid != me:
+                continue
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and Path(argv[0].decode(errors="replace")).name == Path(exe).name and marker.encode() in argv:
+            out.append(int(d.name))
+    return out
