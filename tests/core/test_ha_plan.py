@@ -85,14 +85,29 @@ def test_a_learner_is_not_healthy_yet():
 
 
 @pytest.mark.parametrize("views", [
-    [v(1, ETCD_RUNNING, ALL3), v(2, UNREACHABLE), v(3, UNREACHABLE)],
     [v(1, ETCD_RUNNING, None), v(2, UNREACHABLE), v(3, UNREACHABLE)],  # its member list needs a leader
-    [v(1, ETCD_RUNNING, ALL3), v(2, ETCD_PREPARING, since=LONG), v(3, ETCD_PREPARING, since=LONG)],  # replaced
+    [v(1, ETCD_RUNNING, None), v(2, ETCD_PREPARING, since=LONG), v(3, ETCD_PREPARING, since=LONG)],  # replaced
     [v(1, UNREACHABLE), v(2, UNREACHABLE), v(3, UNREACHABLE)],
-    [v(1, ETCD_FAILED), v(2, ETCD_FAILED), v(3, ETCD_RUNNING, ALL3)],
+    [v(1, ETCD_FAILED), v(2, ETCD_FAILED), v(3, ETCD_RUNNING, None)],
 ])
 def test_quorum_lost(views):
     assert ha.classify(views).kind == ha.QUORUM_LOST
+
+
+def test_a_member_list_that_answers_proves_a_leader_even_with_two_talos_apis_silent():
+    """Talos asks the member list with require-leader: node 1's answer means nodes 2 and 3's etcd still run (only
+    their Talos API is unreachable from here). No restore."""
+    views = [v(1, ETCD_RUNNING, ALL3), v(2, UNREACHABLE), v(3, UNREACHABLE)]
+    h = ha.classify(views)
+    assert (h.kind, h.lost) == (ha.QUORUM_INTACT, ("cp-2", "cp-3"))
+    assert plan(views).action == ha.REFUSE_QUORUM_INTACT
+
+
+def test_a_reset_node_that_joined_a_cluster_with_a_leader_stops_the_restore():
+    j = j_({jn.CONFIRMED: ago(90), jn.on(jn.RESET, IP1): ago(80)})
+    views = [v(1, ETCD_RUNNING, ALL3), v(2, UNREACHABLE), v(3, UNREACHABLE)]
+    s = plan(views, j, confirmed=frozenset({IP1}), safety_done=True)
+    assert (s.action, s.node) == (ha.REFUSE_QUORUM_INTACT, IP1)
 
 
 def test_member_lists_that_do_not_answer_never_read_as_lost():

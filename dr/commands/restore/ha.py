@@ -89,6 +89,24 @@ def bring_back(v: ha.NodeView, t: Talosctl) -> str:
             f"its etcd holds data of its own; wipe it with `{wipe}` and it joins by itself")
 
 
+def endpoint_of(n: ClusterNode, r: Resolver) -> str:
+    """What to dial for node ``n``: its Elastic IP, as the talosconfig spells it when it lists it (with a port, when
+    apid does not listen on 50000), else the bare Elastic IP (talosctl adds :50000)."""
+    from dr.commands.backup import split_endpoint
+
+    try:
+        listed = r.talosconfig.endpoints
+    except DRError:
+        listed = ()
+    for e in listed:
+        try:
+            if split_endpoint(e)[0] == n.public_ip:
+                return e
+        except (DRError, ValueError):
+            continue
+    return n.public_ip
+
+
 class HaRestore(Restore):
     """The restore loop over every control-plane node: probe all, plan, act on one, until done."""
 
@@ -97,7 +115,7 @@ class HaRestore(Restore):
         super().__init__(args, r, t, controlplane, out, err, stdin, clock)
         self.nodes = list(nodes)
         ctx = r._flag("talos_context")
-        self.ts = {n.private_ip: Talosctl(n.private_ip, t.talosconfig, binary=t._binary, endpoint=n.public_ip,
+        self.ts = {n.private_ip: Talosctl(n.private_ip, t.talosconfig, binary=t._binary, endpoint=endpoint_of(n, r),
                                           context=ctx, cert_fingerprints=t.cert_fingerprints) for n in nodes}
         self.machine_types: dict[str, str] = {}
         self.confirmed_nodes: frozenset[str] = frozenset()
@@ -364,6 +382,19 @@ class HaRestore(Restore):
         target = self.view(self.j.bootstrap_target)
         members = target.members or ()
         voters = [v.ip for v in self.views if (m := ha.member_of(v.node, members)) is not None and not m.is_learner]
+        missing = [v for v in self.views if v.ip not in voters]
+        if missing:
+            # `talosctl health` wants every Kubernetes node ready and no node it was not told of (talos v1.13.9
+            # pkg/cluster/check/kubernetes.go): with a node down it cannot pass. etcd's part is proved here already
+            # (the target's member list answers, which needs a leader, and lists every node that is up as a voter).
+            names = ", ".join(v.node.name for v in missing)
+            self.say(f"etcd runs with {len(voters)} voting member(s) and a leader; not waiting for `talosctl health`: "
+                     f"it cannot pass while {names} {'is' if len(missing) == 1 else 'are'} not back (the end of this "
+                     f"run says how); then check with `talosctl -n {t.node} -e {t.endpoint} health "
+                     f"--control-plane-nodes {','.join(n.private_ip for n in self.nodes)}`")
+            steps.warn_alarms(t, self.err, PROG)
+            self.mark(journal.HEALTHY)
+            return
         timeout = self.args.health_timeout
         self.say(f"waiting for the cluster to be healthy (talosctl health --control-plane-nodes {','.join(voters)}, "
                  f"up to {timefmt.human_duration(timeout)}) ...")
@@ -384,18 +415,7 @@ class HaRestore(Restore):
         nothing = "" if self.j is not None and self.j.past_point_of_no_return else "; nothing was changed"
         v = self.view(step.node) if step.node and any(x.ip == step.node for x in self.views) else None
         if step.action == ha.REFUSE_QUORUM_INTACT:
-            health = ha.classify(self.views)
-            lost = [x for x in self.views if x.node.name in health.lost]
-            what = (f"{len(health.serving)} of {health.voters} voting members run" + (
-                f"; lost: {', '.join(f'{x.node.name} ({x.ip})' for x in lost)}" if lost else ""))
-            replace = "; ".join(f"`{spelling.command(REPLACE_MEMBER, x.node.name)}`" for x in lost)
-            self.say(f"nodes:\n{table}")
-            return QuorumIntact(
-                f"etcd's quorum is intact ({what}): the cluster's data is current, so no snapshot is restored"
-                f"{nothing}",
-                (f"replace the lost member with {replace} (it removes the dead member and rebuilds the node, which "
-                 "joins by itself); " if lost else "the cluster is healthy; ") +
-                f"only for a point-in-time rollback of this working cluster, run `{self.resume_cmd()} --rollback`")
+            return self.quorum_intact(step, table, nothing)
         if step.action == ha.REFUSE_INIT:
             assert v is not None
             self.say(f"nodes:\n{table}")
@@ -419,6 +439,35 @@ class HaRestore(Restore):
         return NodeUnreachable(f"no control-plane node answers on port 50000 ({one_line(self.views)}){nothing}",
                                "check the instances run and the security group admits your IP; a terminated "
                                "instance is rebuilt by `pulumi up --refresh`")
+
+    def quorum_intact(self, step: ha.Step, table: str, nothing: str) -> DRError:
+        health = ha.classify(self.views)
+        lost = [x for x in self.views if x.node.name in health.lost]
+        silent = [x.node.name for x in lost if x.kind == UNREACHABLE]
+        self.say(f"nodes:\n{table}")
+        rerun = spelling.command("restore", self.fetched.origin if self.fetched else "SNAPSHOT", *self.flags)
+        if step.node is not None and self.j is not None:
+            # Our reset node joined a cluster with a leader: the restore has nothing left to do; its journal goes.
+            journal_file.remove(self.jpath)
+            self.j = None
+            return QuorumIntact(
+                f"node {self.view(step.node).node.name}, reset by this restore, joined an etcd cluster that has a "
+                f"leader: the other members run after all (the Talos API of {', '.join(silent) or 'some node'} does "
+                "not answer from here, their etcd does); nothing is restored and the restore's journal is removed",
+                "check the network path to those nodes (security group, your IP); the cluster's data is current")
+        what = f"etcd has a leader ({len(health.serving)} of {health.voters} voting members answer here)"
+        if lost:
+            what += f"; not answering: {', '.join(f'{x.node.name} ({x.ip})' for x in lost)}"
+        hint = ""
+        if silent:
+            hint = (f"the Talos API of {', '.join(silent)} does not answer from here, but their etcd may still run "
+                    "(check the instances and the security group first); ")
+        replace = "; ".join(f"`{spelling.command(REPLACE_MEMBER, x.node.name)}`" for x in lost)
+        hint += (f"replace a lost member with {replace} (it removes the dead member and rebuilds the node, which "
+                 "joins by itself); " if lost else "the cluster is healthy; ")
+        return QuorumIntact(
+            f"etcd's quorum is intact ({what}): the cluster's data is current, so no snapshot is restored{nothing}",
+            hint + f"only for a point-in-time rollback of this working cluster, run `{rerun} --rollback`")
 
     def wait_timeout(self, step: ha.Step, waited: float) -> DRError:
         v = self.view(step.node) if step.node else None
