@@ -73,20 +73,25 @@ def one_line(views: Sequence[ha.NodeView]) -> str:
     return " | ".join(f"{v.node.name}: {v.state.describe()}" for v in views)
 
 
+OLD_DISK = ("its etcd would start from the old data under the same member and cluster IDs (Talos bootstraps every "
+            "cluster on one node, so a restore on that node gets the cluster ID it had) and can overwrite or crash the "
+            "restored member (seen on the three-node sandbox: the restored etcd panics)")
+
+
 def bring_back(v: ha.NodeView, t: Talosctl) -> str:
     """How a node the restored cluster does not include comes back: it joins by itself once its etcd is empty."""
-    wipe = (f"talosctl -n {v.ip} -e {v.node.public_ip} reset --graceful=false --reboot "
+    wipe = (f"talosctl -n {v.ip} -e {t.endpoint} reset --graceful=false --reboot "
             "--system-labels-to-wipe EPHEMERAL")
     if v.kind == UNREACHABLE:
-        return (f"  {v.node.name} ({v.ip}) is down: if its instance still runs, once it answers wipe its etcd with "
-                f"`{wipe}`; if the instance is terminated (or its disk lost), `pulumi up --refresh` rebuilds it with "
-                "the same private IP. Either way it then joins the restored cluster by itself (watch `talosctl -n "
-                f"{v.ip} -e {v.node.public_ip} etcd members`)")
+        return (f"  {v.node.name} ({v.ip}) is down. Do NOT start it with its old disk: {OLD_DISK}. Terminate the "
+                "instance and rebuild it with `pulumi up --refresh` (same private IP, empty etcd); it joins the "
+                f"restored cluster by itself (watch `talosctl -n {v.ip} -e {t.endpoint} etcd members`). If it comes "
+                f"back by itself anyway, wipe its etcd at once: `{wipe}`")
     if v.kind == MAINTENANCE:
         return (f"  {v.node.name} ({v.ip}) is in maintenance mode (no machine config): `pulumi up --refresh` "
                 "configures it; it then joins the restored cluster by itself")
     return (f"  {v.node.name} ({v.ip}) is up but not a voting member of the restored cluster ({v.state.describe()}): "
-            f"its etcd holds data of its own; wipe it with `{wipe}` and it joins by itself")
+            f"if its etcd holds data of its own, wipe it NOW ({OLD_DISK}): `{wipe}`; it then joins by itself")
 
 
 def endpoint_of(n: ClusterNode, r: Resolver) -> str:
@@ -291,8 +296,9 @@ class HaRestore(Restore):
                      f"{', '.join(reset) or 'no node (every etcd that answers is empty)'}; then `bootstrap "
                      f"--recover-from` on exactly one node ({self.first_up_name(up)}); the others join it")
         for v in down:
-            lines.append(f"  {v.node.name} is {v.state.describe()}: not touched; after the restore this command says "
-                         "how to bring it back (it joins by itself once its etcd is empty)")
+            lines.append(f"  {v.node.name} is {v.state.describe()}: not touched. Do not start it again with its old "
+                         "disk while or after this restore runs (the end of the run says how to bring it back: it "
+                         "joins by itself once its etcd is empty)")
         running = next((v for v in views if v.kind == ETCD_RUNNING), None)
         if step.needs_reset and running is not None:
             lines += undo.what_it_undoes(self.for_node(running.ip), self.fetched, self.err, ETCD_RUNNING)
@@ -510,7 +516,7 @@ class HaRestore(Restore):
             lines.append(f"the etcd it replaced is kept in {self.j.safety_snapshot}")
         lines += ["check it:", f"  export KUBECONFIG={self.r.talos_dir / 'kubeconfig'}", "  kubectl get nodes",
                   "  kubectl get pods -A",
-                  f"  talosctl --talosconfig {self.r.talosconfig_path} -e {target.node.public_ip} -n {target.ip} etcd "
+                  f"  talosctl --talosconfig {self.r.talosconfig_path} -e {self.tn(target.ip).endpoint} -n {target.ip} etcd "
                   "members",
                   f"then take a fresh backup: {spelling.command('backup')} --save-to-s3"]
         self.say("\n".join(lines))
