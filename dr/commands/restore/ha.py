@@ -73,6 +73,12 @@ def one_line(views: Sequence[ha.NodeView]) -> str:
     return " | ".join(f"{v.node.name}: {v.state.describe()}" for v in views)
 
 
+# Why a node that was down must never come back with its old disk: Talos recovers with etcdutl's snapshot.Restore given
+# only the name, data dir and peer URLs (v1.13.9 services/etcd.go recoverFromSnapshot: no InitialClusterToken, so
+# etcd's default), and every Talos cluster was bootstrapped as one member on one node: the member ID (from the peer
+# URLs and token) and the cluster ID (from the member IDs) come out as they were. The old members accept the restored
+# one as theirs. On the three-node sandbox (real etcd) the restored member panics in UpdateAttributes when two old
+# members come back with their data, and its cluster and member IDs are the old ones.
 OLD_DISK = ("its etcd would start from the old data under the same member and cluster IDs (Talos bootstraps every "
             "cluster on one node, so a restore on that node gets the cluster ID it had) and can overwrite or crash the "
             "restored member (seen on the three-node sandbox: the restored etcd panics)")
