@@ -379,3 +379,16 @@ def test_journal_per_node_steps():
     assert j.last_step == jn.BOOTSTRAP_TARGET
     back = jn.parse(jn.dumps(j), origin=__import__("pathlib").Path("/j"))
     assert back.bootstrap_target == IP2 and back.steps == j.steps
+
+
+def test_only_abandoning_the_journal_lets_another_node_be_chosen():
+    """The recorded target is gone for good (say, its instance terminated and nobody rebuilt it): with the journal
+    the restore only waits for it; `--abandon-previous` drops the journal, asks again, and only then chooses the
+    first node up."""
+    views = [v(1, UNREACHABLE), v(2, ETCD_PREPARING, since=5), v(3, ETCD_PREPARING, since=5)]
+    j = j_({jn.on(jn.RESET, IP2): ago(90), jn.on(jn.RESET, IP3): ago(90), jn.BOOTSTRAP_TARGET: ago(80)}, target=IP1)
+    assert (plan(views, j).action, plan(views, j).node) == (ha.WAIT, IP1)
+    s = plan(views, None, abandoned_past_reset=True)
+    assert (s.action, s.needs_reset) == (ha.CONFIRM, ())
+    s = plan(views, j_({jn.CONFIRMED: ago(1)}), abandoned_past_reset=True, confirmed=frozenset({IP2, IP3}))
+    assert (s.action, s.node) == (ha.CHOOSE_TARGET, IP2)
