@@ -347,3 +347,13 @@ def test_safety_snapshot_from_the_member_that_still_answers(cluster, snap, monke
     assert "bootstrap node: cp-2 (10.0.2.5)" in res.out
     kept = list((Path.cwd() / ".talos" / "snapshots").glob("pre-restore-*"))
     assert len(kept) == 1 and kept[0].read_bytes() == snap.read_bytes()
+
+
+def test_json_names_the_bootstrap_node_and_every_node(cluster, snap):
+    lose(cluster, 2, 3)
+    res = run(snap, "--yes", "--no-safety-snapshot", "--json")
+    assert res.code == 0, res
+    doc = json.loads(res.out)
+    assert doc["ok"] is True and doc["bootstrap_node"] == IPS[0]
+    assert [(n["name"], n["voter"]) for n in doc["nodes"]] == [("cp-1", True), ("cp-2", None), ("cp-3", None)]
+    assert "restore complete" in res.err  # the narrative goes to stderr under --json
