@@ -49,6 +49,7 @@ class ExitCode(IntEnum):
     WRONG_SECRETS_KEY = 44
     UNDECODABLE = 45
     NOTHING_MATCHED = 46
+    REPLACE_REFUSED = 31
     INTERRUPTED = 130
 
 
@@ -190,6 +191,13 @@ class Undecodable(DRError):
 
 class NothingMatched(DRError):
     exit_code = ExitCode.NOTHING_MATCHED
+class ReplaceRefused(DRError):
+    """talos-dr replace-member cannot proceed: the other members are not a healthy quorum without the lost one (a
+    restore's case), the node named is a healthy voter, or the cluster has one node."""
+
+    exit_code = ExitCode.REPLACE_REFUSED
+
+
 class NameRefused(DRError):
     """A name (from argv or S3) the local file system will not take: too long, or bytes it cannot store."""
 
@@ -280,6 +288,8 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.WRONG_SECRETS_KEY: "extract: the secretbox key does not open the snapshot's Secrets (another cluster's key?)",
     ExitCode.UNDECODABLE: "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode",
     ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
+    ExitCode.REPLACE_REFUSED: "replace-member: the replacement cannot proceed (no healthy quorum without the lost "
+                              "member: use `talos-dr restore`; or the member named is healthy)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }
 
@@ -293,7 +303,7 @@ CLASS_CODES: dict[ExitClass, tuple[ExitCode, ...]] = {
                          ExitCode.CORRUPT_SNAPSHOT, ExitCode.NOT_A_SNAPSHOT, ExitCode.VERIFY_MISMATCH,
                          ExitCode.RECOVERY_KIT, ExitCode.TOO_BIG, ExitCode.UNTRUSTED_KIT, ExitCode.UNTRUSTED_SNAPSHOT,
                          ExitCode.UNDECODABLE),
-    ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT),
+    ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT, ExitCode.REPLACE_REFUSED),
     ExitClass.S3: (ExitCode.S3_ERROR, ExitCode.ACCESS_DENIED, ExitCode.BUCKET_NOT_FOUND),
     ExitClass.LOCAL: (ExitCode.TALOSCTL_MISSING, ExitCode.DISK_FULL, ExitCode.ETCD_MISSING, ExitCode.ETCD_ERROR,
                       ExitCode.LOCAL_PATH, ExitCode.NAME_REFUSED),
