@@ -34,6 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from dr.adapters import talosctl_etcd
 from dr.adapters.fsutil import atomic_write, read_state_file
@@ -93,6 +94,16 @@ def look(node: ClusterNode, t: Talosctl) -> mr.Seen:
         return mr.Seen(node, state, None, health, error=exc.message)
 
 
+def endpoint_for(node: ClusterNode, endpoints: tuple[str, ...]) -> str:
+    """The talosconfig's endpoint for ``node``: the one naming its Elastic IP (it may carry a port, ``IP:50001``), else
+    the Elastic IP itself (talosctl's default port 50000)."""
+    for e in endpoints:
+        host = urlsplit(f"//{e}").hostname
+        if host == node.public_ip or e == node.public_ip:
+            return e
+    return node.public_ip
+
+
 class Replace:
     """One run of the command: look at every node, plan, act, until done."""
 
@@ -108,7 +119,8 @@ class Replace:
 
     def talosctl(self, node: ClusterNode) -> Talosctl:
         """Dial the node's Elastic IP, name its private IP (apid forwards any other address)."""
-        return Talosctl(node.private_ip, self.cfg.path, endpoint=node.public_ip, context=self.args.talos_context)
+        return Talosctl(node.private_ip, self.cfg.path, endpoint=endpoint_for(node, self.cfg.endpoints),
+                        context=self.args.talos_context)
 
     def say(self, msg: str) -> None:
         print("\n".join(cli.printable(line, limit=4000) for line in msg.split("\n")), file=self.out, flush=True)
@@ -187,7 +199,8 @@ class Replace:
         if now >= deadline:
             raise Timeout(f"{self.target.name} did not get there within {timefmt.human_duration(deadline - began)}: "
                           f"waiting {step.why}",
-                          f"look at `talosctl -n {self.target.private_ip} -e {self.target.public_ip} service etcd` "
+                          f"look at `talosctl -n {self.target.private_ip} -e {endpoint_for(self.target, self.cfg.endpoints)} "
+                          "service etcd` "
                           f"and `logs etcd`; run `{self.resume_cmd()}` again to keep waiting (it continues from "
                           f"{self.jpath})" if self.j else f"run `{self.resume_cmd()}` again when it has settled")
         time.sleep(min(self.args.poll_interval, max(deadline - now, 0.05)))
@@ -245,7 +258,8 @@ class Replace:
 
     def resolver_for(self, node: ClusterNode) -> Resolver:
         """The settings with ``node`` as the node every call names (the backup path asks ``r.talosctl()``)."""
-        args = argparse.Namespace(**{**vars(self.args), "node": node.private_ip, "endpoint": node.public_ip})
+        args = argparse.Namespace(**{**vars(self.args), "node": node.private_ip,
+                                     "endpoint": endpoint_for(node, self.cfg.endpoints)})
         r = Resolver(args)
         r.__dict__["outputs"] = self.r.outputs  # already read: not a second Automation API call
         return r
@@ -255,7 +269,7 @@ class Replace:
         node = self.healthy(seen)
         t = self.talosctl(node)
         self.say(f"step: removing etcd member {step.member.describe()} of {self.target.name}, asked of healthy member "
-                 f"{node.name}: talosctl -n {node.private_ip} -e {node.public_ip} etcd remove-member "
+                 f"{node.name}: talosctl -n {t.node} -e {t.endpoint} etcd remove-member "
                  f"{step.member.hex_id}")
         self.j.removed_id = step.member.hex_id
         self.save()  # recorded before it is sent: a run stopped in between looks again and finds it gone or there
