@@ -69,6 +69,7 @@ $(BENCH_VENV)/.installed: requirements-bench.txt
 bench: venv etcd tools goapid $(BENCH_VENV)/.installed
 	$(PY) -m bench --results bench/RESULTS.md
 	$(PY) -m bench.restore_steps --sizes 10M,100M,1G --results bench/RESULTS.md
+	$(PY) -m bench.ha_restore_steps --sizes 10M,100M --results bench/RESULTS.md
 
 lint: venv
 	$(VENV)/bin/ruff check .
