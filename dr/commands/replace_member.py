@@ -44,7 +44,7 @@ from dr.adapters.talosctl import ServiceStatus, Talosctl
 from dr.commands import cli
 from dr.commands.backup import LOCK_NAME, ensure_snapshots_dir
 from dr.commands.restore import probe as probing
-from dr.commands.settings import Resolver, add_common_flags
+from dr.commands.settings import Resolver, add_common_flags, find_project
 from dr.core import cluster_nodes, journal, spelling, timefmt
 from dr.core import member_repair as mr
 from dr.core import outputs as keys
@@ -92,6 +92,11 @@ def look(node: ClusterNode, t: Talosctl) -> mr.Seen:
         return mr.Seen(node, state, tuple(talosctl_etcd.members(t)), health)
     except DRError as exc:
         return mr.Seen(node, state, None, health, error=exc.message)
+
+
+def project_dir() -> Path:
+    """The folder `pulumi up` runs in: the project (Pulumi.yaml) this folder is in, else this checkout's."""
+    return find_project(Path.cwd()) or find_project(PROJECT_DIR) or Path.cwd()
 
 
 def endpoint_for(node: ClusterNode, endpoints: tuple[str, ...]) -> str:
@@ -301,7 +306,7 @@ class Replace:
         self.say("\n".join([
             f"step: rebuild {t.name}'s instance ({t.instance_id or 'its instance'}, {t.availability_zone or 'its zone'}"
             "). Run this now, in another terminal:",
-            f"    cd {PROJECT_DIR} && pulumi up --refresh --stack {stack}",
+            f"    cd {project_dir()} && pulumi up --refresh --stack {stack}",
             f"  --refresh finds the terminated instance; the preview should replace only {t.name}'s instance (same "
             f"private IP {t.private_ip}) and re-attach its Elastic IP {t.public_ip} and volumes. Check that, then "
             "answer yes there. The new machine gets its config from Pulumi and joins etcd on its own.",
@@ -348,10 +353,6 @@ class Replace:
         if step.refusal == mr.HEALTHY:
             return ReplaceRefused(f"nothing to replace: {step.why} (nodes: {shown}).{done}",
                                   "replace a member only when it is lost; `talos-dr status` shows each node")
-        if step.refusal == mr.DISAGREE:
-            return ReplaceRefused(f"{step.why}.{done}",
-                                  "look at `talosctl -n <private IP> -e <Elastic IP> etcd members` on each node; run "
-                                  "this again when they agree")
         restore = spelling.command("restore", "latest")
         return ReplaceRefused(f"the replacement cannot proceed: {step.why}.{done}",
                               f"this is a lost quorum, not one lost member: restore from a snapshot with `{restore}` "

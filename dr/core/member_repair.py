@@ -70,7 +70,6 @@ DONE = "done"
 NO_QUORUM = "no_quorum"  # the others are not a healthy quorum without the lost one: `talos-dr restore`
 HEALTHY = "healthy"  # the node named is a healthy voter: nothing to replace
 ONE_NODE = "one_node"  # a single-node cluster: a lost member is a lost cluster
-DISAGREE = "disagree"  # the healthy members list different members
 
 # Wait phases (each has its timeout in the command).
 SETTLE = "settle"  # a node is booting or rebooting before anything was changed
@@ -78,6 +77,7 @@ REBUILT = "rebuilt"  # the instance is being rebuilt (pulumi up) or reset: until
 JOIN = "join"  # the node answers: until it is a learner (Talos's join loop: MemberAddAsLearner)
 PROMOTE = "promote"  # a learner: until Talos promotes it (promoteMember, services/etcd.go:604-661)
 ETCD_HEALTHY = "etcd_healthy"  # a voter: until etcd runs and reports healthy on every node
+AGREE = "agree"  # the healthy members list different members: a membership change is being applied
 
 # Rebuild modes, shown at the confirmation.
 BY_PULUMI = "pulumi"  # the instance is gone: `pulumi up --refresh` recreates it with the same private IP
@@ -228,8 +228,11 @@ def quorum_of_others(target: ClusterNode, seen: list[Seen]) -> Quorum | Step:
     answering = [s for s in others if s.state.kind == ETCD_RUNNING and s.members is not None]
     lists = {tuple(sorted((m.id, m.is_learner) for m in s.members or ())) for s in answering}
     if len(lists) > 1:
+        # A membership change (a removal, the join loop's MemberAddAsLearner, a promotion) is applied by each member
+        # when raft commits it: for a moment two members list different members. Never act on that; look again.
         shown = "; ".join(f"{s.node.name}: {', '.join(m.describe() for m in s.members or ())}" for s in answering)
-        return Step(REFUSE, f"the healthy members do not list the same members ({shown})", refusal=DISAGREE)
+        return Step(WAIT, f"for the members to list the same members (a membership change is being applied: "
+                          f"{shown})", phase=AGREE)
     members = answering[0].members if answering else ()
     healthy = tuple(s.node for s in answering
                     if (me := member_of(s.node, members or ())) is not None and not me.is_learner

@@ -105,7 +105,8 @@ CONFIRMED = mr.Options(confirmed=True, confirmed_mode=mr.BY_PULUMI, safety_done=
      mr.NO_QUORUM),
     ("second node's etcd failing health", three(n2=seen(N2, health="Fail")), None, mr.Options(), mr.REFUSE,
      mr.NO_QUORUM),
-    ("the others disagree", three(n2=seen(N2, members=(M1, M2))), None, mr.Options(), mr.REFUSE, mr.DISAGREE),
+    ("the others disagree (a change being applied): look again", three(n2=seen(N2, members=(M1, M2))), None,
+     mr.Options(), mr.WAIT, mr.AGREE),
     ("quorum lost while waiting for the join", three(members=(M1, M2), n2=seen(N2, DOWN)),
      journal(removed_id=M3.hex_id), mr.Options(rebuild_said=True), mr.REFUSE, mr.NO_QUORUM),
 ])
