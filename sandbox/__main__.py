@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--bootstrap-not-ready-seconds", type=float, default=0.3,
                     help="how long bootstrap answers FailedPrecondition after the node comes back")
     up.add_argument("--cluster-name", default="talos-sandbox")
+    up.add_argument("--nodes", type=int, default=1, choices=(1, 3),
+                    help="control-plane nodes: 1 (default) or 3, each with its own addresses, apid and etcd member")
     up.add_argument("--no-s3", action="store_true", help="do not start the S3 server")
     up.add_argument("--apid", choices=("python", "go"), default=None,
                     help="the node's apid: python (follows the simulated node's state; default) or go (the grpc-go "
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     br = sub.add_parser("break", help="etcd: crash-loops as if its data were corrupt (the node still runs); "
                                       "node: stops answering, as if powered off or terminated")
     br.add_argument("what", choices=BREAKS)
+    br.add_argument("--node", type=int, default=1, help="which node of a multi-node sandbox (default 1)")
     mn = sub.add_parser("mend", help="clear every fault `break` set (a restore also clears a broken etcd)")
+    mn.add_argument("--node", type=int, default=None, help="only this node (default: every node)")
     for sp in (ks, pt, de, br, mn):
         sp.add_argument("--dir", default=here, help=f"the sandbox folder (default $TALOS_SANDBOX_DIR, else {DEFAULT_DIR})")
     args = p.parse_args(argv)
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster_name=args.cluster_name,
                 with_s3=not args.no_s3,
                 apid=args.apid,
+                nodes=args.nodes,
             )
             s = sb.status()
             print(f"sandbox up in {sb.dir}")
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             if sb.s3_endpoint:
                 print(f"  s3        {sb.s3_endpoint} bucket {sb.bucket} (pid {s['s3']['pid']})")
             print(f"  node      {sb.private_ip} (Elastic IP {sb.public_ip}) stage {s['node']['stage']} (talosctl: {sb.talosctl})")
+            for m in sb.members[1:]:
+                print(f"  node {m.index}    {m.private_ip} (Elastic IP {m.public_ip}) {m.hostname}, apid "
+                      f"{m.apid_endpoint}: talosctl -n {m.private_ip} -e {m.public_ip} ...")
             print(f"  apid      {s['apid']['endpoint']} (pid {s['apid']['pid']}): the Talos API on the Elastic IP")
             print(f"  kube-api  {s['kube']['endpoint']} (pid {s['kube']['pid']}): a kube-apiserver stand-in (Nodes, "
                   "Leases)")
@@ -101,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  apid  pid {a['pid']} {'up' if a['alive'] else 'down'} {a['endpoint']}")
                 k = s["kube"]
                 print(f"  kube  pid {k['pid']} {'up' if k['alive'] else 'down'} {k['endpoint']}")
+                for m in s.get("nodes", [])[1:]:
+                    print(f"  node {m['index']} {m['ip']} (Elastic IP {m['public_ip']}) stage {m['stage']} "
+                          f"{'reachable' if m['reachable'] else 'unreachable'}; etcd pid {m['etcd_pid']} "
+                          f"{'up' if m['etcd_alive'] else 'down'}; apid pid {m['apid_pid']} "
+                          f"{'up' if m['apid_alive'] else 'down'} {m['apid_endpoint']}")
             return 0
         if args.command == "down":
             try:
@@ -139,12 +152,14 @@ def by_hand(args: argparse.Namespace) -> int:
     elif args.command == "delete":
         print(f"deleted {sb.delete_prefix(args.prefix)} keys under {args.prefix}")
     elif args.command == "break":
-        sb.set_faults(**BREAKS[args.what])
-        print(f"broke the {args.what}: " + ("etcd crash-loops on the running node (docs/RUNBOOK.md scenario 2)"
-                                            if args.what == "etcd" else "the node does not answer (scenario 1)"))
+        sb.set_faults(args.node, **BREAKS[args.what])
+        what = (f"the {args.what}" if sb.info.node_count == 1
+                else f"the etcd of node {args.node}" if args.what == "etcd" else f"node {args.node}")
+        print(f"broke {what}: " + ("etcd crash-loops on the running node (docs/RUNBOOK.md scenario 2)"
+                                   if args.what == "etcd" else "the node does not answer (scenario 1)"))
     else:
-        sb.clear_faults()
-        print("mended: no faults set")
+        sb.clear_faults(args.node)
+        print("mended: no faults set" + ("" if args.node is None else f" on node {args.node}"))
     return 0
 
 

@@ -80,18 +80,28 @@ def etcdctl(*args: str, endpoint: str | None = None, timeout: float = 30) -> sub
     return subprocess.run(argv, capture_output=True, text=True, env=_ctl_env(), timeout=timeout)
 
 
-def peer_url(peer_port: int) -> str:
-    return f"http://127.0.0.1:{peer_port}"
+def peer_url(peer_port: int, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{peer_port}"
 
 
-def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path, *, quota_bytes: int = 0) -> int:
-    """Start etcd on ``client_port`` (the same port after every restore) and wait until it answers. ``quota_bytes``
-    > 0 sets ``--quota-backend-bytes`` (what Talos's ``cluster.etcd.extraArgs`` can set; etcd's default is 2 GiB):
-    a small one lets a test fill the DB until etcd raises its own NOSPACE alarm (``fill_until_nospace``)."""
+def client_url(client_port: int, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{client_port}"
+
+
+def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path, *, quota_bytes: int = 0,
+          host: str = "127.0.0.1", initial_cluster: str | None = None, cluster_state: str = "new",
+          wait_healthy: bool = True) -> int:
+    """Start etcd on ``host``:``client_port`` (the same port after every restore) and wait until it answers.
+    ``quota_bytes`` > 0 sets ``--quota-backend-bytes`` (what Talos's ``cluster.etcd.extraArgs`` can set; etcd's
+    default is 2 GiB): a small one lets a test fill the DB until etcd raises its own NOSPACE alarm
+    (``fill_until_nospace``). ``initial_cluster``/``cluster_state``: what a joining member starts with
+    (services/etcd.go argsForControlPlane: ``existing`` and the member list of its MemberAddAsLearner).
+    ``wait_healthy=False`` waits only until the process serves (a member of a cluster that has no leader yet, or a
+    learner, is not healthy and still runs)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    client = f"http://127.0.0.1:{client_port}"
-    peer = peer_url(peer_port)
+    client = client_url(client_port, host)
+    peer = peer_url(peer_port, host)
     argv = [
         ETCD,
         "--name", name,
@@ -100,15 +110,16 @@ def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path
         "--advertise-client-urls", client,
         "--listen-peer-urls", peer,
         "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", f"{name}={peer}",
-        "--initial-cluster-state", "new",
+        "--initial-cluster", initial_cluster or f"{name}={peer}",
+        "--initial-cluster-state", cluster_state,
         "--log-level", "warn",
         "--logger", "zap",
     ]  # fmt: skip
     if quota_bytes > 0:
         argv += ["--quota-backend-bytes", str(quota_bytes)]
     pid = procs.spawn(argv, log)
-    if not procs.wait_for(lambda: healthy(client_port) or not procs.alive(pid), timeout=20):
+    ready = (lambda: healthy(client_port, host=host)) if wait_healthy else (lambda: serving(client_port, host))
+    if not procs.wait_for(lambda: ready() or not procs.alive(pid), timeout=20):
         procs.stop(pid)
         raise EtcdFailure(f"etcd did not answer on {client} within 20s (log: {log})")
     if not procs.alive(pid):
@@ -116,7 +127,36 @@ def start(data_dir: Path, name: str, client_port: int, peer_port: int, log: Path
     return pid
 
 
-def healthy(client_port: int, timeout: float = 1.0) -> bool:
+def serving(client_port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """etcd's client port answers ``/version`` (the process serves, whatever its raft state)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{client_port}/version", timeout=timeout) as r:
+            return bool(r.read())
+    except (OSError, ValueError):
+        return False
+
+
+def health_reason(client_port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> str | None:
+    """None when etcd's ``/health`` says healthy, else its reason (``RAFT NO LEADER``) or why it did not answer."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{client_port}/health", timeout=timeout) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+        except ValueError:
+            return f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"etcd does not answer: {exc}"
+    return None if body.get("health") in ("true", True) else str(body.get("reason") or "unhealthy")
+
+
+def healthy(client_port: int, timeout: float = 1.0, host: str = "127.0.0.1") -> bool:
     """etcd answers on ``client_port``. An active alarm (NOSPACE restored with a snapshot) makes ``/health`` answer
     503 ``{"health":"false","reason":"ALARM NOSPACE"}``: etcd runs and serves reads, so that counts as up (Talos's own
     etcd health check is a quorum read, services/etcd.go:252-275)."""
@@ -124,7 +164,7 @@ def healthy(client_port: int, timeout: float = 1.0) -> bool:
     import urllib.request  # imported late: talosctl starts faster without it
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{client_port}/health", timeout=timeout) as r:
+        with urllib.request.urlopen(f"http://{host}:{client_port}/health", timeout=timeout) as r:
             return json.loads(r.read()).get("health") in ("true", True)
     except urllib.error.HTTPError as exc:
         try:
@@ -176,10 +216,11 @@ def trailer_ok(path: Path) -> tuple[bool, str, str]:
     return h.digest() == trailer, trailer.hex(), h.hexdigest()
 
 
-def restore(snapshot: Path, data_dir: Path, name: str, peer_port: int, *, skip_hash_check: bool = False) -> None:
+def restore(snapshot: Path, data_dir: Path, name: str, peer_port: int, *, skip_hash_check: bool = False,
+            host: str = "127.0.0.1") -> None:
     """``etcdutl`` (else etcdctl < 3.6) ``snapshot restore`` into ``data_dir`` (which must not exist)."""
     try:
-        etcdlocal.restore_snapshot(snapshot, data_dir, name, peer_url(peer_port), skip_hash_check=skip_hash_check,
+        etcdlocal.restore_snapshot(snapshot, data_dir, name, peer_url(peer_port, host), skip_hash_check=skip_hash_check,
                                    search_path=SEARCH_PATH, timeout=120)
     except DRError as exc:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -203,15 +244,19 @@ def _prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
-def _call(endpoint: str, path: str, body: dict) -> dict:
+def _call(endpoint: str, path: str, body: dict, *, require_leader: bool = False, timeout: float = 10) -> dict:
+    """One etcd v3 call over its gRPC gateway. ``require_leader``: the ``hasleader`` metadata clientv3's
+    WithRequireLeader sets (client/v3/ctx.go), as a gateway header: without a leader etcd answers at once with
+    ``etcdserver: no leader`` (server/etcdserver/api/v3rpc/interceptor.go) instead of waiting."""
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(
-        f"{endpoint}/v3/{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if require_leader:
+        headers["Grpc-Metadata-hasleader"] = "true"
+    req = urllib.request.Request(f"{endpoint}/v3/{path}", data=json.dumps(body).encode(), headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as exc:
         raise EtcdFailure(f"etcd {path} failed: {exc.code} {exc.read()[:200]!r}") from exc
@@ -300,3 +345,63 @@ def deactivate_alarm(endpoint: str, alarm: str = "NOSPACE") -> None:
     status = _call(endpoint, "maintenance/status", {})
     member = int(status.get("header", {}).get("member_id", 0))
     _call(endpoint, "maintenance/alarm", {"action": "DEACTIVATE", "memberID": member, "alarm": alarm})
+
+
+# --- cluster membership (etcd's Cluster service over the gateway) ----------------------------------------------
+
+
+def _error_text(exc: EtcdFailure) -> str:
+    """The gRPC message inside a gateway error (``etcdserver: no leader``), else the whole text."""
+    text = str(exc)
+    start = text.find("etcdserver:")
+    if start >= 0:
+        end = text.find('"', start)
+        return text[start:end if end > 0 else None]
+    return text
+
+
+def member_list(endpoint: str, *, require_leader: bool = True, timeout: float = 5) -> list[dict]:
+    """Cluster.MemberList: [{"id" (int), "name", "peer_urls", "client_urls", "is_learner"}]. With ``require_leader``
+    (what Talos's join loop and EtcdMemberList send) a member without a leader refuses: EtcdFailure
+    ``etcdserver: no leader``."""
+    try:
+        res = _call(endpoint, "cluster/member/list", {}, require_leader=require_leader, timeout=timeout)
+    except EtcdFailure as exc:
+        raise EtcdFailure(_error_text(exc)) from None
+    return [{"id": int(m["ID"]), "name": m.get("name", ""), "peer_urls": list(m.get("peerURLs") or []),
+             "client_urls": list(m.get("clientURLs") or []), "is_learner": bool(m.get("isLearner"))}
+            for m in res.get("members", [])]
+
+
+def member_add_learner(endpoint: str, peer_urls: list[str]) -> int:
+    """Cluster.MemberAdd with isLearner (clientv3 MemberAddAsLearner); the new member's id."""
+    try:
+        res = _call(endpoint, "cluster/member/add", {"peerURLs": peer_urls, "isLearner": True}, require_leader=True)
+    except EtcdFailure as exc:
+        raise EtcdFailure(_error_text(exc)) from None
+    return int(res["member"]["ID"])
+
+
+def member_remove(endpoint: str, member_id: int) -> None:
+    try:
+        _call(endpoint, "cluster/member/remove", {"ID": str(member_id)}, require_leader=True)
+    except EtcdFailure as exc:
+        raise EtcdFailure(_error_text(exc)) from None
+
+
+def member_promote(endpoint: str, member_id: int) -> None:
+    """Cluster.MemberPromote: refused until the learner has caught up with the leader."""
+    try:
+        _call(endpoint, "cluster/member/promote", {"ID": str(member_id)}, require_leader=True)
+    except EtcdFailure as exc:
+        raise EtcdFailure(_error_text(exc)) from None
+
+
+def status(endpoint: str, timeout: float = 5) -> dict:
+    """Maintenance.Status: member id, leader (0 without one), raft indexes, learner flag, errors."""
+    res = _call(endpoint, "maintenance/status", {}, timeout=timeout)
+    return {"member_id": int(res.get("header", {}).get("member_id", 0)), "leader": int(res.get("leader", 0)),
+            "db_size": int(res.get("dbSize", 0)), "db_size_in_use": int(res.get("dbSizeInUse", 0)),
+            "raft_index": int(res.get("raftIndex", 0)), "raft_term": int(res.get("raftTerm", 0)),
+            "raft_applied_index": int(res.get("raftAppliedIndex", 0)), "is_learner": bool(res.get("isLearner")),
+            "version": str(res.get("version", "")), "errors": list(res.get("errors") or [])}

@@ -106,15 +106,17 @@ def nodes_reported(nodes: list[dict], expected_ips: list[str]) -> str | None:
     return None
 
 
-def nodes_ready(nodes: list[dict], current_hostname: str) -> str | None:
-    """``K8sAllNodesReadyAssertion``: None, or its error. Only the current machine's kubelet posts; any other Node
-    reads Ready=Unknown (the node lifecycle controller's verdict on a kubelet that stopped posting)."""
+def nodes_ready(nodes: list[dict], current_hostname: str | list[str]) -> str | None:
+    """``K8sAllNodesReadyAssertion``: None, or its error. Only the current machine's kubelet posts (on a multi-node
+    sandbox: every machine that is up, ``current_hostname`` a list); any other Node reads Ready=Unknown (the node
+    lifecycle controller's verdict on a kubelet that stopped posting)."""
+    live = {current_hostname} if isinstance(current_hostname, str) else set(current_hostname)
     not_ready = []
     for n in nodes:
         name = n["metadata"]["name"]
         for cond in (n.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "Ready":
-                status = cond.get("status") if name == current_hostname else "Unknown"
+                status = cond.get("status") if name in live else "Unknown"
                 if status != "True":
                     not_ready.append(name)
                 break

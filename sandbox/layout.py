@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from dr.adapters.fsutil import atomic_write
@@ -25,13 +25,30 @@ KUBE_PORT = 6443
 # The first node's hostname (the seed's Node, etcd's member name). A replaced instance takes the name EC2's IMDS gives
 # its new private IP, ip-a-b-c-d (sandbox/kube.py aws_hostname), as Talos does on AWS.
 NODE_HOSTNAME = "talos-sandbox-cp"
+# Availability zones of nodes 1..3 (one node per zone, as the HA stack places them).
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+
+
+def node_addresses(index: int) -> tuple[str, str]:
+    """Node ``index`` (1-based): (private IP, Elastic IP) = 127.0.0.{2i}, 127.0.0.{2i+1}; node 1 keeps
+    127.0.0.2 / 127.0.0.3."""
+    return f"127.0.0.{2 * index}", f"127.0.0.{2 * index + 1}"
+
+
+def node_hostname(index: int) -> str:
+    """Node ``index``'s hostname, which is also its etcd member name (Talos names the member after the hostname)."""
+    return NODE_HOSTNAME if index == 1 else f"{NODE_HOSTNAME}-{index}"
 
 
 class Paths:
-    """The files of one sandbox directory."""
+    """The files of one sandbox directory; ``index`` picks the node (1: ``<dir>/node``, i > 1: ``<dir>/node-<i>``)."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], index: int = 1):
         self.root = Path(root).resolve()
+        self.index = index
+
+    def for_node(self, index: int) -> Paths:
+        return Paths(self.root, index)
 
     @property
     def info(self) -> Path:
@@ -39,7 +56,11 @@ class Paths:
 
     @property
     def node(self) -> Path:
-        return self.root / "node"
+        return self.root / "node" if self.index == 1 else self.root / f"node-{self.index}"
+
+    def log(self, name: str) -> Path:
+        """``logs/<name>.log`` for node 1, ``logs/<name>-<i>.log`` for node i."""
+        return self.logs / (f"{name}.log" if self.index == 1 else f"{name}-{self.index}.log")
 
     @property
     def state(self) -> Path:
@@ -122,6 +143,9 @@ class Paths:
     def secrets(self) -> Path:
         return self.root / "secrets.json"
 
+    def controlplane_config_text(self) -> str:
+        return self.controlplane.read_text()
+
 
 @dataclass
 class Info:
@@ -151,6 +175,34 @@ class Info:
     etcd_quota_bytes: int = 0  # the node's etcd --quota-backend-bytes; 0: etcd's default (2 GiB)
     age_recipients: list[str] = field(default_factory=list)  # `sandbox up --age-recipient`: the stack's ageRecipients
     extra: dict = field(default_factory=dict)
+    # The address every etcd URL of this node uses: 127.0.0.1 on a one-node sandbox (as before); the node's private IP
+    # on a multi-node one, so `etcd members` shows node addresses.
+    etcd_host: str = "127.0.0.1"
+    # Nodes 2..N of a multi-node sandbox (node 1 is the fields above): each a dict of the per-node fields in
+    # PER_NODE (private_ip, public_ip, hostname, etcd_name, etcd_host, etcd ports, apid pid and port, instance id, zone).
+    more_nodes: list[dict] = field(default_factory=list)
+    index: int = 1  # which node this Info describes (for_node); never saved for i > 1
+    instance_id: str = ""  # "" for node 1: Sandbox derives it from the secrets' fingerprint, as before
+
+    @property
+    def node_count(self) -> int:
+        return 1 + len(self.more_nodes)
+
+    def for_node(self, index: int) -> Info:
+        """This sandbox's settings seen from node ``index``: its own addresses, hostname, etcd and apid."""
+        if index == 1:
+            return self
+        if not 1 < index <= self.node_count:
+            raise ValueError(f"the sandbox has {self.node_count} node(s), not a node {index}")
+        return replace(self, **{k: v for k, v in self.more_nodes[index - 2].items() if k in PER_NODE}, index=index)
+
+    def update_node(self, index: int, **fields) -> None:
+        """Change node ``index``'s own fields (node 1: the top-level fields)."""
+        if index == 1:
+            for k, v in fields.items():
+                setattr(self, k, v)
+        else:
+            self.more_nodes[index - 2].update(fields)
 
     @property
     def node_ip(self) -> str:
@@ -159,7 +211,7 @@ class Info:
 
     @property
     def etcd_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.etcd_client_port}"
+        return f"http://{self.etcd_host}:{self.etcd_client_port}"
 
     @property
     def apid_endpoint(self) -> str:
@@ -171,6 +223,8 @@ class Info:
         return f"http://127.0.0.1:{self.s3_port}" if self.s3_port else None
 
     def save(self, paths: Paths) -> None:
+        if self.index != 1:
+            raise ValueError("save the sandbox's Info (node 1's view), not a node's for_node() copy")
         atomic_write(paths.info, json.dumps(asdict(self), indent=2) + "\n", mode=0o644)
 
     @classmethod
@@ -178,6 +232,10 @@ class Info:
         data = json.loads(paths.info.read_text())
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+PER_NODE = ("private_ip", "public_ip", "hostname", "etcd_name", "etcd_host", "etcd_client_port", "etcd_peer_port",
+            "apid_pid", "apid_port", "instance_id")
 
 
 def write_private(path: Path, content: str | bytes) -> None:

@@ -108,6 +108,15 @@ class State:
     bootstrap: dict | None = None  # a Bootstrap the node accepted whose etcd start has not happened yet
     whole_disk_wiped: bool = False
     resets: list[dict] = field(default_factory=list)
+    # Multi-node (sandbox/membership.py): the --initial-cluster a joining member starts with (None: itself only, a new
+    # cluster), the learner id still to promote, when the join loop last tried, and why it waits.
+    etcd_initial_cluster: str | None = None
+    learner_id: int | None = None
+    join_tried_at: float = 0.0
+    join_waiting: str | None = None
+    lost: str | None = None  # "power" (powered off, disks kept) or "terminated" (instance and disks gone)
+    machine_type: str = "controlplane"  # the MachineType resource (a test may make one "init")
+    kubelet_registered: bool = False  # multi-node: this boot's kubelet has its Node in the cluster's etcd
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -177,9 +186,43 @@ class View:
 class Node:
     """Operations on one sandbox's node. Each public method locks, settles the state, checks access, acts."""
 
-    def __init__(self, root: str | os.PathLike[str]):
-        self.paths = Paths(root)
-        self.info = Info.load(self.paths)
+    def __init__(self, root: str | os.PathLike[str], index: int = 1):
+        self.index = index
+        self.paths = Paths(root, index)
+        self.info = Info.load(self.paths).for_node(index)
+
+    # --- the other nodes of a multi-node sandbox -----------------------------------------------------------
+
+    @property
+    def multi(self) -> bool:
+        """Part of a sandbox of several control-plane nodes (one real etcd member each)."""
+        return self.info.node_count > 1
+
+    def cluster(self) -> list[Node]:
+        """Every node of the sandbox, this one included (node 1 first)."""
+        return [self if i == self.index else Node(self.paths.root, i) for i in range(1, self.info.node_count + 1)]
+
+    def siblings(self) -> list[Node]:
+        return [n for n in self.cluster() if n.index != self.index]
+
+    def for_call(self, addr: str, md: str | None) -> Node:
+        """The node a call dialing ``addr`` with ``nodes`` metadata ``md`` runs on: the node whose private IP ``md``
+        names (apid forwards it there), else the node whose Elastic IP (or, with --insecure, whose address) was
+        dialed, else this one (which then answers as a failed dial or forward)."""
+        nodes = self.cluster()
+        if md:
+            for n in nodes:
+                if md == n.info.private_ip:
+                    return n
+        for n in nodes:
+            if addr == n.info.public_ip:
+                return n
+        return self
+
+    def peek(self) -> View:
+        """The node as seen now without its lock and without settling (a gateway's view during a forwarded call,
+        so no two node locks are ever held at once)."""
+        return self.view(State.load(self.paths.state))
 
     # --- state and time ------------------------------------------------------------------------------------
 
@@ -194,19 +237,25 @@ class Node:
         return float(self.faults().get("etcd_start_seconds", 0.2))
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[State]:
-        """The node state under an exclusive lock, settled to now, saved on exit."""
+    def locked(self, *, settle: bool = True) -> Iterator[State]:
+        """The node state under an exclusive lock, settled to now (unless ``settle=False``), saved on exit."""
         self.paths.node.mkdir(parents=True, exist_ok=True)
         with open(self.paths.lock, "a+") as lf:
             fcntl.flock(lf, fcntl.LOCK_EX)
             try:
                 # A replaced instance has a new private IP and hostname (Sandbox.replace_instance): a long-lived
                 # process (the apid) must see them.
-                self.info = Info.load(self.paths)
+                self.info = Info.load(self.paths).for_node(self.index)
                 st = State.load(self.paths.state)
-                self._settle(st)
-                yield st
-                st.save(self.paths.state)
+                try:
+                    if settle:
+                        self._settle(st)
+                    yield st
+                finally:
+                    # Also when the body refused the call (an access check after a settle that started etcd): the
+                    # settled state, the new etcd pid included, is real. Not saving it leaked an etcd `down` could
+                    # not find (tests/commands/restore/test_stale_nodes.py, an unreachable node).
+                    st.save(self.paths.state)
             finally:
                 fcntl.flock(lf, fcntl.LOCK_UN)
 
@@ -237,6 +286,7 @@ class Node:
             st.bootstrap = None
             st.etcd_events = boot_events(final_at) if st.stage == "running" else []
             st.etcd_health = "?"
+            st.kubelet_registered = False
         if st.stage != "running" or not st.configured:
             return
         self._settle_etcd(st, now)
@@ -261,8 +311,33 @@ class Node:
             self._start_bootstrapped(st, job)
         elif not self._etcd_alive(st) and self._etcd_has_data() and st.etcd_state != "Failed":
             self._run_etcd(st)
+        elif self.multi and not self._etcd_alive(st) and st.etcd_state not in ("Failed", "Finished"):
+            # (Finished: `etcd leave` stopped the service; it stays stopped until the next boot.)
+            from sandbox import membership
+
+            membership.join(self, st, now)  # the join loop of a member with no data (services/etcd.go)
         if self._etcd_alive(st):
             st.boot_done = True
+            if st.learner_id is not None:
+                from sandbox import membership
+
+                membership.promote(self, st)
+            if self.multi:
+                self._check_quorum(st)
+                if st.etcd_health == "OK" and st.learner_id is None and not st.kubelet_registered:
+                    st.kubelet_registered = self.register_kubelet()
+
+    def _check_quorum(self, st: State) -> None:
+        """The etcd service's health check on a member of several (services/etcd.go HealthFunc -> ValidateQuorum, a
+        quorum read with a timeout): it fails while the member has no leader, and the service runner records each
+        change of health as an event (service_runner.go:125-131). The process keeps running."""
+        why = etcd.health_reason(self.info.etcd_client_port, host=self.info.etcd_host, timeout=1)
+        ok = why is None or why.startswith("ALARM")
+        if ok and st.etcd_health != "OK":
+            st.etcd_event("Running", HEALTHY)
+        elif not ok and st.etcd_health != "Fail":
+            st.etcd_event("Running", "Health check failed: context deadline exceeded")
+        st.etcd_health = "OK" if ok else "Fail"
 
     def _run_etcd(self, st: State) -> None:
         try:
@@ -277,19 +352,30 @@ class Node:
         st.etcd_health = "OK"
         self.register_kubelet()
 
-    def register_kubelet(self) -> None:
+    def register_kubelet(self) -> bool:
         """The kubelet (re)registers this machine's Node once the API answers: named after its hostname, with its
-        private IP as InternalIP (sandbox/kube.py). A Node of another hostname in the same etcd stays as it was."""
+        private IP as InternalIP (sandbox/kube.py). A Node of another hostname in the same etcd stays as it was.
+        On a multi-node sandbox the API is the cluster's (any member with a leader), and a kubelet whose write failed
+        tries again at the next settle (``_check_quorum``). Whether its Node is there."""
         from datetime import UTC, datetime
 
+        endpoint: str | None = self.info.etcd_endpoint
+        if self.multi:
+            from sandbox import membership
+
+            endpoint = membership.answering_endpoint(self.cluster(), leader=True)
+            if endpoint is None:
+                return False
+        assert endpoint is not None
         try:
-            current = etcd.get_key(self.info.etcd_endpoint, kube.NODES_PREFIX + self.info.hostname)
+            current = etcd.get_key(endpoint, kube.NODES_PREFIX + self.info.hostname)
             if current is not None and kube.node_ips(kube.decode(self.info.hostname, current)) == [self.info.private_ip]:
-                return  # its own Node is there (status heartbeats are not modelled: a restored etcd stays as it was)
-            kube.register(self.info.etcd_endpoint, self.info.hostname, self.info.private_ip,
+                return True  # its own Node is there (status heartbeats are not modelled: a restored etcd stays as it was)
+            kube.register(endpoint, self.info.hostname, self.info.private_ip,
                           datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         except etcd.EtcdFailure:
-            pass  # etcd went away again: the next start registers
+            return False  # etcd went away again: the next start registers
+        return True
 
     def _image_pull_fails(self) -> bool:
         """Fault ``etcd_image_pull_fails`` = N: the next N pulls of etcd's image fail (counted down)."""
@@ -341,7 +427,7 @@ class Node:
             shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
             try:
                 etcd.restore(snapshot, self.paths.etcd_data, self.info.etcd_name, self.info.etcd_peer_port,
-                             skip_hash_check=bool(job.get("skip_hash")))
+                             skip_hash_check=bool(job.get("skip_hash")), host=self.info.etcd_host)
             except etcd.EtcdFailure as exc:
                 st.etcd_event("Failed", f"Failed to run pre stage: error recovering from the snapshot: {exc}")
                 return
@@ -389,8 +475,13 @@ class Node:
             self.info.etcd_name,
             self.info.etcd_client_port,
             self.info.etcd_peer_port,
-            self.paths.logs / "etcd.log",
+            self.paths.log("etcd"),
             quota_bytes=self.info.etcd_quota_bytes,
+            host=self.info.etcd_host,
+            initial_cluster=st.etcd_initial_cluster,
+            cluster_state="existing" if st.etcd_initial_cluster else "new",
+            # A member of several does not answer /health without a leader (a learner, or quorum lost): it runs.
+            wait_healthy=not self.multi,
         )
 
     def _stop_etcd(self, st: State) -> None:
@@ -428,10 +519,40 @@ class Node:
             raise refused(dial)
         return v
 
+    def _gateway(self, addr: str) -> Node | None:
+        """The other node of this sandbox whose Elastic IP ``addr`` is (its apid forwards the call here), or None."""
+        if not self.multi or addr == self.info.public_ip:
+            return None
+        return next((n for n in self.siblings() if n.info.public_ip == addr), None)
+
+    def _forwarded_to(self, v: View) -> None:
+        """The hop from the gateway's apid to this node's apid inside the VPC (backend/apid.go dials
+        ``<private IP>:50000``). A node that is off (stopped or terminated instance) answers nothing: the dial times
+        out; one rebooting has no apid listening: refused. The error comes back from the gateway as the node's."""
+        if self.faults().get("unreachable") or not v.reachable:
+            why = "i/o timeout" if v.phase in ("halted", "unbootable") else "connect: connection refused"
+            raise NodeError("Unavailable", f'connection error: desc = "transport: Error while dialing: dial tcp '
+                                           f'{self.info.private_ip}:{APID_PORT}: {why}"')
+        if v.phase == "maintenance" or not v.configured:
+            # A node in maintenance presents its self-signed maintenance certificate to the gateway's apid.
+            raise NodeError("Unavailable", 'connection error: desc = "transport: authentication handshake failed: '
+                                           'tls: failed to verify certificate: x509: certificate signed by unknown '
+                                           'authority"')
+
+    def connect_peek(self, dial: str) -> View:
+        """``connect`` without this node's lock (see ``peek``)."""
+        return self.connect(State.load(self.paths.state), dial)
+
     def _check_access(self, st: State, addr: str, auth: Auth, roles: set[str], *, node: str | None = None) -> View:
         """``addr`` is the address dialed (the endpoint; with --insecure the node itself); ``node`` is the ``nodes``
-        metadata an authenticated call carries (None: the call is for the endpoint itself)."""
-        v = self.connect(st, addr)
+        metadata an authenticated call carries (None: the call is for the endpoint itself). On a multi-node sandbox
+        ``addr`` may be another node's Elastic IP: that node's apid takes the call (its stage decides the TLS
+        handshake) and forwards it here (``for_call`` picked this node from ``node``)."""
+        gateway = self._gateway(addr)
+        if gateway is None:
+            v = self.connect(st, addr)
+        else:
+            v = gateway.connect_peek(addr)
         maintenance = v.phase == "maintenance" or (not v.configured and v.phase in REACHABLE_PHASES)
         if maintenance:
             if not auth.insecure:
@@ -451,6 +572,9 @@ class Node:
             # gateway, and the security group admits 50000 from the admin CIDRs only: the dial times out.
             raise NodeError("Unavailable", f'connection error: desc = "transport: Error while dialing: dial tcp '
                                            f'{node}:{APID_PORT}: i/o timeout"')
+        if gateway is not None:
+            v = self.view(st)
+            self._forwarded_to(v)
         if not set(auth.roles) & roles:
             raise NodeError("PermissionDenied", "not authorized")
         return v
@@ -520,14 +644,19 @@ class Node:
             if graceful and v.configured and v.phase in ("running", "booting"):
                 # The Reset RPC starts the sequence in the background and returns (v1alpha1_server.go); its first
                 # step leaves etcd, which the only member of a cluster cannot: the sequence fails on the node and
-                # nothing is wiped.
-                st.resets.append({"at": now, "graceful": True, "reboot": reboot, "labels": labels,
-                                  "wipe_mode": wipe_mode, "whole_disk": False, "failed": "leave etcd"})
-                return
+                # nothing is wiped. A member of several leaves when a quorum answers (membership.leave).
+                from sandbox import membership
+
+                failed = membership.leave_for_reset(self, st)
+                if failed:
+                    st.resets.append({"at": now, "graceful": True, "reboot": reboot, "labels": labels,
+                                      "wipe_mode": wipe_mode, "whole_disk": False, "failed": failed})
+                    return
             whole_disk = not labels and wipe_mode in ("all", "system-disk")
             self._stop_etcd(st)
             st.bootstrap = None
             if whole_disk or "EPHEMERAL" in labels:
+                st.etcd_initial_cluster, st.learner_id, st.join_waiting = None, None, None
                 shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
                 shutil.rmtree(self.paths.recover_dir, ignore_errors=True)
                 current = self.faults()
@@ -559,10 +688,12 @@ class Node:
             st.target = "running" if st.configured else "maintenance"
 
     def power_on(self) -> None:
-        """Start a halted node again (what ``aws ec2 start-instances`` would do). An unbootable node stays so."""
+        """Start a halted node again (what ``aws ec2 start-instances`` would do). An unbootable node stays so, and so
+        does a terminated instance (``lose(disk=True)``: only ``replace`` brings one back)."""
         with self.locked() as st:
-            if st.stage != "halted" or st.timeline:
+            if st.stage != "halted" or st.timeline or st.lost == "terminated":
                 return
+            st.lost = None
             now = time.time()
             r = self.reboot_seconds()
             st.timeline = [[now, "down"], [now + 0.85 * r, "booting"], [now + r, "final"]]
@@ -662,6 +793,7 @@ class Node:
             if fail:
                 raise NodeError("Internal", str(fail))
             self._stop_etcd(st)
+            st.etcd_initial_cluster, st.learner_id, st.join_waiting = None, None, None  # a new cluster of one
             # BootstrapEtcd fakes Finished on the old runner ("Bootstrap requested"), which releases the boot
             # sequence's wait for etcd (the stage reads running from here on, whatever etcd does next), then loads
             # a new runner with an empty event history (services/etcd.go:687-714).
@@ -675,6 +807,109 @@ class Node:
             st.bootstrap = {"at": time.time(), "recover": recover_path, "skip_hash": skip_hash_check}
             st.up_since = min(st.up_since, time.time() - window)
 
+    # --- etcd membership (multi-node; sandbox/membership.py) -------------------------------------------------
+
+    def _controlplane(self, st: State, api: str) -> None:
+        """machinehelper.CheckControlplane (internal/app/internal/machinehelper/machinehelper.go:23-38)."""
+        if st.machine_type not in ("controlplane", "init"):
+            raise NodeError("Unimplemented", f"{api} is only available on control plane nodes")
+
+    def machine_type(self, addr: str, auth: Auth, *, node: str | None = None) -> str:
+        with self.locked() as st:
+            self._check_access(st, addr, auth, ROLES_READ, node=node)
+            return st.machine_type
+
+    def etcd_members(self, addr: str, auth: Auth, *, node: str | None = None) -> list[dict]:
+        """EtcdMemberList as `talosctl etcd members` sends it (QueryLocal): this node's own etcd, WithRequireLeader
+        (v1alpha1_server.go:1817-1862; roles admin/operator/reader/etcd:backup, machined.go:74)."""
+        with self.locked() as st:
+            self._check_access(st, addr, auth, ROLES_ETCD_INFO, node=node)
+            self._controlplane(st, "member list")
+            running = self._etcd_alive(st)
+        if not running:
+            raise NodeError("Unavailable", "connection error: desc = \"transport: Error while dialing: dial tcp "
+                                           "127.0.0.1:2379: connect: connection refused\"")
+        try:
+            return etcd.member_list(self.info.etcd_endpoint, require_leader=True)
+        except etcd.EtcdFailure as exc:
+            raise NodeError("Unavailable", str(exc)) from exc
+
+    def etcd_remove_member(self, addr: str, auth: Auth, member_id: int, *, node: str | None = None) -> None:
+        """EtcdRemoveMemberByID (v1alpha1_server.go:1866-1893): through a client to the control-plane nodes,
+        require leader; an unknown id is NotFound."""
+        from sandbox import membership
+
+        with self.locked() as st:
+            self._check_access(st, addr, auth, ROLES_ADMIN, node=node)
+            self._controlplane(st, "etcd remove member")
+        try:
+            membership.cluster_call(self, lambda ep: etcd.member_remove(ep, member_id))
+        except etcd.EtcdFailure as exc:
+            if "member not found" in str(exc):
+                raise NodeError("NotFound", f"failed to remove member {member_id}: {exc}") from exc
+            raise NodeError("Unknown", f"failed to remove member: failed to remove member {member_id}: {exc}") \
+                from exc
+
+    def etcd_leave(self, addr: str, auth: Auth, *, node: str | None = None) -> None:
+        """EtcdLeaveCluster (v1alpha1_server.go:1896-1920, internal/pkg/etcd/etcd.go LeaveCluster): remove this
+        node's member, stop etcd, delete its data. The node then waits in the join loop (empty data)."""
+        from sandbox import membership
+
+        with self.locked() as st:
+            self._check_access(st, addr, auth, ROLES_ADMIN, node=node)
+            self._controlplane(st, "etcd leave")
+            try:
+                membership.leave(self, st)
+            except etcd.EtcdFailure as exc:
+                raise NodeError("Unknown", f"failed to leave cluster: {exc}") from exc
+            st.join_tried_at = time.time()  # its join loop starts after the next retry interval
+
+    def etcd_status(self, addr: str, auth: Auth, *, node: str | None = None) -> dict:
+        """EtcdStatus of this node's member (Maintenance.Status of the local etcd)."""
+        with self.locked() as st:
+            v = self._check_access(st, addr, auth, ROLES_ETCD_INFO, node=node)
+            self._controlplane(st, "etcd status")
+        if not v.etcd_running:
+            raise NodeError("Unavailable", "connection error: desc = \"transport: Error while dialing: dial tcp "
+                                           "127.0.0.1:2379: connect: connection refused\"")
+        try:
+            return etcd.status(self.info.etcd_endpoint)
+        except etcd.EtcdFailure as exc:
+            raise NodeError("Unknown", str(exc)) from exc
+
+    # --- the instance (multi-node sandbox helpers) ---------------------------------------------------------
+
+    def lose(self, *, disk: bool = False) -> None:
+        """The instance stops (``disk=False``: powered off, its disks kept) or is terminated with its disks
+        (``disk=True``): unreachable, its etcd stopped; with the disks, the etcd data and the machine config go."""
+        with self.locked() as st:
+            self._stop_etcd(st)
+            st.stage, st.timeline, st.target, st.bootstrap = "halted", [], None, None
+            st.learner_id = None
+            st.lost = "terminated" if disk else "power"
+            if disk:
+                shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
+                shutil.rmtree(self.paths.recover_dir, ignore_errors=True)
+                self.paths.machine_config.unlink(missing_ok=True)
+                st.configured, st.etcd_initial_cluster, st.join_waiting = False, None, None
+
+    def replace(self) -> None:
+        """A new instance with the same private IP (the HA stack pins each node's address), configured by `pulumi up`
+        (its machine config applied), an empty etcd: it boots and joins (or waits for a bootstrap)."""
+        with self.locked() as st:
+            self._stop_etcd(st)
+            shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
+            shutil.rmtree(self.paths.recover_dir, ignore_errors=True)
+            self.paths.machine_config.parent.mkdir(parents=True, exist_ok=True)
+            self.paths.machine_config.write_text(self.paths.controlplane_config_text())
+            now = time.time()
+            r = float(self.info.reboot_seconds)
+            st.stage, st.configured, st.bootstrap, st.etcd_health, st.lost = "running", True, None, "?", None
+            st.etcd_initial_cluster, st.learner_id, st.join_waiting = None, None, None
+            st.timeline, st.target = [[now, "down"], [now + 0.85 * r, "booting"], [now + r, "final"]], "running"
+            st.etcd_events = []
+        faults.save(self.paths.faults, {})
+
     def k8s_problem(self, expected_ips: list[str]) -> tuple[int, str] | None:
         """The first failing Kubernetes node check of ``talosctl health`` (sandbox/kube.py), as (index in
         sandbox.talosctl.HEALTH_CHECKS, message), or None."""
@@ -685,7 +920,8 @@ class Node:
         why = kube.nodes_reported(nodes, expected_ips)
         if why:
             return 8, why  # "waiting for all k8s nodes to report"
-        why = kube.nodes_ready(nodes, self.info.hostname)
+        live = [n.info.hostname for n in self.cluster() if n is self or n.peek().etcd_running]
+        why = kube.nodes_ready(nodes, live if self.multi else self.info.hostname)
         if why:
             return 11, why  # "waiting for all k8s nodes to report ready"
         return None
@@ -702,6 +938,12 @@ class Node:
             return False, f"service \"etcd\" not in expected state \"Running\": current state [{v.etcd_state}]"
         if v.phase != "running":
             return False, f"node is in stage {v.stage}"
+        if self.multi:
+            # Talos's etcd health check is a quorum read (services/etcd.go HealthFunc -> ValidateQuorum): a member
+            # without a leader fails it at once; etcd's /health answers the same ("RAFT NO LEADER").
+            why = etcd.health_reason(self.info.etcd_client_port, host=self.info.etcd_host)
+            return why is None, (f"{self.info.etcd_endpoint} is healthy" if why is None
+                                 else f"{self.info.private_ip}: etcd is unhealthy: {why}")
         ok, line = etcd.endpoint_health(self.info.etcd_endpoint)
         if not ok and etcd.alarms(self.info.etcd_endpoint):
             # etcdctl calls an etcd with an active alarm unhealthy; Talos's etcd health check is a quorum read

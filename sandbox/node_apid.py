@@ -80,19 +80,20 @@ def _server_context(cert: tuple[bytes, bytes], ca_pem: bytes | None) -> ssl.SSLC
 class NodeApid(SimulatedApid):
     """apid of the sandbox in ``root``, listening on its Elastic IP."""
 
-    def __init__(self, root: str | os.PathLike[str], *, port: int = APID_PORT):
-        self.node = Node(root)
+    def __init__(self, root: str | os.PathLike[str], *, port: int = APID_PORT, index: int = 1):
+        self.node = Node(root, index)
         self.paths: Paths = self.node.paths
         info = self.node.info
+        hostname = info.hostname if index > 1 else HOSTNAME
         self.secrets = ClusterSecrets.load(self.paths.secrets)
         ca = base64.b64decode(self.secrets.os_ca_crt)
         ca_key = base64.b64decode(self.secrets.os_ca_key)
         now = datetime.now(UTC)
         # The node's apid certificate names both addresses (the Elastic IP is in certSANs: infra/talos.py).
-        cert = issue_certificate(ca, ca_key, organization=None, common_name=HOSTNAME, not_before=now - timedelta(hours=1),
+        cert = issue_certificate(ca, ca_key, organization=None, common_name=hostname, not_before=now - timedelta(hours=1),
                                  not_after=now + timedelta(days=365), key=ed25519.Ed25519PrivateKey.generate(),
                                  server_ips=(info.public_ip, info.private_ip), client=False)
-        super().__init__(info.etcd_endpoint, ca, ca_key, host=info.public_ip, port=port, hostname=HOSTNAME,
+        super().__init__(info.etcd_endpoint, ca, ca_key, host=info.public_ip, port=port, hostname=hostname,
                          server_cert=cert)
         # Maintenance mode: a self-signed maintenance CA with no subject (secrets/maintenance_root.go:52).
         m_ca, m_key = new_ca(None, common_name=None)
@@ -120,7 +121,8 @@ class NodeApid(SimulatedApid):
         tmp = tmp_dir / f"apid-snapshot-{os.getpid()}-{uuid.uuid4().hex[:8]}.db"
         try:
             try:
-                self.node.prepare_snapshot(self.host, auth, tmp, node=nodes)
+                # A `nodes` naming another node's private IP is forwarded there (Node.for_call).
+                self.node.for_call(self.host, nodes).prepare_snapshot(self.host, auth, tmp, node=nodes)
             except NodeError as exc:
                 self.calls.append((who, f"error:{exc.code}"))
                 raise _Abort(_CODES.get(exc.code, 2), exc.desc) from None
@@ -142,7 +144,8 @@ class NodeApid(SimulatedApid):
         who = ",".join(roles)
         auth = Auth(insecure=False, ca=self.secrets.os_ca_crt, roles=roles)
         try:
-            running = self.node.etcd_info_access(self.host, auth, node=nodes)
+            target = self.node.for_call(self.host, nodes)
+            running = target.etcd_info_access(self.host, auth, node=nodes)
         except NodeError as exc:
             self.calls.append((who, f"error:{exc.code}"))
             raise _Abort(_CODES.get(exc.code, 2), exc.desc) from None
@@ -153,7 +156,7 @@ class NodeApid(SimulatedApid):
             self.calls.append((who, "hang"))
             raise _Hang()
         try:
-            msg = etcd_info(path, self.node.info.etcd_endpoint, hostname=nodes)
+            msg = etcd_info(path, target.info.etcd_endpoint, hostname=nodes)
         except etcd.EtcdFailure:
             self.calls.append((who, "hang"))
             raise _Hang() from None
@@ -218,28 +221,50 @@ def _frames(pieces: list[bytes], suffix: bytes) -> bytes:
     return b"".join(out)
 
 
-def serve(root: Path) -> int:
-    """Run until SIGTERM: bind 50000 on the Elastic IP (another sandbox's apid may hold it: then a free port), write
-    ``<dir>/node/apid.json`` ({pid, port}) for ``up``, serve."""
-    paths = Paths(root)
+TICK_SECONDS = 0.25
+
+
+def _tick(node: Node, stop: threading.Event) -> None:
+    """On a multi-node sandbox the node's own loops run while nobody calls it: its etcd join loop, its learner's
+    promotion, its boot (services/etcd.go). This apid process is the node's one long-lived process, so it settles the
+    node every TICK_SECONDS (a one-node sandbox stays lazy: settled only when called)."""
+    while not stop.wait(TICK_SECONDS):
+        try:
+            node.snapshot_state()
+        except Exception as exc:  # noqa: BLE001 - a failed tick is retried; the apid keeps serving
+            print(f"settling node {node.index} failed: {exc}", flush=True)
+
+
+def serve(root: Path, index: int = 1) -> int:
+    """Run until SIGTERM: bind 50000 on the node's Elastic IP (another sandbox's apid may hold it: then a free port),
+    write ``<node dir>/apid.json`` ({pid, port}) for ``up``, serve."""
+    paths = Paths(root, index)
     try:
-        apid = NodeApid(root).start()
+        apid = NodeApid(root, index=index)
+        apid.start()
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        apid = NodeApid(root, port=0).start()
+        apid = NodeApid(root, port=0, index=index)
+        apid.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     atomic_write(paths.node / "apid.json", json.dumps({"pid": os.getpid(), "port": apid.port}) + "\n", mode=0o644)
-    print(f"apid for {root} on {apid.address} (pid {os.getpid()})", flush=True)
+    print(f"apid for {root} node {index} on {apid.address} (pid {os.getpid()})", flush=True)
+    ticker = None
+    if apid.node.multi:
+        ticker = threading.Thread(target=_tick, args=(apid.node, stop), daemon=True)
+        ticker.start()
     try:
         while not stop.wait(1.0):
             pass
     finally:
+        if ticker is not None:
+            ticker.join(timeout=30)
         apid.stop()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(serve(Path(sys.argv[1])))
+    sys.exit(serve(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1))

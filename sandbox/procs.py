@@ -13,6 +13,13 @@ from pathlib import Path
 from dr.adapters.ports import free_port  # noqa: F401 - the one helper; sandbox code calls procs.free_port
 
 
+def free_port_on(host: str) -> int:
+    """A TCP port free on ``host`` right now (a node's private IP: a port free on 127.0.0.1 may be taken there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -104,3 +111,22 @@ def wait_for(check: Callable[[], bool], timeout: float, interval: float = 0.05) 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def find(marker: str, *, exe: str) -> list[int]:
+    """Pids of this user's processes running ``exe`` whose command line contains ``marker`` as a whole argument
+    (a sandbox's etcd data directory: unique to it). Used by ``down`` to stop an etcd whose pid was never recorded."""
+    out = []
+    me = os.getuid()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if d.stat().st_uid != me:
+                continue
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and Path(argv[0].decode(errors="replace")).name == Path(exe).name and marker.encode() in argv:
+            out.append(int(d.name))
+    return out

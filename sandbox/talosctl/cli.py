@@ -12,7 +12,14 @@ import time
 from sandbox.layout import Paths
 from sandbox.talosctl.client import CommandError
 from sandbox.talosctl.cluster import cmd_health, cmd_kubeconfig
-from sandbox.talosctl.etcd_commands import cmd_etcd_alarm, cmd_etcd_snapshot
+from sandbox.talosctl.etcd_commands import (
+    cmd_etcd_alarm,
+    cmd_etcd_leave,
+    cmd_etcd_members,
+    cmd_etcd_remove_member,
+    cmd_etcd_snapshot,
+    cmd_etcd_status,
+)
 from sandbox.talosctl.flags import UsageError, parse
 from sandbox.talosctl.lifecycle import cmd_apply_config, cmd_bootstrap, cmd_reset
 from sandbox.talosctl.status import cmd_get, cmd_service, cmd_version
@@ -23,6 +30,10 @@ HANDLERS = {
     "service": cmd_service,
     "etcd snapshot": cmd_etcd_snapshot,
     "etcd alarm": cmd_etcd_alarm,
+    "etcd members": cmd_etcd_members,
+    "etcd remove-member": cmd_etcd_remove_member,
+    "etcd leave": cmd_etcd_leave,
+    "etcd status": cmd_etcd_status,
     "reset": cmd_reset,
     "apply-config": cmd_apply_config,
     "bootstrap": cmd_bootstrap,
@@ -39,6 +50,10 @@ Available Commands (sandbox subset):
   apply-config  Apply a new configuration to a node
   bootstrap     Bootstrap the etcd cluster on the specified node
   etcd snapshot Stream snapshot of the etcd node to the path
+  etcd members  Get the list of etcd cluster members
+  etcd remove-member  Remove the node from etcd cluster
+  etcd leave    Tell nodes to leave etcd cluster
+  etcd status   Get the status of etcd cluster member
   get           Get a specific resource or list of resources (machinestatus only)
   health        Check cluster health
   kubeconfig    Download the admin kubeconfig from the node

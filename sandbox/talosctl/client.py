@@ -84,7 +84,8 @@ def target(values: dict, *, insecure: bool) -> Target:
                                "to set the nodes to run the command against")
         if len(nodes) > 1:
             raise CommandError("this sandbox talosctl supports one node per call; got nodes " + ", ".join(nodes))
-        return Target(node, _host(nodes[0]), Auth(insecure=True), endpoints)
+        addr = _host(nodes[0])
+        return Target(node.for_call(addr, None), addr, Auth(insecure=True), endpoints)
     if not endpoints:
         raise CommandError("failed to determine endpoints")
     if not nodes:
@@ -94,7 +95,9 @@ def target(values: dict, *, insecure: bool) -> Target:
         )
     if len(nodes) > 1:
         raise CommandError("this sandbox talosctl supports one node per call; got nodes " + ", ".join(nodes))
-    return Target(node, _host(endpoints[0]), _auth(node, ctx), endpoints, md=_host(nodes[0]))
+    addr, md = _host(endpoints[0]), _host(nodes[0])
+    # The node the call runs on: the one `--nodes` names (the endpoint's apid forwards to it), Node.for_call.
+    return Target(node.for_call(addr, md), addr, _auth(node, ctx), endpoints, md=md)
 
 
 def _auth(node: Node, ctx: dict) -> Auth:

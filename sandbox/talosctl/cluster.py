@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from sandbox.node import NodeError, TransportError
-from sandbox.talosctl.client import CommandError, _host, _rpc, target
+from sandbox.talosctl.client import CommandError, Target, _host, _rpc, target
 
 HEALTH_CHECKS = [
     "waiting for etcd to be healthy",
@@ -31,9 +31,92 @@ HEALTH_CHECKS = [
 ]
 
 
+def _multierror(errors: list[str]) -> str:
+    """hashicorp/go-multierror's list format."""
+    head = "1 error occurred:" if len(errors) == 1 else f"{len(errors)} errors occurred:"
+    return head + "".join(f"\n\t* {e}" for e in errors) + "\n\n"
+
+
+def _service_problems(t: Target, cps: list[str]) -> list[str]:
+    """ServiceHealthAssertion("etcd") on every control-plane node (pkg/cluster/check/service.go:75-140)."""
+    errors = []
+    for ip in cps:
+        n = t.node.for_call(t.addr, ip)
+        if n.info.private_ip != ip:
+            errors.append(f'{ip}: rpc error: code = Unavailable desc = connection error: desc = "transport: Error '
+                          f'while dialing: dial tcp {ip}:50000: i/o timeout"')
+            continue
+        v = n.snapshot_state()
+        if n.faults().get("unreachable") or not v.reachable:
+            why = "i/o timeout" if v.phase in ("halted", "unbootable") else "connect: connection refused"
+            errors.append(f'{ip}: rpc error: code = Unavailable desc = connection error: desc = "transport: Error '
+                          f'while dialing: dial tcp {ip}:50000: {why}"')
+        elif not v.etcd_running:
+            msg = v.etcd_events[-1][2] if v.etcd_events else ""
+            errors.append(f'{ip}: service "etcd" not in expected state "Running": current state [{v.etcd_state}] {msg}')
+        elif v.etcd_health != "OK":
+            errors.append(f"{ip}: service is not healthy: etcd")
+    return errors
+
+
+def _members_problem(t: Target, cps: list[str]) -> tuple[int, str] | None:
+    """EtcdConsistentAssertion and EtcdControlPlaneNodesAssertion (pkg/cluster/check/etcd.go:25-128): every node's
+    member list the same; every member's peer address a control-plane node's."""
+    from urllib.parse import urlparse
+
+    from sandbox import etcd
+
+    lists = []
+    for ip in cps:
+        try:
+            lists.append((ip, etcd.member_list(t.node.for_call(t.addr, ip).info.etcd_endpoint)))
+        except etcd.EtcdFailure as exc:
+            return 1, f"1 error occurred:\n\t* {ip}: rpc error: code = Unavailable desc = {exc}\n\n"
+    known = {(m["name"], m["id"], m["is_learner"]) for m in lists[0][1]}
+    for ip, members in lists[1:]:
+        if len(members) != len(known):
+            return 1, (f"{ip}: expected to have [{' '.join(sorted(k[0] for k in known))}] members, got "
+                       f"[{' '.join(m['name'] for m in members)}]")
+        for m in members:
+            if (m["name"], m["id"], m["is_learner"]) not in known:
+                return 1, f"{ip}: found unexpected etcd member {m['name']}"
+    ips = [urlparse(u).hostname or "" for m in lists[0][1] for u in m["peer_urls"]]
+    if not set(ips) <= set(cps):
+        return 2, f"etcd member ips {_go_q(ips)} are not subset of control plane node ips {_go_q(cps)}"
+    return None
+
+
+def _go_q(items: list[str]) -> str:
+    return "[" + " ".join(json.dumps(i) for i in items) + "]"
+
+
+def _multi_health(t: Target, cps: list[str]) -> tuple[int, str] | None:
+    """The first failing check on a multi-node sandbox, as (index in HEALTH_CHECKS, message), or None."""
+    errors = _service_problems(t, cps)
+    if errors:
+        return 0, _multierror(errors)
+    problem = _members_problem(t, cps)
+    if problem is not None:
+        return problem
+    return t.node.k8s_problem(cps)
+
+
+def _report(index: int, why: str, last: str | None) -> str:
+    """Print the checks up to the failing one (once per new reason); returns the reason."""
+    reason = f"{HEALTH_CHECKS[index]}: {why}"
+    if reason != last:
+        for check in HEALTH_CHECKS[:index]:
+            print(f"{check}: OK", file=sys.stderr)
+        print(reason, file=sys.stderr)
+    return reason
+
+
 def cmd_health(values: dict, args: list[str]) -> None:
     t = target(values, insecure=False)
-    cps = list(values["control-plane-nodes"]) or [t.shown]
+    multi = t.node.multi
+    # A multi-node cluster's control-plane nodes are discovered (every node of the sandbox) unless named.
+    cps = list(values["control-plane-nodes"]) or ([n.info.private_ip for n in t.node.cluster()] if multi
+                                                  else [t.shown])
     deadline = time.monotonic() + values["wait-timeout"]
     # The first call must connect and authenticate, as talosctl's server-side check does.
     try:
@@ -41,6 +124,27 @@ def cmd_health(values: dict, args: list[str]) -> None:
     except (NodeError, TransportError) as exc:
         raise _rpc("error checking health", exc, t) from None
     print(f"discovered nodes: {json.dumps(cps)}", file=sys.stderr)
+    if multi:
+        _multi_loop(t, cps, deadline)
+    else:
+        _single_loop(t, cps, deadline)
+
+
+def _multi_loop(t: Target, cps: list[str], deadline: float) -> None:
+    last = None
+    while True:
+        problem = _multi_health(t, [_host(cp) for cp in cps])
+        if problem is None:
+            for check in HEALTH_CHECKS:
+                print(f"{check}: OK", file=sys.stderr)
+            return
+        last = _report(*problem, last)
+        if time.monotonic() >= deadline:
+            raise CommandError("healthcheck error: rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+        time.sleep(0.1)
+
+
+def _single_loop(t: Target, cps: list[str], deadline: float) -> None:
     last = None
     while True:
         ok, reason = t.node.health()

@@ -36,6 +36,10 @@ COMMANDS: dict[str, dict] = {
                       Flag("namespace", "str", ""), Flag("watch", "bool", False, "w")], "args": (1, 2)},
     "etcd snapshot": {"flags": [], "args": (1, 1)},
     "etcd alarm": {"flags": [], "args": (1, 1)},
+    "etcd members": {"flags": [], "args": (0, 0)},
+    "etcd remove-member": {"flags": [], "args": (1, 1)},
+    "etcd leave": {"flags": [], "args": (0, 0)},
+    "etcd status": {"flags": [], "args": (0, 0)},
     "reset": {"flags": [Flag("graceful", "bool", True), Flag("reboot", "bool", False),
                         Flag("system-labels-to-wipe", "list", []), Flag("user-disks-to-wipe", "list", []),
                         Flag("wipe-mode", "str", "all"), Flag("insecure", "bool", False, "i"),
@@ -56,7 +60,7 @@ COMMANDS: dict[str, dict] = {
     "service": {"flags": [], "args": (0, 2)},
 }
 ALIASES = {"apply": "apply-config"}
-PARENTS = {"etcd": ["snapshot", "alarm"]}
+PARENTS = {"etcd": ["snapshot", "alarm", "members", "remove-member", "leave", "status"]}
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
@@ -216,7 +220,7 @@ def parse(argv: list[str]) -> tuple[str, dict, list[str]]:
     """(command, flag values, positional args), or ``UsageError``."""
     command, command_words = _find_command(argv)
     if command == "etcd":
-        raise UsageError('"talosctl etcd" needs a subcommand: snapshot, alarm')
+        raise UsageError('"talosctl etcd" needs a subcommand: ' + ", ".join(PARENTS["etcd"]))
     flags = list(GLOBAL_FLAGS) + (COMMANDS[command]["flags"] if command else [])
     values = _FlagValues(flags)
     positional: list[str] = []

@@ -85,12 +85,45 @@ def _get_timestatus(values: dict, t: Target) -> None:
         print(json.dumps(doc, indent=4))
 
 
+# pkg/machinery/resources/config/machine_type.go: MachineTypes.config.talos.dev, id machine-type, namespace config,
+# the spec marshals to the type's name, one print column "Type" ({@}). No alias ("Aliases: []"), so talosctl
+# resolves `machinetype` from the type's lower-cased singular name.
+_MACHINETYPE = {"machinetype", "machinetypes", "machinetypes.config.talos.dev"}
+
+
+def _get_machinetype(values: dict, t: Target) -> None:
+    import yaml
+
+    try:
+        kind = t.node.machine_type(t.addr, t.auth, node=t.md)
+    except (NodeError, TransportError) as exc:
+        raise _rpc("error getting resources", exc, t) from None
+    doc = {"node": t.shown, "metadata": {"namespace": "config", "type": "MachineTypes.config.talos.dev",
+                                         "id": "machine-type", "version": 1, "phase": "running"}, "spec": kind}
+    out = values["output"]
+    if out == "table":
+        print(_tab([("NODE", "NAMESPACE", "TYPE", "ID", "VERSION", "TYPE"),
+                    (t.shown, "config", "MachineType", "machine-type", "1", kind)]))
+    elif out == "json":
+        print(json.dumps(doc, indent=4))
+    elif out == "yaml":
+        print(yaml.safe_dump(doc, sort_keys=False), end="")
+    elif out.startswith("jsonpath"):
+        expr = out.partition("=")[2].strip().strip("{}")
+        print(kind if expr in (".spec", "@") else _jsonpath(doc, out.partition("=")[2]))
+    else:
+        raise CommandError(f"output mode {out!r} is not supported")
+
+
 def cmd_get(values: dict, args: list[str]) -> None:
     import yaml
 
     resource = args[0].lower()
     if resource in _TIMESTATUS:
         _get_timestatus(values, target(values, insecure=False))
+        return
+    if resource in _MACHINETYPE:
+        _get_machinetype(values, target(values, insecure=False))
         return
     if resource not in _MACHINESTATUS:
         raise CommandError(f'error getting resources: resource "{args[0]}" is not supported by this sandbox')

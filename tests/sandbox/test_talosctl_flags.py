@@ -52,7 +52,7 @@ def test_parse_accepts_talosctl_syntax(argv, command, checks, args):
         (["etcd", "snapshot", "--insecure", "x"], "unknown flag: --insecure"),
         (["bootstrap", "-x"], "unknown shorthand flag: 'x' in -x"),
         (["frobnicate"], 'unknown command "frobnicate" for "talosctl"'),
-        (["etcd", "status"], 'unknown command "status" for "talosctl etcd"'),
+        (["etcd", "defrag"], 'unknown command "defrag" for "talosctl etcd"'),
         (["etcd", "snapshot"], "accepts 1 arg(s), received 0"),
         (["reset", "--graceful=maybe"], 'invalid argument "maybe" for "--graceful" flag'),
         (["reset", "--timeout", "soon"], 'time: invalid duration "soon"'),
