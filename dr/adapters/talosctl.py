@@ -40,6 +40,7 @@ from dr.core.errors import (
     Timeout,
     TruncatedSnapshot,
 )
+from dr.core.ha_plan import Member
 
 if TYPE_CHECKING:
     from dr.core.talos_credentials import TalosCredentials
@@ -400,10 +401,13 @@ class Talosctl:
             args.append("--recover-skip-hash-check")
         return self.run(args, what="bootstrap --recover-from", timeout=timeout, check=False)
 
-    def health(self, wait_timeout: str = "10m", timeout: float = 900) -> None:
+    def health(self, wait_timeout: str = "10m", timeout: float = 900,
+               control_plane_nodes: Sequence[str] = ()) -> None:
         # The private IP: etcd advertises routed addresses only (controllers/etcd/spec.go), and the check wants
-        # the etcd members to be among the control-plane nodes given (pkg/cluster/check/etcd.go).
-        self.run(["health", "--wait-timeout", wait_timeout, "--control-plane-nodes", self.node],
+        # the etcd members to be among the control-plane nodes given (pkg/cluster/check/etcd.go). Three nodes: all
+        # of them (the private IPs), comma-separated as talosctl's string-slice flag takes them.
+        nodes = ",".join(control_plane_nodes) if control_plane_nodes else self.node
+        self.run(["health", "--wait-timeout", wait_timeout, "--control-plane-nodes", nodes],
                  what="health", timeout=timeout)
 
     def bootstrap_ready(self) -> str | None:
@@ -433,3 +437,37 @@ class Talosctl:
 
     def kubeconfig(self, path: Path, timeout: float = 60) -> None:
         self.run(["kubeconfig", str(path), "--force", "--merge=false"], what="kubeconfig", timeout=timeout)
+
+    def machine_type(self) -> str:
+        """``talosctl get machinetype``: ``controlplane``, ``init`` or ``worker``. The resource's spec marshals to the
+        bare type name (pkg/machinery/resources/config/machine_type.go at v1.13.9, machineTypeSpec.MarshalYAML), so
+        the jsonpath ``{.spec}`` is that word."""
+        proc = self.run(["get", "machinetype", "-o", "jsonpath={.spec}"], what="get machinetype", timeout=30)
+        return proc.stdout.strip()
+
+    def etcd_members(self) -> list[Member]:
+        """``talosctl etcd members``: this node's etcd member list (the request asks the local member:
+        ``QueryLocal``), parsed from the table of cmd/talosctl/cmd/talos/etcd.go at v1.13.9 (etcdMemberListCmd)."""
+        proc = self.run(["etcd", "members"], what="etcd members", timeout=30)
+        return parse_members(proc.stdout)
+
+
+def parse_members(stdout: str) -> list[Member]:
+    """The table ``[NODE] ID HOSTNAME PEER URLS CLIENT URLS LEARNER`` (tabwriter, 3 spaces of padding; URLs joined
+    with commas, so no cell holds a space; NODE only when the answer came through apid with a hostname)."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    if not lines or lines[0].split()[:1] not in (["ID"], ["NODE"]):
+        return []
+    skip = 1 if lines[0].split()[0] == "NODE" else 0
+    out = []
+    for line in lines[1:]:
+        cells = line.split()[skip:]
+        if len(cells) < 3:
+            continue
+        # A learner that has not started yet has no name and no client URLs: those cells are empty.
+        middle = cells[1:-1]
+        names = [c for c in middle if "://" not in c]
+        urls = [c.split(",") for c in middle if "://" in c] + [[], []]
+        out.append(Member(id=cells[0], hostname=names[0] if names else "", peer_urls=tuple(u for u in urls[0] if u),
+                          client_urls=tuple(u for u in urls[1] if u), is_learner=cells[-1] == "true"))
+    return out

@@ -49,6 +49,8 @@ class ExitCode(IntEnum):
     WRONG_SECRETS_KEY = 44
     UNDECODABLE = 45
     NOTHING_MATCHED = 46
+    QUORUM_INTACT = 29
+    HA_RESTORE_REFUSED = 30
     REPLACE_REFUSED = 31
     INTERRUPTED = 130
 
@@ -217,6 +219,21 @@ class LocalPathError(DRError):
     exit_code = ExitCode.LOCAL_PATH
 
 
+class QuorumIntact(DRError):
+    """A three-node restore found etcd's quorum intact (the cluster's data is current): no snapshot restore; replace
+    the lost member instead, or pass --rollback for a point-in-time rollback of a working cluster."""
+
+    exit_code = ExitCode.QUORUM_INTACT
+
+
+class HaRestoreRefused(DRError):
+    """A three-node restore stopped before a step that could split the cluster or cannot work: a node of machine
+    type ``init``, another node's etcd running or holding data where exactly one bootstrap must happen, or the
+    recorded bootstrap node in a state no bootstrap of this restore explains."""
+
+    exit_code = ExitCode.HA_RESTORE_REFUSED
+
+
 class ExitClass(StrEnum):
     """What a script does about a failure: a handful of classes over the distinct codes (restic's and httpie's scripts
     act on 7-8), so that a script need not know every code and a new code never breaks one."""
@@ -288,6 +305,11 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.WRONG_SECRETS_KEY: "extract: the secretbox key does not open the snapshot's Secrets (another cluster's key?)",
     ExitCode.UNDECODABLE: "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode",
     ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
+    ExitCode.QUORUM_INTACT: "restore (three nodes): etcd's quorum is intact, the cluster's data is current: no snapshot "
+                            "restore; replace the lost member (the replace-member command), or pass --rollback",
+    ExitCode.HA_RESTORE_REFUSED: "restore (three nodes): refused before a step that could split the cluster or cannot "
+                                 "work (an `init` node, another node's etcd running or holding data at the one "
+                                 "bootstrap)",
     ExitCode.REPLACE_REFUSED: "replace-member: the replacement cannot proceed (no healthy quorum without the lost "
                               "member: use `talos-dr restore`; or the member named is healthy)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
@@ -298,12 +320,14 @@ CLASS_CODES: dict[ExitClass, tuple[ExitCode, ...]] = {
     ExitClass.OK: (ExitCode.OK,),
     ExitClass.BUG: (ExitCode.ERROR,),
     ExitClass.CONFIG: (ExitCode.USAGE, ExitCode.CONFIG, ExitCode.NOT_CONFIRMED, ExitCode.ENCRYPTED,
-                       ExitCode.NO_SECRETS_KEY, ExitCode.WRONG_SECRETS_KEY, ExitCode.NOTHING_MATCHED),
+                       ExitCode.NO_SECRETS_KEY, ExitCode.WRONG_SECRETS_KEY, ExitCode.NOTHING_MATCHED,
+                       ExitCode.QUORUM_INTACT),
     ExitClass.SNAPSHOT: (ExitCode.NOT_FOUND, ExitCode.EMPTY_SNAPSHOT, ExitCode.TRUNCATED_SNAPSHOT,
                          ExitCode.CORRUPT_SNAPSHOT, ExitCode.NOT_A_SNAPSHOT, ExitCode.VERIFY_MISMATCH,
                          ExitCode.RECOVERY_KIT, ExitCode.TOO_BIG, ExitCode.UNTRUSTED_KIT, ExitCode.UNTRUSTED_SNAPSHOT,
                          ExitCode.UNDECODABLE),
-    ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT, ExitCode.REPLACE_REFUSED),
+    ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT, ExitCode.HA_RESTORE_REFUSED,
+                     ExitCode.REPLACE_REFUSED),
     ExitClass.S3: (ExitCode.S3_ERROR, ExitCode.ACCESS_DENIED, ExitCode.BUCKET_NOT_FOUND),
     ExitClass.LOCAL: (ExitCode.TALOSCTL_MISSING, ExitCode.DISK_FULL, ExitCode.ETCD_MISSING, ExitCode.ETCD_ERROR,
                       ExitCode.LOCAL_PATH, ExitCode.NAME_REFUSED),

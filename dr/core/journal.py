@@ -33,6 +33,19 @@ KUBECONFIG = "kubeconfig"
 STEPS = (CONFIRMED, SAFETY_SNAPSHOT, RESET, NODE_BACK, CONFIG_APPLIED, BOOTSTRAP_STARTED, BOOTSTRAPPED, HEALTHY,
          KUBECONFIG)
 
+# A three-node restore (dr.core.ha_plan) records per-node steps as ``<step>@<private IP>`` (``reset@10.0.1.5``,
+# ``joined@10.0.2.5``) and the one node it bootstraps in ``bootstrap_target`` (with the step ``bootstrap_target``),
+# written before the bootstrap call and never changed afterwards.
+BOOTSTRAP_TARGET = "bootstrap_target"
+JOINED = "joined"
+HA_ORDER = (CONFIRMED, SAFETY_SNAPSHOT, RESET, BOOTSTRAP_TARGET, BOOTSTRAP_STARTED, BOOTSTRAPPED, JOINED, HEALTHY,
+            KUBECONFIG)
+
+
+def on(step: str, node: str) -> str:
+    """The journal key of a per-node step: ``reset@10.0.1.5``."""
+    return f"{step}@{node}"
+
 
 def now_stamp() -> str:
     """The current UTC time as the journal records it."""
@@ -55,6 +68,7 @@ class Journal:
     steps: dict[str, str] = field(default_factory=dict)
     safety_snapshot: str | None = None
     flags: list[str] = field(default_factory=list)  # the command line's flags, repeated by every resume hint
+    bootstrap_target: str | None = None  # three nodes: the one node `bootstrap --recover-from` goes to, ever
     format: int = FORMAT
 
     def done(self, step: str) -> bool:
@@ -63,12 +77,23 @@ class Journal:
     @property
     def past_point_of_no_return(self) -> bool:
         """This restore has changed the node: reset it, or configured it from maintenance mode."""
-        return RESET in self.steps or CONFIG_APPLIED in self.steps
+        return (RESET in self.steps or CONFIG_APPLIED in self.steps or self.bootstrap_target is not None
+                or any(s.startswith(RESET + "@") for s in self.steps))
+
+    def done_on(self, step: str, node: str) -> bool:
+        return on(step, node) in self.steps
 
     @property
     def last_step(self) -> str | None:
-        done = [s for s in STEPS if s in self.steps]
-        return done[-1] if done else None
+        if self.bootstrap_target is None and not any("@" in s for s in self.steps):
+            done = [s for s in STEPS if s in self.steps]
+            return done[-1] if done else None
+
+        def rank(item: tuple[str, str]) -> tuple[str, int]:
+            base = item[0].split("@", 1)[0]
+            return item[1], HA_ORDER.index(base) if base in HA_ORDER else -1
+
+        return max(self.steps.items(), key=rank)[0] if self.steps else None
 
 
 def path_for(talos_dir: Path) -> Path:

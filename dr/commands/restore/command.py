@@ -48,7 +48,7 @@ from dr.commands.backup import LOCK_NAME, clean_partials, ensure_snapshots_dir
 from dr.commands.restore import prompt, steps, undo
 from dr.commands.restore.probe import probe
 from dr.commands.settings import Resolver, add_common_flags
-from dr.core import journal, spelling, timefmt
+from dr.core import cluster_nodes, journal, spelling, timefmt
 from dr.core import outputs as keys
 from dr.core import restore_plan as pl
 from dr.core.errors import (
@@ -505,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give the node the snapshot as it is, without moving its revision forward (by default the "
                         f"throwaway etcd restores it with --bump-revision {verify.BUMP_REVISION} --mark-compacted, as "
                         "etcd's disaster-recovery guide recommends for Kubernetes, and that copy is uploaded)")
+    p.add_argument("--rollback", action="store_true",
+                   help="three nodes: restore even though etcd's quorum is intact (a point-in-time rollback of a "
+                        "working cluster; everything written since the snapshot is lost). Without it, a cluster whose "
+                        "quorum holds is refused (exit 29): replace a lost member with `talos-dr replace-member NODE`")
+    p.add_argument("--join-timeout", type=cli.parse_duration, default=900.0, metavar="DURATION",
+                   help="three nodes: how long to wait for each other node to join the restored cluster as a voting "
+                        "member (default 15m)")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for a running backup to finish (default: fail at once)")
     p.add_argument("--json", action="store_true",
@@ -539,7 +546,13 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO, clock
     with exclusive(r.talos_dir / LOCK_NAME, "a restore", wait=args.wait_lock):
         for leftover in clean_partials(r.snapshots_dir) + steps.sweep_controlplane_temps(r.talos_dir):
             print(f"removed {leftover.name} left by an interrupted run", file=err)
-        job = Restore(args, r, t, controlplane, say_to, err, stdin, clock)
+        nodes = cluster_nodes.from_outputs(r.outputs.values)
+        if len(nodes) > 1:  # three control-plane nodes: every node probed, exactly one bootstrapped (issue 24)
+            from dr.commands.restore.ha import HaRestore
+
+            job: Restore = HaRestore(args, r, t, controlplane, say_to, err, stdin, clock, nodes)
+        else:
+            job = Restore(args, r, t, controlplane, say_to, err, stdin, clock)
         try:
             rc = job.run()
             if tracked is not None:

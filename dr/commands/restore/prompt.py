@@ -49,7 +49,7 @@ def describe_verification(fetched: source.Fetched) -> str:
 def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, node: str, node_state: str,
             needs_reset: bool, safety: bool, wipe_state: bool, snapshots_dir: str, yes: bool,
             now: datetime, out: TextIO, stdin: TextIO, undoes: list[str] | None = None, proof: Proof | None = None,
-            data_dir_copy: bool = False) -> None:
+            data_dir_copy: bool = False, nodes_reset: list[str] | None = None) -> None:
     """Show what the restore will do and lose; return only on ``--yes`` or a typed ``yes`` (exactly)."""
     # When it was taken is what its name says (dr's and talos-backup's names carry the time); a file named otherwise
     # shows its modification time.
@@ -84,8 +84,10 @@ def confirm(*, fetched: source.Fetched, status: SnapshotStatus, cluster: str, no
             "Everything written to the cluster after that snapshot was taken is LOST: Kubernetes objects and",
             "Secrets created, changed or deleted since then go back to the snapshot's state.",
             *(undoes or []),
-            f"The node is reset (wiping {' and '.join(wipe_labels(wipe_state))}) and reboots; the cluster is down until "
-            "the restore finishes.",
+            (f"The node is reset (wiping {' and '.join(wipe_labels(wipe_state))}) and reboots; the cluster is down until "
+             "the restore finishes." if nodes_reset is None else
+             f"Nodes {', '.join(nodes_reset)} are reset (wiping {' and '.join(wipe_labels(wipe_state))}) and reboot, one "
+             "after the other; the cluster is down until the restore finishes."),
             (f"A safety snapshot of the current etcd is saved in {snapshots_dir} first." if safety
              else "No safety snapshot of the current etcd will be taken (etcd is not running, or "
                   "--no-safety-snapshot)."),
