@@ -273,12 +273,12 @@ class Replace:
         assert step.member is not None and self.j is not None
         node = self.healthy(seen)
         t = self.talosctl(node)
-        self.say(f"step: removing etcd member {step.member.describe()} of {self.target.name}, asked of healthy member "
+        self.say(f"step: removing etcd member {mr.describe(step.member)} of {self.target.name}, asked of healthy member "
                  f"{node.name}: talosctl -n {t.node} -e {t.endpoint} etcd remove-member "
-                 f"{step.member.hex_id}")
-        self.j.removed_id = step.member.hex_id
+                 f"{mr.hex_id(step.member)}")
+        self.j.removed_id = mr.hex_id(step.member)
         self.save()  # recorded before it is sent: a run stopped in between looks again and finds it gone or there
-        gone = talosctl_etcd.remove_member(t, step.member.id)
+        gone = talosctl_etcd.remove_member(t, mr.parse_member_id(step.member.id))
         self.save(mr.REMOVE)
         q = mr.quorum_of_others(self.target, seen)
         left = (q.voters - 1) if isinstance(q, mr.Quorum) else 0
@@ -366,7 +366,7 @@ class Replace:
             "",
             f"member replacement complete: {self.target.name} ({self.target.private_ip}) is a voting etcd member again, "
             f"etcd is healthy on all {len(self.nodes)} nodes and its Kubernetes Node is Ready. This run took {took}.",
-            "members: " + ", ".join(m.describe() for m in members),
+            "members: " + ", ".join(mr.describe(m) for m in members),
             *([f"the safety snapshot is kept in {self.j.safety_snapshot}"] if self.j and self.j.safety_snapshot else []),
             f"then take a fresh backup: {spelling.command('backup')} --save-to-s3",
         ]))
@@ -382,7 +382,7 @@ def ask(target: ClusterNode, step: mr.Step, seen: list[mr.Seen], source: Cluster
         m = mr.member_of(s.node, members)
         lost = " (lost)" if s.node == target and m is not None else ""
         rows.append((s.node.name, s.node.private_ip, s.node.public_ip, s.describe(),
-                     (m.describe() + lost) if m is not None else "not a member"))
+                     (mr.describe(m) + lost) if m is not None else "not a member"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     table = ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows]
     if step.mode == mr.BY_PULUMI:
@@ -396,7 +396,7 @@ def ask(target: ClusterNode, step: mr.Step, seen: list[mr.Seen], source: Cluster
     if step.member is not None:
         if safety:
             what.append(f"a safety snapshot of etcd from healthy member {source.name}, kept in .talos/snapshots")
-        what.append(f"etcd member {step.member.hex_id} is removed (asked of {source.name}); the others keep their "
+        what.append(f"etcd member {mr.hex_id(step.member)} is removed (asked of {source.name}); the others keep their "
                     "quorum and the cluster keeps running")
     what += [rebuild, "it joins as a learner, is promoted to a voter; then etcd healthy on every node and its "
                       "Kubernetes Node Ready are awaited"]

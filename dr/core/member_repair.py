@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlsplit
 
 from dr.core.cluster_nodes import ClusterNode, quorum
 from dr.core.errors import ConfigError
+from dr.core.ha_plan import Member, member_of  # one member type and one matching rule, with the restore
 from dr.core.node_state import (
     ETCD_FAILED,
     ETCD_PREPARING,
@@ -84,26 +84,13 @@ BY_PULUMI = "pulumi"  # the instance is gone: `pulumi up --refresh` recreates it
 BY_RESET = "reset"  # the instance answers but its etcd is broken: wipe its EPHEMERAL, it rejoins empty
 
 
-@dataclass(frozen=True)
-class Member:
-    """One etcd member as ``EtcdMemberList`` reports it (machine.proto ``EtcdMember``)."""
+def hex_id(m: Member) -> str:
+    """How talosctl prints and takes member IDs: ``%016x`` (pkg/machinery/resources/etcd/etcd.go FormatMemberID)."""
+    return f"{int(m.id, 16):016x}"
 
-    id: int
-    name: str
-    peer_urls: tuple[str, ...] = ()
-    client_urls: tuple[str, ...] = ()
-    is_learner: bool = False
 
-    @property
-    def hex_id(self) -> str:
-        """How talosctl prints and takes member IDs: ``%016x`` (pkg/machinery/resources/etcd/etcd.go FormatMemberID)."""
-        return f"{self.id:016x}"
-
-    def hosts(self) -> set[str]:
-        return {urlsplit(u).hostname or "" for u in self.peer_urls} - {""}
-
-    def describe(self) -> str:
-        return f"{self.name or '(not started)'} {self.hex_id} ({'learner' if self.is_learner else 'voter'})"
+def describe(m: Member) -> str:
+    return f"{m.hostname or '(not started)'} {hex_id(m)} ({'learner' if m.is_learner else 'voter'})"
 
 
 def parse_member_id(text: str) -> int:
@@ -129,17 +116,6 @@ class Seen:
     def describe(self) -> str:
         h = f", health {self.health}" if self.health and self.state.kind == ETCD_RUNNING else ""
         return f"{self.state.describe()}{h}"
-
-
-def member_of(node: ClusterNode, members: tuple[Member, ...] | list[Member]) -> Member | None:
-    """The member that is ``node``: its peer URL names the node's private IP (etcd advertises the routed address,
-    controllers/etcd/spec.go), or, for a member added but not started (no name yet, etcd lists it with its peer URL
-    only), its name is the node's."""
-    by_ip = [m for m in members if node.private_ip in m.hosts()]
-    if by_ip:
-        return by_ip[-1]
-    by_name = [m for m in members if m.name and m.name == node.name]
-    return by_name[-1] if by_name else None
 
 
 def find_target(nodes: list[ClusterNode], given: str) -> ClusterNode:
@@ -226,11 +202,11 @@ def quorum_of_others(target: ClusterNode, seen: list[Seen]) -> Quorum | Step:
     """The quorum without ``target``, or a REFUSE step saying why there is none."""
     others = [s for s in seen if s.node.private_ip != target.private_ip]
     answering = [s for s in others if s.state.kind == ETCD_RUNNING and s.members is not None]
-    lists = {tuple(sorted((m.id, m.is_learner) for m in s.members or ())) for s in answering}
+    lists = {tuple(sorted((hex_id(m), m.is_learner) for m in s.members or ())) for s in answering}
     if len(lists) > 1:
         # A membership change (a removal, the join loop's MemberAddAsLearner, a promotion) is applied by each member
         # when raft commits it: for a moment two members list different members. Never act on that; look again.
-        shown = "; ".join(f"{s.node.name}: {', '.join(m.describe() for m in s.members or ())}" for s in answering)
+        shown = "; ".join(f"{s.node.name}: {', '.join(describe(m) for m in s.members or ())}" for s in answering)
         return Step(WAIT, f"for the members to list the same members (a membership change is being applied: "
                           f"{shown})", phase=AGREE)
     members = answering[0].members if answering else ()
@@ -256,9 +232,9 @@ def plan(target: ClusterNode, seen: list[Seen], j: RepairJournal | None, o: Opti
     if isinstance(q, Step):
         return q
     me = next(s for s in seen if s.node.private_ip == target.private_ip)
-    mine = member_of(target, q.members)
     removed = j.removed_id if j is not None else ""
-    if mine is not None and mine.hex_id == removed:
+    mine = _mine(target, q.members, removed)
+    if mine is not None and hex_id(mine) == removed:
         mine_new: Member | None = None
         old: Member | None = mine  # the removal did not happen (or not yet): do it again (NotFound is fine)
     elif mine is not None and removed:
@@ -270,14 +246,23 @@ def plan(target: ClusterNode, seen: list[Seen], j: RepairJournal | None, o: Opti
     if mine_new is None:
         return _rebuild(target, me, j, o)
     if mine_new.is_learner:
-        return Step(WAIT, f"for {target.name}'s new member {mine_new.hex_id} to be promoted to a voter "
+        return Step(WAIT, f"for {target.name}'s new member {hex_id(mine_new)} to be promoted to a voter "
                           "(Talos's promoteMember, once it has caught up with the leader)", phase=PROMOTE)
     unhealthy = [s for s in seen if s.state.kind != ETCD_RUNNING or s.health != "OK"]
     if unhealthy:
         shown = ", ".join(f"{s.node.name} ({s.describe()})" for s in unhealthy)
         return Step(WAIT, f"for etcd to run and report healthy on every node (not yet: {shown})",
                     phase=ETCD_HEALTHY)
-    return Step(NODE_READY, f"{target.name}'s member {mine_new.hex_id} votes and etcd is healthy on every node")
+    return Step(NODE_READY, f"{target.name}'s member {hex_id(mine_new)} votes and etcd is healthy on every node")
+
+
+def _mine(target: ClusterNode, members: tuple[Member, ...], removed: str) -> Member | None:
+    """The member that is ``target`` (``ha_plan.member_of``: its private IP in the member's URLs, else its name); a
+    member other than the one this replacement removed first, should both be listed for a moment."""
+    matches = [m for m in members if member_of(target, [m]) is not None]
+    fresh = [m for m in matches if hex_id(m) != removed]
+    found = fresh or matches
+    return found[0] if found else None
 
 
 def _mode_for(me: Seen) -> str:
@@ -287,15 +272,15 @@ def _mode_for(me: Seen) -> str:
 def _before_removal(target: ClusterNode, me: Seen, old: Member, j: RepairJournal | None, o: Options) -> Step:
     """``target``'s old member still votes: refuse when it is healthy, else confirm, snapshot, remove."""
     if me.state.kind == ETCD_RUNNING and me.health != "Fail" and not (j is not None and j.removed_id):
-        return Step(REFUSE, f"{target.name} answers and its member {old.hex_id} is a healthy voter", refusal=HEALTHY,
+        return Step(REFUSE, f"{target.name} answers and its member {hex_id(old)} is a healthy voter", refusal=HEALTHY,
                     member=old)
     if me.state.kind == TRANSITIONING and not o.confirmed:
         return Step(WAIT, f"for {target.name} to settle (it is {me.state.describe()})", phase=SETTLE)
     if not o.confirmed:
-        return Step(CONFIRM, f"remove member {old.hex_id} of {target.name}", mode=_mode_for(me), member=old)
+        return Step(CONFIRM, f"remove member {hex_id(old)} of {target.name}", mode=_mode_for(me), member=old)
     if not o.safety_done and not o.no_safety_snapshot and not (j is not None and j.safety_snapshot):
         return Step(SAFETY_SNAPSHOT, "keep what the healthy members hold before the membership changes")
-    return Step(REMOVE, f"{target.name}'s member {old.hex_id} does not answer as a healthy voter", member=old)
+    return Step(REMOVE, f"{target.name}'s member {hex_id(old)} does not answer as a healthy voter", member=old)
 
 
 def _rebuild(target: ClusterNode, me: Seen, j: RepairJournal | None, o: Options) -> Step:

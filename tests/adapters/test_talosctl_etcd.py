@@ -1,5 +1,6 @@
-"""dr/adapters/talosctl_etcd.py against talosctl's own `etcd members` format (tests/golden/talosctl/etcd-members-*.txt,
-rendered from siderolabs/talos v1.13.9's format strings), and remove-member's answers, through a stand-in talosctl
+"""The member list parser (``dr.adapters.talosctl.parse_members``, shared with the three-node restore) against
+talosctl's own `etcd members` format (tests/golden/talosctl/etcd-members-*.txt, rendered from siderolabs/talos
+v1.13.9's format strings), and dr/adapters/talosctl_etcd.py's remove-member answers, through a stand-in talosctl
 binary that prints what the real one prints (a shell script: the real talosctl needs a real node)."""
 
 from __future__ import annotations
@@ -9,37 +10,36 @@ import stat
 import pytest
 
 from dr.adapters import talosctl_etcd
-from dr.adapters.talosctl import Talosctl
-from dr.core.errors import NodeError, NodeUnreachable
+from dr.adapters.talosctl import Talosctl, parse_members
+from dr.core import member_repair as mr
+from dr.core.errors import NodeUnreachable
 from tests.adapters.test_talosctl import transcript
 
 
 def test_three_voters():
-    ms = talosctl_etcd.parse_members(transcript("etcd-members-three-voters.txt"))
-    assert [m.hex_id for m in ms] == ["2a4a5a0c1b3e2f11", "8e9e05c52164694d", "5d2f3a6e9c8b7a12"]
-    assert [m.name for m in ms] == ["ip-10-0-1-5", "ip-10-0-2-5", "ip-10-0-3-5"]
+    ms = parse_members(transcript("etcd-members-three-voters.txt"))
+    assert [mr.hex_id(m) for m in ms] == ["2a4a5a0c1b3e2f11", "8e9e05c52164694d", "5d2f3a6e9c8b7a12"]
+    assert [m.hostname for m in ms] == ["ip-10-0-1-5", "ip-10-0-2-5", "ip-10-0-3-5"]
     assert ms[1].peer_urls == ("https://10.0.2.5:2380",) and ms[1].client_urls == ("https://10.0.2.5:2379",)
     assert ms[1].hosts() == {"10.0.2.5"} and not any(m.is_learner for m in ms)
 
 
 def test_an_unstarted_learner_has_empty_cells():
-    ms = talosctl_etcd.parse_members(transcript("etcd-members-unstarted-learner.txt"))
+    ms = parse_members(transcript("etcd-members-unstarted-learner.txt"))
     new = ms[2]
-    assert (new.name, new.client_urls, new.is_learner) == ("", (), True)
-    assert new.peer_urls == ("https://10.0.3.5:2380",) and new.id == 0x3C7D1E2F4A5B6C7D
+    assert (new.hostname, new.client_urls, new.is_learner) == ("", (), True)
+    assert new.peer_urls == ("https://10.0.3.5:2380",) and mr.parse_member_id(new.id) == 0x3C7D1E2F4A5B6C7D
 
 
 def test_without_the_node_column_and_with_several_urls():
     text = ("ID                 HOSTNAME   PEER URLS                                     CLIENT URLS   LEARNER\n"
             "00000000000000aa   cp-1       https://10.0.1.5:2380,https://[fd00::5]:2380   https://x:2379   false\n")
-    [m] = talosctl_etcd.parse_members(text)
-    assert m.id == 0xAA and m.hosts() == {"10.0.1.5", "fd00::5"}
+    [m] = parse_members(text)
+    assert m.id == "00000000000000aa" and {"10.0.1.5", "fd00::5"} <= m.hosts()
 
 
-def test_an_unknown_table_is_an_error_and_no_output_is_no_members():
-    with pytest.raises(NodeError, match="without a LEARNER column"):
-        talosctl_etcd.parse_members("NODE ID HOSTNAME PEER URLS CLIENT URLS\n")
-    assert talosctl_etcd.parse_members("") == []
+def test_no_output_is_no_members():
+    assert parse_members("") == []
 
 
 def _fake(tmp_path, stdout: str, stderr: str, code: int) -> Talosctl:

@@ -14,7 +14,7 @@ from dr.core.errors import NotConfirmed
 from dr.core.node_state import ETCD_FAILED, ETCD_RUNNING, UNREACHABLE, NodeState
 
 N = [ClusterNode(f"cp-{i}", f"10.0.{i}.5", f"203.0.113.{i}", f"i-{i}", "us-east-1a") for i in (1, 2, 3)]
-M = tuple(mr.Member(i, f"ip-10-0-{i}-5", (f"https://10.0.{i}.5:2380",)) for i in (1, 2, 3))
+M = tuple(mr.Member(f"{i:016x}", f"ip-10-0-{i}-5", (f"https://10.0.{i}.5:2380",)) for i in (1, 2, 3))
 RUN = NodeState(ETCD_RUNNING, "running", "Running")
 
 
