@@ -167,7 +167,7 @@ class Replace:
                  f"is {self.target.name}, {self.target.private_ip}) ...")
         waiting: tuple[str, float, float, str] | None = None  # phase, began, deadline, last shown
         while True:
-            seen = [look(n, self.talosctl(n)) for n in self.nodes]
+            seen = self.look_all()
             step = mr.plan(self.target, seen, self.j, self.opts)
             if step.action == mr.NODE_READY:
                 ready = self.node_ready(seen)
@@ -183,6 +183,15 @@ class Replace:
             self.act(step, seen)
         self.finish(seen)
         return 0
+
+    def look_all(self) -> list[mr.Seen]:
+        """Every node, the lost one first: Talos starts a joining node's etcd only after its MemberAddAsLearner was
+        committed (services/etcd.go: buildInitialCluster, then the runner), so a member list read from the others
+        after the lost node was seen running already lists the member it runs as. Read the other way round, a node
+        that joined between the reads would look like a stale one that needs a reset."""
+        first = look(self.target, self.talosctl(self.target))
+        rest = {n.private_ip: look(n, self.talosctl(n)) for n in self.nodes if n != self.target}
+        return [first if n == self.target else rest[n.private_ip] for n in self.nodes]
 
     def timeout_for(self, phase: str | None) -> float:
         a = self.args

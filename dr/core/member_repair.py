@@ -296,6 +296,11 @@ def _rebuild(target: ClusterNode, me: Seen, j: RepairJournal | None, o: Options)
         return Step(WAIT, f"for {target.name} to come back and start etcd (it is {me.state.describe()})",
                     phase=REBUILT)
     assert kind in (ETCD_RUNNING, ETCD_FAILED, ETCD_STOPPED)
+    own = _mine(target, me.members or (), j.removed_id if j is not None else "") if me.members else None
+    if kind == ETCD_RUNNING and own is not None and (j is None or hex_id(own) != j.removed_id):
+        # Its own etcd answers a member list with a leader and lists it as a member: it has joined, and the others'
+        # lists (read before) do not show it yet. Never reset a member that works: look again.
+        return Step(WAIT, f"for the others to list {target.name}'s new member {hex_id(own)}", phase=AGREE)
     # It answers with etcd data the cluster no longer lists (etcd refuses a removed member, so it fails or stops):
     # only wiping EPHEMERAL brings it back through the join loop. Never twice for one journal.
     if reset_sent:

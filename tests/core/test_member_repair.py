@@ -88,6 +88,10 @@ CONFIRMED = mr.Options(confirmed=True, confirmed_mode=mr.BY_PULUMI, safety_done=
      mr.Options(confirmed=True, confirmed_mode=mr.BY_RESET), mr.WAIT, mr.REBUILT),
     ("reset sent, unreachable while it reboots: wait, not pulumi", three(members=(M1, M2)),
      journal(removed_id=M3.id, steps={mr.RESET: "t"}), mr.Options(), mr.WAIT, mr.REBUILT),
+    ("running and its own list has it, the others' not yet: look again, never reset", [
+        seen(N1, members=(M1, M2)), seen(N2, members=(M1, M2)),
+        seen(N3, RUNNING, members=(M1, M2, member(N3, 0x3A)))], journal(removed_id=M3.id),
+     mr.Options(confirmed=True, confirmed_mode=mr.BY_RESET), mr.WAIT, mr.AGREE),
     # Joining.
     ("learner: wait for promotion", three(NodeState(ETCD_RUNNING, "booting", "Running"), members=(M1, M2, NEW3)),
      journal(removed_id=M3.id), mr.Options(), mr.WAIT, mr.PROMOTE),
