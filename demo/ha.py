@@ -153,14 +153,16 @@ class HADemo(Demo):
         ms = self.members()
         for m in ms:
             self.say(f"    member {m['id'] if isinstance(m['id'], str) else format(m['id'], '016x')}  "
-                     f"{m['name'] or '(not started)':<16} {'learner' if m['is_learner'] else 'voter'}")
+                     f"{m['name'] or '(not started)':<20} {'learner' if m['is_learner'] else 'voter'}")
         return ms
 
-    def rebuild(self, i: int) -> None:
-        h = self.sb.members[i - 1]
-        self.say(f"$ pulumi up --refresh    # (sandbox stand-in: a new instance for node {i} with the same private "
-                 f"IP {h.private_ip}, its config applied, an empty etcd)")
-        self.sb.replace_instance(i)
+    def rebuild(self, *nodes: int) -> None:
+        """What `pulumi up --refresh` does for terminated instances: new ones, the same private IPs, configured."""
+        which = " and ".join(f"node {i} ({self.sb.members[i - 1].private_ip})" for i in nodes)
+        self.say(f"$ pulumi up --refresh    # sandbox stand-in: a new instance for {which}, same private IP, "
+                 "its machine config applied, an empty etcd")
+        for i in nodes:
+            self.sb.replace_instance(i)
 
     # --- phases ---------------------------------------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class HADemo(Demo):
     def show_cluster(self) -> KV:
         with self.phase("cluster", "What the cluster holds, on each member"):
             for h in self.sb.members:
-                self.say(f"    node {h.index}: {h.hostname:<16} private IP {h.private_ip:<11} Elastic IP {h.public_ip}")
+                self.say(f"    node {h.index}: {h.hostname:<20} private IP {h.private_ip:<11} Elastic IP {h.public_ip}")
             first = self.sb.members[0]
             self.talosctl("cluster", "-n", first.private_ip, "-e", first.public_ip, "etcd", "members")
             per = self.member_kvs()
@@ -216,8 +218,7 @@ class HADemo(Demo):
             self.run_expecting("disaster", int(ExitCode.REPLACE_REFUSED), spelling.PROG, "replace-member",
                                self.sb.members[LOST_IN_DISASTER[-1] - 1].private_ip, "--yes")
             self.say("rebuild the two lost instances (`pulumi up --refresh`); their etcd waits for a bootstrap:")
-            for i in LOST_IN_DISASTER:
-                self.rebuild(i)
+            self.rebuild(*LOST_IN_DISASTER)
             self.report.disaster = {"lost": list(LOST_IN_DISASTER), "disks_lost": True}
 
     def restore_ha(self) -> None:
@@ -231,7 +232,7 @@ class HADemo(Demo):
         per = self.member_kvs()
         results = {name: compare(expected, kv) for name, kv in per.items()}
         for name, c in results.items():
-            self.say(f"    {name:<16} {c.identical:>4} of {c.compared} backed-up keys identical; {len(c.missing)} "
+            self.say(f"    {name:<20} {c.identical:>4} of {c.compared} backed-up keys identical; {len(c.missing)} "
                      f"missing, {len(c.wrong)} wrong, {len(c.extra)} extra")
         ok = len(voters) == 3 and len(results) == 3 and all(c.ok for c in results.values())
         if key == "check":
@@ -278,7 +279,7 @@ class HADemo(Demo):
                 same_id = after_ids.get(name) == ctx["before_ids"].get(name)
                 same_kv = per.get(name) == ctx["kv_before"].get(name)
                 untouched[name] = same_id and same_kv
-                self.say(f"    {name:<16} same member ID: {'yes' if same_id else 'NO'}; every key and value as "
+                self.say(f"    {name:<20} same member ID: {'yes' if same_id else 'NO'}; every key and value as "
                          f"before the loss: {'yes' if same_kv else 'NO'}")
             new_name = ctx["lost"].hostname
             new_id = after_ids.get(new_name)

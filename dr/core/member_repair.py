@@ -206,7 +206,7 @@ def quorum_of_others(target: ClusterNode, seen: list[Seen]) -> Quorum | Step:
     if len(lists) > 1:
         # A membership change (a removal, the join loop's MemberAddAsLearner, a promotion) is applied by each member
         # when raft commits it: for a moment two members list different members. Never act on that; look again.
-        shown = "; ".join(f"{s.node.name}: {', '.join(describe(m) for m in s.members or ())}" for s in answering)
+        shown = ", ".join(f"{s.node.name} lists {len(s.members or ())}" for s in answering)
         return Step(WAIT, f"for the members to list the same members (a membership change is being applied: "
                           f"{shown})", phase=AGREE)
     members = answering[0].members if answering else ()
