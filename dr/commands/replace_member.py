@@ -121,6 +121,7 @@ class Replace:
         self.opts = mr.Options(no_safety_snapshot=args.no_safety_snapshot)
         self.start = time.monotonic()
         self.cfg = r.talosconfig
+        self.joined: str | None = None  # the node's new member as last said: "learner", "voter"
 
     def talosctl(self, node: ClusterNode) -> Talosctl:
         """Dial the node's Elastic IP, name its private IP (apid forwards any other address)."""
@@ -168,6 +169,7 @@ class Replace:
         waiting: tuple[str, float, float, str] | None = None  # phase, began, deadline, last shown
         while True:
             seen = self.look_all()
+            self.report_join(seen)
             step = mr.plan(self.target, seen, self.j, self.opts)
             if step.action == mr.NODE_READY:
                 ready = self.node_ready(seen)
@@ -183,6 +185,19 @@ class Replace:
             self.act(step, seen)
         self.finish(seen)
         return 0
+
+    def report_join(self, seen: list[mr.Seen]) -> None:
+        """Say when the node's new member appears (a learner) and when it votes, once each."""
+        new = mr.new_member(self.target, seen, self.j.removed_id if self.j is not None else "")
+        state = None if new is None else ("learner" if new.is_learner else "voter")
+        if new is None or state == self.joined:
+            return
+        if state == "voter" and self.joined is None and self.j is None:
+            self.joined = state
+            return  # a healthy voter before anything was done: plan() refuses it
+        self.joined = state
+        what = "joined as a learner" if state == "learner" else "is a voting member"
+        self.say(f"{self.target.name} {what} (etcd member {mr.hex_id(new)})")
 
     def look_all(self) -> list[mr.Seen]:
         """Every node, the lost one first: Talos starts a joining node's etcd only after its MemberAddAsLearner was

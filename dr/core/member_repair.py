@@ -265,6 +265,16 @@ def _mine(target: ClusterNode, members: tuple[Member, ...], removed: str) -> Mem
     return found[0] if found else None
 
 
+def new_member(target: ClusterNode, seen: list[Seen], removed: str) -> Member | None:
+    """``target``'s member as the healthy others list it, when it is not the one this replacement removed (None
+    while there is none, or while the others do not agree)."""
+    q = quorum_of_others(target, seen)
+    if isinstance(q, Step):
+        return None
+    mine = _mine(target, q.members, removed)
+    return mine if mine is not None and (not removed or hex_id(mine) != removed) else None
+
+
 def _mode_for(me: Seen) -> str:
     return BY_PULUMI if me.state.kind == UNREACHABLE else BY_RESET
 

@@ -102,7 +102,8 @@ def test_the_steps_are_said_before_they_run(sandbox_factory, monkeypatch, tmp_pa
     text = out.getvalue()
     assert code == 0, text
     order = ["About to replace the etcd member of", "confirmed by --yes", "step: a safety snapshot",
-             "step: removing etcd member", "removed: 2 voting members left", "step: rebuild", "is a voting etcd member again"]
+             "step: removing etcd member", "removed: 2 voting members left", "step: rebuild",
+             f"{sb.members[1].hostname} is a voting member (etcd member ", "is a voting etcd member again"]
     at = [text.index(s) for s in order]
     assert at == sorted(at), text
     assert "Kubernetes Node" in text and "is Ready" in text

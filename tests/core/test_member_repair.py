@@ -188,3 +188,11 @@ def test_journal_round_trip_and_a_damaged_one():
         mr.parse("{", "j.json")
     with pytest.raises(ConfigError, match="unreadable"):
         mr.parse('{"format": 99}', "j.json")
+
+
+def test_new_member_is_the_one_not_removed_as_the_others_list_it():
+    new = member(N3, 0x3A, learner=True)
+    assert mr.new_member(N3, three(RUNNING, members=(M1, M2, new)), M3.id) == new
+    assert mr.new_member(N3, three(members=(M1, M2, M3)), M3.id) is None  # the removed one is not new
+    assert mr.new_member(N3, three(members=(M1, M2)), M3.id) is None
+    assert mr.new_member(N3, three(n2=seen(N2, DOWN)), "") is None  # no quorum: nothing to say
