@@ -188,13 +188,13 @@ class Replace:
 
     def report_join(self, seen: list[mr.Seen]) -> None:
         """Say when the node's new member appears (a learner) and when it votes, once each."""
-        new = mr.new_member(self.target, seen, self.j.removed_id if self.j is not None else "")
-        state = None if new is None else ("learner" if new.is_learner else "voter")
-        if new is None or state == self.joined:
+        removed = self.j.removed_id if self.j is not None else ""
+        new = mr.new_member(self.target, seen, removed)
+        if new is None or (not removed and not new.is_learner and self.joined is None):
+            return  # none yet, or the node's old voting member (nothing removed): nothing joined
+        state = "learner" if new.is_learner else "voter"
+        if state == self.joined:
             return
-        if state == "voter" and self.joined is None and self.j is None:
-            self.joined = state
-            return  # a healthy voter before anything was done: plan() refuses it
         self.joined = state
         what = "joined as a learner" if state == "learner" else "is a voting member"
         self.say(f"{self.target.name} {what} (etcd member {mr.hex_id(new)})")
