@@ -203,7 +203,12 @@ def markdown(data: dict) -> str:
              "end of the step before (the first from the confirmation); *down* is from the confirmation to healthy. "
              "The sandbox's nodes reboot in 0.5 s and its talosctl is a local program: on AWS the waits (reboots, "
              "the etcd image pulled again after the EPHEMERAL wipe, an instance launched by `pulumi up`) take "
-             "minutes.", "", "Quorum lost (two of three nodes and their disks), `talos-dr restore s3://... --yes`:",
+             "minutes. Before the confirmation (in *whole command*, not in *down*) the restore proves the snapshot "
+             "and waits until the rebuilt nodes' etcd has been in `Preparing` long enough to mean \"waiting for a "
+             "bootstrap\" (30 s: the restore's own rule for a node it did not reset). A `-` is a step whose line "
+             "never came: the sandbox joins and promotes a rebuilt member between two looks, so the replacement's "
+             "*promotion* holds its rebuild and join.", "",
+             "Quorum lost (two of three nodes and their disks), `talos-dr restore s3://... --yes`:",
              "", *_table(data["rows"], "restore", RESTORE_MARKS, "down"), "",
              "One member lost (node 3 and its disk), `talos-dr replace-member NODE --yes`, the rebuild started when "
              "it asks for `pulumi up --refresh` (no restore: the cluster keeps answering throughout, so the last column is "
