@@ -62,7 +62,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _endpoint(self) -> str:
-        return Info.load(self.paths).etcd_endpoint
+        """The etcd this API server reads: the node's; on a multi-node sandbox (the cluster endpoint is a load balancer
+        in front of every control-plane node) a member with a leader, else node 1's (which then fails the call)."""
+        info = Info.load(self.paths)
+        if info.node_count == 1:
+            return info.etcd_endpoint
+        from sandbox import membership
+        from sandbox.node import Node
+
+        nodes = Node(self.paths.root).cluster()
+        return membership.answering_endpoint(nodes, leader=True) or info.etcd_endpoint
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         try:

@@ -60,7 +60,8 @@ class NodeError(Exception):
 class SnapshotHangs(Exception):
     """EtcdSnapshot with etcd down: machined's etcd client waits for a connection to localhost:2379 with no
     deadline (v1alpha1_server.go EtcdSnapshot, etcd client v3.6 WaitForReady), so the stream sends nothing until the
-    client gives up."""
+    client gives up. The same for EtcdMemberList and EtcdStatus (``etcd members``, ``etcd status``) on a node whose
+    etcd is not running."""
 
 
 class TransportError(Exception):
@@ -117,6 +118,7 @@ class State:
     lost: str | None = None  # "power" (powered off, disks kept) or "terminated" (instance and disks gone)
     machine_type: str = "controlplane"  # the MachineType resource (a test may make one "init")
     kubelet_registered: bool = False  # multi-node: this boot's kubelet has its Node in the cluster's etcd
+    etcd_tried_at: float = 0.0  # multi-node: when etcd was last (re)started with its data
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -215,9 +217,21 @@ class Node:
                 if md == n.info.private_ip:
                     return n
         for n in nodes:
-            if addr == n.info.public_ip:
+            if addr == n.info.public_ip or (md is None and addr == n.info.private_ip):
                 return n
         return self
+
+    def has_own_work(self) -> bool:
+        """Whether the node has something to do while nobody calls it (read without the lock): a reboot under way, a
+        bootstrap to start, a learner to promote, or a configured running node whose etcd is not up (its join loop,
+        its restart). A settled, healthy node has none: an idle sandbox costs its apids a file read per tick."""
+        try:
+            st = State.load(self.paths.state)
+        except (OSError, ValueError):
+            return False
+        if st.timeline or st.bootstrap is not None or st.learner_id is not None:
+            return True
+        return st.stage == "running" and st.configured and not self._etcd_alive(st)
 
     def peek(self) -> View:
         """The node as seen now without its lock and without settling (a gateway's view during a forwarded call,
@@ -310,6 +324,13 @@ class Node:
             job, st.bootstrap = st.bootstrap, None
             self._start_bootstrapped(st, job)
         elif not self._etcd_alive(st) and self._etcd_has_data() and st.etcd_state != "Failed":
+            if self.multi:
+                # restart.Forever waits RestartInterval (5 s) between runs of a failed task (runner/restart/
+                # restart.go:44-80); the sandbox 1 s, so a member that keeps failing (removed from its cluster) is not
+                # restarted at every settle.
+                if now - st.etcd_tried_at < 1.0:
+                    return
+                st.etcd_tried_at = now
             self._run_etcd(st)
         elif self.multi and not self._etcd_alive(st) and st.etcd_state not in ("Failed", "Finished"):
             # (Finished: `etcd leave` stopped the service; it stays stopped until the next boot.)
@@ -827,8 +848,9 @@ class Node:
             self._controlplane(st, "member list")
             running = self._etcd_alive(st)
         if not running:
-            raise NodeError("Unavailable", "connection error: desc = \"transport: Error while dialing: dial tcp "
-                                           "127.0.0.1:2379: connect: connection refused\"")
+            # machined's etcd client dials without blocking and calls with WaitForReady (etcd v3.6.12
+            # client/v3/options.go:26-29, client.go:320-331): the call waits for an etcd that is not there.
+            raise SnapshotHangs()
         try:
             return etcd.member_list(self.info.etcd_endpoint, require_leader=True)
         except etcd.EtcdFailure as exc:
@@ -870,8 +892,7 @@ class Node:
             v = self._check_access(st, addr, auth, ROLES_ETCD_INFO, node=node)
             self._controlplane(st, "etcd status")
         if not v.etcd_running:
-            raise NodeError("Unavailable", "connection error: desc = \"transport: Error while dialing: dial tcp "
-                                           "127.0.0.1:2379: connect: connection refused\"")
+            raise SnapshotHangs()  # as etcd_members
         try:
             return etcd.status(self.info.etcd_endpoint)
         except etcd.EtcdFailure as exc:
@@ -882,7 +903,7 @@ class Node:
     def lose(self, *, disk: bool = False) -> None:
         """The instance stops (``disk=False``: powered off, its disks kept) or is terminated with its disks
         (``disk=True``): unreachable, its etcd stopped; with the disks, the etcd data and the machine config go."""
-        with self.locked() as st:
+        with self.locked(settle=False) as st:  # whatever it was doing stops with it
             self._stop_etcd(st)
             st.stage, st.timeline, st.target, st.bootstrap = "halted", [], None, None
             st.learner_id = None
@@ -896,7 +917,7 @@ class Node:
     def replace(self) -> None:
         """A new instance with the same private IP (the HA stack pins each node's address), configured by `pulumi up`
         (its machine config applied), an empty etcd: it boots and joins (or waits for a bootstrap)."""
-        with self.locked() as st:
+        with self.locked(settle=False) as st:  # the old instance's state does not matter
             self._stop_etcd(st)
             shutil.rmtree(self.paths.etcd_data, ignore_errors=True)
             shutil.rmtree(self.paths.recover_dir, ignore_errors=True)
@@ -913,8 +934,13 @@ class Node:
     def k8s_problem(self, expected_ips: list[str]) -> tuple[int, str] | None:
         """The first failing Kubernetes node check of ``talosctl health`` (sandbox/kube.py), as (index in
         sandbox.talosctl.HEALTH_CHECKS, message), or None."""
+        endpoint = self.info.etcd_endpoint
+        if self.multi:  # the Kubernetes API behind the cluster endpoint reads any member with a leader
+            from sandbox import membership
+
+            endpoint = membership.answering_endpoint(self.cluster(), leader=True) or endpoint
         try:
-            nodes = kube.list_nodes(self.info.etcd_endpoint)
+            nodes = kube.list_nodes(endpoint)
         except etcd.EtcdFailure as exc:
             return 8, str(exc)
         why = kube.nodes_reported(nodes, expected_ips)

@@ -230,7 +230,8 @@ def _tick(node: Node, stop: threading.Event) -> None:
     node every TICK_SECONDS (a one-node sandbox stays lazy: settled only when called)."""
     while not stop.wait(TICK_SECONDS):
         try:
-            node.snapshot_state()
+            if node.has_own_work():
+                node.snapshot_state()
         except Exception as exc:  # noqa: BLE001 - a failed tick is retried; the apid keeps serving
             print(f"settling node {node.index} failed: {exc}", flush=True)
 

@@ -141,6 +141,9 @@ def cmd_etcd_members(values: dict, args: list[str]) -> None:
         members = t.node.etcd_members(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error getting members", exc, t) from None
+    except SnapshotHangs:
+        _hang_until_signalled()  # then the cancelled call's own error
+        raise CommandError("error getting members: rpc error: code = Canceled desc = context canceled") from None
     head = ("ID", "HOSTNAME", "PEER URLS", "CLIENT URLS", "LEARNER")
     rows: list[tuple[str, ...]] = [("NODE", *head) if t.md else head]
     for m in members:
@@ -201,6 +204,9 @@ def cmd_etcd_status(values: dict, args: list[str]) -> None:
         st = t.node.etcd_status(t.addr, t.auth, node=t.md)
     except (NodeError, TransportError) as exc:
         raise _rpc("error getting status", exc, t) from None
+    except SnapshotHangs:
+        _hang_until_signalled()
+        raise CommandError("error getting status: rpc error: code = Canceled desc = context canceled") from None
     ratio = st["db_size_in_use"] / st["db_size"] * 100 if st["db_size"] else 0.0
     head = ("MEMBER", "DB SIZE", "IN USE", "LEADER", "RAFT INDEX", "RAFT TERM", "RAFT APPLIED INDEX", "LEARNER",
             "PROTOCOL", "STORAGE", "ERRORS")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,9 @@ def test_wipe_all_then_recover_on_one_the_others_join(tmp_path):
         time.sleep(0.5)
         assert all(sb.node_at(i).snapshot_state().etcd_waiting for i in (1, 2, 3))
         assert "Running pre state" in _ok(sb.talosctl_on(2, "service", "etcd"))
+        # etcd members on a node whose etcd is not running waits (machined's client: WaitForReady) until cancelled.
+        with pytest.raises(subprocess.TimeoutExpired):
+            sb.talosctl_on(2, "etcd", "members", timeout=1.5)
         _ok(sb.talosctl_on(1, "bootstrap", "--recover-from", str(snap)))
         members = sb.wait_voters(3, timeout=40)
         assert len(members) == 3
@@ -223,3 +227,47 @@ def test_each_nodes_apid_serves_and_forwards_over_grpc(fresh):
         _grpc_snapshot(_client(fresh, 1, ["127.0.0.4"]))
     assert "127.0.0.4:50000: i/o timeout" in str(ei.value)
     assert _grpc_snapshot(_client(fresh, 3, ["127.0.0.6"])) > 1000
+
+
+def test_the_kubernetes_api_answers_with_node_1_lost(fresh):
+    """The cluster endpoint stands for a load balancer in front of every control-plane node: with node 1 off, the
+    Kubernetes API still reads the cluster (from a member with a leader)."""
+    from dr.adapters.kubeapi import KubeAPI
+
+    names = {"talos-sandbox-cp", "talos-sandbox-cp-2", "talos-sandbox-cp-3"}
+    assert procs.wait_for(lambda: {n["metadata"]["name"] for n in KubeAPI.from_kubeconfig(
+        fresh.paths.kubeconfig.read_text()).list_nodes()} == names, 15)
+    fresh.lose(1)
+    api = KubeAPI.from_kubeconfig(fresh.paths.kubeconfig.read_text())
+    assert {n["metadata"]["name"] for n in api.list_nodes()} == names
+    r = fresh.talosctl_on(2, "health", "--wait-timeout", "1s", "--control-plane-nodes", "127.0.0.4,127.0.0.6")
+    assert r.returncode == 1
+    assert "waiting for etcd members to be control plane nodes: etcd member ips" in r.stderr
+
+
+def test_two_instances_replaced_wait_then_the_survivor_recovers_the_cluster(tmp_path):
+    """Quorum lost for good (two instances terminated): the replacements cannot join the survivor (no leader), they
+    wait for a bootstrap; a snapshot from the survivor, its EPHEMERAL wiped, `bootstrap --recover-from` there: all
+    three join one cluster again with every key."""
+    sb = _up(tmp_path / "sb", reboot_seconds=1.0)
+    try:
+        sb.put("/test/kept", "yes")
+        sb.lose(2, disk=True)
+        sb.lose(3, disk=True)
+        sb.replace_instance(2)
+        sb.replace_instance(3)
+        for i in (2, 3):
+            node = sb.node_at(i)
+            assert procs.wait_for(lambda n=node: n.snapshot_state().etcd_waiting, 20), i
+        assert "etcdserver: no leader" in (tmp_path / "sb/logs/machined-2.log").read_text()
+        snap = tmp_path / "survivor.db"
+        _ok(sb.talosctl_on(1, "etcd", "snapshot", str(snap)))
+        _ok(sb.talosctl_on(1, "reset", "--graceful=false", "--reboot", "--system-labels-to-wipe", "EPHEMERAL",
+                           "--wait=false"))
+        assert procs.wait_for(lambda: sb.node_at(1).snapshot_state().etcd_waiting, 20)
+        _ok(sb.talosctl_on(1, "bootstrap", "--recover-from", str(snap)))
+        assert len(sb.wait_voters(3, timeout=40)) == 3
+        for node in sb.nodes():
+            assert etcd.get_prefix(node.info.etcd_endpoint, "/test/") == {"/test/kept": b"yes"}
+    finally:
+        sb.down()
