@@ -165,22 +165,25 @@ class Health:
 
 
 def classify(views: Sequence[NodeView]) -> Health:
-    """Is etcd's quorum intact? A node serves when its etcd runs and its member list (answered by it) shows it as a
-    voter. Quorum is a majority of the voters in that list (etcd raft: n/2+1)."""
+    """Is etcd's quorum intact? Talos asks the member list with ``clientv3.WithRequireLeader`` (v1.13.9
+    internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go EtcdMemberList), so a member list that answers
+    proves its member sees a leader, which a majority elected: the quorum holds, even when other nodes' Talos API
+    does not answer (their etcd may still run). A node serves when its etcd runs and its member list shows it as a
+    voter; quorum is a majority of the voters in that list (etcd raft: n/2+1)."""
     lists = [v.members for v in views if v.members and v.kind == ETCD_RUNNING]
     listed = max(lists, key=len) if lists else ()
     voters = sum(1 for m in listed if not m.is_learner) or len(views)
     serving = tuple(v.node.name for v in views if v.kind == ETCD_RUNNING and v.voter())
     lost = tuple(v.node.name for v in views if v.node.name not in serving)
     unknown = [v for v in views if v.kind == ETCD_RUNNING and v.members is None]
-    if len(serving) < quorum(voters) <= len(serving) + len(unknown):
-        # Never call a quorum lost that may be there: a member list that did not answer is asked again.
+    if lists:
+        if not lost and voters == len(views) and all(not m.is_learner for m in listed):
+            return Health(HEALTHY, voters, serving, lost)
+        return Health(QUORUM_INTACT, voters, serving, lost)
+    if len(unknown) >= quorum(voters):
+        # Never call a quorum lost that may be there: member lists that did not answer are asked again.
         return Health(UNKNOWN, voters, serving, lost)
-    if len(serving) < quorum(voters):
-        return Health(QUORUM_LOST, voters, serving, lost)
-    if not lost and voters == len(views) and all(not m.is_learner for m in listed):
-        return Health(HEALTHY, voters, serving, lost)
-    return Health(QUORUM_INTACT, voters, serving, lost)
+    return Health(QUORUM_LOST, voters, serving, lost)
 
 
 def choose_target(views: Sequence[NodeView]) -> NodeView | None:
@@ -265,6 +268,10 @@ def _before_target(views: Sequence[NodeView], j: Journal | None, o: Options, now
             continue
         if ours:
             assert j is not None
+            if v.kind == ETCD_RUNNING and v.members:
+                # Wiped, and its join loop found a cluster with a leader: the other nodes' etcd runs after all (their
+                # Talos API did not answer). No restore: that cluster's data is current.
+                return Step(REFUSE_QUORUM_INTACT, "the reset node joined a cluster that has a leader", node=v.ip)
             age = _age(j.steps.get(jn.on(jn.RESET, v.ip)), now)
             if v.kind == ETCD_RUNNING and age is not None and age < RESET_BEGIN_GRACE:
                 return Step(WAIT, "to begin its reset", node=v.ip, phase=RESET_BEGIN)

@@ -85,14 +85,29 @@ def test_a_learner_is_not_healthy_yet():
 
 
 @pytest.mark.parametrize("views", [
-    [v(1, ETCD_RUNNING, ALL3), v(2, UNREACHABLE), v(3, UNREACHABLE)],
     [v(1, ETCD_RUNNING, None), v(2, UNREACHABLE), v(3, UNREACHABLE)],  # its member list needs a leader
-    [v(1, ETCD_RUNNING, ALL3), v(2, ETCD_PREPARING, since=LONG), v(3, ETCD_PREPARING, since=LONG)],  # replaced
+    [v(1, ETCD_RUNNING, None), v(2, ETCD_PREPARING, since=LONG), v(3, ETCD_PREPARING, since=LONG)],  # replaced
     [v(1, UNREACHABLE), v(2, UNREACHABLE), v(3, UNREACHABLE)],
-    [v(1, ETCD_FAILED), v(2, ETCD_FAILED), v(3, ETCD_RUNNING, ALL3)],
+    [v(1, ETCD_FAILED), v(2, ETCD_FAILED), v(3, ETCD_RUNNING, None)],
 ])
 def test_quorum_lost(views):
     assert ha.classify(views).kind == ha.QUORUM_LOST
+
+
+def test_a_member_list_that_answers_proves_a_leader_even_with_two_talos_apis_silent():
+    """Talos asks the member list with require-leader: node 1's answer means nodes 2 and 3's etcd still run (only
+    their Talos API is unreachable from here). No restore."""
+    views = [v(1, ETCD_RUNNING, ALL3), v(2, UNREACHABLE), v(3, UNREACHABLE)]
+    h = ha.classify(views)
+    assert (h.kind, h.lost) == (ha.QUORUM_INTACT, ("cp-2", "cp-3"))
+    assert plan(views).action == ha.REFUSE_QUORUM_INTACT
+
+
+def test_a_reset_node_that_joined_a_cluster_with_a_leader_stops_the_restore():
+    j = j_({jn.CONFIRMED: ago(90), jn.on(jn.RESET, IP1): ago(80)})
+    views = [v(1, ETCD_RUNNING, ALL3), v(2, UNREACHABLE), v(3, UNREACHABLE)]
+    s = plan(views, j, confirmed=frozenset({IP1}), safety_done=True)
+    assert (s.action, s.node) == (ha.REFUSE_QUORUM_INTACT, IP1)
 
 
 def test_member_lists_that_do_not_answer_never_read_as_lost():
@@ -364,3 +379,16 @@ def test_journal_per_node_steps():
     assert j.last_step == jn.BOOTSTRAP_TARGET
     back = jn.parse(jn.dumps(j), origin=__import__("pathlib").Path("/j"))
     assert back.bootstrap_target == IP2 and back.steps == j.steps
+
+
+def test_only_abandoning_the_journal_lets_another_node_be_chosen():
+    """The recorded target is gone for good (say, its instance terminated and nobody rebuilt it): with the journal
+    the restore only waits for it; `--abandon-previous` drops the journal, asks again, and only then chooses the
+    first node up."""
+    views = [v(1, UNREACHABLE), v(2, ETCD_PREPARING, since=5), v(3, ETCD_PREPARING, since=5)]
+    j = j_({jn.on(jn.RESET, IP2): ago(90), jn.on(jn.RESET, IP3): ago(90), jn.BOOTSTRAP_TARGET: ago(80)}, target=IP1)
+    assert (plan(views, j).action, plan(views, j).node) == (ha.WAIT, IP1)
+    s = plan(views, None, abandoned_past_reset=True)
+    assert (s.action, s.needs_reset) == (ha.CONFIRM, ())
+    s = plan(views, j_({jn.CONFIRMED: ago(1)}), abandoned_past_reset=True, confirmed=frozenset({IP2, IP3}))
+    assert (s.action, s.node) == (ha.CHOOSE_TARGET, IP2)

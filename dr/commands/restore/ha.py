@@ -73,20 +73,49 @@ def one_line(views: Sequence[ha.NodeView]) -> str:
     return " | ".join(f"{v.node.name}: {v.state.describe()}" for v in views)
 
 
+# Why a node that was down must never come back with its old disk: Talos recovers with etcdutl's snapshot.Restore given
+# only the name, data dir and peer URLs (v1.13.9 services/etcd.go recoverFromSnapshot: no InitialClusterToken, so
+# etcd's default), and every Talos cluster was bootstrapped as one member on one node: the member ID (from the peer
+# URLs and token) and the cluster ID (from the member IDs) come out as they were. The old members accept the restored
+# one as theirs. On the three-node sandbox (real etcd) the restored member panics in UpdateAttributes when two old
+# members come back with their data, and its cluster and member IDs are the old ones.
+OLD_DISK = ("its etcd would start from the old data under the same member and cluster IDs (Talos bootstraps every "
+            "cluster on one node, so a restore on that node gets the cluster ID it had) and can overwrite or crash the "
+            "restored member (seen on the three-node sandbox: the restored etcd panics)")
+
+
 def bring_back(v: ha.NodeView, t: Talosctl) -> str:
     """How a node the restored cluster does not include comes back: it joins by itself once its etcd is empty."""
-    wipe = (f"talosctl -n {v.ip} -e {v.node.public_ip} reset --graceful=false --reboot "
+    wipe = (f"talosctl -n {v.ip} -e {t.endpoint} reset --graceful=false --reboot "
             "--system-labels-to-wipe EPHEMERAL")
     if v.kind == UNREACHABLE:
-        return (f"  {v.node.name} ({v.ip}) is down: if its instance still runs, once it answers wipe its etcd with "
-                f"`{wipe}`; if the instance is terminated (or its disk lost), `pulumi up --refresh` rebuilds it with "
-                "the same private IP. Either way it then joins the restored cluster by itself (watch `talosctl -n "
-                f"{v.ip} -e {v.node.public_ip} etcd members`)")
+        return (f"  {v.node.name} ({v.ip}) is down. Do NOT start it with its old disk: {OLD_DISK}. Terminate the "
+                "instance and rebuild it with `pulumi up --refresh` (same private IP, empty etcd); it joins the "
+                f"restored cluster by itself (watch `talosctl -n {v.ip} -e {t.endpoint} etcd members`). If it comes "
+                f"back by itself anyway, wipe its etcd at once: `{wipe}`")
     if v.kind == MAINTENANCE:
         return (f"  {v.node.name} ({v.ip}) is in maintenance mode (no machine config): `pulumi up --refresh` "
                 "configures it; it then joins the restored cluster by itself")
     return (f"  {v.node.name} ({v.ip}) is up but not a voting member of the restored cluster ({v.state.describe()}): "
-            f"its etcd holds data of its own; wipe it with `{wipe}` and it joins by itself")
+            f"if its etcd holds data of its own, wipe it NOW ({OLD_DISK}): `{wipe}`; it then joins by itself")
+
+
+def endpoint_of(n: ClusterNode, r: Resolver) -> str:
+    """What to dial for node ``n``: its Elastic IP, as the talosconfig spells it when it lists it (with a port, when
+    apid does not listen on 50000), else the bare Elastic IP (talosctl adds :50000)."""
+    from dr.commands.backup import split_endpoint
+
+    try:
+        listed = r.talosconfig.endpoints
+    except DRError:
+        listed = ()
+    for e in listed:
+        try:
+            if split_endpoint(e)[0] == n.public_ip:
+                return e
+        except (DRError, ValueError):
+            continue
+    return n.public_ip
 
 
 class HaRestore(Restore):
@@ -97,7 +126,7 @@ class HaRestore(Restore):
         super().__init__(args, r, t, controlplane, out, err, stdin, clock)
         self.nodes = list(nodes)
         ctx = r._flag("talos_context")
-        self.ts = {n.private_ip: Talosctl(n.private_ip, t.talosconfig, binary=t._binary, endpoint=n.public_ip,
+        self.ts = {n.private_ip: Talosctl(n.private_ip, t.talosconfig, binary=t._binary, endpoint=endpoint_of(n, r),
                                           context=ctx, cert_fingerprints=t.cert_fingerprints) for n in nodes}
         self.machine_types: dict[str, str] = {}
         self.confirmed_nodes: frozenset[str] = frozenset()
@@ -273,8 +302,9 @@ class HaRestore(Restore):
                      f"{', '.join(reset) or 'no node (every etcd that answers is empty)'}; then `bootstrap "
                      f"--recover-from` on exactly one node ({self.first_up_name(up)}); the others join it")
         for v in down:
-            lines.append(f"  {v.node.name} is {v.state.describe()}: not touched; after the restore this command says "
-                         "how to bring it back (it joins by itself once its etcd is empty)")
+            lines.append(f"  {v.node.name} is {v.state.describe()}: not touched. Do not start it again with its old "
+                         "disk while or after this restore runs (the end of the run says how to bring it back: it "
+                         "joins by itself once its etcd is empty)")
         running = next((v for v in views if v.kind == ETCD_RUNNING), None)
         if step.needs_reset and running is not None:
             lines += undo.what_it_undoes(self.for_node(running.ip), self.fetched, self.err, ETCD_RUNNING)
@@ -364,6 +394,19 @@ class HaRestore(Restore):
         target = self.view(self.j.bootstrap_target)
         members = target.members or ()
         voters = [v.ip for v in self.views if (m := ha.member_of(v.node, members)) is not None and not m.is_learner]
+        missing = [v for v in self.views if v.ip not in voters]
+        if missing:
+            # `talosctl health` wants every Kubernetes node ready and no node it was not told of (talos v1.13.9
+            # pkg/cluster/check/kubernetes.go): with a node down it cannot pass. etcd's part is proved here already
+            # (the target's member list answers, which needs a leader, and lists every node that is up as a voter).
+            names = ", ".join(v.node.name for v in missing)
+            self.say(f"etcd runs with {len(voters)} voting member(s) and a leader; not waiting for `talosctl health`: "
+                     f"it cannot pass while {names} {'is' if len(missing) == 1 else 'are'} not back (the end of this "
+                     f"run says how); then check with `talosctl -n {t.node} -e {t.endpoint} health "
+                     f"--control-plane-nodes {','.join(n.private_ip for n in self.nodes)}`")
+            steps.warn_alarms(t, self.err, PROG)
+            self.mark(journal.HEALTHY)
+            return
         timeout = self.args.health_timeout
         self.say(f"waiting for the cluster to be healthy (talosctl health --control-plane-nodes {','.join(voters)}, "
                  f"up to {timefmt.human_duration(timeout)}) ...")
@@ -384,18 +427,7 @@ class HaRestore(Restore):
         nothing = "" if self.j is not None and self.j.past_point_of_no_return else "; nothing was changed"
         v = self.view(step.node) if step.node and any(x.ip == step.node for x in self.views) else None
         if step.action == ha.REFUSE_QUORUM_INTACT:
-            health = ha.classify(self.views)
-            lost = [x for x in self.views if x.node.name in health.lost]
-            what = (f"{len(health.serving)} of {health.voters} voting members run" + (
-                f"; lost: {', '.join(f'{x.node.name} ({x.ip})' for x in lost)}" if lost else ""))
-            replace = "; ".join(f"`{spelling.command(REPLACE_MEMBER, x.node.name)}`" for x in lost)
-            self.say(f"nodes:\n{table}")
-            return QuorumIntact(
-                f"etcd's quorum is intact ({what}): the cluster's data is current, so no snapshot is restored"
-                f"{nothing}",
-                (f"replace the lost member with {replace} (it removes the dead member and rebuilds the node, which "
-                 "joins by itself); " if lost else "the cluster is healthy; ") +
-                f"only for a point-in-time rollback of this working cluster, run `{self.resume_cmd()} --rollback`")
+            return self.quorum_intact(step, table, nothing)
         if step.action == ha.REFUSE_INIT:
             assert v is not None
             self.say(f"nodes:\n{table}")
@@ -419,6 +451,35 @@ class HaRestore(Restore):
         return NodeUnreachable(f"no control-plane node answers on port 50000 ({one_line(self.views)}){nothing}",
                                "check the instances run and the security group admits your IP; a terminated "
                                "instance is rebuilt by `pulumi up --refresh`")
+
+    def quorum_intact(self, step: ha.Step, table: str, nothing: str) -> DRError:
+        health = ha.classify(self.views)
+        lost = [x for x in self.views if x.node.name in health.lost]
+        silent = [x.node.name for x in lost if x.kind == UNREACHABLE]
+        self.say(f"nodes:\n{table}")
+        rerun = spelling.command("restore", self.fetched.origin if self.fetched else "SNAPSHOT", *self.flags)
+        if step.node is not None and self.j is not None:
+            # Our reset node joined a cluster with a leader: the restore has nothing left to do; its journal goes.
+            journal_file.remove(self.jpath)
+            self.j = None
+            return QuorumIntact(
+                f"node {self.view(step.node).node.name}, reset by this restore, joined an etcd cluster that has a "
+                f"leader: the other members run after all (the Talos API of {', '.join(silent) or 'some node'} does "
+                "not answer from here, their etcd does); nothing is restored and the restore's journal is removed",
+                "check the network path to those nodes (security group, your IP); the cluster's data is current")
+        what = f"etcd has a leader ({len(health.serving)} of {health.voters} voting members answer here)"
+        if lost:
+            what += f"; not answering: {', '.join(f'{x.node.name} ({x.ip})' for x in lost)}"
+        hint = ""
+        if silent:
+            hint = (f"the Talos API of {', '.join(silent)} does not answer from here, but their etcd may still run "
+                    "(check the instances and the security group first); ")
+        replace = "; ".join(f"`{spelling.command(REPLACE_MEMBER, x.node.name)}`" for x in lost)
+        hint += (f"replace a lost member with {replace} (it removes the dead member and rebuilds the node, which "
+                 "joins by itself); " if lost else "the cluster is healthy; ")
+        return QuorumIntact(
+            f"etcd's quorum is intact ({what}): the cluster's data is current, so no snapshot is restored{nothing}",
+            hint + f"only for a point-in-time rollback of this working cluster, run `{rerun} --rollback`")
 
     def wait_timeout(self, step: ha.Step, waited: float) -> DRError:
         v = self.view(step.node) if step.node else None
@@ -461,7 +522,7 @@ class HaRestore(Restore):
             lines.append(f"the etcd it replaced is kept in {self.j.safety_snapshot}")
         lines += ["check it:", f"  export KUBECONFIG={self.r.talos_dir / 'kubeconfig'}", "  kubectl get nodes",
                   "  kubectl get pods -A",
-                  f"  talosctl --talosconfig {self.r.talosconfig_path} -e {target.node.public_ip} -n {target.ip} etcd "
+                  f"  talosctl --talosconfig {self.r.talosconfig_path} -e {self.tn(target.ip).endpoint} -n {target.ip} etcd "
                   "members",
                   f"then take a fresh backup: {spelling.command('backup')} --save-to-s3"]
         self.say("\n".join(lines))

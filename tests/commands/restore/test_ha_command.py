@@ -196,6 +196,21 @@ def test_two_lost_restores_on_the_one_left_and_says_how_to_bring_back_the_others
     assert "pulumi up --refresh" in out and "--system-labels-to-wipe EPHEMERAL" in out  # how the lost ones come back
     assert not jpath().exists()
     assert cluster.stale and {IPS[0], EIPS[0], IPS[2]} <= cluster.stale[0]
+    # `talosctl health` cannot pass with two nodes down: not waited for, and said so with the command for later.
+    assert "not waiting for `talosctl health`" in out and "--control-plane-nodes 10.0.1.5,10.0.2.5,10.0.3.5" in out
+
+
+def test_each_node_is_dialled_as_the_talosconfig_spells_its_elastic_ip(cluster):
+    from dr.commands.settings import Resolver
+    from dr.core.cluster_nodes import ClusterNode
+
+    tc = Path.cwd() / ".talos" / "talosconfig"
+    tc.write_text("context: c\ncontexts:\n  c:\n    endpoints: [127.0.0.3:46751, '127.0.0.5']\n"
+                  "    nodes: [10.0.1.5]\n    ca: YQ==\n    crt: YQ==\n    key: YQ==\n")
+    r = Resolver(restore.build_parser().parse_args(["latest"]))
+    assert ha_cmd.endpoint_of(ClusterNode("cp-1", IPS[0], EIPS[0]), r) == "127.0.0.3:46751"
+    assert ha_cmd.endpoint_of(ClusterNode("cp-2", IPS[1], EIPS[1]), r) == "127.0.0.5"
+    assert ha_cmd.endpoint_of(ClusterNode("cp-3", IPS[2], EIPS[2]), r) == "127.0.0.7"  # not listed: the bare EIP
 
 
 def test_one_left_running_with_data_and_replaced_empty_nodes_join(cluster, snap):
