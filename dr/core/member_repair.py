@@ -20,13 +20,16 @@ in the fourth:
 
 1. The replacement keeps the private IP (the stack pins it) but gets another hostname (a machine config that sets
    ``machine.network.hostname``, or a platform that names instances otherwise): ``addMember`` finds no member of its
-   name, and ``MemberAddAsLearner`` with the same peer URL fails with ``ErrPeerURLexists`` on every attempt, until
-   ``EtcdJoinTimeout`` (30 min) fails etcd's pre-start. The join never happens.
+   name, and ``MemberAddAsLearner`` with the same peer URL fails with ``ErrPeerURLexists`` on every attempt (the loop
+   retries every 3 s, services/etcd.go:327-396), until ``EtcdJoinTimeout`` (30 min, pkg/machinery/constants/
+   constants.go:926) fails etcd's pre-start. The join never happens.
 2. The replacement gets another IP *and* another hostname: it joins, and the dead member stays a voter for ever, four
-   members of which three answer: quorum 3 of 4, no loss tolerated, and ``talosctl health`` refuses the member list.
+   members of which three answer: quorum 3 of 4, no loss tolerated, and ``talosctl health`` fails (every member's
+   IP must be a control-plane node's: pkg/cluster/check/etcd.go at v1.13.9).
 3. The old instance was not dead but cut off (stopped, partitioned): once removed, etcd refuses it if it comes back.
-4. Same IP, same hostname (Talos on AWS names itself ``ip-a-b-c-d`` from IMDS, so a pinned IP keeps its name): the
-   join loop would remove it too; removing it first changes nothing but the order.
+4. Same IP, same hostname (Talos on AWS takes its hostname from IMDS, ``ip-a-b-c-d``: platform/aws/aws.go:166-175,
+   sandbox/CONFORMANCE.md "a replaced instance's identity"; so a pinned IP keeps its name): the join loop would
+   remove it too; removing it first changes nothing but the order.
 
 Removing it does **not** restore fault tolerance: two voters of two tolerate no loss, as two of three do (a quorum of
 2 either way, raft's (n/2)+1). Only the rebuilt third member does; so the rebuild follows the removal at once.
