@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LOCKS := requirements.lock requirements-dev.lock
 STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test test-fast demo bench lint etcd tools goapid venv lock clean
+.PHONY: test test-fast demo demo-ha bench lint etcd tools goapid venv lock clean
 
 # The venv installs the hash-pinned lock (every transitive dependency, every file's SHA-256), nothing else: pip uses
 # whatever index it is configured with, and no index URL is named here or in the locks, because --require-hashes makes
@@ -55,6 +55,10 @@ test-fast: venv etcd tools goapid
 demo: venv etcd
 	$(PY) -m demo
 
+# Three nodes: lose two and restore, then lose one and replace it without a restore (demo/ha.py).
+demo-ha: venv etcd
+	$(PY) -m demo.ha
+
 BENCH_VENV := bench/out/awscli-venv
 
 $(BENCH_VENV)/.installed: requirements-bench.txt
@@ -65,6 +69,7 @@ $(BENCH_VENV)/.installed: requirements-bench.txt
 bench: venv etcd tools goapid $(BENCH_VENV)/.installed
 	$(PY) -m bench --results bench/RESULTS.md
 	$(PY) -m bench.restore_steps --sizes 10M,100M,1G --results bench/RESULTS.md
+	$(PY) -m bench.ha_restore_steps --sizes 10M,100M --results bench/RESULTS.md
 
 lint: venv
 	$(VENV)/bin/ruff check .

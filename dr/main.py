@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("dr.commands.show", "what a snapshot holds, by resource type and namespace"),
     "diff": ("dr.commands.diff", "objects created, deleted and changed between two snapshots (or `live`)"),
     "extract": ("dr.commands.extract", "Secrets and ConfigMaps from a snapshot, as YAML for kubectl apply"),
+    "replace-member": ("dr.commands.replace_member", "one lost control-plane member back, no restore (asks you to "
+                                                     "type yes)"),
 }
 EXTRA = {
     "completion": "print a shell completion script: completion bash|zsh|tcsh",
@@ -106,7 +108,7 @@ def _main(argv: list[str] | None = None, *, out: TextIO | None = None, err: Text
         hint = f"; did you mean `{PROG} {close[0]}`?" if close else f"; `{PROG} --help` lists them"
         print(f"{PROG}: unknown command {name!r}{hint}", file=err)
         return int(ExitCode.USAGE)
-    if from_shell and name in ("backup", "restore", "verify"):
+    if from_shell and name in ("backup", "restore", "verify", "replace-member"):
         cli.sigterm_as_interrupt()
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest, out=out, err=err))

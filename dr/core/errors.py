@@ -44,6 +44,7 @@ class ExitCode(IntEnum):
     NO_QUORUM = 28
     QUORUM_INTACT = 29
     HA_RESTORE_REFUSED = 30
+    REPLACE_REFUSED = 31
     NAME_REFUSED = 33
     TOO_BIG = 34
     UNTRUSTED_KIT = 37
@@ -193,6 +194,13 @@ class Undecodable(DRError):
 
 class NothingMatched(DRError):
     exit_code = ExitCode.NOTHING_MATCHED
+class ReplaceRefused(DRError):
+    """talos-dr replace-member cannot proceed: the other members are not a healthy quorum without the lost one (a
+    restore's case), the node named is a healthy voter, or the cluster has one node."""
+
+    exit_code = ExitCode.REPLACE_REFUSED
+
+
 class NameRefused(DRError):
     """A name (from argv or S3) the local file system will not take: too long, or bytes it cannot store."""
 
@@ -296,6 +304,13 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.STATUS_FAIL: "talos-dr status: something is failing; each FAIL line names the command that fixes it",
     ExitCode.NO_QUORUM: "etcd has no quorum (fewer than a majority of its voting members are healthy and agree on a "
                         "leader): no snapshot was taken; the message says how to take one anyway",
+    ExitCode.QUORUM_INTACT: "restore (three nodes): etcd's quorum is intact, the cluster's data is current: no snapshot "
+                            "restore; replace the lost member (`talos-dr replace-member`), or pass --rollback",
+    ExitCode.HA_RESTORE_REFUSED: "restore (three nodes): refused before a step that could split the cluster or cannot "
+                                 "work (an `init` node, another node's etcd running or holding data at the one "
+                                 "bootstrap)",
+    ExitCode.REPLACE_REFUSED: "replace-member: the replacement cannot proceed (no healthy quorum without the lost "
+                              "member: use `talos-dr restore`; or the member named is healthy)",
     ExitCode.NAME_REFUSED: "the file system refuses a name: too long (ENAMETOOLONG) or not storable; use a shorter name",
     ExitCode.TOO_BIG: "the data decodes or streams to more bytes than any etcd snapshot (a decompression bomb?); "
                       "stopped, nothing kept",
@@ -307,11 +322,6 @@ EXIT_CODE_MEANING: dict[ExitCode, str] = {
     ExitCode.WRONG_SECRETS_KEY: "extract: the secretbox key does not open the snapshot's Secrets (another cluster's key?)",
     ExitCode.UNDECODABLE: "extract: a Secret or ConfigMap in the snapshot is stored in a form it cannot decode",
     ExitCode.NOTHING_MATCHED: "extract: no Secret or ConfigMap in the snapshot matches --namespace/--type/--name",
-    ExitCode.QUORUM_INTACT: "restore (three nodes): etcd's quorum is intact, the cluster's data is current: no snapshot "
-                            "restore; replace the lost member (the replace-member command), or pass --rollback",
-    ExitCode.HA_RESTORE_REFUSED: "restore (three nodes): refused before a step that could split the cluster or cannot "
-                                 "work (an `init` node, another node's etcd running or holding data at the one "
-                                 "bootstrap)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); nothing partial was left behind",
 }
 
@@ -327,7 +337,7 @@ CLASS_CODES: dict[ExitClass, tuple[ExitCode, ...]] = {
                          ExitCode.RECOVERY_KIT, ExitCode.TOO_BIG, ExitCode.UNTRUSTED_KIT, ExitCode.UNTRUSTED_SNAPSHOT,
                          ExitCode.UNDECODABLE),
     ExitClass.NODE: (ExitCode.NODE_UNREACHABLE, ExitCode.NODE_ERROR, ExitCode.TIMEOUT, ExitCode.NO_QUORUM,
-                     ExitCode.HA_RESTORE_REFUSED),
+                     ExitCode.HA_RESTORE_REFUSED, ExitCode.REPLACE_REFUSED),
     ExitClass.S3: (ExitCode.S3_ERROR, ExitCode.ACCESS_DENIED, ExitCode.BUCKET_NOT_FOUND),
     ExitClass.LOCAL: (ExitCode.TALOSCTL_MISSING, ExitCode.DISK_FULL, ExitCode.ETCD_MISSING, ExitCode.ETCD_ERROR,
                       ExitCode.LOCAL_PATH, ExitCode.NAME_REFUSED),
