@@ -13,6 +13,7 @@ import pulumiverse_talos as talos
 import yaml
 
 from infra.config import DataVolume
+from infra.providers.bootstrap_generation import BootstrapGeneration
 from infra.providers.cluster_ready import ClusterReady, ClusterReadyArgs
 
 AWS_TIME_SERVER = "169.254.169.123"  # Amazon Time Sync, reachable from every instance (Talos AWS docs)
@@ -93,8 +94,8 @@ class TalosClusterArgs:
     # internal/app/apid/pkg/director/director.go), and from the node its own EIP leads back through the gateway.
     public_ip: pulumi.Input[str]
     private_ip: pulumi.Input[str]
-    # Changing this (the EC2 instance id) replaces the config apply and the bootstrap: a new instance is a blank
-    # node in maintenance mode that needs both again.
+    # Changing this (the EC2 instance id) replaces the config apply (a new instance is a blank node in maintenance
+    # mode), and with one node also the bootstrap (infra/providers/bootstrap_generation.py).
     node_identity: pulumi.Input[str]
     data_volumes: Sequence[DataVolume] = ()
     volume_ids: Mapping[str, pulumi.Input[str]] | None = None
@@ -145,19 +146,25 @@ class TalosCluster(pulumi.ComponentResource):
         configs = [self._machine_config(args, secrets, endpoint, nodes, i, invoke_opts) for i in range(len(nodes))]
 
         # Every machine is a `controlplane` (never `init`), each configured on its own; only node 0 is bootstrapped.
-        # replacement_trigger: a new instance id replaces these resources even though their own
+        # replacement_trigger: a new instance id replaces the config applies even though their own
         # inputs (the EIP, the config) are unchanged. The provider's Bootstrap would otherwise never run again.
         # The provider dials `endpoint` and names `node` in the request (terraform-provider-talos v0.11.0
         # pkg/talos/util.go talosClientOp): in maintenance mode it skips certificate verification entirely
         # (InsecureSkipVerify, no fingerprint option), so the first apply is encrypted but not authenticated.
         applies = [self._apply(name if i == 0 else f"{name}-cp{i}", node, client_configuration, configs[i])
                    for i, node in enumerate(nodes)]
+        # The bootstrap's trigger is not node 0's instance id: with three nodes, a rebuilt node 0 bootstrapped while
+        # the other two run would start a second cluster (siderolabs/talos#5500). One node: its instance id, as
+        # before; three: fixed once created (infra/providers/bootstrap_generation.py).
+        generation = BootstrapGeneration(f"{name}-bootstrap-generation", [n.identity for n in nodes],
+                                         opts=pulumi.ResourceOptions(parent=self))
         bootstrap = talos.machine.Bootstrap(
             f"{name}-bootstrap",
             node=node_ip,
             endpoint=ip,
             client_configuration=client_configuration,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[applies[0]], replacement_trigger=args.node_identity),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[applies[0]],
+                                        replacement_trigger=generation.generation),
         )
         kubeconfig = talos.cluster.Kubeconfig(
             f"{name}-kubeconfig",

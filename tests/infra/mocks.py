@@ -172,6 +172,9 @@ class Mocks(pulumi.runtime.Mocks):
                 outs.update(sha256=hashlib.sha256(str(inputs.get("content")).encode()).hexdigest())
             elif "kubeconfig" in inputs:  # infra.providers.cluster_ready.ClusterReady, once /readyz answered
                 outs.update(server=f"https://{PUBLIC_IP}:6443", attempts=3)
+            elif "identities" in inputs:  # infra.providers.bootstrap_generation.BootstrapGeneration, as its check
+                from infra.providers.bootstrap_generation import BootstrapGenerationProvider
+                outs = dict(BootstrapGenerationProvider().check({}, inputs).inputs)
             elif "interval_seconds" in inputs:  # infra.providers.backup_check.EtcdSnapshotSchedule, after its proving snapshot
                 outs.update(backups="fresh", newest_snapshot_key=NEWEST_SNAPSHOT_KEY,
                             newest_snapshot_time=NEWEST_SNAPSHOT_TIME.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -315,8 +318,9 @@ class ProgramRun:
 
     def dynamic(self, kind: str) -> list[Registered]:
         """Dynamic resources of one kind: ``"file"`` (LocalSecretFile), ``"schedule"`` (EtcdSnapshotSchedule),
-        ``"ready"`` (ClusterReady) or ``"size"`` (ControlPlaneSize)."""
-        marker = {"file": "path", "schedule": "interval_seconds", "ready": "kubeconfig", "size": "nodes"}[kind]
+        ``"ready"`` (ClusterReady), ``"size"`` (ControlPlaneSize) or ``"generation"`` (BootstrapGeneration)."""
+        marker = {"file": "path", "schedule": "interval_seconds", "ready": "kubeconfig", "size": "nodes",
+                  "generation": "identities"}[kind]
         return [r for r in self.of_type("pulumi-python:dynamic:Resource") if marker in r.inputs]
 
 

@@ -290,6 +290,8 @@ GROWTH_UPDATES = {
     "talos-dr-snapshot": {"environment", "vpcConfig"},
     # What the state remembers, so that going back to one is refused at preview.
     "talos-dr-control-plane": {"nodes"},
+    # Every node's instance id; its generation (the Bootstrap's trigger) stays node 0's id: nothing is bootstrapped.
+    "talos-dr-bootstrap-generation": {"identities"},
 }
 def comparable(value):
     """An input as the engine compares it: an archive by its path (the mocks hand over the SDK's object)."""
