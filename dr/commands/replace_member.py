@@ -334,12 +334,10 @@ class Replace:
             f"  --refresh finds the terminated instance; the preview should replace only {t.name}'s instance (same "
             f"private IP {t.private_ip}) and re-attach its Elastic IP {t.public_ip} and volumes. Check that, then "
             "answer yes there. The new machine gets its config from Pulumi and joins etcd on its own.",
-            *([f"  {t.name} is the stack's bootstrap node: if the preview also replaces `talos:machine:Bootstrap`, do "
-               "NOT answer yes. A bootstrap sent to the new machine while the other two run can start a second, "
-               "one-member cluster (siderolabs/talos#5500; the provider retries Bootstrap until it is accepted, "
-               "terraform-provider-talos v0.11.0 talos_machine_bootstrap_resource.go). Run it without that resource: "
-               "`pulumi stack --show-urns | grep machine:Bootstrap`, then the same `pulumi up --refresh` with "
-               "`--exclude URN`."] if self.nodes and t == self.nodes[0] else []),
+            *([f"  {t.name} is the stack's bootstrap node: the preview does not replace `talos:machine:Bootstrap` "
+               "(a three-node stack's bootstrap generation never changes, docs/DEPLOY.md), so the new machine is not "
+               "bootstrapped beside the other two (siderolabs/talos#5500) and joins them."]
+              if self.nodes and t == self.nodes[0] else []),
             f"  This command waits for it (up to {timefmt.human_duration(self.args.rebuild_timeout)}); stopped, it "
             f"continues with `{self.resume_cmd()}`.",
         ]))
