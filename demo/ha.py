@@ -17,8 +17,6 @@ held before (the same member IDs, every key and value) and the new one holds the
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +28,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from demo.run import APP_NAMESPACE, KV, Demo, StepFailed, app_objects, compare, counts_by_type, read_all
+from demo.run import (
+    APP_NAMESPACE,
+    KV,
+    Demo,
+    StepFailed,
+    app_objects,
+    compare,
+    counts_by_type,
+    read_all,
+    run_guarded,
+)
 from dr.core import spelling
 from dr.core.errors import ExitCode
 
@@ -340,34 +348,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
              "  6 three voting members, each with every key              7 lose one node and its disk\n"
              "  8 replace its member (no restore)                        9 the others untouched, every key back\n"
              "  10 take the sandbox down (always, also when something fails)")
-    t0 = time.monotonic()
-    r = demo.report
-    try:
-        run_phases(demo)
-        r.ok, r.exit_code = True, 0
-    except StepFailed as exc:
-        r.failed_step, r.error, r.exit_code = exc.step, exc.message, exc.code or 1
-    except KeyboardInterrupt:
-        r.failed_step, r.error, r.exit_code = demo.current, "interrupted (Ctrl-C)", int(ExitCode.INTERRUPTED)
-    except Exception as exc:  # a bug in the demo or the sandbox: still take the sandbox down, then say so
-        r.failed_step, r.error, r.exit_code = demo.current, f"{type(exc).__name__}: {exc}", int(ExitCode.ERROR)
-    finally:
-        try:
-            demo.teardown()
-        finally:
-            r.total_seconds = round(time.monotonic() - t0, 3)
-            if not r.sandbox_down and r.ok:
-                r.ok, r.exit_code, r.failed_step = False, int(ExitCode.ERROR), "teardown"
-                r.error = "the sandbox could not be taken down"
-            demo.summary()
-            if args.report:
-                Path(args.report).write_text(json.dumps(asdict(r), indent=2, default=str) + "\n")
-                demo.say(f"report written to {args.report}")
-            if args.keep or not r.ok:
-                demo.say(f"work folder kept: {base} (logs in {demo.sandbox_dir / 'logs'})")
-            elif not args.dir:
-                shutil.rmtree(base, ignore_errors=True)
-    return r.exit_code
+    return run_guarded(demo, lambda: run_phases(demo), base=base, kept=f"logs in {demo.sandbox_dir / 'logs'}",
+                       report=args.report, keep=args.keep, temporary=not args.dir)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -529,15 +529,28 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
              "  4 break it (delete, corrupt, add) 5 restore the backup    6 compare every key with the backup\n"
              "  7 take the sandbox down (always, also when something fails)\n"
              "(after step 6, one Secret is deleted again and got back from the backup with `talos-dr extract`)")
-    t0 = time.monotonic()
-    r = demo.report
-    try:
+    def phases() -> None:
         demo.setup()
         state = demo.show_cluster()
         expected = demo.backup(state)
         d = demo.disaster(expected)
         demo.restore()
         demo.check(expected, d)
+
+    kept = f"snapshots in {base / '.talos' / 'snapshots'}, logs in {demo.sandbox_dir / 'logs'}"
+    return run_guarded(demo, phases, base=base, kept=kept, report=args.report, keep=args.keep,
+                       temporary=not args.dir)
+
+
+def run_guarded(demo: Any, phases: Callable[[], None], *, base: Path, kept: str, report: str | None, keep: bool,
+                temporary: bool) -> int:
+    """Run a demo's phases; whatever happens (a failed step, Ctrl-C, a bug), take the sandbox down, print the summary,
+    write the JSON report, and keep the work folder when asked or when something failed. Returns the exit code.
+    ``demo`` has ``report``, ``current``, ``teardown()``, ``summary()``, ``say()`` (Demo, demo.ha.HADemo)."""
+    t0 = time.monotonic()
+    r = demo.report
+    try:
+        phases()
         r.ok, r.exit_code = True, 0
     except StepFailed as exc:
         r.failed_step, r.error, r.exit_code = exc.step, exc.message, exc.code or 1
@@ -554,12 +567,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                 r.ok, r.exit_code, r.failed_step = False, int(ExitCode.ERROR), "teardown"
                 r.error = "the sandbox could not be taken down"
             demo.summary()
-            if args.report:
-                Path(args.report).write_text(json.dumps(asdict(r), indent=2) + "\n")
-                demo.say(f"report written to {args.report}")
-            if args.keep or not r.ok:
-                demo.say(f"work folder kept: {base} (snapshots in {base / '.talos' / 'snapshots'}, logs in "
-                         f"{demo.sandbox_dir / 'logs'})")
-            elif not args.dir:
+            if report:
+                Path(report).write_text(json.dumps(asdict(r), indent=2, default=str) + "\n")
+                demo.say(f"report written to {report}")
+            if keep or not r.ok:
+                demo.say(f"work folder kept: {base} ({kept})")
+            elif temporary:
                 shutil.rmtree(base, ignore_errors=True)
     return r.exit_code
