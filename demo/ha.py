@@ -17,7 +17,6 @@ held before (the same member IDs, every key and value) and the new one holds the
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import tempfile
@@ -116,32 +115,15 @@ class HADemo(Demo):
     def run_with(self, step: str, when: str, action: Callable[[], None], *args: str) -> None:
         """Run a command and, once it prints a line containing ``when``, do ``action`` (what the user does in
         another terminal meanwhile) while the command keeps running."""
-        argv = ["dr.main", *args[1:]]
-        self.say(f"$ {' '.join(args)}")
-        proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=self.base, env=self.env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        assert proc.stdout is not None
-        last, done = "", False
-        try:
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                last = line.strip() or last
-                self.say(f"    {line}")
-                if not done and when in line:
-                    done = True
-                    action()
-            code = proc.wait()
-        except BaseException:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            raise
-        if code != 0:
-            raise StepFailed(step, code, f"`{' '.join(args)}` failed with exit code {code}: {last}")
+        done = False
+
+        def watch(line: str) -> None:
+            nonlocal done
+            if not done and when in line:
+                done = True
+                action()
+
+        self.run(step, *args, on_line=watch)
         if not done:
             raise StepFailed(step, int(ExitCode.ERROR), f"`{' '.join(args)}` never printed {when!r}")
 

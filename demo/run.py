@@ -245,9 +245,10 @@ class Demo:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def run(self, step: str, *args: str) -> int:
+    def run(self, step: str, *args: str, on_line: Callable[[str], None] | None = None) -> int:
         """Run ``talos-dr <command> ...`` or ``python -m sandbox ...`` as a user would, showing the command and its
-        output; raise on failure. ``talos-dr`` runs as ``python -m dr.main`` with this interpreter (same code)."""
+        output; raise on failure. ``talos-dr`` runs as ``python -m dr.main`` with this interpreter (same code).
+        ``on_line`` sees each output line as it comes, while the command keeps running."""
         shown = shlex.join(args) if args[0] == spelling.PROG else f"python -m {shlex.join(args)}"
         argv = ["dr.main", *args[1:]] if args[0] == spelling.PROG else list(args)
         self.say(f"$ {shown}")
@@ -261,6 +262,8 @@ class Demo:
                 if line.strip():
                     last = line.strip()
                 self.say(f"    {line}")
+                if on_line is not None:
+                    on_line(line)
             code = proc.wait()
         except BaseException:
             # Stopped (Ctrl-C reaches the child too; SIGTERM only us): stop the command the way Ctrl-C would, so
