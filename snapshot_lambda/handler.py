@@ -32,7 +32,8 @@ the stack's alarms watch (``infra/alarms.py``).
 With several nodes (``TALOS_DR_NODES``), every member is asked first (``EtcdStatus``, ``EtcdAlarmList``,
 ``EtcdMemberList``, all allowed to ``os:etcd:backup``); ``dr.core.member_choice`` picks a healthy member of the
 majority (a follower that is up to date, else the leader) or refuses with ``NoQuorum`` (exit 28 in the log line):
-no snapshot from a minority. The member used is recorded in the object's metadata and in the metrics line.
+no snapshot from a minority. The member used is recorded in the object's metadata and in the metrics line. When
+that member's snapshot fails on the node's side, the next member of the majority is tried while the run's time lasts.
 
 Imports here stay light (h2, protobuf, boto3; no grpcio): this module is the Lambda entry point
 ``snapshot_lambda.handler.handler``.
@@ -45,7 +46,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dr.adapters import s3
@@ -294,13 +295,43 @@ def run(env: Mapping[str, str] | None = None, *, now: datetime | None = None,
     creds = read_credentials(settings.bucket, settings.credential_key, client)
     observed["days_left"] = log_credential_expiry(creds, now or datetime.now(UTC))
     choice = choose_member(settings, creds, observed)
-    if choice is not None:
-        host, port = _host_port(choice.source.node.public_ip, settings.port)
-        settings = replace(settings, node=host, port=port)
-    result = take_snapshot(settings, creds, s3_client=client, now=now,
-                           member=choice.record() if choice is not None else None)
+    settings, result = _snapshot_from_members(settings, creds, choice, observed, client, now)
     observed["etcd"] = etcd_health(settings, creds)
     return result
+
+
+def _snapshot_from_members(settings: RunnerSettings, credentials: TalosCredentials,
+                           choice: member_choice.Choice | None, observed: dict[str, Any], client,
+                           now: datetime | None) -> tuple[RunnerSettings, RunResult]:
+    """``take_snapshot`` from the chosen member; when its snapshot fails on the node's side (``MEMBER_FAILURES``),
+    from the next member of the majority, while the run's time lasts. Each failure is logged (``member-failed``)
+    and named in the metrics line (``EtcdMembersFailed``), so a sick member shows even when the run succeeds.
+    One node: one attempt."""
+    import time
+
+    start = time.monotonic()
+    deadline = start + settings.timeout
+    began = now or datetime.now(UTC)
+    taken_at = began  # a later attempt's object is named for when it started
+    while True:
+        attempt = settings
+        if choice is not None:
+            host, port = _host_port(choice.source.node.public_ip, settings.port)
+            attempt = replace(settings, node=host, port=port, timeout=max(deadline - time.monotonic(), 1.0))
+        try:
+            return attempt, take_snapshot(attempt, credentials, s3_client=client, now=taken_at,
+                                          member=choice.record() if choice is not None else None)
+        except member_choice.MEMBER_FAILURES as exc:
+            nxt = choice.after_failure(str(exc)) if choice is not None else None
+            if nxt is None or deadline - time.monotonic() < 2 * settings.stall_timeout:
+                raise
+            who = choice.record()  # type: ignore[union-attr]
+            log.warning(json.dumps({"event": "member-failed", "member": who, "error": type(exc).__name__,
+                                    "message": str(exc), "next": nxt.record(), "reason": nxt.reason}))
+            observed.setdefault("failed_members", []).append(f"{who['node']} ({who['ip']}): {type(exc).__name__}: {exc}")
+            observed["member"] = nxt.record()
+            choice = nxt
+            taken_at = began + timedelta(seconds=time.monotonic() - start)
 
 
 def _host_port(entry: str, default: int) -> tuple[str, int]:
@@ -397,7 +428,8 @@ def _emit(ok: bool, seconds: float, observed: Mapping[str, Any], result: RunResu
           settings: RunnerSettings | None, now: datetime, properties: Mapping[str, Any]) -> None:
     cluster = settings.cluster if settings else os.environ.get(ENV_CLUSTER, "") or "unknown"
     namespace = settings.namespace if settings else metrics.NAMESPACE
-    properties = {**properties, **metrics.member_properties(observed.get("member"), observed.get("members"))}
+    properties = {**properties, **metrics.member_properties(observed.get("member"), observed.get("members"),
+                                                            observed.get("failed_members"))}
     try:
         emit_metrics(metrics.emf_line(run_metrics(ok, seconds, observed, result), cluster=cluster, now=now,
                                       namespace=namespace, properties=properties))

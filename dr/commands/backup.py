@@ -207,9 +207,33 @@ def choose_member(r: Resolver, out: TextIO, err: TextIO, *, no_quorum_ok: bool =
         print(f"{PROG}: warning: {choice.source.label} is {choice.source.state}, not a healthy member of the "
               f"majority: its snapshot may be stale or fail; without --node the backup would pick a healthy one",
               file=err)
+    _point_at(r, choice)
+    return choice
+
+
+def _point_at(r: Resolver, choice: member_choice.Choice) -> None:
     r.node = choice.source.node.private_ip  # (a cached_property: set for this run)
     r.endpoint = node_endpoint(r, choice.source.node)
-    return choice
+
+
+def stream_from_members(r: Resolver, choice: member_choice.Choice | None, now: Callable[[], datetime], out: TextIO,
+                        err: TextIO, **kw) -> tuple[tuple[Path, SnapshotDigest, datetime, Entry | None],
+                                                    member_choice.Choice | None]:
+    """``stream_snapshot`` from the chosen member; when it fails on the node's side (``MEMBER_FAILURES``: the node
+    stopped answering, the stream was cut or stalled, its trailer did not verify), from the next member of the
+    majority, saying so. Nothing of a failed attempt is kept (``stream_snapshot`` leaves no file, no object). A node
+    named with --node, a snapshot without quorum, or one node: one attempt. Returns what was taken and from whom."""
+    while True:
+        try:
+            return stream_snapshot(r, now, out, err, member=choice.record() if choice else None, **kw), choice
+        except member_choice.MEMBER_FAILURES as exc:
+            nxt = choice.after_failure(exc.message) if choice is not None else None
+            if nxt is None:
+                raise
+            print(f"{PROG}: warning: the snapshot from {choice.source.label} failed ({exc.message}); nothing of it "  # type: ignore[union-attr]
+                  f"was kept; trying {nxt.source.label}, the next healthy member of the majority", file=err)
+            _point_at(r, nxt)
+            choice = nxt
 
 
 def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: TextIO, *, to_s3: bool = False,
@@ -543,8 +567,10 @@ def _take(args: argparse.Namespace, out: TextIO, err: TextIO, clock: Callable[[]
         if not args.via_talosctl:
             one_pass = args.save_to_s3 is True
             stall = args.stall_timeout or STALL_SECONDS
-            path, digest, taken, entry = stream_snapshot(r, clock, out, err, to_s3=one_pass,
-                                                         compress=not args.no_compress, stall=stall, member=member)
+            (path, digest, taken, entry), used = stream_from_members(r, choice, clock, out, err, to_s3=one_pass,
+                                                                     compress=not args.no_compress, stall=stall)
+            if used is not None:
+                result["member"] = used.record()
             result.update(snapshot=str(path), sha256=digest.content_sha256, size=digest.size,
                           taken_at=timefmt.iso_utc(taken), s3=entry.location if entry is not None else None)
             prune_local(r.snapshots_dir, args.keep_days,

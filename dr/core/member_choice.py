@@ -32,11 +32,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dr.core.cluster_nodes import ClusterNode, quorum
-from dr.core.errors import NoQuorum
+from dr.core.errors import IntegrityError, NodeError, NodeUnreachable, NoQuorum, SnapshotTooBig, Timeout
 from dr.core.etcd_health import EtcdHealth
 
 MAX_LAG = 5000  # entries a follower's applied index may trail the leader's raft index and still be "up to date"
-RAW_COPY_PATH = "/var/lib/etcd/member/snap/db"  # etcd's backend on a Talos node (the disaster-recovery guide's copy)
+RAW_COPY_PATH = "/var/lib/etcd/member/snap/db"
+# A snapshot that failed for one of these is the member's (or its node's) failure, not the bucket's or the
+# credential file's: the next member of the majority (``Choice.after_failure``) may well succeed.
+MEMBER_FAILURES = (NodeUnreachable, NodeError, Timeout, IntegrityError, SnapshotTooBig)  # etcd's backend on a Talos node (the disaster-recovery guide's copy)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,17 @@ class Choice:
     judgement: Judgement
     reason: str
     quorum: bool = True  # False only when the caller accepted a snapshot without one
+    # The other members of the majority, in the order to try them when the source's snapshot fails (each with why):
+    # only for a choice made here, never for a node the user named or a snapshot without quorum.
+    fallbacks: tuple[tuple[MemberState, str], ...] = ()
+
+    def after_failure(self, error: str) -> Choice | None:
+        """The next member to snapshot from after ``source`` failed with ``error``; None when none is left."""
+        if not self.fallbacks:
+            return None
+        (source, why), *rest = self.fallbacks
+        return Choice(source, self.judgement, f"{why}; {self.source.label} failed: {error}", self.quorum,
+                      tuple(rest))
 
     @property
     def member_id_hex(self) -> str:
@@ -195,25 +209,31 @@ def _status(answers: Sequence[NodeAnswer], s: MemberState) -> EtcdHealth | None:
     return next((a.status for a in answers if a.node.private_ip == s.node.private_ip), None)
 
 
-def _pick(j: Judgement, answers: Sequence[NodeAnswer]) -> tuple[MemberState, str]:
-    """A healthy follower that is up to date (most applied first, then the stack's order), else the leader."""
+def _ranked(j: Judgement, answers: Sequence[NodeAnswer]) -> list[tuple[MemberState, str]]:
+    """Every member of the agreeing majority, best source first, each with why: the followers that are up to date
+    (most applied first, then the stack's order), then the leader, then followers that are behind (most applied
+    first). Every one of them holds the majority's data; the order only keeps the snapshot's long read off the
+    leader while a follower can serve it."""
     leader_state = next((s for s in j.agreeing if s.member_id == j.leader), None)
     indexes = {s.node.private_ip: _status(answers, s) for s in j.agreeing}
     lead_status = indexes.get(leader_state.node.private_ip) if leader_state else None
     top = lead_status.raft_index if lead_status else max(h.raft_index for h in indexes.values() if h)
-    followers = []
+    current: list[tuple[int, int, MemberState]] = []
+    behind: list[tuple[int, int, MemberState]] = []
     for rank, s in enumerate(j.agreeing):
         h = indexes[s.node.private_ip]
-        if s.member_id != j.leader and h is not None and top - h.raft_applied_index <= MAX_LAG:
-            followers.append((-h.raft_applied_index, rank, s))
-    if followers:
-        s = min(followers)[2]
-        return s, (f"a follower of leader {j.leader:x} that is up to date (applied index within {MAX_LAG} of the "
-                   "leader's): the snapshot's long read stays off the leader")
+        if s.member_id == j.leader or h is None:
+            continue
+        (current if top - h.raft_applied_index <= MAX_LAG else behind).append((-h.raft_applied_index, rank, s))
+    ranked = [(s, f"a follower of leader {j.leader:x} that is up to date (applied index within {MAX_LAG} of the "
+                  "leader's): the snapshot's long read stays off the leader") for _, _, s in sorted(current)]
     if leader_state is not None:
-        return leader_state, "the leader: no follower that answered is up to date"
-    s = max(j.agreeing, key=lambda x: indexes[x.node.private_ip].raft_applied_index)  # type: ignore[union-attr]
-    return s, "the most up-to-date member that answered: the leader's node did not answer"
+        ranked.append((leader_state, "the leader: no follower that answered is up to date" if not ranked else
+                       "the leader, after the up-to-date followers"))
+    why = ("the most up-to-date member that answered: the leader's node did not answer" if leader_state is None
+           else "a follower that is catching up, after the leader")
+    ranked.extend((s, why) for _, _, s in sorted(behind))
+    return ranked
 
 
 def _no_quorum(j: Judgement, answers: Sequence[NodeAnswer], command: str) -> NoQuorum:
@@ -247,8 +267,8 @@ def choose(nodes: Sequence[ClusterNode], answers: Sequence[NodeAnswer], *, node:
         if named is not None:
             why = "named with --node" + ("" if named.healthy else f", although it is {named.state}")
             return Choice(named, j, why)
-        source, why = _pick(j, answers)
-        return Choice(source, j, why)
+        (source, why), *rest = _ranked(j, answers)
+        return Choice(source, j, why, fallbacks=tuple(rest))
     if not allow_no_quorum:
         raise _no_quorum(j, answers, command)
     if named is not None:

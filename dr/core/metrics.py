@@ -93,12 +93,16 @@ def emf_line(values: Mapping[str, float], *, cluster: str, now: datetime, namesp
 MEMBER_PROPERTIES = {"node": "EtcdMemberNode", "ip": "EtcdMemberIp", "id": "EtcdMemberId", "quorum": "EtcdQuorum"}
 
 
-def member_properties(member: Mapping[str, str] | None, members: list[str] | None = None) -> dict[str, Any]:
-    """``Choice.record()`` (and each member's state, one line each) as EMF properties; {} with one node."""
+def member_properties(member: Mapping[str, str] | None, members: list[str] | None = None,
+                      failed: list[str] | None = None) -> dict[str, Any]:
+    """``Choice.record()`` (and each member's state, one line each; each member whose snapshot failed before another
+    was tried, with why) as EMF properties; {} with one node."""
     out: dict[str, Any] = {}
     for field, name in MEMBER_PROPERTIES.items():
         if member and member.get(field):
             out[name] = str(member[field])
     if members:
         out["EtcdMembers"] = [str(m) for m in members]
+    if failed:
+        out["EtcdMembersFailed"] = [str(m) for m in failed]
     return out

@@ -14,6 +14,7 @@ from dr.adapters import s3
 from dr.commands import backup
 from dr.core.errors import ExitCode, NoQuorum
 from dr.core.integrity import verify_file
+from sandbox import etcd
 from sandbox.api import Sandbox
 from sandbox.testing import require_etcd
 from snapshot_lambda import handler as lh
@@ -167,3 +168,82 @@ def test_status_shows_each_members_state(ha):
     _lose(ha, 2)
     line, etcd_line = members_line(run_cli(status.main, "--json"))
     assert line["state"] == "FAIL" and "NO quorum" in line["summary"]
+
+
+def _leader_index(sb: Sandbox) -> int:
+    """The sandbox index (1-3) of the node whose etcd member leads now."""
+    leader = etcd.status(sb.node_at(1).info.etcd_endpoint)["leader"]
+    name = next(m["name"] for m in sb.etcd_members() if int(m["id"], 16) == leader)
+    return next(m.index for m in sb.members if m.hostname == name)
+
+
+@pytest.fixture
+def followers_die_mid_snapshot(ha) -> Iterator[tuple[Sandbox, int]]:
+    """Every follower's node cuts its snapshot stream half-way (sandbox fault ``die_mid_snapshot``); the leader's
+    serves it whole. The follower comes first in the choice, so the snapshot has to fall back to reach the leader."""
+    lead = _leader_index(ha)
+    others = [m.index for m in ha.members if m.index != lead]
+    for i in others:
+        ha.set_faults(i, die_mid_snapshot=True)
+    try:
+        yield ha, lead
+    finally:
+        for i in others:
+            ha.set_faults(i, die_mid_snapshot=None)
+
+
+def test_backup_falls_back_to_the_next_healthy_member_when_a_snapshot_fails(followers_die_mid_snapshot):
+    ha, lead = followers_die_mid_snapshot
+    leader = ha.node_at(lead).info
+    res = run_cli(backup.main, "--save-to-s3", "--json")
+    assert res.code == 0, res
+    doc = json.loads(res.out)
+    # the member actually used is the one recorded, in --json and in the object's metadata
+    assert doc["member"]["ip"] == ha.members[lead - 1].private_ip, (doc, res.err)
+    assert _head(ha, doc["s3"])[s3.META_MEMBER_IP] == doc["member"]["ip"]
+    warnings = [line for line in res.err.splitlines() if "warning: the snapshot from" in line]
+    assert len(warnings) == 2, res.err  # both followers were tried first, each failure said, nothing of it kept
+    assert all("was cut after" in w and "nothing of it was kept" in w for w in warnings)
+    assert f"trying {ha.members[lead - 1].hostname} ({ha.members[lead - 1].private_ip})" in warnings[-1]
+    assert sorted(p.name for p in Path(".talos/snapshots").iterdir() if p.name != ".lock") == [
+        Path(doc["snapshot"]).name], "a failed attempt left a file"
+    assert verify_file(Path(doc["snapshot"])).size > 0
+    assert leader.hostname == doc["member"]["node"]
+
+
+def test_backup_named_node_does_not_fall_back(followers_die_mid_snapshot):
+    ha, lead = followers_die_mid_snapshot
+    follower = next(m for m in ha.members if m.index != lead)
+    res = run_cli(backup.main, "--node", follower.private_ip)
+    assert res.code == ExitCode.TRUNCATED_SNAPSHOT, res
+    assert "trying" not in res.err and not list(Path(".talos/snapshots").glob("*.db"))
+
+
+def test_the_lambda_falls_back_to_the_next_member_and_names_the_failed_ones(followers_die_mid_snapshot, monkeypatch,
+                                                                            capsys):
+    ha, lead = followers_die_mid_snapshot
+    env = lambda_env(ha)
+    env[lh.ENV_NODES] = _nodes_env(ha)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    client = s3.make_client(ha.region)
+
+    def keys() -> set[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=env[lh.ENV_BUCKET])
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    before = keys()
+    out = lh.handler({}, None)
+    captured = capsys.readouterr()
+    lines = emf.emf_lines(captured.out)
+    assert len(lines) == 1 and emf.problems(lines[0]) == []
+    root = json.loads(lines[0])
+    assert root["SnapshotSuccess"] == 1.0 and root["EtcdMemberNode"] == ha.members[lead - 1].hostname
+    failed = root["EtcdMembersFailed"]
+    assert len(failed) == 2 and all("TruncatedSnapshot" in f for f in failed)
+    assert {m.hostname for m in ha.members if m.index != lead} == {f.split(" ")[0] for f in failed}
+    meta = s3.make_client(ha.region).head_object(Bucket=out["bucket"], Key=out["key"])["Metadata"]
+    assert meta[s3.META_MEMBER_NODE] == ha.members[lead - 1].hostname
+    # one new object: the failed attempts left none
+    assert {k for k in keys() - before if "etcd-snapshot-" in k} == {out["key"]}
+    assert not client.list_multipart_uploads(Bucket=out["bucket"]).get("Uploads")

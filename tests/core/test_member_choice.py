@@ -184,3 +184,35 @@ def test_a_member_list_refused_for_another_reason_is_named_so():
     refused = NodeAnswer(NODES[1], None, status(2), "etcd member list from 10.0.2.10 refused: not authorized")
     j = judge(NODES, [answer(1), refused, answer(3)])
     assert {s.node.name: s.state for s in j.states}["cp-2"] == "member list failed" and j.has_quorum
+
+
+def _order(c) -> list[str]:
+    names = [c.source.node.name]
+    while (c := c.after_failure("stream cut")) is not None:
+        names.append(c.source.node.name)
+    return names
+
+
+def test_when_the_source_fails_the_next_member_of_the_majority_is_tried_then_none():
+    # three healthy: the most-applied follower, the other follower, then the leader; never a fourth
+    c = choose(NODES, [answer(1, index=1010), answer(2, index=1005), answer(3, index=1008)])
+    assert _order(c) == ["cp-3", "cp-2", "cp-1"]
+    nxt = c.after_failure("the node does not answer")
+    assert nxt.quorum and nxt.judgement is c.judgement
+    assert "cp-3 (10.0.3.10) failed: the node does not answer" in nxt.reason and "follower" in nxt.reason
+    # followers too far behind come after the leader
+    lead = 100_000
+    c = choose(NODES, [answer(1, index=lead), answer(2, index=lead, applied=lead - MAX_LAG - 1),
+                       answer(3, index=lead, applied=lead - MAX_LAG - 50)])
+    assert _order(c) == ["cp-1", "cp-2", "cp-3"]
+    assert "catching up" in c.after_failure("x").reason
+    # a member that is down, corrupt, a learner or follows another leader is never tried
+    alarm = ((IDS[2], "CORRUPT"),)
+    assert _order(choose(NODES, [answer(1), answer(2, alarms=alarm), answer(3)])) == ["cp-3", "cp-1"]
+    assert _order(choose(NODES, [answer(1), down(2), answer(3)])) == ["cp-3", "cp-1"]
+
+
+def test_a_named_node_or_a_snapshot_without_quorum_has_no_fallback():
+    assert choose(NODES, [answer(1), answer(2), answer(3)], node="10.0.1.10").after_failure("x") is None
+    c = choose(NODES, [answer(1), down(2), down(3)], allow_no_quorum=True)
+    assert not c.quorum and c.after_failure("x") is None
