@@ -35,19 +35,30 @@ def volume_snapshot_rows(client, stack: str, cluster: str, per_volume: int = 1) 
     return newest_per_volume(ec2.data_volume_snapshots(client, data_volume_tag_value(stack, cluster)), per_volume)
 
 
+def _labels(rows: list[VolumeSnapshot]) -> list[str]:
+    """Each row's volume as a person tells it apart: its name (``data``), or, where several nodes each have a volume
+    of that name, its ``Name`` tag (``prod-data``, ``prod-data-1``, ``prod-data-2``)."""
+    tags: dict[str, set[str]] = {}
+    for s in rows:
+        tags.setdefault(s.volume_name, set()).add(s.name_tag)
+    return [s.name_tag if len(tags[s.volume_name]) > 1 and s.name_tag else s.volume_name for s in rows]
+
+
 def render_rows(rows: list[VolumeSnapshot], now: datetime) -> list[str]:
     """The table: volume, snapshot id, state, size, age, whether DLM took it."""
-    lines = [f"{'VOLUME':<16} {'SNAPSHOT':<24} {'STATE':<10} {'SIZE':>7} {'AGE':>7}  {'TAKEN AT':<20}  BY"]
-    for s in rows:
+    labels = _labels(rows)
+    w = max([16, *(len(x) for x in labels)])
+    lines = [f"{'VOLUME':<{w}} {'SNAPSHOT':<24} {'STATE':<10} {'SIZE':>7} {'AGE':>7}  {'TAKEN AT':<20}  BY"]
+    for s, label in zip(rows, labels, strict=True):
         age = timefmt.human_age((now - s.started).total_seconds())
-        lines.append(f"{s.volume_name:<16} {s.snapshot_id:<24} {s.state:<10} {s.size_gib:>4} GiB {age:>7}  "
+        lines.append(f"{label:<{w}} {s.snapshot_id:<24} {s.state:<10} {s.size_gib:>4} GiB {age:>7}  "
                      f"{timefmt.iso_utc(s.started):<20}  {'dlm' if s.by_dlm else 'other'}")
     return lines
 
 
 def _row_json(s: VolumeSnapshot) -> dict[str, Any]:
-    return {"volume": s.volume_name, "volume_id": s.volume_id, "snapshot_id": s.snapshot_id, "state": s.state,
-            "size_gib": s.size_gib, "started": timefmt.iso_utc(s.started), "by_dlm": s.by_dlm}
+    return {"volume": s.volume_name, "name_tag": s.name_tag, "volume_id": s.volume_id, "snapshot_id": s.snapshot_id,
+            "state": s.state, "size_gib": s.size_gib, "started": timefmt.iso_utc(s.started), "by_dlm": s.by_dlm}
 
 
 def _target(args: argparse.Namespace) -> tuple[str, str, str | None]:

@@ -65,6 +65,12 @@ class VolumeSnapshot:
         return mount.rsplit("/", 1)[-1] if mount.startswith("/var/mnt/") else self.volume_id
 
     @property
+    def name_tag(self) -> str:
+        """The volume's ``Name`` tag, copied by DLM: which node's volume it is (``<cluster>-<name>`` on node 0,
+        ``<cluster>-<name>-<i>`` on the others: infra/node.py ``label``); "" when absent."""
+        return self.tags.get("Name", "")
+
+    @property
     def by_dlm(self) -> bool:
         return self.tags.get(SNAPSHOT_BY_TAG) == SNAPSHOT_BY_DLM
 
@@ -78,12 +84,14 @@ def from_describe(item: Mapping[str, Any]) -> VolumeSnapshot:
 
 def newest_per_volume(snapshots: Iterable[VolumeSnapshot], per_volume: int = 1,
                       completed_only: bool = False) -> list[VolumeSnapshot]:
-    """The ``per_volume`` newest snapshots of each data volume, volumes by name, newest first within each."""
-    groups: dict[str, list[VolumeSnapshot]] = {}
+    """The ``per_volume`` newest snapshots of each data volume, volumes by name, newest first within each. With
+    several control-plane nodes every node has a volume of each name: they are told apart by the ``Name`` tag (a
+    volume that replaced an earlier one of the same node carries the same tag, so its history stays one)."""
+    groups: dict[tuple[str, str], list[VolumeSnapshot]] = {}
     for s in snapshots:
         if completed_only and s.state != "completed":
             continue
-        groups.setdefault(s.volume_name, []).append(s)
+        groups.setdefault((s.volume_name, s.name_tag), []).append(s)
     picked: list[VolumeSnapshot] = []
     for name in sorted(groups):
         picked += sorted(groups[name], key=lambda s: s.started, reverse=True)[:per_volume]

@@ -60,3 +60,31 @@ def test_no_snapshots_is_not_found(ec2):
     res = run_cli(volumes.main, "--cluster", f"none-{uuid.uuid4().hex[:6]}", "--region", "us-east-1")
     assert res.code == ExitCode.NOT_FOUND, res
     assert "no EBS snapshots of the data volumes" in res.err
+
+
+def test_three_nodes_each_volume_of_a_name_is_listed_apart_by_its_name_tag(ec2):
+    """With three control-plane nodes every node has a `data` volume (the same mount tag): each node's newest is
+    listed, told apart by the Name tag DLM copies (infra/node.py label); a replaced volume of one node (new volume
+    id, same Name tag) stays that node's history."""
+    cluster = f"c{uuid.uuid4().hex[:8]}"
+    tag = f"prod/{cluster}"
+
+    def snap(name_tag: str) -> str:
+        vol = ec2.create_volume(AvailabilityZone="us-east-1a", Size=5)["VolumeId"]
+        tags = [{"Key": DATA_VOLUME_TAG, "Value": tag}, {"Key": MOUNT_TAG, "Value": "/var/mnt/data"},
+                {"Key": "Name", "Value": name_tag}, {"Key": SNAPSHOT_BY_TAG, "Value": SNAPSHOT_BY_DLM}]
+        return ec2.create_snapshot(VolumeId=vol, TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags}])[
+            "SnapshotId"]
+
+    ids = {n: snap(n) for n in (f"{cluster}-data", f"{cluster}-data-1", f"{cluster}-data-2")}
+    replaced = snap(f"{cluster}-data-1")  # node 1's volume replaced: a new volume, the same Name tag
+    res = run_cli(volumes.main, "--cluster", cluster, "--region", "us-east-1", "--json")
+    assert res.code == 0, res
+    doc = json.loads(res.out)
+    assert sorted(s["name_tag"] for s in doc["snapshots"]) == sorted(ids)  # one per node, not one in all
+    by_tag = {s["name_tag"]: s["snapshot_id"] for s in doc["snapshots"]}
+    assert by_tag[f"{cluster}-data"] == ids[f"{cluster}-data"] and by_tag[f"{cluster}-data-2"] == ids[f"{cluster}-data-2"]
+    assert by_tag[f"{cluster}-data-1"] in {replaced, ids[f"{cluster}-data-1"]}
+    res = run_cli(volumes.main, "--cluster", cluster, "--region", "us-east-1", "--per-volume", "5")
+    rows = [ln.split() for ln in res.out.splitlines()[2:]]
+    assert sorted(r[0] for r in rows) == sorted([*ids, f"{cluster}-data-1"]), res.out  # the Name tag, per node
