@@ -60,6 +60,23 @@ class ApiEndpointArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
+# Elastic Load Balancing names a load balancer or a target group in at most 32 characters, alphanumerics and hyphens,
+# not beginning or ending with a hyphen, not beginning with "internal-" (ELBv2 API reference, CreateLoadBalancer and
+# CreateTargetGroup, "Name"). Pulumi names each from its logical name plus "-" and 7 random characters (pulumi-aws
+# auto-naming), so the logical name may hold 24; a cluster name may hold 40 (infra/config.py).
+ELB_NAME_MAX = 32
+AUTONAME_SUFFIX = 8  # "-" + 7 random characters
+
+
+def elb_logical_name(cluster: str, what: str) -> str:
+    """``<cluster>-<what>`` (``talos-dr-api-lb``), the cluster part cut so Pulumi's auto-name fits ELB's 32."""
+    room = ELB_NAME_MAX - AUTONAME_SUFFIX - len(what) - 1
+    base = cluster[:room].rstrip("-") or "talos"
+    if f"{base}-{what}".startswith("internal-"):
+        base = "cp-" + base[: room - 3].rstrip("-")
+    return f"{base}-{what}"
+
+
 def _v6(cidr: str) -> bool:
     return ":" in cidr
 
@@ -121,7 +138,7 @@ class ApiEndpoint(pulumi.ComponentResource):
         )
 
         lb = aws.lb.LoadBalancer(
-            f"{name}-api-lb",
+            elb_logical_name(name, "api-lb"),
             load_balancer_type="network",
             internal=False,
             ip_address_type="ipv4",
@@ -132,7 +149,7 @@ class ApiEndpoint(pulumi.ComponentResource):
             opts=child,
         )
         target_group = aws.lb.TargetGroup(
-            f"{name}-api-tg",
+            elb_logical_name(name, "api-tg"),
             port=port,
             protocol="TCP",
             target_type="ip",

@@ -394,3 +394,18 @@ def test_the_size_provider_pickles_by_reference():
 
     blob = base64.b64decode(serialize_provider(ControlPlaneSizeProvider()))
     assert b"infra.providers.control_plane_size" in blob and len(blob) < 1000
+
+
+@pytest.mark.parametrize("cluster", ["talos-dr", "a" * 40, "internal-platform-production", "x1-" + "b" * 37])
+def test_the_load_balancer_and_target_group_names_fit_elbs_32_characters(cluster):
+    """ELBv2 names: at most 32 characters, alphanumerics and hyphens, no hyphen at either end, not "internal-..."
+    (CreateLoadBalancer/CreateTargetGroup "Name"); Pulumi adds "-" and 7 random characters to the logical name."""
+    import re
+
+    run = run_program({**stack_file_config(), "talos-dr:controlPlaneNodes": "3", "talos-dr:clusterName": cluster})
+    for typ in ("aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup"):
+        auto = run.one(typ).name + "-abc1234"
+        assert len(auto) <= 32 and re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", auto), auto
+        assert not auto.startswith("internal-"), auto
+    if cluster == "talos-dr":  # a short name is used whole, as before
+        assert run.one("aws:lb/loadBalancer:LoadBalancer").name == "talos-dr-api-lb"
