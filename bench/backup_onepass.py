@@ -46,6 +46,7 @@ from bench.__main__ import (
     parse_sizes,
     probe,
 )
+from bench.results import load, write_section
 
 BEGIN = "<!-- BEGIN bench.backup_onepass -->"
 END = "<!-- END bench.backup_onepass -->"
@@ -250,20 +251,6 @@ def markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
-def load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.backup_onepass", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -325,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(data)
     print(text)
     if args.results:
-        write_section(Path(args.results), text)
+        write_section(Path(args.results), text, BEGIN, END)
     return 0
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench import fill
 from bench.__main__ import MIB, OUT, clean_bucket, etcdctl_shim
+from bench.results import load, write_section
 
 BEGIN = "<!-- BEGIN bench.client_cpu -->"
 END = "<!-- END bench.client_cpu -->"
@@ -120,10 +121,6 @@ def profile_backup(env: dict, talos_dir: Path, out: Path, top: int = 25) -> str:
     return buf.getvalue()
 
 
-def load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def markdown(all_runs: dict[str, dict]) -> str:
     lines = [BEGIN, "## The client's CPU per GiB: `python -m bench.client_cpu`", "",
              "CPU-seconds (user + system, `getrusage(RUSAGE_CHILDREN)` around a fresh `talos-dr backup --save-to-s3` "
@@ -178,16 +175,6 @@ def markdown(all_runs: dict[str, dict]) -> str:
                       f"**{scaled:.0f} s at 2 GiB** (scaled linearly), against the handler's {LAMBDA_BUDGET_S:.0f} s."]
     lines += ["", END]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
-    old = path.read_text() if path.exists() else ""
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + text.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(all_runs)
     print(text)
     if args.results:
-        write_section(Path(args.results), text)
+        write_section(Path(args.results), text, BEGIN, END)
     return 0
 
 

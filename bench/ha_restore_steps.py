@@ -20,7 +20,6 @@ take minutes). Figures, not assertions: nothing here is a timed test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from bench import fill
 from bench.__main__ import MIB, OUT, SIZES, etcdctl_shim, parse_sizes
+from bench.results import load, publish
 
 BEGIN = "<!-- BEGIN bench.ha_restore_steps -->"
 END = "<!-- END bench.ha_restore_steps -->"
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["SANDBOX_ETCDCTL_BIN"] = str(etcdctl_shim())
-    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load_before = load()
     folder = OUT / "sandbox-ha-restore-steps"
     shutil.rmtree(folder, ignore_errors=True)
     sb = Sandbox.up(folder, nodes=3, reboot_seconds=0.5, bootstrap_not_ready_seconds=0.3)
@@ -170,16 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{k} {v:.2f}" for k, v in row["replace"].items()), flush=True)
     finally:
         sb.down()
-    load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load_after = load()
     data = {"rows": rows, "load_before": load_before, "load_after": load_after,
             "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "sizes": args.sizes}
-    (OUT / "ha_restore_steps.json").write_text(json.dumps(data, indent=2))
-    text = markdown(data)
-    print(text)
-    if args.results:
-        from bench.client_cpu import write_section
-
-        write_section(Path(args.results), text, BEGIN, END)
+    publish(data, OUT / "ha_restore_steps.json", markdown(data), args.results, BEGIN, END)
     return 0
 
 

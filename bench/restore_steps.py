@@ -15,7 +15,6 @@ work are the sandbox's, not AWS's (the real node's reboot and image pull take mi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from bench import fill
 from bench.__main__ import MIB, OUT, SIZES, bare_restore, etcdctl_shim, parse_sizes
+from bench.results import load, publish
 
 BEGIN = "<!-- BEGIN bench.restore_steps -->"
 END = "<!-- END bench.restore_steps -->"
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["SANDBOX_ETCDCTL_BIN"] = str(etcdctl_shim())
-    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load_before = load()
     sb = Sandbox.up(OUT / "sandbox-restore-steps", reboot_seconds=0.5, bootstrap_not_ready_seconds=0.3)
     rows = []
     try:
@@ -123,16 +123,10 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     finally:
         sb.down()
-    load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load_after = load()
     data = {"rows": rows, "load_before": load_before, "load_after": load_after,
             "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "sizes": args.sizes}
-    (OUT / "restore_steps.json").write_text(json.dumps(data, indent=2))
-    text = markdown(data)
-    print(text)
-    if args.results:
-        from bench.client_cpu import write_section
-
-        write_section(Path(args.results), text, BEGIN, END)
+    publish(data, OUT / "restore_steps.json", markdown(data), args.results, BEGIN, END)
     return 0
 
 

@@ -32,6 +32,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.results import load
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "verify-speed"
 MIB = 1024 * 1024
@@ -165,10 +167,6 @@ BEGIN = "<!-- BEGIN bench.verify_speed -->"
 END = "<!-- END bench.verify_speed -->"
 
 
-def _load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def _version(exe: str) -> str:
     try:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
@@ -237,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("etcd 3.5 is not unpacked: run `make etcd`, or pass --etcd path")
         env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"
     rows = []
-    load0 = _load()
+    load0 = load()
     for shape in shapes:
         for label in sizes:
             snap = make_snapshot(label, shape)
@@ -250,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     etcd = shutil.which("etcd", path=env["PATH"]) or "etcd"
     command = shlex.join(["python", "-m", "bench.verify_speed", *(argv if argv is not None else sys.argv[1:])])
-    text = markdown(rows, command, _version(etcd), (load0, _load()), args.title)
+    text = markdown(rows, command, _version(etcd), (load0, load()), args.title)
     print()
     print(text)
     if args.results:
