@@ -202,9 +202,14 @@ def test_backup_falls_back_to_the_next_healthy_member_when_a_snapshot_fails(foll
     assert doc["member"]["ip"] == ha.members[lead - 1].private_ip, (doc, res.err)
     assert _head(ha, doc["s3"])[s3.META_MEMBER_IP] == doc["member"]["ip"]
     warnings = [line for line in res.err.splitlines() if "warning: the snapshot from" in line]
-    assert len(warnings) == 2, res.err  # both followers were tried first, each failure said, nothing of it kept
+    # both followers were tried first, each failure said, nothing of it kept (should etcd have moved its leadership
+    # meanwhile, fewer were tried: every one tried is still a failing node's, and the one used the good one)
+    if _leader_index(ha) == lead:
+        assert len(warnings) == 2, res.err
+        assert f"trying {ha.members[lead - 1].hostname} ({ha.members[lead - 1].private_ip})" in warnings[-1]
     assert all("was cut after" in w and "nothing of it was kept" in w for w in warnings)
-    assert f"trying {ha.members[lead - 1].hostname} ({ha.members[lead - 1].private_ip})" in warnings[-1]
+    failing = {f"{m.hostname} ({m.private_ip}) failed" for m in ha.members if m.index != lead}
+    assert all(any(f in w for f in failing) for w in warnings), res.err
     assert sorted(p.name for p in Path(".talos/snapshots").iterdir() if p.name != ".lock") == [
         Path(doc["snapshot"]).name], "a failed attempt left a file"
     assert verify_file(Path(doc["snapshot"])).size > 0
@@ -239,9 +244,10 @@ def test_the_lambda_falls_back_to_the_next_member_and_names_the_failed_ones(foll
     assert len(lines) == 1 and emf.problems(lines[0]) == []
     root = json.loads(lines[0])
     assert root["SnapshotSuccess"] == 1.0 and root["EtcdMemberNode"] == ha.members[lead - 1].hostname
-    failed = root["EtcdMembersFailed"]
-    assert len(failed) == 2 and all("TruncatedSnapshot" in f for f in failed)
-    assert {m.hostname for m in ha.members if m.index != lead} == {f.split(" ")[0] for f in failed}
+    failed = root.get("EtcdMembersFailed", [])
+    assert len(failed) == 2 or _leader_index(ha) != lead  # as in the backup's test
+    assert all("TruncatedSnapshot" in f for f in failed)
+    assert {f.split(" ")[0] for f in failed} <= {m.hostname for m in ha.members if m.index != lead}
     meta = s3.make_client(ha.region).head_object(Bucket=out["bucket"], Key=out["key"])["Metadata"]
     assert meta[s3.META_MEMBER_NODE] == ha.members[lead - 1].hostname
     # one new object: the failed attempts left none
