@@ -71,7 +71,7 @@ AUTONAME_SUFFIX = 8  # "-" + 7 random characters
 def elb_logical_name(cluster: str, what: str) -> str:
     """``<cluster>-<what>`` (``talos-dr-api-lb``), the cluster part cut so Pulumi's auto-name fits ELB's 32."""
     room = ELB_NAME_MAX - AUTONAME_SUFFIX - len(what) - 1
-    base = cluster[:room].rstrip("-") or "talos"
+    base = cluster[:room].rstrip("-")  # never empty: a cluster name starts with a letter or digit
     if f"{base}-{what}".startswith("internal-"):
         base = "cp-" + base[: room - 3].rstrip("-")
     return f"{base}-{what}"

@@ -312,26 +312,29 @@ def _snapshot_from_members(settings: RunnerSettings, credentials: TalosCredentia
     start = time.monotonic()
     deadline = start + settings.timeout
     began = now or datetime.now(UTC)
-    taken_at = began  # a later attempt's object is named for when it started
-    while True:
-        attempt = settings
-        if choice is not None:
-            host, port = _host_port(choice.source.node.public_ip, settings.port)
-            attempt = replace(settings, node=host, port=port, timeout=max(deadline - time.monotonic(), 1.0))
-        try:
-            return attempt, take_snapshot(attempt, credentials, s3_client=client, now=taken_at,
-                                          member=choice.record() if choice is not None else None)
-        except member_choice.MEMBER_FAILURES as exc:
-            nxt = choice.after_failure(str(exc)) if choice is not None else None
-            if nxt is None or deadline - time.monotonic() < 2 * settings.stall_timeout:
-                raise
-            who = choice.record()  # type: ignore[union-attr]
-            log.warning(json.dumps({"event": "member-failed", "member": who, "error": type(exc).__name__,
-                                    "message": str(exc), "next": nxt.record(), "reason": nxt.reason}))
-            observed.setdefault("failed_members", []).append(f"{who['node']} ({who['ip']}): {type(exc).__name__}: {exc}")
-            observed["member"] = nxt.record()
-            choice = nxt
-            taken_at = began + timedelta(seconds=time.monotonic() - start)
+    attempts: list[RunnerSettings] = []
+
+    def attempt(c: member_choice.Choice | None) -> RunResult:
+        run_settings = settings
+        if c is not None:
+            host, port = _host_port(c.source.node.public_ip, settings.port)
+            run_settings = replace(settings, node=host, port=port, timeout=max(deadline - time.monotonic(), 1.0))
+        attempts.append(run_settings)
+        # a later attempt's object is named for when it started
+        taken_at = began if len(attempts) == 1 else began + timedelta(seconds=time.monotonic() - start)
+        return take_snapshot(run_settings, credentials, s3_client=client, now=taken_at,
+                             member=c.record() if c is not None else None)
+
+    def failed(c: member_choice.Choice, exc: DRError, nxt: member_choice.Choice) -> None:
+        who = c.record()
+        log.warning(json.dumps({"event": "member-failed", "member": who, "error": type(exc).__name__,
+                                "message": str(exc), "next": nxt.record(), "reason": nxt.reason}))
+        observed.setdefault("failed_members", []).append(f"{who['node']} ({who['ip']}): {type(exc).__name__}: {exc}")
+        observed["member"] = nxt.record()
+
+    result, _ = member_choice.from_members(choice, attempt, on_failure=failed,
+                                           may_go_on=lambda: deadline - time.monotonic() >= 2 * settings.stall_timeout)
+    return attempts[-1], result
 
 
 def _host_port(entry: str, default: int) -> tuple[str, int]:

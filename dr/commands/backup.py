@@ -219,21 +219,21 @@ def _point_at(r: Resolver, choice: member_choice.Choice) -> None:
 def stream_from_members(r: Resolver, choice: member_choice.Choice | None, now: Callable[[], datetime], out: TextIO,
                         err: TextIO, **kw) -> tuple[tuple[Path, SnapshotDigest, datetime, Entry | None],
                                                     member_choice.Choice | None]:
-    """``stream_snapshot`` from the chosen member; when it fails on the node's side (``MEMBER_FAILURES``: the node
-    stopped answering, the stream was cut or stalled, its trailer did not verify), from the next member of the
-    majority, saying so. Nothing of a failed attempt is kept (``stream_snapshot`` leaves no file, no object). A node
-    named with --node, a snapshot without quorum, or one node: one attempt. Returns what was taken and from whom."""
-    while True:
-        try:
-            return stream_snapshot(r, now, out, err, member=choice.record() if choice else None, **kw), choice
-        except member_choice.MEMBER_FAILURES as exc:
-            nxt = choice.after_failure(exc.message) if choice is not None else None
-            if nxt is None:
-                raise
-            print(f"{PROG}: warning: the snapshot from {choice.source.label} failed ({exc.message}); nothing of it "  # type: ignore[union-attr]
-                  f"was kept; trying {nxt.source.label}, the next healthy member of the majority", file=err)
-            _point_at(r, nxt)
-            choice = nxt
+    """``stream_snapshot`` from the chosen member; when it fails on the node's side (the node stopped answering, the
+    stream was cut or stalled, its trailer did not verify), from the next member of the majority, saying so
+    (``member_choice.from_members``). Nothing of a failed attempt is kept (``stream_snapshot`` leaves no file, no
+    object). Returns what was taken and from whom."""
+
+    def attempt(c: member_choice.Choice | None) -> tuple[Path, SnapshotDigest, datetime, Entry | None]:
+        if c is not None:
+            _point_at(r, c)
+        return stream_snapshot(r, now, out, err, member=c.record() if c else None, **kw)
+
+    def failed(c: member_choice.Choice, exc: DRError, nxt: member_choice.Choice) -> None:
+        print(f"{PROG}: warning: the snapshot from {c.source.label} failed ({exc.message}); nothing of it was kept; "
+              f"trying {nxt.source.label}, the next healthy member of the majority", file=err)
+
+    return member_choice.from_members(choice, attempt, on_failure=failed)
 
 
 def stream_snapshot(r: Resolver, now: Callable[[], datetime], out: TextIO, err: TextIO, *, to_s3: bool = False,

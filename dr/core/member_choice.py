@@ -28,18 +28,21 @@ so a gap under that is a member keeping up; a bigger one is a member catching up
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dr.core.cluster_nodes import ClusterNode, quorum
-from dr.core.errors import IntegrityError, NodeError, NodeUnreachable, NoQuorum, SnapshotTooBig, Timeout
+from dr.core.errors import DRError, IntegrityError, NodeError, NodeUnreachable, NoQuorum, SnapshotTooBig, Timeout
 from dr.core.etcd_health import EtcdHealth
 
+T = TypeVar("T")
+
 MAX_LAG = 5000  # entries a follower's applied index may trail the leader's raft index and still be "up to date"
-RAW_COPY_PATH = "/var/lib/etcd/member/snap/db"
+RAW_COPY_PATH = "/var/lib/etcd/member/snap/db"  # etcd's backend on a Talos node (the disaster-recovery guide's copy)
 # A snapshot that failed for one of these is the member's (or its node's) failure, not the bucket's or the
 # credential file's: the next member of the majority (``Choice.after_failure``) may well succeed.
-MEMBER_FAILURES = (NodeUnreachable, NodeError, Timeout, IntegrityError, SnapshotTooBig)  # etcd's backend on a Talos node (the disaster-recovery guide's copy)
+MEMBER_FAILURES = (NodeUnreachable, NodeError, Timeout, IntegrityError, SnapshotTooBig)
 
 
 @dataclass(frozen=True)
@@ -280,3 +283,23 @@ def choose(nodes: Sequence[ClusterNode], answers: Sequence[NodeAnswer], *, node:
                                                     -(_status(answers, s).raft_applied_index)))  # type: ignore[union-attr]
     return Choice(voters_first[0], j, "the answering member with the highest applied index; no quorum (accepted "
                   "with --no-quorum-ok): the snapshot may miss the latest writes", quorum=False)
+
+
+def from_members(choice: Choice | None, attempt: Callable[[Choice | None], T], *,
+                 on_failure: Callable[[Choice, DRError, Choice], None],
+                 may_go_on: Callable[[], bool] = lambda: True) -> tuple[T, Choice | None]:
+    """``attempt(choice)``; when it fails with one of ``MEMBER_FAILURES`` and the choice has a next member
+    (``Choice.after_failure``) and ``may_go_on()``, ``on_failure(failed, error, next)`` says so and the next member is
+    tried. Any other failure, the last member's, or one when ``may_go_on()`` is false, is raised as it is. One node
+    (``choice`` None), a node named with --node and a snapshot without quorum have no next member: one attempt.
+    Returns the result and the choice that gave it. (Every caller owns its I/O; this only orders the attempts.)"""
+    while True:
+        try:
+            return attempt(choice), choice
+        except MEMBER_FAILURES as exc:
+            nxt = choice.after_failure(exc.message) if choice is not None else None
+            if choice is None or nxt is None or not may_go_on():
+                raise
+            on_failure(choice, exc, nxt)
+            choice = nxt
+
